@@ -1,0 +1,185 @@
+//! OAuth clients: id -> name, grant type, redirect URI and a hashed secret.
+
+use super::scram::{ScramHash, ScramKeys};
+use super::users::{from_stored, to_stored};
+use super::{random_bytes, AuthCore, AuthError, SCRAM_ITERATIONS};
+use crate::store::records::{self, ClientGrant, ClientRecord};
+use crate::store::Tree;
+
+fn valid_client_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 255 && id.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// An absolute http(s) URI with no fragment (RFC 6749 §3.1.2).
+fn valid_redirect_uri(uri: &str) -> bool {
+    let rest = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"));
+    match rest {
+        Some(r) => {
+            !r.is_empty()
+                && !r.starts_with('/')
+                && !uri.contains('#')
+                && !uri.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
+impl AuthCore {
+    /// `oauth_add_client_password CLIENT_ID CLIENT_NAME SECRET` (replaces an existing one).
+    pub fn add_password_client(&self, id: &str, name: &str, secret: &str) -> Result<(), AuthError> {
+        if !valid_client_id(id) {
+            return Err(AuthError::BadClientId);
+        }
+        if secret.is_empty() {
+            return Err(AuthError::EmptyPassword);
+        }
+        let keys = ScramKeys::derive(
+            ScramHash::Sha256,
+            secret,
+            &random_bytes::<16>(),
+            SCRAM_ITERATIONS,
+        );
+        let rec = ClientRecord {
+            name: name.to_string(),
+            grant: ClientGrant::Password,
+            redirect_uri: None,
+            secret: Some(to_stored(keys)),
+        };
+        self.store
+            .insert(Tree::Clients, id.as_bytes(), &records::encode(&rec))?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// `oauth_add_client_implicit CLIENT_ID CLIENT_NAME REDIRECT_URI`.
+    pub fn add_implicit_client(
+        &self,
+        id: &str,
+        name: &str,
+        redirect_uri: &str,
+    ) -> Result<(), AuthError> {
+        if !valid_client_id(id) {
+            return Err(AuthError::BadClientId);
+        }
+        if !valid_redirect_uri(redirect_uri) {
+            return Err(AuthError::BadRedirectUri);
+        }
+        let rec = ClientRecord {
+            name: name.to_string(),
+            grant: ClientGrant::Implicit,
+            redirect_uri: Some(redirect_uri.to_string()),
+            secret: None,
+        };
+        self.store
+            .insert(Tree::Clients, id.as_bytes(), &records::encode(&rec))?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// `oauth_remove_client CLIENT_ID`.
+    pub fn remove_client(&self, id: &str) -> Result<(), AuthError> {
+        if self.store.remove(Tree::Clients, id.as_bytes())?.is_none() {
+            return Err(AuthError::NoSuchClient(id.to_string()));
+        }
+        self.store.flush()?;
+        Ok(())
+    }
+
+    pub fn client(&self, id: &str) -> Result<Option<ClientRecord>, AuthError> {
+        match self.store.get(Tree::Clients, id.as_bytes())? {
+            Some(v) => Ok(Some(records::decode("clients", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks a client's secret. `Ok(None)` means unknown client or wrong secret
+    /// (indistinguishable to the caller, and equally slow).
+    pub fn authenticate_client(
+        &self,
+        id: &str,
+        secret: &str,
+    ) -> Result<Option<ClientRecord>, AuthError> {
+        let rec = self.client(id)?;
+        let keys = match rec.as_ref().and_then(|r| r.secret.as_ref()) {
+            Some(s) => from_stored(s),
+            None => self.fake_scram(ScramHash::Sha256, id),
+        };
+        let ok = keys.verify_password(ScramHash::Sha256, secret);
+        Ok(match rec {
+            Some(r) if ok && r.secret.is_some() => Some(r),
+            _ => None,
+        })
+    }
+
+    /// Every client id with its record, in id order.
+    pub fn clients(&self) -> Result<Vec<(String, ClientRecord)>, AuthError> {
+        let mut out = Vec::new();
+        for (k, v) in self.store.scan_prefix(Tree::Clients, b"")? {
+            out.push((
+                String::from_utf8_lossy(&k).into_owned(),
+                records::decode("clients", &v)?,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::core;
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn password_clients_authenticate_by_secret() {
+        let (a, _d) = core(&Config::default());
+        a.add_password_client("app", "My App", "sekrit").unwrap();
+        assert!(a.authenticate_client("app", "sekrit").unwrap().is_some());
+        assert!(a.authenticate_client("app", "nope").unwrap().is_none());
+        assert!(a.authenticate_client("ghost", "sekrit").unwrap().is_none());
+        let raw = a.store.get(Tree::Clients, b"app").unwrap().unwrap();
+        assert!(!raw.windows(6).any(|w| w == b"sekrit"));
+        a.remove_client("app").unwrap();
+        assert!(a.authenticate_client("app", "sekrit").unwrap().is_none());
+        assert!(matches!(
+            a.remove_client("app"),
+            Err(AuthError::NoSuchClient(_))
+        ));
+    }
+
+    #[test]
+    fn implicit_clients_need_a_proper_redirect_uri() {
+        let (a, _d) = core(&Config::default());
+        a.add_implicit_client("web", "Web", "https://app.example/cb")
+            .unwrap();
+        assert_eq!(
+            a.client("web").unwrap().unwrap().redirect_uri.as_deref(),
+            Some("https://app.example/cb")
+        );
+        assert!(
+            a.authenticate_client("web", "").unwrap().is_none(),
+            "implicit clients have no secret"
+        );
+        for bad in [
+            "ftp://x/cb",
+            "https://x/cb#frag",
+            "cb",
+            "https:///x",
+            "https://a b",
+        ] {
+            assert!(
+                matches!(
+                    a.add_implicit_client("w2", "W", bad),
+                    Err(AuthError::BadRedirectUri)
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            a.add_password_client("has space", "n", "s"),
+            Err(AuthError::BadClientId)
+        ));
+    }
+}

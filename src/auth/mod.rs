@@ -1,0 +1,174 @@
+//! The auth core: the only code that knows how credentials work.
+//!
+//! Passwords become SCRAM-SHA-1 and SCRAM-SHA-256 keys ([`users`]); OAuth clients
+//! keep a hashed secret ([`clients`]); tokens are random strings of which only a
+//! SHA-256 hash is stored, cached in memory so a login costs no disk read
+//! ([`tokens`]). XMPP SASL, MQTT CONNECT/AUTH and the OAuth HTTP routes call
+//! [`AuthCore`]; none of them reads the stores' token trees itself.
+//!
+//! Methods that hash passwords or flush the store block: async callers run them
+//! on `spawn_blocking`. Token checks ([`AuthCore::check_token`]) touch memory only.
+
+pub mod clients;
+pub mod jid;
+pub mod scopes;
+pub mod scram;
+pub mod tokens;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use rand::TryRngCore;
+
+use crate::config::{Config, OauthAccess};
+use crate::store::{Store, StoreError, Tree};
+
+pub use jid::BareJid;
+pub use scopes::{may, Action, Scopes};
+pub use tokens::{Grant, IssuedToken, TokenEnd, TokenError, TokenInfo};
+
+/// PBKDF2 rounds for new SCRAM keys: RFC 7677's minimum, which is what clients expect.
+pub const SCRAM_ITERATIONS: u32 = 4096;
+
+/// Errors of the account and client operations (token checks have [`TokenError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("invalid JID: {0}")]
+    BadJid(#[from] jid::JidError),
+    #[error("host {0} is not served here")]
+    UnknownHost(String),
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("user {0} does not exist")]
+    NoSuchUser(String),
+    #[error("wrong password")]
+    BadPassword,
+    #[error("password must not be empty")]
+    EmptyPassword,
+    #[error("client {0} does not exist")]
+    NoSuchClient(String),
+    #[error("client id must be 1-255 printable characters without spaces")]
+    BadClientId,
+    #[error("redirect URI must be an absolute http(s) URI without a fragment")]
+    BadRedirectUri,
+    #[error("{0}")]
+    BadScope(#[from] scopes::UnknownScope),
+    #[error("{0} may not get tokens (oauth_access)")]
+    AccessDenied(String),
+    #[error("ttl must be at least 1 second")]
+    BadTtl,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut b)
+        .expect("the OS random source works");
+    b
+}
+
+/// Passwords, clients, tokens and scopes over one store.
+pub struct AuthCore {
+    store: Arc<dyn Store>,
+    hosts: Vec<String>,
+    oauth_expire: u64,
+    access: OauthAccess,
+    /// Every live token by SHA-256 of its text: the login path's only lookup.
+    tokens: DashMap<[u8; 32], Arc<tokens::LiveToken>>,
+    /// A per-server random key (kept in the store): fake SCRAM salts for unknown
+    /// users, and the key that signs anti-CSRF values of the sign-in page.
+    server_key: [u8; 32],
+}
+
+impl AuthCore {
+    /// Opens the auth core over `store`, loading every token into memory.
+    pub fn new(store: Arc<dyn Store>, config: &Config) -> Result<AuthCore, AuthError> {
+        let server_key = match store.get(Tree::Meta, b"server_key")? {
+            Some(k) if k.len() == 32 => k.try_into().expect("length checked"),
+            _ => {
+                let k = random_bytes::<32>();
+                store.insert(Tree::Meta, b"server_key", &k)?;
+                store.flush()?;
+                k
+            }
+        };
+        let core = AuthCore {
+            store,
+            hosts: config.hosts.clone(),
+            oauth_expire: config.oauth_expire,
+            access: config.oauth_access.clone(),
+            tokens: DashMap::new(),
+            server_key,
+        };
+        core.load_tokens()?;
+        Ok(core)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    pub fn oauth_expire(&self) -> u64 {
+        self.oauth_expire
+    }
+
+    pub fn server_key(&self) -> &[u8; 32] {
+        &self.server_key
+    }
+
+    /// Resolves a user named by bare JID or by localpart of `default_domain`,
+    /// refusing domains this server does not host.
+    pub fn resolve_user(&self, user: &str, default_domain: &str) -> Result<BareJid, AuthError> {
+        let jid = BareJid::from_user(user, default_domain)?;
+        self.check_host(&jid)?;
+        Ok(jid)
+    }
+
+    fn check_host(&self, jid: &BareJid) -> Result<(), AuthError> {
+        if self.hosts.iter().any(|h| h == jid.domain()) {
+            Ok(())
+        } else {
+            Err(AuthError::UnknownHost(jid.domain().to_string()))
+        }
+    }
+
+    /// Whether `oauth_access` lets this account get tokens.
+    pub fn may_get_tokens(&self, jid: &BareJid) -> bool {
+        match &self.access {
+            OauthAccess::All => true,
+            OauthAccess::Only(list) => {
+                let j = jid.to_string();
+                list.iter().any(|x| *x == j)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::store::SledStore;
+
+    /// An auth core over a fresh store in a temp dir (kept alive by the guard).
+    pub fn core(config: &Config) -> (AuthCore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        (AuthCore::new(store, config).unwrap(), dir)
+    }
+}

@@ -1,0 +1,235 @@
+//! Token scopes and the one authorization question, [`may`].
+//!
+//! Known scopes:
+//! - `sasl_auth`: the token may log in over XMPP and MQTT. Alone, it may do all
+//!   that its owner may do in the owner's own domain.
+//! - `mqtt:publish:FILTER`: publishing is limited to topics matching FILTER
+//!   (an MQTT topic filter; several such scopes widen each other).
+//! - `mqtt:subscribe:FILTER`: subscribing is limited to filters inside FILTER.
+//! - `xmpp:roster:read`: the roster may be read but not changed.
+//!
+//! A family of fine scopes narrows only its own kind of action: a token with
+//! `sasl_auth mqtt:publish:devices/42/#` may subscribe anywhere in its domain but
+//! publish only under `devices/42/`.
+
+use std::fmt;
+
+pub const SASL_AUTH: &str = "sasl_auth";
+const PUBLISH_PREFIX: &str = "mqtt:publish:";
+const SUBSCRIBE_PREFIX: &str = "mqtt:subscribe:";
+const ROSTER_READ: &str = "xmpp:roster:read";
+
+/// What the README lists, for error messages and RFC 8414 metadata.
+pub const SUPPORTED: &[&str] = &[
+    SASL_AUTH,
+    "mqtt:publish:FILTER",
+    "mqtt:subscribe:FILTER",
+    ROSTER_READ,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scope \"{0}\"")]
+pub struct UnknownScope(pub String);
+
+/// A validated, de-duplicated set of scopes in the order given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Scopes(Vec<String>);
+
+impl Scopes {
+    /// Parses scopes separated by spaces (RFC 6749) or `;` (ejabberdctl).
+    pub fn parse(text: &str) -> Result<Scopes, UnknownScope> {
+        let mut out: Vec<String> = Vec::new();
+        for s in text.split([' ', ';']).filter(|s| !s.is_empty()) {
+            if !known(s) {
+                return Err(UnknownScope(s.to_string()));
+            }
+            if !out.iter().any(|o| o == s) {
+                out.push(s.to_string());
+            }
+        }
+        Ok(Scopes(out))
+    }
+
+    /// Scopes read back from the store (already validated when issued).
+    pub fn from_stored(list: Vec<String>) -> Scopes {
+        Scopes(list)
+    }
+
+    pub fn sasl_auth() -> Scopes {
+        Scopes(vec![SASL_AUTH.to_string()])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn has(&self, scope: &str) -> bool {
+        self.0.iter().any(|s| s == scope)
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<String> {
+        self.0
+    }
+}
+
+impl fmt::Display for Scopes {
+    /// Space-separated, as OAuth responses carry them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+fn known(s: &str) -> bool {
+    if s == SASL_AUTH || s == ROSTER_READ {
+        return true;
+    }
+    if let Some(filter) = s
+        .strip_prefix(PUBLISH_PREFIX)
+        .or_else(|| s.strip_prefix(SUBSCRIBE_PREFIX))
+    {
+        return valid_filter(filter);
+    }
+    false
+}
+
+/// An MQTT topic filter: `#` only as the whole last level, `+` only as a whole level.
+fn valid_filter(f: &str) -> bool {
+    if f.is_empty() || f.contains('\0') {
+        return false;
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    levels.iter().enumerate().all(|(i, l)| match *l {
+        "#" => i == levels.len() - 1,
+        "+" => true,
+        other => !other.contains('#') && !other.contains('+'),
+    })
+}
+
+/// Something a logged-in session wants to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Action<'a> {
+    /// Publish to an MQTT topic name.
+    Publish(&'a str),
+    /// Subscribe to an MQTT topic filter.
+    Subscribe(&'a str),
+    RosterRead,
+    RosterWrite,
+    /// Send a message, presence or iq.
+    Send,
+}
+
+/// The one authorization question every protocol asks. `scopes` is `None` for a
+/// password login, which may do everything its account may.
+pub fn may(scopes: Option<&Scopes>, action: Action<'_>) -> bool {
+    let Some(scopes) = scopes else { return true };
+    if !scopes.has(SASL_AUTH) {
+        return false;
+    }
+    let family = |prefix: &str| {
+        scopes
+            .0
+            .iter()
+            .filter_map(move |s| s.strip_prefix(prefix))
+            .collect::<Vec<_>>()
+    };
+    match action {
+        Action::Publish(topic) => {
+            let allowed = family(PUBLISH_PREFIX);
+            allowed.is_empty() || allowed.iter().any(|f| filter_matches(f, topic))
+        }
+        Action::Subscribe(filter) => {
+            let allowed = family(SUBSCRIBE_PREFIX);
+            allowed.is_empty() || allowed.iter().any(|f| filter_covers(f, filter))
+        }
+        Action::RosterRead => true,
+        Action::RosterWrite => !scopes.has(ROSTER_READ),
+        Action::Send => true,
+    }
+}
+
+/// Whether topic name `topic` matches filter `filter` (MQTT 5 §4.7, `$` rule included).
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether every topic matched by `inner` is also matched by `outer`.
+pub fn filter_covers(outer: &str, inner: &str) -> bool {
+    let mut o = outer.split('/');
+    let mut i = inner.split('/');
+    loop {
+        match (o.next(), i.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(x)) if x != "#" => {}
+            (Some(a), Some(b)) if a == b && a != "+" && a != "#" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_both_separators_and_refuses_unknown() {
+        let s = Scopes::parse("sasl_auth;mqtt:publish:devices/42/# sasl_auth").unwrap();
+        assert_eq!(s.as_slice(), ["sasl_auth", "mqtt:publish:devices/42/#"]);
+        assert_eq!(
+            Scopes::parse("sasl_auth admin"),
+            Err(UnknownScope("admin".into()))
+        );
+        assert!(Scopes::parse("mqtt:publish:a/#/b").is_err());
+        assert!(Scopes::parse("mqtt:publish:").is_err());
+        assert_eq!(s.to_string(), "sasl_auth mqtt:publish:devices/42/#");
+    }
+
+    #[test]
+    fn fine_scopes_narrow_their_family_only() {
+        let s = Scopes::parse("sasl_auth mqtt:publish:devices/42/#").unwrap();
+        assert!(may(Some(&s), Action::Publish("devices/42/temp")));
+        assert!(!may(Some(&s), Action::Publish("devices/43/temp")));
+        assert!(may(Some(&s), Action::Subscribe("anything/#")));
+        assert!(may(Some(&s), Action::RosterWrite));
+        let r = Scopes::parse("sasl_auth xmpp:roster:read").unwrap();
+        assert!(may(Some(&r), Action::RosterRead));
+        assert!(!may(Some(&r), Action::RosterWrite));
+        let sub = Scopes::parse("sasl_auth mqtt:subscribe:a/+/c").unwrap();
+        assert!(may(Some(&sub), Action::Subscribe("a/b/c")));
+        assert!(may(Some(&sub), Action::Subscribe("a/+/c")));
+        assert!(!may(Some(&sub), Action::Subscribe("a/#")));
+        assert!(may(None, Action::Publish("x")));
+        let none = Scopes::parse("mqtt:publish:x").unwrap();
+        assert!(
+            !may(Some(&none), Action::Publish("x")),
+            "no sasl_auth: nothing"
+        );
+    }
+
+    #[test]
+    fn dollar_topics_are_not_matched_by_leading_wildcards() {
+        assert!(!filter_matches("#", "$SYS/x"));
+        assert!(!filter_matches("+/x", "$SYS/x"));
+        assert!(filter_matches("$SYS/#", "$SYS/x"));
+        assert!(filter_matches("a/#", "a"));
+        assert!(filter_matches("a/+", "a/"));
+        assert!(!filter_matches("a/+", "a/b/c"));
+    }
+}

@@ -1,0 +1,522 @@
+//! OAuth tokens: issue, check, list, revoke, expire.
+//!
+//! A token is 32 bytes from the OS CSPRNG, base64url without padding (43
+//! characters, 256 bits). The store keeps only SHA-256(token) as the key of the
+//! `Tokens` tree, plus an entry `expires_at ++ hash` in `TokenExpiry` that the
+//! sweeper walks. Every live token is also held in memory, keyed by its hash, so a
+//! login checks a token without touching disk. A token's *id*, which
+//! `oauth_list_tokens` shows and `oauth_revoke_token` accepts, is the first 8
+//! bytes of the hash in hex: it names the token without revealing it.
+//!
+//! Sessions learn that their token died through [`Grant::ended`], a watch channel
+//! fired by revocation and by the sweeper at expiry.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+
+use super::scopes::{Scopes, SASL_AUTH};
+use super::{now, random_bytes, AuthCore, AuthError, BareJid};
+use crate::store::records::{self, TokenRecord};
+use crate::store::{StoreError, Tree};
+
+const ID_BYTES: usize = 8;
+
+/// Why a token stopped working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEnd {
+    Expired,
+    Revoked,
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("unknown token")]
+    Unknown,
+    #[error("token expired")]
+    Expired,
+    #[error("token revoked")]
+    Revoked,
+    #[error("token belongs to another user")]
+    WrongOwner,
+    #[error("token lacks scope {0}")]
+    MissingScope(String),
+}
+
+/// One token in memory: its record and the channel that announces its end.
+pub struct LiveToken {
+    hash: [u8; 32],
+    record: TokenRecord,
+    owner: BareJid,
+    scopes: Scopes,
+    revoked: AtomicBool,
+    ends: watch::Sender<Option<TokenEnd>>,
+}
+
+impl LiveToken {
+    fn new(hash: [u8; 32], record: TokenRecord) -> Option<LiveToken> {
+        let owner = BareJid::parse(&record.owner).ok()?;
+        let scopes = Scopes::from_stored(record.scopes.clone());
+        let state = record.revoked.then_some(TokenEnd::Revoked);
+        Some(LiveToken {
+            hash,
+            owner,
+            scopes,
+            revoked: AtomicBool::new(record.revoked),
+            ends: watch::Sender::new(state),
+            record,
+        })
+    }
+
+    pub fn id(&self) -> String {
+        hex::encode(&self.hash[..ID_BYTES])
+    }
+}
+
+/// What a successful token check returns: who, with which scopes, until when.
+#[derive(Clone)]
+pub struct Grant {
+    live: Arc<LiveToken>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself; the id is safe to log.
+        f.debug_struct("Grant")
+            .field("id", &self.token_id())
+            .field("owner", &self.live.record.owner)
+            .finish()
+    }
+}
+
+impl Grant {
+    pub fn owner(&self) -> &BareJid {
+        &self.live.owner
+    }
+
+    pub fn scopes(&self) -> &Scopes {
+        &self.live.scopes
+    }
+
+    pub fn token_id(&self) -> String {
+        self.live.id()
+    }
+
+    pub fn expires_at(&self) -> u64 {
+        self.live.record.expires_at
+    }
+
+    /// Resolves when the token is revoked or expires (at once if it already has).
+    pub async fn ended(&self) -> TokenEnd {
+        let mut rx = self.live.ends.subscribe();
+        loop {
+            if let Some(end) = *rx.borrow_and_update() {
+                return end;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in this grant's Arc; it cannot be dropped first.
+                return TokenEnd::Revoked;
+            }
+        }
+    }
+
+    /// The token's state right now.
+    pub fn end(&self) -> Option<TokenEnd> {
+        *self.live.ends.borrow()
+    }
+}
+
+/// A freshly issued token: the only moment its text exists on the server.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub id: String,
+    pub owner: BareJid,
+    pub scopes: Scopes,
+    pub expires_in: u64,
+    pub expires_at: u64,
+}
+
+/// A token as `oauth_list_tokens` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub owner: String,
+    pub scopes: Vec<String>,
+    pub client_id: Option<String>,
+    pub expires_at: u64,
+    pub revoked: bool,
+}
+
+fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn expiry_key(expires_at: u64, hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = expires_at.to_be_bytes().to_vec();
+    k.extend_from_slice(hash);
+    k
+}
+
+impl AuthCore {
+    pub(super) fn load_tokens(&self) -> Result<(), StoreError> {
+        for (k, v) in self.store.scan_prefix(Tree::Tokens, b"")? {
+            let Ok(hash) = <[u8; 32]>::try_from(k.as_slice()) else {
+                continue;
+            };
+            let rec: TokenRecord = records::decode("tokens", &v)?;
+            // Re-create a missing expiry entry so the sweeper always finds it.
+            self.store
+                .insert(Tree::TokenExpiry, &expiry_key(rec.expires_at, &hash), b"")?;
+            if let Some(live) = LiveToken::new(hash, rec) {
+                self.tokens.insert(hash, Arc::new(live));
+            }
+        }
+        Ok(())
+    }
+
+    /// Issues a token for `owner`, durable on return. `ttl` is capped at `oauth_expire`.
+    pub fn issue_token(
+        &self,
+        owner: &BareJid,
+        scopes: Scopes,
+        ttl: Option<u64>,
+        client_id: Option<&str>,
+    ) -> Result<IssuedToken, AuthError> {
+        self.check_host(owner)?;
+        if ttl == Some(0) {
+            return Err(AuthError::BadTtl);
+        }
+        let expires_in = ttl.unwrap_or(self.oauth_expire).min(self.oauth_expire);
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
+        let hash = hash_token(&token);
+        let issued_at = now();
+        let rec = TokenRecord {
+            owner: owner.to_string(),
+            scopes: scopes.clone().into_vec(),
+            client_id: client_id.map(str::to_string),
+            issued_at,
+            expires_at: issued_at + expires_in,
+            revoked: false,
+        };
+        self.store
+            .insert(Tree::Tokens, &hash, &records::encode(&rec))?;
+        self.store
+            .insert(Tree::TokenExpiry, &expiry_key(rec.expires_at, &hash), b"")?;
+        self.store.flush()?;
+        let expires_at = rec.expires_at;
+        let live = LiveToken::new(hash, rec).expect("owner is a valid JID");
+        let id = live.id();
+        self.tokens.insert(hash, Arc::new(live));
+        Ok(IssuedToken {
+            token,
+            id,
+            owner: owner.clone(),
+            scopes,
+            expires_in,
+            expires_at,
+        })
+    }
+
+    /// The one token check both protocols call. `claimed` is the identity the client
+    /// asserted, if any; it must be the token's owner. `scope` must be granted.
+    pub fn check_token(
+        &self,
+        token: &str,
+        claimed: Option<&BareJid>,
+        scope: &str,
+    ) -> Result<Grant, TokenError> {
+        let hash = hash_token(token);
+        let live = self
+            .tokens
+            .get(&hash)
+            .map(|e| Arc::clone(e.value()))
+            .ok_or(TokenError::Unknown)?;
+        // The map lookup is by hash, so its timing says nothing about the token's
+        // text; this comparison makes the match itself constant-time as well.
+        if !bool::from(live.hash.ct_eq(&hash)) {
+            return Err(TokenError::Unknown);
+        }
+        if live.revoked.load(Ordering::Acquire) {
+            return Err(TokenError::Revoked);
+        }
+        if now() >= live.record.expires_at {
+            return Err(TokenError::Expired);
+        }
+        if let Some(c) = claimed {
+            if *c != live.owner {
+                return Err(TokenError::WrongOwner);
+            }
+        }
+        if !live.scopes.has(scope) {
+            return Err(TokenError::MissingScope(scope.to_string()));
+        }
+        Ok(Grant { live })
+    }
+
+    /// A login check: the token must carry `sasl_auth`.
+    pub fn check_login_token(
+        &self,
+        token: &str,
+        claimed: Option<&BareJid>,
+    ) -> Result<Grant, TokenError> {
+        self.check_token(token, claimed, SASL_AUTH)
+    }
+
+    /// Tokens that are neither expired nor revoked, oldest expiry first.
+    pub fn list_tokens(&self) -> Vec<TokenInfo> {
+        let t = now();
+        let mut out: Vec<TokenInfo> = self
+            .tokens
+            .iter()
+            .filter(|e| !e.revoked.load(Ordering::Acquire) && e.record.expires_at > t)
+            .map(|e| TokenInfo {
+                id: e.id(),
+                owner: e.record.owner.clone(),
+                scopes: e.record.scopes.clone(),
+                client_id: e.record.client_id.clone(),
+                expires_at: e.record.expires_at,
+                revoked: false,
+            })
+            .collect();
+        out.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
+        out
+    }
+
+    /// Finds the token named by its text or by its id.
+    fn find(&self, token_or_id: &str) -> Option<Arc<LiveToken>> {
+        if token_or_id.len() == ID_BYTES * 2 {
+            if let Ok(prefix) = hex::decode(token_or_id) {
+                if let Some(e) = self
+                    .tokens
+                    .iter()
+                    .find(|e| e.key()[..ID_BYTES] == prefix[..])
+                {
+                    return Some(Arc::clone(e.value()));
+                }
+            }
+        }
+        self.tokens
+            .get(&hash_token(token_or_id))
+            .map(|e| Arc::clone(e.value()))
+    }
+
+    /// The client a token was issued to, if it is known here.
+    pub fn token_client(&self, token_or_id: &str) -> Option<Option<String>> {
+        self.find(token_or_id).map(|l| l.record.client_id.clone())
+    }
+
+    /// Revokes a token given by text or id. `Ok(false)`: no such live token.
+    pub fn revoke_token(&self, token_or_id: &str) -> Result<bool, AuthError> {
+        match self.find(token_or_id) {
+            Some(live) if !live.revoked.load(Ordering::Acquire) => {
+                self.revoke_live(&live)?;
+                self.store.flush()?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn revoke_live(&self, live: &LiveToken) -> Result<(), AuthError> {
+        let mut rec = live.record.clone();
+        rec.revoked = true;
+        self.store
+            .insert(Tree::Tokens, &live.hash, &records::encode(&rec))?;
+        live.revoked.store(true, Ordering::Release);
+        live.ends.send_replace(Some(TokenEnd::Revoked));
+        Ok(())
+    }
+
+    /// Revokes every token of an account (when it is unregistered).
+    pub(super) fn revoke_owner(&self, owner: &BareJid) -> Result<(), AuthError> {
+        let mine: Vec<Arc<LiveToken>> = self
+            .tokens
+            .iter()
+            .filter(|e| e.owner == *owner)
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        for live in mine {
+            self.revoke_live(&live)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes tokens whose time is up and tells their sessions. Returns how many.
+    /// The server calls this every second.
+    pub fn sweep_expired(&self, at: u64) -> Result<usize, AuthError> {
+        let end = (at + 1).to_be_bytes();
+        let due = self.store.scan_below(Tree::TokenExpiry, &end, 10_000)?;
+        for (k, _) in &due {
+            if let Ok(hash) = <[u8; 32]>::try_from(&k[8..]) {
+                self.store.remove(Tree::Tokens, &hash)?;
+                if let Some((_, live)) = self.tokens.remove(&hash) {
+                    live.ends.send_if_modified(|s| {
+                        if s.is_none() {
+                            *s = Some(TokenEnd::Expired);
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                }
+            }
+            self.store.remove(Tree::TokenExpiry, k)?;
+        }
+        Ok(due.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::core;
+    use super::*;
+    use crate::config::Config;
+
+    fn alice() -> BareJid {
+        BareJid::parse("alice@localhost").unwrap()
+    }
+
+    #[test]
+    fn issued_tokens_check_and_store_only_hashes() {
+        let (a, _d) = core(&Config::default());
+        let t = a
+            .issue_token(&alice(), Scopes::sasl_auth(), Some(60), Some("app"))
+            .unwrap();
+        assert!(t.token.len() >= 43);
+        assert_eq!(t.expires_in, 60);
+        let g = a.check_login_token(&t.token, Some(&alice())).unwrap();
+        assert_eq!(g.owner(), &alice());
+        assert_eq!(g.token_id(), t.id);
+        assert!(a.check_login_token(&t.token, None).is_ok());
+        let bob = BareJid::parse("bob@localhost").unwrap();
+        assert_eq!(
+            a.check_login_token(&t.token, Some(&bob)).unwrap_err(),
+            TokenError::WrongOwner
+        );
+        assert_eq!(
+            a.check_login_token("nope", None).unwrap_err(),
+            TokenError::Unknown
+        );
+        assert_eq!(
+            a.check_token(&t.token, None, "xmpp:roster:read")
+                .unwrap_err(),
+            TokenError::MissingScope("xmpp:roster:read".into())
+        );
+        for (k, v) in a.store.scan_prefix(Tree::Tokens, b"").unwrap() {
+            assert!(!k.windows(t.token.len()).any(|w| w == t.token.as_bytes()));
+            assert!(!v.windows(t.token.len()).any(|w| w == t.token.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn ttl_is_capped_and_zero_refused() {
+        let mut c = Config::default();
+        c.oauth_expire = 100;
+        let (a, _d) = core(&c);
+        assert_eq!(
+            a.issue_token(&alice(), Scopes::sasl_auth(), Some(10_000), None)
+                .unwrap()
+                .expires_in,
+            100
+        );
+        assert_eq!(
+            a.issue_token(&alice(), Scopes::sasl_auth(), None, None)
+                .unwrap()
+                .expires_in,
+            100
+        );
+        assert!(matches!(
+            a.issue_token(&alice(), Scopes::sasl_auth(), Some(0), None),
+            Err(AuthError::BadTtl)
+        ));
+    }
+
+    #[tokio::test]
+    async fn revocation_by_text_or_id_ends_grants() {
+        let (a, _d) = core(&Config::default());
+        let t1 = a
+            .issue_token(&alice(), Scopes::sasl_auth(), None, None)
+            .unwrap();
+        let t2 = a
+            .issue_token(&alice(), Scopes::sasl_auth(), None, None)
+            .unwrap();
+        let g1 = a.check_login_token(&t1.token, None).unwrap();
+        let waiter = tokio::spawn({
+            let g1 = g1.clone();
+            async move { g1.ended().await }
+        });
+        assert_eq!(a.list_tokens().len(), 2);
+        assert!(a.revoke_token(&t1.token).unwrap());
+        assert_eq!(waiter.await.unwrap(), TokenEnd::Revoked);
+        assert_eq!(
+            a.check_login_token(&t1.token, None).unwrap_err(),
+            TokenError::Revoked
+        );
+        assert!(!a.revoke_token(&t1.token).unwrap(), "already revoked");
+        assert!(a.revoke_token(&t2.id).unwrap());
+        assert!(a.list_tokens().is_empty());
+        assert!(!a.revoke_token("0000000000000000").unwrap());
+    }
+
+    #[tokio::test]
+    async fn sweeper_expires_and_tells_sessions() {
+        let (a, _d) = core(&Config::default());
+        let t = a
+            .issue_token(&alice(), Scopes::sasl_auth(), Some(5), None)
+            .unwrap();
+        let keep = a
+            .issue_token(&alice(), Scopes::sasl_auth(), Some(500), None)
+            .unwrap();
+        let g = a.check_login_token(&t.token, None).unwrap();
+        assert_eq!(a.sweep_expired(t.expires_at - 1).unwrap(), 0);
+        assert_eq!(g.end(), None);
+        assert_eq!(a.sweep_expired(t.expires_at).unwrap(), 1);
+        assert_eq!(g.ended().await, TokenEnd::Expired);
+        assert_eq!(
+            a.check_login_token(&t.token, None).unwrap_err(),
+            TokenError::Unknown
+        );
+        assert!(a.check_login_token(&keep.token, None).is_ok());
+        assert_eq!(a.store.len(Tree::Tokens).unwrap(), 1);
+        assert_eq!(a.store.len(Tree::TokenExpiry).unwrap(), 1);
+    }
+
+    #[test]
+    fn tokens_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let token;
+        {
+            let store: Arc<dyn crate::store::Store> =
+                Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+            let a = AuthCore::new(store, &Config::default()).unwrap();
+            token = a
+                .issue_token(&alice(), Scopes::sasl_auth(), None, None)
+                .unwrap()
+                .token;
+        }
+        let store: Arc<dyn crate::store::Store> =
+            Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let a = AuthCore::new(store, &Config::default()).unwrap();
+        assert!(a.check_login_token(&token, None).is_ok());
+    }
+
+    #[test]
+    fn unregister_revokes_the_accounts_tokens() {
+        let (a, _d) = core(&Config::default());
+        a.register(&alice(), "pw").unwrap();
+        let t = a
+            .issue_token(&alice(), Scopes::sasl_auth(), None, None)
+            .unwrap();
+        a.unregister(&alice()).unwrap();
+        assert_eq!(
+            a.check_login_token(&t.token, None).unwrap_err(),
+            TokenError::Revoked
+        );
+    }
+}

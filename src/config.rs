@@ -1,0 +1,416 @@
+//! Configuration: TOML text -> typed [`Config`].
+//!
+//! Option names follow ejabberd where ejabberd has one (`hosts`, `certfiles`,
+//! `oauth_expire`, `oauth_access`, `oauth_client_id_check`, `listen`). Every key has
+//! an embedded default, so `Config::default()` is what `petrel serve` runs with no
+//! `--config`. Loading reports the first problem as one line naming the key.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration problem, already phrased for an operator: `key: problem`.
+#[derive(Debug, thiserror::Error)]
+#[error("config: {key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Which protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Module {
+    /// XMPP client-to-server.
+    C2s,
+    /// MQTT 3.1.1 and 5.0.
+    Mqtt,
+    /// OAuth endpoints (and later metrics).
+    Http,
+}
+
+impl Module {
+    pub fn name(self) -> &'static str {
+        match self {
+            Module::C2s => "c2s",
+            Module::Mqtt => "mqtt",
+            Module::Http => "http",
+        }
+    }
+}
+
+/// One `[[listen]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub module: Module,
+    /// 0 picks a free port; the `listening` line shows the real one.
+    pub port: u16,
+    #[serde(default = "loopback")]
+    pub ip: IpAddr,
+    /// TLS from the first byte (MQTT 8883, HTTPS 5443, XMPP 5223).
+    #[serde(default)]
+    pub tls: bool,
+    /// XMPP only: offer STARTTLS on a plain listener.
+    #[serde(default)]
+    pub starttls: bool,
+    /// XMPP only: refuse to authenticate before STARTTLS. Default: true except on
+    /// loopback listeners.
+    #[serde(default)]
+    pub starttls_required: Option<bool>,
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Listener {
+    pub fn new(module: Module, port: u16, tls: bool) -> Self {
+        Listener {
+            module,
+            port,
+            ip: loopback(),
+            tls,
+            starttls: module == Module::C2s && !tls,
+            starttls_required: None,
+            max_connections: default_max_connections(),
+        }
+    }
+
+    /// Whether clients must use TLS before authenticating on this c2s listener.
+    pub fn requires_starttls(&self) -> bool {
+        !self.tls && self.starttls && self.starttls_required.unwrap_or(!self.ip.is_loopback())
+    }
+}
+
+fn loopback() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+fn default_max_connections() -> usize {
+    100_000
+}
+
+/// Who may get OAuth tokens (`oauth_access`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OauthAccess {
+    All,
+    /// Only these bare JIDs.
+    Only(Vec<String>),
+}
+
+/// How `/oauth/token` treats the client (`oauth_client_id_check`), as in ejabberd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientIdCheck {
+    /// Any client id, registered or not, and no secret is checked.
+    Allow,
+    /// The client must be registered and authenticate with its secret.
+    Db,
+    /// Token requests are refused for every client.
+    Deny,
+}
+
+/// The whole configuration, with every default filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub hosts: Vec<String>,
+    pub data_dir: PathBuf,
+    /// PEM files holding the certificate chain and the private key; empty means a
+    /// development certificate is made in `data_dir` on first start.
+    pub certfiles: Vec<PathBuf>,
+    pub oauth_expire: u64,
+    pub oauth_access: OauthAccess,
+    pub oauth_client_id_check: ClientIdCheck,
+    pub listen: Vec<Listener>,
+    pub max_stanza_size: usize,
+    pub mqtt_allow_anonymous: bool,
+    pub mqtt_max_packet_size: u32,
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hosts: vec!["localhost".into()],
+            data_dir: PathBuf::from("./petrel-data"),
+            certfiles: Vec::new(),
+            oauth_expire: 2_592_000,
+            oauth_access: OauthAccess::All,
+            oauth_client_id_check: ClientIdCheck::Db,
+            listen: default_listeners(),
+            max_stanza_size: 262_144,
+            mqtt_allow_anonymous: false,
+            mqtt_max_packet_size: 1 << 20,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// The default ports of CONVENTIONS.md, all on loopback: those of the modules
+/// served so far (XMPP 5222/5223 and MQTT 1883/8883 join as they land).
+pub fn default_listeners() -> Vec<Listener> {
+    vec![
+        Listener::new(Module::Http, 5280, false),
+        Listener::new(Module::Http, 5443, true),
+    ]
+}
+
+/// The file's shape; every key optional so that defaults fill the gaps.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    hosts: Option<Vec<String>>,
+    data_dir: Option<PathBuf>,
+    certfiles: Option<Vec<PathBuf>>,
+    oauth_expire: Option<u64>,
+    oauth_access: Option<RawAccess>,
+    oauth_client_id_check: Option<ClientIdCheck>,
+    listen: Option<Vec<Listener>>,
+    max_stanza_size: Option<usize>,
+    mqtt_allow_anonymous: Option<bool>,
+    mqtt_max_packet_size: Option<u32>,
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawAccess {
+    Word(String),
+    List(Vec<String>),
+}
+
+impl Config {
+    /// Reads and checks a TOML file. Relative `data_dir` and `certfiles` stay
+    /// relative to the working directory, as ejabberd's do.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        Config::parse(&text)
+    }
+
+    /// Parses TOML text; the error names the offending key.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new("(syntax)", one_line(&e.to_string())))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            };
+            ConfigError::new(key, one_line(&e.inner().to_string()))
+        })?;
+        let mut c = Config::default();
+        if let Some(h) = raw.hosts {
+            c.hosts = h;
+        }
+        if let Some(d) = raw.data_dir {
+            c.data_dir = d;
+        }
+        if let Some(f) = raw.certfiles {
+            c.certfiles = f;
+        }
+        if let Some(e) = raw.oauth_expire {
+            c.oauth_expire = e;
+        }
+        if let Some(a) = raw.oauth_access {
+            c.oauth_access = match a {
+                RawAccess::Word(w) if w == "all" => OauthAccess::All,
+                RawAccess::Word(w) => {
+                    return Err(ConfigError::new(
+                        "oauth_access",
+                        format!("expected \"all\" or a list of JIDs, got \"{w}\""),
+                    ))
+                }
+                RawAccess::List(l) => {
+                    OauthAccess::Only(l.iter().map(|j| j.to_lowercase()).collect())
+                }
+            };
+        }
+        if let Some(m) = raw.oauth_client_id_check {
+            c.oauth_client_id_check = m;
+        }
+        if let Some(l) = raw.listen {
+            c.listen = l;
+        }
+        if let Some(s) = raw.max_stanza_size {
+            c.max_stanza_size = s;
+        }
+        if let Some(a) = raw.mqtt_allow_anonymous {
+            c.mqtt_allow_anonymous = a;
+        }
+        if let Some(m) = raw.mqtt_max_packet_size {
+            c.mqtt_max_packet_size = m;
+        }
+        if let Some(l) = raw.log_level {
+            c.log_level = l;
+        }
+        c.check()?;
+        Ok(c)
+    }
+
+    fn check(&mut self) -> Result<(), ConfigError> {
+        if self.hosts.is_empty() {
+            return Err(ConfigError::new("hosts", "at least one host is needed"));
+        }
+        for (i, h) in self.hosts.iter_mut().enumerate() {
+            *h = h.to_lowercase();
+            if !crate::auth::jid::valid_domain(h) {
+                return Err(ConfigError::new(
+                    format!("hosts[{i}]"),
+                    format!("\"{h}\" is not a valid domain name"),
+                ));
+            }
+        }
+        if self.oauth_expire == 0 {
+            return Err(ConfigError::new(
+                "oauth_expire",
+                "must be at least 1 second",
+            ));
+        }
+        if let OauthAccess::Only(list) = &self.oauth_access {
+            for (i, j) in list.iter().enumerate() {
+                if crate::auth::jid::BareJid::parse(j).is_err() {
+                    return Err(ConfigError::new(
+                        format!("oauth_access[{i}]"),
+                        format!("\"{j}\" is not a bare JID"),
+                    ));
+                }
+            }
+        }
+        if self.certfiles.len() == 1 {
+            // One file may hold both chain and key; that is fine.
+        }
+        for (i, f) in self.certfiles.iter().enumerate() {
+            if !f.exists() {
+                return Err(ConfigError::new(
+                    format!("certfiles[{i}]"),
+                    format!("{} does not exist", f.display()),
+                ));
+            }
+        }
+        if self.max_stanza_size < 4096 {
+            return Err(ConfigError::new(
+                "max_stanza_size",
+                "must be at least 4096 bytes",
+            ));
+        }
+        if self.mqtt_max_packet_size < 128 {
+            return Err(ConfigError::new(
+                "mqtt_max_packet_size",
+                "must be at least 128 bytes",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(ConfigError::new(
+                "log_level",
+                format!("\"{}\" is not a log filter", self.log_level),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, l) in self.listen.iter().enumerate() {
+            if l.port != 0 && !seen.insert((l.ip, l.port)) {
+                return Err(ConfigError::new(
+                    format!("listen[{i}].port"),
+                    format!("{}:{} is used by an earlier listener", l.ip, l.port),
+                ));
+            }
+            if l.tls && l.starttls {
+                return Err(ConfigError::new(
+                    format!("listen[{i}].starttls"),
+                    "a tls listener cannot also offer starttls",
+                ));
+            }
+            if l.module != Module::C2s && (l.starttls || l.starttls_required.is_some()) {
+                return Err(ConfigError::new(
+                    format!("listen[{i}].starttls"),
+                    "only c2s listeners speak STARTTLS",
+                ));
+            }
+            if l.max_connections == 0 {
+                return Err(ConfigError::new(
+                    format!("listen[{i}].max_connections"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first hosted domain: where a bare localpart belongs.
+    pub fn default_host(&self) -> &str {
+        &self.hosts[0]
+    }
+
+    pub fn is_hosted(&self, domain: &str) -> bool {
+        self.hosts.iter().any(|h| h == domain)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.hosts, vec!["localhost"]);
+        assert_eq!(c.oauth_expire, 2_592_000);
+        assert!(c
+            .listen
+            .iter()
+            .any(|l| l.module == Module::Http && l.port == 5280 && !l.tls));
+        assert!(c
+            .listen
+            .iter()
+            .any(|l| l.module == Module::Http && l.port == 5443 && l.tls));
+        assert_eq!(c.oauth_client_id_check, ClientIdCheck::Db);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("oauth_expire = \"soon\"").unwrap_err();
+        assert_eq!(e.key, "oauth_expire");
+        let e = Config::parse("[[listen]]\nmodule = \"http\"\nport = 99999\n").unwrap_err();
+        assert_eq!(e.key, "listen[0].port");
+        let e = Config::parse("[[listen]]\nmodule = \"smtp\"\nport = 25\n").unwrap_err();
+        assert_eq!(e.key, "listen[0].module");
+        let e = Config::parse("oauth_client_id_check = \"maybe\"").unwrap_err();
+        assert_eq!(e.key, "oauth_client_id_check");
+        let e = Config::parse("unknown_key = 1").unwrap_err();
+        assert!(e.to_string().contains("unknown_key"), "{e}");
+        let e = Config::parse("oauth_access = \"some\"").unwrap_err();
+        assert_eq!(e.key, "oauth_access");
+        let e = Config::parse("hosts = []").unwrap_err();
+        assert_eq!(e.key, "hosts");
+    }
+
+    #[test]
+    fn access_list_and_listeners() {
+        let c = Config::parse(
+            "oauth_access = [\"Alice@Localhost\"]\n[[listen]]\nmodule = \"http\"\nport = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.oauth_access,
+            OauthAccess::Only(vec!["alice@localhost".into()])
+        );
+        assert_eq!(c.listen.len(), 1);
+        assert!(c.listen[0].ip.is_loopback());
+    }
+}

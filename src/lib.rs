@@ -1,0 +1,19 @@
+//! Petrel: one server that is an XMPP server, an MQTT 5 broker and an OAuth 2
+//! authorization server whose tokens log a user in over both.
+//!
+//! How the pieces fit: [`config`] turns TOML into a typed `Config`; [`server`]
+//! binds the listeners on one tokio runtime and runs each accept loop, with TLS
+//! from [`tls`]. Every protocol authenticates through [`auth::AuthCore`] — users,
+//! OAuth clients, tokens and scopes — which persists through the [`store`] trait
+//! (sled today). [`oauth`] serves the OAuth HTTP endpoints, [`ctl`] the admin
+//! commands (CLI and admin socket alike), and [`registry`] is the lock-free map of
+//! connected sessions that routing reads.
+
+pub mod auth;
+pub mod config;
+pub mod ctl;
+pub mod oauth;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod tls;

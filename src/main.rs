@@ -1,0 +1,169 @@
+//! `petrel`: the command line. Parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use petrel::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "petrel",
+    version,
+    about = "XMPP server, MQTT 5 broker and OAuth 2 server in one process"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (embedded defaults without --config).
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Run an admin command (against the running server, or the store if none runs).
+    Ctl {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The command and its arguments; `petrel ctl help` lists them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    match path {
+        None => Ok(Config::default()),
+        Some(p) => Config::load(p).map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }),
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve { config } => {
+            let config = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(&config.log_level);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(serve(config))
+        }
+        Cmd::Ctl { config, args } => {
+            let config = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            ctl(config, args)
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let server = match petrel::server::Server::bind(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("petrel: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for (module, addr) in server.listeners() {
+        println!("listening {module} {addr}");
+    }
+    println!("ready");
+    match server.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("petrel: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn ctl(config: Config, args: Vec<String>) -> ExitCode {
+    if args.is_empty() || args[0] == "help" || args[0] == "--help" {
+        print!("{}", petrel::ctl::help_text());
+        return if args.is_empty() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    if let Err(usage) = petrel::ctl::lookup(&args) {
+        eprintln!("{}", usage.0);
+        return ExitCode::from(2);
+    }
+    let reply = match petrel::ctl::socket::ask(&config.data_dir, &args) {
+        Ok(Some(reply)) => reply,
+        Ok(None) => match offline(&config, &args) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("petrel ctl: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        Err(e) => {
+            eprintln!("petrel ctl: admin socket: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match reply.code {
+        0 => {
+            if !reply.output.is_empty() {
+                println!("{}", reply.output);
+            }
+            ExitCode::SUCCESS
+        }
+        code => {
+            eprintln!("{}", reply.output);
+            ExitCode::from(code.clamp(1, 255) as u8)
+        }
+    }
+}
+
+/// No server runs on this config: open the store and run the command here.
+fn offline(config: &Config, args: &[String]) -> Result<petrel::ctl::socket::Reply, String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
+    let store: Arc<dyn petrel::store::Store> =
+        Arc::new(petrel::store::SledStore::open(&config.data_dir).map_err(|e| e.to_string())?);
+    let auth = petrel::auth::AuthCore::new(store.clone(), config).map_err(|e| e.to_string())?;
+    let ctx = petrel::ctl::CtlContext {
+        auth: Arc::new(auth),
+        live: None,
+    };
+    let reply = petrel::ctl::socket::run(&ctx, args);
+    store.flush().map_err(|e| e.to_string())?;
+    Ok(reply)
+}

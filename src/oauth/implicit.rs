@@ -1,0 +1,430 @@
+//! The implicit grant (RFC 6749 §4.2): a sign-in page that works without
+//! JavaScript, and its POST that redirects with the token in the fragment.
+//!
+//! Safety rules: the client must be a registered implicit client and
+//! `redirect_uri` must equal its registered URI exactly, or an error page is shown
+//! and nothing redirects (no open redirect). The form carries an anti-CSRF value
+//! signed with the server key and bound to a cookie (double submit), valid for
+//! ten minutes.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use warp::http::{header, Response, StatusCode};
+
+use super::token::{parse_scope, parse_ttl};
+use super::{parse_form, OauthState};
+use crate::auth::{now, random_bytes, AuthError, BareJid};
+use crate::config::ClientIdCheck;
+use crate::store::records::ClientGrant;
+
+const CSRF_COOKIE: &str = "petrel_csrf";
+const CSRF_LIFETIME: u64 = 600;
+
+/// The parameters of an authorization request that travel through the form.
+#[derive(Debug, Clone, Default)]
+struct AuthRequest {
+    response_type: String,
+    client_id: String,
+    redirect_uri: String,
+    scope: String,
+    state: Option<String>,
+    ttl: Option<String>,
+}
+
+impl AuthRequest {
+    fn from_map(m: &HashMap<String, String>) -> AuthRequest {
+        AuthRequest {
+            response_type: m.get("response_type").cloned().unwrap_or_default(),
+            client_id: m.get("client_id").cloned().unwrap_or_default(),
+            redirect_uri: m.get("redirect_uri").cloned().unwrap_or_default(),
+            scope: m.get("scope").cloned().unwrap_or_default(),
+            state: m.get("state").cloned(),
+            ttl: m.get("ttl").cloned(),
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn page(status: StatusCode, title: &str, body: &str, cookie: Option<String>) -> Response<Bytes> {
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+<title>{t}</title><style>body{{font-family:system-ui,sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem;color:#222}}\
+label{{display:block;margin:.8rem 0 .2rem}}input[type=text],input[type=password]{{width:100%;padding:.5rem;box-sizing:border-box}}\
+button{{margin-top:1.2rem;padding:.5rem 1.2rem}}.error{{color:#a00}}.scope{{font-family:monospace}}</style></head>\
+<body><h1>{t}</h1>{body}</body></html>\n",
+        t = escape(title)
+    );
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-frame-options", "DENY")
+        .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+        .header("referrer-policy", "no-referrer");
+    if let Some(c) = cookie {
+        b = b.header(header::SET_COOKIE, c);
+    }
+    b.body(Bytes::from(html)).expect("static headers")
+}
+
+/// An error page that redirects nowhere.
+pub fn error_page(status: StatusCode, message: &str) -> Response<Bytes> {
+    page(
+        status,
+        "Sign-in error",
+        &format!("<p class=\"error\">{}</p>", escape(message)),
+        None,
+    )
+}
+
+fn redirect(location: String) -> Response<Bytes> {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Bytes::new())
+        .expect("URL-encoded location is a valid header")
+}
+
+/// `redirect_uri#k=v&…`, every value URL-encoded (RFC 6749 §4.2.2).
+fn fragment_redirect(uri: &str, params: &[(&str, &str)]) -> Response<Bytes> {
+    let mut f = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        f.append_pair(k, v);
+    }
+    redirect(format!("{uri}#{}", f.finish()))
+}
+
+/// Checks client and redirect URI. `Err` is the page to show (never a redirect).
+fn check_client(state: &OauthState, req: &AuthRequest) -> Result<String, Response<Bytes>> {
+    if state.client_id_check == ClientIdCheck::Deny {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "This server does not issue tokens to applications (oauth_client_id_check = deny).",
+        ));
+    }
+    if req.client_id.is_empty() {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "The request names no client_id.",
+        ));
+    }
+    let client = match state.auth.client(&req.client_id) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "client lookup");
+            return Err(error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error.",
+            ));
+        }
+    };
+    let Some(client) = client.filter(|c| c.grant == ClientGrant::Implicit) else {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "Unknown application: no implicit-grant client is registered with this client_id.",
+        ));
+    };
+    let registered = client.redirect_uri.unwrap_or_default();
+    if !req.redirect_uri.is_empty() && req.redirect_uri != registered {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "The redirect_uri does not match the one registered for this application.",
+        ));
+    }
+    Ok(client.name)
+}
+
+fn csrf_mac(key: &[u8; 32], nonce: &[u8], ts: u64, req: &AuthRequest) -> [u8; 16] {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    m.update(b"petrel-csrf\0");
+    m.update(nonce);
+    m.update(&ts.to_be_bytes());
+    m.update(req.client_id.as_bytes());
+    m.update(b"\0");
+    m.update(req.redirect_uri.as_bytes());
+    m.finalize().into_bytes()[..16]
+        .try_into()
+        .expect("16 of 32 bytes")
+}
+
+/// A fresh anti-CSRF form value and the cookie that goes with it.
+fn new_csrf(state: &OauthState, req: &AuthRequest, secure: bool) -> (String, String) {
+    let nonce = random_bytes::<16>();
+    let ts = now();
+    let mut raw = nonce.to_vec();
+    raw.extend_from_slice(&ts.to_be_bytes());
+    raw.extend_from_slice(&csrf_mac(state.auth.server_key(), &nonce, ts, req));
+    let cookie = format!(
+        "{CSRF_COOKIE}={}; Path=/oauth; HttpOnly; SameSite=Strict; Max-Age={CSRF_LIFETIME}{}",
+        URL_SAFE_NO_PAD.encode(nonce),
+        if secure { "; Secure" } else { "" }
+    );
+    (URL_SAFE_NO_PAD.encode(raw), cookie)
+}
+
+fn csrf_ok(
+    state: &OauthState,
+    value: &str,
+    cookie_header: Option<&str>,
+    req: &AuthRequest,
+) -> bool {
+    let Ok(raw) = URL_SAFE_NO_PAD.decode(value) else {
+        return false;
+    };
+    if raw.len() != 40 {
+        return false;
+    }
+    let (nonce, rest) = raw.split_at(16);
+    let ts = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+    let t = now();
+    if ts > t + 5 || t - ts > CSRF_LIFETIME {
+        return false;
+    }
+    let mac_ok: bool = csrf_mac(state.auth.server_key(), nonce, ts, req)
+        .ct_eq(&rest[8..])
+        .into();
+    let cookie_nonce = cookie_header.and_then(|h| {
+        h.split(';')
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == CSRF_COOKIE)
+            .and_then(|(_, v)| URL_SAFE_NO_PAD.decode(v).ok())
+    });
+    let cookie_ok = cookie_nonce.is_some_and(|c| bool::from(c.as_slice().ct_eq(nonce)));
+    mac_ok && cookie_ok
+}
+
+fn form(
+    state: &OauthState,
+    req: &AuthRequest,
+    app: &str,
+    error: Option<&str>,
+    username: &str,
+    secure: bool,
+) -> Response<Bytes> {
+    let (csrf, cookie) = new_csrf(state, req, secure);
+    let hidden = |k: &str, v: &str| {
+        format!(
+            "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+            escape(v)
+        )
+    };
+    let scope = if req.scope.trim().is_empty() {
+        "sasl_auth"
+    } else {
+        req.scope.as_str()
+    };
+    let mut body = format!(
+        "<p><strong>{}</strong> asks to act for you with: <span class=\"scope\">{}</span></p>",
+        escape(app),
+        escape(scope)
+    );
+    if let Some(e) = error {
+        body.push_str(&format!("<p class=\"error\">{}</p>", escape(e)));
+    }
+    body.push_str("<form method=\"post\" action=\"/oauth/authorization_token\">");
+    for (k, v) in [
+        ("response_type", &req.response_type),
+        ("client_id", &req.client_id),
+        ("redirect_uri", &req.redirect_uri),
+        ("scope", &req.scope),
+    ] {
+        body.push_str(&hidden(k, v));
+    }
+    if let Some(s) = &req.state {
+        body.push_str(&hidden("state", s));
+    }
+    if let Some(t) = &req.ttl {
+        body.push_str(&hidden("ttl", t));
+    }
+    body.push_str(&hidden("csrf", &csrf));
+    body.push_str(&format!(
+        "<label for=\"username\">Account (user@domain)</label><input type=\"text\" id=\"username\" name=\"username\" value=\"{}\" autocomplete=\"username\" required>\
+<label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
+<button type=\"submit\">Sign in and allow</button></form>",
+        escape(username)
+    ));
+    let status = if error.is_some() {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::OK
+    };
+    page(status, "Sign in", &body, Some(cookie))
+}
+
+/// Errors the client should hear about once the redirect URI is trusted (§4.2.2.1).
+fn request_error(req: &AuthRequest, redirect_uri: &str) -> Option<Response<Bytes>> {
+    let err = |code: &str, d: &str| {
+        let mut p = vec![("error", code), ("error_description", d)];
+        if let Some(s) = &req.state {
+            p.push(("state", s.as_str()));
+        }
+        fragment_redirect(redirect_uri, &p)
+    };
+    if req.response_type != "token" {
+        return Some(err(
+            "unsupported_response_type",
+            "only response_type=token is served",
+        ));
+    }
+    if let Err(e) = parse_scope(Some(&req.scope)) {
+        return Some(err("invalid_scope", &e.description));
+    }
+    if let Err(e) = parse_ttl(req.ttl.as_ref()) {
+        return Some(err("invalid_request", &e.description));
+    }
+    None
+}
+
+/// `GET /oauth/authorization_token?…`
+pub fn show(state: &OauthState, query: &str, secure: bool) -> Response<Bytes> {
+    let Ok(params) = parse_form(query.as_bytes()) else {
+        return error_page(StatusCode::BAD_REQUEST, "A request parameter is repeated.");
+    };
+    let req = AuthRequest::from_map(&params);
+    let app = match check_client(state, &req) {
+        Ok(a) => a,
+        Err(page) => return page,
+    };
+    let uri = registered_uri(state, &req);
+    if let Some(r) = request_error(&req, &uri) {
+        return r;
+    }
+    form(state, &req, &app, None, "", secure)
+}
+
+fn registered_uri(state: &OauthState, req: &AuthRequest) -> String {
+    if !req.redirect_uri.is_empty() {
+        return req.redirect_uri.clone();
+    }
+    state
+        .auth
+        .client(&req.client_id)
+        .ok()
+        .flatten()
+        .and_then(|c| c.redirect_uri)
+        .unwrap_or_default()
+}
+
+/// `POST /oauth/authorization_token`: check, issue, redirect.
+pub fn submit(
+    state: &OauthState,
+    cookie: Option<&str>,
+    body: &[u8],
+    secure: bool,
+) -> Response<Bytes> {
+    let Ok(params) = parse_form(body) else {
+        return error_page(StatusCode::BAD_REQUEST, "A form field is repeated.");
+    };
+    let req = AuthRequest::from_map(&params);
+    let app = match check_client(state, &req) {
+        Ok(a) => a,
+        Err(page) => return page,
+    };
+    let uri = registered_uri(state, &req);
+    if !csrf_ok(
+        state,
+        params.get("csrf").map(String::as_str).unwrap_or(""),
+        cookie,
+        &req,
+    ) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The sign-in form expired or did not come from this server. Go back and reload it.",
+        );
+    }
+    if let Some(r) = request_error(&req, &uri) {
+        return r;
+    }
+    let username = params.get("username").cloned().unwrap_or_default();
+    let password = params.get("password").cloned().unwrap_or_default();
+    let scopes = parse_scope(Some(&req.scope)).expect("checked by request_error");
+    let ttl = parse_ttl(req.ttl.as_ref()).expect("checked by request_error");
+    let bad = || {
+        form(
+            state,
+            &req,
+            &app,
+            Some("Wrong account or password."),
+            &username,
+            secure,
+        )
+    };
+    let Ok(jid) = BareJid::from_user(&username, &state.default_host) else {
+        return bad();
+    };
+    match state.auth.check_password(&jid, &password) {
+        Ok(()) => {}
+        Err(AuthError::BadPassword) => return bad(),
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in");
+            return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");
+        }
+    }
+    let mut params: Vec<(&str, &str)> = Vec::new();
+    if !state.auth.may_get_tokens(&jid) {
+        params.push(("error", "access_denied"));
+        params.push(("error_description", "this account may not get tokens"));
+        if let Some(s) = &req.state {
+            params.push(("state", s));
+        }
+        return fragment_redirect(&uri, &params);
+    }
+    let issued = match state
+        .auth
+        .issue_token(&jid, scopes, ttl, Some(&req.client_id))
+    {
+        Ok(t) => t,
+        Err(AuthError::UnknownHost(_)) => return bad(),
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in");
+            return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");
+        }
+    };
+    tracing::info!(owner = %jid, token_id = %issued.id, client = %req.client_id, "issued a token (implicit grant)");
+    let expires_in = issued.expires_in.to_string();
+    let scope = issued.scopes.to_string();
+    params.extend([
+        ("access_token", issued.token.as_str()),
+        ("token_type", "bearer"),
+        ("expires_in", expires_in.as_str()),
+        ("scope", scope.as_str()),
+    ]);
+    if let Some(s) = &req.state {
+        params.push(("state", s));
+    }
+    fragment_redirect(&uri, &params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(
+            escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+    }
+}

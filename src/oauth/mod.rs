@@ -1,0 +1,437 @@
+//! OAuth 2 over HTTP (warp): the routes of RFC 6749, 7009 and 8414 that Petrel serves.
+//!
+//! - `POST /oauth/token` — password grant ([`token`]);
+//! - `GET|POST /oauth/authorization_token` — the implicit grant's sign-in page ([`implicit`]);
+//! - `POST /oauth/revoke` — RFC 7009 revocation;
+//! - `GET /.well-known/oauth-authorization-server` — RFC 8414 metadata.
+//!
+//! Handlers parse the request into plain values and call [`crate::auth::AuthCore`]
+//! on a blocking thread (password hashing and store flushes block). Every error is
+//! RFC 6749 §5.2 JSON with its proper status, never an empty reply.
+
+pub mod implicit;
+pub mod token;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::json;
+use warp::http::{header, Response, StatusCode};
+use warp::{Filter, Rejection};
+
+use crate::auth::{scopes, AuthCore};
+use crate::config::{ClientIdCheck, Config};
+use crate::store::records::{ClientGrant, ClientRecord};
+
+/// What the routes need: the auth core and the OAuth part of the configuration.
+pub struct OauthState {
+    pub auth: Arc<AuthCore>,
+    pub client_id_check: ClientIdCheck,
+    pub default_host: String,
+}
+
+impl OauthState {
+    pub fn new(auth: Arc<AuthCore>, config: &Config) -> Arc<OauthState> {
+        Arc::new(OauthState {
+            auth,
+            client_id_check: config.oauth_client_id_check,
+            default_host: config.default_host().to_string(),
+        })
+    }
+}
+
+/// Largest form body accepted.
+const MAX_FORM: u64 = 16 * 1024;
+
+/// An OAuth error reply (RFC 6749 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OauthError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub description: String,
+}
+
+impl OauthError {
+    pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        OauthError {
+            status,
+            error,
+            description: description.into(),
+        }
+    }
+
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)
+    }
+
+    pub fn invalid_client(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d)
+    }
+
+    pub fn server_error() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal error; see the server log",
+        )
+    }
+
+    pub fn into_response(self) -> Response<Bytes> {
+        let body = json!({"error": self.error, "error_description": self.description}).to_string();
+        let mut b = Response::builder()
+            .status(self.status)
+            .header(header::CONTENT_TYPE, "application/json;charset=UTF-8")
+            .header(header::CACHE_CONTROL, "no-store")
+            .header(header::PRAGMA, "no-cache");
+        if self.status == StatusCode::UNAUTHORIZED {
+            b = b.header(header::WWW_AUTHENTICATE, "Basic realm=\"petrel\"");
+        }
+        b.body(Bytes::from(body)).expect("static headers are valid")
+    }
+}
+
+/// A JSON success reply with the no-store headers RFC 6749 §5.1 asks for.
+pub fn json_response(value: serde_json::Value) -> Response<Bytes> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json;charset=UTF-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::PRAGMA, "no-cache")
+        .body(Bytes::from(value.to_string()))
+        .expect("static headers are valid")
+}
+
+/// Parses a form body; a repeated parameter is an error (RFC 6749 §3.1).
+pub fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, OauthError> {
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(OauthError::invalid_request(format!(
+                "parameter {k} is repeated"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Requires `application/x-www-form-urlencoded` (parameters may follow).
+fn check_form_type(content_type: Option<&str>) -> Result<(), OauthError> {
+    match content_type {
+        Some(ct)
+            if ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded") =>
+        {
+            Ok(())
+        }
+        _ => Err(OauthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        )),
+    }
+}
+
+/// Client credentials as presented: HTTP Basic or form fields (never both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    pub id: String,
+    pub secret: Option<String>,
+}
+
+fn form_decode(s: &str) -> Option<String> {
+    let plus = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+/// RFC 6749 §2.3.1: Basic with form-encoded id and secret, or `client_id` /
+/// `client_secret` in the body.
+pub fn client_credentials(
+    authorization: Option<&str>,
+    form: &HashMap<String, String>,
+) -> Result<Option<ClientCredentials>, OauthError> {
+    let basic = match authorization {
+        Some(a) => {
+            let (scheme, rest) = a.split_once(' ').unwrap_or((a, ""));
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(OauthError::invalid_client(
+                    "only HTTP Basic client authentication is supported",
+                ));
+            }
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| OauthError::invalid_client("malformed Basic credentials"))?;
+            let (id, secret) = raw
+                .split_once(':')
+                .ok_or_else(|| OauthError::invalid_client("malformed Basic credentials"))?;
+            let id = form_decode(id)
+                .ok_or_else(|| OauthError::invalid_client("malformed Basic credentials"))?;
+            let secret = form_decode(secret)
+                .ok_or_else(|| OauthError::invalid_client("malformed Basic credentials"))?;
+            Some(ClientCredentials {
+                id,
+                secret: Some(secret),
+            })
+        }
+        None => None,
+    };
+    let in_form = form.contains_key("client_secret");
+    match (basic, form.get("client_id")) {
+        (Some(_), _) if in_form => Err(OauthError::invalid_request(
+            "client credentials given both in Basic and in the body",
+        )),
+        (Some(b), Some(id)) if *id != b.id => Err(OauthError::invalid_request(
+            "client_id differs from the Basic credentials",
+        )),
+        (Some(b), _) => Ok(Some(b)),
+        (None, Some(id)) => Ok(Some(ClientCredentials {
+            id: id.clone(),
+            secret: form.get("client_secret").cloned(),
+        })),
+        (None, None) if in_form => Err(OauthError::invalid_request(
+            "client_secret without client_id",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Applies `oauth_client_id_check` to a confidential-client request. Returns the
+/// client id to record on the token (if any).
+pub fn authenticate_client(
+    state: &OauthState,
+    creds: Option<ClientCredentials>,
+) -> Result<Option<String>, OauthError> {
+    match state.client_id_check {
+        ClientIdCheck::Deny => Err(OauthError::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "this server issues no tokens through this endpoint (oauth_client_id_check = deny)",
+        )),
+        ClientIdCheck::Allow => Ok(creds.map(|c| c.id)),
+        ClientIdCheck::Db => {
+            let c = creds
+                .ok_or_else(|| OauthError::invalid_client("client authentication is required"))?;
+            let secret = c.secret.as_deref().unwrap_or("");
+            let rec: Option<ClientRecord> =
+                state.auth.authenticate_client(&c.id, secret).map_err(|e| {
+                    tracing::error!(error = %e, "client lookup failed");
+                    OauthError::server_error()
+                })?;
+            match rec {
+                Some(r) if r.grant == ClientGrant::Password => Ok(Some(c.id)),
+                Some(_) => Err(OauthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unauthorized_client",
+                    "this client may not use this grant type",
+                )),
+                None => Err(OauthError::invalid_client("unknown client or wrong secret")),
+            }
+        }
+    }
+}
+
+/// Runs blocking auth work off the async threads.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("auth work does not panic")
+}
+
+/// Every OAuth route. `secure` says whether this listener speaks TLS (for the
+/// issuer URL in the metadata and the cookie's `Secure` flag).
+pub fn routes(
+    state: Arc<OauthState>,
+    secure: bool,
+) -> impl Filter<Extract = (Response<Bytes>,), Error = Infallible> + Clone {
+    let with_state = {
+        let s = state.clone();
+        warp::any().map(move || s.clone())
+    };
+    let form_body = warp::header::optional::<String>("content-type")
+        .and(warp::body::content_length_limit(MAX_FORM))
+        .and(warp::body::bytes());
+
+    let token = warp::path!("oauth" / "token")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(form_body)
+        .then(|state: Arc<OauthState>, authz: Option<String>, ct: Option<String>, body: Bytes| async move {
+            if let Err(e) = check_form_type(ct.as_deref()) {
+                return e.into_response();
+            }
+            blocking(move || token::password_grant(&state, authz.as_deref(), &body)).await.unwrap_or_else(OauthError::into_response)
+        });
+
+    let revoke = warp::path!("oauth" / "revoke")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(form_body)
+        .then(|state: Arc<OauthState>, authz: Option<String>, ct: Option<String>, body: Bytes| async move {
+            if let Err(e) = check_form_type(ct.as_deref()) {
+                return e.into_response();
+            }
+            blocking(move || token::revoke(&state, authz.as_deref(), &body)).await.unwrap_or_else(OauthError::into_response)
+        });
+
+    let auth_page_get = warp::path!("oauth" / "authorization_token")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .then(move |state: Arc<OauthState>, query: String| async move {
+            implicit::show(&state, &query, secure)
+        });
+
+    let auth_page_post = warp::path!("oauth" / "authorization_token")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(warp::header::optional::<String>("cookie"))
+        .and(form_body)
+        .then(
+            move |state: Arc<OauthState>,
+                  cookie: Option<String>,
+                  ct: Option<String>,
+                  body: Bytes| async move {
+                if check_form_type(ct.as_deref()).is_err() {
+                    return implicit::error_page(
+                        StatusCode::BAD_REQUEST,
+                        "The form must be sent as application/x-www-form-urlencoded.",
+                    );
+                }
+                blocking(move || implicit::submit(&state, cookie.as_deref(), &body, secure)).await
+            },
+        );
+
+    let metadata = warp::path!(".well-known" / "oauth-authorization-server")
+        .and(warp::get())
+        .and(with_state)
+        .and(warp::header::optional::<String>("host"))
+        .map(move |state: Arc<OauthState>, host: Option<String>| {
+            metadata(&state, host.as_deref(), secure)
+        });
+
+    token
+        .or(revoke)
+        .unify()
+        .or(auth_page_get)
+        .unify()
+        .or(auth_page_post)
+        .unify()
+        .or(metadata)
+        .unify()
+        .recover(|r: Rejection| async move { Ok::<_, Infallible>(rejection_reply(r)) })
+        .unify()
+}
+
+/// RFC 8414 metadata describing exactly what this listener serves.
+fn metadata(state: &OauthState, host: Option<&str>, secure: bool) -> Response<Bytes> {
+    let scheme = if secure { "https" } else { "http" };
+    let host = host
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })
+        .unwrap_or("localhost");
+    let issuer = format!("{scheme}://{host}");
+    let auth_methods: Vec<&str> = match state.client_id_check {
+        ClientIdCheck::Allow => vec!["none", "client_secret_basic", "client_secret_post"],
+        _ => vec!["client_secret_basic", "client_secret_post"],
+    };
+    json_response(json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/oauth/authorization_token"),
+        "token_endpoint": format!("{issuer}/oauth/token"),
+        "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+        "scopes_supported": scopes::SUPPORTED,
+        "response_types_supported": ["token"],
+        "response_modes_supported": ["fragment"],
+        "grant_types_supported": ["password", "implicit"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+    }))
+}
+
+fn rejection_reply(r: Rejection) -> Response<Bytes> {
+    let (status, text) = if r.is_not_found() {
+        (StatusCode::NOT_FOUND, "no such endpoint".to_string())
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this endpoint".to_string(),
+        )
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {MAX_FORM} bytes"),
+        )
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "Content-Length is required".to_string(),
+        )
+    } else {
+        (StatusCode::BAD_REQUEST, format!("{r:?}"))
+    };
+    let error = if status == StatusCode::NOT_FOUND {
+        "not_found"
+    } else {
+        "invalid_request"
+    };
+    let mut e = OauthError::new(status, error, text).into_response();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        e.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_refuse_repeats_and_basic_decodes_form_encoding() {
+        assert!(parse_form(b"a=1&a=2").is_err());
+        assert_eq!(parse_form(b"a=1&b=x+y").unwrap()["b"], "x y");
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("my%20app:s%3Acret")
+        );
+        let c = client_credentials(Some(&basic), &HashMap::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            c,
+            ClientCredentials {
+                id: "my app".into(),
+                secret: Some("s:cret".into())
+            }
+        );
+        let mut f = HashMap::new();
+        f.insert("client_secret".to_string(), "x".to_string());
+        assert!(
+            client_credentials(Some(&basic), &f).is_err(),
+            "both methods at once"
+        );
+        assert!(client_credentials(None, &f).is_err(), "secret without id");
+        assert!(client_credentials(Some("Bearer x"), &HashMap::new()).is_err());
+        assert!(client_credentials(Some("Basic !!!"), &HashMap::new()).is_err());
+    }
+
+    #[test]
+    fn form_type_is_checked() {
+        assert!(check_form_type(Some("application/x-www-form-urlencoded; charset=UTF-8")).is_ok());
+        assert!(check_form_type(Some("application/json")).is_err());
+        assert!(check_form_type(None).is_err());
+    }
+}

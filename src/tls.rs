@@ -1,0 +1,153 @@
+//! TLS, once: PEM loading and the one acceptor every TLS listener shares.
+//!
+//! PEM is read through rustls-pki-types' `PemObject`, the successor that
+//! rustls-pemfile's own README points to. With no `certfiles` configured, a
+//! self-signed development certificate for the hosted domains, `localhost`,
+//! 127.0.0.1 and ::1 is made in the data directory on first start and reused.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::TlsAcceptor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certfiles: {path}: {problem}")]
+    Pem { path: String, problem: String },
+    #[error("certfiles: no certificate found in {0}")]
+    NoCertificate(String),
+    #[error("certfiles: no private key found in {0}")]
+    NoKey(String),
+    #[error("certfiles: key does not fit the certificate: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("development certificate: {0}")]
+    DevCert(String),
+}
+
+pub const DEV_CERT: &str = "dev-cert.pem";
+pub const DEV_KEY: &str = "dev-key.pem";
+
+/// Loads the configured PEM files (chain and key in any of them), or the
+/// development certificate, and returns the shared acceptor.
+pub fn acceptor(
+    certfiles: &[PathBuf],
+    data_dir: &Path,
+    hosts: &[String],
+) -> Result<TlsAcceptor, TlsError> {
+    let files = if certfiles.is_empty() {
+        dev_cert(data_dir, hosts)?
+    } else {
+        certfiles.to_vec()
+    };
+    let mut chain: Vec<CertificateDer<'static>> = Vec::new();
+    let mut key: Option<PrivateKeyDer<'static>> = None;
+    for f in &files {
+        let pem_err = |e: rustls_pki_types::pem::Error| TlsError::Pem {
+            path: f.display().to_string(),
+            problem: e.to_string(),
+        };
+        for c in CertificateDer::pem_file_iter(f).map_err(pem_err)? {
+            chain.push(c.map_err(pem_err)?);
+        }
+        if key.is_none() {
+            match PrivateKeyDer::from_pem_file(f) {
+                Ok(k) => key = Some(k),
+                Err(rustls_pki_types::pem::Error::NoItemsFound) => {}
+                Err(e) => return Err(pem_err(e)),
+            }
+        }
+    }
+    let names = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(names));
+    }
+    let key = key.ok_or(TlsError::NoKey(names))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Makes (once) and returns the development certificate and key files.
+fn dev_cert(data_dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, TlsError> {
+    let cert = data_dir.join(DEV_CERT);
+    let key = data_dir.join(DEV_KEY);
+    if cert.exists() && key.exists() {
+        return Ok(vec![cert, key]);
+    }
+    let mut names: Vec<String> = hosts.to_vec();
+    for extra in ["localhost", "127.0.0.1", "::1"] {
+        if !names.iter().any(|n| n == extra) {
+            names.push(extra.to_string());
+        }
+    }
+    let made =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::DevCert(e.to_string()))?;
+    std::fs::create_dir_all(data_dir).map_err(|e| TlsError::DevCert(e.to_string()))?;
+    std::fs::write(&cert, made.cert.pem()).map_err(|e| TlsError::DevCert(e.to_string()))?;
+    write_private(&key, made.signing_key.serialize_pem().as_bytes())
+        .map_err(|e| TlsError::DevCert(e.to_string()))?;
+    tracing::info!(cert = %cert.display(), "made a development certificate");
+    Ok(vec![cert, key])
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_cert_is_made_once_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        acceptor(&[], dir.path(), &["localhost".into()]).unwrap();
+        let first = std::fs::read(dir.path().join(DEV_CERT)).unwrap();
+        acceptor(&[], dir.path(), &["localhost".into()]).unwrap();
+        assert_eq!(
+            first,
+            std::fs::read(dir.path().join(DEV_CERT)).unwrap(),
+            "reused, not remade"
+        );
+        // The same files given as certfiles load too.
+        acceptor(
+            &[dir.path().join(DEV_CERT), dir.path().join(DEV_KEY)],
+            dir.path(),
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn missing_key_or_garbage_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        acceptor(&[], dir.path(), &["localhost".into()]).unwrap();
+        let e = acceptor(&[dir.path().join(DEV_CERT)], dir.path(), &[])
+            .err()
+            .unwrap();
+        assert!(matches!(e, TlsError::NoKey(_)), "{e}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "hello").unwrap();
+        let e = acceptor(&[junk], dir.path(), &[]).err().unwrap();
+        assert!(matches!(e, TlsError::NoCertificate(_)), "{e}");
+    }
+}
