@@ -153,8 +153,7 @@ impl AuthCore {
         match &self.access {
             OauthAccess::All => true,
             OauthAccess::Only(list) => {
-                let j = jid.to_string();
-                list.iter().any(|x| *x == j)
+                list.contains(&jid.to_string())
             }
         }
     }

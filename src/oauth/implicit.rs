@@ -116,6 +116,7 @@ fn fragment_redirect(uri: &str, params: &[(&str, &str)]) -> Response<Bytes> {
 }
 
 /// Checks client and redirect URI. `Err` is the page to show (never a redirect).
+#[allow(clippy::result_large_err)] // an error page is the normal outcome here, not a rare one
 fn check_client(state: &OauthState, req: &AuthRequest) -> Result<String, Response<Bytes>> {
     if state.client_id_check == ClientIdCheck::Deny {
         return Err(error_page(

@@ -1,0 +1,172 @@
+//! Test support: runs the real `petrel` binary on port 0 in a temp data dir and
+//! drives it from outside.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_petrel");
+
+/// A running server and the directory that holds its config and data.
+pub struct Petrel {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+    /// module -> addresses in config order (e.g. "http" -> [plain, tls]).
+    pub addrs: HashMap<String, Vec<SocketAddr>>,
+}
+
+/// The listeners every test server gets, all on port 0.
+pub const LISTENERS: &str = r#"
+[[listen]]
+module = "http"
+port = 0
+
+[[listen]]
+module = "http"
+port = 0
+tls = true
+"#;
+
+impl Petrel {
+    /// Starts a server with `extra` TOML prepended to the standard listeners.
+    pub fn start(extra: &str) -> Petrel {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("petrel.toml");
+        let data = dir.path().join("data");
+        std::fs::write(&config, format!("data_dir = {:?}\n{extra}\n{LISTENERS}", data.display().to_string())).unwrap();
+        let mut p = Petrel { dir, config, child: None, addrs: HashMap::new() };
+        p.spawn();
+        p
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts (or restarts) the server process and waits for `ready`.
+    pub fn spawn(&mut self) {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        self.addrs.clear();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "server did not get ready");
+            let line = lines.next().expect("server exited before ready").unwrap();
+            if line == "ready" {
+                break;
+            }
+            let mut parts = line.split_whitespace();
+            assert_eq!(parts.next(), Some("listening"), "unexpected line {line}");
+            let module = parts.next().unwrap().to_string();
+            let addr: SocketAddr = parts.next().unwrap().parse().unwrap();
+            assert_ne!(addr.port(), 0);
+            self.addrs.entry(module).or_default().push(addr);
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://{}", self.addrs["http"][0])
+    }
+
+    pub fn https(&self) -> String {
+        format!("https://localhost:{}", self.addrs["http"][1].port())
+    }
+
+    /// SIGTERM, then wait; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe_kill(child.id(), 15);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `petrel ctl --config … args…`
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        ctl_with(&self.config, args)
+    }
+
+    /// Runs ctl and requires success; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(out.status.success(), "ctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A registered user and a password-grant client, the usual starting point.
+    pub fn with_user_and_client(self) -> Petrel {
+        self.ctl_ok(&["register", "alice", "localhost", "wonderland"]);
+        self.ctl_ok(&["oauth_add_client_password", "app", "Test App", "app-secret"]);
+        self
+    }
+}
+
+impl Drop for Petrel {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn ctl_with(config: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).args(["ctl", "--config"]).arg(config).args(args).env("RUST_LOG", "warn").output().unwrap()
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+/// A blocking HTTP client that trusts the development certificate and does not
+/// follow redirects (the tests look at them).
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// POSTs a form; returns status, headers and JSON body (Null when not JSON).
+pub fn post_form(url: &str, form: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let r = client().post(url).form(form).send().unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().unwrap();
+    (status, headers, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// The password grant with the usual client.
+pub fn password_grant(base: &str, user: &str, password: &str, extra: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let mut form = vec![("grant_type", "password"), ("username", user), ("password", password), ("client_id", "app"), ("client_secret", "app-secret")];
+    form.extend_from_slice(extra);
+    let (s, _, v) = post_form(&format!("{base}/oauth/token"), &form);
+    (s, v)
+}
