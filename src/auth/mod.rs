@@ -11,6 +11,7 @@
 
 pub mod clients;
 pub mod jid;
+pub mod sasl;
 pub mod scopes;
 pub mod scram;
 pub mod tokens;

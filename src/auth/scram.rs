@@ -1,68 +1,737 @@
-//! SCRAM key derivation (RFC 5802). Placeholder until the SASL exchange lands.
+//! SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802, RFC 7677): stored keys and the
+//! server side of the exchange, without I/O.
+//!
+//! Accounts store [`ScramKeys`] (salt, iteration count, StoredKey,
+//! ServerKey) rather than passwords. The XMPP layer drives a
+//! [`ScramServer`] with the decoded SASL payloads:
+//!
+//! 1. `client_first` on the `<auth/>` initial response yields the username;
+//! 2. the caller looks the account up and passes its keys to `server_first`,
+//!    whose output goes into a `<challenge/>`. For an unknown user it passes
+//!    [`ScramKeys::fake_for`] instead, so the exchange runs to the same
+//!    `not-authorized` end and does not reveal which accounts exist;
+//! 3. `client_final` on the `<response/>` checks the proof and yields the
+//!    server-final message for `<success/>`.
+//!
+//! Passwords are used exactly as given (their UTF-8 bytes): SASLprep
+//! normalization is not applied, so clients that do apply it will only
+//! interoperate for passwords SASLprep leaves unchanged (all ASCII printable
+//! passwords, for example).
+//!
+//! Only the `n` and `y` channel-binding flags are accepted: no `-PLUS`
+//! mechanism is offered, and a server that offered one would have to reject
+//! `y` (see `super::sasl::CbFlag`).
 
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use super::sasl::{decode_saslname, parse_gs2_header, SaslError, MAX_IDENTITY_LEN};
+
+/// Iteration count suggested for new accounts (RFC 7677 asks for at least
+/// 4096). [`ScramKeys::fake_for`] callers should pass the count that real
+/// accounts use, since `i=` is visible to the client.
+pub const DEFAULT_ITERATIONS: u32 = 10_000;
+/// Salt length, in bytes, for new and fake keys.
+pub const SALT_LEN: usize = 16;
+/// Random bytes in the server nonce (base64 of 18 bytes is 24 characters).
+const SERVER_NONCE_LEN: usize = 18;
+/// Upper bound on the client nonce, so a peer cannot make us store and hash
+/// arbitrary amounts of data.
+const MAX_NONCE_LEN: usize = 512;
+
+/// The hash function of a SCRAM mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ScramHash {
+    /// SCRAM-SHA-1 (RFC 5802).
     Sha1,
+    /// SCRAM-SHA-256 (RFC 7677).
     Sha256,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScramKeys {
-    pub salt: Vec<u8>,
-    pub iterations: u32,
-    pub stored_key: Vec<u8>,
-    pub server_key: Vec<u8>,
-}
-
-fn hmac_sha1(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m = Hmac::<Sha1>::new_from_slice(key).expect("any key length");
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
-}
-
-impl ScramKeys {
-    pub fn derive(hash: ScramHash, password: &str, salt: &[u8], iterations: u32) -> ScramKeys {
-        let (stored_key, server_key) = match hash {
-            ScramHash::Sha1 => {
-                let mut salted = [0u8; 20];
-                pbkdf2::pbkdf2_hmac::<Sha1>(password.as_bytes(), salt, iterations, &mut salted);
-                let client_key = hmac_sha1(&salted, b"Client Key");
-                (
-                    Sha1::digest(&client_key).to_vec(),
-                    hmac_sha1(&salted, b"Server Key"),
-                )
-            }
-            ScramHash::Sha256 => {
-                let mut salted = [0u8; 32];
-                pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut salted);
-                let client_key = hmac_sha256(&salted, b"Client Key");
-                (
-                    Sha256::digest(&client_key).to_vec(),
-                    hmac_sha256(&salted, b"Server Key"),
-                )
-            }
-        };
-        ScramKeys {
-            salt: salt.to_vec(),
-            iterations,
-            stored_key,
-            server_key,
+impl ScramHash {
+    /// The SASL mechanism name.
+    pub fn mechanism(self) -> &'static str {
+        match self {
+            ScramHash::Sha1 => "SCRAM-SHA-1",
+            ScramHash::Sha256 => "SCRAM-SHA-256",
         }
     }
 
+    /// The hash for a SASL mechanism name, if it is one of ours.
+    pub fn from_mechanism(name: &str) -> Option<Self> {
+        match name {
+            "SCRAM-SHA-1" => Some(ScramHash::Sha1),
+            "SCRAM-SHA-256" => Some(ScramHash::Sha256),
+            _ => None,
+        }
+    }
+
+    /// Output length of H and HMAC, in bytes.
+    pub fn output_len(self) -> usize {
+        match self {
+            ScramHash::Sha1 => 20,
+            ScramHash::Sha256 => 32,
+        }
+    }
+
+    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+        // new_from_slice cannot fail: HMAC takes keys of any length.
+        match self {
+            ScramHash::Sha1 => {
+                let mut m = Hmac::<Sha1>::new_from_slice(key).expect("HMAC accepts any key");
+                m.update(data);
+                m.finalize().into_bytes().to_vec()
+            }
+            ScramHash::Sha256 => {
+                let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key");
+                m.update(data);
+                m.finalize().into_bytes().to_vec()
+            }
+        }
+    }
+
+    fn digest(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            ScramHash::Sha1 => Sha1::digest(data).to_vec(),
+            ScramHash::Sha256 => Sha256::digest(data).to_vec(),
+        }
+    }
+
+    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+        let mut out = vec![0u8; self.output_len()];
+        match self {
+            ScramHash::Sha1 => pbkdf2::pbkdf2_hmac::<Sha1>(password, salt, iterations, &mut out),
+            ScramHash::Sha256 => {
+                pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out)
+            }
+        }
+        out
+    }
+}
+
+/// What the server stores per account and mechanism.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramKeys {
+    /// PBKDF2 salt, sent to the client in `s=`.
+    pub salt: Vec<u8>,
+    /// PBKDF2 iteration count, sent to the client in `i=`.
+    pub iterations: u32,
+    /// H(ClientKey).
+    pub stored_key: Vec<u8>,
+    /// HMAC(SaltedPassword, "Server Key").
+    pub server_key: Vec<u8>,
+}
+
+// Hand-written so key material never ends up in logs.
+impl fmt::Debug for ScramKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramKeys")
+            .field("salt", &STANDARD.encode(&self.salt))
+            .field("iterations", &self.iterations)
+            .field("stored_key", &"<redacted>")
+            .field("server_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ScramKeys {
+    /// Derives the stored keys from a password (RFC 5802 §3). The password
+    /// is used as given, without SASLprep. `iterations` should be at least
+    /// 4096.
+    pub fn derive(hash: ScramHash, password: &str, salt: &[u8], iterations: u32) -> Self {
+        let salted = hash.salted_password(password.as_bytes(), salt, iterations);
+        let client_key = hash.hmac(&salted, b"Client Key");
+        ScramKeys {
+            salt: salt.to_vec(),
+            iterations,
+            stored_key: hash.digest(&client_key),
+            server_key: hash.hmac(&salted, b"Server Key"),
+        }
+    }
+
+    /// Derives keys for a new password with a fresh random salt.
+    pub fn generate(hash: ScramHash, password: &str, iterations: u32) -> Self {
+        let mut salt = [0u8; SALT_LEN];
+        fill_random(&mut salt);
+        Self::derive(hash, password, &salt, iterations)
+    }
+
+    /// Checks a plaintext password (e.g. from PLAIN) against these keys, in
+    /// constant time with respect to the key contents.
     pub fn verify_password(&self, hash: ScramHash, password: &str) -> bool {
-        let other = ScramKeys::derive(hash, password, &self.salt, self.iterations);
-        other.stored_key.ct_eq(&self.stored_key).into()
+        let other = Self::derive(hash, password, &self.salt, self.iterations);
+        let stored = other.stored_key.ct_eq(&self.stored_key);
+        let server = other.server_key.ct_eq(&self.server_key);
+        (stored & server).into()
+    }
+
+    /// Stand-in keys for a user that does not exist, so the exchange with
+    /// them is indistinguishable from a wrong password.
+    ///
+    /// They are deterministic per (`hash`, `username`, `server_secret`):
+    /// asking twice for the same unknown user must show the same salt, as a
+    /// real account would. `server_secret` must be a stable server-side
+    /// secret (otherwise anyone could compute the fake salt), and
+    /// `iterations` should be what real accounts use. No password can match
+    /// them, short of a preimage of the random-looking StoredKey.
+    pub fn fake_for(
+        hash: ScramHash,
+        username: &str,
+        server_secret: &[u8],
+        iterations: u32,
+    ) -> Self {
+        let derive = |label: &str, len: usize| {
+            let mut data = Vec::with_capacity(label.len() + 1 + username.len());
+            data.extend_from_slice(label.as_bytes());
+            data.push(0);
+            data.extend_from_slice(username.as_bytes());
+            let mut out = ScramHash::Sha256.hmac(server_secret, &data);
+            out.truncate(len);
+            out
+        };
+        let n = hash.output_len();
+        let tag = hash.mechanism();
+        ScramKeys {
+            salt: derive(&format!("{tag} fake salt"), SALT_LEN),
+            iterations,
+            stored_key: derive(&format!("{tag} fake stored key"), n),
+            server_key: derive(&format!("{tag} fake server key"), n),
+        }
+    }
+}
+
+/// Fills `buf` from the operating system's CSPRNG. Falls back to the
+/// thread-local generator (itself a CSPRNG seeded from the OS) rather than
+/// panicking if the OS source reports an error.
+fn fill_random(buf: &mut [u8]) {
+    use rand::{RngCore as _, TryRngCore as _};
+    if rand::rngs::OsRng.try_fill_bytes(buf).is_err() {
+        rand::rng().fill_bytes(buf);
+    }
+}
+
+/// Result of the client-first message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFirst {
+    /// Decoded `n=` value.
+    pub username: String,
+    /// Decoded `a=` value of the GS2 header.
+    pub authzid: Option<String>,
+}
+
+enum State {
+    Start,
+    GotClientFirst {
+        gs2_header: String,
+        bare: String,
+        client_nonce: String,
+    },
+    SentServerFirst {
+        gs2_header: String,
+        /// client-first-message-bare "," server-first-message
+        auth_prefix: String,
+        nonce: String,
+        stored_key: Vec<u8>,
+        server_key: Vec<u8>,
+    },
+    Done,
+    Failed,
+}
+
+/// Server side of one SCRAM exchange. See the module docs for the call
+/// order; any error leaves it failed.
+pub struct ScramServer {
+    hash: ScramHash,
+    state: State,
+    #[cfg(test)]
+    fixed_server_nonce: Option<String>,
+}
+
+impl ScramServer {
+    /// A fresh exchange for the mechanism using `hash`.
+    pub fn new(hash: ScramHash) -> Self {
+        ScramServer {
+            hash,
+            state: State::Start,
+            #[cfg(test)]
+            fixed_server_nonce: None,
+        }
+    }
+
+    /// The mechanism's hash.
+    pub fn hash(&self) -> ScramHash {
+        self.hash
+    }
+
+    /// Whether the exchange completed successfully.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Uses a fixed server nonce instead of a random one (RFC test vectors).
+    #[cfg(test)]
+    pub(crate) fn with_server_nonce(mut self, nonce: &str) -> Self {
+        self.fixed_server_nonce = Some(nonce.to_owned());
+        self
+    }
+
+    /// Parses the client-first message:
+    /// `gs2-header [m=…,] n=user,r=nonce[,ext…]`.
+    pub fn client_first(&mut self, msg: &[u8]) -> Result<ClientFirst, SaslError> {
+        if !matches!(self.state, State::Start) {
+            self.state = State::Failed;
+            return Err(SaslError::MalformedRequest(
+                "unexpected client-first message",
+            ));
+        }
+        let r = parse_client_first(msg);
+        match r {
+            Ok((first, state)) => {
+                self.state = state;
+                Ok(first)
+            }
+            Err(e) => {
+                self.state = State::Failed;
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds the server-first message `r=<client+server nonce>,s=<salt>,i=<n>`
+    /// from the account's keys (or [`ScramKeys::fake_for`] ones).
+    ///
+    /// # Panics
+    /// If not called exactly once, right after a successful `client_first`:
+    /// that is a bug in the caller, not something a peer can cause.
+    pub fn server_first(&mut self, keys: &ScramKeys) -> Vec<u8> {
+        let State::GotClientFirst {
+            gs2_header,
+            bare,
+            client_nonce,
+        } = std::mem::replace(&mut self.state, State::Failed)
+        else {
+            panic!("ScramServer::server_first called out of order");
+        };
+        let server_nonce = self.server_nonce();
+        let nonce = format!("{client_nonce}{server_nonce}");
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            STANDARD.encode(&keys.salt),
+            keys.iterations
+        );
+        self.state = State::SentServerFirst {
+            gs2_header,
+            auth_prefix: format!("{bare},{server_first}"),
+            nonce,
+            stored_key: keys.stored_key.clone(),
+            server_key: keys.server_key.clone(),
+        };
+        server_first.into_bytes()
+    }
+
+    fn server_nonce(&self) -> String {
+        #[cfg(test)]
+        if let Some(n) = &self.fixed_server_nonce {
+            return n.clone();
+        }
+        let mut raw = [0u8; SERVER_NONCE_LEN];
+        fill_random(&mut raw);
+        // Standard base64 never contains ',' so it is a valid nonce.
+        STANDARD.encode(raw)
+    }
+
+    /// Checks the client-final message `c=…,r=…[,ext…],p=…` and returns the
+    /// server-final message `v=<ServerSignature>` to send with `<success/>`.
+    /// A wrong proof, nonce or channel-binding echo is `not-authorized`.
+    pub fn client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, SaslError> {
+        let state = std::mem::replace(&mut self.state, State::Failed);
+        let State::SentServerFirst {
+            gs2_header,
+            auth_prefix,
+            nonce,
+            stored_key,
+            server_key,
+        } = state
+        else {
+            return Err(SaslError::MalformedRequest(
+                "unexpected client-final message",
+            ));
+        };
+        let msg = std::str::from_utf8(msg).map_err(|_| malformed("invalid UTF-8"))?;
+        let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(malformed("missing proof"))?;
+        let mut attrs = without_proof.split(',');
+        let cbind = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("c="))
+            .ok_or(malformed("expected c="))?;
+        let got_nonce = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .ok_or(malformed("expected r="))?;
+        for ext in attrs {
+            check_extension(ext)?;
+        }
+        let proof = STANDARD
+            .decode(proof)
+            .map_err(|_| malformed("proof is not base64"))?;
+        if proof.len() != self.hash.output_len() {
+            return Err(malformed("proof has the wrong length"));
+        }
+        let cbind = STANDARD
+            .decode(cbind)
+            .map_err(|_| malformed("channel binding is not base64"))?;
+        // The client must echo its own GS2 header exactly (no CB data, as
+        // only n and y are accepted): "biws" for n,, and "eSws" for y,,.
+        if cbind != gs2_header.as_bytes() {
+            return Err(SaslError::NotAuthorized);
+        }
+        if !bool::from(got_nonce.as_bytes().ct_eq(nonce.as_bytes())) {
+            return Err(SaslError::NotAuthorized);
+        }
+        let auth_message = format!("{auth_prefix},{without_proof}");
+        let client_signature = self.hash.hmac(&stored_key, auth_message.as_bytes());
+        let client_key: Vec<u8> = proof
+            .iter()
+            .zip(&client_signature)
+            .map(|(p, s)| p ^ s)
+            .collect();
+        let candidate = self.hash.digest(&client_key);
+        if !bool::from(candidate.ct_eq(&stored_key)) {
+            return Err(SaslError::NotAuthorized);
+        }
+        let server_signature = self.hash.hmac(&server_key, auth_message.as_bytes());
+        self.state = State::Done;
+        Ok(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
+    }
+}
+
+fn malformed(msg: &'static str) -> SaslError {
+    SaslError::MalformedRequest(msg)
+}
+
+/// Parses a client-first message into its result and the next state.
+fn parse_client_first(msg: &[u8]) -> Result<(ClientFirst, State), SaslError> {
+    if msg.len() > 2 * MAX_IDENTITY_LEN + MAX_NONCE_LEN + 1024 {
+        return Err(malformed("message too long"));
+    }
+    let msg = std::str::from_utf8(msg).map_err(|_| malformed("invalid UTF-8"))?;
+    if msg.contains('\0') {
+        return Err(malformed("NUL in message"));
+    }
+    let gs2 = parse_gs2_header(msg)?;
+    let bare = &msg[gs2.len..];
+    let mut attrs = bare.split(',');
+    let first = attrs.next().unwrap_or_default();
+    if first.starts_with("m=") {
+        // RFC 5802 §5.1: reserved for mandatory extensions, none of which
+        // we know, so the exchange must fail.
+        return Err(malformed("unsupported mandatory extension"));
+    }
+    let username = first
+        .strip_prefix("n=")
+        .ok_or(malformed("expected n="))
+        .and_then(decode_saslname)?;
+    let client_nonce = attrs
+        .next()
+        .and_then(|a| a.strip_prefix("r="))
+        .ok_or(malformed("expected r="))?;
+    if client_nonce.is_empty()
+        || client_nonce.len() > MAX_NONCE_LEN
+        || !client_nonce
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+    {
+        return Err(malformed("bad client nonce"));
+    }
+    for ext in attrs {
+        check_extension(ext)?;
+    }
+    Ok((
+        ClientFirst {
+            username,
+            authzid: gs2.authzid,
+        },
+        State::GotClientFirst {
+            gs2_header: msg[..gs2.len].to_owned(),
+            bare: bare.to_owned(),
+            client_nonce: client_nonce.to_owned(),
+        },
+    ))
+}
+
+/// Optional extensions are `ALPHA "=" 1*value-char`; unknown ones are
+/// ignored as RFC 5802 requires.
+fn check_extension(ext: &str) -> Result<(), SaslError> {
+    let b = ext.as_bytes();
+    if b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b'=' {
+        Ok(())
+    } else {
+        Err(malformed("bad attribute"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> Vec<u8> {
+        STANDARD.decode(s).unwrap()
+    }
+
+    /// Runs a whole exchange; returns server-first and the final result.
+    fn run(
+        hash: ScramHash,
+        keys: &ScramKeys,
+        server_nonce: &str,
+        first: &str,
+        fin: &str,
+    ) -> (String, Result<Vec<u8>, SaslError>) {
+        let mut s = ScramServer::new(hash).with_server_nonce(server_nonce);
+        s.client_first(first.as_bytes()).unwrap();
+        let sf = String::from_utf8(s.server_first(keys)).unwrap();
+        (sf, s.client_final(fin.as_bytes()))
+    }
+
+    const RFC5802_FINAL: &str =
+        "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=";
+
+    fn rfc5802_keys() -> ScramKeys {
+        ScramKeys::derive(ScramHash::Sha1, "pencil", &b64("QSXCR+Q6sek8bf92"), 4096)
+    }
+
+    #[test]
+    fn rfc5802_example() {
+        let mut s = ScramServer::new(ScramHash::Sha1).with_server_nonce("3rfcNHYJY1ZVvWVs7j");
+        let first = s
+            .client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")
+            .unwrap();
+        assert_eq!(first.username, "user");
+        assert_eq!(first.authzid, None);
+        let sf = s.server_first(&rfc5802_keys());
+        assert_eq!(
+            sf,
+            b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
+        );
+        assert!(!s.is_done());
+        let v = s.client_final(RFC5802_FINAL.as_bytes()).unwrap();
+        assert_eq!(v, b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ=");
+        assert!(s.is_done());
+    }
+
+    #[test]
+    fn rfc7677_example() {
+        let keys = ScramKeys::derive(
+            ScramHash::Sha256,
+            "pencil",
+            &b64("W22ZaJ0SNY7soEsUEjb6gQ=="),
+            4096,
+        );
+        let (sf, r) = run(
+            ScramHash::Sha256,
+            &keys,
+            "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+            "n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+             p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+        );
+        assert_eq!(
+            sf,
+            "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+             s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+        );
+        assert_eq!(
+            r.unwrap(),
+            b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
+    }
+
+    #[test]
+    fn wrong_proof() {
+        let bad = RFC5802_FINAL.replace("p=v0X8", "p=v1X8");
+        let (_, r) = run(
+            ScramHash::Sha1,
+            &rfc5802_keys(),
+            "3rfcNHYJY1ZVvWVs7j",
+            "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+            &bad,
+        );
+        assert_eq!(r.unwrap_err().condition(), "not-authorized");
+        // Wrong password: same proof against other keys.
+        let other = ScramKeys::derive(ScramHash::Sha1, "pencil2", &b64("QSXCR+Q6sek8bf92"), 4096);
+        let (_, r) = run(
+            ScramHash::Sha1,
+            &other,
+            "3rfcNHYJY1ZVvWVs7j",
+            "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+            RFC5802_FINAL,
+        );
+        assert_eq!(r.unwrap_err(), SaslError::NotAuthorized);
+    }
+
+    #[test]
+    fn tampered_nonce() {
+        let bad = RFC5802_FINAL.replace("VvWVs7j", "VvWVs7k");
+        let (_, r) = run(
+            ScramHash::Sha1,
+            &rfc5802_keys(),
+            "3rfcNHYJY1ZVvWVs7j",
+            "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+            &bad,
+        );
+        assert_eq!(r.unwrap_err(), SaslError::NotAuthorized);
+    }
+
+    #[test]
+    fn channel_binding() {
+        let mut s = ScramServer::new(ScramHash::Sha1);
+        let e = s.client_first(b"p=tls-unique,,n=user,r=abc").unwrap_err();
+        assert_eq!(e.condition(), "malformed-request");
+        // y is accepted, but then c= must echo "y,,".
+        let mut s = ScramServer::new(ScramHash::Sha1).with_server_nonce("S");
+        s.client_first(b"y,,n=user,r=abc").unwrap();
+        s.server_first(&rfc5802_keys());
+        let e = s
+            .client_final(b"c=biws,r=abcS,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+            .unwrap_err();
+        assert_eq!(e, SaslError::NotAuthorized);
+    }
+
+    /// A client-side computation, to test flows other than the RFC vectors.
+    fn client_proof(
+        hash: ScramHash,
+        password: &str,
+        auth_message: &str,
+        salt: &[u8],
+        i: u32,
+    ) -> String {
+        let salted = hash.salted_password(password.as_bytes(), salt, i);
+        let client_key = hash.hmac(&salted, b"Client Key");
+        let stored = hash.digest(&client_key);
+        let sig = hash.hmac(&stored, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+        STANDARD.encode(proof)
+    }
+
+    #[test]
+    fn authzid_y_flag_and_random_nonce() {
+        let keys = ScramKeys::generate(ScramHash::Sha256, "sécret", 4096);
+        let mut s = ScramServer::new(ScramHash::Sha256);
+        let cf = "y,a=admin=2Cx@example.com,n=us=3Der,r=cnonce";
+        let first = s.client_first(cf.as_bytes()).unwrap();
+        assert_eq!(first.username, "us=er");
+        assert_eq!(first.authzid.as_deref(), Some("admin,x@example.com"));
+        let sf = String::from_utf8(s.server_first(&keys)).unwrap();
+        let nonce = sf.split(',').next().unwrap().strip_prefix("r=").unwrap();
+        assert!(nonce.starts_with("cnonce") && nonce.len() == 6 + 24);
+        let cbind = STANDARD.encode("y,a=admin=2Cx@example.com,");
+        let without = format!("c={cbind},r={nonce}");
+        let am = format!("n=us=3Der,r=cnonce,{sf},{without}");
+        let proof = client_proof(ScramHash::Sha256, "sécret", &am, &keys.salt, 4096);
+        let v = s
+            .client_final(format!("{without},p={proof}").as_bytes())
+            .unwrap();
+        assert!(v.starts_with(b"v="));
+        // Two exchanges get different server nonces.
+        let mut s2 = ScramServer::new(ScramHash::Sha256);
+        s2.client_first(cf.as_bytes()).unwrap();
+        assert_ne!(String::from_utf8(s2.server_first(&keys)).unwrap(), sf);
+    }
+
+    #[test]
+    fn malformed_messages() {
+        for bad in [
+            &b"n,,r=abc"[..],
+            b"n,,n=user",
+            b"n,,n=user,r=",
+            b"n,,m=x,n=user,r=abc",
+            b"n,,n=us=er,r=abc",
+            b"n,,n=,r=abc",
+            b"x,,n=user,r=abc",
+            b"n,n=user,r=abc",
+            b"n,,n=user,r=a\x01c",
+            b"n,,n=us\xffer,r=abc",
+            b"n,,n=user,r=abc,bad",
+        ] {
+            let mut s = ScramServer::new(ScramHash::Sha1);
+            assert_eq!(
+                s.client_first(bad).unwrap_err().condition(),
+                "malformed-request",
+                "{bad:?}"
+            );
+        }
+        // Extensions are ignored.
+        let mut s = ScramServer::new(ScramHash::Sha1);
+        assert!(s.client_first(b"n,,n=user,r=abc,x=ext").is_ok());
+
+        for bad in [
+            &b"c=biws,r=abcS"[..],
+            b"r=abcS,c=biws,p=AAAA",
+            b"c=biws,r=abcS,p=!!",
+            b"c=biws,r=abcS,p=AAAA",
+            b"c=biws,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ] {
+            let mut s = ScramServer::new(ScramHash::Sha1).with_server_nonce("S");
+            s.client_first(b"n,,n=user,r=abc").unwrap();
+            s.server_first(&rfc5802_keys());
+            assert_eq!(
+                s.client_final(bad).unwrap_err().condition(),
+                "malformed-request",
+                "{bad:?}"
+            );
+        }
+        // Out of order.
+        let mut s = ScramServer::new(ScramHash::Sha1);
+        assert!(s.client_final(RFC5802_FINAL.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn verify_password_and_debug() {
+        let k = rfc5802_keys();
+        assert!(k.verify_password(ScramHash::Sha1, "pencil"));
+        assert!(!k.verify_password(ScramHash::Sha1, "pencil "));
+        assert!(!k.verify_password(ScramHash::Sha256, "pencil"));
+        assert!(!format!("{k:?}").contains(&format!("{:?}", k.stored_key)));
+    }
+
+    #[test]
+    fn fake_keys() {
+        let a = ScramKeys::fake_for(ScramHash::Sha256, "ghost", b"secret", 4096);
+        let b = ScramKeys::fake_for(ScramHash::Sha256, "ghost", b"secret", 4096);
+        let c = ScramKeys::fake_for(ScramHash::Sha256, "ghost2", b"secret", 4096);
+        let d = ScramKeys::fake_for(ScramHash::Sha256, "ghost", b"other", 4096);
+        assert_eq!(a, b);
+        assert_ne!(a.salt, c.salt);
+        assert_ne!(a.salt, d.salt);
+        assert_eq!(a.salt.len(), SALT_LEN);
+        assert_eq!(a.stored_key.len(), 32);
+        let f1 = ScramKeys::fake_for(ScramHash::Sha1, "ghost", b"secret", 4096);
+        assert_eq!(f1.stored_key.len(), 20);
+        assert_ne!(f1.salt, a.salt);
+        // The exchange with fake keys runs to the end and fails like a
+        // wrong password.
+        let (_, r) = run(
+            ScramHash::Sha1,
+            &f1,
+            "3rfcNHYJY1ZVvWVs7j",
+            "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+            RFC5802_FINAL,
+        );
+        assert_eq!(r.unwrap_err(), SaslError::NotAuthorized);
+    }
+
+    #[test]
+    fn mechanism_names() {
+        assert_eq!(
+            ScramHash::from_mechanism("SCRAM-SHA-256"),
+            Some(ScramHash::Sha256)
+        );
+        assert_eq!(ScramHash::Sha1.mechanism(), "SCRAM-SHA-1");
+        assert_eq!(ScramHash::from_mechanism("SCRAM-SHA-1-PLUS"), None);
     }
 }

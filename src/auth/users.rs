@@ -144,17 +144,7 @@ impl AuthCore {
     /// Keys that look real for a name that has no account: a salt fixed per name
     /// (so repeated tries see the same salt) and keys nobody can match.
     pub fn fake_scram(&self, hash: ScramHash, name: &str) -> ScramKeys {
-        use hmac::{Hmac, Mac};
-        let mut m = Hmac::<sha2::Sha256>::new_from_slice(&self.server_key).expect("any key length");
-        m.update(name.as_bytes());
-        let salt = m.finalize().into_bytes()[..16].to_vec();
-        let len = if hash == ScramHash::Sha1 { 20 } else { 32 };
-        ScramKeys {
-            salt,
-            iterations: SCRAM_ITERATIONS,
-            stored_key: random_bytes::<32>()[..len].to_vec(),
-            server_key: random_bytes::<32>()[..len].to_vec(),
-        }
+        ScramKeys::fake_for(hash, name, &self.server_key, SCRAM_ITERATIONS)
     }
 
     /// `registered_users HOST`, sorted.

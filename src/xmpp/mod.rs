@@ -1,0 +1,4 @@
+//! XMPP wire format: the element tree and the inbound stream parser.
+
+pub mod element;
+pub mod stream;
