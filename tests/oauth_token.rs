@@ -10,7 +10,14 @@ fn password_grant_returns_a_token_over_http_and_https() {
     for base in [p.http(), p.https()] {
         let (status, headers, body) = post_form(
             &format!("{base}/oauth/token"),
-            &[("grant_type", "password"), ("username", "alice@localhost"), ("password", "wonderland"), ("client_id", "app"), ("client_secret", "app-secret"), ("scope", "sasl_auth")],
+            &[
+                ("grant_type", "password"),
+                ("username", "alice@localhost"),
+                ("password", "wonderland"),
+                ("client_id", "app"),
+                ("client_secret", "app-secret"),
+                ("scope", "sasl_auth"),
+            ],
         );
         assert_eq!(status, 200, "{body}");
         assert_eq!(headers["content-type"], "application/json;charset=UTF-8");
@@ -39,7 +46,11 @@ fn basic_client_auth_and_localpart_usernames_work() {
     let r = client()
         .post(format!("{}/oauth/token", p.http()))
         .basic_auth("app", Some("app-secret"))
-        .form(&[("grant_type", "password"), ("username", "alice"), ("password", "wonderland")])
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "wonderland"),
+        ])
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
@@ -50,9 +61,19 @@ fn basic_client_auth_and_localpart_usernames_work() {
 #[test]
 fn error_replies_follow_rfc6749() {
     let p = Petrel::start("").with_user_and_client();
-    p.ctl_ok(&["oauth_add_client_implicit", "web", "Web App", "https://app.example/cb"]);
+    p.ctl_ok(&[
+        "oauth_add_client_implicit",
+        "web",
+        "Web App",
+        "https://app.example/cb",
+    ]);
     let url = format!("{}/oauth/token", p.http());
-    let base = [("username", "alice@localhost"), ("password", "wonderland"), ("client_id", "app"), ("client_secret", "app-secret")];
+    let base = [
+        ("username", "alice@localhost"),
+        ("password", "wonderland"),
+        ("client_id", "app"),
+        ("client_secret", "app-secret"),
+    ];
     let with = |extra: &[(&'static str, &'static str)]| {
         let mut f: Vec<(&str, &str)> = base.to_vec();
         f.extend_from_slice(extra);
@@ -60,47 +81,162 @@ fn error_replies_follow_rfc6749() {
     };
 
     let (s, _, v) = post_form(&url, &base);
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "no grant_type");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "no grant_type"
+    );
     let (s, _, v) = post_form(&url, &with(&[("grant_type", "authorization_code")]));
-    assert_eq!((s, v["error"].as_str()), (400, Some("unsupported_grant_type")));
-    let (s, _, v) = post_form(&url, &with(&[("grant_type", "password"), ("scope", "sasl_auth root")]));
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    let (s, _, v) = post_form(
+        &url,
+        &with(&[("grant_type", "password"), ("scope", "sasl_auth root")]),
+    );
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")));
     assert!(v["error_description"].as_str().unwrap().contains("root"));
-    let (s, _, v) = post_form(&url, &with(&[("grant_type", "password"), ("ttl", "tomorrow")]));
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "non-numeric ttl");
-    let (s, _, v) = post_form(&url, &with(&[("grant_type", "password"), ("grant_type", "password")]));
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "repeated parameter");
+    let (s, _, v) = post_form(
+        &url,
+        &with(&[("grant_type", "password"), ("ttl", "tomorrow")]),
+    );
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "non-numeric ttl"
+    );
+    let (s, _, v) = post_form(
+        &url,
+        &with(&[("grant_type", "password"), ("grant_type", "password")]),
+    );
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "repeated parameter"
+    );
 
-    let (s, _, v) = post_form(&url, &[("grant_type", "password"), ("username", "alice@localhost"), ("password", "nope"), ("client_id", "app"), ("client_secret", "app-secret")]);
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "wrong password");
-    let (s, _, v2) = post_form(&url, &[("grant_type", "password"), ("username", "nobody@localhost"), ("password", "x"), ("client_id", "app"), ("client_secret", "app-secret")]);
-    assert_eq!((s, v2["error"].as_str()), (400, Some("invalid_grant")), "unknown user");
-    assert_eq!(v["error_description"], v2["error_description"], "unknown user reads like a wrong password");
-    let (s, _, v) = post_form(&url, &[("grant_type", "password"), ("password", "x"), ("client_id", "app"), ("client_secret", "app-secret")]);
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "no username");
+    let (s, _, v) = post_form(
+        &url,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice@localhost"),
+            ("password", "nope"),
+            ("client_id", "app"),
+            ("client_secret", "app-secret"),
+        ],
+    );
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "wrong password"
+    );
+    let (s, _, v2) = post_form(
+        &url,
+        &[
+            ("grant_type", "password"),
+            ("username", "nobody@localhost"),
+            ("password", "x"),
+            ("client_id", "app"),
+            ("client_secret", "app-secret"),
+        ],
+    );
+    assert_eq!(
+        (s, v2["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "unknown user"
+    );
+    assert_eq!(
+        v["error_description"], v2["error_description"],
+        "unknown user reads like a wrong password"
+    );
+    let (s, _, v) = post_form(
+        &url,
+        &[
+            ("grant_type", "password"),
+            ("password", "x"),
+            ("client_id", "app"),
+            ("client_secret", "app-secret"),
+        ],
+    );
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "no username"
+    );
 
-    let (s, h, v) = post_form(&url, &[("grant_type", "password"), ("username", "alice@localhost"), ("password", "wonderland"), ("client_id", "app"), ("client_secret", "wrong")]);
+    let (s, h, v) = post_form(
+        &url,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice@localhost"),
+            ("password", "wonderland"),
+            ("client_id", "app"),
+            ("client_secret", "wrong"),
+        ],
+    );
     assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")));
     assert!(h.contains_key("www-authenticate"));
-    let (s, h, v) = post_form(&url, &[("grant_type", "password"), ("username", "alice@localhost"), ("password", "wonderland")]);
-    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")), "no client at all");
+    let (s, h, v) = post_form(
+        &url,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice@localhost"),
+            ("password", "wonderland"),
+        ],
+    );
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "no client at all"
+    );
     assert!(h.contains_key("www-authenticate"));
-    let (s, _, v) = post_form(&url, &[("grant_type", "password"), ("username", "alice@localhost"), ("password", "wonderland"), ("client_id", "web"), ("client_secret", "")]);
+    let (s, _, v) = post_form(
+        &url,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice@localhost"),
+            ("password", "wonderland"),
+            ("client_id", "web"),
+            ("client_secret", ""),
+        ],
+    );
     assert!(s == 401 || s == 400, "{s}");
-    assert!(v["error"] == "invalid_client" || v["error"] == "unauthorized_client", "implicit client cannot use the password grant: {v}");
+    assert!(
+        v["error"] == "invalid_client" || v["error"] == "unauthorized_client",
+        "implicit client cannot use the password grant: {v}"
+    );
 
     // Not a form, wrong method, unknown path: still JSON errors.
-    let r = client().post(&url).header("content-type", "application/json").body("{}").send().unwrap();
+    let r = client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    assert_eq!(r.json::<serde_json::Value>().unwrap()["error"], "invalid_request");
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"],
+        "invalid_request"
+    );
     let r = client().get(&url).send().unwrap();
     assert_eq!(r.status().as_u16(), 405);
-    assert_eq!(r.json::<serde_json::Value>().unwrap()["error"], "invalid_request");
-    let r = client().get(format!("{}/nothing/here", p.http())).send().unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"],
+        "invalid_request"
+    );
+    let r = client()
+        .get(format!("{}/nothing/here", p.http()))
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     assert!(!r.text().unwrap().is_empty());
     let big = "x".repeat(100_000);
-    let r = client().post(&url).form(&[("grant_type", big.as_str())]).send().unwrap();
+    let r = client()
+        .post(&url)
+        .form(&[("grant_type", big.as_str())])
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 413);
     // And nothing was issued by any of that.
     assert_eq!(p.ctl_ok(&["oauth_list_tokens"]).trim(), "");
@@ -109,7 +245,12 @@ fn error_replies_follow_rfc6749() {
 #[test]
 fn ttl_is_capped_by_oauth_expire() {
     let p = Petrel::start("oauth_expire = 100").with_user_and_client();
-    let (s, v) = password_grant(&p.http(), "alice@localhost", "wonderland", &[("ttl", "1000")]);
+    let (s, v) = password_grant(
+        &p.http(),
+        "alice@localhost",
+        "wonderland",
+        &[("ttl", "1000")],
+    );
     assert_eq!(s, 200);
     assert_eq!(v["expires_in"], 100);
     let (_, v) = password_grant(&p.http(), "alice@localhost", "wonderland", &[("ttl", "40")]);
@@ -151,13 +292,23 @@ fn oauth_access_refuses_accounts_not_listed() {
     // A wrong password is still reported as such, before the access check.
     let (s, v) = password_grant(&p.http(), "alice@localhost", "bad", &[]);
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
-    assert!(v["error_description"].as_str().unwrap().contains("password"));
+    assert!(v["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("password"));
 }
 
 #[test]
 fn client_id_check_allow_and_deny() {
     let p = Petrel::start("oauth_client_id_check = \"allow\"").with_user_and_client();
-    let (s, _, v) = post_form(&format!("{}/oauth/token", p.http()), &[("grant_type", "password"), ("username", "alice@localhost"), ("password", "wonderland")]);
+    let (s, _, v) = post_form(
+        &format!("{}/oauth/token", p.http()),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice@localhost"),
+            ("password", "wonderland"),
+        ],
+    );
     assert_eq!(s, 200, "{v}");
     drop(p);
     let p = Petrel::start("oauth_client_id_check = \"deny\"").with_user_and_client();
@@ -169,18 +320,40 @@ fn client_id_check_allow_and_deny() {
 #[test]
 fn metadata_describes_what_is_served() {
     let p = Petrel::start("").with_user_and_client();
-    let v: serde_json::Value = client().get(format!("{}/.well-known/oauth-authorization-server", p.https())).send().unwrap().json().unwrap();
+    let v: serde_json::Value = client()
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            p.https()
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let issuer = v["issuer"].as_str().unwrap();
     assert!(issuer.starts_with("https://localhost:"), "{issuer}");
     assert_eq!(v["token_endpoint"], format!("{issuer}/oauth/token"));
-    assert_eq!(v["authorization_endpoint"], format!("{issuer}/oauth/authorization_token"));
+    assert_eq!(
+        v["authorization_endpoint"],
+        format!("{issuer}/oauth/authorization_token")
+    );
     assert_eq!(v["revocation_endpoint"], format!("{issuer}/oauth/revoke"));
-    assert_eq!(v["grant_types_supported"], serde_json::json!(["password", "implicit"]));
+    assert_eq!(
+        v["grant_types_supported"],
+        serde_json::json!(["password", "implicit"])
+    );
     assert_eq!(v["response_types_supported"], serde_json::json!(["token"]));
-    assert!(v["scopes_supported"].as_array().unwrap().iter().any(|s| s == "sasl_auth"));
+    assert!(v["scopes_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "sasl_auth"));
     // Each advertised endpoint answers (not 404).
     for ep in ["token_endpoint", "revocation_endpoint"] {
-        let r = client().post(v[ep].as_str().unwrap()).form(&[("x", "y")]).send().unwrap();
+        let r = client()
+            .post(v[ep].as_str().unwrap())
+            .form(&[("x", "y")])
+            .send()
+            .unwrap();
         assert_ne!(r.status().as_u16(), 404, "{ep}");
     }
 }

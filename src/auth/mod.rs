@@ -153,9 +153,7 @@ impl AuthCore {
     pub fn may_get_tokens(&self, jid: &BareJid) -> bool {
         match &self.access {
             OauthAccess::All => true,
-            OauthAccess::Only(list) => {
-                list.contains(&jid.to_string())
-            }
+            OauthAccess::Only(list) => list.contains(&jid.to_string()),
         }
     }
 }

@@ -416,7 +416,10 @@ mod tests {
 
     #[test]
     fn ttl_is_capped_and_zero_refused() {
-        let c = Config { oauth_expire: 100, ..Config::default() };
+        let c = Config {
+            oauth_expire: 100,
+            ..Config::default()
+        };
         let (a, _d) = core(&c);
         assert_eq!(
             a.issue_token(&alice(), Scopes::sasl_auth(), Some(10_000), None)

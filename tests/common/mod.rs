@@ -2,6 +2,8 @@
 //! drives it from outside.
 #![allow(dead_code)]
 
+pub mod python;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -38,8 +40,20 @@ impl Petrel {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("petrel.toml");
         let data = dir.path().join("data");
-        std::fs::write(&config, format!("data_dir = {:?}\n{extra}\n{LISTENERS}", data.display().to_string())).unwrap();
-        let mut p = Petrel { dir, config, child: None, addrs: HashMap::new() };
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n{extra}\n{LISTENERS}",
+                data.display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut p = Petrel {
+            dir,
+            config,
+            child: None,
+            addrs: HashMap::new(),
+        };
         p.spawn();
         p
     }
@@ -113,7 +127,11 @@ impl Petrel {
     /// Runs ctl and requires success; returns stdout.
     pub fn ctl_ok(&self, args: &[&str]) -> String {
         let out = self.ctl(args);
-        assert!(out.status.success(), "ctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -135,11 +153,21 @@ impl Drop for Petrel {
 }
 
 pub fn ctl_with(config: &Path, args: &[&str]) -> Output {
-    Command::new(BIN).args(["ctl", "--config"]).arg(config).args(args).env("RUST_LOG", "warn").output().unwrap()
+    Command::new(BIN)
+        .args(["ctl", "--config"])
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
 }
 
 fn unsafe_kill(pid: u32, sig: i32) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -155,17 +183,35 @@ pub fn client() -> reqwest::blocking::Client {
 }
 
 /// POSTs a form; returns status, headers and JSON body (Null when not JSON).
-pub fn post_form(url: &str, form: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+pub fn post_form(
+    url: &str,
+    form: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
     let r = client().post(url).form(form).send().unwrap();
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let text = r.text().unwrap();
-    (status, headers, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// The password grant with the usual client.
-pub fn password_grant(base: &str, user: &str, password: &str, extra: &[(&str, &str)]) -> (u16, serde_json::Value) {
-    let mut form = vec![("grant_type", "password"), ("username", user), ("password", password), ("client_id", "app"), ("client_secret", "app-secret")];
+pub fn password_grant(
+    base: &str,
+    user: &str,
+    password: &str,
+    extra: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let mut form = vec![
+        ("grant_type", "password"),
+        ("username", user),
+        ("password", password),
+        ("client_id", "app"),
+        ("client_secret", "app-secret"),
+    ];
     form.extend_from_slice(extra);
     let (s, _, v) = post_form(&format!("{base}/oauth/token"), &form);
     (s, v)
