@@ -135,6 +135,8 @@ pub struct Config {
     pub max_stanza_size: usize,
     pub mqtt_allow_anonymous: bool,
     pub mqtt_max_packet_size: u32,
+    /// Messages queued per MQTT session before new ones are dropped.
+    pub mqtt_max_queue: usize,
     pub log_level: String,
 }
 
@@ -151,15 +153,18 @@ impl Default for Config {
             max_stanza_size: 262_144,
             mqtt_allow_anonymous: false,
             mqtt_max_packet_size: 1 << 20,
+            mqtt_max_queue: 1000,
             log_level: "info".into(),
         }
     }
 }
 
 /// The default ports of CONVENTIONS.md, all on loopback: those of the modules
-/// served so far (XMPP 5222/5223 and MQTT 1883/8883 join as they land).
+/// served so far (XMPP 5222/5223 join when c2s lands).
 pub fn default_listeners() -> Vec<Listener> {
     vec![
+        Listener::new(Module::Mqtt, 1883, false),
+        Listener::new(Module::Mqtt, 8883, true),
         Listener::new(Module::Http, 5280, false),
         Listener::new(Module::Http, 5443, true),
     ]
@@ -179,6 +184,7 @@ struct RawConfig {
     max_stanza_size: Option<usize>,
     mqtt_allow_anonymous: Option<bool>,
     mqtt_max_packet_size: Option<u32>,
+    mqtt_max_queue: Option<usize>,
     log_level: Option<String>,
 }
 
@@ -253,6 +259,9 @@ impl Config {
         if let Some(m) = raw.mqtt_max_packet_size {
             c.mqtt_max_packet_size = m;
         }
+        if let Some(q) = raw.mqtt_max_queue {
+            c.mqtt_max_queue = q;
+        }
         if let Some(l) = raw.log_level {
             c.log_level = l;
         }
@@ -311,6 +320,9 @@ impl Config {
                 "mqtt_max_packet_size",
                 "must be at least 128 bytes",
             ));
+        }
+        if self.mqtt_max_queue == 0 {
+            return Err(ConfigError::new("mqtt_max_queue", "must be at least 1"));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(ConfigError::new(

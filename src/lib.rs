@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod config;
 pub mod ctl;
+pub mod mqtt;
 pub mod oauth;
 pub mod registry;
 pub mod server;

@@ -22,6 +22,9 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthCore, AuthError};
 use crate::config::{Config, Listener, Module};
 use crate::ctl::{self, CtlContext, LiveServer};
+use crate::mqtt::broker::Broker;
+use crate::mqtt::listener::MqttContext;
+use crate::mqtt::session::MqttSettings;
 use crate::oauth::{self, OauthState};
 use crate::registry::Registry;
 use crate::store::{SledStore, Store, StoreError};
@@ -62,6 +65,7 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub auth: Arc<AuthCore>,
     pub registry: Arc<Registry>,
+    pub broker: Arc<Broker>,
     pub tls: Option<TlsAcceptor>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -91,12 +95,17 @@ impl Server {
             source,
         })?;
         for l in &config.listen {
-            if l.module != Module::Http {
+            if l.module == Module::C2s {
                 return Err(ServerError::Unsupported(l.module.name()));
             }
         }
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
         let auth = Arc::new(AuthCore::new(store.clone(), &config)?);
+        let broker = Arc::new(Broker::new(
+            &config.hosts,
+            store.clone(),
+            config.mqtt_max_queue,
+        )?);
         let needs_tls = config.listen.iter().any(|l| l.tls || l.starttls);
         let tls = if needs_tls {
             Some(tls::acceptor(
@@ -133,6 +142,7 @@ impl Server {
             config,
             auth,
             registry: Arc::new(Registry::new()),
+            broker,
             tls,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -173,7 +183,8 @@ impl Server {
             loops.push(tokio::spawn(async move {
                 match b.listener.module {
                     Module::Http => serve_http(b, shared).await,
-                    Module::C2s | Module::Mqtt => unreachable!("refused in bind"),
+                    Module::Mqtt => serve_mqtt(b, shared).await,
+                    Module::C2s => unreachable!("refused in bind"),
                 }
             }));
         }
@@ -338,6 +349,40 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "http connection ended with an error");
             }
+        }
+    })
+    .await;
+}
+
+/// MQTT 3.1.1/5 on plain TCP (1883) or TLS (8883).
+async fn serve_mqtt(b: Bound, shared: Arc<Shared>) {
+    let c = &shared.config;
+    let ctx = Arc::new(MqttContext {
+        broker: shared.broker.clone(),
+        auth: shared.auth.clone(),
+        registry: shared.registry.clone(),
+        settings: Arc::new(MqttSettings {
+            default_host: c.default_host().to_string(),
+            allow_anonymous: c.mqtt_allow_anonymous,
+            max_packet_size: c.mqtt_max_packet_size,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+        }),
+        shutdown: shared.shutdown.clone(),
+    });
+    let tls = if b.listener.tls {
+        shared.tls.clone()
+    } else {
+        None
+    };
+    accept_loop(b.tcp, &b.listener, shared.clone(), move |stream, peer| {
+        let ctx = ctx.clone();
+        let tls = tls.clone();
+        async move {
+            let Some(io) = maybe_tls(stream, tls.as_ref(), peer).await else {
+                return;
+            };
+            crate::mqtt::listener::serve(io, peer, ctx).await;
         }
     })
     .await;

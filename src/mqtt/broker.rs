@@ -1,0 +1,439 @@
+//! The broker's shared state: per-domain sessions, subscriptions and retained
+//! messages, and the routing of one PUBLISH to every matching session.
+//!
+//! Topics are per hosted domain: each [`Domain`] has its own session table,
+//! subscription trie and retained index. A session is a [`Slot`] that outlives
+//! its connections (persistent sessions): it owns the outbound queue, the
+//! in-flight window and the subscriptions, so a connection task is only a thin
+//! pump between the slot and the socket, and a resumed session simply gets a new
+//! pump. Routing takes the trie's read lock, clones an `Arc` per subscriber and
+//! pushes into the subscriber's bounded queue: no payload copy, no store write on
+//! the QoS 0 path.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use dashmap::DashMap;
+use tokio::sync::{watch, Notify};
+
+use super::codec::{self, Packet, Publish, QoS, SubscriptionOptions, Version};
+use super::topics::{RetainedIndex, TopicTrie};
+use crate::store::{Store, StoreError, Tree};
+
+/// A message as routed: the PUBLISH stripped of per-hop fields, and who sent it.
+#[derive(Debug)]
+pub struct Routed {
+    pub publish: Publish,
+    /// Slot id of the publisher (for No Local); 0 for wills and retained loads.
+    pub origin: u64,
+    /// When the broker received it, for Message Expiry Interval.
+    pub received: Instant,
+}
+
+impl Routed {
+    pub fn new(mut publish: Publish, origin: u64) -> Routed {
+        publish.properties.topic_alias = None;
+        publish.properties.subscription_identifiers.clear();
+        publish.dup = false;
+        publish.packet_id = 0;
+        Routed {
+            publish,
+            origin,
+            received: Instant::now(),
+        }
+    }
+
+    /// Seconds left of the Message Expiry Interval; `Some(0)` means expired.
+    pub fn remaining_expiry(&self) -> Option<u32> {
+        self.publish
+            .properties
+            .message_expiry_interval
+            .map(|e| e.saturating_sub(self.received.elapsed().as_secs() as u32))
+    }
+}
+
+/// One message waiting for, or in flight to, a session.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub msg: Arc<Routed>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub sub_ids: Vec<u32>,
+}
+
+/// Where an outbound QoS 1/2 message is in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+#[derive(Debug)]
+pub struct InFlight {
+    pub item: Queued,
+    pub stage: Stage,
+}
+
+/// A subscription as the trie holds it.
+#[derive(Clone)]
+pub struct SubEntry {
+    pub slot: Arc<Slot>,
+    pub opts: SubscriptionOptions,
+    pub id: Option<u32>,
+}
+
+/// The mutable part of a session.
+#[derive(Default)]
+pub struct SlotState {
+    pub queue: VecDeque<Queued>,
+    pub inflight: BTreeMap<u16, InFlight>,
+    pub next_pid: u16,
+    /// filter -> (options, subscription identifier)
+    pub subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
+    /// Incoming QoS 2 packet ids received but not yet released (exactly once).
+    pub incoming_qos2: HashSet<u16>,
+    /// Session Expiry Interval in seconds (0: ends with the connection).
+    pub expiry: u32,
+    pub online: bool,
+    /// QoS 0 (or any) messages dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl SlotState {
+    /// The next free packet id (1..=65535) not in flight.
+    pub fn alloc_pid(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            self.next_pid = self.next_pid.wrapping_add(1);
+            if self.next_pid == 0 {
+                self.next_pid = 1;
+            }
+            if !self.inflight.contains_key(&self.next_pid) {
+                return Some(self.next_pid);
+            }
+        }
+        None
+    }
+}
+
+/// A session: outlives its connections while its expiry allows.
+pub struct Slot {
+    pub id: u64,
+    pub client_id: String,
+    pub domain: Arc<str>,
+    pub state: Mutex<SlotState>,
+    /// Wakes the connection pump when the queue gains a message.
+    pub ready: Notify,
+    /// Bumped when a new connection takes the session over; the old pump sees
+    /// the change and leaves with DISCONNECT 0x8E.
+    pub generation: watch::Sender<u64>,
+}
+
+impl Slot {
+    fn new(id: u64, client_id: &str, domain: Arc<str>) -> Slot {
+        Slot {
+            id,
+            client_id: client_id.to_string(),
+            domain,
+            state: Mutex::new(SlotState::default()),
+            ready: Notify::new(),
+            generation: watch::Sender::new(0),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One hosted domain's MQTT world.
+pub struct Domain {
+    pub name: Arc<str>,
+    pub sessions: DashMap<String, Arc<Slot>>,
+    pub subs: RwLock<TopicTrie<u64, SubEntry>>,
+    pub retained: RwLock<RetainedIndex<Arc<Routed>>>,
+}
+
+/// Counters for `stats` and the benches.
+#[derive(Default)]
+pub struct BrokerStats {
+    pub received: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// Every domain's MQTT state, shared by all MQTT connections.
+pub struct Broker {
+    domains: HashMap<String, Arc<Domain>>,
+    store: Arc<dyn Store>,
+    next_slot: AtomicU64,
+    /// Messages a session may have queued before new ones are dropped.
+    pub queue_limit: usize,
+    pub stats: BrokerStats,
+}
+
+fn retained_key(domain: &str, topic: &str) -> Vec<u8> {
+    let mut k = domain.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(topic.as_bytes());
+    k
+}
+
+impl Broker {
+    /// Builds the broker for `hosts`, loading retained messages from the store.
+    pub fn new(
+        hosts: &[String],
+        store: Arc<dyn Store>,
+        queue_limit: usize,
+    ) -> Result<Broker, StoreError> {
+        let mut domains = HashMap::new();
+        for h in hosts {
+            domains.insert(
+                h.clone(),
+                Arc::new(Domain {
+                    name: Arc::from(h.as_str()),
+                    sessions: DashMap::new(),
+                    subs: RwLock::new(TopicTrie::new()),
+                    retained: RwLock::new(RetainedIndex::new()),
+                }),
+            );
+        }
+        let b = Broker {
+            domains,
+            store,
+            next_slot: AtomicU64::new(1),
+            queue_limit,
+            stats: BrokerStats::default(),
+        };
+        b.load_retained()?;
+        Ok(b)
+    }
+
+    fn load_retained(&self) -> Result<(), StoreError> {
+        for (k, v) in self.store.scan_prefix(Tree::Retained, b"")? {
+            let Some(sep) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let Ok(domain) = std::str::from_utf8(&k[..sep]) else {
+                continue;
+            };
+            let Some(d) = self.domains.get(domain) else {
+                continue;
+            };
+            let mut buf = BytesMut::from(&v[..]);
+            if let Ok(Some(Packet::Publish(p))) =
+                codec::decode(&mut buf, Some(Version::V5), usize::MAX)
+            {
+                let topic = p.topic.clone();
+                d.retained
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set(&topic, Arc::new(Routed::new(p, 0)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn domain(&self, name: &str) -> Option<&Arc<Domain>> {
+        self.domains.get(name)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Finds or creates the session of `client_id`. Returns the slot, whether an
+    /// existing session was kept (Session Present), and the generation the new
+    /// connection owns. `clean_start` discards an old session first.
+    pub fn open_session(
+        &self,
+        domain: &Arc<Domain>,
+        client_id: &str,
+        clean_start: bool,
+    ) -> (Arc<Slot>, bool, u64) {
+        let existing = domain
+            .sessions
+            .get(client_id)
+            .map(|e| Arc::clone(e.value()));
+        let (slot, present) = match existing {
+            Some(old) if !clean_start => (old, true),
+            Some(old) => {
+                // Take the old connection down, then drop its session.
+                old.generation.send_modify(|g| *g += 1);
+                self.end_session(domain, &old);
+                (self.new_slot(domain, client_id), false)
+            }
+            None => (self.new_slot(domain, client_id), false),
+        };
+        let mut gen = 0;
+        slot.generation.send_modify(|g| {
+            *g += 1;
+            gen = *g;
+        });
+        slot.lock().online = true;
+        (slot, present, gen)
+    }
+
+    fn new_slot(&self, domain: &Arc<Domain>, client_id: &str) -> Arc<Slot> {
+        let slot = Arc::new(Slot::new(
+            self.next_slot.fetch_add(1, Ordering::Relaxed),
+            client_id,
+            domain.name.clone(),
+        ));
+        domain.sessions.insert(client_id.to_string(), slot.clone());
+        slot
+    }
+
+    /// Removes a session and all its subscriptions.
+    pub fn end_session(&self, domain: &Domain, slot: &Arc<Slot>) {
+        domain
+            .sessions
+            .remove_if(&slot.client_id, |_, v| Arc::ptr_eq(v, slot));
+        let filters: Vec<String> = slot.lock().subscriptions.keys().cloned().collect();
+        let mut subs = domain.subs.write().unwrap_or_else(|e| e.into_inner());
+        for f in filters {
+            subs.remove(&f, &slot.id);
+        }
+    }
+
+    /// Adds (or replaces) a subscription.
+    pub fn subscribe(
+        &self,
+        domain: &Domain,
+        slot: &Arc<Slot>,
+        filter: &str,
+        opts: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> bool {
+        let existed = slot
+            .lock()
+            .subscriptions
+            .insert(filter.to_string(), (opts, id))
+            .is_some();
+        domain
+            .subs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                filter,
+                slot.id,
+                SubEntry {
+                    slot: slot.clone(),
+                    opts,
+                    id,
+                },
+            );
+        existed
+    }
+
+    /// Removes a subscription; false if there was none.
+    pub fn unsubscribe(&self, domain: &Domain, slot: &Slot, filter: &str) -> bool {
+        if slot.lock().subscriptions.remove(filter).is_none() {
+            return false;
+        }
+        domain
+            .subs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(filter, &slot.id);
+        true
+    }
+
+    /// Routes a message to every matching subscription; returns how many
+    /// sessions got it. Retained handling is the caller's ([`Broker::retain`]).
+    pub fn publish(&self, domain: &Domain, msg: &Arc<Routed>) -> usize {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        // One delivery per session even when several of its filters match
+        // (spec 4.7.1.2 lets us pick: highest QoS, all identifiers).
+        let mut targets: Vec<(Arc<Slot>, QoS, bool, Vec<u32>)> = Vec::new();
+        {
+            let subs = domain.subs.read().unwrap_or_else(|e| e.into_inner());
+            subs.matches(&msg.publish.topic, |_, e: &SubEntry| {
+                if e.opts.no_local && e.slot.id == msg.origin {
+                    return;
+                }
+                let qos = e.opts.qos.min(msg.publish.qos);
+                let retain = e.opts.retain_as_published && msg.publish.retain;
+                match targets.iter_mut().find(|t| t.0.id == e.slot.id) {
+                    Some(t) => {
+                        t.1 = t.1.max(qos);
+                        t.2 |= retain;
+                        t.3.extend(e.id);
+                    }
+                    None => targets.push((e.slot.clone(), qos, retain, e.id.into_iter().collect())),
+                }
+            });
+        }
+        let n = targets.len();
+        for (slot, qos, retain, sub_ids) in targets {
+            self.enqueue(
+                &slot,
+                Queued {
+                    msg: msg.clone(),
+                    qos,
+                    retain,
+                    sub_ids,
+                },
+            );
+        }
+        n
+    }
+
+    /// Puts a message in a session's queue (dropping it past the bound) and
+    /// wakes the session's pump. Offline sessions keep only QoS 1/2.
+    pub fn enqueue(&self, slot: &Slot, item: Queued) {
+        {
+            let mut st = slot.lock();
+            if (!st.online && item.qos == QoS::AtMostOnce) || st.queue.len() >= self.queue_limit {
+                st.dropped += 1;
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            st.queue.push_back(item);
+        }
+        slot.ready.notify_one();
+    }
+
+    /// Stores (or, with an empty payload, deletes) the retained message of a
+    /// topic. The caller flushes the store before acknowledging.
+    pub fn retain(&self, domain: &Domain, msg: &Arc<Routed>) -> Result<(), StoreError> {
+        let topic = &msg.publish.topic;
+        let key = retained_key(&domain.name, topic);
+        let mut idx = domain.retained.write().unwrap_or_else(|e| e.into_inner());
+        if msg.publish.payload.is_empty() {
+            idx.remove(topic);
+            self.store.remove(Tree::Retained, &key)?;
+        } else {
+            let mut p = msg.publish.clone();
+            p.retain = true;
+            p.qos = QoS::AtMostOnce;
+            let mut buf = BytesMut::new();
+            if codec::encode(&Packet::Publish(p), Version::V5, &mut buf).is_ok() {
+                self.store.insert(Tree::Retained, &key, &buf)?;
+            }
+            idx.set(topic, msg.clone());
+        }
+        Ok(())
+    }
+
+    /// The retained messages matching a filter.
+    pub fn retained_for(&self, domain: &Domain, filter: &str) -> Vec<Arc<Routed>> {
+        let mut out = Vec::new();
+        let idx = domain.retained.read().unwrap_or_else(|e| e.into_inner());
+        idx.matching(filter, |_, m: &Arc<Routed>| {
+            if m.remaining_expiry() != Some(0) {
+                out.push(m.clone());
+            }
+        });
+        out
+    }
+
+    /// Sessions (online or not) across all domains.
+    pub fn session_count(&self) -> usize {
+        self.domains.values().map(|d| d.sessions.len()).sum()
+    }
+}

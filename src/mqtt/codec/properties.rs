@@ -1,0 +1,773 @@
+//! MQTT 5 properties (spec 2.2.2): one struct covering every property, with
+//! decoding that enforces which properties each packet may carry.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::error::{DecodeError, EncodeError};
+use super::wire::{field_len, put_field, put_varint, varint_len, Reader, MAX_VARINT};
+
+/// Where a property block sits; decides which property ids are allowed
+/// (table in spec 2.2.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropertyContext {
+    Connect,
+    ConnAck,
+    Publish,
+    /// Will Properties in the CONNECT payload (spec 3.1.3.2).
+    Will,
+    PubAck,
+    PubRec,
+    PubRel,
+    PubComp,
+    Subscribe,
+    SubAck,
+    Unsubscribe,
+    UnsubAck,
+    Disconnect,
+    Auth,
+}
+
+impl PropertyContext {
+    const fn bit(self) -> u16 {
+        1 << self as u16
+    }
+}
+
+mod id {
+    pub const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
+    pub const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
+    pub const CONTENT_TYPE: u8 = 0x03;
+    pub const RESPONSE_TOPIC: u8 = 0x08;
+    pub const CORRELATION_DATA: u8 = 0x09;
+    pub const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
+    pub const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
+    pub const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
+    pub const SERVER_KEEP_ALIVE: u8 = 0x13;
+    pub const AUTHENTICATION_METHOD: u8 = 0x15;
+    pub const AUTHENTICATION_DATA: u8 = 0x16;
+    pub const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
+    pub const WILL_DELAY_INTERVAL: u8 = 0x18;
+    pub const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
+    pub const RESPONSE_INFORMATION: u8 = 0x1A;
+    pub const SERVER_REFERENCE: u8 = 0x1C;
+    pub const REASON_STRING: u8 = 0x1F;
+    pub const RECEIVE_MAXIMUM: u8 = 0x21;
+    pub const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+    pub const TOPIC_ALIAS: u8 = 0x23;
+    pub const MAXIMUM_QOS: u8 = 0x24;
+    pub const RETAIN_AVAILABLE: u8 = 0x25;
+    pub const USER_PROPERTY: u8 = 0x26;
+    pub const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+    pub const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
+    pub const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
+    pub const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
+}
+
+/// Packets each property may appear in (spec 2.2.2.2 table). Zero for
+/// unknown ids, which makes them "not allowed" everywhere.
+const fn allowed(property: u8) -> u16 {
+    use PropertyContext as C;
+    const fn m(cs: &[PropertyContext]) -> u16 {
+        let mut acc = 0;
+        let mut i = 0;
+        while i < cs.len() {
+            acc |= cs[i].bit();
+            i += 1;
+        }
+        acc
+    }
+    match property {
+        id::PAYLOAD_FORMAT_INDICATOR
+        | id::MESSAGE_EXPIRY_INTERVAL
+        | id::CONTENT_TYPE
+        | id::RESPONSE_TOPIC
+        | id::CORRELATION_DATA => m(&[C::Publish, C::Will]),
+        id::SUBSCRIPTION_IDENTIFIER => m(&[C::Publish, C::Subscribe]),
+        id::SESSION_EXPIRY_INTERVAL => m(&[C::Connect, C::ConnAck, C::Disconnect]),
+        id::ASSIGNED_CLIENT_IDENTIFIER
+        | id::SERVER_KEEP_ALIVE
+        | id::RESPONSE_INFORMATION
+        | id::MAXIMUM_QOS
+        | id::RETAIN_AVAILABLE
+        | id::WILDCARD_SUBSCRIPTION_AVAILABLE
+        | id::SUBSCRIPTION_IDENTIFIER_AVAILABLE
+        | id::SHARED_SUBSCRIPTION_AVAILABLE => m(&[C::ConnAck]),
+        id::AUTHENTICATION_METHOD | id::AUTHENTICATION_DATA => {
+            m(&[C::Connect, C::ConnAck, C::Auth])
+        }
+        id::REQUEST_PROBLEM_INFORMATION | id::REQUEST_RESPONSE_INFORMATION => m(&[C::Connect]),
+        id::WILL_DELAY_INTERVAL => m(&[C::Will]),
+        id::SERVER_REFERENCE => m(&[C::ConnAck, C::Disconnect]),
+        id::REASON_STRING => m(&[
+            C::ConnAck,
+            C::PubAck,
+            C::PubRec,
+            C::PubRel,
+            C::PubComp,
+            C::SubAck,
+            C::UnsubAck,
+            C::Disconnect,
+            C::Auth,
+        ]),
+        id::RECEIVE_MAXIMUM | id::TOPIC_ALIAS_MAXIMUM | id::MAXIMUM_PACKET_SIZE => {
+            m(&[C::Connect, C::ConnAck])
+        }
+        id::TOPIC_ALIAS => m(&[C::Publish]),
+        id::USER_PROPERTY => u16::MAX,
+        _ => 0,
+    }
+}
+
+/// Every MQTT 5 property. `None` / empty means absent. Repeatable
+/// properties (Subscription Identifier in PUBLISH, User Property) are
+/// vectors that keep wire order; empty vectors do not allocate, so a
+/// property-less PUBLISH costs no allocation here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Properties {
+    /// 0x01; `true` = payload is UTF-8 (3.3.2.3.2).
+    pub payload_format_indicator: Option<bool>,
+    /// 0x02, seconds.
+    pub message_expiry_interval: Option<u32>,
+    /// 0x03.
+    pub content_type: Option<String>,
+    /// 0x08; a topic name without wildcards.
+    pub response_topic: Option<String>,
+    /// 0x09.
+    pub correlation_data: Option<Bytes>,
+    /// 0x0B; 1..=268435455. Several in PUBLISH, at most one in SUBSCRIBE.
+    pub subscription_identifiers: Vec<u32>,
+    /// 0x11, seconds.
+    pub session_expiry_interval: Option<u32>,
+    /// 0x12.
+    pub assigned_client_identifier: Option<String>,
+    /// 0x13, seconds.
+    pub server_keep_alive: Option<u16>,
+    /// 0x15.
+    pub authentication_method: Option<String>,
+    /// 0x16.
+    pub authentication_data: Option<Bytes>,
+    /// 0x17.
+    pub request_problem_information: Option<bool>,
+    /// 0x18, seconds.
+    pub will_delay_interval: Option<u32>,
+    /// 0x19.
+    pub request_response_information: Option<bool>,
+    /// 0x1A.
+    pub response_information: Option<String>,
+    /// 0x1C.
+    pub server_reference: Option<String>,
+    /// 0x1F.
+    pub reason_string: Option<String>,
+    /// 0x21; non-zero.
+    pub receive_maximum: Option<u16>,
+    /// 0x22.
+    pub topic_alias_maximum: Option<u16>,
+    /// 0x23; non-zero.
+    pub topic_alias: Option<u16>,
+    /// 0x24; 0 or 1 (absent means 2).
+    pub maximum_qos: Option<u8>,
+    /// 0x25.
+    pub retain_available: Option<bool>,
+    /// 0x26; ordered name/value pairs, names may repeat (3.1.2.11.8).
+    pub user_properties: Vec<(String, String)>,
+    /// 0x27; non-zero.
+    pub maximum_packet_size: Option<u32>,
+    /// 0x28.
+    pub wildcard_subscription_available: Option<bool>,
+    /// 0x29.
+    pub subscription_identifier_available: Option<bool>,
+    /// 0x2A.
+    pub shared_subscription_available: Option<bool>,
+}
+
+/// Each non-repeatable property may appear once; the spec makes a repeat a
+/// Protocol Error for every one of them (e.g. 3.1.2.11.2, 3.3.2.3.2).
+fn once<T>(slot: &mut Option<T>, v: T) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::Protocol(
+            "property included more than once (2.2.2.2)",
+        ));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+/// Byte properties defined as 0/1: other values are a Protocol Error
+/// (e.g. 3.1.2.11.6, 3.2.2.3.5, 3.2.2.3.11).
+fn flag(v: u8) -> Result<bool, DecodeError> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(DecodeError::Protocol("boolean property not 0 or 1")),
+    }
+}
+
+fn nonzero16(v: u16, what: &'static str) -> Result<u16, DecodeError> {
+    if v == 0 {
+        Err(DecodeError::Protocol(what))
+    } else {
+        Ok(v)
+    }
+}
+
+impl Properties {
+    /// True when no property is set (the block encodes as a single 0 byte).
+    pub fn is_empty(&self) -> bool {
+        *self == Properties::default()
+    }
+
+    /// Decode a property block (length prefix included) for `ctx`.
+    pub(super) fn decode(r: &mut Reader, ctx: PropertyContext) -> Result<Properties, DecodeError> {
+        let len = r.varint()? as usize;
+        let mut p = Properties::default();
+        if len == 0 {
+            return Ok(p);
+        }
+        // Spec 2.2.2.1: the length counts the properties; running past the
+        // packet end is malformed.
+        let mut r = r.sub(len)?;
+        while !r.is_empty() {
+            // Identifiers are varints (2.2.2.2) though all defined ones are
+            // a single byte; a bigger value is simply an unknown id.
+            let raw = r.varint()?;
+            let pid = u8::try_from(raw).unwrap_or(0);
+            // Spec 2.2.2.2: an identifier not valid for this packet type is
+            // a Malformed Packet.
+            if allowed(pid) & ctx.bit() == 0 {
+                return Err(DecodeError::Malformed(
+                    "property not allowed in this packet (2.2.2.2)",
+                ));
+            }
+            match pid {
+                id::PAYLOAD_FORMAT_INDICATOR => {
+                    let v = r.u8()?;
+                    once(&mut p.payload_format_indicator, flag(v)?)?
+                }
+                id::MESSAGE_EXPIRY_INTERVAL => once(&mut p.message_expiry_interval, r.u32()?)?,
+                id::CONTENT_TYPE => once(&mut p.content_type, r.string()?)?,
+                id::RESPONSE_TOPIC => {
+                    let t = r.string()?;
+                    // 3.3.2.3.5 [MQTT-3.3.2-14]: Response Topic is a topic
+                    // name, so no wildcards.
+                    if t.is_empty() || t.contains(['+', '#']) {
+                        return Err(DecodeError::Protocol(
+                            "Response Topic is not a valid topic name (3.3.2.3.5)",
+                        ));
+                    }
+                    once(&mut p.response_topic, t)?
+                }
+                id::CORRELATION_DATA => once(&mut p.correlation_data, r.binary()?)?,
+                id::SUBSCRIPTION_IDENTIFIER => {
+                    let v = r.varint()?;
+                    // 3.3.2.3.8 / 3.8.2.1.2: value 0 is a Protocol Error.
+                    if v == 0 {
+                        return Err(DecodeError::Protocol(
+                            "Subscription Identifier 0 (3.8.2.1.2)",
+                        ));
+                    }
+                    // 3.8.2.1.2: at most once in SUBSCRIBE (PUBLISH may carry several).
+                    if ctx == PropertyContext::Subscribe && !p.subscription_identifiers.is_empty() {
+                        return Err(DecodeError::Protocol(
+                            "Subscription Identifier more than once (3.8.2.1.2)",
+                        ));
+                    }
+                    p.subscription_identifiers.push(v)
+                }
+                id::SESSION_EXPIRY_INTERVAL => once(&mut p.session_expiry_interval, r.u32()?)?,
+                id::ASSIGNED_CLIENT_IDENTIFIER => {
+                    once(&mut p.assigned_client_identifier, r.string()?)?
+                }
+                id::SERVER_KEEP_ALIVE => once(&mut p.server_keep_alive, r.u16()?)?,
+                id::AUTHENTICATION_METHOD => once(&mut p.authentication_method, r.string()?)?,
+                id::AUTHENTICATION_DATA => once(&mut p.authentication_data, r.binary()?)?,
+                id::REQUEST_PROBLEM_INFORMATION => {
+                    let v = flag(r.u8()?)?;
+                    once(&mut p.request_problem_information, v)?
+                }
+                id::WILL_DELAY_INTERVAL => once(&mut p.will_delay_interval, r.u32()?)?,
+                id::REQUEST_RESPONSE_INFORMATION => {
+                    let v = flag(r.u8()?)?;
+                    once(&mut p.request_response_information, v)?
+                }
+                id::RESPONSE_INFORMATION => once(&mut p.response_information, r.string()?)?,
+                id::SERVER_REFERENCE => once(&mut p.server_reference, r.string()?)?,
+                id::REASON_STRING => once(&mut p.reason_string, r.string()?)?,
+                id::RECEIVE_MAXIMUM => {
+                    // 3.1.2.11.3 / 3.2.2.3.3: value 0 is a Protocol Error.
+                    let v = nonzero16(r.u16()?, "Receive Maximum 0 (3.1.2.11.3)")?;
+                    once(&mut p.receive_maximum, v)?
+                }
+                id::TOPIC_ALIAS_MAXIMUM => once(&mut p.topic_alias_maximum, r.u16()?)?,
+                id::TOPIC_ALIAS => {
+                    // 3.3.2.3.4 [MQTT-3.3.2-8]: Topic Alias 0 is not permitted.
+                    let v = nonzero16(r.u16()?, "Topic Alias 0 (3.3.2.3.4)")?;
+                    once(&mut p.topic_alias, v)?
+                }
+                id::MAXIMUM_QOS => {
+                    // 3.2.2.3.4: only 0 or 1.
+                    let v = r.u8()?;
+                    if v > 1 {
+                        return Err(DecodeError::Protocol("Maximum QoS not 0 or 1 (3.2.2.3.4)"));
+                    }
+                    once(&mut p.maximum_qos, v)?
+                }
+                id::RETAIN_AVAILABLE => {
+                    let v = flag(r.u8()?)?;
+                    once(&mut p.retain_available, v)?
+                }
+                id::USER_PROPERTY => {
+                    let k = r.string()?;
+                    let v = r.string()?;
+                    p.user_properties.push((k, v))
+                }
+                id::MAXIMUM_PACKET_SIZE => {
+                    // 3.1.2.11.4 / 3.2.2.3.6: value 0 is a Protocol Error.
+                    let v = r.u32()?;
+                    if v == 0 {
+                        return Err(DecodeError::Protocol("Maximum Packet Size 0 (3.1.2.11.4)"));
+                    }
+                    once(&mut p.maximum_packet_size, v)?
+                }
+                id::WILDCARD_SUBSCRIPTION_AVAILABLE => {
+                    let v = flag(r.u8()?)?;
+                    once(&mut p.wildcard_subscription_available, v)?
+                }
+                id::SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
+                    let v = flag(r.u8()?)?;
+                    once(&mut p.subscription_identifier_available, v)?
+                }
+                id::SHARED_SUBSCRIPTION_AVAILABLE => {
+                    let v = flag(r.u8()?)?;
+                    once(&mut p.shared_subscription_available, v)?
+                }
+                _ => unreachable!("allowed() is zero for unknown ids"),
+            }
+        }
+        // 3.1.2.11.10 / 3.2.2.3.18 / 3.15.2.2.3: Authentication Data
+        // without an Authentication Method is a Protocol Error.
+        if p.authentication_data.is_some() && p.authentication_method.is_none() {
+            return Err(DecodeError::Protocol(
+                "Authentication Data without Authentication Method (3.1.2.11.10)",
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Size of the properties themselves (without the length prefix), after
+    /// checking that each one is allowed in `ctx` and fits its wire type.
+    pub(super) fn content_len(&self, ctx: PropertyContext) -> Result<usize, EncodeError> {
+        self.content_len_with(ctx, &self.subscription_identifiers)
+    }
+
+    /// `content_len` with the Subscription Identifiers replaced by `sub_ids`
+    /// (per-subscriber values during PUBLISH fan-out, without cloning).
+    pub(super) fn content_len_with(
+        &self,
+        ctx: PropertyContext,
+        sub_ids: &[u32],
+    ) -> Result<usize, EncodeError> {
+        let mut len = 0usize;
+        let mut check = |pid: u8, size: usize| -> Result<(), EncodeError> {
+            if allowed(pid) & ctx.bit() == 0 {
+                return Err(EncodeError::Invalid(
+                    "property not allowed in this packet type",
+                ));
+            }
+            len += 1 + size;
+            Ok(())
+        };
+        let s = |v: &Option<String>| v.as_ref().map(|s| field_len(s.len())).transpose();
+        let b = |v: &Option<Bytes>| v.as_ref().map(|s| field_len(s.len())).transpose();
+        if self.payload_format_indicator.is_some() {
+            check(id::PAYLOAD_FORMAT_INDICATOR, 1)?;
+        }
+        if self.message_expiry_interval.is_some() {
+            check(id::MESSAGE_EXPIRY_INTERVAL, 4)?;
+        }
+        if let Some(n) = s(&self.content_type)? {
+            check(id::CONTENT_TYPE, n)?;
+        }
+        if let Some(n) = s(&self.response_topic)? {
+            check(id::RESPONSE_TOPIC, n)?;
+        }
+        if let Some(n) = b(&self.correlation_data)? {
+            check(id::CORRELATION_DATA, n)?;
+        }
+        for &v in sub_ids {
+            if v == 0 || v as usize > MAX_VARINT {
+                return Err(EncodeError::Invalid("Subscription Identifier out of range"));
+            }
+            check(id::SUBSCRIPTION_IDENTIFIER, varint_len(v as usize))?;
+        }
+        if self.session_expiry_interval.is_some() {
+            check(id::SESSION_EXPIRY_INTERVAL, 4)?;
+        }
+        if let Some(n) = s(&self.assigned_client_identifier)? {
+            check(id::ASSIGNED_CLIENT_IDENTIFIER, n)?;
+        }
+        if self.server_keep_alive.is_some() {
+            check(id::SERVER_KEEP_ALIVE, 2)?;
+        }
+        if let Some(n) = s(&self.authentication_method)? {
+            check(id::AUTHENTICATION_METHOD, n)?;
+        }
+        if let Some(n) = b(&self.authentication_data)? {
+            check(id::AUTHENTICATION_DATA, n)?;
+        }
+        if self.request_problem_information.is_some() {
+            check(id::REQUEST_PROBLEM_INFORMATION, 1)?;
+        }
+        if self.will_delay_interval.is_some() {
+            check(id::WILL_DELAY_INTERVAL, 4)?;
+        }
+        if self.request_response_information.is_some() {
+            check(id::REQUEST_RESPONSE_INFORMATION, 1)?;
+        }
+        if let Some(n) = s(&self.response_information)? {
+            check(id::RESPONSE_INFORMATION, n)?;
+        }
+        if let Some(n) = s(&self.server_reference)? {
+            check(id::SERVER_REFERENCE, n)?;
+        }
+        if let Some(n) = s(&self.reason_string)? {
+            check(id::REASON_STRING, n)?;
+        }
+        if self.receive_maximum.is_some() {
+            check(id::RECEIVE_MAXIMUM, 2)?;
+        }
+        if self.topic_alias_maximum.is_some() {
+            check(id::TOPIC_ALIAS_MAXIMUM, 2)?;
+        }
+        if self.topic_alias.is_some() {
+            check(id::TOPIC_ALIAS, 2)?;
+        }
+        if self.maximum_qos.is_some() {
+            check(id::MAXIMUM_QOS, 1)?;
+        }
+        if self.retain_available.is_some() {
+            check(id::RETAIN_AVAILABLE, 1)?;
+        }
+        for (k, v) in &self.user_properties {
+            check(id::USER_PROPERTY, field_len(k.len())? + field_len(v.len())?)?;
+        }
+        if self.maximum_packet_size.is_some() {
+            check(id::MAXIMUM_PACKET_SIZE, 4)?;
+        }
+        if self.wildcard_subscription_available.is_some() {
+            check(id::WILDCARD_SUBSCRIPTION_AVAILABLE, 1)?;
+        }
+        if self.subscription_identifier_available.is_some() {
+            check(id::SUBSCRIPTION_IDENTIFIER_AVAILABLE, 1)?;
+        }
+        if self.shared_subscription_available.is_some() {
+            check(id::SHARED_SUBSCRIPTION_AVAILABLE, 1)?;
+        }
+        if len > MAX_VARINT {
+            return Err(EncodeError::PacketTooLarge);
+        }
+        Ok(len)
+    }
+
+    /// Size of the whole block including its varint length prefix.
+    #[cfg(test)]
+    fn block_len(&self, ctx: PropertyContext) -> Result<usize, EncodeError> {
+        let n = self.content_len(ctx)?;
+        Ok(varint_len(n) + n)
+    }
+
+    /// Write the block; `content_len` is the value `content_len()` returned.
+    /// Properties go out in identifier order (any order is valid, 2.2.2.2).
+    pub(super) fn write(&self, content_len: usize, out: &mut BytesMut) {
+        self.write_with(content_len, &self.subscription_identifiers, out)
+    }
+
+    /// `write` with the Subscription Identifiers replaced by `sub_ids`.
+    pub(super) fn write_with(&self, content_len: usize, sub_ids: &[u32], out: &mut BytesMut) {
+        put_varint(out, content_len);
+        if content_len == 0 {
+            return;
+        }
+        let start = out.len();
+        let byte = |out: &mut BytesMut, pid: u8, v: Option<u8>| {
+            if let Some(v) = v {
+                out.put_u8(pid);
+                out.put_u8(v);
+            }
+        };
+        let u16p = |out: &mut BytesMut, pid: u8, v: Option<u16>| {
+            if let Some(v) = v {
+                out.put_u8(pid);
+                out.put_u16(v);
+            }
+        };
+        let u32p = |out: &mut BytesMut, pid: u8, v: Option<u32>| {
+            if let Some(v) = v {
+                out.put_u8(pid);
+                out.put_u32(v);
+            }
+        };
+        let strp = |out: &mut BytesMut, pid: u8, v: &Option<String>| {
+            if let Some(v) = v {
+                out.put_u8(pid);
+                put_field(out, v.as_bytes());
+            }
+        };
+        let binp = |out: &mut BytesMut, pid: u8, v: &Option<Bytes>| {
+            if let Some(v) = v {
+                out.put_u8(pid);
+                put_field(out, v);
+            }
+        };
+        let b = |v: Option<bool>| v.map(u8::from);
+        byte(
+            out,
+            id::PAYLOAD_FORMAT_INDICATOR,
+            b(self.payload_format_indicator),
+        );
+        u32p(
+            out,
+            id::MESSAGE_EXPIRY_INTERVAL,
+            self.message_expiry_interval,
+        );
+        strp(out, id::CONTENT_TYPE, &self.content_type);
+        strp(out, id::RESPONSE_TOPIC, &self.response_topic);
+        binp(out, id::CORRELATION_DATA, &self.correlation_data);
+        for &v in sub_ids {
+            out.put_u8(id::SUBSCRIPTION_IDENTIFIER);
+            put_varint(out, v as usize);
+        }
+        u32p(
+            out,
+            id::SESSION_EXPIRY_INTERVAL,
+            self.session_expiry_interval,
+        );
+        strp(
+            out,
+            id::ASSIGNED_CLIENT_IDENTIFIER,
+            &self.assigned_client_identifier,
+        );
+        u16p(out, id::SERVER_KEEP_ALIVE, self.server_keep_alive);
+        strp(out, id::AUTHENTICATION_METHOD, &self.authentication_method);
+        binp(out, id::AUTHENTICATION_DATA, &self.authentication_data);
+        byte(
+            out,
+            id::REQUEST_PROBLEM_INFORMATION,
+            b(self.request_problem_information),
+        );
+        u32p(out, id::WILL_DELAY_INTERVAL, self.will_delay_interval);
+        byte(
+            out,
+            id::REQUEST_RESPONSE_INFORMATION,
+            b(self.request_response_information),
+        );
+        strp(out, id::RESPONSE_INFORMATION, &self.response_information);
+        strp(out, id::SERVER_REFERENCE, &self.server_reference);
+        strp(out, id::REASON_STRING, &self.reason_string);
+        u16p(out, id::RECEIVE_MAXIMUM, self.receive_maximum);
+        u16p(out, id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
+        u16p(out, id::TOPIC_ALIAS, self.topic_alias);
+        byte(out, id::MAXIMUM_QOS, self.maximum_qos);
+        byte(out, id::RETAIN_AVAILABLE, b(self.retain_available));
+        for (k, v) in &self.user_properties {
+            out.put_u8(id::USER_PROPERTY);
+            put_field(out, k.as_bytes());
+            put_field(out, v.as_bytes());
+        }
+        u32p(out, id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
+        byte(
+            out,
+            id::WILDCARD_SUBSCRIPTION_AVAILABLE,
+            b(self.wildcard_subscription_available),
+        );
+        byte(
+            out,
+            id::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+            b(self.subscription_identifier_available),
+        );
+        byte(
+            out,
+            id::SHARED_SUBSCRIPTION_AVAILABLE,
+            b(self.shared_subscription_available),
+        );
+        debug_assert_eq!(out.len() - start, content_len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PropertyContext as C;
+
+    fn decode(bytes: &[u8], ctx: PropertyContext) -> Result<Properties, DecodeError> {
+        let mut r = Reader::new(Bytes::copy_from_slice(bytes));
+        let p = Properties::decode(&mut r, ctx)?;
+        r.finish()?;
+        Ok(p)
+    }
+
+    fn round_trip(p: &Properties, ctx: PropertyContext) {
+        let n = p.content_len(ctx).unwrap();
+        let mut out = BytesMut::new();
+        p.write(n, &mut out);
+        assert_eq!(out.len(), p.block_len(ctx).unwrap());
+        assert_eq!(&decode(&out, ctx).unwrap(), p);
+    }
+
+    #[test]
+    fn every_property_round_trips_in_some_packet() {
+        let connack = Properties {
+            session_expiry_interval: Some(10),
+            assigned_client_identifier: Some("auto-1".into()),
+            server_keep_alive: Some(30),
+            authentication_method: Some("SCRAM-SHA-1".into()),
+            authentication_data: Some(Bytes::from_static(b"\x00\x01")),
+            response_information: Some("resp/".into()),
+            server_reference: Some("other:1883".into()),
+            reason_string: Some("ok".into()),
+            receive_maximum: Some(10),
+            topic_alias_maximum: Some(5),
+            maximum_qos: Some(1),
+            retain_available: Some(false),
+            user_properties: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+            maximum_packet_size: Some(1 << 20),
+            wildcard_subscription_available: Some(true),
+            subscription_identifier_available: Some(true),
+            shared_subscription_available: Some(false),
+            ..Default::default()
+        };
+        round_trip(&connack, C::ConnAck);
+        let publish = Properties {
+            payload_format_indicator: Some(true),
+            message_expiry_interval: Some(60),
+            content_type: Some("text/plain".into()),
+            response_topic: Some("reply/to".into()),
+            correlation_data: Some(Bytes::from_static(b"id")),
+            subscription_identifiers: vec![1, 268_435_455, 7],
+            topic_alias: Some(3),
+            ..Default::default()
+        };
+        round_trip(&publish, C::Publish);
+        let connect = Properties {
+            request_problem_information: Some(false),
+            request_response_information: Some(true),
+            ..Default::default()
+        };
+        round_trip(&connect, C::Connect);
+        let will = Properties {
+            will_delay_interval: Some(5),
+            ..Default::default()
+        };
+        round_trip(&will, C::Will);
+    }
+
+    #[test]
+    fn duplicate_property_is_protocol_error() {
+        // Two Message Expiry Intervals.
+        let e = decode(&[10, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2], C::Publish).unwrap_err();
+        assert_eq!(e.reason_code(), 0x82);
+        // User properties may repeat.
+        assert!(decode(&[11, 0x26, 0, 1, b'a', 0, 0, 0x26, 0, 0, 0, 0], C::Publish).is_ok());
+        // Subscription Identifier repeats in PUBLISH, not in SUBSCRIBE.
+        assert!(decode(&[4, 0x0B, 1, 0x0B, 2], C::Publish).is_ok());
+        assert_eq!(
+            decode(&[4, 0x0B, 1, 0x0B, 2], C::Subscribe)
+                .unwrap_err()
+                .reason_code(),
+            0x82
+        );
+    }
+
+    #[test]
+    fn property_not_allowed_for_packet_is_malformed() {
+        // Topic Alias in CONNECT; Session Expiry in PUBLISH; unknown id 0x7F.
+        assert_eq!(
+            decode(&[3, 0x23, 0, 1], C::Connect)
+                .unwrap_err()
+                .reason_code(),
+            0x81
+        );
+        assert_eq!(
+            decode(&[5, 0x11, 0, 0, 0, 1], C::Publish)
+                .unwrap_err()
+                .reason_code(),
+            0x81
+        );
+        assert_eq!(
+            decode(&[2, 0x7F, 0], C::Publish).unwrap_err().reason_code(),
+            0x81
+        );
+        // Will Delay Interval only in the Will block.
+        assert_eq!(
+            decode(&[5, 0x18, 0, 0, 0, 1], C::Connect)
+                .unwrap_err()
+                .reason_code(),
+            0x81
+        );
+        // Encoding refuses too.
+        let p = Properties {
+            topic_alias: Some(1),
+            ..Default::default()
+        };
+        assert!(p.content_len(C::Connect).is_err());
+    }
+
+    #[test]
+    fn wrong_length_or_type_is_malformed() {
+        // Property length says 5 but only 3 bytes follow.
+        assert_eq!(
+            decode(&[5, 0x23, 0, 1], C::Publish)
+                .unwrap_err()
+                .reason_code(),
+            0x81
+        );
+        // Topic Alias is a two-byte integer: one byte is truncated.
+        assert_eq!(
+            decode(&[2, 0x23, 1], C::Publish).unwrap_err().reason_code(),
+            0x81
+        );
+    }
+
+    #[test]
+    fn value_rules() {
+        assert_eq!(
+            decode(&[3, 0x23, 0, 0], C::Publish)
+                .unwrap_err()
+                .reason_code(),
+            0x82
+        );
+        assert_eq!(
+            decode(&[3, 0x21, 0, 0], C::Connect)
+                .unwrap_err()
+                .reason_code(),
+            0x82
+        );
+        assert_eq!(
+            decode(&[5, 0x27, 0, 0, 0, 0], C::Connect)
+                .unwrap_err()
+                .reason_code(),
+            0x82
+        );
+        assert_eq!(
+            decode(&[2, 0x0B, 0], C::Publish).unwrap_err().reason_code(),
+            0x82
+        );
+        assert_eq!(
+            decode(&[2, 0x17, 2], C::Connect).unwrap_err().reason_code(),
+            0x82
+        );
+        assert_eq!(
+            decode(&[2, 0x24, 2], C::ConnAck).unwrap_err().reason_code(),
+            0x82
+        );
+        assert_eq!(
+            decode(&[4, 0x08, 0, 1, b'#'], C::Publish)
+                .unwrap_err()
+                .reason_code(),
+            0x82
+        );
+        assert_eq!(
+            decode(&[3, 0x16, 0, 0], C::Auth).unwrap_err().reason_code(),
+            0x82
+        );
+    }
+}

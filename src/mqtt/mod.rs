@@ -1,0 +1,15 @@
+//! MQTT 3.1.1 and 5.0 broker.
+//!
+//! - [`codec`]: our own sans-I/O codec (why not mqttbytes: see its module doc);
+//! - [`topics`]: topic validation, the subscription trie and the retained index;
+//! - [`broker`]: per-domain sessions, subscriptions, retained messages, routing;
+//! - [`connect`]: what a CONNECT's credentials call for (through the auth core);
+//! - [`session`]: the sans-I/O connection state machine;
+//! - [`listener`]: the thin socket loop around it.
+
+pub mod broker;
+pub mod codec;
+pub mod connect;
+pub mod listener;
+pub mod session;
+pub mod topics;

@@ -1,0 +1,805 @@
+//! The sans-I/O MQTT connection: decoded packets in, encoded bytes out.
+//!
+//! [`Connection`] owns no socket. The listener feeds it packets
+//! ([`Connection::handle`]), asks it to move queued messages into its output
+//! ([`Connection::pump`]), tells it about timers and token ends, and writes
+//! [`Connection::out`] to the socket — after flushing the store when
+//! [`Connection::needs_flush`] says an acknowledgement depends on it. The
+//! session itself (queue, in-flight window, subscriptions) lives in the broker's
+//! [`Slot`], so a resumed session continues where the last connection stopped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::broker::{Broker, Domain, InFlight, Queued, Routed, Slot, Stage};
+use super::codec::{
+    self, reason, Ack, Auth, ConnAck, Connect, DecodeError, Delivery, Disconnect, LastWill, Packet,
+    Properties, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
+};
+use super::connect::{self, Credentials, X_OAUTH2};
+use super::topics;
+use crate::auth::{self, Action, AuthCore, BareJid, Grant, Scopes};
+
+/// Broker-wide settings every connection reads.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    pub default_host: String,
+    pub allow_anonymous: bool,
+    /// Largest packet we accept (advertised in CONNACK).
+    pub max_packet_size: u32,
+    /// How many unacknowledged incoming QoS 2 messages a client may have.
+    pub receive_maximum: u16,
+    pub topic_alias_maximum: u16,
+}
+
+/// What the listener must do after a call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    /// Check this password on a blocking thread, then call `password_checked`.
+    CheckPassword {
+        jid: BareJid,
+        password: String,
+    },
+    /// Write `out` (flushing first if needed), then close.
+    Close,
+}
+
+/// What a closed connection leaves behind for the listener to schedule.
+pub struct Aftermath {
+    pub slot: Arc<Slot>,
+    pub domain: Arc<Domain>,
+    pub generation: u64,
+    /// Will to publish after `will_delay` seconds unless the session resumes.
+    pub will: Option<(Arc<Routed>, u32)>,
+    /// Session Expiry Interval; 0 ends it now, `u32::MAX` never.
+    pub expiry: u32,
+}
+
+struct Live {
+    domain: Arc<Domain>,
+    slot: Arc<Slot>,
+    generation: u64,
+    identity: Option<BareJid>,
+    grant: Option<Grant>,
+    version: Version,
+    keep_alive: u16,
+    will: Option<LastWill>,
+    client_receive_max: u16,
+    client_max_packet: Option<u32>,
+    aliases: HashMap<u16, String>,
+    uses_enhanced_auth: bool,
+    expiry: u32,
+}
+
+enum Phase {
+    AwaitConnect,
+    /// AUTH 0x18 sent; the client's AUTH brings the token.
+    AwaitToken(Box<Connect>),
+    /// A password check is running.
+    CheckingPassword(Box<Connect>),
+    Live(Box<Live>),
+    Closed,
+}
+
+pub struct Connection {
+    broker: Arc<Broker>,
+    auth: Arc<AuthCore>,
+    settings: Arc<MqttSettings>,
+    phase: Phase,
+    version: Option<Version>,
+    /// Encoded packets waiting to be written.
+    pub out: BytesMut,
+    /// An acknowledgement in `out` depends on a store write: flush first.
+    pub needs_flush: bool,
+    /// Whether the session ended with a DISCONNECT that suppresses the will.
+    will_suppressed: bool,
+}
+
+/// Most messages one `pump` call moves into `out`, so writes interleave.
+const PUMP_BATCH: usize = 256;
+
+impl Connection {
+    pub fn new(
+        broker: Arc<Broker>,
+        auth: Arc<AuthCore>,
+        settings: Arc<MqttSettings>,
+    ) -> Connection {
+        Connection {
+            broker,
+            auth,
+            settings,
+            phase: Phase::AwaitConnect,
+            version: None,
+            out: BytesMut::new(),
+            needs_flush: false,
+            will_suppressed: false,
+        }
+    }
+
+    /// The negotiated version, once CONNECT was read.
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    pub fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Live(_))
+    }
+
+    /// `(slot, generation)` of a live connection, for the listener's wake-ups.
+    pub fn slot(&self) -> Option<(Arc<Slot>, u64)> {
+        match &self.phase {
+            Phase::Live(l) => Some((l.slot.clone(), l.generation)),
+            _ => None,
+        }
+    }
+
+    pub fn grant(&self) -> Option<&Grant> {
+        match &self.phase {
+            Phase::Live(l) => l.grant.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The account and the session's name, for the admin registry.
+    pub fn identity(&self) -> Option<(Option<String>, String)> {
+        match &self.phase {
+            Phase::Live(l) => Some((
+                l.identity.as_ref().map(|j| j.to_string()),
+                format!("{}@{}", l.slot.client_id, l.domain.name),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Client keep-alive in seconds (0: none).
+    pub fn keep_alive(&self) -> u16 {
+        match &self.phase {
+            Phase::Live(l) => l.keep_alive,
+            _ => 0,
+        }
+    }
+
+    /// The largest packet the decoder should accept.
+    pub fn max_packet_size(&self) -> usize {
+        self.settings.max_packet_size as usize
+    }
+
+    fn send(&mut self, p: Packet) {
+        let v = self.version.unwrap_or(Version::V5);
+        if let Err(e) = codec::encode(&p, v, &mut self.out) {
+            tracing::error!(error = %e, "could not encode a packet");
+        }
+    }
+
+    /// Sends DISCONNECT with `code` (v5 only; 3.1.1 just closes) and closes.
+    pub fn disconnect(&mut self, code: u8) -> Next {
+        if self.version == Some(Version::V5)
+            && matches!(self.phase, Phase::Live(_) | Phase::AwaitToken(_))
+        {
+            self.send(Packet::Disconnect(Disconnect {
+                reason_code: code,
+                properties: Properties::default(),
+            }));
+        }
+        Next::Close
+    }
+
+    /// A frame could not be decoded: answer with its reason code and close.
+    pub fn decode_error(&mut self, e: &DecodeError) -> Next {
+        tracing::debug!(error = %e, "MQTT decode error");
+        let code = e.reason_code();
+        match self.phase {
+            Phase::AwaitConnect if code == reason::UNSUPPORTED_PROTOCOL_VERSION => {
+                // Unknown level: answer in the oldest form every client reads
+                // (3.1.1 return code 1, "unacceptable protocol version").
+                self.version = Some(Version::V311);
+                self.send(connect::refusal(code, Version::V311));
+                Next::Close
+            }
+            Phase::AwaitConnect => Next::Close,
+            _ => self.disconnect(code),
+        }
+    }
+
+    /// Handles one decoded packet.
+    pub fn handle(&mut self, p: Packet) -> Next {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::AwaitConnect => match p {
+                Packet::Connect(c) => self.on_connect(c),
+                _ => Next::Close,
+            },
+            Phase::AwaitToken(c) => match p {
+                Packet::Auth(a) => match connect::token_of(&a, reason::CONTINUE_AUTHENTICATION) {
+                    Ok(token) => {
+                        let creds = connect::check_token(
+                            &self.auth,
+                            &c,
+                            &self.settings.default_host,
+                            &token,
+                        );
+                        self.admit(*c, creds)
+                    }
+                    Err(code) => self.refuse(code),
+                },
+                Packet::Disconnect(_) => Next::Close,
+                _ => self.refuse(reason::PROTOCOL_ERROR),
+            },
+            Phase::CheckingPassword(c) => {
+                // Packets pipelined behind CONNECT before the answer: not allowed.
+                self.phase = Phase::CheckingPassword(c);
+                self.disconnect(reason::PROTOCOL_ERROR)
+            }
+            Phase::Live(live) => {
+                self.phase = Phase::Live(live);
+                self.on_live(p)
+            }
+            Phase::Closed => Next::Close,
+        }
+    }
+
+    fn on_connect(&mut self, c: Connect) -> Next {
+        self.version = Some(c.version);
+        let creds = connect::examine(
+            &self.auth,
+            &c,
+            &self.settings.default_host,
+            self.settings.allow_anonymous,
+        );
+        self.admit(c, creds)
+    }
+
+    fn refuse(&mut self, code: u8) -> Next {
+        let v = self.version.unwrap_or(Version::V5);
+        self.send(connect::refusal(code, v));
+        self.phase = Phase::Closed;
+        Next::Close
+    }
+
+    fn admit(&mut self, c: Connect, creds: Credentials) -> Next {
+        match creds {
+            Credentials::Refused(code) => self.refuse(code),
+            Credentials::AskToken => {
+                self.send(connect::continue_auth());
+                self.phase = Phase::AwaitToken(Box::new(c));
+                Next::Continue
+            }
+            Credentials::Password { jid, password } => {
+                self.phase = Phase::CheckingPassword(Box::new(c));
+                Next::CheckPassword { jid, password }
+            }
+            Credentials::Token(g) => {
+                let owner = g.owner().clone();
+                self.accept(c, Some(owner), Some(g))
+            }
+            Credentials::Anonymous => self.accept(c, None, None),
+        }
+    }
+
+    /// The answer to [`Next::CheckPassword`].
+    pub fn password_checked(&mut self, jid: BareJid, ok: bool) -> Next {
+        let Phase::CheckingPassword(c) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+            return Next::Close;
+        };
+        if ok {
+            self.accept(*c, Some(jid), None)
+        } else {
+            self.refuse(reason::BAD_USER_NAME_OR_PASSWORD)
+        }
+    }
+
+    fn accept(&mut self, mut c: Connect, identity: Option<BareJid>, grant: Option<Grant>) -> Next {
+        let host = identity
+            .as_ref()
+            .map_or(self.settings.default_host.as_str(), |j| j.domain())
+            .to_string();
+        let Some(domain) = self.broker.domain(&host).cloned() else {
+            return self.refuse(reason::NOT_AUTHORIZED);
+        };
+        let mut assigned = None;
+        if c.client_id.is_empty() {
+            if c.version == Version::V311 && !c.clean_start {
+                return self.refuse(reason::CLIENT_IDENTIFIER_NOT_VALID);
+            }
+            let id = format!("petrel-{}", hex::encode(auth::random_bytes::<8>()));
+            c.client_id = id.clone();
+            assigned = Some(id);
+        }
+        let expiry = match c.version {
+            Version::V5 => c.properties.session_expiry_interval.unwrap_or(0),
+            Version::V311 if c.clean_start => 0,
+            Version::V311 => u32::MAX,
+        };
+        let (slot, present, generation) =
+            self.broker
+                .open_session(&domain, &c.client_id, c.clean_start);
+        slot.lock().expiry = expiry;
+        let uses_enhanced_auth = c.properties.authentication_method.is_some();
+        let mut props = Properties::default();
+        if c.version == Version::V5 {
+            props.receive_maximum = Some(self.settings.receive_maximum);
+            props.maximum_packet_size = Some(self.settings.max_packet_size);
+            props.topic_alias_maximum = Some(self.settings.topic_alias_maximum);
+            props.retain_available = Some(true);
+            props.wildcard_subscription_available = Some(true);
+            props.subscription_identifier_available = Some(true);
+            props.shared_subscription_available = Some(false);
+            props.assigned_client_identifier = assigned;
+            if uses_enhanced_auth {
+                props.authentication_method = Some(X_OAUTH2.to_string());
+            }
+        }
+        self.send(Packet::ConnAck(ConnAck {
+            session_present: present,
+            reason_code: reason::SUCCESS,
+            properties: props,
+        }));
+        tracing::info!(client_id = %c.client_id, account = ?identity.as_ref().map(|j| j.to_string()), token = ?grant.as_ref().map(|g| g.token_id()), "MQTT session open");
+        let live = Live {
+            domain,
+            slot,
+            generation,
+            identity,
+            grant,
+            version: c.version,
+            keep_alive: c.keep_alive,
+            will: c.will.take(),
+            client_receive_max: c.properties.receive_maximum.unwrap_or(u16::MAX).max(1),
+            client_max_packet: c.properties.maximum_packet_size,
+            aliases: HashMap::new(),
+            uses_enhanced_auth,
+            expiry,
+        };
+        self.phase = Phase::Live(Box::new(live));
+        if present {
+            self.resend_inflight();
+        }
+        self.pump();
+        Next::Continue
+    }
+
+    /// After a resume: re-send unacknowledged PUBLISHes (DUP) and PUBRELs.
+    fn resend_inflight(&mut self) {
+        let Phase::Live(l) = &self.phase else { return };
+        let (slot, version) = (l.slot.clone(), l.version);
+        let st = slot.lock();
+        for (pid, f) in st.inflight.iter() {
+            match f.stage {
+                Stage::Published => {
+                    let ids = (!f.item.sub_ids.is_empty()).then_some(f.item.sub_ids.as_slice());
+                    let d = Delivery {
+                        qos: f.item.qos,
+                        packet_id: *pid,
+                        retain: f.item.retain,
+                        dup: true,
+                        subscription_identifiers: ids,
+                    };
+                    let _ = codec::encode_publish(&f.item.msg.publish, &d, version, &mut self.out);
+                }
+                Stage::Released => {
+                    let _ = codec::encode(
+                        &Packet::PubRel(Ack {
+                            packet_id: *pid,
+                            reason_code: 0,
+                            properties: Properties::default(),
+                        }),
+                        version,
+                        &mut self.out,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Moves queued messages into `out` within the client's Receive Maximum.
+    /// Returns true when more are waiting (call again after writing).
+    pub fn pump(&mut self) -> bool {
+        let Phase::Live(l) = &self.phase else {
+            return false;
+        };
+        let (slot, version, window, max_packet) = (
+            l.slot.clone(),
+            l.version,
+            l.client_receive_max as usize,
+            l.client_max_packet,
+        );
+        let mut st = slot.lock();
+        let mut moved = 0;
+        while moved < PUMP_BATCH {
+            let Some(front) = st.queue.front() else { break };
+            if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
+                break;
+            }
+            let item = st.queue.pop_front().expect("front exists");
+            moved += 1;
+            if item.msg.remaining_expiry() == Some(0) {
+                continue;
+            }
+            let pid = if item.qos == QoS::AtMostOnce {
+                0
+            } else {
+                st.alloc_pid().unwrap_or(0)
+            };
+            let ids = (!item.sub_ids.is_empty()).then_some(item.sub_ids.as_slice());
+            let d = Delivery {
+                qos: item.qos,
+                packet_id: pid,
+                retain: item.retain,
+                dup: false,
+                subscription_identifiers: ids,
+            };
+            if let Some(max) = max_packet {
+                // Spec 3.1.2.11.4: never send a packet over the client's maximum; drop it.
+                if codec::publish_encoded_len(&item.msg.publish, &d, version)
+                    .map_or(true, |n| n > max as usize)
+                {
+                    continue;
+                }
+            }
+            if codec::encode_publish(&item.msg.publish, &d, version, &mut self.out).is_err() {
+                continue;
+            }
+            self.broker
+                .stats
+                .delivered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if item.qos != QoS::AtMostOnce {
+                st.inflight.insert(
+                    pid,
+                    InFlight {
+                        item,
+                        stage: Stage::Published,
+                    },
+                );
+            }
+        }
+        st.queue
+            .front()
+            .is_some_and(|f| f.qos == QoS::AtMostOnce || st.inflight.len() < window)
+    }
+
+    fn live(&mut self) -> &mut Live {
+        match &mut self.phase {
+            Phase::Live(l) => l,
+            _ => unreachable!("on_live runs only when live"),
+        }
+    }
+
+    fn scopes(&self) -> Option<&Scopes> {
+        match &self.phase {
+            Phase::Live(l) => l.grant.as_ref().map(|g| g.scopes()),
+            _ => None,
+        }
+    }
+
+    fn ack(&mut self, kind: fn(Ack) -> Packet, packet_id: u16, code: u8) {
+        self.send(kind(Ack {
+            packet_id,
+            reason_code: code,
+            properties: Properties::default(),
+        }));
+    }
+
+    fn on_live(&mut self, p: Packet) -> Next {
+        match p {
+            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::PubAck(a) => {
+                let slot = self.live().slot.clone();
+                let mut st = slot.lock();
+                if matches!(st.inflight.get(&a.packet_id), Some(f) if f.stage == Stage::Published && f.item.qos == QoS::AtLeastOnce)
+                {
+                    st.inflight.remove(&a.packet_id);
+                }
+                drop(st);
+                self.pump();
+                Next::Continue
+            }
+            Packet::PubRec(a) => {
+                let slot = self.live().slot.clone();
+                let found = {
+                    let mut st = slot.lock();
+                    match st.inflight.get_mut(&a.packet_id) {
+                        Some(f) if f.item.qos == QoS::ExactlyOnce => {
+                            if a.reason_code >= 0x80 {
+                                st.inflight.remove(&a.packet_id);
+                                None
+                            } else {
+                                f.stage = Stage::Released;
+                                Some(true)
+                            }
+                        }
+                        _ => Some(false),
+                    }
+                };
+                match found {
+                    Some(true) => self.ack(Packet::PubRel, a.packet_id, reason::SUCCESS),
+                    Some(false) => self.ack(
+                        Packet::PubRel,
+                        a.packet_id,
+                        reason::PACKET_IDENTIFIER_NOT_FOUND,
+                    ),
+                    None => {
+                        self.pump();
+                    }
+                }
+                Next::Continue
+            }
+            Packet::PubComp(a) => {
+                let slot = self.live().slot.clone();
+                let mut st = slot.lock();
+                if matches!(st.inflight.get(&a.packet_id), Some(f) if f.stage == Stage::Released) {
+                    st.inflight.remove(&a.packet_id);
+                }
+                drop(st);
+                self.pump();
+                Next::Continue
+            }
+            Packet::PubRel(a) => {
+                let slot = self.live().slot.clone();
+                let known = slot.lock().incoming_qos2.remove(&a.packet_id);
+                self.ack(
+                    Packet::PubComp,
+                    a.packet_id,
+                    if known {
+                        reason::SUCCESS
+                    } else {
+                        reason::PACKET_IDENTIFIER_NOT_FOUND
+                    },
+                );
+                Next::Continue
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            Packet::PingReq => {
+                self.send(Packet::PingResp);
+                Next::Continue
+            }
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            Packet::Auth(a) => self.on_reauth(a),
+            // A second CONNECT, or server-only packets from a client.
+            _ => self.disconnect(reason::PROTOCOL_ERROR),
+        }
+    }
+
+    fn on_publish(&mut self, mut publish: Publish) -> Next {
+        let alias_max = self.settings.topic_alias_maximum;
+        let receive_max = self.settings.receive_maximum as usize;
+        let l = self.live();
+        if let Some(alias) = publish.properties.topic_alias {
+            if alias == 0 || alias > alias_max {
+                return self.disconnect(reason::TOPIC_ALIAS_INVALID);
+            }
+            if publish.topic.is_empty() {
+                match l.aliases.get(&alias) {
+                    Some(t) => publish.topic = t.clone(),
+                    None => return self.disconnect(reason::PROTOCOL_ERROR),
+                }
+            } else {
+                l.aliases.insert(alias, publish.topic.clone());
+            }
+        }
+        if !topics::valid_topic_name(&publish.topic) {
+            return self.disconnect(reason::TOPIC_NAME_INVALID);
+        }
+        let (slot, domain, version) = (l.slot.clone(), l.domain.clone(), l.version);
+        let (qos, pid) = (publish.qos, publish.packet_id);
+        if qos == QoS::ExactlyOnce {
+            let mut st = slot.lock();
+            if st.incoming_qos2.contains(&pid) {
+                // A re-sent PUBLISH we already routed: acknowledge, don't route twice.
+                drop(st);
+                self.ack(Packet::PubRec, pid, reason::SUCCESS);
+                return Next::Continue;
+            }
+            if st.incoming_qos2.len() >= receive_max {
+                drop(st);
+                return self.disconnect(reason::RECEIVE_MAXIMUM_EXCEEDED);
+            }
+            st.incoming_qos2.insert(pid);
+        }
+        let allowed = auth::may(self.scopes(), Action::Publish(&publish.topic));
+        let mut code = reason::SUCCESS;
+        if !allowed {
+            tracing::info!(topic = %publish.topic, "MQTT publish not authorized");
+            code = reason::NOT_AUTHORIZED;
+        } else {
+            let msg = Arc::new(Routed::new(publish, slot.id));
+            if msg.publish.retain {
+                match self.broker.retain(&domain, &msg) {
+                    Ok(()) => self.needs_flush = true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "storing a retained message failed");
+                        code = reason::UNSPECIFIED_ERROR;
+                    }
+                }
+            }
+            if code == reason::SUCCESS
+                && self.broker.publish(&domain, &msg) == 0
+                && version == Version::V5
+            {
+                code = reason::NO_MATCHING_SUBSCRIBERS;
+            }
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.ack(Packet::PubAck, pid, code),
+            QoS::ExactlyOnce => {
+                if code >= 0x80 {
+                    // A failed QoS 2 publish does not hold its packet id.
+                    slot.lock().incoming_qos2.remove(&pid);
+                }
+                self.ack(Packet::PubRec, pid, code)
+            }
+        }
+        Next::Continue
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Next {
+        let (slot, domain) = {
+            let l = self.live();
+            (l.slot.clone(), l.domain.clone())
+        };
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (filter, opts) in &s.filters {
+            let code = if !topics::valid_topic_filter(filter) {
+                reason::TOPIC_FILTER_INVALID
+            } else if filter.starts_with("$share/") {
+                reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+            } else if !auth::may(self.scopes(), Action::Subscribe(filter)) {
+                reason::NOT_AUTHORIZED
+            } else {
+                let existed = self.broker.subscribe(&domain, &slot, filter, *opts, sub_id);
+                let send_retained = match opts.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+                if send_retained {
+                    for m in self.broker.retained_for(&domain, filter) {
+                        let qos = opts.qos.min(m.publish.qos);
+                        retained.push(Queued {
+                            msg: m,
+                            qos,
+                            retain: true,
+                            sub_ids: sub_id.into_iter().collect(),
+                        });
+                    }
+                }
+                opts.qos as u8
+            };
+            codes.push(code);
+        }
+        self.send(Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: Properties::default(),
+            reason_codes: codes,
+        }));
+        for r in retained {
+            self.broker.enqueue(&slot, r);
+        }
+        Next::Continue
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) -> Next {
+        let (slot, domain) = {
+            let l = self.live();
+            (l.slot.clone(), l.domain.clone())
+        };
+        let codes = u
+            .filters
+            .iter()
+            .map(|f| {
+                if self.broker.unsubscribe(&domain, &slot, f) {
+                    reason::SUCCESS
+                } else {
+                    reason::NO_SUBSCRIPTION_EXISTED
+                }
+            })
+            .collect();
+        self.send(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Properties::default(),
+            reason_codes: codes,
+        }));
+        Next::Continue
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Next {
+        let l = self.live();
+        if let Some(e) = d.properties.session_expiry_interval {
+            // Spec 3.14.2.2.2: 0 at CONNECT cannot become non-zero now.
+            if l.expiry == 0 && e != 0 {
+                return self.disconnect(reason::PROTOCOL_ERROR);
+            }
+            l.expiry = e;
+            l.slot.lock().expiry = e;
+        }
+        self.will_suppressed = d.reason_code == reason::SUCCESS;
+        Next::Close
+    }
+
+    fn on_reauth(&mut self, a: Auth) -> Next {
+        let l = self.live();
+        if !l.uses_enhanced_auth {
+            return self.disconnect(reason::PROTOCOL_ERROR);
+        }
+        let token = match connect::token_of(&a, reason::RE_AUTHENTICATE) {
+            Ok(t) => t,
+            Err(code) => return self.disconnect(code),
+        };
+        let owner = l.identity.clone();
+        let checked = std::str::from_utf8(&token)
+            .ok()
+            .map(|t| self.auth.check_login_token(t.trim(), owner.as_ref()));
+        match checked {
+            Some(Ok(g)) => {
+                tracing::info!(token = %g.token_id(), "MQTT re-authenticated");
+                self.live().grant = Some(g);
+                self.send(Packet::Auth(Auth {
+                    reason_code: reason::SUCCESS,
+                    properties: Properties {
+                        authentication_method: Some(X_OAUTH2.to_string()),
+                        ..Properties::default()
+                    },
+                }));
+                Next::Continue
+            }
+            Some(Err(e)) => {
+                tracing::info!(reason = %e, "MQTT re-authentication refused");
+                self.disconnect(reason::NOT_AUTHORIZED)
+            }
+            None => self.disconnect(reason::NOT_AUTHORIZED),
+        }
+    }
+
+    /// The connection is gone (or is going): what the listener must schedule.
+    /// `taken_over`: a newer connection owns the session now.
+    pub fn finish(&mut self, taken_over: bool) -> Option<Aftermath> {
+        let Phase::Live(l) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+            return None;
+        };
+        let l = *l;
+        if !taken_over {
+            let mut st = l.slot.lock();
+            if *l.slot.generation.borrow() == l.generation {
+                st.online = false;
+            }
+        }
+        let will = match l.will {
+            Some(w) if !self.will_suppressed => {
+                let delay = w.properties.will_delay_interval.unwrap_or(0);
+                let mut props = w.properties;
+                props.will_delay_interval = None;
+                let p = Publish {
+                    dup: false,
+                    qos: w.qos,
+                    retain: w.retain,
+                    topic: w.topic,
+                    packet_id: 0,
+                    properties: props,
+                    payload: w.payload,
+                };
+                Some((Arc::new(Routed::new(p, l.slot.id)), delay))
+            }
+            _ => None,
+        };
+        // A will a token was not allowed to publish is not published either.
+        let will = will.filter(|(m, _)| {
+            auth::may(
+                l.grant.as_ref().map(|g| g.scopes()),
+                Action::Publish(&m.publish.topic),
+            )
+        });
+        Some(Aftermath {
+            slot: l.slot,
+            domain: l.domain,
+            generation: l.generation,
+            will,
+            expiry: if taken_over { u32::MAX } else { l.expiry },
+        })
+    }
+}
