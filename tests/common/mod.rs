@@ -25,6 +25,15 @@ pub struct Petrel {
 /// The listeners every test server gets, all on port 0.
 pub const LISTENERS: &str = r#"
 [[listen]]
+module = "mqtt"
+port = 0
+
+[[listen]]
+module = "mqtt"
+port = 0
+tls = true
+
+[[listen]]
 module = "http"
 port = 0
 
@@ -96,6 +105,21 @@ impl Petrel {
 
     pub fn http(&self) -> String {
         format!("http://{}", self.addrs["http"][0])
+    }
+
+    /// The plain MQTT listener.
+    pub fn mqtt(&self) -> SocketAddr {
+        self.addrs["mqtt"][0]
+    }
+
+    /// The TLS MQTT listener.
+    pub fn mqtts(&self) -> SocketAddr {
+        self.addrs["mqtt"][1]
+    }
+
+    /// A token for `jid` issued through ctl.
+    pub fn token(&self, jid: &str, ttl: u64, scopes: &str) -> String {
+        self.ctl_ok(&["oauth_issue_token", jid, &ttl.to_string(), scopes]).trim().to_string()
     }
 
     pub fn https(&self) -> String {
@@ -215,4 +239,15 @@ pub fn password_grant(
     form.extend_from_slice(extra);
     let (s, _, v) = post_form(&format!("{base}/oauth/token"), &form);
     (s, v)
+}
+
+/// Whether a peer program is installed. Without it the test says so and
+/// passes, unless `PETREL_REQUIRE_PEERS=1` (set by .ci/run, which installs them).
+pub fn have_program(name: &str) -> bool {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success()).unwrap_or(false);
+    if !found {
+        assert!(std::env::var("PETREL_REQUIRE_PEERS").as_deref() != Ok("1"), "{name} is required (PETREL_REQUIRE_PEERS=1) but not installed");
+        eprintln!("SKIPPED: {name} is not installed (apt-get install mosquitto-clients)");
+    }
+    found
 }

@@ -1,0 +1,205 @@
+//! MQTT token login with independent clients: paho-mqtt (Python) and the
+//! Debian mosquitto clients.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::python::run_script;
+use common::{have_program, password_grant, Petrel};
+
+/// paho-mqtt: connect with X-OAUTH2 (token in CONNECT), optionally a username,
+/// subscribe, publish at QoS 0/1/2, and report what came back as JSON.
+const PAHO_ROUNDTRIP: &str = r#"
+import sys, time, json, paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+port, token, username = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+res = {"connack": None, "got": [], "disconnect": None, "suback": None}
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-" + str(port), protocol=mqtt.MQTTv5)
+def on_connect(c, u, f, rc, props):
+    res["connack"] = rc.value
+    res["method"] = getattr(props, "AuthenticationMethod", None)
+def on_message(c, u, m): res["got"].append([m.topic, m.payload.decode(), m.qos])
+def on_subscribe(c, u, mid, codes, props): res["suback"] = [x.value for x in codes]
+def on_disconnect(c, u, f, rc, props): res["disconnect"] = rc.value
+c.on_connect, c.on_message, c.on_subscribe, c.on_disconnect = on_connect, on_message, on_subscribe, on_disconnect
+if username != "-":
+    c.username_pw_set(username, None)
+p = Properties(PacketTypes.CONNECT)
+p.AuthenticationMethod = "X-OAUTH2"
+p.AuthenticationData = token.encode()
+c.connect("127.0.0.1", port, properties=p)
+c.loop_start()
+deadline = time.time() + 10
+while res["connack"] is None and res["disconnect"] is None and time.time() < deadline: time.sleep(0.02)
+if res["connack"] == 0:
+    c.subscribe("sensors/#", qos=2)
+    while res["suback"] is None and time.time() < deadline: time.sleep(0.02)
+    for q in (0, 1, 2):
+        c.publish("sensors/t1", "v%d" % q, qos=q).wait_for_publish(5)
+    while len(res["got"]) < 3 and time.time() < deadline: time.sleep(0.02)
+    c.disconnect()
+time.sleep(0.2)
+c.loop_stop()
+print(json.dumps(res))
+"#;
+
+fn paho(p: &Petrel, token: &str, username: &str) -> serde_json::Value {
+    let (ok, out, err) = run_script(PAHO_ROUNDTRIP, &[&p.mqtt().port().to_string(), token, username], Duration::from_secs(60));
+    assert!(ok, "paho script failed: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("bad output {out} / {err}"))
+}
+
+#[test]
+fn paho_logs_in_with_a_token_from_the_oauth_endpoint() {
+    let p = Petrel::start("").with_user_and_client();
+    let (s, v) = password_grant(&p.http(), "alice@localhost", "wonderland", &[]);
+    assert_eq!(s, 200);
+    let token = v["access_token"].as_str().unwrap();
+    let r = paho(&p, token, "-");
+    assert_eq!(r["connack"], 0, "{r}");
+    assert_eq!(r["method"], "X-OAUTH2", "method echoed in CONNACK");
+    assert_eq!(r["suback"], serde_json::json!([2]));
+    assert_eq!(r["got"], serde_json::json!([["sensors/t1", "v0", 0], ["sensors/t1", "v1", 1], ["sensors/t1", "v2", 2]]));
+    // A username naming the owner is fine, as bare JID or localpart.
+    assert_eq!(paho(&p, token, "alice@localhost")["connack"], 0);
+    assert_eq!(paho(&p, token, "alice")["connack"], 0);
+}
+
+#[test]
+fn paho_is_refused_with_a_bad_token() {
+    let p = Petrel::start("").with_user_and_client();
+    p.ctl_ok(&["register", "bob", "localhost", "builder"]);
+    let good = p.token("alice@localhost", 3600, "sasl_auth");
+    // Unknown token, wrong owner, no sasl_auth scope, revoked: 0x87.
+    assert_eq!(paho(&p, "not-a-token", "-")["connack"], 0x87);
+    assert_eq!(paho(&p, &good, "bob@localhost")["connack"], 0x87);
+    let no_login = p.token("alice@localhost", 3600, "mqtt:publish:x");
+    assert_eq!(paho(&p, &no_login, "-")["connack"], 0x87);
+    let revoked = p.token("alice@localhost", 3600, "sasl_auth");
+    p.ctl_ok(&["oauth_revoke_token", &revoked]);
+    assert_eq!(paho(&p, &revoked, "-")["connack"], 0x87);
+}
+
+/// paho-mqtt stays connected while the test revokes (or lets expire) its token.
+const PAHO_WAIT_FOR_CUT: &str = r#"
+import sys, time, json, paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+port, token = int(sys.argv[1]), sys.argv[2]
+res = {"connack": None, "disconnect": None, "after": None}
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cut-me", protocol=mqtt.MQTTv5)
+t0 = [0]
+def on_connect(c, u, f, rc, props):
+    res["connack"] = rc.value
+    print("connected", flush=True)
+    t0[0] = time.time()
+def on_disconnect(c, u, f, rc, props):
+    res["disconnect"] = rc.value
+    res["after"] = time.time() - t0[0]
+c.on_connect, c.on_disconnect = on_connect, on_disconnect
+p = Properties(PacketTypes.CONNECT)
+p.AuthenticationMethod = "X-OAUTH2"
+p.AuthenticationData = token.encode()
+c.connect("127.0.0.1", port, keepalive=60, properties=p)
+c.loop_start()
+deadline = time.time() + 20
+while res["disconnect"] is None and time.time() < deadline: time.sleep(0.02)
+c.loop_stop()
+print(json.dumps(res))
+"#;
+
+#[test]
+fn a_revoked_or_expired_token_cuts_the_live_session() {
+    let p = Petrel::start("").with_user_and_client();
+    // Revocation through /oauth/revoke while connected.
+    let (_, v) = password_grant(&p.http(), "alice@localhost", "wonderland", &[]);
+    let token = v["access_token"].as_str().unwrap().to_string();
+    let port = p.mqtt().port().to_string();
+    let script = std::thread::spawn({
+        let token = token.clone();
+        move || run_script(PAHO_WAIT_FOR_CUT, &[&port, &token], Duration::from_secs(60))
+    });
+    // Wait until the session is registered, then revoke.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !p.ctl_ok(&["connected_users"]).contains("cut-me@localhost") {
+        assert!(std::time::Instant::now() < deadline, "paho never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (s, _, _) = common::post_form(&format!("{}/oauth/revoke", p.http()), &[("token", &token), ("client_id", "app"), ("client_secret", "app-secret")]);
+    assert_eq!(s, 200);
+    let (ok, out, err) = script.join().unwrap();
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(r["connack"], 0);
+    assert_eq!(r["disconnect"], 0x87, "DISCONNECT 0x87 on revocation: {r}");
+
+    // Expiry: a two-second token ends its session about then.
+    let short = p.token("alice@localhost", 2, "sasl_auth");
+    let (ok, out, err) = run_script(PAHO_WAIT_FOR_CUT, &[&p.mqtt().port().to_string(), &short], Duration::from_secs(60));
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(r["disconnect"], 0x87, "{r}");
+    let after = r["after"].as_f64().unwrap();
+    assert!(after < 10.0, "cut after {after} s, long after expiry");
+}
+
+fn mosquitto(bin: &str, p: &Petrel, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
+    c.args(["-h", "127.0.0.1", "-p", &p.mqtt().port().to_string()]).args(args);
+    c
+}
+
+#[test]
+fn mosquitto_clients_log_in_with_a_token_v5_and_v311() {
+    if !have_program("mosquitto_pub") {
+        return;
+    }
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let v5_auth = ["-V", "mqttv5", "-D", "connect", "authentication-method", "X-OAUTH2", "-D", "connect", "authentication-data", token.as_str()];
+    // A retained message published with v5 enhanced auth …
+    let out = mosquitto("mosquitto_pub", &p, &[&v5_auth[..], &["-t", "plant/line1", "-m", "running", "-q", "1", "-r"]].concat()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // … is read by a 3.1.1 subscriber that passes the token as its password.
+    let out = mosquitto("mosquitto_sub", &p, &["-V", "mqttv311", "-u", "alice", "-P", &token, "-t", "plant/#", "-C", "1", "-W", "10", "-v"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "plant/line1 running");
+    // And v5 with the password as a token, no username.
+    let out = mosquitto("mosquitto_sub", &p, &["-V", "mqttv5", "-P", &token, "-t", "plant/#", "-C", "1", "-W", "10"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A bad token is refused, in both versions.
+    let out = mosquitto("mosquitto_pub", &p, &["-V", "mqttv5", "-D", "connect", "authentication-method", "X-OAUTH2", "-D", "connect", "authentication-data", "bogus", "-t", "x", "-m", "y"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("not authorized"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = mosquitto("mosquitto_pub", &p, &["-V", "mqttv311", "-u", "alice", "-P", "bogus", "-t", "x", "-m", "y"]).output().unwrap();
+    assert!(!out.status.success());
+    // An unknown method: 0x8C.
+    let out = mosquitto("mosquitto_pub", &p, &["-V", "mqttv5", "-D", "connect", "authentication-method", "SCRAM-SHA-1", "-t", "x", "-m", "y"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("bad authentication method"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The account's password still works for 3.1.1 devices.
+    let out = mosquitto("mosquitto_pub", &p, &["-V", "mqttv311", "-u", "alice@localhost", "-P", "wonderland", "-t", "x", "-m", "y"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = mosquitto("mosquitto_pub", &p, &["-V", "mqttv311", "-u", "alice@localhost", "-P", "wrong", "-t", "x", "-m", "y"]).output().unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn mosquitto_over_tls_with_the_development_certificate() {
+    if !have_program("mosquitto_pub") {
+        return;
+    }
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let cafile = p.data_dir().join("dev-cert.pem");
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "localhost", "-p", &p.mqtts().port().to_string(), "--cafile"])
+        .arg(&cafile)
+        .args(["-V", "mqttv5", "-D", "connect", "authentication-method", "X-OAUTH2", "-D", "connect", "authentication-data", &token, "-t", "secure/x", "-m", "hello", "-q", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
