@@ -47,7 +47,11 @@ print(json.dumps(res))
 "#;
 
 fn paho(p: &Petrel, token: &str, username: &str) -> serde_json::Value {
-    let (ok, out, err) = run_script(PAHO_ROUNDTRIP, &[&p.mqtt().port().to_string(), token, username], Duration::from_secs(60));
+    let (ok, out, err) = run_script(
+        PAHO_ROUNDTRIP,
+        &[&p.mqtt().port().to_string(), token, username],
+        Duration::from_secs(60),
+    );
     assert!(ok, "paho script failed: {err}");
     serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("bad output {out} / {err}"))
 }
@@ -62,7 +66,14 @@ fn paho_logs_in_with_a_token_from_the_oauth_endpoint() {
     assert_eq!(r["connack"], 0, "{r}");
     assert_eq!(r["method"], "X-OAUTH2", "method echoed in CONNACK");
     assert_eq!(r["suback"], serde_json::json!([2]));
-    assert_eq!(r["got"], serde_json::json!([["sensors/t1", "v0", 0], ["sensors/t1", "v1", 1], ["sensors/t1", "v2", 2]]));
+    assert_eq!(
+        r["got"],
+        serde_json::json!([
+            ["sensors/t1", "v0", 0],
+            ["sensors/t1", "v1", 1],
+            ["sensors/t1", "v2", 2]
+        ])
+    );
     // A username naming the owner is fine, as bare JID or localpart.
     assert_eq!(paho(&p, token, "alice@localhost")["connack"], 0);
     assert_eq!(paho(&p, token, "alice")["connack"], 0);
@@ -128,7 +139,14 @@ fn a_revoked_or_expired_token_cuts_the_live_session() {
         assert!(std::time::Instant::now() < deadline, "paho never connected");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (s, _, _) = common::post_form(&format!("{}/oauth/revoke", p.http()), &[("token", &token), ("client_id", "app"), ("client_secret", "app-secret")]);
+    let (s, _, _) = common::post_form(
+        &format!("{}/oauth/revoke", p.http()),
+        &[
+            ("token", &token),
+            ("client_id", "app"),
+            ("client_secret", "app-secret"),
+        ],
+    );
     assert_eq!(s, 200);
     let (ok, out, err) = script.join().unwrap();
     assert!(ok, "{err}");
@@ -138,7 +156,11 @@ fn a_revoked_or_expired_token_cuts_the_live_session() {
 
     // Expiry: a two-second token ends its session about then.
     let short = p.token("alice@localhost", 2, "sasl_auth");
-    let (ok, out, err) = run_script(PAHO_WAIT_FOR_CUT, &[&p.mqtt().port().to_string(), &short], Duration::from_secs(60));
+    let (ok, out, err) = run_script(
+        PAHO_WAIT_FOR_CUT,
+        &[&p.mqtt().port().to_string(), &short],
+        Duration::from_secs(60),
+    );
     assert!(ok, "{err}");
     let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(r["disconnect"], 0x87, "{r}");
@@ -148,7 +170,8 @@ fn a_revoked_or_expired_token_cuts_the_live_session() {
 
 fn mosquitto(bin: &str, p: &Petrel, args: &[&str]) -> Command {
     let mut c = Command::new(bin);
-    c.args(["-h", "127.0.0.1", "-p", &p.mqtt().port().to_string()]).args(args);
+    c.args(["-h", "127.0.0.1", "-p", &p.mqtt().port().to_string()])
+        .args(args);
     c
 }
 
@@ -159,31 +182,180 @@ fn mosquitto_clients_log_in_with_a_token_v5_and_v311() {
     }
     let p = Petrel::start("").with_user_and_client();
     let token = p.token("alice@localhost", 3600, "sasl_auth");
-    let v5_auth = ["-V", "mqttv5", "-D", "connect", "authentication-method", "X-OAUTH2", "-D", "connect", "authentication-data", token.as_str()];
+    let v5_auth = [
+        "-V",
+        "mqttv5",
+        "-D",
+        "connect",
+        "authentication-method",
+        "X-OAUTH2",
+        "-D",
+        "connect",
+        "authentication-data",
+        token.as_str(),
+    ];
     // A retained message published with v5 enhanced auth …
-    let out = mosquitto("mosquitto_pub", &p, &[&v5_auth[..], &["-t", "plant/line1", "-m", "running", "-q", "1", "-r"]].concat()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = mosquitto(
+        "mosquitto_pub",
+        &p,
+        &[
+            &v5_auth[..],
+            &["-t", "plant/line1", "-m", "running", "-q", "1", "-r"],
+        ]
+        .concat(),
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // … is read by a 3.1.1 subscriber that passes the token as its password.
-    let out = mosquitto("mosquitto_sub", &p, &["-V", "mqttv311", "-u", "alice", "-P", &token, "-t", "plant/#", "-C", "1", "-W", "10", "-v"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "plant/line1 running");
+    let out = mosquitto(
+        "mosquitto_sub",
+        &p,
+        &[
+            "-V", "mqttv311", "-u", "alice", "-P", &token, "-t", "plant/#", "-C", "1", "-W", "10",
+            "-v",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "plant/line1 running"
+    );
     // And v5 with the password as a token, no username.
-    let out = mosquitto("mosquitto_sub", &p, &["-V", "mqttv5", "-P", &token, "-t", "plant/#", "-C", "1", "-W", "10"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = mosquitto(
+        "mosquitto_sub",
+        &p,
+        &[
+            "-V", "mqttv5", "-P", &token, "-t", "plant/#", "-C", "1", "-W", "10",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A bad token is refused, in both versions.
-    let out = mosquitto("mosquitto_pub", &p, &["-V", "mqttv5", "-D", "connect", "authentication-method", "X-OAUTH2", "-D", "connect", "authentication-data", "bogus", "-t", "x", "-m", "y"]).output().unwrap();
+    let out = mosquitto(
+        "mosquitto_pub",
+        &p,
+        &[
+            "-V",
+            "mqttv5",
+            "-D",
+            "connect",
+            "authentication-method",
+            "X-OAUTH2",
+            "-D",
+            "connect",
+            "authentication-data",
+            "bogus",
+            "-t",
+            "x",
+            "-m",
+            "y",
+        ],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("not authorized"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = mosquitto("mosquitto_pub", &p, &["-V", "mqttv311", "-u", "alice", "-P", "bogus", "-t", "x", "-m", "y"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("not authorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = mosquitto(
+        "mosquitto_pub",
+        &p,
+        &[
+            "-V", "mqttv311", "-u", "alice", "-P", "bogus", "-t", "x", "-m", "y",
+        ],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     // An unknown method: 0x8C.
-    let out = mosquitto("mosquitto_pub", &p, &["-V", "mqttv5", "-D", "connect", "authentication-method", "SCRAM-SHA-1", "-t", "x", "-m", "y"]).output().unwrap();
+    let out = mosquitto(
+        "mosquitto_pub",
+        &p,
+        &[
+            "-V",
+            "mqttv5",
+            "-D",
+            "connect",
+            "authentication-method",
+            "SCRAM-SHA-1",
+            "-t",
+            "x",
+            "-m",
+            "y",
+        ],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("bad authentication method"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("bad authentication method"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The account's password still works for 3.1.1 devices.
-    let out = mosquitto("mosquitto_pub", &p, &["-V", "mqttv311", "-u", "alice@localhost", "-P", "wonderland", "-t", "x", "-m", "y"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = mosquitto("mosquitto_pub", &p, &["-V", "mqttv311", "-u", "alice@localhost", "-P", "wrong", "-t", "x", "-m", "y"]).output().unwrap();
+    let out = mosquitto(
+        "mosquitto_pub",
+        &p,
+        &[
+            "-V",
+            "mqttv311",
+            "-u",
+            "alice@localhost",
+            "-P",
+            "wonderland",
+            "-t",
+            "x",
+            "-m",
+            "y",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = mosquitto(
+        "mosquitto_pub",
+        &p,
+        &[
+            "-V",
+            "mqttv311",
+            "-u",
+            "alice@localhost",
+            "-P",
+            "wrong",
+            "-t",
+            "x",
+            "-m",
+            "y",
+        ],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
 }
 
@@ -196,10 +368,37 @@ fn mosquitto_over_tls_with_the_development_certificate() {
     let token = p.token("alice@localhost", 3600, "sasl_auth");
     let cafile = p.data_dir().join("dev-cert.pem");
     let out = Command::new("mosquitto_pub")
-        .args(["-h", "localhost", "-p", &p.mqtts().port().to_string(), "--cafile"])
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &p.mqtts().port().to_string(),
+            "--cafile",
+        ])
         .arg(&cafile)
-        .args(["-V", "mqttv5", "-D", "connect", "authentication-method", "X-OAUTH2", "-D", "connect", "authentication-data", &token, "-t", "secure/x", "-m", "hello", "-q", "1"])
+        .args([
+            "-V",
+            "mqttv5",
+            "-D",
+            "connect",
+            "authentication-method",
+            "X-OAUTH2",
+            "-D",
+            "connect",
+            "authentication-data",
+            &token,
+            "-t",
+            "secure/x",
+            "-m",
+            "hello",
+            "-q",
+            "1",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -345,7 +345,7 @@ impl Connection {
             grant,
             version: c.version,
             keep_alive: c.keep_alive,
-            will: c.will.take(),
+            will: c.will.take().map(|w| *w),
             client_receive_max: c.properties.receive_maximum.unwrap_or(u16::MAX).max(1),
             client_max_packet: c.properties.maximum_packet_size,
             aliases: HashMap::new(),

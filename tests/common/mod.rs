@@ -2,6 +2,7 @@
 //! drives it from outside.
 #![allow(dead_code)]
 
+pub mod mqtt_raw;
 pub mod python;
 
 use std::collections::HashMap;
@@ -119,7 +120,9 @@ impl Petrel {
 
     /// A token for `jid` issued through ctl.
     pub fn token(&self, jid: &str, ttl: u64, scopes: &str) -> String {
-        self.ctl_ok(&["oauth_issue_token", jid, &ttl.to_string(), scopes]).trim().to_string()
+        self.ctl_ok(&["oauth_issue_token", jid, &ttl.to_string(), scopes])
+            .trim()
+            .to_string()
     }
 
     pub fn https(&self) -> String {
@@ -244,9 +247,17 @@ pub fn password_grant(
 /// Whether a peer program is installed. Without it the test says so and
 /// passes, unless `PETREL_REQUIRE_PEERS=1` (set by .ci/run, which installs them).
 pub fn have_program(name: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !found {
-        assert!(std::env::var("PETREL_REQUIRE_PEERS").as_deref() != Ok("1"), "{name} is required (PETREL_REQUIRE_PEERS=1) but not installed");
+        assert!(
+            std::env::var("PETREL_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "{name} is required (PETREL_REQUIRE_PEERS=1) but not installed"
+        );
         eprintln!("SKIPPED: {name} is not installed (apt-get install mosquitto-clients)");
     }
     found

@@ -19,7 +19,8 @@ pub struct Connect {
     pub properties: Properties,
     /// May be empty (the server may assign one, 3.1.3.1).
     pub client_id: String,
-    pub will: Option<LastWill>,
+    /// Boxed: rare, and inline it would double the size of every `Packet`.
+    pub will: Option<Box<LastWill>>,
     pub username: Option<String>,
     pub password: Option<Bytes>,
 }
@@ -110,13 +111,13 @@ impl Connect {
                 ));
             }
             let payload = r.binary()?;
-            Some(LastWill {
+            Some(Box::new(LastWill {
                 topic,
                 payload,
                 qos: QoS::from_u8(will_qos).unwrap_or_default(),
                 retain: will_retain,
                 properties,
-            })
+            }))
         } else {
             None
         };
@@ -342,7 +343,7 @@ mod tests {
                 ..Default::default()
             },
             client_id: "c1".into(),
-            will: Some(LastWill {
+            will: Some(Box::new(LastWill {
                 topic: "dead/c1".into(),
                 payload: Bytes::from_static(b"bye"),
                 qos: QoS::AtLeastOnce,
@@ -351,7 +352,7 @@ mod tests {
                     will_delay_interval: Some(3),
                     ..Default::default()
                 },
-            }),
+            })),
             username: None,
             password: Some(Bytes::from_static(b"secret")),
         }

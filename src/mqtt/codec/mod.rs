@@ -43,21 +43,22 @@
 //!
 //! # Why not mqttbytes 0.6.0
 //!
-//! We evaluated it and found, for the version we would depend on: it has no
-//! AUTH packet (type 15), so enhanced authentication is impossible; it
-//! rejects the ordinary v5 DISCONNECT `E0 00` (remaining length 0, meaning
+//! It was the obvious off-the-shelf choice, but in that version: it has no
+//! AUTH packet (type 15), so MQTT 5 enhanced authentication is impossible;
+//! it rejects the ordinary v5 DISCONNECT `E0 00` (remaining length 0 means
 //! "normal disconnection", spec 3.14.2.1); it encodes a v5 CONNACK without
-//! its property length when there are no properties, which conforming
-//! clients reject as malformed; and it corrupts a CONNECT written into a
-//! non-empty buffer (lengths computed from the buffer instead of the
-//! packet). Each is fatal for a broker, so we own this codec and test it
-//! against an independent implementation (`tests/oracle.rs`).
+//! its property length, which conforming clients must treat as malformed
+//! (3.2.2.3); and it corrupts a CONNECT written into a non-empty buffer,
+//! which is how a broker batches outgoing packets. Each is disqualifying
+//! for a broker, so we own this codec and check it against an independent
+//! implementation (mqtt5-protocol, in `tests/oracle.rs`).
 
 mod ack;
 mod auth;
 mod connect;
 mod error;
 mod properties;
+mod properties_encode;
 mod publish;
 mod subscribe;
 mod wire;
@@ -121,9 +122,6 @@ impl QoS {
 }
 
 /// One MQTT control packet (spec 2.1.2).
-// CONNECT carries a will with its own properties; packets are decoded one at a
-// time and moved once, so boxing would cost an allocation for nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     Connect(Connect),

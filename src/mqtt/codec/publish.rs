@@ -263,13 +263,10 @@ mod tests {
         assert!(dec(&[0x30, 6, 0, 0, 3, 0x23, 0, 1], Version::V5)
             .unwrap()
             .is_some());
-        // Topic Alias 0 is a protocol error.
-        assert_eq!(
-            dec(&[0x30, 6, 0, 0, 3, 0x23, 0, 0], Version::V5)
-                .unwrap_err()
-                .reason_code(),
-            0x82
-        );
+        // Topic Alias 0 decodes; the session answers it with 0x94.
+        assert!(dec(&[0x30, 6, 0, 0, 3, 0x23, 0, 0], Version::V5)
+            .unwrap()
+            .is_some());
         assert!(dec(&[0x30, 2, 0, 0], Version::V311).is_err());
     }
 

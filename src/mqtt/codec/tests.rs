@@ -34,7 +34,7 @@ fn samples() -> Vec<(Packet, Version)> {
             ..Default::default()
         },
         client_id: "client".into(),
-        will: Some(will),
+        will: Some(Box::new(will)),
         username: Some("user".into()),
         password: Some(Bytes::from_static(b"pw")),
     };

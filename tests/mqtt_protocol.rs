@@ -1,0 +1,253 @@
+//! MQTT at the byte level: the AUTH exchanges no common client can drive, and
+//! one test per class of bad input. Every bad input gets its reason code, the
+//! connection closes, and the broker keeps serving others.
+
+mod common;
+
+use bytes::Bytes;
+use common::mqtt_raw::{connect_packet, RawClient};
+use common::Petrel;
+use petrel::mqtt::codec::{reason, Auth, Packet, Properties, Version};
+
+fn auth_packet(code: u8, token: Option<&str>) -> Packet {
+    Packet::Auth(Auth {
+        reason_code: code,
+        properties: Properties {
+            authentication_method: Some("X-OAUTH2".into()),
+            authentication_data: token.map(|t| Bytes::from(t.to_string())),
+            ..Properties::default()
+        },
+    })
+}
+
+fn connack_code(p: Option<Packet>) -> u8 {
+    match p {
+        Some(Packet::ConnAck(c)) => c.reason_code,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// A logged-in v5 raw client.
+fn logged_in(p: &Petrel, id: &str, token: &str) -> RawClient {
+    let mut c = RawClient::connect(p.mqtt(), Version::V5);
+    c.send(&connect_packet(
+        id,
+        Some("X-OAUTH2"),
+        Some(token.as_bytes()),
+    ));
+    assert_eq!(connack_code(c.recv()), 0);
+    c
+}
+
+#[test]
+fn auth_continue_flow_asks_for_the_token() {
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut c = RawClient::connect(p.mqtt(), Version::V5);
+    c.send(&connect_packet("flow", Some("X-OAUTH2"), None));
+    match c.recv() {
+        Some(Packet::Auth(a)) => {
+            assert_eq!(a.reason_code, reason::CONTINUE_AUTHENTICATION);
+            assert_eq!(
+                a.properties.authentication_method.as_deref(),
+                Some("X-OAUTH2")
+            );
+        }
+        other => panic!("expected AUTH 0x18, got {other:?}"),
+    }
+    c.send(&auth_packet(reason::CONTINUE_AUTHENTICATION, Some(&token)));
+    match c.recv() {
+        Some(Packet::ConnAck(a)) => {
+            assert_eq!(a.reason_code, 0);
+            assert_eq!(
+                a.properties.authentication_method.as_deref(),
+                Some("X-OAUTH2")
+            );
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    // The same flow with a bad token: 0x87 and close.
+    let mut c = RawClient::connect(p.mqtt(), Version::V5);
+    c.send(&connect_packet("flow2", Some("X-OAUTH2"), None));
+    assert!(matches!(c.recv(), Some(Packet::Auth(_))));
+    c.send(&auth_packet(reason::CONTINUE_AUTHENTICATION, Some("nope")));
+    assert_eq!(connack_code(c.recv()), reason::NOT_AUTHORIZED);
+    assert!(c.recv().is_none(), "closed after refusal");
+    // An unknown method: 0x8C.
+    let mut c = RawClient::connect(p.mqtt(), Version::V5);
+    c.send(&connect_packet("m", Some("KERBEROS"), None));
+    assert_eq!(connack_code(c.recv()), reason::BAD_AUTHENTICATION_METHOD);
+    assert!(c.recv().is_none());
+}
+
+#[test]
+fn reauthentication_swaps_the_token_of_a_live_session() {
+    let p = Petrel::start("").with_user_and_client();
+    let first = p.token("alice@localhost", 3600, "sasl_auth");
+    let second = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut c = logged_in(&p, "re", &first);
+    c.send(&auth_packet(reason::RE_AUTHENTICATE, Some(&second)));
+    match c.recv() {
+        Some(Packet::Auth(a)) => assert_eq!(a.reason_code, reason::SUCCESS),
+        other => panic!("expected AUTH 0x00, got {other:?}"),
+    }
+    // The first token no longer holds the session: revoking it changes nothing.
+    p.ctl_ok(&["oauth_revoke_token", &first]);
+    c.send(&Packet::PingReq);
+    assert_eq!(c.recv(), Some(Packet::PingResp));
+    // Revoking the second one cuts it.
+    p.ctl_ok(&["oauth_revoke_token", &second]);
+    match c.recv() {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::NOT_AUTHORIZED),
+        other => panic!("expected DISCONNECT 0x87, got {other:?}"),
+    }
+    assert!(c.recv().is_none());
+    // Re-authenticating with another user's token is refused.
+    p.ctl_ok(&["register", "bob", "localhost", "builder"]);
+    let bobs = p.token("bob@localhost", 3600, "sasl_auth");
+    let mut c = logged_in(&p, "re2", &p.token("alice@localhost", 3600, "sasl_auth"));
+    c.send(&auth_packet(reason::RE_AUTHENTICATE, Some(&bobs)));
+    match c.recv() {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::NOT_AUTHORIZED),
+        other => panic!("expected DISCONNECT 0x87, got {other:?}"),
+    }
+}
+
+/// Sends `bytes` on a fresh logged-in connection; returns the DISCONNECT code.
+fn bad_input(p: &Petrel, token: &str, bytes: &[u8]) -> Option<u8> {
+    let mut c = logged_in(p, "bad", token);
+    c.send_raw(bytes);
+    let got = c.recv_then_closed();
+    match got.last() {
+        Some(Packet::Disconnect(d)) => Some(d.reason_code),
+        None => None,
+        Some(other) => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn each_class_of_bad_input_gets_its_reason_code() {
+    let p = Petrel::start("mqtt_max_packet_size = 1024").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let cases: Vec<(&str, Vec<u8>, u8)> = vec![
+        (
+            "remaining length of five bytes",
+            vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
+            reason::MALFORMED_PACKET,
+        ),
+        (
+            "packet over the maximum size",
+            {
+                let mut v = vec![0x30, 0x80, 0x10, 0x00, 0x01, b't', 0x00];
+                v.extend(std::iter::repeat_n(b'x', 100));
+                v
+            },
+            reason::PACKET_TOO_LARGE,
+        ),
+        (
+            "invalid UTF-8 in a topic",
+            vec![0x30, 0x06, 0x00, 0x02, 0xc3, 0x28, 0x00, b'x'],
+            reason::MALFORMED_PACKET,
+        ),
+        (
+            "U+0000 in a topic",
+            vec![0x30, 0x06, 0x00, 0x02, b'a', 0x00, 0x00, b'x'],
+            reason::MALFORMED_PACKET,
+        ),
+        (
+            "reserved flags on SUBSCRIBE",
+            vec![0x80, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x00],
+            reason::MALFORMED_PACKET,
+        ),
+        (
+            "QoS 3",
+            vec![0x36, 0x06, 0x00, 0x01, b'a', 0x00, 0x01, 0x00],
+            reason::MALFORMED_PACKET,
+        ),
+        (
+            "duplicate property",
+            vec![
+                0x30, 0x0a, 0x00, 0x01, b'a', 0x04, 0x01, 0x01, 0x01, 0x01, b'x', b'y',
+            ],
+            reason::PROTOCOL_ERROR,
+        ),
+        (
+            "property not allowed in PUBLISH",
+            vec![0x30, 0x07, 0x00, 0x01, b'a', 0x02, 0x24, 0x01, b'x'],
+            reason::MALFORMED_PACKET,
+        ),
+        (
+            "a second CONNECT",
+            {
+                let mut out = bytes::BytesMut::new();
+                petrel::mqtt::codec::encode(
+                    &connect_packet("again", None, None),
+                    Version::V5,
+                    &mut out,
+                )
+                .unwrap();
+                out.to_vec()
+            },
+            reason::PROTOCOL_ERROR,
+        ),
+        (
+            "wildcard in a PUBLISH topic",
+            vec![0x30, 0x06, 0x00, 0x03, b'a', b'/', b'#', 0x00],
+            reason::TOPIC_NAME_INVALID,
+        ),
+        (
+            "topic alias 0",
+            vec![0x30, 0x07, 0x00, 0x01, b'a', 0x03, 0x23, 0x00, 0x00],
+            reason::TOPIC_ALIAS_INVALID,
+        ),
+        (
+            "topic alias over the maximum",
+            vec![0x30, 0x07, 0x00, 0x01, b'a', 0x03, 0x23, 0xff, 0xff],
+            reason::TOPIC_ALIAS_INVALID,
+        ),
+        (
+            "packet id 0 at QoS 1",
+            vec![0x32, 0x06, 0x00, 0x01, b'a', 0x00, 0x00, 0x00],
+            reason::PROTOCOL_ERROR,
+        ),
+    ];
+    for (what, bytes, want) in cases {
+        eprintln!("case: {what}");
+        let got = bad_input(&p, &token, &bytes);
+        // Duplicate/misplaced properties and packet id 0 are both "malformed"
+        // or "protocol error" depending on how the spec sentence is read; the
+        // codec's choice is pinned here.
+        assert_eq!(got, Some(want), "{what}: got {got:x?}");
+    }
+    // After all that, others are still served.
+    let mut ok = logged_in(&p, "still-fine", &token);
+    ok.send(&Packet::PingReq);
+    assert_eq!(ok.recv(), Some(Packet::PingResp));
+}
+
+#[test]
+fn bad_input_before_connect_closes_the_connection() {
+    let p = Petrel::start("").with_user_and_client();
+    // A PUBLISH before CONNECT: closed without an answer.
+    let mut c = RawClient::connect(p.mqtt(), Version::V5);
+    c.send_raw(&[0x30, 0x03, 0x00, 0x01, b'a']);
+    assert!(c.recv_then_closed().is_empty());
+    // An unknown protocol level: CONNACK "unacceptable protocol version".
+    let mut c = RawClient::connect(p.mqtt(), Version::V311);
+    c.send_raw(&[
+        0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x09, 0x02, 0x00, 0x3c, 0x00, 0x00,
+    ]);
+    match c.recv_then_closed().as_slice() {
+        [Packet::ConnAck(a)] => assert_eq!(a.reason_code, reason::UNSUPPORTED_PROTOCOL_VERSION),
+        other => panic!("{other:?}"),
+    }
+    // Nothing at all: closed after the CONNECT timeout.
+    let c = RawClient::connect(p.mqtt(), Version::V5);
+    let start = std::time::Instant::now();
+    let mut c = c;
+    assert!(c.recv_then_closed().is_empty());
+    assert!(
+        start.elapsed() >= std::time::Duration::from_secs(5),
+        "closed too early"
+    );
+}
