@@ -86,6 +86,6 @@ pub fn connect_packet(client_id: &str, method: Option<&str>, data: Option<&[u8]>
         password: None,
     };
     c.properties.authentication_method = method.map(str::to_string);
-    c.properties.authentication_data = data.map(|d| bytes::Bytes::copy_from_slice(d));
+    c.properties.authentication_data = data.map(bytes::Bytes::copy_from_slice);
     Packet::Connect(c)
 }
