@@ -410,7 +410,9 @@ impl Broker {
         } else {
             let mut p = msg.publish.clone();
             p.retain = true;
-            p.qos = QoS::AtMostOnce;
+            // The stored form is a PUBLISH frame; QoS > 0 needs some packet id
+            // there, which Routed::new drops again on load.
+            p.packet_id = u16::from(p.qos != QoS::AtMostOnce);
             let mut buf = BytesMut::new();
             if codec::encode(&Packet::Publish(p), Version::V5, &mut buf).is_ok() {
                 self.store.insert(Tree::Retained, &key, &buf)?;
