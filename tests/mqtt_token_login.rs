@@ -402,3 +402,23 @@ fn mosquitto_over_tls_with_the_development_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn mqttjs_answers_the_servers_auth_continue_with_the_token() {
+    if !have_program("node") {
+        return;
+    }
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let port = p.mqtt().port().to_string();
+    let (ok, out, err) = common::node::run_js("mqtt_auth_flow.js", &[&port, &token]);
+    assert!(ok, "{out} {err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["asked"], true, "server sent AUTH 0x18: {r}");
+    assert_eq!(r["connack"], 0, "{r}");
+    assert_eq!(r["method"], "X-OAUTH2");
+    assert_eq!(r["got"], serde_json::json!(["js/t", "hi"]));
+    let (_, out, _) = common::node::run_js("mqtt_auth_flow.js", &[&port, "bad-token"]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["error"], "135", "0x87 after the exchange: {r}");
+}

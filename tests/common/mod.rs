@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mqtt_raw;
+pub mod node;
 pub mod python;
 
 use std::collections::HashMap;
