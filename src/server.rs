@@ -138,6 +138,16 @@ impl Server {
             });
         }
         let admin = ctl::socket::bind(&config.data_dir).map_err(ServerError::AdminSocket)?;
+        for (domain, slot, left) in broker.restore_sessions()? {
+            let generation = *slot.generation.borrow();
+            tokio::spawn(crate::mqtt::listener::expire_later(
+                broker.clone(),
+                domain,
+                slot,
+                generation,
+                left,
+            ));
+        }
         let shared = Arc::new(Shared {
             config,
             auth,

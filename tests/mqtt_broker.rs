@@ -291,3 +291,52 @@ fn a_persistent_session_resumes_with_what_came_while_offline() {
     });
     assert_eq!(connack(&rx3), (0, false));
 }
+
+#[test]
+fn an_acknowledged_qos1_message_for_a_persistent_session_survives_a_crash() {
+    let mut p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let persistent = |o: &mut Options5| {
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(600));
+    };
+    let (dev, rx) = v5_client(&p, "device-9", &token, persistent);
+    assert_eq!(connack(&rx), (0, false));
+    dev.subscribe("cmd/9", Q5::AtLeastOnce).unwrap();
+    suback(&rx);
+    dev.disconnect().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (ctl, crx) = v5_client(&p, "controller", &token, |_| {});
+    connack(&crx);
+    ctl.publish("cmd/9", Q5::AtLeastOnce, false, "reboot")
+        .unwrap();
+    wait_for(&crx, |p| matches!(p, P5::PubAck(_)).then_some(()));
+    drop(ctl);
+    // SIGKILL: nothing gets a graceful flush.
+    let mut child = p.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    p.spawn();
+    let (dev, rx) = v5_client(&p, "device-9", &token, persistent);
+    assert_eq!(connack(&rx), (0, true), "the session came back");
+    assert_eq!(
+        publishes(&rx, 1),
+        vec![("cmd/9".into(), "reboot".into(), 1, false)]
+    );
+    // Acknowledged now (rumqttc acks on receipt): gone for good, and the
+    // subscription survived too.
+    std::thread::sleep(Duration::from_millis(300));
+    dev.disconnect().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(p.stop(), Some(0));
+    p.spawn();
+    let (dev, rx) = v5_client(&p, "device-9", &token, persistent);
+    assert_eq!(connack(&rx), (0, true));
+    dev.publish("cmd/9", Q5::AtLeastOnce, false, "marker")
+        .unwrap();
+    assert_eq!(
+        publishes(&rx, 1)[0].1,
+        "marker",
+        "the acknowledged message was not delivered twice"
+    );
+}

@@ -62,6 +62,8 @@ pub struct Queued {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: Vec<u32>,
+    /// Key of the stored copy (persistent sessions, QoS 1/2), deleted on ack.
+    pub seq: Option<u64>,
 }
 
 /// Where an outbound QoS 1/2 message is in its handshake.
@@ -171,6 +173,8 @@ pub struct Broker {
     domains: HashMap<String, Arc<Domain>>,
     store: Arc<dyn Store>,
     next_slot: AtomicU64,
+    /// Sequence numbers of stored queued messages (see `persist`).
+    pub(super) next_seq: AtomicU64,
     /// Messages a session may have queued before new ones are dropped.
     pub queue_limit: usize,
     pub stats: BrokerStats,
@@ -206,6 +210,13 @@ impl Broker {
             domains,
             store,
             next_slot: AtomicU64::new(1),
+            // Sequence numbers only need to grow across restarts: start from the clock.
+            next_seq: AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1),
+            ),
             queue_limit,
             stats: BrokerStats::default(),
         };
@@ -343,9 +354,11 @@ impl Broker {
         true
     }
 
-    /// Routes a message to every matching subscription; returns how many
-    /// sessions got it. Retained handling is the caller's ([`Broker::retain`]).
-    pub fn publish(&self, domain: &Domain, msg: &Arc<Routed>) -> usize {
+    /// Routes a message to every matching subscription. Returns how many
+    /// sessions got it and whether a copy was stored for a persistent session
+    /// (then the store must be flushed before the publisher is acknowledged).
+    /// Retained handling is the caller's ([`Broker::retain`]).
+    pub fn publish(&self, domain: &Domain, msg: &Arc<Routed>) -> (usize, bool) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         // One delivery per session even when several of its filters match
         // (spec 4.7.1.2 lets us pick: highest QoS, all identifiers).
@@ -369,33 +382,44 @@ impl Broker {
             });
         }
         let n = targets.len();
+        let mut stored = false;
         for (slot, qos, retain, sub_ids) in targets {
-            self.enqueue(
+            stored |= self.enqueue(
                 &slot,
                 Queued {
                     msg: msg.clone(),
                     qos,
                     retain,
                     sub_ids,
+                    seq: None,
                 },
             );
         }
-        n
+        (n, stored)
     }
 
     /// Puts a message in a session's queue (dropping it past the bound) and
-    /// wakes the session's pump. Offline sessions keep only QoS 1/2.
-    pub fn enqueue(&self, slot: &Slot, item: Queued) {
-        {
+    /// wakes the session's pump. Offline sessions keep only QoS 1/2. A QoS 1/2
+    /// message for a persistent session is also stored; returns true then.
+    pub fn enqueue(&self, slot: &Slot, mut item: Queued) -> bool {
+        let persist = {
             let mut st = slot.lock();
             if (!st.online && item.qos == QoS::AtMostOnce) || st.queue.len() >= self.queue_limit {
                 st.dropped += 1;
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
+                return false;
             }
-            st.queue.push_back(item);
+            st.expiry > 0 && item.qos != QoS::AtMostOnce && item.seq.is_none()
+        };
+        if persist {
+            match self.store_queued(slot, &item) {
+                Ok(seq) => item.seq = Some(seq),
+                Err(e) => tracing::error!(error = %e, "storing a queued message failed"),
+            }
         }
+        slot.lock().queue.push_back(item);
         slot.ready.notify_one();
+        persist
     }
 
     /// Stores (or, with an empty payload, deletes) the retained message of a

@@ -188,16 +188,33 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
                 }
                 flush(broker.store()).await;
             }
-            broker.publish(&a.domain, &will);
+            if broker.publish(&a.domain, &will).1 {
+                flush(broker.store()).await;
+            }
         }
     }
-    if taken_over || a.expiry == u32::MAX {
+    if taken_over {
         return;
     }
-    if a.expiry > 0 {
-        tokio::time::sleep(Duration::from_secs(u64::from(a.expiry))).await;
+    expire_later(broker, a.domain, a.slot, a.generation, a.expiry).await;
+}
+
+/// Ends a disconnected session after `secs` unless a connection resumed it.
+pub async fn expire_later(
+    broker: Arc<Broker>,
+    domain: Arc<super::broker::Domain>,
+    slot: Arc<super::broker::Slot>,
+    generation: u64,
+    secs: u32,
+) {
+    if secs == u32::MAX {
+        return;
     }
-    if !resumed(&a) && !a.slot.lock().online {
-        broker.end_session(&a.domain, &a.slot);
+    if secs > 0 {
+        tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
+    }
+    if *slot.generation.borrow() == generation && !slot.lock().online {
+        broker.end_session(&domain, &slot);
+        flush(broker.store()).await;
     }
 }

@@ -11,5 +11,6 @@ pub mod broker;
 pub mod codec;
 pub mod connect;
 pub mod listener;
+pub mod persist;
 pub mod session;
 pub mod topics;

@@ -316,6 +316,7 @@ impl Connection {
             self.broker
                 .open_session(&domain, &c.client_id, c.clean_start);
         slot.lock().expiry = expiry;
+        self.persist_session(&slot, true);
         let uses_enhanced_auth = c.properties.authentication_method.is_some();
         let mut props = Properties::default();
         if c.version == Version::V5 {
@@ -358,6 +359,22 @@ impl Connection {
         }
         self.pump();
         Next::Continue
+    }
+
+    /// Saves a persistent session's record (the CONNACK/SUBACK waits for the flush).
+    fn persist_session(&mut self, slot: &Slot, connected: bool) {
+        let persistent = slot.lock().expiry > 0;
+        match self.broker.save_session(slot, connected) {
+            Ok(()) => self.needs_flush |= persistent,
+            Err(e) => tracing::error!(error = %e, "saving the MQTT session failed"),
+        }
+    }
+
+    /// Drops an acknowledged (or undeliverable) message's stored copy.
+    fn done_with(&self, slot: &Slot, f: Option<InFlight>) {
+        if let Some(seq) = f.and_then(|f| f.item.seq) {
+            self.broker.unstore_queued(slot, seq);
+        }
     }
 
     /// After a resume: re-send unacknowledged PUBLISHes (DUP) and PUBRELs.
@@ -415,6 +432,9 @@ impl Connection {
             let item = st.queue.pop_front().expect("front exists");
             moved += 1;
             if item.msg.remaining_expiry() == Some(0) {
+                if let Some(seq) = item.seq {
+                    self.broker.unstore_queued(&slot, seq);
+                }
                 continue;
             }
             let pid = if item.qos == QoS::AtMostOnce {
@@ -435,6 +455,9 @@ impl Connection {
                 if codec::publish_encoded_len(&item.msg.publish, &d, version)
                     .map_or(true, |n| n > max as usize)
                 {
+                    if let Some(seq) = item.seq {
+                        self.broker.unstore_queued(&slot, seq);
+                    }
                     continue;
                 }
             }
@@ -488,11 +511,14 @@ impl Connection {
             Packet::PubAck(a) => {
                 let slot = self.live().slot.clone();
                 let mut st = slot.lock();
-                if matches!(st.inflight.get(&a.packet_id), Some(f) if f.stage == Stage::Published && f.item.qos == QoS::AtLeastOnce)
+                let done = if matches!(st.inflight.get(&a.packet_id), Some(f) if f.stage == Stage::Published && f.item.qos == QoS::AtLeastOnce)
                 {
-                    st.inflight.remove(&a.packet_id);
-                }
+                    st.inflight.remove(&a.packet_id)
+                } else {
+                    None
+                };
                 drop(st);
+                self.done_with(&slot, done);
                 self.pump();
                 Next::Continue
             }
@@ -503,7 +529,10 @@ impl Connection {
                     match st.inflight.get_mut(&a.packet_id) {
                         Some(f) if f.item.qos == QoS::ExactlyOnce => {
                             if a.reason_code >= 0x80 {
-                                st.inflight.remove(&a.packet_id);
+                                let f = st.inflight.remove(&a.packet_id);
+                                if let Some(seq) = f.and_then(|f| f.item.seq) {
+                                    self.broker.unstore_queued(&slot, seq);
+                                }
                                 None
                             } else {
                                 f.stage = Stage::Released;
@@ -529,10 +558,14 @@ impl Connection {
             Packet::PubComp(a) => {
                 let slot = self.live().slot.clone();
                 let mut st = slot.lock();
-                if matches!(st.inflight.get(&a.packet_id), Some(f) if f.stage == Stage::Released) {
-                    st.inflight.remove(&a.packet_id);
-                }
+                let done = if matches!(st.inflight.get(&a.packet_id), Some(f) if f.stage == Stage::Released)
+                {
+                    st.inflight.remove(&a.packet_id)
+                } else {
+                    None
+                };
                 drop(st);
+                self.done_with(&slot, done);
                 self.pump();
                 Next::Continue
             }
@@ -615,11 +648,12 @@ impl Connection {
                     }
                 }
             }
-            if code == reason::SUCCESS
-                && self.broker.publish(&domain, &msg) == 0
-                && version == Version::V5
-            {
-                code = reason::NO_MATCHING_SUBSCRIBERS;
+            if code == reason::SUCCESS {
+                let (n, stored) = self.broker.publish(&domain, &msg);
+                self.needs_flush |= stored;
+                if n == 0 && version == Version::V5 {
+                    code = reason::NO_MATCHING_SUBSCRIBERS;
+                }
             }
         }
         match qos {
@@ -666,6 +700,7 @@ impl Connection {
                             qos,
                             retain: true,
                             sub_ids: sub_id.into_iter().collect(),
+                            seq: None,
                         });
                     }
                 }
@@ -673,13 +708,14 @@ impl Connection {
             };
             codes.push(code);
         }
+        self.persist_session(&slot, true);
         self.send(Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             properties: Properties::default(),
             reason_codes: codes,
         }));
         for r in retained {
-            self.broker.enqueue(&slot, r);
+            self.needs_flush |= self.broker.enqueue(&slot, r);
         }
         Next::Continue
     }
@@ -700,6 +736,7 @@ impl Connection {
                 }
             })
             .collect();
+        self.persist_session(&slot, true);
         self.send(Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             properties: Properties::default(),
@@ -767,6 +804,14 @@ impl Connection {
             let mut st = l.slot.lock();
             if *l.slot.generation.borrow() == l.generation {
                 st.online = false;
+                let persistent = st.expiry > 0;
+                drop(st);
+                if persistent {
+                    // Records when it went away, so expiry counts across restarts.
+                    if let Err(e) = self.broker.save_session(&l.slot, false) {
+                        tracing::error!(error = %e, "saving the MQTT session failed");
+                    }
+                }
             }
         }
         let will = match l.will {

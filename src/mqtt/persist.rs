@@ -1,0 +1,217 @@
+//! What of MQTT survives a crash or restart: persistent sessions (their
+//! subscriptions and expiry) and the QoS 1/2 messages queued for them.
+//!
+//! A session whose Session Expiry Interval is above zero has a record in the
+//! `Sessions` tree (key `domain NUL client-id`). Each QoS 1/2 message routed to
+//! such a session is written to the `Offline` tree (key `session-key NUL seq`) as
+//! a PUBLISH frame before the publisher's PUBACK/PUBREC goes out, and deleted
+//! when the subscriber acknowledges it. At start the broker rebuilds the
+//! sessions, their subscriptions and their queues from both trees.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+
+use super::broker::{Broker, Domain, Queued, Routed, Slot};
+use super::codec::{self, Packet, QoS, RetainHandling, SubscriptionOptions, Version};
+use crate::store::{records, StoreError, Tree};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSub {
+    filter: String,
+    qos: u8,
+    no_local: bool,
+    retain_as_published: bool,
+    retain_handling: u8,
+    id: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionRecord {
+    expiry: u32,
+    /// When the last connection ended (0 while connected).
+    disconnected_at: u64,
+    subscriptions: Vec<StoredSub>,
+}
+
+fn session_key(domain: &str, client_id: &str) -> Vec<u8> {
+    let mut k = domain.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(client_id.as_bytes());
+    k
+}
+
+fn offline_key(slot: &Slot, seq: u64) -> Vec<u8> {
+    let mut k = session_key(&slot.domain, &slot.client_id);
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn qos_of(v: u8) -> QoS {
+    QoS::from_u8(v).unwrap_or(QoS::AtMostOnce)
+}
+
+impl Broker {
+    /// Writes (or, for an expiry of 0, deletes) the session's record. The caller
+    /// flushes before acknowledging anything that depends on it.
+    pub fn save_session(&self, slot: &Slot, connected: bool) -> Result<(), StoreError> {
+        let key = session_key(&slot.domain, &slot.client_id);
+        let st = slot.lock();
+        if st.expiry == 0 {
+            drop(st);
+            self.store().remove(Tree::Sessions, &key)?;
+            return Ok(());
+        }
+        let subscriptions = st
+            .subscriptions
+            .iter()
+            .map(|(f, (o, id))| StoredSub {
+                filter: f.clone(),
+                qos: o.qos as u8,
+                no_local: o.no_local,
+                retain_as_published: o.retain_as_published,
+                retain_handling: o.retain_handling as u8,
+                id: *id,
+            })
+            .collect();
+        let rec = SessionRecord {
+            expiry: st.expiry,
+            disconnected_at: if connected { 0 } else { crate::auth::now() },
+            subscriptions,
+        };
+        drop(st);
+        self.store()
+            .insert(Tree::Sessions, &key, &records::encode(&rec))
+    }
+
+    /// Deletes a session's record and its stored messages.
+    pub fn forget_session(&self, slot: &Slot) -> Result<(), StoreError> {
+        let key = session_key(&slot.domain, &slot.client_id);
+        self.store().remove(Tree::Sessions, &key)?;
+        let mut prefix = key;
+        prefix.push(0);
+        for (k, _) in self.store().scan_prefix(Tree::Offline, &prefix)? {
+            self.store().remove(Tree::Offline, &k)?;
+        }
+        Ok(())
+    }
+
+    /// Stores a QoS 1/2 message queued for a persistent session; returns its
+    /// sequence number (the key to delete on acknowledgement).
+    pub fn store_queued(&self, slot: &Slot, item: &Queued) -> Result<u64, StoreError> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let mut p = item.msg.publish.clone();
+        p.qos = item.qos;
+        p.retain = item.retain;
+        p.packet_id = 1;
+        p.properties.subscription_identifiers = item.sub_ids.clone();
+        let mut buf = BytesMut::new();
+        if codec::encode(&Packet::Publish(p), Version::V5, &mut buf).is_ok() {
+            self.store()
+                .insert(Tree::Offline, &offline_key(slot, seq), &buf)?;
+        }
+        Ok(seq)
+    }
+
+    /// Deletes a stored message once its recipient acknowledged it.
+    pub fn unstore_queued(&self, slot: &Slot, seq: u64) {
+        if let Err(e) = self.store().remove(Tree::Offline, &offline_key(slot, seq)) {
+            tracing::error!(error = %e, "deleting a delivered message failed");
+        }
+    }
+
+    /// Rebuilds persistent sessions from the store. Returns each restored
+    /// session with the seconds it has left, for the caller to schedule expiry.
+    pub fn restore_sessions(&self) -> Result<Vec<(Arc<Domain>, Arc<Slot>, u32)>, StoreError> {
+        let mut out = Vec::new();
+        let now = crate::auth::now();
+        for (k, v) in self.store().scan_prefix(Tree::Sessions, b"")? {
+            let Some(sep) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let (Ok(domain), Ok(client_id)) = (
+                std::str::from_utf8(&k[..sep]),
+                std::str::from_utf8(&k[sep + 1..]),
+            ) else {
+                continue;
+            };
+            let Some(d) = self.domain(domain).cloned() else {
+                continue;
+            };
+            let rec: SessionRecord = records::decode("sessions", &v)?;
+            let since = if rec.disconnected_at == 0 {
+                0
+            } else {
+                now.saturating_sub(rec.disconnected_at)
+            };
+            let left = if rec.expiry == u32::MAX {
+                u32::MAX
+            } else {
+                rec.expiry
+                    .saturating_sub(since.min(u64::from(u32::MAX)) as u32)
+            };
+            let (slot, _, _) = self.open_session(&d, client_id, false);
+            if left == 0 {
+                self.end_session(&d, &slot);
+                continue;
+            }
+            slot.lock().expiry = rec.expiry;
+            for s in rec.subscriptions {
+                let rh = match s.retain_handling {
+                    1 => RetainHandling::SendIfNew,
+                    2 => RetainHandling::DoNotSend,
+                    _ => RetainHandling::SendAtSubscribe,
+                };
+                let opts = SubscriptionOptions {
+                    qos: qos_of(s.qos),
+                    no_local: s.no_local,
+                    retain_as_published: s.retain_as_published,
+                    retain_handling: rh,
+                };
+                self.subscribe(&d, &slot, &s.filter, opts, s.id);
+            }
+            let mut prefix = k.clone();
+            prefix.push(0);
+            let mut restored = 0;
+            for (mk, mv) in self.store().scan_prefix(Tree::Offline, &prefix)? {
+                let Ok(seq_bytes) = <[u8; 8]>::try_from(&mk[prefix.len()..]) else {
+                    continue;
+                };
+                let mut buf = BytesMut::from(&mv[..]);
+                if let Ok(Some(Packet::Publish(p))) =
+                    codec::decode(&mut buf, Some(Version::V5), usize::MAX)
+                {
+                    let (qos, retain, sub_ids) = (
+                        p.qos,
+                        p.retain,
+                        p.properties.subscription_identifiers.clone(),
+                    );
+                    let msg = Arc::new(Routed::new(p, 0));
+                    slot.lock().queue.push_back(Queued {
+                        msg,
+                        qos,
+                        retain,
+                        sub_ids,
+                        seq: Some(u64::from_be_bytes(seq_bytes)),
+                    });
+                    restored += 1;
+                }
+            }
+            {
+                let mut st = slot.lock();
+                st.online = false;
+            }
+            tracing::info!(
+                client_id,
+                domain,
+                restored,
+                "restored a persistent MQTT session"
+            );
+            out.push((d, slot, left));
+        }
+        Ok(out)
+    }
+}
