@@ -50,6 +50,9 @@ fn offline_key(slot: &Slot, seq: u64) -> Vec<u8> {
     k
 }
 
+/// A restored session: its domain, its slot and the seconds it has left.
+pub type Restored = (Arc<Domain>, Arc<Slot>, u32);
+
 fn qos_of(v: u8) -> QoS {
     QoS::from_u8(v).unwrap_or(QoS::AtMostOnce)
 }
@@ -125,7 +128,7 @@ impl Broker {
 
     /// Rebuilds persistent sessions from the store. Returns each restored
     /// session with the seconds it has left, for the caller to schedule expiry.
-    pub fn restore_sessions(&self) -> Result<Vec<(Arc<Domain>, Arc<Slot>, u32)>, StoreError> {
+    pub fn restore_sessions(&self) -> Result<Vec<Restored>, StoreError> {
         let mut out = Vec::new();
         let now = crate::auth::now();
         for (k, v) in self.store().scan_prefix(Tree::Sessions, b"")? {
