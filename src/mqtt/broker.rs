@@ -20,7 +20,8 @@ use dashmap::DashMap;
 use tokio::sync::{watch, Notify};
 
 use super::codec::{self, Packet, Publish, QoS, SubscriptionOptions, Version};
-use super::topics::{RetainedIndex, TopicTrie};
+use super::subscriptions::Subscriptions;
+use super::topics::RetainedIndex;
 use crate::store::{Store, StoreError, Tree};
 
 /// A message as routed: the PUBLISH stripped of per-hop fields, and who sent it.
@@ -136,7 +137,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn new(id: u64, client_id: &str, domain: Arc<str>) -> Slot {
+    pub(crate) fn new(id: u64, client_id: &str, domain: Arc<str>) -> Slot {
         Slot {
             id,
             client_id: client_id.to_string(),
@@ -156,7 +157,7 @@ impl Slot {
 pub struct Domain {
     pub name: Arc<str>,
     pub sessions: DashMap<String, Arc<Slot>>,
-    pub subs: RwLock<TopicTrie<u64, SubEntry>>,
+    pub subs: Subscriptions,
     pub retained: RwLock<RetainedIndex<Arc<Routed>>>,
 }
 
@@ -201,7 +202,7 @@ impl Broker {
                 Arc::new(Domain {
                     name: Arc::from(h.as_str()),
                     sessions: DashMap::new(),
-                    subs: RwLock::new(TopicTrie::new()),
+                    subs: Subscriptions::new(),
                     retained: RwLock::new(RetainedIndex::new()),
                 }),
             );
@@ -299,19 +300,21 @@ impl Broker {
         slot
     }
 
-    /// Removes a session and all its subscriptions.
+    /// Removes a session, its subscriptions and what the store kept of it.
     pub fn end_session(&self, domain: &Domain, slot: &Arc<Slot>) {
         domain
             .sessions
             .remove_if(&slot.client_id, |_, v| Arc::ptr_eq(v, slot));
         let filters: Vec<String> = slot.lock().subscriptions.keys().cloned().collect();
-        let mut subs = domain.subs.write().unwrap_or_else(|e| e.into_inner());
         for f in filters {
-            subs.remove(&f, &slot.id);
+            domain.subs.remove(&f, slot.id);
+        }
+        if let Err(e) = self.forget_session(slot) {
+            tracing::error!(error = %e, "deleting a stored session failed");
         }
     }
 
-    /// Adds (or replaces) a subscription.
+    /// Adds (or replaces) a subscription; true if it replaced one.
     pub fn subscribe(
         &self,
         domain: &Domain,
@@ -325,19 +328,14 @@ impl Broker {
             .subscriptions
             .insert(filter.to_string(), (opts, id))
             .is_some();
-        domain
-            .subs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                filter,
-                slot.id,
-                SubEntry {
-                    slot: slot.clone(),
-                    opts,
-                    id,
-                },
-            );
+        domain.subs.insert(
+            filter,
+            SubEntry {
+                slot: slot.clone(),
+                opts,
+                id,
+            },
+        );
         existed
     }
 
@@ -346,11 +344,7 @@ impl Broker {
         if slot.lock().subscriptions.remove(filter).is_none() {
             return false;
         }
-        domain
-            .subs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(filter, &slot.id);
+        domain.subs.remove(filter, slot.id);
         true
     }
 
@@ -360,37 +354,18 @@ impl Broker {
     /// Retained handling is the caller's ([`Broker::retain`]).
     pub fn publish(&self, domain: &Domain, msg: &Arc<Routed>) -> (usize, bool) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        // One delivery per session even when several of its filters match
-        // (spec 4.7.1.2 lets us pick: highest QoS, all identifiers).
-        let mut targets: Vec<(Arc<Slot>, QoS, bool, Vec<u32>)> = Vec::new();
-        {
-            let subs = domain.subs.read().unwrap_or_else(|e| e.into_inner());
-            subs.matches(&msg.publish.topic, |_, e: &SubEntry| {
-                if e.opts.no_local && e.slot.id == msg.origin {
-                    return;
-                }
-                let qos = e.opts.qos.min(msg.publish.qos);
-                let retain = e.opts.retain_as_published && msg.publish.retain;
-                match targets.iter_mut().find(|t| t.0.id == e.slot.id) {
-                    Some(t) => {
-                        t.1 = t.1.max(qos);
-                        t.2 |= retain;
-                        t.3.extend(e.id);
-                    }
-                    None => targets.push((e.slot.clone(), qos, retain, e.id.into_iter().collect())),
-                }
-            });
-        }
+        let p = &msg.publish;
+        let targets = domain.subs.targets(&p.topic, msg.origin, p.qos, p.retain);
         let n = targets.len();
         let mut stored = false;
-        for (slot, qos, retain, sub_ids) in targets {
+        for t in targets {
             stored |= self.enqueue(
-                &slot,
+                &t.slot,
                 Queued {
                     msg: msg.clone(),
-                    qos,
-                    retain,
-                    sub_ids,
+                    qos: t.qos,
+                    retain: t.retain,
+                    sub_ids: t.sub_ids,
                     seq: None,
                 },
             );

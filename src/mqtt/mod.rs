@@ -3,6 +3,8 @@
 //! - [`codec`]: our own sans-I/O codec (why not mqttbytes: see its module doc);
 //! - [`topics`]: topic validation, the subscription trie and the retained index;
 //! - [`broker`]: per-domain sessions, subscriptions, retained messages, routing;
+//! - [`subscriptions`]: exact topics in a concurrent map, wildcards in the trie;
+//! - [`persist`]: persistent sessions and their queued messages in the store;
 //! - [`connect`]: what a CONNECT's credentials call for (through the auth core);
 //! - [`session`]: the sans-I/O connection state machine;
 //! - [`listener`]: the thin socket loop around it.
@@ -13,4 +15,5 @@ pub mod connect;
 pub mod listener;
 pub mod persist;
 pub mod session;
+pub mod subscriptions;
 pub mod topics;
