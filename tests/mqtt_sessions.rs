@@ -1,0 +1,243 @@
+//! MQTT session rules at the byte level: anonymous access, slow consumers,
+//! 3.1.1 token ends, delayed wills and session expiry.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::mqtt_raw::{connect_packet, RawClient};
+use common::Petrel;
+use petrel::mqtt::codec::{
+    self, reason, LastWill, Packet, Properties, Publish, QoS, Subscribe, SubscriptionOptions,
+    Version,
+};
+
+fn subscribe(c: &mut RawClient, filter: &str, qos: QoS) {
+    c.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            filter.to_string(),
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+        )],
+    }));
+    match c.recv() {
+        Some(Packet::SubAck(s)) => assert!(s.reason_codes[0] < 0x80, "{s:?}"),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+fn publish(topic: &str, payload: &str) -> Packet {
+    Packet::Publish(Publish {
+        topic: topic.into(),
+        payload: Bytes::from(payload.to_string()),
+        ..Default::default()
+    })
+}
+
+fn login(p: &Petrel, id: &str, token: &str, tweak: impl FnOnce(&mut codec::Connect)) -> RawClient {
+    let mut c = RawClient::connect(p.mqtt(), Version::V5);
+    let mut pk = connect_packet(id, Some("X-OAUTH2"), Some(token.as_bytes()));
+    if let Packet::Connect(cn) = &mut pk {
+        tweak(cn);
+    }
+    c.send(&pk);
+    match c.recv() {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.reason_code, 0),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    c
+}
+
+#[test]
+fn anonymous_clients_only_when_allowed() {
+    let p = Petrel::start("").with_user_and_client();
+    let mut c = RawClient::connect(p.mqtt(), Version::V5);
+    c.send(&connect_packet("anon", None, None));
+    match c.recv_then_closed().as_slice() {
+        [Packet::ConnAck(a)] => assert_eq!(a.reason_code, reason::NOT_AUTHORIZED),
+        other => panic!("{other:?}"),
+    }
+    drop(p);
+    let p = Petrel::start("mqtt_allow_anonymous = true").with_user_and_client();
+    let mut c = RawClient::connect(p.mqtt(), Version::V5);
+    c.send(&connect_packet("anon", None, None));
+    assert!(matches!(c.recv(), Some(Packet::ConnAck(a)) if a.reason_code == 0));
+    // It shares the first host's topics with logged-in users.
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut alice = login(&p, "alice-dev", &token, |_| {});
+    subscribe(&mut alice, "open/#", QoS::AtMostOnce);
+    c.send(&publish("open/1", "hi"));
+    match alice.recv() {
+        Some(Packet::Publish(m)) => assert_eq!(&m.payload[..], b"hi"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_slow_subscriber_loses_qos0_past_its_queue_and_stalls_nobody() {
+    let p = Petrel::start("mqtt_max_queue = 20").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    // The slow one subscribes and then never reads.
+    let mut slow = login(&p, "slow", &token, |_| {});
+    subscribe(&mut slow, "firehose", QoS::AtMostOnce);
+    let mut fast = login(&p, "fast", &token, |_| {});
+    subscribe(&mut fast, "firehose", QoS::AtMostOnce);
+    let mut publ = login(&p, "pub", &token, |_| {});
+    let payload = "x".repeat(60_000);
+    let n = 400;
+    // In rounds the fast subscriber keeps up with (its queue bound is 20 too).
+    let start = Instant::now();
+    for _ in 0..n / 10 {
+        for _ in 0..10 {
+            publ.send(&publish("firehose", &payload));
+        }
+        for _ in 0..10 {
+            match fast.recv() {
+                Some(Packet::Publish(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(60));
+    }
+    publ.send(&Packet::PingReq);
+    assert_eq!(
+        publ.recv(),
+        Some(Packet::PingResp),
+        "the publisher was not stalled"
+    );
+    let mut slow_got = 0;
+    slow.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    loop {
+        use std::io::Read;
+        let mut b = vec![0u8; 1 << 20];
+        match slow.stream.read(&mut b) {
+            Ok(0) => break,
+            Ok(k) => slow_got += k,
+            Err(_) => break,
+        }
+    }
+    let total = n * payload.len();
+    assert!(
+        slow_got < total,
+        "the slow subscriber got everything ({slow_got} of {total} bytes): nothing was bounded"
+    );
+    assert!(slow_got > 0);
+}
+
+#[test]
+fn a_311_session_is_closed_when_its_token_is_revoked() {
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut c = RawClient::connect(p.mqtt(), Version::V311);
+    let mut pk = connect_packet("old-device", None, None);
+    if let Packet::Connect(cn) = &mut pk {
+        cn.version = Version::V311;
+        cn.username = Some("alice".into());
+        cn.password = Some(Bytes::from(token.clone()));
+    }
+    c.send(&pk);
+    assert!(matches!(c.recv(), Some(Packet::ConnAck(a)) if a.reason_code == 0));
+    p.ctl_ok(&["oauth_revoke_token", &token]);
+    let start = Instant::now();
+    assert!(
+        c.recv_then_closed().is_empty(),
+        "3.1.1 has no server DISCONNECT: just closed"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_delayed_will_waits_and_is_cancelled_by_a_resume() {
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut watcher = login(&p, "watcher", &token, |_| {});
+    subscribe(&mut watcher, "wills/#", QoS::AtMostOnce);
+    let with_will = |topic: &str| {
+        let topic = topic.to_string();
+        move |c: &mut codec::Connect| {
+            c.clean_start = false;
+            c.properties.session_expiry_interval = Some(60);
+            let mut props = Properties::default();
+            props.will_delay_interval = Some(2);
+            c.will = Some(Box::new(LastWill {
+                topic,
+                payload: Bytes::from_static(b"gone"),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: props,
+            }));
+        }
+    };
+    // Dropped, never back: the will comes after about 2 s, not at once.
+    let dropped = login(&p, "d1", &token, with_will("wills/d1"));
+    let start = Instant::now();
+    drop(dropped);
+    match watcher.recv() {
+        Some(Packet::Publish(m)) => assert_eq!(m.topic, "wills/d1"),
+        other => panic!("{other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "will sent after {waited:?}, before its delay"
+    );
+    // Dropped and resumed within the delay: no will.
+    let dropped = login(&p, "d2", &token, with_will("wills/d2"));
+    drop(dropped);
+    std::thread::sleep(Duration::from_millis(300));
+    let _back = login(&p, "d2", &token, with_will("wills/d2"));
+    watcher.send(&Packet::PingReq);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        match watcher.recv() {
+            Some(Packet::PingResp) => {
+                std::thread::sleep(Duration::from_millis(500));
+                watcher.send(&Packet::PingReq);
+            }
+            Some(Packet::Publish(m)) => panic!("will of a resumed session was sent: {m:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_session_expires_after_its_interval() {
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let short = |c: &mut codec::Connect| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(1);
+    };
+    let mut c = login(&p, "brief", &token, short);
+    subscribe(&mut c, "x", QoS::AtLeastOnce);
+    c.send(&Packet::Disconnect(codec::Disconnect {
+        reason_code: 0,
+        properties: Properties::default(),
+    }));
+    drop(c);
+    // Within the interval the session is there…
+    let mut again = RawClient::connect(p.mqtt(), Version::V5);
+    let mut pk = connect_packet("brief", Some("X-OAUTH2"), Some(token.as_bytes()));
+    if let Packet::Connect(cn) = &mut pk {
+        short(cn);
+    }
+    again.send(&pk);
+    assert!(matches!(again.recv(), Some(Packet::ConnAck(a)) if a.session_present));
+    again.send(&Packet::Disconnect(codec::Disconnect {
+        reason_code: 0,
+        properties: Properties::default(),
+    }));
+    drop(again);
+    // … and after it, gone.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut late = RawClient::connect(p.mqtt(), Version::V5);
+    late.send(&pk);
+    assert!(matches!(late.recv(), Some(Packet::ConnAck(a)) if !a.session_present));
+}
