@@ -18,4 +18,5 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod wire;
 pub mod xmpp;

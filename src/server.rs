@@ -389,10 +389,14 @@ async fn serve_mqtt(b: Bound, shared: Arc<Shared>) {
         let ctx = ctx.clone();
         let tls = tls.clone();
         async move {
-            let Some(io) = maybe_tls(stream, tls.as_ref(), peer).await else {
-                return;
+            let wire = match &tls {
+                None => crate::wire::Wire::Tcp(stream),
+                Some(_) => match maybe_tls(stream, tls.as_ref(), peer).await {
+                    Some(io) => crate::wire::Wire::tls(io),
+                    None => return,
+                },
             };
-            crate::mqtt::listener::serve(io, peer, ctx).await;
+            crate::mqtt::listener::serve(wire, peer, ctx).await;
         }
     })
     .await;

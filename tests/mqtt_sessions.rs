@@ -164,8 +164,10 @@ fn a_delayed_will_waits_and_is_cancelled_by_a_resume() {
         move |c: &mut codec::Connect| {
             c.clean_start = false;
             c.properties.session_expiry_interval = Some(60);
-            let mut props = Properties::default();
-            props.will_delay_interval = Some(2);
+            let props = Properties {
+                will_delay_interval: Some(2),
+                ..Properties::default()
+            };
             c.will = Some(Box::new(LastWill {
                 topic,
                 payload: Bytes::from_static(b"gone"),

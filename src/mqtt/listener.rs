@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -19,8 +18,8 @@ use super::codec::{self, reason};
 use super::session::{Aftermath, Connection, MqttSettings, Next};
 use crate::auth::AuthCore;
 use crate::registry::{Protocol, Registry, SessionInfo};
-use crate::server::Io;
 use crate::store::Store;
+use crate::wire::Wire;
 
 /// How long a new connection may take to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,13 +43,12 @@ async fn flush(store: &Arc<dyn Store>) {
 }
 
 /// Serves one MQTT connection to its end.
-pub async fn serve(io: Box<dyn Io>, peer: std::net::SocketAddr, ctx: Arc<MqttContext>) {
+pub async fn serve(wire: Wire, peer: std::net::SocketAddr, ctx: Arc<MqttContext>) {
     let span = tracing::info_span!("mqtt", %peer, client = tracing::field::Empty);
-    run(io, ctx).instrument(span).await
+    run(wire, ctx).instrument(span).await
 }
 
-async fn run(io: Box<dyn Io>, ctx: Arc<MqttContext>) {
-    let (mut rd, mut wr) = tokio::io::split(io);
+async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
     let mut conn = Connection::new(ctx.broker.clone(), ctx.auth.clone(), ctx.settings.clone());
     let mut buf = BytesMut::new();
     let started = Instant::now();
@@ -68,11 +66,8 @@ async fn run(io: Box<dyn Io>, ctx: Arc<MqttContext>) {
             (Some(_), k) => last_rx + Duration::from_millis(u64::from(k) * 1500),
         };
         let mut gen_rx = live.as_ref().map(|(s, _)| s.generation.subscribe());
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
         tokio::select! {
-            r = rd.read_buf(&mut buf) => match r {
+            r = wire.read_into(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     last_rx = Instant::now();
@@ -138,11 +133,12 @@ async fn run(io: Box<dyn Io>, ctx: Arc<MqttContext>) {
         // Keep writing while the session has more queued than one batch.
         loop {
             if !conn.out.is_empty() {
-                if wr.write_all(&conn.out).await.is_err() {
+                if wire.write_all(&conn.out).await.is_err() {
                     next = Next::Close;
                     break;
                 }
-                conn.out.clear();
+                // Idle connections hold no write buffer.
+                conn.out = BytesMut::new();
             }
             if next == Next::Close || !conn.pump() {
                 if !conn.out.is_empty() && next != Next::Close {
@@ -154,12 +150,12 @@ async fn run(io: Box<dyn Io>, ctx: Arc<MqttContext>) {
         if next == Next::Close {
             break;
         }
-        if buf.is_empty() && buf.capacity() > 64 * 1024 {
+        if buf.is_empty() {
+            // Between bursts an idle connection owns no read buffer.
             buf = BytesMut::new();
         }
     }
-    let _ = wr.flush().await;
-    let _ = wr.shutdown().await;
+    wire.shutdown().await;
     if let Some(k) = registry_key {
         ctx.registry.remove(k);
     }

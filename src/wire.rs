@@ -1,0 +1,101 @@
+//! A connection's byte stream, shaped so that an idle connection holds no
+//! buffer.
+//!
+//! Plain TCP waits for readiness (`readable()`), then reads into a per-thread
+//! scratch buffer and copies only the bytes that arrived into the caller's
+//! `BytesMut` — which is empty, and owns no memory, between bursts. Writes go
+//! straight from the caller's buffer with `writable()`/`try_write`, so no
+//! split halves or locks are needed. TLS streams (rustls keeps its own buffers
+//! anyway) are read and written through split halves.
+
+use std::cell::RefCell;
+use std::io;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+
+use crate::server::Io;
+
+/// Bytes read at most per readiness event.
+const SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+pub enum Wire {
+    Tcp(TcpStream),
+    Tls {
+        rd: ReadHalf<Box<dyn Io>>,
+        wr: WriteHalf<Box<dyn Io>>,
+    },
+}
+
+impl Wire {
+    pub fn tls(io: Box<dyn Io>) -> Wire {
+        let (rd, wr) = tokio::io::split(io);
+        Wire::Tls { rd, wr }
+    }
+
+    /// Waits for bytes and appends them to `buf`; `Ok(0)` is end of stream.
+    /// Cancel-safe: nothing is lost if the future is dropped while waiting.
+    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Wire::Tcp(s) => loop {
+                s.readable().await?;
+                let r = SCRATCH_BUF.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    match s.try_read(&mut scratch) {
+                        Ok(n) => {
+                            buf.extend_from_slice(&scratch[..n]);
+                            Ok(n)
+                        }
+                        Err(e) => Err(e),
+                    }
+                });
+                match r {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            },
+            Wire::Tls { rd, .. } => {
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(4096);
+                }
+                rd.read_buf(buf).await
+            }
+        }
+    }
+
+    pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        match self {
+            Wire::Tcp(s) => {
+                while !data.is_empty() {
+                    match s.try_write(data) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => data = &data[n..],
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.writable().await?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Wire::Tls { wr, .. } => {
+                wr.write_all(data).await?;
+                wr.flush().await
+            }
+        }
+    }
+
+    pub async fn shutdown(&mut self) {
+        match self {
+            Wire::Tcp(s) => {
+                let _ = s.shutdown().await;
+            }
+            Wire::Tls { wr, .. } => {
+                let _ = wr.shutdown().await;
+            }
+        }
+    }
+}
