@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -253,14 +253,16 @@ async fn sweep(auth: Arc<AuthCore>, shutdown: CancellationToken) {
 
 /// Accepts connections under the listener's connection limit, backing off on
 /// errors (e.g. out of file descriptors), and hands each to `handle` in a task
-/// the shutdown waits for.
+/// the shutdown waits for. The handler's future holds the connection's permit
+/// (so it is spawned as is: wrapping it in another async block would store the
+/// whole future twice in every task).
 pub async fn accept_loop<F, Fut>(
     tcp: TcpListener,
     listener: &Listener,
     shared: Arc<Shared>,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
+    F: Fn(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let limit = Arc::new(Semaphore::new(listener.max_connections));
@@ -278,11 +280,7 @@ pub async fn accept_loop<F, Fut>(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
                 let _ = stream.set_nodelay(true);
-                let fut = handle(stream, peer);
-                shared.tracker.spawn(async move {
-                    fut.await;
-                    drop(permit);
-                });
+                shared.tracker.spawn(handle(stream, peer, permit));
             }
             Err(e) => {
                 tracing::warn!(error = %e, module = listener.module.name(), "accept failed; backing off {backoff:?}");
@@ -333,34 +331,41 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
         None
     };
     let shutdown = shared.shutdown.clone();
-    accept_loop(b.tcp, &b.listener, shared.clone(), move |stream, peer| {
-        let routes = routes.clone();
-        let tls = tls.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            let Some(io) = maybe_tls(stream, tls.as_ref(), peer).await else {
-                return;
-            };
-            let svc = TowerToHyperService::new(warp::service(routes));
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
-            let conn = builder.serve_connection(TokioIo::new(io), svc);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+    accept_loop(
+        b.tcp,
+        &b.listener,
+        shared.clone(),
+        move |stream, peer, permit| {
+            let routes = routes.clone();
+            let tls = tls.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let _permit = permit;
+                let Some(io) = maybe_tls(stream, tls.as_ref(), peer).await else {
+                    return;
+                };
+                let svc = TowerToHyperService::new(warp::service(routes));
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30));
+                let conn = builder.serve_connection(TokioIo::new(io), svc);
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "http connection ended with an error");
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -385,19 +390,27 @@ async fn serve_mqtt(b: Bound, shared: Arc<Shared>) {
     } else {
         None
     };
-    accept_loop(b.tcp, &b.listener, shared.clone(), move |stream, peer| {
-        let ctx = ctx.clone();
-        let tls = tls.clone();
-        async move {
-            let wire = match &tls {
-                None => crate::wire::Wire::Tcp(stream),
-                Some(_) => match maybe_tls(stream, tls.as_ref(), peer).await {
-                    Some(io) => crate::wire::Wire::tls(io),
-                    None => return,
-                },
-            };
-            crate::mqtt::listener::serve(wire, peer, ctx).await;
-        }
-    })
+    accept_loop(
+        b.tcp,
+        &b.listener,
+        shared.clone(),
+        move |stream, peer, permit| {
+            let ctx = ctx.clone();
+            let tls = tls.clone();
+            async move {
+                let _permit = permit;
+                let wire = match &tls {
+                    None => crate::wire::Wire::Tcp(stream),
+                    // Boxed: the handshake state is large and must not size
+                    // every plain connection's task.
+                    Some(_) => match Box::pin(maybe_tls(stream, tls.as_ref(), peer)).await {
+                        Some(io) => crate::wire::Wire::tls(io),
+                        None => return,
+                    },
+                };
+                crate::mqtt::listener::serve(wire, peer, ctx).await;
+            }
+        },
+    )
     .await;
 }

@@ -65,7 +65,10 @@ impl Broker {
         let st = slot.lock();
         if st.expiry == 0 {
             drop(st);
-            self.store().remove(Tree::Sessions, &key)?;
+            // Most sessions never were persistent: don't write a tombstone for them.
+            if self.store().get(Tree::Sessions, &key)?.is_some() {
+                self.store().remove(Tree::Sessions, &key)?;
+            }
             return Ok(());
         }
         let subscriptions = st

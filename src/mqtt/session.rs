@@ -66,7 +66,8 @@ struct Live {
     grant: Option<Grant>,
     version: Version,
     keep_alive: u16,
-    will: Option<LastWill>,
+    /// Boxed: most devices send no will, and a will carries its own properties.
+    will: Option<Box<LastWill>>,
     client_receive_max: u16,
     client_max_packet: Option<u32>,
     aliases: HashMap<u16, String>,
@@ -346,7 +347,7 @@ impl Connection {
             grant,
             version: c.version,
             keep_alive: c.keep_alive,
-            will: c.will.take().map(|w| *w),
+            will: c.will.take(),
             client_receive_max: c.properties.receive_maximum.unwrap_or(u16::MAX).max(1),
             client_max_packet: c.properties.maximum_packet_size,
             aliases: HashMap::new(),
