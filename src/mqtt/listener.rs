@@ -66,53 +66,63 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
             (Some(_), k) => last_rx + Duration::from_millis(u64::from(k) * 1500),
         };
         let mut gen_rx = live.as_ref().map(|(s, _)| s.generation.subscribe());
-        tokio::select! {
-            r = wire.read_into(&mut buf) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    last_rx = Instant::now();
-                    loop {
-                        match codec::decode(&mut buf, conn.version(), conn.max_packet_size()) {
-                            Ok(Some(p)) => {
-                                next = conn.handle(p);
-                                if let Next::CheckPassword { jid, password } = next {
-                                    let auth = ctx.auth.clone();
-                                    let j = jid.clone();
-                                    let ok = tokio::task::spawn_blocking(move || auth.check_password(&j, &password).is_ok()).await.unwrap_or(false);
-                                    next = conn.password_checked(jid, ok);
+        // A takeover that happened while this task was busy is not a "change"
+        // to a receiver made after it: compare the generation itself first.
+        if let (Some(rx), Some((_, mine))) = (&gen_rx, &live) {
+            if *rx.borrow() != *mine {
+                taken_over = true;
+                next = conn.disconnect(reason::SESSION_TAKEN_OVER);
+            }
+        }
+        if next != Next::Close {
+            tokio::select! {
+                r = wire.read_into(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        last_rx = Instant::now();
+                        loop {
+                            match codec::decode(&mut buf, conn.version(), conn.max_packet_size()) {
+                                Ok(Some(p)) => {
+                                    next = conn.handle(p);
+                                    if let Next::CheckPassword { jid, password } = next {
+                                        let auth = ctx.auth.clone();
+                                        let j = jid.clone();
+                                        let ok = tokio::task::spawn_blocking(move || auth.check_password(&j, &password).is_ok()).await.unwrap_or(false);
+                                        next = conn.password_checked(jid, ok);
+                                    }
+                                    if next == Next::Close {
+                                        break;
+                                    }
                                 }
-                                if next == Next::Close {
+                                Ok(None) => break,
+                                Err(e) => {
+                                    next = conn.decode_error(&e);
                                     break;
                                 }
                             }
-                            Ok(None) => break,
-                            Err(e) => {
-                                next = conn.decode_error(&e);
-                                break;
-                            }
                         }
                     }
+                },
+                _ = async { live.as_ref().expect("guarded").0.ready.notified().await }, if live.is_some() => {
+                    conn.pump();
                 }
-            },
-            _ = async { live.as_ref().expect("guarded").0.ready.notified().await }, if live.is_some() => {
-                conn.pump();
-            }
-            _ = async { gen_rx.as_mut().expect("guarded").changed().await }, if gen_rx.is_some() => {
-                let (_, mine) = live.as_ref().expect("guarded");
-                if *gen_rx.as_ref().expect("guarded").borrow() != *mine {
-                    taken_over = true;
-                    next = conn.disconnect(reason::SESSION_TAKEN_OVER);
+                _ = async { gen_rx.as_mut().expect("guarded").changed().await }, if gen_rx.is_some() => {
+                    let (_, mine) = live.as_ref().expect("guarded");
+                    if *gen_rx.as_ref().expect("guarded").borrow() != *mine {
+                        taken_over = true;
+                        next = conn.disconnect(reason::SESSION_TAKEN_OVER);
+                    }
                 }
-            }
-            end = async { grant.as_ref().expect("guarded").ended().await }, if grant.is_some() => {
-                tracing::info!(why = ?end, "token ended; closing the MQTT session");
-                next = conn.disconnect(reason::NOT_AUTHORIZED);
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                next = if live.is_some() { conn.disconnect(reason::KEEP_ALIVE_TIMEOUT) } else { Next::Close };
-            }
-            _ = ctx.shutdown.cancelled() => {
-                next = conn.disconnect(reason::SERVER_SHUTTING_DOWN);
+                end = async { grant.as_ref().expect("guarded").ended().await }, if grant.is_some() => {
+                    tracing::info!(why = ?end, "token ended; closing the MQTT session");
+                    next = conn.disconnect(reason::NOT_AUTHORIZED);
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    next = if live.is_some() { conn.disconnect(reason::KEEP_ALIVE_TIMEOUT) } else { Next::Close };
+                }
+                _ = ctx.shutdown.cancelled() => {
+                    next = conn.disconnect(reason::SERVER_SHUTTING_DOWN);
+                }
             }
         }
         if registry_key.is_none() {
