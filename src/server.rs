@@ -139,7 +139,7 @@ impl Server {
         }
         let admin = ctl::socket::bind(&config.data_dir).map_err(ServerError::AdminSocket)?;
         for (domain, slot, left) in broker.restore_sessions()? {
-            let generation = *slot.generation.borrow();
+            let generation = slot.generation();
             tokio::spawn(crate::mqtt::listener::expire_later(
                 broker.clone(),
                 domain,
@@ -207,15 +207,21 @@ impl Server {
         });
         let admin_task = tokio::spawn(ctl::socket::serve(admin, ctx));
         let sweeper = tokio::spawn(sweep(shared.auth.clone(), shared.shutdown.clone()));
+        let mqtt_sweeper = tokio::spawn(sweep_mqtt(shared.broker.clone(), shared.shutdown.clone()));
 
         shutdown.await;
         tracing::info!("shutting down");
         shared.shutdown.cancel();
+        // Live MQTT sessions wait on their slot, not on the token: kick them.
+        shared
+            .broker
+            .kick_all(crate::mqtt::codec::reason::SERVER_SHUTTING_DOWN);
         admin_task.abort();
         for l in loops {
             let _ = l.await;
         }
         let _ = sweeper.await;
+        let _ = mqtt_sweeper.await;
         shared.tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, shared.tracker.wait())
             .await
@@ -229,6 +235,18 @@ impl Server {
             .expect("flush does not panic")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Twice a second: MQTT keep-alive deadlines and token ends, for every session.
+async fn sweep_mqtt(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => broker.sweep(),
+        }
     }
 }
 

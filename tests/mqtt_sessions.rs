@@ -243,3 +243,44 @@ fn a_session_expires_after_its_interval() {
     late.send(&pk);
     assert!(matches!(late.recv(), Some(Packet::ConnAck(a)) if !a.session_present));
 }
+
+#[test]
+fn a_silent_client_is_cut_after_one_and_a_half_keep_alives() {
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut c = login(&p, "sleepy", &token, |c| c.keep_alive = 1);
+    let start = Instant::now();
+    match c.recv_then_closed().as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason_code, reason::KEEP_ALIVE_TIMEOUT),
+        other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "cut after {waited:?}, before 1.5 x keep-alive"
+    );
+    // A client that pings in time stays.
+    let mut awake = login(&p, "awake", &token, |c| c.keep_alive = 1);
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(700));
+        awake.send(&Packet::PingReq);
+        assert_eq!(awake.recv(), Some(Packet::PingResp));
+    }
+}
+
+#[test]
+fn shutdown_says_goodbye_with_0x8b() {
+    let mut p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut c = login(&p, "until-the-end", &token, |_| {});
+    let stopper = std::thread::spawn(move || {
+        let code = p.stop();
+        (p, code)
+    });
+    match c.recv_then_closed().as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason_code, reason::SERVER_SHUTTING_DOWN),
+        other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
+    }
+    let (_p, code) = stopper.join().unwrap();
+    assert_eq!(code, Some(0));
+}

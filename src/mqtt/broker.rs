@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use dashmap::DashMap;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
-use super::codec::{self, Packet, Publish, QoS, SubscriptionOptions, Version};
+use super::codec::{self, reason, Packet, Publish, QoS, SubscriptionOptions, Version};
 use super::subscriptions::Subscriptions;
 use super::topics::RetainedIndex;
 use crate::store::{Store, StoreError, Tree};
@@ -105,6 +105,14 @@ pub struct SlotState {
     pub online: bool,
     /// QoS 0 (or any) messages dropped because the queue was full.
     pub dropped: u64,
+    /// A reason code the live connection must disconnect with (keep-alive,
+    /// token end, shutdown), set by the broker's sweep.
+    pub kick: Option<u8>,
+    /// The live connection's token, if it logged in with one: the sweep ends
+    /// the session when the token is revoked or expires.
+    pub grant: Option<crate::auth::Grant>,
+    /// The live connection's keep-alive in ms (0: none).
+    pub keep_alive_ms: u64,
 }
 
 impl SlotState {
@@ -129,11 +137,16 @@ pub struct Slot {
     pub client_id: String,
     pub domain: Arc<str>,
     pub state: Mutex<SlotState>,
-    /// Wakes the connection pump when the queue gains a message.
+    /// Wakes the connection's task: a message was queued, the session was
+    /// taken over, or it was kicked (`SlotState::kick`). The one thing an idle
+    /// connection waits on besides its socket.
     pub ready: Notify,
-    /// Bumped when a new connection takes the session over; the old pump sees
+    /// Bumped when a new connection takes the session over; the old one sees
     /// the change and leaves with DISCONNECT 0x8E.
-    pub generation: watch::Sender<u64>,
+    pub generation: AtomicU64,
+    /// When the connection last sent something (ms on the broker's clock),
+    /// for the keep-alive sweep.
+    pub last_rx: AtomicU64,
 }
 
 impl Slot {
@@ -144,7 +157,23 @@ impl Slot {
             domain,
             state: Mutex::new(SlotState::default()),
             ready: Notify::new(),
-            generation: watch::Sender::new(0),
+            generation: AtomicU64::new(0),
+            last_rx: AtomicU64::new(0),
+        }
+    }
+
+    /// The generation a connection must hold to own this session.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Asks the live connection to leave with DISCONNECT `code` (first kick wins).
+    pub fn kick(&self, code: u8) {
+        let mut st = self.lock();
+        if st.online && st.kick.is_none() {
+            st.kick = Some(code);
+            drop(st);
+            self.ready.notify_one();
         }
     }
 
@@ -174,6 +203,8 @@ pub struct Broker {
     domains: HashMap<String, Arc<Domain>>,
     store: Arc<dyn Store>,
     next_slot: AtomicU64,
+    /// Start of the broker's millisecond clock.
+    epoch: Instant,
     /// Sequence numbers of stored queued messages (see `persist`).
     pub(super) next_seq: AtomicU64,
     /// Messages a session may have queued before new ones are dropped.
@@ -211,6 +242,7 @@ impl Broker {
             domains,
             store,
             next_slot: AtomicU64::new(1),
+            epoch: Instant::now(),
             // Sequence numbers only need to grow across restarts: start from the clock.
             next_seq: AtomicU64::new(
                 std::time::SystemTime::now()
@@ -275,19 +307,70 @@ impl Broker {
             Some(old) if !clean_start => (old, true),
             Some(old) => {
                 // Take the old connection down, then drop its session.
-                old.generation.send_modify(|g| *g += 1);
+                old.generation.fetch_add(1, Ordering::AcqRel);
+                old.ready.notify_waiters();
                 self.end_session(domain, &old);
                 (self.new_slot(domain, client_id), false)
             }
             None => (self.new_slot(domain, client_id), false),
         };
-        let mut gen = 0;
-        slot.generation.send_modify(|g| {
-            *g += 1;
-            gen = *g;
-        });
-        slot.lock().online = true;
+        let gen = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        // Wake a previous connection (it sees the new generation and leaves).
+        slot.ready.notify_waiters();
+        {
+            let mut st = slot.lock();
+            st.online = true;
+            st.kick = None;
+            st.grant = None;
+            st.keep_alive_ms = 0;
+        }
+        slot.last_rx.store(self.clock_ms(), Ordering::Relaxed);
         (slot, present, gen)
+    }
+
+    /// Milliseconds on the broker's own monotonic clock.
+    pub fn clock_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// One pass over every live session: kicks those whose keep-alive ran out
+    /// (0x8D) or whose token was revoked or expired (0x87). The server runs it
+    /// twice a second, so idle connections need no timers of their own.
+    pub fn sweep(&self) {
+        let now = self.clock_ms();
+        for d in self.domains.values() {
+            for e in d.sessions.iter() {
+                let slot = e.value();
+                let code = {
+                    let st = slot.lock();
+                    if !st.online || st.kick.is_some() {
+                        continue;
+                    }
+                    if st.grant.as_ref().is_some_and(|g| g.end().is_some()) {
+                        Some(reason::NOT_AUTHORIZED)
+                    } else if st.keep_alive_ms > 0
+                        && now.saturating_sub(slot.last_rx.load(Ordering::Relaxed))
+                            > st.keep_alive_ms * 3 / 2
+                    {
+                        Some(reason::KEEP_ALIVE_TIMEOUT)
+                    } else {
+                        None
+                    }
+                };
+                if let Some(c) = code {
+                    slot.kick(c);
+                }
+            }
+        }
+    }
+
+    /// Kicks every live session (shutdown: 0x8B).
+    pub fn kick_all(&self, code: u8) {
+        for d in self.domains.values() {
+            for e in d.sessions.iter() {
+                e.value().kick(code);
+            }
+        }
     }
 
     fn new_slot(&self, domain: &Arc<Domain>, client_id: &str) -> Arc<Slot> {

@@ -48,116 +48,143 @@ pub async fn serve(wire: Wire, peer: std::net::SocketAddr, ctx: Arc<MqttContext>
     run(wire, ctx).instrument(span).await
 }
 
-async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
-    let mut conn = Connection::new(ctx.broker.clone(), ctx.auth.clone(), ctx.settings.clone());
-    let mut buf = BytesMut::new();
-    let started = Instant::now();
-    let mut last_rx = started;
-    let mut registry_key = None;
-    let mut taken_over = false;
+/// Decodes and handles every whole packet in `buf` (checking passwords on a
+/// blocking thread when CONNECT asks for it).
+async fn handle_buffered(conn: &mut Connection, buf: &mut BytesMut, ctx: &MqttContext) -> Next {
     loop {
-        let mut next = Next::Continue;
-        let live = conn.slot();
-        let grant = conn.grant().cloned();
-        let ka = conn.keep_alive();
-        let deadline = match (&live, ka) {
-            (None, _) => started + CONNECT_TIMEOUT,
-            (Some(_), 0) => Instant::now() + Duration::from_secs(86_400),
-            (Some(_), k) => last_rx + Duration::from_millis(u64::from(k) * 1500),
-        };
-        let mut gen_rx = live.as_ref().map(|(s, _)| s.generation.subscribe());
-        // A takeover that happened while this task was busy is not a "change"
-        // to a receiver made after it: compare the generation itself first.
-        if let (Some(rx), Some((_, mine))) = (&gen_rx, &live) {
-            if *rx.borrow() != *mine {
-                taken_over = true;
-                next = conn.disconnect(reason::SESSION_TAKEN_OVER);
+        match codec::decode(buf, conn.version(), conn.max_packet_size()) {
+            Ok(Some(p)) => {
+                let mut next = conn.handle(p);
+                if let Next::CheckPassword { jid, password } = next {
+                    let auth = ctx.auth.clone();
+                    let j = jid.clone();
+                    let ok = tokio::task::spawn_blocking(move || {
+                        auth.check_password(&j, &password).is_ok()
+                    })
+                    .await
+                    .unwrap_or(false);
+                    next = conn.password_checked(jid, ok);
+                }
+                if next == Next::Close {
+                    return next;
+                }
             }
+            Ok(None) => return Next::Continue,
+            Err(e) => return conn.decode_error(&e),
         }
-        if next != Next::Close {
-            tokio::select! {
-                r = wire.read_into(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        last_rx = Instant::now();
-                        loop {
-                            match codec::decode(&mut buf, conn.version(), conn.max_packet_size()) {
-                                Ok(Some(p)) => {
-                                    next = conn.handle(p);
-                                    if let Next::CheckPassword { jid, password } = next {
-                                        let auth = ctx.auth.clone();
-                                        let j = jid.clone();
-                                        let ok = tokio::task::spawn_blocking(move || auth.check_password(&j, &password).is_ok()).await.unwrap_or(false);
-                                        next = conn.password_checked(jid, ok);
-                                    }
-                                    if next == Next::Close {
-                                        break;
-                                    }
-                                }
-                                Ok(None) => break,
-                                Err(e) => {
-                                    next = conn.decode_error(&e);
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                },
-                _ = async { live.as_ref().expect("guarded").0.ready.notified().await }, if live.is_some() => {
-                    conn.pump();
-                }
-                _ = async { gen_rx.as_mut().expect("guarded").changed().await }, if gen_rx.is_some() => {
-                    let (_, mine) = live.as_ref().expect("guarded");
-                    if *gen_rx.as_ref().expect("guarded").borrow() != *mine {
-                        taken_over = true;
-                        next = conn.disconnect(reason::SESSION_TAKEN_OVER);
-                    }
-                }
-                end = async { grant.as_ref().expect("guarded").ended().await }, if grant.is_some() => {
-                    tracing::info!(why = ?end, "token ended; closing the MQTT session");
-                    next = conn.disconnect(reason::NOT_AUTHORIZED);
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    next = if live.is_some() { conn.disconnect(reason::KEEP_ALIVE_TIMEOUT) } else { Next::Close };
-                }
-                _ = ctx.shutdown.cancelled() => {
-                    next = conn.disconnect(reason::SERVER_SHUTTING_DOWN);
-                }
+    }
+}
+
+/// Flushes the store if an acknowledgement waits on it, then writes `out`,
+/// pumping more queued messages while the socket takes them.
+async fn write_out(
+    conn: &mut Connection,
+    wire: &mut Wire,
+    ctx: &MqttContext,
+    mut next: Next,
+) -> Next {
+    if conn.needs_flush {
+        flush(ctx.broker.store()).await;
+        conn.needs_flush = false;
+    }
+    loop {
+        if !conn.out.is_empty() {
+            if wire.write_all(&conn.out).await.is_err() {
+                return Next::Close;
             }
+            // Idle connections hold no write buffer.
+            conn.out = BytesMut::new();
         }
-        if registry_key.is_none() {
-            if let Some((account, name)) = conn.identity() {
-                tracing::Span::current().record("client", name.as_str());
-                registry_key = Some(ctx.registry.add(SessionInfo {
-                    protocol: Protocol::Mqtt,
-                    name,
-                    account,
-                    since: crate::auth::now(),
-                }));
+        if next == Next::Close || !conn.pump() {
+            if !conn.out.is_empty() && next != Next::Close {
+                continue;
             }
+            return next;
         }
         if conn.needs_flush {
             flush(ctx.broker.store()).await;
             conn.needs_flush = false;
         }
-        // Keep writing while the session has more queued than one batch.
-        loop {
-            if !conn.out.is_empty() {
-                if wire.write_all(&conn.out).await.is_err() {
-                    next = Next::Close;
-                    break;
-                }
-                // Idle connections hold no write buffer.
-                conn.out = BytesMut::new();
-            }
-            if next == Next::Close || !conn.pump() {
-                if !conn.out.is_empty() && next != Next::Close {
-                    continue;
-                }
-                break;
-            }
-        }
+        next = Next::Continue;
+    }
+}
+
+/// Until the session is live (CONNACK sent) or refused. Boxed by the caller:
+/// its timer, auth exchange and password check are large and brief, and must
+/// not size the task of every idle connection.
+async fn handshake(
+    wire: &mut Wire,
+    conn: &mut Connection,
+    buf: &mut BytesMut,
+    ctx: &MqttContext,
+) -> bool {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        let next = tokio::select! {
+            r = wire.read_into(buf) => match r {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => handle_buffered(conn, buf, ctx).await,
+            },
+            _ = tokio::time::sleep_until(deadline) => Next::Close,
+            _ = ctx.shutdown.cancelled() => Next::Close,
+        };
+        let next = write_out(conn, wire, ctx, next).await;
         if next == Next::Close {
+            return false;
+        }
+        if conn.is_live() {
+            return true;
+        }
+    }
+}
+
+async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
+    let mut conn = Connection::new(ctx.broker.clone(), ctx.auth.clone(), ctx.settings.clone());
+    let mut buf = BytesMut::new();
+    if !Box::pin(handshake(&mut wire, &mut conn, &mut buf, &ctx)).await {
+        wire.shutdown().await;
+        return;
+    }
+    let Some((slot, mine)) = conn.slot() else {
+        return;
+    };
+    let registry_key = conn.identity().map(|(account, name)| {
+        tracing::Span::current().record("client", name.as_str());
+        ctx.registry.add(SessionInfo {
+            protocol: Protocol::Mqtt,
+            name,
+            account,
+            since: crate::auth::now(),
+        })
+    });
+    let mut taken_over = false;
+    // The live loop waits on two things only: the socket and the slot's
+    // Notify. Keep-alive, token ends and shutdown arrive as kicks from the
+    // broker's sweep, so no timer or channel lives in an idle task.
+    loop {
+        let kick = slot.lock().kick.take();
+        let next = if slot.generation() != mine {
+            taken_over = true;
+            conn.disconnect(reason::SESSION_TAKEN_OVER)
+        } else if let Some(code) = kick {
+            tracing::info!(code, "MQTT session kicked");
+            conn.disconnect(code)
+        } else {
+            tokio::select! {
+                r = wire.read_into(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        slot.last_rx.store(ctx.broker.clock_ms(), std::sync::atomic::Ordering::Relaxed);
+                        handle_buffered(&mut conn, &mut buf, &ctx).await
+                    }
+                },
+                _ = slot.ready.notified() => {
+                    conn.pump();
+                    Next::Continue
+                }
+            }
+        };
+        if write_out(&mut conn, &mut wire, &ctx, next).await == Next::Close {
             break;
         }
         if buf.is_empty() {
@@ -176,7 +203,7 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
 
 /// Wills and session expiry, after the connection is gone.
 async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
-    let resumed = |a: &Aftermath| *a.slot.generation.borrow() != a.generation;
+    let resumed = |a: &Aftermath| a.slot.generation() != a.generation;
     if let Some((will, delay)) = a.will.clone() {
         let delay = delay.min(a.expiry);
         let send = if delay == 0 {
@@ -219,7 +246,7 @@ pub async fn expire_later(
     if secs > 0 {
         tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
     }
-    if *slot.generation.borrow() == generation && !slot.lock().online {
+    if slot.generation() == generation && !slot.lock().online {
         broker.end_session(&domain, &slot);
         flush(broker.store()).await;
     }

@@ -316,7 +316,13 @@ impl Connection {
         let (slot, present, generation) =
             self.broker
                 .open_session(&domain, &c.client_id, c.clean_start);
-        slot.lock().expiry = expiry;
+        {
+            // What the broker's sweep watches for this connection.
+            let mut st = slot.lock();
+            st.expiry = expiry;
+            st.grant = grant.clone();
+            st.keep_alive_ms = u64::from(c.keep_alive) * 1000;
+        }
         self.persist_session(&slot, true);
         let uses_enhanced_auth = c.properties.authentication_method.is_some();
         let mut props = Properties::default();
@@ -776,6 +782,7 @@ impl Connection {
         match checked {
             Some(Ok(g)) => {
                 tracing::info!(token = %g.token_id(), "MQTT re-authenticated");
+                self.live().slot.lock().grant = Some(g.clone());
                 self.live().grant = Some(g);
                 self.send(Packet::Auth(Auth {
                     reason_code: reason::SUCCESS,
@@ -803,7 +810,7 @@ impl Connection {
         let l = *l;
         if !taken_over {
             let mut st = l.slot.lock();
-            if *l.slot.generation.borrow() == l.generation {
+            if l.slot.generation() == l.generation {
                 st.online = false;
                 let persistent = st.expiry > 0;
                 drop(st);
