@@ -133,6 +133,8 @@ pub struct Config {
     pub oauth_client_id_check: ClientIdCheck,
     pub listen: Vec<Listener>,
     pub max_stanza_size: usize,
+    /// XMPP: seconds a connection may take from connecting to a bound resource.
+    pub negotiation_timeout: u64,
     pub mqtt_allow_anonymous: bool,
     pub mqtt_max_packet_size: u32,
     pub log_level: String,
@@ -149,6 +151,7 @@ impl Default for Config {
             oauth_client_id_check: ClientIdCheck::Db,
             listen: default_listeners(),
             max_stanza_size: 262_144,
+            negotiation_timeout: 60,
             mqtt_allow_anonymous: false,
             mqtt_max_packet_size: 1 << 20,
             log_level: "info".into(),
@@ -157,9 +160,11 @@ impl Default for Config {
 }
 
 /// The default ports of CONVENTIONS.md, all on loopback: those of the modules
-/// served so far (XMPP 5222/5223 and MQTT 1883/8883 join as they land).
+/// served so far (MQTT 1883/8883 join as they land).
 pub fn default_listeners() -> Vec<Listener> {
     vec![
+        Listener::new(Module::C2s, 5222, false),
+        Listener::new(Module::C2s, 5223, true),
         Listener::new(Module::Http, 5280, false),
         Listener::new(Module::Http, 5443, true),
     ]
@@ -177,6 +182,7 @@ struct RawConfig {
     oauth_client_id_check: Option<ClientIdCheck>,
     listen: Option<Vec<Listener>>,
     max_stanza_size: Option<usize>,
+    negotiation_timeout: Option<u64>,
     mqtt_allow_anonymous: Option<bool>,
     mqtt_max_packet_size: Option<u32>,
     log_level: Option<String>,
@@ -247,6 +253,9 @@ impl Config {
         if let Some(s) = raw.max_stanza_size {
             c.max_stanza_size = s;
         }
+        if let Some(t) = raw.negotiation_timeout {
+            c.negotiation_timeout = t;
+        }
         if let Some(a) = raw.mqtt_allow_anonymous {
             c.mqtt_allow_anonymous = a;
         }
@@ -304,6 +313,12 @@ impl Config {
             return Err(ConfigError::new(
                 "max_stanza_size",
                 "must be at least 4096 bytes",
+            ));
+        }
+        if self.negotiation_timeout == 0 {
+            return Err(ConfigError::new(
+                "negotiation_timeout",
+                "must be at least 1 second",
             ));
         }
         if self.mqtt_max_packet_size < 128 {

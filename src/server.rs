@@ -65,6 +65,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// XMPP: the routing table, rosters and offline messages of every c2s listener.
+    pub xmpp: Arc<crate::xmpp::ImServer>,
 }
 
 struct Bound {
@@ -91,7 +93,7 @@ impl Server {
             source,
         })?;
         for l in &config.listen {
-            if l.module != Module::Http {
+            if l.module == Module::Mqtt {
                 return Err(ServerError::Unsupported(l.module.name()));
             }
         }
@@ -129,7 +131,12 @@ impl Server {
             });
         }
         let admin = ctl::socket::bind(&config.data_dir).map_err(ServerError::AdminSocket)?;
+        let xmpp = Arc::new(crate::xmpp::ImServer::new(
+            auth.clone(),
+            crate::xmpp::Router::default(),
+        ));
         let shared = Arc::new(Shared {
+            xmpp,
             config,
             auth,
             registry: Arc::new(Registry::new()),
@@ -173,7 +180,8 @@ impl Server {
             loops.push(tokio::spawn(async move {
                 match b.listener.module {
                     Module::Http => serve_http(b, shared).await,
-                    Module::C2s | Module::Mqtt => unreachable!("refused in bind"),
+                    Module::C2s => crate::xmpp::listener::serve(b.tcp, b.listener, shared).await,
+                    Module::Mqtt => unreachable!("refused in bind"),
                 }
             }));
         }

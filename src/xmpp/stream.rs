@@ -281,6 +281,14 @@ impl XmlStream {
         self.buf.len() - self.start
     }
 
+    /// Gives back the input buffer's memory when nothing is buffered, so an
+    /// idle stream holds no buffer. Call it after draining `next_event`.
+    pub fn release_idle_buffer(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Starts over for a new stream on the same connection (after STARTTLS
     /// or SASL success).
     ///

@@ -1,0 +1,292 @@
+//! The XMPP routing table: who is online where, in memory only.
+//!
+//! Two lock-free maps (dashmap): full JID → [`Route`], and bare JID → the
+//! account's routes (the "bare-JID index"). A [`Route`] is a session's handle:
+//! a bounded queue of already-serialized stanzas (`Bytes`, so a broadcast
+//! clones a pointer, not the payload), what the session announced in its
+//! presence (availability, priority, last presence for probes), whether it
+//! asked for roster pushes, and a way to cut it off.
+//!
+//! Delivery never waits: [`Router::deliver`] uses `try_send`. A session whose
+//! queue is full is a slow consumer: it is kicked (its task ends the stream
+//! with `<policy-violation/>`) and the stanza is dropped, so one stuck client
+//! can neither stall senders nor grow memory.
+//!
+//! Routing a message to an online account touches no disk: a map lookup, a
+//! priority check and a `try_send`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use compact_str::{CompactString, ToCompactString};
+use dashmap::DashMap;
+use tokio::sync::{mpsc, Notify};
+
+use super::element::Element;
+use super::stanza::Jid;
+
+/// Stanzas queued for one session before it counts as a slow consumer.
+pub const DEFAULT_QUEUE_LEN: usize = 1024;
+
+/// Why a session is being cut off from outside its own task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Another session bound the same full JID.
+    Conflict = 1,
+    /// Its queue overflowed.
+    Overflow = 2,
+}
+
+/// What a session's presence announced.
+#[derive(Debug, Default)]
+pub struct PresenceState {
+    /// Sent available presence (initial or later) and not unavailable since.
+    pub available: bool,
+    pub priority: i8,
+    /// The last broadcast available presence (`from` stamped, no `to`).
+    pub last: Option<Element>,
+}
+
+/// One bound session as the router sees it.
+pub struct Route {
+    /// Unique per bind, so a replaced session does not unbind its successor.
+    pub id: u64,
+    /// The full JID.
+    pub jid: Jid,
+    tx: mpsc::Sender<Bytes>,
+    kick: AtomicU8,
+    kicked: Notify,
+    /// Asked for the roster, so gets roster pushes (RFC 6121 §2.1.6).
+    pub interested: AtomicBool,
+    pub presence: Mutex<PresenceState>,
+}
+
+impl Route {
+    /// Queues serialized bytes. `false` if the session is gone or too slow
+    /// (then it is kicked).
+    pub fn deliver(&self, bytes: Bytes) -> bool {
+        match self.tx.try_send(bytes) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kick(Kick::Overflow);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Serializes `el` with `to` set to this session's JID and queues it.
+    pub fn deliver_element(&self, el: &Element) -> bool {
+        let mut el = el.clone();
+        el.set_attr("to", self.jid.to_string());
+        self.deliver(Bytes::from(el.to_bytes(super::stream::NS_CLIENT)))
+    }
+
+    pub fn kick(&self, why: Kick) {
+        if self
+            .kick
+            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.kicked.notify_one();
+        }
+    }
+
+    /// Resolves when the session has been kicked, with the reason.
+    pub async fn kicked(&self) -> Kick {
+        loop {
+            match self.kick.load(Ordering::Acquire) {
+                1 => return Kick::Conflict,
+                2 => return Kick::Overflow,
+                _ => self.kicked.notified().await,
+            }
+        }
+    }
+
+    /// Available, with a priority that may receive bare-JID messages.
+    pub fn available_priority(&self) -> Option<i8> {
+        let p = self.presence.lock().expect("presence lock");
+        p.available.then_some(p.priority)
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.presence.lock().expect("presence lock").available
+    }
+
+    pub fn is_interested(&self) -> bool {
+        self.interested.load(Ordering::Relaxed)
+    }
+}
+
+/// The routing table. See the module docs.
+pub struct Router {
+    full: DashMap<CompactString, Arc<Route>>,
+    bare: DashMap<CompactString, Vec<Arc<Route>>>,
+    next_id: AtomicU64,
+    queue_len: usize,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new(DEFAULT_QUEUE_LEN)
+    }
+}
+
+impl Router {
+    pub fn new(queue_len: usize) -> Router {
+        Router {
+            full: DashMap::new(),
+            bare: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            queue_len,
+        }
+    }
+
+    /// Binds a full JID, kicking (with [`Kick::Conflict`]) a session that had it.
+    pub fn bind(&self, jid: Jid) -> (Arc<Route>, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(self.queue_len);
+        let route = Arc::new(Route {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            jid,
+            tx,
+            kick: AtomicU8::new(0),
+            kicked: Notify::new(),
+            interested: AtomicBool::new(false),
+            presence: Mutex::new(PresenceState::default()),
+        });
+        let key = route.jid.to_compact_string();
+        let bare = route.jid.bare().to_compact_string();
+        if let Some(old) = self.full.insert(key, route.clone()) {
+            old.kick(Kick::Conflict);
+            self.remove_from_bare(&bare, old.id);
+        }
+        self.bare.entry(bare).or_default().push(route.clone());
+        (route, rx)
+    }
+
+    /// Removes a session's route, unless another session has taken its JID.
+    pub fn unbind(&self, route: &Route) {
+        let key = route.jid.to_compact_string();
+        self.full.remove_if(&key, |_, r| r.id == route.id);
+        self.remove_from_bare(&route.jid.bare().to_compact_string(), route.id);
+    }
+
+    fn remove_from_bare(&self, bare: &str, id: u64) {
+        if let dashmap::Entry::Occupied(mut e) = self.bare.entry(bare.into()) {
+            e.get_mut().retain(|r| r.id != id);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    /// The route of a full JID (normalized string form).
+    pub fn route(&self, full: &str) -> Option<Arc<Route>> {
+        self.full.get(full).map(|r| r.value().clone())
+    }
+
+    /// Every route of an account (bare JID, normalized string form).
+    pub fn routes(&self, bare: &str) -> Vec<Arc<Route>> {
+        self.bare.get(bare).map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Runs `f` over an account's routes without copying the list.
+    pub fn with_routes<R>(&self, bare: &str, f: impl FnOnce(&[Arc<Route>]) -> R) -> R {
+        match self.bare.get(bare) {
+            Some(v) => f(&v),
+            None => f(&[]),
+        }
+    }
+
+    /// Delivers to the account's available resources of highest non-negative
+    /// priority (RFC 6121 §8.5.2.1.1). Returns how many got it.
+    pub fn deliver_to_best(&self, bare: &str, bytes: &Bytes) -> usize {
+        self.with_routes(bare, |routes| {
+            let best = routes
+                .iter()
+                .filter_map(|r| r.available_priority())
+                .filter(|p| *p >= 0)
+                .max();
+            let Some(best) = best else { return 0 };
+            routes
+                .iter()
+                .filter(|r| r.available_priority() == Some(best))
+                .filter(|r| r.deliver(bytes.clone()))
+                .count()
+        })
+    }
+
+    /// Delivers to every available resource with non-negative priority.
+    pub fn deliver_to_all(&self, bare: &str, bytes: &Bytes) -> usize {
+        self.with_routes(bare, |routes| {
+            routes
+                .iter()
+                .filter(|r| r.available_priority().is_some_and(|p| p >= 0))
+                .filter(|r| r.deliver(bytes.clone()))
+                .count()
+        })
+    }
+
+    /// Sessions bound right now.
+    pub fn len(&self) -> usize {
+        self.full.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.full.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jid(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
+    fn available(r: &Route, priority: i8) {
+        let mut p = r.presence.lock().unwrap();
+        p.available = true;
+        p.priority = priority;
+    }
+
+    #[tokio::test]
+    async fn bind_replace_unbind() {
+        let router = Router::new(4);
+        let (a, _rx_a) = router.bind(jid("alice@x/phone"));
+        let (b, mut rx_b) = router.bind(jid("alice@x/phone"));
+        assert_eq!(a.kicked().await, Kick::Conflict);
+        assert_eq!(router.routes("alice@x").len(), 1);
+        router.unbind(&a); // the old one must not remove its successor
+        assert!(router.route("alice@x/phone").is_some());
+        assert!(b.deliver(Bytes::from_static(b"x")));
+        assert_eq!(rx_b.recv().await.unwrap(), Bytes::from_static(b"x"));
+        router.unbind(&b);
+        assert!(router.route("alice@x/phone").is_none());
+        assert!(router.routes("alice@x").is_empty());
+        assert!(router.is_empty());
+    }
+
+    #[tokio::test]
+    async fn priorities_and_overflow() {
+        let router = Router::new(2);
+        let (hi, mut rx_hi) = router.bind(jid("a@x/hi"));
+        let (lo, mut rx_lo) = router.bind(jid("a@x/lo"));
+        let (neg, _rx_neg) = router.bind(jid("a@x/neg"));
+        let msg = Bytes::from_static(b"m");
+        assert_eq!(router.deliver_to_best("a@x", &msg), 0, "nobody available");
+        available(&hi, 5);
+        available(&lo, 1);
+        available(&neg, -1);
+        assert_eq!(router.deliver_to_best("a@x", &msg), 1);
+        assert!(rx_hi.try_recv().is_ok() && rx_lo.try_recv().is_err());
+        assert_eq!(router.deliver_to_all("a@x", &msg), 2);
+        assert!(rx_lo.try_recv().is_ok());
+        // hi holds one; fill it and overflow.
+        assert!(hi.deliver(msg.clone()));
+        assert!(!hi.deliver(msg.clone()));
+        assert_eq!(hi.kicked().await, Kick::Overflow);
+    }
+}
