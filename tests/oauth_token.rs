@@ -273,7 +273,7 @@ fn a_short_ttl_token_expires() {
         assert!(std::time::Instant::now() < deadline, "token never expired");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    // The sweeper deleted it, so revoking finds nothing.
+    // Expired is no longer live: revoking it finds nothing.
     let out = p.ctl(&["oauth_revoke_token", v["access_token"].as_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
 }

@@ -311,10 +311,11 @@ impl AuthCore {
         self.find(token_or_id).map(|l| l.record.client_id.clone())
     }
 
-    /// Revokes a token given by text or id. `Ok(false)`: no such live token.
+    /// Revokes a token given by text or id. `Ok(false)`: no such live token
+    /// (unknown, already revoked, or expired but not yet swept).
     pub fn revoke_token(&self, token_or_id: &str) -> Result<bool, AuthError> {
         match self.find(token_or_id) {
-            Some(live) if !live.revoked.load(Ordering::Acquire) => {
+            Some(live) if !live.revoked.load(Ordering::Acquire) && now() < live.record.expires_at => {
                 self.revoke_live(&live)?;
                 self.store.flush()?;
                 Ok(true)
