@@ -315,7 +315,9 @@ impl AuthCore {
     /// (unknown, already revoked, or expired but not yet swept).
     pub fn revoke_token(&self, token_or_id: &str) -> Result<bool, AuthError> {
         match self.find(token_or_id) {
-            Some(live) if !live.revoked.load(Ordering::Acquire) && now() < live.record.expires_at => {
+            Some(live)
+                if !live.revoked.load(Ordering::Acquire) && now() < live.record.expires_at =>
+            {
                 self.revoke_live(&live)?;
                 self.store.flush()?;
                 Ok(true)

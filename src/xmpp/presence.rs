@@ -90,8 +90,12 @@ impl ImServer {
                 }
             }
         }
+        // The sender's own copy first, then (below) what answers it.
+        let mut echo = el.clone();
+        echo.set_attr("to", s.jid.to_string());
+        fx.reply(echo);
         for r in self.router.routes(&s.user.to_string()) {
-            if r.id == s.route.id || r.is_available() {
+            if r.id != s.route.id && r.is_available() {
                 r.deliver_element(&el);
             }
         }
@@ -166,10 +170,13 @@ impl ImServer {
                 Err(e) => return fx.internal(&el, e),
             }
             for r in self.router.routes(&s.user.to_string()) {
-                if r.id == s.route.id || r.is_available() {
+                if r.id != s.route.id && r.is_available() {
                     send(&r);
                 }
             }
+            let mut echo = el.clone();
+            echo.set_attr("to", s.jid.to_string());
+            fx.reply(echo);
         }
         for target in std::mem::take(&mut s.directed) {
             let Ok(jid) = Jid::parse(&target) else {
