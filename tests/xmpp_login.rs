@@ -335,3 +335,15 @@ fn direct_tls_listener_needs_tls() {
     let got = c.drain_for(Duration::from_millis(500));
     assert!(!got.contains("<stream:stream"), "{got}");
 }
+
+#[test]
+fn shutdown_says_goodbye_with_system_shutdown() {
+    let mut p = server();
+    let mut c = Raw::login(c2s(&p), "alice", "wonderland", "bye");
+    assert_eq!(p.stop(), Some(0));
+    let bye = c.read_to_close();
+    assert!(
+        bye.contains("<system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"),
+        "{bye}"
+    );
+}
