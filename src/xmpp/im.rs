@@ -21,7 +21,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::element::Element;
 use super::offline::OfflineStore;
@@ -95,18 +94,14 @@ impl ImServer {
         jid: Jid,
         user: BareJid,
         scopes: Option<Scopes>,
-    ) -> (ImSession, mpsc::Receiver<Bytes>) {
-        let (route, rx) = self.router.bind(jid.clone());
-        (
-            ImSession {
-                route,
-                jid,
-                user,
-                scopes,
-                directed: HashSet::new(),
-            },
-            rx,
-        )
+    ) -> ImSession {
+        ImSession {
+            route: self.router.bind(jid.clone()),
+            jid,
+            user,
+            scopes,
+            directed: HashSet::new(),
+        }
     }
 
     /// The session ended: unavailable presence to whoever saw it, then out of

@@ -24,7 +24,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tracing::Instrument;
 
@@ -179,9 +178,8 @@ struct Connection {
     shared: Arc<Shared>,
     /// Boxed: absent until a resource is bound.
     bound: Option<Box<Bound>>,
-    /// The bound session's queue and route (for kicks), kept apart from
-    /// `bound` so the wait can borrow them separately.
-    rx: Option<mpsc::Receiver<Bytes>>,
+    /// The bound session's route (its queue and kicks), kept apart from
+    /// `bound` so the wait can borrow it separately.
     route: Option<Arc<Route>>,
     grant: Option<Grant>,
     /// Until binding: the negotiation deadline.
@@ -207,7 +205,6 @@ impl Connection {
             c2s,
             shared,
             bound: None,
-            rx: None,
             route: None,
             grant: None,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
@@ -232,14 +229,14 @@ impl Connection {
                         self.parser.release_idle_buffer();
                     }
                 },
-                Some(bytes) = recv(&mut self.rx) => {
+                bytes = recv(&self.route) => {
                     self.wbuf.extend_from_slice(&bytes);
-                    if let Some(rx) = self.rx.as_mut() {
+                    if let Some(route) = self.route.as_ref() {
                         // Batch whatever else is already queued.
                         while self.wbuf.len() < 64 * 1024 {
-                            match rx.try_recv() {
-                                Ok(more) => self.wbuf.extend_from_slice(&more),
-                                Err(_) => break,
+                            match route.try_recv() {
+                                Some(more) => self.wbuf.extend_from_slice(&more),
+                                None => break,
                             }
                         }
                     }
@@ -360,9 +357,8 @@ impl Connection {
             account: Some(user.to_string()),
             since: crate::auth::now(),
         });
-        let (im, rx) = self.im().open_session(jid, user, scopes);
+        let im = self.im().open_session(jid, user, scopes);
         self.route = Some(im.route.clone());
-        self.rx = Some(rx);
         self.bound = Some(Box::new(Bound { im, registry_key }));
         self.deadline = None;
         tracing::info!("session bound");
@@ -418,9 +414,9 @@ impl Connection {
     }
 }
 
-async fn recv(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
-    match rx {
-        Some(rx) => rx.recv().await,
+async fn recv(route: &Option<Arc<Route>>) -> Bytes {
+    match route {
+        Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
 }

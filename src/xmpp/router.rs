@@ -7,7 +7,12 @@
 //! presence (availability, priority, last presence for probes), whether it
 //! asked for roster pushes, and a way to cut it off.
 //!
-//! Delivery never waits: [`Router::deliver`] uses `try_send`. A session whose
+//! The queue is a `VecDeque` behind a short mutex plus a `Notify`, rather than
+//! a tokio mpsc channel: it allocates only while stanzas wait and gives its
+//! memory back once drained, so an idle session holds no queue buffer (an mpsc
+//! channel keeps a block of 32 slots, about 1 KB, from its creation).
+//!
+//! Delivery never waits: [`Route::deliver`] only appends. A session whose
 //! queue is full is a slow consumer: it is kicked (its task ends the stream
 //! with `<policy-violation/>`) and the stanza is dropped, so one stuck client
 //! can neither stall senders nor grow memory.
@@ -15,13 +20,14 @@
 //! Routing a message to an online account touches no disk: a map lookup, a
 //! priority check and a `try_send`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use compact_str::{CompactString, ToCompactString};
 use dashmap::DashMap;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::element::Element;
 use super::stanza::Jid;
@@ -54,7 +60,10 @@ pub struct Route {
     pub id: u64,
     /// The full JID.
     pub jid: Jid,
-    tx: mpsc::Sender<Bytes>,
+    queue: Mutex<VecDeque<Bytes>>,
+    /// Wakes the session's task when the queue gains a stanza.
+    queued: Notify,
+    queue_len: usize,
     kick: AtomicU8,
     kicked: Notify,
     /// Asked for the roster, so gets roster pushes (RFC 6121 §2.1.6).
@@ -63,16 +72,45 @@ pub struct Route {
 }
 
 impl Route {
-    /// Queues serialized bytes. `false` if the session is gone or too slow
-    /// (then it is kicked).
+    /// Queues serialized bytes. `false` if the session is too slow (then it
+    /// is kicked) or already kicked.
     pub fn deliver(&self, bytes: Bytes) -> bool {
-        match self.tx.try_send(bytes) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        if self.kick.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        {
+            let mut q = self.queue.lock().expect("queue lock");
+            if q.len() >= self.queue_len {
+                drop(q);
                 self.kick(Kick::Overflow);
-                false
+                return false;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            q.push_back(bytes);
+        }
+        self.queued.notify_one();
+        true
+    }
+
+    /// Takes the next queued stanza, if any, without waiting.
+    pub fn try_recv(&self) -> Option<Bytes> {
+        let mut q = self.queue.lock().expect("queue lock");
+        let b = q.pop_front();
+        if q.is_empty() && q.capacity() > 0 {
+            // Idle sessions keep no queue memory.
+            *q = VecDeque::new();
+        }
+        b
+    }
+
+    /// Waits for the next queued stanza. Only the session's own task calls it.
+    pub async fn recv(&self) -> Bytes {
+        loop {
+            if let Some(b) = self.try_recv() {
+                return b;
+            }
+            // A stanza queued between the check and here left a permit, so
+            // this returns at once rather than missing it.
+            self.queued.notified().await;
         }
     }
 
@@ -144,12 +182,13 @@ impl Router {
     }
 
     /// Binds a full JID, kicking (with [`Kick::Conflict`]) a session that had it.
-    pub fn bind(&self, jid: Jid) -> (Arc<Route>, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(self.queue_len);
+    pub fn bind(&self, jid: Jid) -> Arc<Route> {
         let route = Arc::new(Route {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             jid,
-            tx,
+            queue: Mutex::new(VecDeque::new()),
+            queued: Notify::new(),
+            queue_len: self.queue_len,
             kick: AtomicU8::new(0),
             kicked: Notify::new(),
             interested: AtomicBool::new(false),
@@ -162,7 +201,7 @@ impl Router {
             self.remove_from_bare(&bare, old.id);
         }
         self.bare.entry(bare).or_default().push(route.clone());
-        (route, rx)
+        route
     }
 
     /// Removes a session's route, unless another session has taken its JID.
@@ -255,14 +294,15 @@ mod tests {
     #[tokio::test]
     async fn bind_replace_unbind() {
         let router = Router::new(4);
-        let (a, _rx_a) = router.bind(jid("alice@x/phone"));
-        let (b, mut rx_b) = router.bind(jid("alice@x/phone"));
+        let a = router.bind(jid("alice@x/phone"));
+        let b = router.bind(jid("alice@x/phone"));
         assert_eq!(a.kicked().await, Kick::Conflict);
         assert_eq!(router.routes("alice@x").len(), 1);
         router.unbind(&a); // the old one must not remove its successor
         assert!(router.route("alice@x/phone").is_some());
         assert!(b.deliver(Bytes::from_static(b"x")));
-        assert_eq!(rx_b.recv().await.unwrap(), Bytes::from_static(b"x"));
+        assert_eq!(b.recv().await, Bytes::from_static(b"x"));
+        assert!(!a.deliver(Bytes::from_static(b"y")), "a kicked session gets nothing");
         router.unbind(&b);
         assert!(router.route("alice@x/phone").is_none());
         assert!(router.routes("alice@x").is_empty());
@@ -272,18 +312,18 @@ mod tests {
     #[tokio::test]
     async fn priorities_and_overflow() {
         let router = Router::new(2);
-        let (hi, mut rx_hi) = router.bind(jid("a@x/hi"));
-        let (lo, mut rx_lo) = router.bind(jid("a@x/lo"));
-        let (neg, _rx_neg) = router.bind(jid("a@x/neg"));
+        let hi = router.bind(jid("a@x/hi"));
+        let lo = router.bind(jid("a@x/lo"));
+        let neg = router.bind(jid("a@x/neg"));
         let msg = Bytes::from_static(b"m");
         assert_eq!(router.deliver_to_best("a@x", &msg), 0, "nobody available");
         available(&hi, 5);
         available(&lo, 1);
         available(&neg, -1);
         assert_eq!(router.deliver_to_best("a@x", &msg), 1);
-        assert!(rx_hi.try_recv().is_ok() && rx_lo.try_recv().is_err());
+        assert!(hi.try_recv().is_some() && lo.try_recv().is_none());
         assert_eq!(router.deliver_to_all("a@x", &msg), 2);
-        assert!(rx_lo.try_recv().is_ok());
+        assert!(lo.try_recv().is_some());
         // hi holds one; fill it and overflow.
         assert!(hi.deliver(msg.clone()));
         assert!(!hi.deliver(msg.clone()));
