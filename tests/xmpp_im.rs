@@ -382,3 +382,34 @@ fn directed_presence_and_its_unavailable_on_disconnect() {
         &["from='alice@localhost/a'", "type='unavailable'"],
     );
 }
+
+#[test]
+fn a_reader_that_stops_reading_is_cut_off_without_stalling_the_sender() {
+    let p = server();
+    let mut alice = login(&p, "alice", "a");
+    let slow = login(&p, "bob", "slow");
+    // bob never reads again. alice floods him; the server must neither block
+    // alice nor buffer without bound: bob's session is cut.
+    let body = "z".repeat(2000);
+    let chunk: String = (0..100)
+        .map(|i| {
+            format!("<message to='bob@localhost/slow' id='f{i}'><body>{body}</body></message>")
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut sent = 0;
+    loop {
+        alice.send(&chunk);
+        sent += 100;
+        alice.ping(&format!("p{sent}"));
+        if p.ctl_ok(&["connected_users"]).lines().count() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow reader still connected after {sent} messages"
+        );
+    }
+    assert_eq!(p.ctl_ok(&["connected_users"]).trim(), "alice@localhost/a");
+    drop(slow);
+}

@@ -89,12 +89,7 @@ impl ImServer {
     }
 
     /// Puts a freshly bound session into the routing table.
-    pub fn open_session(
-        &self,
-        jid: Jid,
-        user: BareJid,
-        scopes: Option<Scopes>,
-    ) -> ImSession {
+    pub fn open_session(&self, jid: Jid, user: BareJid, scopes: Option<Scopes>) -> ImSession {
         ImSession {
             route: self.router.bind(jid.clone()),
             jid,

@@ -397,9 +397,16 @@ impl Connection {
             self.conn.write_all(&buf).await?;
             self.conn.flush().await
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(r) => r,
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        // A session kicked while its peer does not read (the usual reason for
+        // an overflow) is dropped at once instead of after the write timeout.
+        // Once the stream is closing the goodbye itself is being written.
+        let watch_kick = !self.c2s.is_closed();
+        tokio::select! {
+            r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
+                Ok(r) => r,
+                Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            },
+            _ = kicked(&self.route), if watch_kick => Err(io::ErrorKind::BrokenPipe.into()),
         }
     }
 

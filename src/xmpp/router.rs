@@ -302,7 +302,10 @@ mod tests {
         assert!(router.route("alice@x/phone").is_some());
         assert!(b.deliver(Bytes::from_static(b"x")));
         assert_eq!(b.recv().await, Bytes::from_static(b"x"));
-        assert!(!a.deliver(Bytes::from_static(b"y")), "a kicked session gets nothing");
+        assert!(
+            !a.deliver(Bytes::from_static(b"y")),
+            "a kicked session gets nothing"
+        );
         router.unbind(&b);
         assert!(router.route("alice@x/phone").is_none());
         assert!(router.routes("alice@x").is_empty());
