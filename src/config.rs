@@ -416,6 +416,28 @@ mod tests {
     }
 
     #[test]
+    fn c2s_listeners_and_the_documented_file() {
+        let c = Config::parse(include_str!("../configs/petrel.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(c.negotiation_timeout, d.negotiation_timeout);
+        assert_eq!(c.max_stanza_size, d.max_stanza_size);
+        let ports = |c: &Config| -> Vec<(u16, bool, bool)> {
+            c.listen
+                .iter()
+                .map(|l| (l.port, l.tls, l.starttls))
+                .collect()
+        };
+        assert_eq!(ports(&c), ports(&d));
+        let starttls = d.listen.iter().find(|l| l.port == 5222).unwrap();
+        assert!(
+            starttls.starttls && !starttls.requires_starttls(),
+            "loopback"
+        );
+        let e = Config::parse("negotiation_timeout = 0").unwrap_err();
+        assert_eq!(e.key, "negotiation_timeout");
+    }
+
+    #[test]
     fn access_list_and_listeners() {
         let c = Config::parse(
             "oauth_access = [\"Alice@Localhost\"]\n[[listen]]\nmodule = \"http\"\nport = 0\n",

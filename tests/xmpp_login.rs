@@ -347,3 +347,17 @@ fn shutdown_says_goodbye_with_system_shutdown() {
         "{bye}"
     );
 }
+
+#[test]
+fn a_token_works_as_the_plain_password_and_ends_with_the_token() {
+    let p = server();
+    let token = issue_token(&p, "alice@localhost", "3600");
+    let mut c = Raw::login(c2s(&p), "alice", &token, "plain-token");
+    c.ping("in");
+    // Not for another account.
+    let mut other = Raw::connect(c2s(&p));
+    let r = other.try_auth("PLAIN", format!("\0bob\0{token}").as_bytes());
+    assert!(r.contains("<not-authorized/>"), "{r}");
+    p.ctl_ok(&["oauth_revoke_token", &token]);
+    expect_token_cut(&mut c, "token revoked");
+}

@@ -13,6 +13,10 @@
 //! stream's domain or a bare JID in it; an account of another domain is
 //! refused even when this server hosts it, because the stream was opened to
 //! one domain.
+//!
+//! PLAIN's password may also be a token of that user with `sasl_auth` (as for
+//! MQTT 3.1.1 passwords), for clients that know no token mechanism; such a
+//! session then ends with its token like an X-OAUTH2 one.
 
 use std::fmt;
 
@@ -87,7 +91,8 @@ impl fmt::Debug for AuthRequest {
 
 /// The auth core's answer to an [`AuthRequest`].
 pub enum AuthReply {
-    Password(Result<(), AuthError>),
+    /// `Ok(Some(grant))` when the "password" was a token of the user.
+    Password(Result<Option<Grant>, AuthError>),
     Token(Result<Grant, TokenError>),
     ScramKeys(Result<ScramKeys, AuthError>),
 }
@@ -97,7 +102,10 @@ pub enum AuthReply {
 pub fn perform(auth: &AuthCore, req: AuthRequest) -> AuthReply {
     match req {
         AuthRequest::Password { user, password } => {
-            AuthReply::Password(auth.check_password(&user, &password))
+            if let Ok(grant) = auth.check_login_token(&password, Some(&user)) {
+                return AuthReply::Password(Ok(Some(grant)));
+            }
+            AuthReply::Password(auth.check_password(&user, &password).map(|()| None))
         }
         AuthRequest::Token { token, claimed } => {
             AuthReply::Token(auth.check_login_token(&token, claimed.as_ref()))
@@ -342,9 +350,9 @@ impl Sasl {
     pub fn auth_reply(&mut self, reply: AuthReply) -> SaslOutcome {
         match (std::mem::replace(&mut self.state, State::Idle), reply) {
             (State::AwaitPassword { user }, AuthReply::Password(r)) => match r {
-                Ok(()) => SaslOutcome::Success {
+                Ok(grant) => SaslOutcome::Success {
                     user,
-                    grant: None,
+                    grant,
                     data: None,
                 },
                 Err(AuthError::BadPassword) => fail(SaslError::NotAuthorized),
@@ -426,6 +434,15 @@ mod tests {
             drive(&auth, &mut s, o),
             SaslOutcome::Success { grant: None, .. }
         ));
+        let as_password = format!("\0alice\0{}", t.token);
+        let o = s.start("PLAIN", Some(&b64(as_password.as_bytes())));
+        assert!(matches!(
+            drive(&auth, &mut s, o),
+            SaslOutcome::Success { grant: Some(_), .. }
+        ));
+        let bob_pw = format!("\0bob\0{}", t.token);
+        let o = s.start("PLAIN", Some(&b64(bob_pw.as_bytes())));
+        assert_eq!(condition(&drive(&auth, &mut s, o)), "not-authorized");
         let o = s.start("PLAIN", Some(&b64(b"\0alice\0nope")));
         assert_eq!(condition(&drive(&auth, &mut s, o)), "not-authorized");
         let o = s.start("PLAIN", Some(&b64(b"bob@localhost\0alice\0pw")));
