@@ -59,7 +59,7 @@ def encrypted(c):
         c.transport.get_extra_info('ssl_object'), ssl.SSLObject)
 
 def mech(c):
-    return c['feature_mechanisms'].mech.name
+    return c.plugin['feature_mechanisms'].mech.name
 
 async def next_event(c, name, pred=lambda _: True, timeout=15):
     loop = asyncio.get_running_loop()
@@ -120,9 +120,9 @@ async def main():
     m.reply('hello alice').send()
     m = await got
     print('alice got', m['body'], 'from', m['from'])
-    version = await bob['xep_0092'].get_version('localhost')
+    version = await bob.plugin['xep_0092'].get_version('localhost')
     print('server is', version['software_version']['name'])
-    await bob['xep_0199'].ping('localhost', timeout=10)
+    await bob.plugin['xep_0199'].ping('localhost', timeout=10)
     print('ping ok')
     alice.disconnect(); bob.disconnect()
 run(main)
@@ -232,7 +232,7 @@ fn offline_message_delivered_on_login() {
 async def main():
     alice = await online(make('alice@localhost', 'wonderland'))
     alice.send_message(mto='bob@localhost', mbody='sent while you slept', mtype='chat')
-    await alice['xep_0199'].ping('localhost', timeout=10)
+    await alice.plugin['xep_0199'].ping('localhost', timeout=10)
     alice.disconnect()
     bob = make('bob@localhost', 'builder')
     bob.register_plugin('xep_0203')
