@@ -27,7 +27,10 @@ fn parse(c: &mut Criterion) {
     g.bench_function("chat_message", |b| {
         let mut p = XmlStream::new(Limits::default());
         p.feed(HEADER);
-        assert!(matches!(p.next_event(), Ok(Some(StreamEvent::StreamStart { .. }))));
+        assert!(matches!(
+            p.next_event(),
+            Ok(Some(StreamEvent::StreamStart { .. }))
+        ));
         b.iter(|| {
             p.feed(black_box(MESSAGE));
             match p.next_event() {
