@@ -15,13 +15,11 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
@@ -33,7 +31,7 @@ use super::router::{Kick, Route};
 use super::sasl::{self, AuthRequest};
 use super::stanza::StreamCondition;
 use super::stream::{Limits, XmlStream};
-use crate::auth::{Grant, TokenEnd};
+use crate::auth::TokenEnd;
 use crate::config::Listener;
 use crate::registry::{Protocol, SessionInfo};
 use crate::server::{accept_loop, Shared, HANDSHAKE_TIMEOUT};
@@ -68,7 +66,11 @@ pub async fn serve(tcp: TcpListener, listener: Listener, shared: Arc<Shared>) {
             let conn = if policy.secure {
                 match shared.tls.as_ref() {
                     Some(acceptor) => {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                        match Box::pin(tokio::time::timeout(
+                            HANDSHAKE_TIMEOUT,
+                            acceptor.accept(stream),
+                        ))
+                        .await
                         {
                             Ok(Ok(s)) => Conn::Tls(Box::new(s)),
                             _ => {
@@ -83,11 +85,13 @@ pub async fn serve(tcp: TcpListener, listener: Listener, shared: Arc<Shared>) {
                 Conn::Plain(stream)
             };
             let c2s = C2s::new(hosts, policy);
-            Connection::new(conn, peer, c2s, limits, shared).run().await;
+            Box::pin(Connection::new(conn, c2s, limits, shared).run()).await;
         }
         .instrument(span)
     })
     .await;
+    // Accepting has stopped: tell bound sessions to say goodbye.
+    shared.xmpp.router.kick_all(Kick::Shutdown);
 }
 
 /// The socket, plain or TLS; STARTTLS turns the one into the other.
@@ -143,25 +147,31 @@ impl AsyncWrite for Conn {
 }
 
 /// Reads what the socket has into the parser through the per-thread scratch
-/// buffer. Resolves to the number of bytes read (0 at end of stream).
+/// buffer: the number of bytes read (0 at end of stream).
+fn poll_read_into(
+    conn: &mut Conn,
+    parser: &mut XmlStream,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut rb = ReadBuf::new(&mut scratch[..]);
+        match Pin::new(conn).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                parser.feed(rb.filled());
+                Poll::Ready(Ok(rb.filled().len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
 fn read_into<'a>(
     conn: &'a mut Conn,
     parser: &'a mut XmlStream,
 ) -> impl Future<Output = io::Result<usize>> + 'a {
-    std::future::poll_fn(move |cx| {
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let mut rb = ReadBuf::new(&mut scratch[..]);
-            match Pin::new(&mut *conn).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    parser.feed(rb.filled());
-                    Poll::Ready(Ok(rb.filled().len()))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-    })
+    std::future::poll_fn(move |cx| poll_read_into(conn, parser, cx))
 }
 
 /// A bound session: its IM state and its admin-registry entry.
@@ -170,9 +180,19 @@ struct Bound {
     registry_key: u64,
 }
 
+/// Resolves when the login token ends (boxed: only token sessions have one).
+type TokenWatch = Pin<Box<dyn Future<Output = TokenEnd> + Send>>;
+
+/// What woke a bound session.
+enum Wake {
+    Read(io::Result<usize>),
+    Queued,
+    Kicked(Kick),
+    TokenEnded(TokenEnd),
+}
+
 struct Connection {
     conn: Conn,
-    peer: SocketAddr,
     parser: XmlStream,
     c2s: C2s,
     shared: Arc<Shared>,
@@ -181,74 +201,96 @@ struct Connection {
     /// The bound session's route (its queue and kicks), kept apart from
     /// `bound` so the wait can borrow it separately.
     route: Option<Arc<Route>>,
-    grant: Option<Grant>,
+    token: Option<TokenWatch>,
     /// Until binding: the negotiation deadline.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Bytes waiting to be written (empty, unallocated, when idle).
     wbuf: Vec<u8>,
     closing: bool,
+    /// Alternates which source a bound session's wait looks at first, so
+    /// neither a chatty client nor a busy queue starves the other.
+    route_first: bool,
 }
 
 impl Connection {
-    fn new(
-        conn: Conn,
-        peer: SocketAddr,
-        c2s: C2s,
-        limits: Limits,
-        shared: Arc<Shared>,
-    ) -> Connection {
+    /// Boxed: an async fn keeps its arguments twice in its future (once as
+    /// received, once as the local), so the task holds a pointer instead.
+    fn new(conn: Conn, c2s: C2s, limits: Limits, shared: Arc<Shared>) -> Box<Connection> {
         let timeout = Duration::from_secs(shared.config.negotiation_timeout);
-        Connection {
+        Box::new(Connection {
             conn,
-            peer,
             parser: XmlStream::new(limits),
             c2s,
             shared,
             bound: None,
             route: None,
-            grant: None,
+            token: None,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             wbuf: Vec::new(),
             closing: false,
-        }
+            route_first: false,
+        })
     }
 
     fn im(&self) -> &ImServer {
         &self.shared.xmpp
     }
 
-    async fn run(mut self) {
-        tracing::debug!(peer = %self.peer, "connected");
+    /// Negotiation (boxed: it holds the large waits), then the bound
+    /// session's small wait loop, then the goodbye.
+    async fn run(mut self: Box<Self>) {
+        tracing::debug!("connected");
+        Box::pin(self.negotiate()).await;
         while !self.closing {
+            let wake = self.wait_bound().await;
+            let mut out = Vec::new();
+            match wake {
+                Wake::Read(Ok(0) | Err(_)) => break,
+                Wake::Read(Ok(_)) => {
+                    Box::pin(self.drain_parser()).await;
+                    self.parser.release_idle_buffer();
+                }
+                Wake::Queued => {
+                    if let Some(route) = self.route.as_ref() {
+                        // Batch whatever is queued, up to a bound.
+                        while self.wbuf.len() < 64 * 1024 {
+                            match route.try_recv() {
+                                Some(b) => self.wbuf.extend_from_slice(&b),
+                                None => break,
+                            }
+                        }
+                    }
+                }
+                Wake::Kicked(why) => self.kicked(why, &mut out),
+                Wake::TokenEnded(end) => self.c2s.token_ended(end, &mut out),
+            }
+            if !out.is_empty() {
+                Box::pin(self.execute(out)).await;
+            }
+            if !self.wbuf.is_empty() && Box::pin(self.flush()).await.is_err() {
+                break;
+            }
+        }
+        Box::pin(self.finish()).await;
+    }
+
+    /// Until a resource is bound (or the stream ends): the socket, the
+    /// deadline, shutdown and, after a token login, the token's end.
+    async fn negotiate(&mut self) {
+        while !self.closing && self.bound.is_none() {
             let mut out = Vec::new();
             tokio::select! {
                 r = read_into(&mut self.conn, &mut self.parser) => match r {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => {
+                        self.closing = true;
+                        return;
+                    }
                     Ok(_) => {
                         self.drain_parser().await;
                         self.parser.release_idle_buffer();
                     }
                 },
-                bytes = recv(&self.route) => {
-                    self.wbuf.extend_from_slice(&bytes);
-                    if let Some(route) = self.route.as_ref() {
-                        // Batch whatever else is already queued.
-                        while self.wbuf.len() < 64 * 1024 {
-                            match route.try_recv() {
-                                Some(more) => self.wbuf.extend_from_slice(&more),
-                                None => break,
-                            }
-                        }
-                    }
-                },
-                why = kicked(&self.route) => {
-                    let (cond, text) = match why {
-                        Kick::Conflict => (StreamCondition::Conflict, "replaced by a new session for this resource"),
-                        Kick::Overflow => (StreamCondition::PolicyViolation, "too many stanzas queued for a slow reader"),
-                    };
-                    self.c2s.fail_stream(cond, text, &mut out);
-                },
-                end = token_end(&self.grant) => self.c2s.token_ended(end, &mut out),
+                end = token_end(&mut self.token) => self.c2s.token_ended(end, &mut out),
                 _ = self.shared.shutdown.cancelled() => {
                     self.c2s.fail_stream(StreamCondition::SystemShutdown, "the server is shutting down", &mut out);
                 },
@@ -256,10 +298,73 @@ impl Connection {
             }
             self.execute(out).await;
             if self.flush().await.is_err() {
-                break;
+                self.closing = true;
             }
         }
-        self.finish().await;
+    }
+
+    /// A bound session's wait: one `poll_fn` over the socket, the route
+    /// (queued stanzas and kicks share one waker) and the token.
+    fn wait_bound(&mut self) -> impl Future<Output = Wake> + '_ {
+        self.route_first = !self.route_first;
+        let route_first = self.route_first;
+        let Connection {
+            conn,
+            parser,
+            route,
+            token,
+            ..
+        } = self;
+        std::future::poll_fn(move |cx| {
+            let route = route.as_ref().expect("bound");
+            let from_route = |cx: &mut Context<'_>| {
+                route.register(cx);
+                if let Some(k) = route.kick_reason() {
+                    return Poll::Ready(Wake::Kicked(k));
+                }
+                if route.has_queued() {
+                    return Poll::Ready(Wake::Queued);
+                }
+                Poll::Pending
+            };
+            if route_first {
+                if let Poll::Ready(w) = from_route(cx) {
+                    return Poll::Ready(w);
+                }
+            }
+            if let Poll::Ready(r) = poll_read_into(conn, parser, cx) {
+                return Poll::Ready(Wake::Read(r));
+            }
+            if !route_first {
+                if let Poll::Ready(w) = from_route(cx) {
+                    return Poll::Ready(w);
+                }
+            }
+            if let Some(t) = token.as_mut() {
+                if let Poll::Ready(end) = t.as_mut().poll(cx) {
+                    return Poll::Ready(Wake::TokenEnded(end));
+                }
+            }
+            Poll::Pending
+        })
+    }
+
+    fn kicked(&mut self, why: Kick, out: &mut Vec<Output>) {
+        let (cond, text) = match why {
+            Kick::Conflict => (
+                StreamCondition::Conflict,
+                "replaced by a new session for this resource",
+            ),
+            Kick::Overflow => (
+                StreamCondition::PolicyViolation,
+                "too many stanzas queued for a slow reader",
+            ),
+            Kick::Shutdown => (
+                StreamCondition::SystemShutdown,
+                "the server is shutting down",
+            ),
+        };
+        self.c2s.fail_stream(cond, text, out);
     }
 
     /// Feeds every complete event to the state machine, stopping where the
@@ -301,10 +406,14 @@ impl Connection {
                 }
                 Output::ResetParser => {
                     self.parser.reset();
-                    self.grant = self.c2s.grant().cloned();
+                    self.token = self
+                        .c2s
+                        .grant()
+                        .cloned()
+                        .map(|g| Box::pin(async move { g.ended().await }) as TokenWatch);
                 }
                 Output::Auth(req) => {
-                    let reply = self.authenticate(req).await;
+                    let reply = Self::authenticate(self.shared.auth.clone(), req).await;
                     let mut more = Vec::new();
                     self.c2s.auth_reply(reply, &mut more);
                     for m in more.into_iter().rev() {
@@ -333,8 +442,9 @@ impl Connection {
         }
     }
 
-    async fn authenticate(&self, req: AuthRequest) -> sasl::AuthReply {
-        let auth = self.shared.auth.clone();
+    /// Runs a credential check (a free function of the auth core, so no
+    /// borrow of the connection lives across the await).
+    async fn authenticate(auth: Arc<crate::auth::AuthCore>, req: AuthRequest) -> sasl::AuthReply {
         if matches!(req, AuthRequest::Token { .. }) {
             // Tokens are checked in memory.
             return sasl::perform(&auth, req);
@@ -358,6 +468,10 @@ impl Connection {
             since: crate::auth::now(),
         });
         let im = self.im().open_session(jid, user, scopes);
+        if self.shared.shutdown.is_cancelled() {
+            // Bound while the listener was kicking everyone out.
+            im.route.kick(Kick::Shutdown);
+        }
         self.route = Some(im.route.clone());
         self.bound = Some(Box::new(Bound { im, registry_key }));
         self.deadline = None;
@@ -410,7 +524,7 @@ impl Connection {
         }
     }
 
-    async fn finish(mut self) {
+    async fn finish(mut self: Box<Self>) {
         if let Some(b) = self.bound.take() {
             self.shared.registry.remove(b.registry_key);
             self.shared.xmpp.close_session(b.im);
@@ -421,13 +535,6 @@ impl Connection {
     }
 }
 
-async fn recv(route: &Option<Arc<Route>>) -> Bytes {
-    match route {
-        Some(r) => r.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn kicked(route: &Option<Arc<Route>>) -> Kick {
     match route {
         Some(r) => r.kicked().await,
@@ -435,9 +542,9 @@ async fn kicked(route: &Option<Arc<Route>>) -> Kick {
     }
 }
 
-async fn token_end(grant: &Option<Grant>) -> TokenEnd {
-    match grant {
-        Some(g) => g.ended().await,
+async fn token_end(token: &mut Option<TokenWatch>) -> TokenEnd {
+    match token {
+        Some(t) => t.as_mut().await,
         None => std::future::pending().await,
     }
 }

@@ -7,10 +7,12 @@
 //! presence (availability, priority, last presence for probes), whether it
 //! asked for roster pushes, and a way to cut it off.
 //!
-//! The queue is a `VecDeque` behind a short mutex plus a `Notify`, rather than
-//! a tokio mpsc channel: it allocates only while stanzas wait and gives its
-//! memory back once drained, so an idle session holds no queue buffer (an mpsc
-//! channel keeps a block of 32 slots, about 1 KB, from its creation).
+//! The queue is a `VecDeque` behind a short mutex plus one `AtomicWaker`,
+//! rather than a tokio mpsc channel: it allocates only while stanzas wait and
+//! gives its memory back once drained, so an idle session holds no queue buffer
+//! (an mpsc channel keeps a block of 32 slots, about 1 KB, from its creation).
+//! The same waker carries kicks, so the session's task waits on its socket and
+//! its route with a single small `poll_fn`.
 //!
 //! Delivery never waits: [`Route::deliver`] only appends. A session whose
 //! queue is full is a slow consumer: it is kicked (its task ends the stream
@@ -24,10 +26,12 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use compact_str::{CompactString, ToCompactString};
 use dashmap::DashMap;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use super::element::Element;
 use super::stanza::Jid;
@@ -42,6 +46,8 @@ pub enum Kick {
     Conflict = 1,
     /// Its queue overflowed.
     Overflow = 2,
+    /// The server is shutting down.
+    Shutdown = 3,
 }
 
 /// What a session's presence announced.
@@ -61,11 +67,10 @@ pub struct Route {
     /// The full JID.
     pub jid: Jid,
     queue: Mutex<VecDeque<Bytes>>,
-    /// Wakes the session's task when the queue gains a stanza.
-    queued: Notify,
     queue_len: usize,
     kick: AtomicU8,
-    kicked: Notify,
+    /// Wakes the session's task when the queue gains a stanza or it is kicked.
+    waker: AtomicWaker,
     /// Asked for the roster, so gets roster pushes (RFC 6121 §2.1.6).
     pub interested: AtomicBool,
     pub presence: Mutex<PresenceState>,
@@ -87,7 +92,7 @@ impl Route {
             }
             q.push_back(bytes);
         }
-        self.queued.notify_one();
+        self.waker.wake();
         true
     }
 
@@ -102,16 +107,29 @@ impl Route {
         b
     }
 
-    /// Waits for the next queued stanza. Only the session's own task calls it.
+    /// Whether stanzas are waiting.
+    pub fn has_queued(&self) -> bool {
+        !self.queue.lock().expect("queue lock").is_empty()
+    }
+
+    /// Registers the session task's waker for deliveries and kicks. Call it
+    /// before checking [`Route::has_queued`] and [`Route::kick_reason`], so a
+    /// stanza or kick arriving in between still wakes the task. Only the
+    /// session's own task may call it (there is one waker slot).
+    pub fn register(&self, cx: &Context<'_>) {
+        self.waker.register(cx.waker());
+    }
+
+    /// Waits for the next queued stanza (the session's own task only).
     pub async fn recv(&self) -> Bytes {
-        loop {
-            if let Some(b) = self.try_recv() {
-                return b;
+        std::future::poll_fn(|cx| {
+            self.register(cx);
+            match self.try_recv() {
+                Some(b) => Poll::Ready(b),
+                None => Poll::Pending,
             }
-            // A stanza queued between the check and here left a permit, so
-            // this returns at once rather than missing it.
-            self.queued.notified().await;
-        }
+        })
+        .await
     }
 
     /// Serializes `el` with `to` set to this session's JID and queues it.
@@ -127,19 +145,31 @@ impl Route {
             .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.kicked.notify_one();
+            self.waker.wake();
         }
     }
 
-    /// Resolves when the session has been kicked, with the reason.
-    pub async fn kicked(&self) -> Kick {
-        loop {
-            match self.kick.load(Ordering::Acquire) {
-                1 => return Kick::Conflict,
-                2 => return Kick::Overflow,
-                _ => self.kicked.notified().await,
-            }
+    /// Why the session was kicked, if it was.
+    pub fn kick_reason(&self) -> Option<Kick> {
+        match self.kick.load(Ordering::Acquire) {
+            1 => Some(Kick::Conflict),
+            2 => Some(Kick::Overflow),
+            3 => Some(Kick::Shutdown),
+            _ => None,
         }
+    }
+
+    /// Resolves when the session has been kicked (the session's own task only).
+    pub fn poll_kicked(&self, cx: &Context<'_>) -> Poll<Kick> {
+        self.register(cx);
+        match self.kick_reason() {
+            Some(k) => Poll::Ready(k),
+            None => Poll::Pending,
+        }
+    }
+
+    pub async fn kicked(&self) -> Kick {
+        std::future::poll_fn(|cx| self.poll_kicked(cx)).await
     }
 
     /// Available, with a priority that may receive bare-JID messages.
@@ -187,10 +217,9 @@ impl Router {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             jid,
             queue: Mutex::new(VecDeque::new()),
-            queued: Notify::new(),
             queue_len: self.queue_len,
             kick: AtomicU8::new(0),
-            kicked: Notify::new(),
+            waker: AtomicWaker::new(),
             interested: AtomicBool::new(false),
             presence: Mutex::new(PresenceState::default()),
         });
@@ -265,6 +294,13 @@ impl Router {
                 .filter(|r| r.deliver(bytes.clone()))
                 .count()
         })
+    }
+
+    /// Kicks every bound session (at shutdown).
+    pub fn kick_all(&self, why: Kick) {
+        for r in self.full.iter() {
+            r.value().kick(why);
+        }
     }
 
     /// Sessions bound right now.
