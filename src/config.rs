@@ -133,6 +133,8 @@ pub struct Config {
     pub oauth_client_id_check: ClientIdCheck,
     pub listen: Vec<Listener>,
     pub max_stanza_size: usize,
+    /// XMPP: seconds a connection may take from connecting to a bound resource.
+    pub negotiation_timeout: u64,
     pub mqtt_allow_anonymous: bool,
     pub mqtt_max_packet_size: u32,
     /// Messages queued per MQTT session before new ones are dropped.
@@ -151,6 +153,7 @@ impl Default for Config {
             oauth_client_id_check: ClientIdCheck::Db,
             listen: default_listeners(),
             max_stanza_size: 262_144,
+            negotiation_timeout: 60,
             mqtt_allow_anonymous: false,
             mqtt_max_packet_size: 1 << 20,
             mqtt_max_queue: 1000,
@@ -160,9 +163,11 @@ impl Default for Config {
 }
 
 /// The default ports of CONVENTIONS.md, all on loopback: those of the modules
-/// served so far (XMPP 5222/5223 join when c2s lands).
+/// served (all of them).
 pub fn default_listeners() -> Vec<Listener> {
     vec![
+        Listener::new(Module::C2s, 5222, false),
+        Listener::new(Module::C2s, 5223, true),
         Listener::new(Module::Mqtt, 1883, false),
         Listener::new(Module::Mqtt, 8883, true),
         Listener::new(Module::Http, 5280, false),
@@ -182,6 +187,7 @@ struct RawConfig {
     oauth_client_id_check: Option<ClientIdCheck>,
     listen: Option<Vec<Listener>>,
     max_stanza_size: Option<usize>,
+    negotiation_timeout: Option<u64>,
     mqtt_allow_anonymous: Option<bool>,
     mqtt_max_packet_size: Option<u32>,
     mqtt_max_queue: Option<usize>,
@@ -253,6 +259,9 @@ impl Config {
         if let Some(s) = raw.max_stanza_size {
             c.max_stanza_size = s;
         }
+        if let Some(t) = raw.negotiation_timeout {
+            c.negotiation_timeout = t;
+        }
         if let Some(a) = raw.mqtt_allow_anonymous {
             c.mqtt_allow_anonymous = a;
         }
@@ -313,6 +322,12 @@ impl Config {
             return Err(ConfigError::new(
                 "max_stanza_size",
                 "must be at least 4096 bytes",
+            ));
+        }
+        if self.negotiation_timeout == 0 {
+            return Err(ConfigError::new(
+                "negotiation_timeout",
+                "must be at least 1 second",
             ));
         }
         if self.mqtt_max_packet_size < 128 {
@@ -410,6 +425,28 @@ mod tests {
         assert_eq!(e.key, "oauth_access");
         let e = Config::parse("hosts = []").unwrap_err();
         assert_eq!(e.key, "hosts");
+    }
+
+    #[test]
+    fn c2s_listeners_and_the_documented_file() {
+        let c = Config::parse(include_str!("../configs/petrel.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(c.negotiation_timeout, d.negotiation_timeout);
+        assert_eq!(c.max_stanza_size, d.max_stanza_size);
+        let ports = |c: &Config| -> Vec<(u16, bool, bool)> {
+            c.listen
+                .iter()
+                .map(|l| (l.port, l.tls, l.starttls))
+                .collect()
+        };
+        assert_eq!(ports(&c), ports(&d));
+        let starttls = d.listen.iter().find(|l| l.port == 5222).unwrap();
+        assert!(
+            starttls.starttls && !starttls.requires_starttls(),
+            "loopback"
+        );
+        let e = Config::parse("negotiation_timeout = 0").unwrap_err();
+        assert_eq!(e.key, "negotiation_timeout");
     }
 
     #[test]

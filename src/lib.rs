@@ -7,7 +7,8 @@
 //! OAuth clients, tokens and scopes — which persists through the [`store`] trait
 //! (sled today). [`oauth`] serves the OAuth HTTP endpoints, [`ctl`] the admin
 //! commands (CLI and admin socket alike), and [`registry`] is the lock-free map of
-//! connected sessions that routing reads.
+//! connected sessions that routing reads. [`xmpp`] is the XMPP client-to-server
+//! side: a sans-I/O stream state machine, its IM layer and routing table.
 
 pub mod auth;
 pub mod config;

@@ -56,8 +56,6 @@ pub enum ServerError {
     },
     #[error("admin socket: {0}")]
     AdminSocket(std::io::Error),
-    #[error("listen: module {0} is not served yet")]
-    Unsupported(&'static str),
 }
 
 /// Shared by every connection task.
@@ -69,6 +67,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// XMPP: the routing table, rosters and offline messages of every c2s listener.
+    pub xmpp: Arc<crate::xmpp::ImServer>,
 }
 
 struct Bound {
@@ -94,11 +94,6 @@ impl Server {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        for l in &config.listen {
-            if l.module == Module::C2s {
-                return Err(ServerError::Unsupported(l.module.name()));
-            }
-        }
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
         let auth = Arc::new(AuthCore::new(store.clone(), &config)?);
         let broker = Arc::new(Broker::new(
@@ -138,6 +133,10 @@ impl Server {
             });
         }
         let admin = ctl::socket::bind(&config.data_dir).map_err(ServerError::AdminSocket)?;
+        let xmpp = Arc::new(crate::xmpp::ImServer::new(
+            auth.clone(),
+            crate::xmpp::Router::default(),
+        ));
         for (domain, slot, left) in broker.restore_sessions()? {
             let generation = slot.generation();
             tokio::spawn(crate::mqtt::listener::expire_later(
@@ -149,6 +148,7 @@ impl Server {
             ));
         }
         let shared = Arc::new(Shared {
+            xmpp,
             config,
             auth,
             registry: Arc::new(Registry::new()),
@@ -194,7 +194,7 @@ impl Server {
                 match b.listener.module {
                     Module::Http => serve_http(b, shared).await,
                     Module::Mqtt => serve_mqtt(b, shared).await,
-                    Module::C2s => unreachable!("refused in bind"),
+                    Module::C2s => crate::xmpp::listener::serve(b.tcp, b.listener, shared).await,
                 }
             }));
         }

@@ -38,7 +38,7 @@ async fn flush(store: &Arc<dyn Store>) {
     match tokio::task::spawn_blocking(move || s.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "store flush failed"),
-        Err(e) => tracing::error!(error = %e, "store flush panicked"),
+        Err(e) => tracing::error!(error = %e, "store flush did not finish"),
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod mqtt_raw;
 pub mod node;
 pub mod python;
+pub mod xmpp;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -24,8 +25,19 @@ pub struct Petrel {
     pub addrs: HashMap<String, Vec<SocketAddr>>,
 }
 
-/// The listeners every test server gets, all on port 0.
+/// The listeners every test server gets, all on port 0. c2s: [0] plain with
+/// STARTTLS offered (not required: loopback), [1] direct TLS.
 pub const LISTENERS: &str = r#"
+[[listen]]
+module = "c2s"
+port = 0
+starttls = true
+
+[[listen]]
+module = "c2s"
+port = 0
+tls = true
+
 [[listen]]
 module = "mqtt"
 port = 0

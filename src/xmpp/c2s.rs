@@ -1,0 +1,553 @@
+//! The client-to-server stream state machine (RFC 6120), without I/O.
+//!
+//! [`C2s`] is fed what the parser ([`super::stream::XmlStream`]) found — the
+//! stream header, each top-level element, the end tag or a parse error — and
+//! answers with [`Output`]s for the connection task to carry out in order:
+//! bytes to write, "start TLS now", "reset the parser" (after SASL success),
+//! a credential check for the auth core, "bind this full JID in the router",
+//! a validated stanza for the IM layer ([`super::im`]), or "close".
+//!
+//! The phases of a stream, each restart beginning with a new header:
+//! 1. header checks (namespaces by the parser, `version` 1.x, `to` a hosted
+//!    domain) and features: STARTTLS and/or SASL mechanisms;
+//! 2. STARTTLS (`<proceed/>`, TLS handshake, restart) — required before SASL
+//!    when the listener says so;
+//! 3. SASL ([`super::sasl`]), then restart;
+//! 4. resource binding (and the legacy `session` iq);
+//! 5. stanzas: checked (`to`/`from` JIDs, iq shape), stamped with the
+//!    session's full JID as `from` (RFC 6120 §8.1.2.1) and handed on.
+//!
+//! Anything that breaks the stream gets its RFC 6120 §4.9.3 stream error and
+//! [`Output::Close`]; a stanza-level problem gets a stanza error reply and the
+//! stream stays up.
+
+use bytes::Bytes;
+
+use super::element::Element;
+use super::sasl::{AuthReply, AuthRequest, Mechanism, Sasl, SaslOutcome};
+use super::stanza::{
+    error_reply, iq_result, stream_error_bytes, valid_resource, Jid, StanzaError, StreamCondition,
+    NS_BIND, NS_SASL, NS_SESSION, NS_TLS,
+};
+use super::stream::{StreamError, StreamEvent, NS_CLIENT};
+use crate::auth::sasl::encode_base64_payload;
+use crate::auth::{BareJid, Grant, TokenEnd};
+
+/// Failed SASL attempts allowed on one stream (RFC 6120 §6.4.5 suggests 2–5).
+const MAX_AUTH_FAILURES: u8 = 5;
+
+/// How the listener this stream arrived on treats TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsPolicy {
+    /// The connection is already TLS (direct TLS listener).
+    pub secure: bool,
+    /// STARTTLS is offered.
+    pub starttls: bool,
+    /// SASL is refused before STARTTLS.
+    pub required: bool,
+}
+
+/// Something for the connection task to do, in order.
+#[derive(Debug)]
+pub enum Output {
+    /// Write these bytes.
+    Send(Bytes),
+    /// Everything before has been written: run the TLS handshake, then keep
+    /// reading. The parser must hold no unread bytes (plaintext injection).
+    StartTls,
+    /// Reset the parser for the stream restart after SASL success.
+    ResetParser,
+    /// Check a credential and call [`C2s::auth_reply`].
+    Auth(AuthRequest),
+    /// Route this full JID to the connection (replacing a session bound to it).
+    Bind(Jid),
+    /// A validated stanza, `from` stamped, for the IM layer.
+    Stanza(Element),
+    /// Close the connection once everything before is written.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a stream header (the first, or after a restart).
+    AwaitHeader,
+    /// Header answered; elements are expected.
+    Open,
+    /// A stream error or the end tag was sent.
+    Closed,
+}
+
+/// Who the stream authenticated as.
+struct Authenticated {
+    user: BareJid,
+    /// Present for token logins: the session ends when the token does.
+    grant: Option<Grant>,
+}
+
+/// One client-to-server stream. See the module docs.
+pub struct C2s {
+    hosts: std::sync::Arc<[String]>,
+    tls: TlsPolicy,
+    phase: Phase,
+    /// Our own header for the current stream is out (so a stream error can
+    /// follow it directly).
+    header_sent: bool,
+    /// The header's namespaces were wrong: the parser's error comes next.
+    doomed: bool,
+    /// The domain the client asked for in its first header.
+    domain: Option<String>,
+    /// Boxed: only needed during negotiation.
+    sasl: Option<Box<Sasl>>,
+    auth: Option<Box<Authenticated>>,
+    auth_failures: u8,
+    jid: Option<Jid>,
+}
+
+impl C2s {
+    pub fn new(hosts: std::sync::Arc<[String]>, tls: TlsPolicy) -> C2s {
+        C2s {
+            hosts,
+            tls,
+            phase: Phase::AwaitHeader,
+            header_sent: false,
+            doomed: false,
+            domain: None,
+            sasl: None,
+            auth: None,
+            auth_failures: 0,
+            jid: None,
+        }
+    }
+
+    /// Whether the stream is still waiting for a header (the negotiation timer).
+    pub fn awaiting_header(&self) -> bool {
+        self.phase == Phase::AwaitHeader
+    }
+
+    /// Whether authentication and binding are done.
+    pub fn is_bound(&self) -> bool {
+        self.jid.is_some()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// The bound full JID.
+    pub fn jid(&self) -> Option<&Jid> {
+        self.jid.as_ref()
+    }
+
+    /// The authenticated account.
+    pub fn user(&self) -> Option<&BareJid> {
+        self.auth.as_ref().map(|a| &a.user)
+    }
+
+    /// The token grant of a token login (`None` for passwords).
+    pub fn grant(&self) -> Option<&Grant> {
+        self.auth.as_ref().and_then(|a| a.grant.as_ref())
+    }
+
+    fn send(out: &mut Vec<Output>, bytes: impl Into<Bytes>) {
+        out.push(Output::Send(bytes.into()));
+    }
+
+    fn send_element(out: &mut Vec<Output>, el: &Element) {
+        Self::send(out, el.to_bytes(NS_CLIENT));
+    }
+
+    fn header(&mut self, out: &mut Vec<Output>, from: &str) {
+        let id = hex::encode(crate::auth::random_bytes::<8>());
+        let mut h = Vec::with_capacity(200);
+        h.extend_from_slice(
+            b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+              xmlns:stream='http://etherx.jabber.org/streams' id='",
+        );
+        h.extend_from_slice(id.as_bytes());
+        h.extend_from_slice(b"' from='");
+        super::element::write_escaped_attr(&mut h, from);
+        h.extend_from_slice(b"' version='1.0' xml:lang='en'>");
+        Self::send(out, h);
+        self.header_sent = true;
+    }
+
+    /// Ends the stream with a stream error (sending our header first if the
+    /// client's was never answered, as RFC 6120 §4.9.1.2 asks).
+    pub fn fail_stream(&mut self, cond: StreamCondition, text: &str, out: &mut Vec<Output>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if !self.header_sent {
+            let from = self.domain.clone().unwrap_or_else(|| self.hosts[0].clone());
+            self.header(out, &from);
+        }
+        Self::send(out, stream_error_bytes(cond, text));
+        out.push(Output::Close);
+        self.phase = Phase::Closed;
+    }
+
+    /// The parser found the stream broken.
+    pub fn parse_error(&mut self, e: &StreamError, out: &mut Vec<Output>) {
+        self.fail_stream(StreamCondition::of_parse_error(e), e.text(), out);
+    }
+
+    /// The login token was revoked or expired.
+    pub fn token_ended(&mut self, end: TokenEnd, out: &mut Vec<Output>) {
+        let text = match end {
+            TokenEnd::Revoked => "token revoked",
+            TokenEnd::Expired => "token expired",
+        };
+        self.fail_stream(StreamCondition::NotAuthorized, text, out);
+    }
+
+    /// The negotiation did not finish in time.
+    pub fn timed_out(&mut self, out: &mut Vec<Output>) {
+        self.fail_stream(
+            StreamCondition::ConnectionTimeout,
+            "stream negotiation took too long",
+            out,
+        );
+    }
+
+    /// Handles one parser event.
+    pub fn event(&mut self, ev: StreamEvent, out: &mut Vec<Output>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        match ev {
+            StreamEvent::StreamStart { .. } => self.stream_start(&ev, out),
+            StreamEvent::Stanza(el) => self.element(el, out),
+            StreamEvent::StreamEnd => {
+                Self::send(out, &b"</stream:stream>"[..]);
+                out.push(Output::Close);
+                self.phase = Phase::Closed;
+            }
+        }
+    }
+
+    fn stream_start(&mut self, ev: &StreamEvent, out: &mut Vec<Output>) {
+        let StreamEvent::StreamStart {
+            ns_default,
+            ns_stream_ok,
+            ..
+        } = ev
+        else {
+            return;
+        };
+        let to = ev.header_attr("to").map(|t| t.to_lowercase());
+        let from = match (&self.domain, &to) {
+            (Some(d), _) => d.clone(),
+            (None, Some(t)) if self.hosts.contains(t) => t.clone(),
+            _ => self.hosts[0].clone(),
+        };
+        self.header(out, &from);
+        self.phase = Phase::Open;
+        if !ns_stream_ok || ns_default != NS_CLIENT {
+            // The parser reports the namespace error on its next event.
+            self.doomed = true;
+            return;
+        }
+        let version_ok = ev
+            .header_attr("version")
+            .and_then(|v| v.split_once('.'))
+            .is_some_and(|(major, minor)| major == "1" && minor.parse::<u32>().is_ok());
+        if !version_ok {
+            return self.fail_stream(
+                StreamCondition::UnsupportedVersion,
+                "only XMPP version 1.0 is served",
+                out,
+            );
+        }
+        match (&self.domain, to) {
+            (None, Some(t)) if self.hosts.contains(&t) => self.domain = Some(t),
+            (Some(d), Some(t)) if *d == t => {}
+            _ => {
+                return self.fail_stream(
+                    StreamCondition::HostUnknown,
+                    "this server does not serve that domain",
+                    out,
+                )
+            }
+        }
+        self.features(out);
+    }
+
+    fn features(&mut self, out: &mut Vec<Output>) {
+        let mut f = Element::new("features", super::stream::NS_STREAMS);
+        if self.auth.is_none() {
+            if !self.tls.secure && self.tls.starttls {
+                let mut st = Element::new("starttls", NS_TLS);
+                if self.tls.required {
+                    st.push_child(Element::new("required", NS_TLS));
+                }
+                f.push_child(st);
+            }
+            if self.sasl_allowed() {
+                let mut m = Element::new("mechanisms", NS_SASL);
+                for mech in Mechanism::ALL {
+                    m.push_child(Element::new("mechanism", NS_SASL).with_text(mech.name()));
+                }
+                f.push_child(m);
+            }
+        } else {
+            f.push_child(Element::new("bind", NS_BIND));
+            f.push_child(
+                Element::new("session", NS_SESSION)
+                    .with_child(Element::new("optional", NS_SESSION)),
+            );
+        }
+        // Written under the stream prefix our header declared.
+        let mut b = b"<stream:features>".to_vec();
+        for c in f.elements() {
+            c.write_to(&mut b, NS_CLIENT);
+        }
+        b.extend_from_slice(b"</stream:features>");
+        Self::send(out, b);
+    }
+
+    fn sasl_allowed(&self) -> bool {
+        self.tls.secure || !self.tls.required
+    }
+
+    fn element(&mut self, el: Element, out: &mut Vec<Output>) {
+        if self.doomed {
+            return;
+        }
+        if el.ns == NS_TLS && el.name == "starttls" {
+            return self.starttls(out);
+        }
+        if el.ns == NS_SASL && self.auth.is_none() {
+            return self.sasl_element(&el, out);
+        }
+        let is_stanza =
+            el.ns == NS_CLIENT && matches!(el.name.as_str(), "message" | "presence" | "iq");
+        if !is_stanza {
+            return self.fail_stream(
+                StreamCondition::UnsupportedStanzaType,
+                "unknown top-level element",
+                out,
+            );
+        }
+        if self.auth.is_none() {
+            return self.fail_stream(
+                StreamCondition::NotAuthorized,
+                "authenticate before sending stanzas",
+                out,
+            );
+        }
+        if el.name == "iq" && el.attr("type") == Some("set") {
+            if let Some(bind) = el.child("bind", NS_BIND) {
+                let resource = bind
+                    .child("resource", NS_BIND)
+                    .map(|r| r.text().trim().to_owned());
+                return self.bind(&el, resource, out);
+            }
+            if el.child("session", NS_SESSION).is_some() {
+                let mut r = iq_result(&el, None);
+                r.remove_attr("from");
+                return Self::send_element(out, &r);
+            }
+        }
+        if self.jid.is_none() {
+            return self.fail_stream(
+                StreamCondition::NotAuthorized,
+                "bind a resource before sending stanzas",
+                out,
+            );
+        }
+        self.stanza(el, out);
+    }
+
+    fn starttls(&mut self, out: &mut Vec<Output>) {
+        let in_sasl = self.sasl.as_ref().is_some_and(|s| s.in_progress());
+        if self.tls.secure || !self.tls.starttls || self.auth.is_some() || in_sasl {
+            Self::send(out, Element::new("failure", NS_TLS).to_bytes(NS_CLIENT));
+            Self::send(out, &b"</stream:stream>"[..]);
+            out.push(Output::Close);
+            self.phase = Phase::Closed;
+            return;
+        }
+        Self::send(out, Element::new("proceed", NS_TLS).to_bytes(NS_CLIENT));
+        out.push(Output::StartTls);
+        self.tls.secure = true;
+        self.phase = Phase::AwaitHeader;
+        self.header_sent = false;
+    }
+
+    fn sasl_element(&mut self, el: &Element, out: &mut Vec<Output>) {
+        if !self.sasl_allowed() {
+            Self::send_element(
+                out,
+                &Element::new("failure", NS_SASL)
+                    .with_child(Element::new("encryption-required", NS_SASL)),
+            );
+            return;
+        }
+        let domain = self.domain.clone().unwrap_or_default();
+        let sasl = self
+            .sasl
+            .get_or_insert_with(|| Box::new(Sasl::new(&domain)));
+        let outcome = match el.name.as_str() {
+            "auth" => {
+                let text = el.text();
+                let text = (!text.trim().is_empty()).then_some(text);
+                sasl.start(el.attr("mechanism").unwrap_or(""), text.as_deref())
+            }
+            "response" => sasl.response(&el.text()),
+            "abort" => sasl.abort(),
+            _ => {
+                return self.fail_stream(
+                    StreamCondition::UnsupportedStanzaType,
+                    "unknown SASL element",
+                    out,
+                )
+            }
+        };
+        self.sasl_outcome(outcome, out);
+    }
+
+    /// The auth core's answer to an [`Output::Auth`].
+    pub fn auth_reply(&mut self, reply: AuthReply, out: &mut Vec<Output>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let Some(sasl) = self.sasl.as_mut() else {
+            return;
+        };
+        let outcome = sasl.auth_reply(reply);
+        self.sasl_outcome(outcome, out);
+    }
+
+    fn sasl_outcome(&mut self, outcome: SaslOutcome, out: &mut Vec<Output>) {
+        match outcome {
+            SaslOutcome::Challenge(data) => {
+                let mut c = Element::new("challenge", NS_SASL);
+                if !data.is_empty() {
+                    c.push_text(encode_base64_payload(&data));
+                }
+                Self::send_element(out, &c);
+            }
+            SaslOutcome::NeedAuth(req) => out.push(Output::Auth(req)),
+            SaslOutcome::Success { user, grant, data } => {
+                let mut s = Element::new("success", NS_SASL);
+                if let Some(d) = data {
+                    s.push_text(encode_base64_payload(&d));
+                }
+                Self::send_element(out, &s);
+                out.push(Output::ResetParser);
+                self.auth = Some(Box::new(Authenticated { user, grant }));
+                self.sasl = None;
+                self.phase = Phase::AwaitHeader;
+                self.header_sent = false;
+            }
+            SaslOutcome::Failure { error, text } => {
+                let mut f = Element::new("failure", NS_SASL)
+                    .with_child(Element::new(error.condition(), NS_SASL));
+                if let Some(t) = text {
+                    f.push_child(
+                        Element::new("text", NS_SASL)
+                            .with_attr("xml:lang", "en")
+                            .with_text(t),
+                    );
+                }
+                Self::send_element(out, &f);
+                if error.condition() != "aborted" {
+                    self.auth_failures += 1;
+                }
+                if self.auth_failures >= MAX_AUTH_FAILURES {
+                    self.fail_stream(
+                        StreamCondition::PolicyViolation,
+                        "too many failed authentication attempts",
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    fn bind(&mut self, iq: &Element, resource: Option<String>, out: &mut Vec<Output>) {
+        if self.jid.is_some() {
+            // RFC 6120 §7.7.2.2: one resource per stream here.
+            return self.stanza_error(iq, StanzaError::NotAllowed, out);
+        }
+        let resource = match resource.as_deref() {
+            None | Some("") => format!("petrel-{}", hex::encode(crate::auth::random_bytes::<6>())),
+            Some(r) => match valid_resource(r) {
+                Some(r) => r.to_owned(),
+                None => return self.stanza_error(iq, StanzaError::BadRequest, out),
+            },
+        };
+        let user = &self.auth.as_ref().expect("authenticated").user;
+        let jid = Jid::full(user, &resource);
+        out.push(Output::Bind(jid.clone()));
+        let mut r = iq_result(iq, None);
+        r.remove_attr("from");
+        r.push_child(
+            Element::new("bind", NS_BIND)
+                .with_child(Element::new("jid", NS_BIND).with_text(jid.to_string())),
+        );
+        Self::send_element(out, &r);
+        self.jid = Some(jid);
+    }
+
+    fn stanza_error(&self, stanza: &Element, err: StanzaError, out: &mut Vec<Output>) {
+        let mut s = stanza.clone();
+        // The error goes back to the client itself: no addresses needed.
+        s.remove_attr("from");
+        s.remove_attr("to");
+        if let Some(e) = error_reply(&s, err, None) {
+            Self::send_element(out, &e);
+        }
+    }
+
+    /// Checks a stanza of a bound session and stamps its `from`.
+    fn stanza(&mut self, mut el: Element, out: &mut Vec<Output>) {
+        let jid = self.jid.as_ref().expect("bound").to_string();
+        let bad_jid = |a: Option<&str>| a.is_some_and(|j| Jid::parse(j).is_err());
+        if bad_jid(el.attr("to")) || bad_jid(el.attr("from")) {
+            el.remove_attr("from");
+            el.remove_attr("to");
+            if let Some(e) = error_reply(&el, StanzaError::JidMalformed, None) {
+                Self::send_element(out, &e);
+            }
+            return;
+        }
+        el.set_attr("from", jid);
+        let ty = el.attr("type").unwrap_or("");
+        let valid = match el.name.as_str() {
+            "iq" => {
+                let children = el.elements().count();
+                el.attr("id").is_some()
+                    && match ty {
+                        "get" | "set" => children == 1,
+                        "result" => children <= 1,
+                        "error" => true,
+                        _ => false,
+                    }
+            }
+            "presence" => matches!(
+                ty,
+                "" | "unavailable"
+                    | "subscribe"
+                    | "subscribed"
+                    | "unsubscribe"
+                    | "unsubscribed"
+                    | "probe"
+                    | "error"
+            ),
+            // RFC 6121 §5.2.2: an unknown message type means "normal".
+            _ => true,
+        };
+        if !valid {
+            if let Some(e) = error_reply(&el, StanzaError::BadRequest, None) {
+                Self::send_element(out, &e);
+            }
+            return;
+        }
+        out.push(Output::Stanza(el));
+    }
+}
+
+#[cfg(test)]
+#[path = "c2s_tests.rs"]
+mod tests;

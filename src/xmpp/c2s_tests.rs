@@ -1,0 +1,316 @@
+//! Unit tests of the stream state machine, driven through the real parser
+//! and auth core (no sockets).
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use super::*;
+use crate::auth::test_support::core;
+use crate::auth::{AuthCore, Scopes};
+use crate::config::Config;
+use crate::xmpp::sasl::perform;
+use crate::xmpp::stream::{Limits, XmlStream};
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+     xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+struct Harness {
+    auth: AuthCore,
+    _dir: tempfile::TempDir,
+    parser: XmlStream,
+    c2s: C2s,
+    /// Everything written, as text.
+    sent: String,
+    stanzas: Vec<Element>,
+    bound: Option<Jid>,
+    closed: bool,
+    starttls: bool,
+}
+
+impl Harness {
+    fn new(tls: TlsPolicy) -> Harness {
+        let (auth, dir) = core(&Config::default());
+        auth.register(&BareJid::parse("alice@localhost").unwrap(), "pw")
+            .unwrap();
+        let hosts: Arc<[String]> = vec!["localhost".to_string()].into();
+        Harness {
+            auth,
+            _dir: dir,
+            parser: XmlStream::new(Limits::default()),
+            c2s: C2s::new(hosts, tls),
+            sent: String::new(),
+            stanzas: Vec::new(),
+            bound: None,
+            closed: false,
+            starttls: false,
+        }
+    }
+
+    fn plain() -> Harness {
+        Harness::new(TlsPolicy {
+            secure: false,
+            starttls: true,
+            required: false,
+        })
+    }
+
+    /// Feeds input and runs outputs; returns what was written in response.
+    fn input(&mut self, s: &str) -> String {
+        let before = self.sent.len();
+        self.parser.feed(s.as_bytes());
+        loop {
+            let mut out = Vec::new();
+            match self.parser.next_event() {
+                Ok(Some(ev)) => self.c2s.event(ev, &mut out),
+                Ok(None) => break,
+                Err(e) => self.c2s.parse_error(&e, &mut out),
+            }
+            let stop = self.run(out);
+            if stop || self.closed {
+                break;
+            }
+        }
+        self.sent[before..].to_string()
+    }
+
+    fn run(&mut self, out: Vec<Output>) -> bool {
+        let mut restart = false;
+        let mut queue: std::collections::VecDeque<Output> = out.into();
+        while let Some(o) = queue.pop_front() {
+            match o {
+                Output::Send(b) => self.sent.push_str(std::str::from_utf8(&b).unwrap()),
+                Output::StartTls => {
+                    self.starttls = true;
+                    self.parser.reset();
+                    restart = true;
+                }
+                Output::ResetParser => {
+                    self.parser.reset();
+                    restart = true;
+                }
+                Output::Auth(req) => {
+                    let mut more = Vec::new();
+                    self.c2s.auth_reply(perform(&self.auth, req), &mut more);
+                    for m in more.into_iter().rev() {
+                        queue.push_front(m);
+                    }
+                }
+                Output::Bind(j) => self.bound = Some(j),
+                Output::Stanza(e) => self.stanzas.push(e),
+                Output::Close => self.closed = true,
+            }
+        }
+        restart
+    }
+
+    fn login(&mut self) {
+        self.input(HEADER);
+        let r = self.input(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            STANDARD.encode(b"\0alice\0pw")
+        ));
+        assert!(r.contains("<success"), "{r}");
+        let r = self.input(HEADER);
+        assert!(
+            r.contains("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"),
+            "{r}"
+        );
+    }
+
+    fn bind(&mut self) {
+        self.login();
+        let r = self.input(
+            "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>desk</resource></bind></iq>",
+        );
+        assert!(r.contains("<jid>alice@localhost/desk</jid>"), "{r}");
+    }
+}
+
+#[test]
+fn header_features_and_password_login() {
+    let mut h = Harness::plain();
+    let r = h.input(HEADER);
+    assert!(r.starts_with("<?xml version='1.0'?><stream:stream"), "{r}");
+    assert!(r.contains("from='localhost'"));
+    assert!(
+        r.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+        "{r}"
+    );
+    for m in [
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+        "PLAIN",
+        "X-OAUTH2",
+        "OAUTHBEARER",
+    ] {
+        assert!(
+            r.contains(&format!("<mechanism>{m}</mechanism>")),
+            "{m}: {r}"
+        );
+    }
+    let mut h = Harness::plain();
+    h.bind();
+    assert_eq!(
+        h.bound.as_ref().unwrap().to_string(),
+        "alice@localhost/desk"
+    );
+    let r = h
+        .input("<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
+    assert_eq!(r, "<iq type='result' id='s'/>");
+}
+
+#[test]
+fn starttls_required_hides_mechanisms() {
+    let mut h = Harness::new(TlsPolicy {
+        secure: false,
+        starttls: true,
+        required: true,
+    });
+    let r = h.input(HEADER);
+    assert!(
+        r.contains("<required/>") && !r.contains("mechanisms"),
+        "{r}"
+    );
+    let r =
+        h.input("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>");
+    assert!(r.contains("<encryption-required/>"), "{r}");
+    let r = h.input("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    assert_eq!(r, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    assert!(h.starttls);
+    let r = h.input(HEADER);
+    assert!(r.contains("<mechanisms") && !r.contains("starttls"), "{r}");
+}
+
+#[test]
+fn server_generates_a_resource() {
+    let mut h = Harness::plain();
+    h.login();
+    let r = h.input("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+    assert!(r.contains("<jid>alice@localhost/petrel-"), "{r}");
+    let r = h.input("<iq type='set' id='c'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+    assert!(r.contains("<not-allowed"), "a second bind: {r}");
+}
+
+#[test]
+fn stanzas_are_stamped_and_checked() {
+    let mut h = Harness::plain();
+    h.bind();
+    h.input("<message to='bob@localhost' from='mallory@localhost/x'><body>hi</body></message>");
+    assert_eq!(h.stanzas.len(), 1);
+    assert_eq!(h.stanzas[0].attr("from"), Some("alice@localhost/desk"));
+    let r = h.input("<message to='bad jid@localhost' id='m'/>");
+    assert!(r.contains("<jid-malformed"), "{r}");
+    let r = h.input("<message from='a@b@c' id='m'/>");
+    assert!(r.contains("<jid-malformed"), "{r}");
+    let r = h.input("<iq type='get' id='q'/>");
+    assert!(r.contains("<bad-request"), "an iq get needs one child: {r}");
+    let r = h.input("<presence type='bogus'/>");
+    assert!(r.contains("<bad-request"), "{r}");
+    assert_eq!(h.stanzas.len(), 1);
+    assert!(!h.closed);
+}
+
+#[test]
+fn stream_errors() {
+    let cases = [
+        (
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='elsewhere.org' version='1.0'>",
+            "host-unknown",
+        ),
+        (
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost'>",
+            "unsupported-version",
+        ),
+        (
+            "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
+            "invalid-namespace",
+        ),
+        ("<?xml version='1.0'?><!DOCTYPE x>", "restricted-xml"),
+    ];
+    let broken = format!("{HEADER}<message><b></message></c>");
+    for (input, cond) in cases
+        .into_iter()
+        .chain([(broken.as_str(), "not-well-formed")])
+    {
+        let mut h = Harness::plain();
+        let r = h.input(input);
+        assert!(
+            r.starts_with("<?xml version='1.0'?><stream:stream"),
+            "{cond}: {r}"
+        );
+        assert!(
+            r.contains(&format!(
+                "<{cond} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+            )),
+            "{cond}: {r}"
+        );
+        assert!(r.ends_with("</stream:error></stream:stream>"), "{r}");
+        assert!(h.closed && h.c2s.is_closed());
+    }
+    let mut h = Harness::plain();
+    h.input(HEADER);
+    let r = h.input("<message to='bob@localhost'><body>x</body></message>");
+    assert!(r.contains("<not-authorized"), "stanza before auth: {r}");
+    assert!(h.stanzas.is_empty());
+    let mut h = Harness::plain();
+    h.input(HEADER);
+    let r = h.input("<foo xmlns='urn:example'/>");
+    assert!(r.contains("<unsupported-stanza-type"), "{r}");
+    let mut h = Harness::plain();
+    h.login();
+    let r = h.input("<message to='bob@localhost'/>");
+    assert!(r.contains("<not-authorized"), "stanza before bind: {r}");
+}
+
+#[test]
+fn token_login_and_end() {
+    let mut h = Harness::plain();
+    let alice = BareJid::parse("alice@localhost").unwrap();
+    let t = h
+        .auth
+        .issue_token(&alice, Scopes::sasl_auth(), None, None)
+        .unwrap();
+    h.input(HEADER);
+    let r = h.input(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-OAUTH2'>{}</auth>",
+        STANDARD.encode(format!("\0alice\0{}", t.token))
+    ));
+    assert!(r.contains("<success"), "{r}");
+    assert!(h.c2s.grant().is_some());
+    let mut out = Vec::new();
+    h.c2s.token_ended(TokenEnd::Revoked, &mut out);
+    h.run(out);
+    assert!(h.sent.contains("<not-authorized"), "{}", h.sent);
+    assert!(h.sent.contains(">token revoked</text>"), "{}", h.sent);
+    assert!(h.closed);
+}
+
+#[test]
+fn too_many_failures_end_the_stream() {
+    let mut h = Harness::plain();
+    h.input(HEADER);
+    let bad = format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+        STANDARD.encode(b"\0alice\0wrong")
+    );
+    for _ in 0..MAX_AUTH_FAILURES - 1 {
+        let r = h.input(&bad);
+        assert!(r.contains("<not-authorized/>") && !h.closed, "{r}");
+    }
+    let r = h.input(&bad);
+    assert!(r.contains("<policy-violation"), "{r}");
+    assert!(h.closed);
+}
+
+#[test]
+fn timeout_before_header_sends_header_then_error() {
+    let mut h = Harness::plain();
+    let mut out = Vec::new();
+    h.c2s.timed_out(&mut out);
+    h.run(out);
+    assert!(h.sent.starts_with("<?xml"), "{}", h.sent);
+    assert!(h.sent.contains("<connection-timeout"), "{}", h.sent);
+}

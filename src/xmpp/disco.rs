@@ -1,0 +1,109 @@
+//! The iqs the server answers itself: for the server's domain, service
+//! discovery (XEP-0030), ping (XEP-0199) and software version (XEP-0092); for
+//! an account's bare JID, its roster (from the owner only) and discovery.
+//! Anything else is `service-unavailable` (RFC 6120 §8.3.3.19).
+
+use super::element::Element;
+use super::im::{Effects, ImServer, ImSession};
+use super::stanza::{
+    iq_result, StanzaError, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_ROSTER, NS_VERSION,
+};
+use crate::auth::BareJid;
+
+/// Features of the server's domain.
+const SERVER_FEATURES: &[&str] = &[
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_PING,
+    NS_VERSION,
+    "msgoffline",
+];
+
+/// Features an account advertises on its behalf.
+const ACCOUNT_FEATURES: &[&str] = &[NS_DISCO_INFO, NS_DISCO_ITEMS];
+
+fn info(category: &str, kind: &str, name: Option<&str>, features: &[&str]) -> Element {
+    let mut identity = Element::new("identity", NS_DISCO_INFO)
+        .with_attr("category", category)
+        .with_attr("type", kind);
+    if let Some(n) = name {
+        identity.set_attr("name", n);
+    }
+    let mut q = Element::new("query", NS_DISCO_INFO).with_child(identity);
+    for f in features {
+        q.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", *f));
+    }
+    q
+}
+
+/// The single payload child of a request iq (C2s checked there is one).
+fn payload(iq: &Element) -> Option<&Element> {
+    iq.elements().next()
+}
+
+impl ImServer {
+    /// An iq to a hosted domain itself.
+    pub(crate) fn server_iq(&self, _s: &mut ImSession, iq: &Element, fx: &mut Effects) {
+        let ty = iq.attr("type").unwrap_or("");
+        if !matches!(ty, "get" | "set") {
+            return;
+        }
+        let Some(p) = payload(iq) else {
+            return fx.error(iq, StanzaError::BadRequest);
+        };
+        let answer = match (ty, p.ns.as_str(), p.name.as_str()) {
+            ("get", NS_DISCO_INFO, "query") if p.attr("node").is_none() => {
+                Some(info("server", "im", Some("Petrel"), SERVER_FEATURES))
+            }
+            ("get", NS_DISCO_ITEMS, "query") => Some(Element::new("query", NS_DISCO_ITEMS)),
+            ("get", NS_PING, "ping") => None,
+            ("get", NS_VERSION, "query") => Some(
+                Element::new("query", NS_VERSION)
+                    .with_child(Element::new("name", NS_VERSION).with_text("Petrel"))
+                    .with_child(
+                        Element::new("version", NS_VERSION).with_text(env!("CARGO_PKG_VERSION")),
+                    ),
+            ),
+            _ => return fx.error(iq, StanzaError::ServiceUnavailable),
+        };
+        fx.reply(iq_result(iq, answer));
+    }
+
+    /// A request iq to an account's bare JID (or with no `to`: the sender's own).
+    pub(crate) fn account_iq(
+        &self,
+        s: &mut ImSession,
+        iq: &Element,
+        target: &BareJid,
+        fx: &mut Effects,
+    ) {
+        let Some(p) = payload(iq) else {
+            return fx.error(iq, StanzaError::BadRequest);
+        };
+        let own = *target == s.user;
+        let get = iq.attr("type") == Some("get");
+        match (p.ns.as_str(), p.name.as_str()) {
+            (NS_ROSTER, "query") if own => self.roster_iq(s, iq, fx),
+            (NS_PING, "ping") if own && get => fx.reply(iq_result(iq, None)),
+            (NS_DISCO_INFO | NS_DISCO_ITEMS, "query") if get && self.may_discover(s, target) => {
+                let answer = if p.ns == NS_DISCO_INFO {
+                    info("account", "registered", None, ACCOUNT_FEATURES)
+                } else {
+                    Element::new("query", NS_DISCO_ITEMS)
+                };
+                fx.reply(iq_result(iq, Some(answer)));
+            }
+            _ => fx.error(iq, StanzaError::ServiceUnavailable),
+        }
+    }
+
+    /// The owner, and contacts the owner lets see its presence, may discover
+    /// an account; to anyone else it does not exist (XEP-0030 §8).
+    fn may_discover(&self, s: &ImSession, target: &BareJid) -> bool {
+        if *target == s.user {
+            return true;
+        }
+        matches!(self.roster.get(target, &s.user.to_string()),
+            Ok(Some(i)) if i.subscription.has_from())
+    }
+}

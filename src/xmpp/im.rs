@@ -1,0 +1,227 @@
+//! Instant messaging for the hosted domains (RFC 6121): what happens to a
+//! stanza once [`super::c2s::C2s`] has checked it and stamped its `from`.
+//!
+//! [`ImServer`] is shared by every session: the routing table
+//! ([`super::router`]), rosters ([`super::roster`]), offline messages
+//! ([`super::offline`]) and the auth core (whether an account exists). Each
+//! bound session owns an [`ImSession`]. [`ImServer::handle`] runs in the
+//! session's task and returns [`Effects`]: replies for the session itself and
+//! whether the store must be flushed before they are written (a roster change
+//! is acknowledged only once durable). Stanzas for other sessions go straight
+//! into their queues.
+//!
+//! Only hosted domains are served: there is no server-to-server, so anything
+//! addressed elsewhere gets `remote-server-not-found`.
+//!
+//! Submodules by concept: message routing here, [`super::presence`] for
+//! presence and subscriptions, [`super::roster`] for the roster iq,
+//! [`super::disco`] for iqs the server answers itself.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::element::Element;
+use super::offline::OfflineStore;
+use super::roster::RosterStore;
+use super::router::{Route, Router};
+use super::stanza::{Jid, StanzaError};
+use super::stream::NS_CLIENT;
+use crate::auth::{may, Action, AuthCore, BareJid, Scopes};
+
+/// What handling a stanza asks of the session's task.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Serialized stanzas for this session, in order.
+    pub replies: Vec<Bytes>,
+    /// Flush the store before writing the replies.
+    pub flush: bool,
+}
+
+impl Effects {
+    pub(crate) fn reply(&mut self, el: Element) {
+        self.replies.push(Bytes::from(el.to_bytes(NS_CLIENT)));
+    }
+}
+
+/// One bound session's IM state.
+pub struct ImSession {
+    pub route: Arc<Route>,
+    pub jid: Jid,
+    pub user: BareJid,
+    /// The token's scopes; `None` for a password login.
+    pub scopes: Option<Scopes>,
+    /// Where directed presence went while available (RFC 6121 §4.6), so they
+    /// hear when the session goes away.
+    pub(crate) directed: HashSet<String>,
+}
+
+/// The IM service shared by every session. See the module docs.
+pub struct ImServer {
+    pub router: Router,
+    pub(crate) roster: RosterStore,
+    pub(crate) offline: OfflineStore,
+    auth: Arc<AuthCore>,
+}
+
+impl ImServer {
+    pub fn new(auth: Arc<AuthCore>, router: Router) -> ImServer {
+        let store = auth.store().clone();
+        ImServer {
+            router,
+            roster: RosterStore::new(store.clone()),
+            offline: OfflineStore::new(store),
+            auth,
+        }
+    }
+
+    pub fn is_hosted(&self, domain: &str) -> bool {
+        self.auth.hosts().iter().any(|h| h == domain)
+    }
+
+    /// Whether an account exists (a store read: only when nobody is online).
+    pub(crate) fn account_exists(&self, user: &BareJid) -> bool {
+        self.auth.user_exists(user).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "store failure looking up an account");
+            false
+        })
+    }
+
+    /// Puts a freshly bound session into the routing table.
+    pub fn open_session(&self, jid: Jid, user: BareJid, scopes: Option<Scopes>) -> ImSession {
+        ImSession {
+            route: self.router.bind(jid.clone()),
+            jid,
+            user,
+            scopes,
+            directed: HashSet::new(),
+        }
+    }
+
+    /// The session ended: unavailable presence to whoever saw it, then out of
+    /// the routing table.
+    pub fn close_session(&self, mut s: ImSession) {
+        let mut fx = Effects::default();
+        let bye = Element::new("presence", NS_CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", s.jid.to_string());
+        self.broadcast_unavailable(&mut s, &bye, &mut fx);
+        self.router.unbind(&s.route);
+    }
+
+    /// Handles one stanza from a bound session (`from` already stamped).
+    pub fn handle(&self, s: &mut ImSession, el: Element) -> Effects {
+        let mut fx = Effects::default();
+        if !may(s.scopes.as_ref(), Action::Send) {
+            fx.error(&el, StanzaError::Forbidden);
+            return fx;
+        }
+        match el.name.as_str() {
+            "message" => self.message(s, el, &mut fx),
+            "presence" => self.presence(s, el, &mut fx),
+            "iq" => self.iq(s, el, &mut fx),
+            _ => {}
+        }
+        fx
+    }
+
+    /// The stanza's `to` (checked by C2s), or the sender's own bare JID.
+    fn target(s: &ImSession, el: &Element) -> Jid {
+        el.attr("to")
+            .and_then(|t| Jid::parse(t).ok())
+            .unwrap_or_else(|| s.jid.bare())
+    }
+
+    /// RFC 6121 §8.5.
+    fn message(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
+        let to = Self::target(s, &el);
+        if !self.is_hosted(to.domain()) {
+            return fx.error(&el, StanzaError::RemoteServerNotFound);
+        }
+        let ty = el
+            .attr("type")
+            .filter(|t| matches!(*t, "chat" | "groupchat" | "headline" | "error"))
+            .unwrap_or("normal");
+        let Some(bare) = to.to_bare() else {
+            // To the server itself: no message service here.
+            if matches!(ty, "normal" | "chat") {
+                fx.error(&el, StanzaError::ServiceUnavailable);
+            }
+            return;
+        };
+        let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
+        if to.resource().is_some() {
+            if let Some(route) = self.router.route(&to.to_string()) {
+                route.deliver(bytes);
+                return;
+            }
+            // §8.5.3.2.1: an absent resource is treated like the bare JID,
+            // except for groupchat and errors.
+            match ty {
+                "groupchat" => return fx.error(&el, StanzaError::ServiceUnavailable),
+                "error" => return,
+                _ => {}
+            }
+        }
+        let key = bare.to_string();
+        match ty {
+            "groupchat" => fx.error(&el, StanzaError::ServiceUnavailable),
+            "headline" => {
+                self.router.deliver_to_all(&key, &bytes);
+            }
+            "error" => {
+                self.router.deliver_to_best(&key, &bytes);
+            }
+            _ => {
+                if self.router.deliver_to_best(&key, &bytes) == 0 {
+                    self.store_offline(&bare, &el, fx);
+                }
+            }
+        }
+    }
+
+    fn store_offline(&self, bare: &BareJid, el: &Element, fx: &mut Effects) {
+        if !self.account_exists(bare) {
+            return fx.error(el, StanzaError::ServiceUnavailable);
+        }
+        // Only messages with content; chat states and receipts alone are not
+        // worth keeping (XEP-0160 §3 leaves this to the server).
+        if el.child("body", NS_CLIENT).is_none() {
+            return;
+        }
+        match self.offline.push(bare, el, &self.auth.hosts()[0]) {
+            Ok(true) => {}
+            Ok(false) => fx.error(el, StanzaError::ResourceConstraint),
+            Err(e) => fx.internal(el, e),
+        }
+    }
+
+    /// RFC 6120 §10.3 and RFC 6121 §8.5 for iq.
+    fn iq(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
+        let request = matches!(el.attr("type"), Some("get" | "set"));
+        let to = Self::target(s, &el);
+        if !self.is_hosted(to.domain()) {
+            if request {
+                fx.error(&el, StanzaError::RemoteServerNotFound);
+            }
+            return;
+        }
+        let Some(bare) = to.to_bare() else {
+            return self.server_iq(s, &el, fx);
+        };
+        if to.resource().is_some() {
+            match self.router.route(&to.to_string()) {
+                Some(route) => {
+                    route.deliver(Bytes::from(el.to_bytes(NS_CLIENT)));
+                }
+                None if request => fx.error(&el, StanzaError::ServiceUnavailable),
+                None => {}
+            }
+            return;
+        }
+        if request {
+            self.account_iq(s, &el, &bare, fx);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Offline messages (XEP-0160): chat and normal messages for an account with
+//! no available resource are kept in the store's `Offline` tree and handed
+//! over after the account's next initial presence, oldest first, each with a
+//! XEP-0203 `<delay/>` saying when it arrived.
+//!
+//! Keys are `owner NUL time(µs, BE) seq(BE)`, so one prefix scan returns an
+//! account's messages in arrival order. Values are the serialized stanza in a
+//! versioned record. Nothing acknowledges a message to its sender in XMPP, so
+//! storing does not flush; sled's own periodic flush makes it durable soon.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::element::Element;
+use super::stanza::NS_DELAY;
+use super::stream::NS_CLIENT;
+use crate::auth::BareJid;
+use crate::store::{records, Store, StoreError, Tree};
+
+/// Messages kept per account; beyond that senders get `resource-constraint`.
+pub const MAX_PER_ACCOUNT: usize = 500;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OfflineRecord {
+    /// The stanza as it will be written to the recipient.
+    stanza: Vec<u8>,
+}
+
+pub struct OfflineStore {
+    store: Arc<dyn Store>,
+    seq: AtomicU32,
+}
+
+fn prefix(owner: &BareJid) -> Vec<u8> {
+    let mut k = owner.to_string().into_bytes();
+    k.push(0);
+    k
+}
+
+impl OfflineStore {
+    pub fn new(store: Arc<dyn Store>) -> OfflineStore {
+        OfflineStore {
+            store,
+            seq: AtomicU32::new(0),
+        }
+    }
+
+    /// Keeps `msg` for `owner`; `Ok(false)` when the account's storage is full.
+    pub fn push(&self, owner: &BareJid, msg: &Element, server: &str) -> Result<bool, StoreError> {
+        let p = prefix(owner);
+        if self.store.scan_prefix(Tree::Offline, &p)?.len() >= MAX_PER_ACCOUNT {
+            return Ok(false);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut msg = msg.clone();
+        msg.push_child(
+            Element::new("delay", NS_DELAY)
+                .with_attr("from", server)
+                .with_attr("stamp", rfc3339(now.as_secs()))
+                .with_text("Offline storage"),
+        );
+        let mut key = p;
+        key.extend_from_slice(&(now.as_micros() as u64).to_be_bytes());
+        key.extend_from_slice(&self.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let rec = OfflineRecord {
+            stanza: msg.to_bytes(NS_CLIENT),
+        };
+        self.store
+            .insert(Tree::Offline, &key, &records::encode(&rec))?;
+        Ok(true)
+    }
+
+    /// Removes and returns `owner`'s messages, oldest first.
+    pub fn take(&self, owner: &BareJid) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for (k, v) in self.store.scan_prefix(Tree::Offline, &prefix(owner))? {
+            let rec: OfflineRecord = records::decode("offline", &v)?;
+            self.store.remove(Tree::Offline, &k)?;
+            out.push(rec.stanza);
+        }
+        Ok(out)
+    }
+}
+
+/// `YYYY-MM-DDThh:mm:ssZ` for seconds since the epoch (XEP-0082).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn push_take_in_order_and_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let o = OfflineStore::new(store);
+        let bob = BareJid::parse("bob@x").unwrap();
+        let other = BareJid::parse("bob@x.y").unwrap();
+        for i in 0..3 {
+            let m = Element::new("message", NS_CLIENT)
+                .with_child(Element::new("body", NS_CLIENT).with_text(format!("m{i}")));
+            assert!(o.push(&bob, &m, "x").unwrap());
+        }
+        assert!(o.take(&other).unwrap().is_empty());
+        let got = o.take(&bob).unwrap();
+        assert_eq!(got.len(), 3);
+        let first = String::from_utf8(got[0].clone()).unwrap();
+        assert!(first.contains("<body>m0</body><delay xmlns='urn:xmpp:delay' from='x' stamp='"));
+        assert!(o.take(&bob).unwrap().is_empty());
+        let m = Element::new("message", NS_CLIENT);
+        for _ in 0..MAX_PER_ACCOUNT {
+            assert!(o.push(&bob, &m, "x").unwrap());
+        }
+        assert!(!o.push(&bob, &m, "x").unwrap());
+    }
+}

@@ -1,0 +1,449 @@
+//! Presence (RFC 6121 §4) and subscriptions (§3).
+//!
+//! Broadcast presence (no `to`) goes to the contacts whose subscription lets
+//! them see it (`from`/`both`) and to all of the user's own available
+//! resources. The first available presence of a session is its initial
+//! presence: the server then answers the implicit probes itself from the
+//! routing table (each online contact's last presence), hands over pending
+//! subscription requests and delivers stored offline messages. Unavailable
+//! presence, explicit or on disconnect, also reaches everyone who got directed
+//! presence.
+//!
+//! Subscription stanzas are processed twice, as RFC 6121 describes: outbound
+//! on the sender's roster, then inbound on the recipient's (both accounts are
+//! on this server). Every roster change is pushed to the owner's interested
+//! resources; the store is flushed before the sender hears back.
+
+use bytes::Bytes;
+
+use super::element::Element;
+use super::im::{Effects, ImServer, ImSession};
+use super::roster::RosterItem;
+use super::stanza::{Jid, StanzaError};
+use super::stream::NS_CLIENT;
+use crate::auth::{may, Action, BareJid};
+
+/// `<presence/>` with these attributes.
+fn presence(from: &str, to: Option<&str>, ty: Option<&str>) -> Element {
+    let mut p = Element::new("presence", NS_CLIENT).with_attr("from", from);
+    if let Some(to) = to {
+        p.set_attr("to", to);
+    }
+    if let Some(ty) = ty {
+        p.set_attr("type", ty);
+    }
+    p
+}
+
+impl ImServer {
+    pub(crate) fn presence(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
+        let ty = el.attr("type").unwrap_or("").to_owned();
+        let to = el.attr("to").and_then(|t| Jid::parse(t).ok());
+        match (ty.as_str(), to) {
+            ("", None) => self.broadcast_available(s, el, fx),
+            ("unavailable", None) => self.broadcast_unavailable(s, &el, fx),
+            ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed", Some(to)) => {
+                if !may(s.scopes.as_ref(), Action::RosterWrite) {
+                    return fx.error(&el, StanzaError::Forbidden);
+                }
+                if !self.is_hosted(to.domain()) {
+                    return fx.error(&el, StanzaError::RemoteServerNotFound);
+                }
+                match to.to_bare() {
+                    Some(contact) if contact != s.user => {
+                        self.send_subscription(&s.user, &contact, &ty, fx)
+                    }
+                    _ => fx.error(&el, StanzaError::BadRequest),
+                }
+            }
+            ("probe", Some(to)) => self.answer_probe(s, &to, fx),
+            ("" | "unavailable" | "error", Some(to)) => self.directed(s, &el, &to),
+            // Subscription stanzas without a `to`, or a broadcast probe.
+            _ => fx.error(&el, StanzaError::BadRequest),
+        }
+    }
+
+    fn broadcast_available(&self, s: &mut ImSession, mut el: Element, fx: &mut Effects) {
+        let priority = el
+            .child("priority", NS_CLIENT)
+            .and_then(|p| p.text().trim().parse::<i8>().ok())
+            .unwrap_or(0);
+        el.remove_attr("to");
+        let initial = {
+            let mut p = s.route.presence.lock().expect("presence lock");
+            let initial = !p.available;
+            p.available = true;
+            p.priority = priority;
+            p.last = Some(el.clone());
+            initial
+        };
+        let items = match self.roster.items(&s.user) {
+            Ok(i) => i,
+            Err(e) => return fx.internal(&el, e),
+        };
+        for (contact, item) in items.iter().filter(|(_, i)| !i.hidden) {
+            if item.subscription.has_from() {
+                for r in self.router.routes(contact) {
+                    if r.is_available() {
+                        r.deliver_element(&el);
+                    }
+                }
+            }
+        }
+        // The sender's own copy first, then (below) what answers it.
+        let mut echo = el.clone();
+        echo.set_attr("to", s.jid.to_string());
+        fx.reply(echo);
+        for r in self.router.routes(&s.user.to_string()) {
+            if r.id != s.route.id && r.is_available() {
+                r.deliver_element(&el);
+            }
+        }
+        if !initial {
+            return;
+        }
+        let me = s.jid.to_string();
+        // The probes of RFC 6121 §4.2.2, answered from the routing table.
+        let mut others: Vec<String> = items
+            .iter()
+            .filter(|(_, i)| !i.hidden && i.subscription.has_to())
+            .map(|(c, _)| c.clone())
+            .collect();
+        others.push(s.user.to_string());
+        for contact in others {
+            for r in self.router.routes(&contact) {
+                if r.id == s.route.id {
+                    continue;
+                }
+                let last = r.presence.lock().expect("presence lock").last.clone();
+                if let Some(mut p) = last {
+                    p.set_attr("to", me.clone());
+                    fx.reply(p);
+                }
+            }
+        }
+        for (contact, _) in items.iter().filter(|(_, i)| i.pending_in) {
+            fx.reply(presence(
+                contact,
+                Some(&s.user.to_string()),
+                Some("subscribe"),
+            ));
+        }
+        match self.offline.take(&s.user) {
+            Ok(msgs) => fx.replies.extend(msgs.into_iter().map(Bytes::from)),
+            Err(e) => tracing::error!(error = %e, "could not read offline messages"),
+        }
+    }
+
+    /// Unavailable to subscribers, own resources and directed-presence
+    /// recipients; used for `type='unavailable'` and on disconnect.
+    pub(crate) fn broadcast_unavailable(&self, s: &mut ImSession, el: &Element, fx: &mut Effects) {
+        let mut el = el.clone();
+        el.remove_attr("to");
+        let was_available = {
+            let mut p = s.route.presence.lock().expect("presence lock");
+            let was = p.available;
+            p.available = false;
+            p.last = None;
+            was
+        };
+        let mut sent: Vec<u64> = Vec::new();
+        let mut send = |r: &super::router::Route| {
+            if !sent.contains(&r.id) {
+                sent.push(r.id);
+                r.deliver_element(&el);
+            }
+        };
+        if was_available {
+            match self.roster.items(&s.user) {
+                Ok(items) => {
+                    for (contact, item) in items {
+                        if !item.hidden && item.subscription.has_from() {
+                            for r in self.router.routes(&contact) {
+                                if r.is_available() {
+                                    send(&r);
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => return fx.internal(&el, e),
+            }
+            for r in self.router.routes(&s.user.to_string()) {
+                if r.id != s.route.id && r.is_available() {
+                    send(&r);
+                }
+            }
+            let mut echo = el.clone();
+            echo.set_attr("to", s.jid.to_string());
+            fx.reply(echo);
+        }
+        for target in std::mem::take(&mut s.directed) {
+            let Ok(jid) = Jid::parse(&target) else {
+                continue;
+            };
+            for r in self.targets(&jid) {
+                send(&r);
+            }
+        }
+    }
+
+    /// The sessions a directed stanza to `to` reaches: the full JID's session,
+    /// or every available resource of a bare JID.
+    fn targets(&self, to: &Jid) -> Vec<std::sync::Arc<super::router::Route>> {
+        if to.resource().is_some() {
+            self.router.route(&to.to_string()).into_iter().collect()
+        } else {
+            self.router
+                .routes(&to.to_string())
+                .into_iter()
+                .filter(|r| r.is_available())
+                .collect()
+        }
+    }
+
+    /// Directed presence (RFC 6121 §4.6).
+    fn directed(&self, s: &mut ImSession, el: &Element, to: &Jid) {
+        if !self.is_hosted(to.domain()) || to.local().is_none() {
+            return;
+        }
+        for r in self.targets(to) {
+            r.deliver(Bytes::from(el.to_bytes(NS_CLIENT)));
+        }
+        let key = to.to_string();
+        match el.attr("type") {
+            None if s.route.is_available() => {
+                s.directed.insert(key);
+            }
+            Some("unavailable") => {
+                s.directed.remove(&key);
+            }
+            _ => {}
+        }
+    }
+
+    /// A client's own probe (RFC 6121 §4.3): answered if it may see the contact.
+    fn answer_probe(&self, s: &ImSession, to: &Jid, fx: &mut Effects) {
+        let Some(contact) = to.to_bare() else { return };
+        let allowed = contact == s.user
+            || matches!(self.roster.get(&s.user, &contact.to_string()),
+                Ok(Some(i)) if i.subscription.has_to());
+        if !allowed {
+            return;
+        }
+        let me = s.jid.to_string();
+        let mut any = false;
+        for r in self.router.routes(&contact.to_string()) {
+            let last = r.presence.lock().expect("presence lock").last.clone();
+            if let Some(mut p) = last {
+                p.set_attr("to", me.clone());
+                fx.reply(p);
+                any = true;
+            }
+        }
+        if !any {
+            fx.reply(presence(
+                &contact.to_string(),
+                Some(&me),
+                Some("unavailable"),
+            ));
+        }
+    }
+
+    /// Changes `owner`'s item for `contact` with `f`; pushes and marks the
+    /// flush when it changed. Returns whether it changed.
+    fn change_item(
+        &self,
+        owner: &BareJid,
+        contact: &BareJid,
+        fx: &mut Effects,
+        f: impl FnOnce(Option<RosterItem>) -> Option<RosterItem>,
+    ) -> bool {
+        let c = contact.to_string();
+        match self.roster.update(owner, &c, f) {
+            Ok((old, new)) if old != new => {
+                fx.flush = true;
+                let was_visible = old.as_ref().is_some_and(|i| !i.hidden);
+                match &new {
+                    Some(i) if !i.hidden => self.roster_push(owner, &c, Some(i)),
+                    _ if was_visible => self.roster_push(owner, &c, None),
+                    _ => {}
+                }
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "store failure updating a roster");
+                false
+            }
+        }
+    }
+
+    /// `user` sends a subscription stanza of `kind` to `contact`: outbound
+    /// processing on the user's roster, then inbound on the contact's.
+    pub(crate) fn send_subscription(
+        &self,
+        user: &BareJid,
+        contact: &BareJid,
+        kind: &str,
+        fx: &mut Effects,
+    ) {
+        let route_it = match kind {
+            "subscribe" => {
+                self.change_item(user, contact, fx, |old| {
+                    let mut i = old.unwrap_or_default();
+                    i.hidden = false;
+                    if !i.subscription.has_to() {
+                        i.ask = true;
+                    }
+                    Some(i)
+                });
+                true
+            }
+            "unsubscribe" => {
+                self.change_item(user, contact, fx, |old| {
+                    old.map(|mut i| {
+                        i.subscription = i.subscription.with_to(false);
+                        i.ask = false;
+                        i
+                    })
+                });
+                true
+            }
+            // §3.1.5: approving needs a pending request (no pre-approval here).
+            "subscribed" => self.change_item(user, contact, fx, |old| match old {
+                Some(mut i) if i.pending_in => {
+                    i.pending_in = false;
+                    i.hidden = false;
+                    i.subscription = i.subscription.with_from(true);
+                    Some(i)
+                }
+                other => other,
+            }),
+            "unsubscribed" => self.change_item(user, contact, fx, |old| {
+                old.and_then(|mut i| {
+                    i.subscription = i.subscription.with_from(false);
+                    i.pending_in = false;
+                    (!i.hidden).then_some(i)
+                })
+            }),
+            _ => false,
+        };
+        if !route_it {
+            return;
+        }
+        if !self.account_exists(contact) {
+            if kind == "subscribe" {
+                // §3.1.3: no such contact; answer for it.
+                self.receive_subscription(user, contact, "unsubscribed", fx);
+            }
+            return;
+        }
+        self.receive_subscription(contact, user, kind, fx);
+    }
+
+    /// Inbound processing: `owner` receives a subscription stanza of `kind`
+    /// from `from`.
+    fn receive_subscription(&self, owner: &BareJid, from: &BareJid, kind: &str, fx: &mut Effects) {
+        let owner_s = owner.to_string();
+        let stanza = presence(&from.to_string(), Some(&owner_s), Some(kind));
+        let deliver = |el: &Element| {
+            let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
+            for r in self.router.routes(&owner_s) {
+                if r.is_available() {
+                    r.deliver(bytes.clone());
+                }
+            }
+        };
+        match kind {
+            "subscribe" => {
+                let current = self.roster.get(owner, &from.to_string());
+                if matches!(&current, Ok(Some(i)) if i.subscription.has_from()) {
+                    // Already approved: answer for the owner (§3.1.3).
+                    return self.receive_subscription(from, owner, "subscribed", fx);
+                }
+                self.change_item(owner, from, fx, |old| {
+                    let mut i = old.unwrap_or(RosterItem {
+                        hidden: true,
+                        ..Default::default()
+                    });
+                    i.pending_in = true;
+                    Some(i)
+                });
+                // Delivered now if the owner is online, else at its next
+                // initial presence (from the pending flag).
+                deliver(&stanza);
+            }
+            "subscribed" => {
+                let changed = self.change_item(owner, from, fx, |old| match old {
+                    Some(mut i) if i.ask => {
+                        i.ask = false;
+                        i.subscription = i.subscription.with_to(true);
+                        Some(i)
+                    }
+                    other => other,
+                });
+                if changed {
+                    deliver(&stanza);
+                    // §3.1.5: the contact's presence follows the approval.
+                    self.presence_between(from, owner, None);
+                }
+            }
+            "unsubscribe" => {
+                let changed = self.change_item(owner, from, fx, |old| {
+                    old.and_then(|mut i| {
+                        i.subscription = i.subscription.with_from(false);
+                        i.pending_in = false;
+                        (!i.hidden).then_some(i)
+                    })
+                });
+                if changed {
+                    deliver(&stanza);
+                    self.presence_between(owner, from, Some("unavailable"));
+                }
+            }
+            "unsubscribed" => {
+                let changed = self.change_item(owner, from, fx, |old| {
+                    old.map(|mut i| {
+                        i.subscription = i.subscription.with_to(false);
+                        i.ask = false;
+                        i
+                    })
+                });
+                if changed {
+                    deliver(&stanza);
+                    self.presence_between(from, owner, Some("unavailable"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the presence of each available resource of `from` (their last
+    /// presence, or `unavailable` when `ty` says so) to each available
+    /// resource of `to`.
+    fn presence_between(&self, from: &BareJid, to: &BareJid, ty: Option<&str>) {
+        let receivers: Vec<_> = self
+            .router
+            .routes(&to.to_string())
+            .into_iter()
+            .filter(|r| r.is_available())
+            .collect();
+        if receivers.is_empty() {
+            return;
+        }
+        for sender in self.router.routes(&from.to_string()) {
+            let p = match ty {
+                Some(t) => sender
+                    .is_available()
+                    .then(|| presence(&sender.jid.to_string(), None, Some(t))),
+                None => sender.presence.lock().expect("presence lock").last.clone(),
+            };
+            if let Some(p) = p {
+                for r in &receivers {
+                    r.deliver_element(&p);
+                }
+            }
+        }
+    }
+}

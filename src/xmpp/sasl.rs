@@ -1,0 +1,529 @@
+//! SASL negotiation glue (RFC 6120 §6): the mechanisms a c2s stream offers and
+//! one exchange at a time, driven by the `<auth/>`, `<response/>` and
+//! `<abort/>` elements.
+//!
+//! Like [`super::c2s::C2s`] it does no I/O: where a credential must be
+//! checked it returns [`SaslOutcome::NeedAuth`] with an [`AuthRequest`]; the
+//! connection task runs [`perform`] against the one auth core (off the async
+//! threads, since password hashing and store reads block) and hands the
+//! [`AuthReply`] back through [`Sasl::auth_reply`]. Payload parsing lives in
+//! [`crate::auth::sasl`] and [`crate::auth::scram`].
+//!
+//! Identities: the user of PLAIN, X-OAUTH2 and SCRAM may be a localpart of the
+//! stream's domain or a bare JID in it; an account of another domain is
+//! refused even when this server hosts it, because the stream was opened to
+//! one domain.
+//!
+//! PLAIN's password may also be a token of that user with `sasl_auth` (as for
+//! MQTT 3.1.1 passwords), for clients that know no token mechanism; such a
+//! session then ends with its token like an X-OAUTH2 one.
+
+use std::fmt;
+
+use crate::auth::sasl::{self as payload, SaslError};
+use crate::auth::scram::{ScramHash, ScramKeys, ScramServer};
+use crate::auth::{AuthCore, AuthError, BareJid, Grant, TokenError};
+
+/// The mechanisms offered, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    ScramSha256,
+    ScramSha1,
+    Plain,
+    XOauth2,
+    OauthBearer,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 5] = [
+        Mechanism::ScramSha256,
+        Mechanism::ScramSha1,
+        Mechanism::Plain,
+        Mechanism::XOauth2,
+        Mechanism::OauthBearer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha1 => "SCRAM-SHA-1",
+            Mechanism::Plain => "PLAIN",
+            Mechanism::XOauth2 => "X-OAUTH2",
+            Mechanism::OauthBearer => "OAUTHBEARER",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Mechanism> {
+        Mechanism::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// A credential check for the auth core.
+pub enum AuthRequest {
+    /// PLAIN: the account's password.
+    Password { user: BareJid, password: String },
+    /// X-OAUTH2 / OAUTHBEARER: a token, and the identity the client claimed.
+    Token {
+        token: String,
+        claimed: Option<BareJid>,
+    },
+    /// SCRAM: the account's stored keys, or fake ones for `name` if there is
+    /// no such account (so the exchange fails the same way as a bad password).
+    ScramKeys {
+        user: Option<BareJid>,
+        name: String,
+        hash: ScramHash,
+    },
+}
+
+// Hand-written so that passwords and tokens never reach a log.
+impl fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthRequest::Password { user, .. } => write!(f, "Password({user})"),
+            AuthRequest::Token { claimed, .. } => write!(f, "Token(claimed={claimed:?})"),
+            AuthRequest::ScramKeys { name, hash, .. } => {
+                write!(f, "ScramKeys({name}, {})", hash.mechanism())
+            }
+        }
+    }
+}
+
+/// The auth core's answer to an [`AuthRequest`].
+pub enum AuthReply {
+    /// `Ok(Some(grant))` when the "password" was a token of the user.
+    Password(Result<Option<Grant>, AuthError>),
+    Token(Result<Grant, TokenError>),
+    ScramKeys(Result<ScramKeys, AuthError>),
+}
+
+/// Runs a request against the auth core. Blocks (PBKDF2, store reads): call it
+/// from `spawn_blocking`.
+pub fn perform(auth: &AuthCore, req: AuthRequest) -> AuthReply {
+    match req {
+        AuthRequest::Password { user, password } => {
+            if let Ok(grant) = auth.check_login_token(&password, Some(&user)) {
+                return AuthReply::Password(Ok(Some(grant)));
+            }
+            AuthReply::Password(auth.check_password(&user, &password).map(|()| None))
+        }
+        AuthRequest::Token { token, claimed } => {
+            AuthReply::Token(auth.check_login_token(&token, claimed.as_ref()))
+        }
+        AuthRequest::ScramKeys { user, name, hash } => {
+            let keys = match user {
+                Some(u) => auth.scram_keys(&u, hash),
+                None => Ok(None),
+            };
+            AuthReply::ScramKeys(keys.map(|k| k.unwrap_or_else(|| auth.fake_scram(hash, &name))))
+        }
+    }
+}
+
+/// What the exchange wants next.
+#[derive(Debug)]
+pub enum SaslOutcome {
+    /// Send `<challenge/>` with this payload.
+    Challenge(Vec<u8>),
+    /// Check a credential, then call [`Sasl::auth_reply`].
+    NeedAuth(AuthRequest),
+    /// Send `<success/>` (with `data` as additional data) and restart the stream.
+    Success {
+        user: BareJid,
+        grant: Option<Grant>,
+        data: Option<Vec<u8>>,
+    },
+    /// Send `<failure/>` with this condition (and an optional explanation).
+    Failure {
+        error: SaslError,
+        text: Option<&'static str>,
+    },
+}
+
+fn fail(error: SaslError) -> SaslOutcome {
+    SaslOutcome::Failure { error, text: None }
+}
+
+enum State {
+    Idle,
+    /// `<auth/>` came without an initial response; we sent an empty challenge.
+    AwaitInitial(Mechanism),
+    AwaitPassword {
+        user: BareJid,
+    },
+    AwaitToken {
+        mech: Mechanism,
+        user: Option<BareJid>,
+    },
+    AwaitScramKeys {
+        scram: Box<ScramServer>,
+        user: Option<BareJid>,
+    },
+    AwaitScramFinal {
+        scram: Box<ScramServer>,
+        user: Option<BareJid>,
+    },
+    /// OAUTHBEARER sent its error challenge; the client must answer `%x01`.
+    BearerFailed,
+}
+
+/// One stream's SASL negotiation.
+pub struct Sasl {
+    domain: String,
+    state: State,
+}
+
+impl Sasl {
+    /// A negotiation for a stream opened to `domain`.
+    pub fn new(domain: &str) -> Sasl {
+        Sasl {
+            domain: domain.to_owned(),
+            state: State::Idle,
+        }
+    }
+
+    /// Whether an exchange is under way (an `<auth/>` now would be out of order).
+    pub fn in_progress(&self) -> bool {
+        !matches!(self.state, State::Idle)
+    }
+
+    /// `<auth mechanism=…>text</auth>`. `text` is `None` when the element was
+    /// empty, i.e. the client sent no initial response.
+    pub fn start(&mut self, mechanism: &str, text: Option<&str>) -> SaslOutcome {
+        self.state = State::Idle;
+        let Some(mech) = Mechanism::from_name(mechanism) else {
+            return fail(SaslError::InvalidMechanism);
+        };
+        match text {
+            None => {
+                self.state = State::AwaitInitial(mech);
+                SaslOutcome::Challenge(Vec::new())
+            }
+            Some(t) => match payload::decode_base64_payload(t) {
+                Ok(data) => self.initial(mech, &data),
+                Err(e) => fail(e),
+            },
+        }
+    }
+
+    /// `<response>text</response>`.
+    pub fn response(&mut self, text: &str) -> SaslOutcome {
+        let data = match payload::decode_base64_payload(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.state = State::Idle;
+                return fail(e);
+            }
+        };
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::AwaitInitial(mech) => self.initial(mech, &data),
+            State::AwaitScramFinal { mut scram, user } => match scram.client_final(&data) {
+                Ok(server_final) => match user {
+                    Some(user) => SaslOutcome::Success {
+                        user,
+                        grant: None,
+                        data: Some(server_final),
+                    },
+                    // Fake keys cannot verify; this is unreachable in practice.
+                    None => fail(SaslError::NotAuthorized),
+                },
+                Err(SaslError::MalformedRequest(m)) => fail(SaslError::MalformedRequest(m)),
+                Err(_) => fail(SaslError::NotAuthorized),
+            },
+            State::BearerFailed => fail(SaslError::NotAuthorized),
+            // A response while we wait for the auth core, or with no exchange.
+            _ => fail(SaslError::MalformedRequest("unexpected response")),
+        }
+    }
+
+    /// `<abort/>`.
+    pub fn abort(&mut self) -> SaslOutcome {
+        self.state = State::Idle;
+        fail(SaslError::Aborted)
+    }
+
+    fn resolve(&self, user: &str) -> Option<BareJid> {
+        BareJid::from_user(user, &self.domain)
+            .ok()
+            .filter(|j| j.domain() == self.domain)
+    }
+
+    fn initial(&mut self, mech: Mechanism, data: &[u8]) -> SaslOutcome {
+        match mech {
+            Mechanism::Plain => {
+                let creds = match payload::parse_plain(data) {
+                    Ok(c) => c,
+                    Err(e) => return fail(e),
+                };
+                let Some(user) = self.resolve(&creds.authcid) else {
+                    return fail(SaslError::NotAuthorized);
+                };
+                if let Some(a) = &creds.authzid {
+                    if self.resolve(a).as_ref() != Some(&user) {
+                        return fail(SaslError::InvalidAuthzid);
+                    }
+                }
+                self.state = State::AwaitPassword { user: user.clone() };
+                SaslOutcome::NeedAuth(AuthRequest::Password {
+                    user,
+                    password: creds.secret,
+                })
+            }
+            Mechanism::XOauth2 => {
+                let creds = match payload::parse_plain(data) {
+                    Ok(c) => c,
+                    Err(e) => return fail(e),
+                };
+                let Some(user) = self.resolve(&creds.authcid) else {
+                    return token_failure();
+                };
+                if let Some(a) = &creds.authzid {
+                    if self.resolve(a).as_ref() != Some(&user) {
+                        return token_failure();
+                    }
+                }
+                self.state = State::AwaitToken {
+                    mech,
+                    user: Some(user.clone()),
+                };
+                SaslOutcome::NeedAuth(AuthRequest::Token {
+                    token: creds.secret,
+                    claimed: Some(user),
+                })
+            }
+            Mechanism::OauthBearer => {
+                let creds = match payload::parse_oauthbearer(data) {
+                    Ok(c) => c,
+                    Err(e) => return fail(e),
+                };
+                let user = match &creds.authzid {
+                    Some(a) => match self.resolve(a) {
+                        Some(u) => Some(u),
+                        None => return self.bearer_error(),
+                    },
+                    None => None,
+                };
+                self.state = State::AwaitToken {
+                    mech,
+                    user: user.clone(),
+                };
+                SaslOutcome::NeedAuth(AuthRequest::Token {
+                    token: creds.token,
+                    claimed: user,
+                })
+            }
+            Mechanism::ScramSha1 | Mechanism::ScramSha256 => {
+                let hash = ScramHash::from_mechanism(mech.name()).expect("a SCRAM mechanism");
+                let mut scram = Box::new(ScramServer::new(hash));
+                let first = match scram.client_first(data) {
+                    Ok(f) => f,
+                    Err(e) => return fail(e),
+                };
+                let user = self.resolve(&first.username);
+                if let Some(a) = &first.authzid {
+                    if user.is_none() || self.resolve(a) != user {
+                        return fail(SaslError::InvalidAuthzid);
+                    }
+                }
+                let name = match &user {
+                    Some(u) => u.to_string(),
+                    None => first.username.clone(),
+                };
+                self.state = State::AwaitScramKeys {
+                    scram,
+                    user: user.clone(),
+                };
+                SaslOutcome::NeedAuth(AuthRequest::ScramKeys { user, name, hash })
+            }
+        }
+    }
+
+    /// RFC 7628 §3.2.2: a failed OAUTHBEARER gets an error challenge first.
+    fn bearer_error(&mut self) -> SaslOutcome {
+        self.state = State::BearerFailed;
+        SaslOutcome::Challenge(
+            payload::oauthbearer_failure_json("invalid_token", Some("sasl_auth")).into_bytes(),
+        )
+    }
+
+    /// The auth core's answer to the last [`SaslOutcome::NeedAuth`].
+    pub fn auth_reply(&mut self, reply: AuthReply) -> SaslOutcome {
+        match (std::mem::replace(&mut self.state, State::Idle), reply) {
+            (State::AwaitPassword { user }, AuthReply::Password(r)) => match r {
+                Ok(grant) => SaslOutcome::Success {
+                    user,
+                    grant,
+                    data: None,
+                },
+                Err(AuthError::BadPassword) => fail(SaslError::NotAuthorized),
+                Err(_) => fail(SaslError::TemporaryAuthFailure),
+            },
+            (State::AwaitToken { mech, user }, AuthReply::Token(r)) => {
+                let ok = r.ok().filter(|g| {
+                    g.owner().domain() == self.domain
+                        && user.as_ref().is_none_or(|u| u == g.owner())
+                });
+                match (ok, mech) {
+                    (Some(grant), _) => SaslOutcome::Success {
+                        user: grant.owner().clone(),
+                        grant: Some(grant),
+                        data: None,
+                    },
+                    (None, Mechanism::OauthBearer) => self.bearer_error(),
+                    (None, _) => token_failure(),
+                }
+            }
+            (State::AwaitScramKeys { mut scram, user }, AuthReply::ScramKeys(r)) => match r {
+                Ok(keys) => {
+                    let first = scram.server_first(&keys);
+                    self.state = State::AwaitScramFinal { scram, user };
+                    SaslOutcome::Challenge(first)
+                }
+                Err(_) => fail(SaslError::TemporaryAuthFailure),
+            },
+            _ => fail(SaslError::TemporaryAuthFailure),
+        }
+    }
+}
+
+fn token_failure() -> SaslOutcome {
+    SaslOutcome::Failure {
+        error: SaslError::NotAuthorized,
+        text: Some("invalid, expired or revoked token"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::scopes::Scopes;
+    use crate::auth::test_support::core;
+    use crate::config::Config;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+
+    fn b64(s: &[u8]) -> String {
+        STANDARD.encode(s)
+    }
+
+    fn drive(auth: &AuthCore, sasl: &mut Sasl, mut out: SaslOutcome) -> SaslOutcome {
+        while let SaslOutcome::NeedAuth(req) = out {
+            out = sasl.auth_reply(perform(auth, req));
+        }
+        out
+    }
+
+    fn condition(o: &SaslOutcome) -> &'static str {
+        match o {
+            SaslOutcome::Failure { error, .. } => error.condition(),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_and_x_oauth2() {
+        let (auth, _d) = core(&Config::default());
+        let alice = BareJid::parse("alice@localhost").unwrap();
+        auth.register(&alice, "pw").unwrap();
+        let t = auth
+            .issue_token(&alice, Scopes::sasl_auth(), None, None)
+            .unwrap();
+        let mut s = Sasl::new("localhost");
+        let o = s.start("PLAIN", Some(&b64(b"\0alice\0pw")));
+        assert!(matches!(
+            drive(&auth, &mut s, o),
+            SaslOutcome::Success { grant: None, .. }
+        ));
+        let as_password = format!("\0alice\0{}", t.token);
+        let o = s.start("PLAIN", Some(&b64(as_password.as_bytes())));
+        assert!(matches!(
+            drive(&auth, &mut s, o),
+            SaslOutcome::Success { grant: Some(_), .. }
+        ));
+        let bob_pw = format!("\0bob\0{}", t.token);
+        let o = s.start("PLAIN", Some(&b64(bob_pw.as_bytes())));
+        assert_eq!(condition(&drive(&auth, &mut s, o)), "not-authorized");
+        let o = s.start("PLAIN", Some(&b64(b"\0alice\0nope")));
+        assert_eq!(condition(&drive(&auth, &mut s, o)), "not-authorized");
+        let o = s.start("PLAIN", Some(&b64(b"bob@localhost\0alice\0pw")));
+        assert_eq!(condition(&o), "invalid-authzid");
+        let o = s.start("PLAIN", Some("!!"));
+        assert_eq!(condition(&o), "incorrect-encoding");
+        let o = s.start("DIGEST-MD5", Some("=")); // not offered
+        assert_eq!(condition(&o), "invalid-mechanism");
+
+        let payload = format!("\0alice@localhost\0{}", t.token);
+        let o = s.start("X-OAUTH2", Some(&b64(payload.as_bytes())));
+        match drive(&auth, &mut s, o) {
+            SaslOutcome::Success { user, grant, .. } => {
+                assert_eq!(user, alice);
+                assert!(grant.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        let payload = format!("bob@localhost\0alice\0{}", t.token);
+        let o = s.start("X-OAUTH2", Some(&b64(payload.as_bytes())));
+        assert_eq!(condition(&drive(&auth, &mut s, o)), "not-authorized");
+        let payload = format!("\0bob\0{}", t.token);
+        let o = s.start("X-OAUTH2", Some(&b64(payload.as_bytes())));
+        assert_eq!(condition(&drive(&auth, &mut s, o)), "not-authorized");
+    }
+
+    #[test]
+    fn oauthbearer_error_dance() {
+        let (auth, _d) = core(&Config::default());
+        let alice = BareJid::parse("alice@localhost").unwrap();
+        auth.register(&alice, "pw").unwrap();
+        let t = auth
+            .issue_token(&alice, Scopes::sasl_auth(), None, None)
+            .unwrap();
+        let mut s = Sasl::new("localhost");
+        let good = format!("n,,\x01auth=Bearer {}\x01\x01", t.token);
+        let o = s.start("OAUTHBEARER", Some(&b64(good.as_bytes())));
+        assert!(matches!(
+            drive(&auth, &mut s, o),
+            SaslOutcome::Success { .. }
+        ));
+        let bad = "n,a=alice@localhost,\x01auth=Bearer nope\x01\x01";
+        let o = s.start("OAUTHBEARER", Some(&b64(bad.as_bytes())));
+        match drive(&auth, &mut s, o) {
+            SaslOutcome::Challenge(json) => {
+                assert!(String::from_utf8(json).unwrap().contains("invalid_token"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(condition(&s.response(&b64(b"\x01"))), "not-authorized");
+    }
+
+    #[test]
+    fn scram_unknown_user_fails_like_bad_password() {
+        let (auth, _d) = core(&Config::default());
+        let mut s = Sasl::new("localhost");
+        let o = s.start("SCRAM-SHA-256", Some(&b64(b"n,,n=nobody,r=abcdef")));
+        let SaslOutcome::Challenge(first) = drive(&auth, &mut s, o) else {
+            panic!("expected a challenge")
+        };
+        let first = String::from_utf8(first).unwrap();
+        let nonce = first.split(',').next().unwrap();
+        let fin = format!("c=biws,{nonce},p={}", b64(&[0u8; 32]));
+        assert_eq!(
+            condition(&s.response(&b64(fin.as_bytes()))),
+            "not-authorized"
+        );
+    }
+
+    #[test]
+    fn empty_auth_gets_an_empty_challenge() {
+        let (auth, _d) = core(&Config::default());
+        auth.register(&BareJid::parse("alice@localhost").unwrap(), "pw")
+            .unwrap();
+        let mut s = Sasl::new("localhost");
+        assert!(matches!(s.start("PLAIN", None), SaslOutcome::Challenge(c) if c.is_empty()));
+        let o = s.response(&b64(b"\0alice\0pw"));
+        assert!(matches!(
+            drive(&auth, &mut s, o),
+            SaslOutcome::Success { .. }
+        ));
+        assert_eq!(condition(&s.abort()), "aborted");
+    }
+}

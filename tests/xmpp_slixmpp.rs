@@ -1,0 +1,253 @@
+//! slixmpp (Python) as an independent XMPP client: X-OAUTH2 with a token from
+//! /oauth/token, SCRAM-SHA-256 and SCRAM-SHA-1, PLAIN after STARTTLS and on
+//! direct TLS, two clients exchanging messages, roster pushes and presence
+//! through subscriptions, and an offline message delivered on login.
+
+mod common;
+
+use std::time::Duration;
+
+use common::python::run_script;
+use common::{password_grant, Petrel};
+
+/// Shared by every script: a client factory and small async helpers.
+/// Certificates are not verified (the server runs on a development cert).
+const PRELUDE: &str = r#"
+import asyncio, ssl, sys
+import slixmpp
+
+HOST = sys.argv[1]
+STARTTLS_PORT = int(sys.argv[2])
+TLS_PORT = int(sys.argv[3])
+ARGS = sys.argv[4:]
+
+def make(jid, password='', mech=None, token=None, direct_tls=False):
+    kw = {'sasl_mech': mech} if mech else {}
+    c = slixmpp.ClientXMPP(jid, password, **kw)
+    if token:
+        c.credentials['access_token'] = token
+    c.ssl_context.check_hostname = False
+    c.ssl_context.verify_mode = ssl.CERT_NONE
+    if direct_tls:
+        c.enable_starttls = False
+        c.enable_plaintext = False
+        c.enable_direct_tls = True
+    else:
+        c.enable_direct_tls = False
+        c.enable_starttls = True
+    c.register_plugin('xep_0030')
+    c.register_plugin('xep_0199')
+    c.register_plugin('xep_0092')
+    c._port = TLS_PORT if direct_tls else STARTTLS_PORT
+    return c
+
+async def online(c, timeout=20):
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    def ok(_):
+        if not fut.done(): fut.set_result(True)
+    def bad(_):
+        if not fut.done(): fut.set_exception(RuntimeError('failed_auth'))
+    c.add_event_handler('session_start', ok)
+    c.add_event_handler('failed_auth', bad)
+    c.connect(HOST, c._port)
+    await asyncio.wait_for(fut, timeout)
+    return c
+
+def encrypted(c):
+    return 'starttls' in c.features or isinstance(
+        c.transport.get_extra_info('ssl_object'), ssl.SSLObject)
+
+def mech(c):
+    return c.plugin['feature_mechanisms'].mech.name
+
+async def next_event(c, name, pred=lambda _: True, timeout=15):
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    def h(x):
+        if not fut.done() and pred(x): fut.set_result(x)
+    c.add_event_handler(name, h)
+    try:
+        return await asyncio.wait_for(fut, timeout)
+    finally:
+        c.del_event_handler(name, h)
+
+def run(main):
+    asyncio.run(asyncio.wait_for(main(), 60))
+"#;
+
+fn script(body: &str) -> String {
+    format!("{PRELUDE}\n{body}\n")
+}
+
+fn server() -> Petrel {
+    let p = Petrel::start("").with_user_and_client();
+    p.ctl_ok(&["register", "bob", "localhost", "builder"]);
+    p
+}
+
+fn run(p: &Petrel, body: &str, extra: &[&str]) -> String {
+    let starttls = p.addrs["c2s"][0].port().to_string();
+    let tls = p.addrs["c2s"][1].port().to_string();
+    let mut args = vec!["127.0.0.1", starttls.as_str(), tls.as_str()];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = run_script(&script(body), &args, Duration::from_secs(90));
+    assert!(ok, "script failed\nstdout:\n{out}\nstderr:\n{err}");
+    out
+}
+
+#[test]
+fn x_oauth2_token_and_scram_clients_exchange_messages() {
+    let p = server();
+    let (status, body) = password_grant(&p.http(), "alice@localhost", "wonderland", &[]);
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let out = run(
+        &p,
+        r#"
+async def main():
+    alice = await online(make('alice@localhost', mech='X-OAUTH2', token=ARGS[0]))
+    bob = await online(make('bob@localhost', 'builder', mech='SCRAM-SHA-256'))
+    print('alice', mech(alice), 'encrypted' if encrypted(alice) else 'plain', alice.boundjid.full)
+    print('bob', mech(bob), 'encrypted' if encrypted(bob) else 'plain')
+    alice.send_presence(); bob.send_presence()
+    await asyncio.sleep(0.3)
+    got = asyncio.ensure_future(next_event(bob, 'message'))
+    alice.send_message(mto='bob@localhost', mbody='hello bob', mtype='chat')
+    m = await got
+    print('bob got', m['body'], 'from', m['from'].bare)
+    got = asyncio.ensure_future(next_event(alice, 'message'))
+    m.reply('hello alice').send()
+    m = await got
+    print('alice got', m['body'], 'from', m['from'])
+    version = await bob.plugin['xep_0092'].get_version('localhost')
+    print('server is', version['software_version']['name'])
+    await bob.plugin['xep_0199'].ping('localhost', timeout=10)
+    print('ping ok')
+    alice.disconnect(); bob.disconnect()
+run(main)
+"#,
+        &[token],
+    );
+    assert!(
+        out.contains("alice X-OAUTH2 encrypted alice@localhost/"),
+        "{out}"
+    );
+    assert!(out.contains("bob SCRAM-SHA-256 encrypted"), "{out}");
+    assert!(
+        out.contains("bob got hello bob from alice@localhost"),
+        "{out}"
+    );
+    assert!(
+        out.contains("alice got hello alice from bob@localhost/"),
+        "{out}"
+    );
+    assert!(out.contains("server is Petrel"), "{out}");
+    assert!(out.contains("ping ok"), "{out}");
+}
+
+#[test]
+fn plain_after_starttls_and_scram_sha1_on_direct_tls() {
+    let p = server();
+    let out = run(
+        &p,
+        r#"
+async def main():
+    alice = await online(make('alice@localhost', 'wonderland', mech='PLAIN'))
+    print('alice', mech(alice), 'starttls' in alice.features)
+    bob = await online(make('bob@localhost', 'builder', mech='SCRAM-SHA-1', direct_tls=True))
+    print('bob', mech(bob), encrypted(bob))
+    alice.disconnect(); bob.disconnect()
+    # A wrong password fails.
+    bad = make('alice@localhost', 'nope', mech='PLAIN')
+    try:
+        await online(bad, timeout=10)
+        print('wrong password accepted')
+    except Exception as e:
+        print('wrong password refused:', e)
+    bad.disconnect()
+run(main)
+"#,
+        &[],
+    );
+    assert!(out.contains("alice PLAIN True"), "{out}");
+    assert!(out.contains("bob SCRAM-SHA-1 True"), "{out}");
+    assert!(out.contains("wrong password refused"), "{out}");
+}
+
+#[test]
+fn roster_pushes_and_presence_through_subscriptions() {
+    let p = server();
+    let out = run(
+        &p,
+        r#"
+async def main():
+    alice = await online(make('alice@localhost', 'wonderland'))
+    bob = await online(make('bob@localhost', 'builder'))
+    await alice.get_roster(); await bob.get_roster()
+    alice.send_presence(); bob.send_presence()
+    await asyncio.sleep(0.3)
+    # bob's client authorizes automatically (slixmpp's default) and
+    # subscribes back; alice then sees bob online.
+    seen = asyncio.ensure_future(next_event(alice, 'presence_available',
+        lambda pr: pr['from'].bare == 'bob@localhost'))
+    both = asyncio.ensure_future(next_event(alice, 'roster_update',
+        lambda iq: any(i['subscription'] == 'both' for i in iq['roster']['items'].values())))
+    alice.send_presence_subscription(pto='bob@localhost')
+    pr = await seen
+    print('alice sees', pr['from'])
+    await both
+    print('alice roster', alice.client_roster['bob@localhost']['subscription'])
+    # An explicit roster set is pushed back with the name.
+    named = asyncio.ensure_future(next_event(alice, 'roster_update',
+        lambda iq: any(i['name'] == 'Bobby' for i in iq['roster']['items'].values())))
+    await alice.update_roster('bob@localhost', name='Bobby', groups=['Friends'])
+    await named
+    r = await alice.get_roster()
+    item = r['roster']['items'][slixmpp.JID('bob@localhost')]
+    print('stored', item['name'], sorted(item['groups']), item['subscription'])
+    # bob going offline reaches alice.
+    gone = asyncio.ensure_future(next_event(alice, 'presence_unavailable',
+        lambda pr: pr['from'].bare == 'bob@localhost'))
+    bob.disconnect()
+    await gone
+    print('bob went offline')
+    alice.disconnect()
+run(main)
+"#,
+        &[],
+    );
+    assert!(out.contains("alice sees bob@localhost/"), "{out}");
+    assert!(out.contains("alice roster both"), "{out}");
+    assert!(out.contains("stored Bobby ['Friends'] both"), "{out}");
+    assert!(out.contains("bob went offline"), "{out}");
+}
+
+#[test]
+fn offline_message_delivered_on_login() {
+    let p = server();
+    let out = run(
+        &p,
+        r#"
+async def main():
+    alice = await online(make('alice@localhost', 'wonderland'))
+    alice.send_message(mto='bob@localhost', mbody='sent while you slept', mtype='chat')
+    await alice.plugin['xep_0199'].ping('localhost', timeout=10)
+    alice.disconnect()
+    bob = make('bob@localhost', 'builder')
+    bob.register_plugin('xep_0203')
+    got = asyncio.ensure_future(next_event(bob, 'message'))
+    bob.add_event_handler('session_start', lambda _: bob.send_presence())
+    await online(bob)
+    m = await got
+    print('bob got', m['body'], 'from', m['from'].bare, 'delayed', bool(m['delay']['stamp']))
+    bob.disconnect()
+run(main)
+"#,
+        &[],
+    );
+    assert!(
+        out.contains("bob got sent while you slept from alice@localhost delayed True"),
+        "{out}"
+    );
+}
