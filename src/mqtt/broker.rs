@@ -82,6 +82,27 @@ pub struct InFlight {
     pub stage: Stage,
 }
 
+/// How far past the soft queue bound a live session's QoS 1/2 queue may grow
+/// before messages are dropped (a subscriber that reads nothing).
+pub const QOS1_HARD_FACTOR: usize = 16;
+
+/// What [`Broker::enqueue`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pushed {
+    /// A copy went to the store (flush before acknowledging).
+    pub stored: bool,
+    /// The queue is at or over its soft bound (hold the publisher back).
+    pub congested: bool,
+}
+
+/// What [`Broker::publish`] did.
+#[derive(Default)]
+pub struct Routing {
+    pub receivers: usize,
+    pub stored: bool,
+    pub congested: Option<Arc<Slot>>,
+}
+
 /// A subscription as the trie holds it.
 #[derive(Clone)]
 pub struct SubEntry {
@@ -432,17 +453,20 @@ impl Broker {
     }
 
     /// Routes a message to every matching subscription. Returns how many
-    /// sessions got it and whether a copy was stored for a persistent session
-    /// (then the store must be flushed before the publisher is acknowledged).
+    /// sessions got it, whether a copy was stored for a persistent session
+    /// (then the store must be flushed before the publisher is acknowledged)
+    /// and a session whose queue is congested, if any.
     /// Retained handling is the caller's ([`Broker::retain`]).
-    pub fn publish(&self, domain: &Domain, msg: &Arc<Routed>) -> (usize, bool) {
+    pub fn publish(&self, domain: &Domain, msg: &Arc<Routed>) -> Routing {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let p = &msg.publish;
         let targets = domain.subs.targets(&p.topic, msg.origin, p.qos, p.retain);
-        let n = targets.len();
-        let mut stored = false;
+        let mut out = Routing {
+            receivers: targets.len(),
+            ..Routing::default()
+        };
         for t in targets {
-            stored |= self.enqueue(
+            let pushed = self.enqueue(
                 &t.slot,
                 Queued {
                     msg: msg.clone(),
@@ -452,22 +476,43 @@ impl Broker {
                     seq: None,
                 },
             );
+            out.stored |= pushed.stored;
+            if pushed.congested && out.congested.is_none() {
+                out.congested = Some(t.slot.clone());
+            }
         }
-        (n, stored)
+        out
     }
 
-    /// Puts a message in a session's queue (dropping it past the bound) and
-    /// wakes the session's pump. Offline sessions keep only QoS 1/2. A QoS 1/2
-    /// message for a persistent session is also stored; returns true then.
-    pub fn enqueue(&self, slot: &Slot, mut item: Queued) -> bool {
-        let persist = {
+    /// Puts a message in a session's queue and wakes the session's pump.
+    ///
+    /// Bounds: QoS 0 is dropped (and counted) once the queue holds
+    /// `queue_limit` messages, and always for an offline session. QoS 1/2 for a
+    /// live session goes over that soft bound — the publisher has been or will
+    /// be acknowledged — and reports congestion so that the publisher's
+    /// connection holds back its acknowledgements until the queue drains; only
+    /// past `QOS1_HARD_FACTOR` times the bound (a subscriber that reads nothing
+    /// at all) is it dropped. An offline session keeps up to `queue_limit`
+    /// QoS 1/2 messages, stored for a persistent session.
+    pub fn enqueue(&self, slot: &Slot, mut item: Queued) -> Pushed {
+        let (persist, congested) = {
             let mut st = slot.lock();
-            if (!st.online && item.qos == QoS::AtMostOnce) || st.queue.len() >= self.queue_limit {
+            let len = st.queue.len();
+            let drop = match (item.qos, st.online) {
+                (QoS::AtMostOnce, online) => !online || len >= self.queue_limit,
+                (_, true) => len >= self.queue_limit * QOS1_HARD_FACTOR,
+                (_, false) => len >= self.queue_limit,
+            };
+            if drop {
                 st.dropped += 1;
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                return false;
+                return Pushed::default();
             }
-            st.expiry > 0 && item.qos != QoS::AtMostOnce && item.seq.is_none()
+            let persist = st.expiry > 0 && item.qos != QoS::AtMostOnce && item.seq.is_none();
+            (
+                persist,
+                item.qos != QoS::AtMostOnce && len + 1 >= self.queue_limit,
+            )
         };
         if persist {
             match self.store_queued(slot, &item) {
@@ -477,7 +522,16 @@ impl Broker {
         }
         slot.lock().queue.push_back(item);
         slot.ready.notify_one();
-        persist
+        Pushed {
+            stored: persist,
+            congested,
+        }
+    }
+
+    /// Whether a session's queue is still at or over the soft bound.
+    pub fn is_congested(&self, slot: &Slot) -> bool {
+        let st = slot.lock();
+        st.online && st.queue.len() >= self.queue_limit
     }
 
     /// Stores (or, with an empty payload, deletes) the retained message of a

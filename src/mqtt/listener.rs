@@ -68,6 +68,11 @@ async fn handle_buffered(conn: &mut Connection, buf: &mut BytesMut, ctx: &MqttCo
                 if next == Next::Close {
                     return next;
                 }
+                if conn.congested.is_some() {
+                    // Backpressure: leave the rest buffered until the
+                    // congested subscriber has drained.
+                    return next;
+                }
             }
             Ok(None) => return Next::Continue,
             Err(e) => return conn.decode_error(&e),
@@ -106,6 +111,16 @@ async fn write_out(
             conn.needs_flush = false;
         }
         next = Next::Continue;
+    }
+}
+
+/// Backpressure for QoS 1/2: a publisher whose messages left a subscriber's
+/// queue over its bound gets its acknowledgements (and so its next messages)
+/// only once that queue drains, or after at most five seconds.
+async fn hold_back(broker: &Broker, target: &super::broker::Slot) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while broker.is_congested(target) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -158,6 +173,7 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
         })
     });
     let mut taken_over = false;
+    let mut held_back = false;
     // The live loop waits on two things only: the socket and the slot's
     // Notify. Keep-alive, token ends and shutdown arrive as kicks from the
     // broker's sweep, so no timer or channel lives in an idle task.
@@ -169,6 +185,10 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
         } else if let Some(code) = kick {
             tracing::info!(code, "MQTT session kicked");
             conn.disconnect(code)
+        } else if held_back {
+            // Packets were left in the buffer by backpressure: go on with them.
+            held_back = false;
+            handle_buffered(&mut conn, &mut buf, &ctx).await
         } else {
             tokio::select! {
                 r = wire.read_into(&mut buf) => match r {
@@ -184,6 +204,13 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
                 }
             }
         };
+        if let Some(target) = conn.congested.take() {
+            held_back = !buf.is_empty();
+            // Not for its own queue: this task is the one that drains it.
+            if !Arc::ptr_eq(&target, &slot) {
+                hold_back(&ctx.broker, &target).await;
+            }
+        }
         if write_out(&mut conn, &mut wire, &ctx, next).await == Next::Close {
             break;
         }
@@ -221,7 +248,7 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
                 }
                 flush(broker.store()).await;
             }
-            if broker.publish(&a.domain, &will).1 {
+            if broker.publish(&a.domain, &will).stored {
                 flush(broker.store()).await;
             }
         }

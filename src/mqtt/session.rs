@@ -97,6 +97,9 @@ pub struct Connection {
     pub needs_flush: bool,
     /// Whether the session ended with a DISCONNECT that suppresses the will.
     will_suppressed: bool,
+    /// A subscriber whose queue a QoS 1/2 publish left congested: the
+    /// listener holds this publisher's acknowledgements until it drains.
+    pub congested: Option<Arc<Slot>>,
 }
 
 /// Most messages one `pump` call moves into `out`, so writes interleave.
@@ -117,6 +120,7 @@ impl Connection {
             out: BytesMut::new(),
             needs_flush: false,
             will_suppressed: false,
+            congested: None,
         }
     }
 
@@ -656,9 +660,12 @@ impl Connection {
                 }
             }
             if code == reason::SUCCESS {
-                let (n, stored) = self.broker.publish(&domain, &msg);
-                self.needs_flush |= stored;
-                if n == 0 && version == Version::V5 {
+                let routing = self.broker.publish(&domain, &msg);
+                self.needs_flush |= routing.stored;
+                if routing.congested.is_some() && qos != QoS::AtMostOnce {
+                    self.congested = routing.congested;
+                }
+                if routing.receivers == 0 && version == Version::V5 {
                     code = reason::NO_MATCHING_SUBSCRIBERS;
                 }
             }
@@ -722,7 +729,7 @@ impl Connection {
             reason_codes: codes,
         }));
         for r in retained {
-            self.needs_flush |= self.broker.enqueue(&slot, r);
+            self.needs_flush |= self.broker.enqueue(&slot, r).stored;
         }
         Next::Continue
     }
