@@ -340,3 +340,33 @@ fn an_acknowledged_qos1_message_for_a_persistent_session_survives_a_crash() {
         "the acknowledged message was not delivered twice"
     );
 }
+
+#[test]
+fn the_same_client_id_under_another_account_is_another_session() {
+    let p = Petrel::start("").with_user_and_client();
+    p.ctl_ok(&["register", "bob", "localhost", "builder"]);
+    let alice = p.token("alice@localhost", 3600, "sasl_auth");
+    let bob = p.token("bob@localhost", 3600, "sasl_auth");
+    let mut a = RawClient::connect(p.mqtt(), Version::V5);
+    let mut pk = connect_packet("phone", Some("X-OAUTH2"), Some(alice.as_bytes()));
+    if let Packet::Connect(c) = &mut pk {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+    }
+    a.send(&pk);
+    assert!(matches!(a.recv(), Some(Packet::ConnAck(c)) if !c.session_present));
+    // Bob with the same client id: his own fresh session; Alice stays.
+    let mut b = RawClient::connect(p.mqtt(), Version::V5);
+    let mut pk = connect_packet("phone", Some("X-OAUTH2"), Some(bob.as_bytes()));
+    if let Packet::Connect(c) = &mut pk {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+    }
+    b.send(&pk);
+    assert!(
+        matches!(b.recv(), Some(Packet::ConnAck(c)) if !c.session_present),
+        "not Alice's session"
+    );
+    a.send(&Packet::PingReq);
+    assert_eq!(a.recv(), Some(Packet::PingResp), "Alice was not taken over");
+}

@@ -320,21 +320,31 @@ impl Broker {
         client_id: &str,
         clean_start: bool,
     ) -> (Arc<Slot>, bool, u64) {
-        let existing = domain
-            .sessions
-            .get(client_id)
-            .map(|e| Arc::clone(e.value()));
-        let (slot, present) = match existing {
-            Some(old) if !clean_start => (old, true),
-            Some(old) => {
-                // Take the old connection down, then drop its session.
-                old.generation.fetch_add(1, Ordering::AcqRel);
-                old.ready.notify_waiters();
-                self.end_session(domain, &old);
-                (self.new_slot(domain, client_id), false)
+        // Find-or-create under the map's entry lock, so that two CONNECTs with
+        // the same new id cannot both create a session.
+        let (slot, present, replaced) = match domain.sessions.entry(client_id.to_string()) {
+            dashmap::Entry::Occupied(e) if !clean_start => (e.get().clone(), true, None),
+            dashmap::Entry::Occupied(mut e) => {
+                let new = self.make_slot(domain, client_id);
+                let old = e.insert(new.clone());
+                (new, false, Some(old))
             }
-            None => (self.new_slot(domain, client_id), false),
+            dashmap::Entry::Vacant(v) => {
+                let new = self.make_slot(domain, client_id);
+                v.insert(new.clone());
+                (new, false, None)
+            }
         };
+        if let Some(old) = replaced {
+            // Clean Start over an old session: take its connection down and
+            // drop it (it is no longer in the map, so drop its records here).
+            old.generation.fetch_add(1, Ordering::AcqRel);
+            old.ready.notify_waiters();
+            self.drop_subscriptions(domain, &old);
+            if let Err(e) = self.forget_session(&old) {
+                tracing::error!(error = %e, "deleting a stored session failed");
+            }
+        }
         let gen = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
         // Wake a previous connection (it sees the new generation and leaves).
         slot.ready.notify_waiters();
@@ -394,27 +404,34 @@ impl Broker {
         }
     }
 
-    fn new_slot(&self, domain: &Arc<Domain>, client_id: &str) -> Arc<Slot> {
-        let slot = Arc::new(Slot::new(
+    fn make_slot(&self, domain: &Arc<Domain>, client_id: &str) -> Arc<Slot> {
+        Arc::new(Slot::new(
             self.next_slot.fetch_add(1, Ordering::Relaxed),
             client_id,
             domain.name.clone(),
-        ));
-        domain.sessions.insert(client_id.to_string(), slot.clone());
-        slot
+        ))
     }
 
     /// Removes a session, its subscriptions and what the store kept of it.
     pub fn end_session(&self, domain: &Domain, slot: &Arc<Slot>) {
-        domain
+        self.drop_subscriptions(domain, slot);
+        // Only the session the map still holds owns the stored records under
+        // its key; a replaced one must not delete its successor's.
+        if domain
             .sessions
-            .remove_if(&slot.client_id, |_, v| Arc::ptr_eq(v, slot));
+            .remove_if(&slot.client_id, |_, v| Arc::ptr_eq(v, slot))
+            .is_some()
+        {
+            if let Err(e) = self.forget_session(slot) {
+                tracing::error!(error = %e, "deleting a stored session failed");
+            }
+        }
+    }
+
+    fn drop_subscriptions(&self, domain: &Domain, slot: &Slot) {
         let filters: Vec<String> = slot.lock().subscriptions.keys().cloned().collect();
         for f in filters {
             domain.subs.remove(&f, slot.id);
-        }
-        if let Err(e) = self.forget_session(slot) {
-            tracing::error!(error = %e, "deleting a stored session failed");
         }
     }
 

@@ -21,6 +21,9 @@ use crate::registry::{Protocol, Registry, SessionInfo};
 use crate::store::Store;
 use crate::wire::Wire;
 
+/// How long a write may make no progress before the connection is dropped.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
+
 /// How long a new connection may take to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -94,8 +97,10 @@ async fn write_out(
     }
     loop {
         if !conn.out.is_empty() {
-            if wire.write_all(&conn.out).await.is_err() {
-                return Next::Close;
+            // A peer that takes nothing for this long is gone or hostile.
+            match tokio::time::timeout(WRITE_STALL, wire.write_all(&conn.out)).await {
+                Ok(Ok(())) => {}
+                _ => return Next::Close,
             }
             // Idle connections hold no write buffer.
             conn.out = BytesMut::new();
@@ -178,6 +183,11 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
     // Notify. Keep-alive, token ends and shutdown arrive as kicks from the
     // broker's sweep, so no timer or channel lives in an idle task.
     loop {
+        // Registered before the checks below, so that a takeover or kick that
+        // happens right after them still wakes this task.
+        let notified = slot.ready.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         let kick = slot.lock().kick.take();
         let next = if slot.generation() != mine {
             taken_over = true;
@@ -185,6 +195,8 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
         } else if let Some(code) = kick {
             tracing::info!(code, "MQTT session kicked");
             conn.disconnect(code)
+        } else if ctx.shutdown.is_cancelled() {
+            conn.disconnect(reason::SERVER_SHUTTING_DOWN)
         } else if held_back {
             // Packets were left in the buffer by backpressure: go on with them.
             held_back = false;
@@ -198,7 +210,7 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
                         handle_buffered(&mut conn, &mut buf, &ctx).await
                     }
                 },
-                _ = slot.ready.notified() => {
+                _ = &mut notified => {
                     conn.pump();
                     Next::Continue
                 }
@@ -220,6 +232,7 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
         }
     }
     wire.shutdown().await;
+    taken_over |= slot.generation() != mine;
     if let Some(k) = registry_key {
         ctx.registry.remove(k);
     }

@@ -104,6 +104,9 @@ pub struct Connection {
 
 /// Most messages one `pump` call moves into `out`, so writes interleave.
 const PUMP_BATCH: usize = 256;
+/// And most bytes: a subscriber that stops reading must not make its
+/// connection hold copies of many large messages.
+const PUMP_BYTES: usize = 64 * 1024;
 
 impl Connection {
     pub fn new(
@@ -238,7 +241,13 @@ impl Connection {
                 self.disconnect(reason::PROTOCOL_ERROR)
             }
             Phase::Live(live) => {
+                let taken_over = live.slot.generation() != live.generation;
                 self.phase = Phase::Live(live);
+                if taken_over {
+                    // Packets still buffered on a taken-over connection must
+                    // not act on the session the new connection owns.
+                    return self.disconnect(reason::SESSION_TAKEN_OVER);
+                }
                 self.on_live(p)
             }
             Phase::Closed => Next::Close,
@@ -317,9 +326,17 @@ impl Connection {
             Version::V311 if c.clean_start => 0,
             Version::V311 => u32::MAX,
         };
+        // Sessions belong to an account: the same client id under another
+        // account (or anonymous) is another session, never a takeover of this
+        // one. A localpart cannot contain ':', so the key is unambiguous.
+        let session_key = format!(
+            "{}:{}",
+            identity.as_ref().map_or("", |j| j.local()),
+            c.client_id
+        );
         let (slot, present, generation) =
             self.broker
-                .open_session(&domain, &c.client_id, c.clean_start);
+                .open_session(&domain, &session_key, c.clean_start);
         {
             // What the broker's sweep watches for this connection.
             let mut st = slot.lock();
@@ -427,6 +444,10 @@ impl Connection {
         let Phase::Live(l) = &self.phase else {
             return false;
         };
+        if l.slot.generation() != l.generation {
+            // Taken over: the queue belongs to the new connection now.
+            return false;
+        }
         let (slot, version, window, max_packet) = (
             l.slot.clone(),
             l.version,
@@ -435,7 +456,7 @@ impl Connection {
         );
         let mut st = slot.lock();
         let mut moved = 0;
-        while moved < PUMP_BATCH {
+        while moved < PUMP_BATCH && self.out.len() < PUMP_BYTES {
             let Some(front) = st.queue.front() else { break };
             if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
                 break;
