@@ -370,3 +370,51 @@ fn the_same_client_id_under_another_account_is_another_session() {
     a.send(&Packet::PingReq);
     assert_eq!(a.recv(), Some(Packet::PingResp), "Alice was not taken over");
 }
+
+#[test]
+fn a_resumed_session_keeps_only_what_the_new_token_allows() {
+    let p = Petrel::start("").with_user_and_client();
+    let wide = p.token("alice@localhost", 3600, "sasl_auth");
+    let narrow = p.token("alice@localhost", 3600, "sasl_auth;mqtt:subscribe:b/#");
+    let connect = |token: &str| {
+        let mut c = RawClient::connect(p.mqtt(), Version::V5);
+        let mut pk = connect_packet("scoped", Some("X-OAUTH2"), Some(token.as_bytes()));
+        if let Packet::Connect(cn) = &mut pk {
+            cn.clean_start = false;
+            cn.properties.session_expiry_interval = Some(600);
+        }
+        c.send(&pk);
+        assert!(matches!(c.recv(), Some(Packet::ConnAck(_))));
+        c
+    };
+    let mut c = connect(&wide);
+    for f in ["a/#", "b/#"] {
+        c.send(&Packet::Subscribe(petrel::mqtt::codec::Subscribe {
+            packet_id: 1,
+            properties: Default::default(),
+            filters: vec![(f.to_string(), Default::default())],
+        }));
+        assert!(matches!(c.recv(), Some(Packet::SubAck(s)) if s.reason_codes == vec![0]));
+    }
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = connect(&narrow);
+    let mut publ = RawClient::connect(p.mqtt(), Version::V5);
+    publ.send(&connect_packet(
+        "pub",
+        Some("X-OAUTH2"),
+        Some(wide.as_bytes()),
+    ));
+    assert!(matches!(publ.recv(), Some(Packet::ConnAck(_))));
+    for t in ["a/1", "b/1"] {
+        publ.send(&Packet::Publish(petrel::mqtt::codec::Publish {
+            topic: t.into(),
+            payload: bytes::Bytes::from_static(b"x"),
+            ..Default::default()
+        }));
+    }
+    match c.recv() {
+        Some(Packet::Publish(m)) => assert_eq!(m.topic, "b/1", "a/# went with the wide token"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -383,6 +383,7 @@ impl Connection {
         };
         self.phase = Phase::Live(Box::new(live));
         if present {
+            self.drop_unauthorized_subscriptions();
             self.resend_inflight();
         }
         self.pump();
@@ -402,6 +403,25 @@ impl Connection {
     fn done_with(&self, slot: &Slot, f: Option<InFlight>) {
         if let Some(seq) = f.and_then(|f| f.item.seq) {
             self.broker.unstore_queued(slot, seq);
+        }
+    }
+
+    /// A new grant may allow less: subscriptions it would refuse now go
+    /// (after a resume or a re-authentication with a narrower token).
+    fn drop_unauthorized_subscriptions(&mut self) {
+        let Phase::Live(l) = &self.phase else { return };
+        let (slot, domain) = (l.slot.clone(), l.domain.clone());
+        let scopes = l.grant.as_ref().map(|g| g.scopes().clone());
+        let filters: Vec<String> = slot.lock().subscriptions.keys().cloned().collect();
+        let mut dropped = false;
+        for f in filters {
+            if !auth::may(scopes.as_ref(), Action::Subscribe(&f)) {
+                self.broker.unsubscribe(&domain, &slot, &f);
+                dropped = true;
+            }
+        }
+        if dropped {
+            self.persist_session(&slot, true);
         }
     }
 
@@ -812,6 +832,7 @@ impl Connection {
                 tracing::info!(token = %g.token_id(), "MQTT re-authenticated");
                 self.live().slot.lock().grant = Some(g.clone());
                 self.live().grant = Some(g);
+                self.drop_unauthorized_subscriptions();
                 self.send(Packet::Auth(Auth {
                     reason_code: reason::SUCCESS,
                     properties: Properties {
