@@ -245,6 +245,9 @@ fn write_outputs(r: &Report, json: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A named, coloured line of (x, y) points.
+type Series = (&'static str, plotters::style::RGBColor, Vec<(f64, f64)>);
+
 /// Throughput over time on top, latency histogram below.
 fn chart(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
@@ -253,7 +256,7 @@ fn chart(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let (top, bottom) = root.split_vertically(380);
     let rates = r.rates();
     let pubsub = r.messages.is_some();
-    let series: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = if pubsub {
+    let series: Vec<Series> = if pubsub {
         vec![
             ("sent/s", BLUE, rates.iter().map(|x| (x.0, x.1)).collect()),
             (
