@@ -54,7 +54,7 @@ trap cleanup EXIT
 # run_scenarios NAME TARGET PID AUTH_ARGS...
 run_scenarios() {
   local name=$1 target=$2 pid=$3; shift 3
-  local common=(--target "$target" --quiet "$@")
+  local common=(--target "$target" --pid "$pid" --quiet "$@")
   for s in $SCENARIOS; do
     echo "== $name: $s"
     case $s in
@@ -68,7 +68,7 @@ run_scenarios() {
           --duration "$DURATION" --connect-concurrency 32 --out "$OUT/$name-$s.json" ;;
       conn)
         "$LOAD" mqtt-conn "${common[@]}" --count "$CONNS" --rate "$CONN_RATE" \
-          --duration "$DURATION" --pid "$pid" --connect-concurrency 32 \
+          --duration "$DURATION" --connect-concurrency 32 \
           --out "$OUT/$name-$s.json" ;;
       *) echo "unknown scenario $s" >&2; exit 2 ;;
     esac
@@ -147,6 +147,10 @@ out, scenarios = sys.argv[1], sys.argv[2:]
 def load(name, s):
     p = os.path.join(out, f"{name}-{s}.json")
     return json.load(open(p)) if os.path.exists(p) else None
+def proc(r, role):
+    return next((p for p in r.get("processes", []) if p["role"] == role), {})
+def broker(r):
+    return proc(r, "broker")
 rows = []
 for s in scenarios:
     p, m = load("petrel", s), load("mosquitto", s)
@@ -158,6 +162,7 @@ for s in scenarios:
             ("connect p99 µs", lambda r: r["connects"]["latency"]["p99_us"], "lower"),
             ("failed", lambda r: r["connects"]["failed"], "lower"),
             ("RSS bytes/conn", lambda r: (r["memory"] or {}).get("bytes_per_connection", 0), "lower"),
+            ("broker cores used", lambda r: broker(r).get("cpu_cores_used", 0), "-"),
         ]
     else:
         figs = [
@@ -166,6 +171,9 @@ for s in scenarios:
             ("lost", lambda r: r["messages"]["lost"], "lower"),
             ("latency p50 µs", lambda r: r["messages"]["latency"]["p50_us"], "lower"),
             ("latency p99 µs", lambda r: r["messages"]["latency"]["p99_us"], "lower"),
+            ("broker cores used", lambda r: broker(r).get("cpu_cores_used", 0), "-"),
+            ("broker CPU µs/msg", lambda r: broker(r).get("cpu_s", 0) * 1e6 / max(r["messages"]["received"], 1), "lower"),
+            ("generator cores", lambda r: proc(r, "generator").get("cpu_cores_used", 0), "-"),
         ]
     for label, f, better in figs:
         pv = f(p)
@@ -174,7 +182,7 @@ for s in scenarios:
         rows.append((s, label, pv, mv, ratio, better))
 print(f"{'scenario':<8} {'figure':<18} {'petrel':>14} {'mosquitto':>14} {'petrel/mosq':>12}  better")
 for s, label, pv, mv, ratio, better in rows:
-    fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}")
+    fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}")
     r = "-" if ratio is None else f"{ratio:.2f}x"
     print(f"{s:<8} {label:<18} {fmt(pv):>14} {fmt(mv):>14} {r:>12}  {better}")
 print(f"\nreports: {out}")

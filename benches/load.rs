@@ -226,6 +226,28 @@ fn print_table(r: &Report) {
             mem.bytes_per_connection
         );
     }
+    for p in &r.processes {
+        println!(
+            "  {:<22} pid {}: {:.2} CPU s in {:.1} s ({:.2} cores), RSS {:.1} → {:.1} MB",
+            format!("{} process", p.role),
+            p.pid,
+            p.cpu_s,
+            p.window_s,
+            p.cpu_cores_used,
+            p.rss_start_bytes as f64 / 1e6,
+            p.rss_end_bytes as f64 / 1e6
+        );
+    }
+    if let Some(busy) = r.system_busy_cores {
+        let ours: f64 = r.processes.iter().map(|p| p.cpu_cores_used).sum();
+        println!(
+            "  {:<22} {:.2} of {} cores busy, {:.2} of them outside the processes above",
+            "machine",
+            busy,
+            r.machine_cores,
+            (busy - ours).max(0.0)
+        );
+    }
     for (e, n) in &r.errors {
         println!("  {:<22} {n} × {e}", "error");
     }

@@ -110,6 +110,98 @@ pub fn read_rss(pid: u32) -> Option<u64> {
     parse_vm_rss(&status)
 }
 
+/// CPU time (user + system) process `pid` has used, in seconds, from
+/// /proc/PID/stat (clock ticks of 1/100 s, Linux's fixed USER_HZ).
+pub fn read_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_seconds(&stat)
+}
+
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    // The command name (field 2) may hold spaces and parentheses: fields
+    // are counted after its last ')'. There, index 0 is field 3 (state),
+    // so utime (field 14) is index 11 and stime (field 15) index 12.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// CPU seconds all cores of the machine spent busy (not idle or waiting for
+/// I/O) since boot, from the first line of /proc/stat.
+pub fn read_system_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_system_busy(stat.lines().next()?)
+}
+
+fn parse_system_busy(cpu_line: &str) -> Option<f64> {
+    let mut f = cpu_line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = f.map_while(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal …
+    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7).unwrap_or(&0);
+    Some(busy as f64 / 100.0)
+}
+
+/// The whole machine's busy cores over a window: with the broker's and the
+/// generator's own share it shows what else competed for the CPU.
+pub(crate) struct SystemWatch {
+    busy: Option<f64>,
+    at: std::time::Instant,
+}
+
+impl SystemWatch {
+    pub fn start() -> SystemWatch {
+        SystemWatch {
+            busy: read_system_busy_seconds(),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Busy cores on average since `start`.
+    pub fn finish(&self) -> Option<f64> {
+        let busy = read_system_busy_seconds()? - self.busy?;
+        Some(busy / self.at.elapsed().as_secs_f64().max(1e-9))
+    }
+}
+
+/// CPU and memory of one process over a measured window.
+pub(crate) struct ProcessWatch {
+    role: &'static str,
+    pid: u32,
+    cpu: Option<f64>,
+    rss: Option<u64>,
+    at: std::time::Instant,
+}
+
+impl ProcessWatch {
+    pub fn start(role: &'static str, pid: u32) -> ProcessWatch {
+        ProcessWatch {
+            role,
+            pid,
+            cpu: read_cpu_seconds(pid),
+            rss: read_rss(pid),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    pub fn finish(&self) -> Option<report::ProcessFigures> {
+        let cpu_s = read_cpu_seconds(self.pid)? - self.cpu?;
+        let window_s = self.at.elapsed().as_secs_f64();
+        Some(report::ProcessFigures {
+            role: self.role,
+            pid: self.pid,
+            window_s,
+            cpu_s,
+            cpu_cores_used: cpu_s / window_s.max(1e-9),
+            rss_start_bytes: self.rss?,
+            rss_end_bytes: read_rss(self.pid)?,
+        })
+    }
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let mut parts = line.split_whitespace().skip(1);
@@ -174,5 +266,21 @@ mod tests {
         assert_eq!(parse_vm_rss(status), Some(2048 * 1024));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
         assert!(read_rss(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn system_busy_parsing() {
+        let line = "cpu  100 20 30 5000 40 5 5 0 0 0";
+        assert_eq!(parse_system_busy(line), Some(1.6));
+        assert_eq!(parse_system_busy("cpu0 1 2 3 4 5 6 7"), None);
+        assert!(read_system_busy_seconds().is_some());
+    }
+
+    #[test]
+    fn cpu_seconds_parsing() {
+        let stat = "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
+        assert_eq!(parse_cpu_seconds(stat), Some(3.0));
+        assert_eq!(parse_cpu_seconds("garbage"), None);
+        assert!(read_cpu_seconds(std::process::id()).is_some());
     }
 }

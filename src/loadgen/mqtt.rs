@@ -21,7 +21,7 @@ use super::net::{fetch_tokens, Endpoint};
 use super::options::{Plan, Scenario};
 use super::report::{ConnectFigures, MemoryFigures, Report, RunSetup, Sample};
 use super::stats::{Latency, Phase, Progress};
-use super::{read_rss, LoadError};
+use super::{read_rss, LoadError, ProcessWatch};
 use crate::mqtt::codec::{Packet, QoS, Version};
 
 pub use pubsub::run_pubsub;
@@ -147,6 +147,16 @@ impl Ctx {
     }
 }
 
+/// Watches the broker (with --pid) and this process.
+pub(crate) fn process_watches(plan: &Plan) -> Vec<ProcessWatch> {
+    let mut w = Vec::new();
+    if let Some(pid) = plan.pid {
+        w.push(ProcessWatch::start("broker", pid));
+    }
+    w.push(ProcessWatch::start("generator", std::process::id()));
+    w
+}
+
 /// Snapshots the counters every 250 ms until cancelled (bounded by the
 /// run's own bounds: the caller always cancels it).
 pub(crate) fn spawn_sampler(
@@ -206,6 +216,8 @@ pub async fn run_conn(plan: &Plan, progress: Arc<Progress>) -> Result<Report, Lo
     progress.goal.store(n, std::sync::atomic::Ordering::Relaxed);
     progress.set_phase(Phase::Connecting);
 
+    let watches = process_watches(plan);
+    let system = crate::loadgen::SystemWatch::start();
     let hold_stop = CancellationToken::new();
     let handshakes = Arc::new(Semaphore::new(plan.connect_concurrency as usize));
     let latency = Arc::new(Mutex::new(Latency::new()));
@@ -242,6 +254,8 @@ pub async fn run_conn(plan: &Plan, progress: Arc<Progress>) -> Result<Report, Lo
     tokio::time::sleep(plan.duration).await;
     let held = Progress::get(&progress.connected);
     let rss_held = plan.pid.and_then(read_rss);
+    let processes = watches.iter().filter_map(ProcessWatch::finish).collect();
+    let system_busy = system.finish();
 
     progress.set_phase(Phase::Draining);
     hold_stop.cancel();
@@ -287,6 +301,9 @@ pub async fn run_conn(plan: &Plan, progress: Arc<Progress>) -> Result<Report, Lo
         connect_buckets: latency.buckets(),
         messages: None,
         memory,
+        processes,
+        system_busy_cores: system_busy,
+        machine_cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         timeline,
         errors: ctx.errors(),
     })

@@ -161,7 +161,8 @@ pub struct Options {
     /// Handshakes in progress at once while connecting.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: u64,
-    /// Broker process to read VmRSS from before and after (mqtt-conn).
+    /// Broker process to watch in /proc: CPU time and RSS over the run, and
+    /// for mqtt-conn the RSS per held connection.
     #[arg(long)]
     pub pid: Option<u32>,
     /// Comma-separated loopback addresses client sockets bind to, round-robin.

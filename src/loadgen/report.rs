@@ -86,6 +86,22 @@ pub struct MemoryFigures {
     pub bytes_per_connection: f64,
 }
 
+/// CPU and memory of a process over the measured window (the broker with
+/// `--pid`, and the generator itself), from /proc.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessFigures {
+    /// "broker" or "generator".
+    pub role: &'static str,
+    pub pid: u32,
+    pub window_s: f64,
+    /// User + system CPU seconds used in the window.
+    pub cpu_s: f64,
+    /// cpu_s / window_s: 1.0 is one core busy all the time.
+    pub cpu_cores_used: f64,
+    pub rss_start_bytes: u64,
+    pub rss_end_bytes: u64,
+}
+
 /// One subscriber's view.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SubscriberFigures {
@@ -142,6 +158,14 @@ pub struct Report {
     pub connect_buckets: Vec<Bucket>,
     pub messages: Option<MessageFigures>,
     pub memory: Option<MemoryFigures>,
+    /// CPU and RSS of the broker (with --pid) and of the generator, over the
+    /// connect+hold phases (mqtt-conn) or the send+drain phases (mqtt-pubsub).
+    pub processes: Vec<ProcessFigures>,
+    /// Busy cores of the whole machine over the same window (everything:
+    /// broker, generator and whatever else ran).
+    pub system_busy_cores: Option<f64>,
+    /// Cores this machine has.
+    pub machine_cores: usize,
     /// Counters sampled every 250 ms; rates are their differences.
     pub timeline: Vec<Sample>,
     /// Distinct errors with how often each happened (first 20 kinds).
@@ -209,6 +233,9 @@ mod tests {
             connect_buckets: vec![],
             messages: None,
             memory: None,
+            processes: vec![],
+            system_busy_cores: None,
+            machine_cores: 2,
             timeline: vec![s(0.0, 0, 0, 0), s(0.5, 100, 50, 2), s(1.0, 300, 250, 2)],
             errors: vec![],
         };

@@ -30,7 +30,8 @@ use super::super::options::{Layout, Plan, PAYLOAD_HEADER};
 use super::super::report::{MessageFigures, Report, SubscriberFigures};
 use super::super::stats::{Latency, Phase, Progress, SharedLatency, StreamTracker};
 use super::super::LoadError;
-use super::{spawn_sampler, Ctx};
+use super::{process_watches, spawn_sampler, Ctx};
+use crate::loadgen::ProcessWatch;
 use crate::mqtt::codec::{self, Ack, Packet, Properties, Publish, QoS};
 
 /// Publishes written per batch (one write call) when nothing else limits.
@@ -104,6 +105,7 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
     // Subscribers first, each subscribed before any publisher exists.
     let subs = connect_all(&ctx, 's', plan.subscribers, Some(&topo)).await;
     let pubs = connect_all(&ctx, 'p', plan.publishers, None).await;
+    let ok_subs: Vec<u64> = subs.iter().map(|(j, _, _)| *j).collect();
     if subs.is_empty() || pubs.is_empty() {
         sampler_stop.cancel();
         let _ = sampler.await;
@@ -137,6 +139,8 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
         );
         sub_tasks.spawn(async move { subscriber(&ctx, &topo, j, client, &lat, stop).await });
     }
+    let watches = process_watches(plan);
+    let system = crate::loadgen::SystemWatch::start();
     let send_start = ctx.start.elapsed();
     let stop_at = Instant::now() + plan.duration;
     let ok_pubs: Vec<u64> = pubs.iter().map(|(i, _, _)| *i).collect();
@@ -161,8 +165,7 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
 
     // Drain: wait for what the subscribers should still get.
     progress.set_phase(Phase::Draining);
-    let sub_indices: Vec<u64> = (0..plan.subscribers).collect();
-    let expected_total: u64 = sub_indices
+    let expected_total: u64 = ok_subs
         .iter()
         .map(|&s| {
             ok_pubs
@@ -186,6 +189,8 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let processes = watches.iter().filter_map(ProcessWatch::finish).collect();
+    let system_busy = system.finish();
     sub_stop.cancel();
     let mut sub_results = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(15), async {
@@ -242,13 +247,10 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
         }
     }
     // Subscribers that never connected lose everything meant for them.
-    for s in sub_indices
-        .iter()
-        .filter(|s| !sub_results.iter().any(|r| r.index == **s))
-    {
+    for s in (0..plan.subscribers).filter(|s| !sub_results.iter().any(|r| r.index == *s)) {
         let expected: u64 = ok_pubs
             .iter()
-            .filter(|&&p| topo.hears(*s, p))
+            .filter(|&&p| topo.hears(s, p))
             .map(|&p| sent_by(p))
             .sum();
         m.expected += expected;
@@ -287,6 +289,9 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
         connect_buckets: connect_latency.buckets(),
         messages: Some(m),
         memory: None,
+        processes,
+        system_busy_cores: system_busy,
+        machine_cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         timeline,
         errors: ctx.errors(),
     })
