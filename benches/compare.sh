@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Side-by-side load runs on loopback: Petrel, then Mosquitto (then ejabberd,
+# Side-by-side load runs on loopback: Petrel and Mosquitto (and ejabberd,
 # once the XMPP scenarios exist), the same generator and scenarios against
-# each, and a table of ratios at the end. Peers that are not installed are
+# each — a freshly started broker per scenario, the brokers alternating —
+# and a table of ratios at the end. Peers that are not installed are
 # skipped with a message:  apt-get install mosquitto ejabberd
 #
 #   bash benches/compare.sh                       # everything, defaults below
 #   DURATION=5 CONNS=2000 bash benches/compare.sh # shorter
 #   SCENARIOS="qos0 qos1" bash benches/compare.sh # a subset
 #
-# Scenarios: qos0, qos1 (mqtt-pubsub one-to-one, PAIRS pairs, PAYLOAD bytes),
+# Scenarios: qos0, qos1 (mqtt-pubsub one-to-one, PAIRS pairs, PAYLOAD bytes,
+# publishers as fast as TCP takes them), qos0r (the same at QoS 0 with RATE
+# msgs/s per publisher, an offered load below saturation),
 # fanout (1 publisher -> FANOUT subscribers, QoS 0, FANOUT_RATE msgs/s),
 # conn (mqtt-conn: CONNS idle connections with the broker's RSS before/after).
 # Reports (JSON + SVG per run) and summary.txt go to $OUT.
@@ -22,7 +25,8 @@ FANOUT=${FANOUT:-1000}
 FANOUT_RATE=${FANOUT_RATE:-200}
 CONNS=${CONNS:-10000}
 CONN_RATE=${CONN_RATE:-2000}
-SCENARIOS=${SCENARIOS:-"qos0 qos1 fanout conn"}
+RATE=${RATE:-25000}
+SCENARIOS=${SCENARIOS:-"qos0 qos0r qos1 fanout conn"}
 OUT=${OUT:-target/load/compare-$(date +%s)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -46,92 +50,99 @@ free_port() {
 }
 
 PIDS=()
+DIRS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for d in "${DIRS[@]:-}"; do [ -n "$d" ] && rm -rf "$d"; done
 }
 trap cleanup EXIT
 
-# run_scenarios NAME TARGET PID AUTH_ARGS...
-run_scenarios() {
-  local name=$1 target=$2 pid=$3; shift 3
+# run_one NAME SCENARIO TARGET PID AUTH_ARGS...
+run_one() {
+  local name=$1 s=$2 target=$3 pid=$4; shift 4
   local common=(--target "$target" --pid "$pid" --quiet "$@")
-  for s in $SCENARIOS; do
-    echo "== $name: $s"
-    case $s in
-      qos0|qos1)
-        "$LOAD" mqtt-pubsub "${common[@]}" --publishers "$PAIRS" --subscribers "$PAIRS" \
-          --layout one-to-one --qos "${s#qos}" --payload "$PAYLOAD" --duration "$DURATION" \
-          --out "$OUT/$name-$s.json" ;;
-      fanout)
-        "$LOAD" mqtt-pubsub "${common[@]}" --publishers 1 --subscribers "$FANOUT" \
-          --layout fan-out --qos 0 --payload "$PAYLOAD" --rate "$FANOUT_RATE" \
-          --duration "$DURATION" --connect-concurrency 32 --out "$OUT/$name-$s.json" ;;
-      conn)
-        "$LOAD" mqtt-conn "${common[@]}" --count "$CONNS" --rate "$CONN_RATE" \
-          --duration "$DURATION" --connect-concurrency 32 \
-          --out "$OUT/$name-$s.json" ;;
-      *) echo "unknown scenario $s" >&2; exit 2 ;;
-    esac
-    sleep 1
-  done
+  echo "== $name: $s ($(uptime | sed 's/.*load/load/'))"
+  case $s in
+    qos0|qos1)
+      "$LOAD" mqtt-pubsub "${common[@]}" --publishers "$PAIRS" --subscribers "$PAIRS" \
+        --layout one-to-one --qos "${s#qos}" --payload "$PAYLOAD" --duration "$DURATION" \
+        --out "$OUT/$name-$s.json" ;;
+    qos0r)
+      "$LOAD" mqtt-pubsub "${common[@]}" --publishers "$PAIRS" --subscribers "$PAIRS" \
+        --layout one-to-one --qos 0 --payload "$PAYLOAD" --rate "$RATE" --duration "$DURATION" \
+        --out "$OUT/$name-$s.json" ;;
+    fanout)
+      "$LOAD" mqtt-pubsub "${common[@]}" --publishers 1 --subscribers "$FANOUT" \
+        --layout fan-out --qos 0 --payload "$PAYLOAD" --rate "$FANOUT_RATE" \
+        --duration "$DURATION" --connect-concurrency 32 --out "$OUT/$name-$s.json" ;;
+    conn)
+      "$LOAD" mqtt-conn "${common[@]}" --count "$CONNS" --rate "$CONN_RATE" \
+        --duration "$DURATION" --connect-concurrency 32 \
+        --out "$OUT/$name-$s.json" ;;
+    *) echo "unknown scenario $s" >&2; exit 2 ;;
+  esac
 }
 
-# --- Petrel -----------------------------------------------------------------
-PDIR=$(mktemp -d /tmp/petrel-bench.XXXXXX)
-cat > "$PDIR/petrel.toml" <<EOF
-data_dir = "$PDIR/data"
-hosts = ["localhost"]
-
-[[listen]]
-module = "mqtt"
-ip = "127.0.0.1"
-port = 0
-
-[[listen]]
-module = "http"
-ip = "127.0.0.1"
-port = 0
-EOF
+# Each scenario gets a freshly started broker, so no run inherits another's
+# heap (RSS per connection is only meaningful from a fresh start), and the
+# two brokers alternate so that background load hits both alike.
 PETREL=target/release/petrel
-"$PETREL" ctl --config "$PDIR/petrel.toml" register bench localhost bench-password >/dev/null
-"$PETREL" ctl --config "$PDIR/petrel.toml" oauth_issue_token bench@localhost 86400 sasl_auth > "$PDIR/tokens.txt"
-RUST_LOG=warn "$PETREL" serve --config "$PDIR/petrel.toml" > "$PDIR/stdout" 2> "$PDIR/stderr" &
-PPID_=$!
-PIDS+=("$PPID_")
-for _ in $(seq 100); do grep -q '^ready' "$PDIR/stdout" 2>/dev/null && break; sleep 0.1; done
-grep -q '^ready' "$PDIR/stdout" || { echo "petrel did not start:" >&2; cat "$PDIR/stderr" >&2; exit 1; }
-PTARGET=$(awk '$1=="listening" && $2=="mqtt" {print $3; exit}' "$PDIR/stdout")
-echo "petrel $PTARGET (pid $PPID_), X-OAUTH2 tokens"
-run_scenarios petrel "$PTARGET" "$PPID_" --auth x-oauth2 --tokens "$PDIR/tokens.txt"
-kill "$PPID_"; wait "$PPID_" 2>/dev/null || true
+start_petrel() {
+  PDIR=$(mktemp -d /tmp/petrel-bench.XXXXXX)
+  DIRS+=("$PDIR")
+  printf '%s\n' "data_dir = \"$PDIR/data\"" 'hosts = ["localhost"]' '' \
+    '[[listen]]' 'module = "mqtt"' 'ip = "127.0.0.1"' 'port = 0' '' \
+    '[[listen]]' 'module = "http"' 'ip = "127.0.0.1"' 'port = 0' > "$PDIR/petrel.toml"
+  "$PETREL" ctl --config "$PDIR/petrel.toml" register bench localhost bench-password >/dev/null
+  "$PETREL" ctl --config "$PDIR/petrel.toml" oauth_issue_token bench@localhost 86400 sasl_auth > "$PDIR/tokens.txt"
+  RUST_LOG=warn "$PETREL" serve --config "$PDIR/petrel.toml" > "$PDIR/stdout" 2> "$PDIR/stderr" &
+  BPID=$!
+  PIDS+=("$BPID")
+  for _ in $(seq 100); do grep -q '^ready' "$PDIR/stdout" 2>/dev/null && break; sleep 0.1; done
+  grep -q '^ready' "$PDIR/stdout" || { echo "petrel did not start:" >&2; cat "$PDIR/stderr" >&2; exit 1; }
+  BTARGET=$(awk '$1=="listening" && $2=="mqtt" {print $3; exit}' "$PDIR/stdout")
+  AUTH=(--auth x-oauth2 --tokens "$PDIR/tokens.txt")
+}
 
-# --- Mosquitto --------------------------------------------------------------
 MOSQ=$(command -v mosquitto || ls /usr/sbin/mosquitto 2>/dev/null || true)
-if [ -n "$MOSQ" ]; then
+start_mosquitto() {
   MDIR=$(mktemp -d /tmp/mosquitto-bench.XXXXXX)
+  DIRS+=("$MDIR")
   MPORT=$(free_port)
-  cat > "$MDIR/mosquitto.conf" <<EOF
-listener $MPORT 127.0.0.1
-allow_anonymous true
-persistence false
-log_dest none
-set_tcp_nodelay true
-max_queued_messages 1000000
-max_queued_bytes 0
-max_connections -1
-EOF
+  printf '%s\n' "listener $MPORT 127.0.0.1" 'allow_anonymous true' 'persistence false' \
+    'log_dest none' 'max_queued_messages 1000000' 'max_queued_bytes 0' \
+    'max_connections -1' > "$MDIR/mosquitto.conf"
   chmod 755 "$MDIR"; chmod 644 "$MDIR/mosquitto.conf"
   "$MOSQ" -c "$MDIR/mosquitto.conf" > "$MDIR/log" 2>&1 &
-  MPID=$!
-  PIDS+=("$MPID")
+  BPID=$!
+  PIDS+=("$BPID")
   sleep 0.5
-  kill -0 "$MPID" || { echo "mosquitto did not start:" >&2; cat "$MDIR/log" >&2; exit 1; }
-  echo "mosquitto 127.0.0.1:$MPORT (pid $MPID, $("$MOSQ" -h 2>/dev/null | head -1)), anonymous"
-  run_scenarios mosquitto "127.0.0.1:$MPORT" "$MPID" --auth none
-  kill "$MPID"; wait "$MPID" 2>/dev/null || true
+  kill -0 "$BPID" || { echo "mosquitto did not start:" >&2; cat "$MDIR/log" >&2; exit 1; }
+  BTARGET=127.0.0.1:$MPORT
+  AUTH=(--auth none)
+}
+
+stop_broker() {
+  kill "$BPID" 2>/dev/null || true
+  wait "$BPID" 2>/dev/null || true
+  sleep 1
+}
+
+if [ -n "$MOSQ" ]; then
+  echo "petrel: X-OAUTH2 token login; mosquitto: $("$MOSQ" -h 2>/dev/null | head -1), anonymous"
 else
   echo "SKIPPED mosquitto: not installed (apt-get install mosquitto)"
 fi
+for s in $SCENARIOS; do
+  start_petrel
+  run_one petrel "$s" "$BTARGET" "$BPID" "${AUTH[@]}"
+  stop_broker
+  if [ -n "$MOSQ" ]; then
+    start_mosquitto
+    run_one mosquitto "$s" "$BTARGET" "$BPID" "${AUTH[@]}"
+    stop_broker
+  fi
+done
 
 # --- ejabberd ---------------------------------------------------------------
 if command -v ejabberdctl >/dev/null 2>&1; then
