@@ -17,13 +17,31 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::CommandFactory;
+use clap::{CommandFactory, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use petrel::loadgen::report::{Bucket, LatencySummary};
 use petrel::loadgen::stats::Phase;
 use petrel::loadgen::{self, Options, Progress, Report, Scenario};
 
 fn main() -> ExitCode {
+    // `cargo bench -- FILTER` hands every bench target the same arguments;
+    // unless they name one of our scenarios (or ask for help) they are meant
+    // for the micro benches, and this target just says how to use it.
+    let args: Vec<String> = std::env::args().collect();
+    let ours = args.iter().skip(1).any(|a| {
+        Scenario::value_variants()
+            .iter()
+            .any(|s| s.name() == a.as_str())
+            || a == "-h"
+            || a == "--help"
+    });
+    if !ours {
+        println!(
+            "load: no scenario given, nothing to run. This is the load generator, not a micro \
+             bench: cargo bench --bench load -- --help"
+        );
+        return ExitCode::SUCCESS;
+    }
     let options = match Options::parse_from_args(std::env::args_os()) {
         Ok(o) => o,
         Err(e) => {
@@ -34,7 +52,6 @@ fn main() -> ExitCode {
     let plan = match options.plan() {
         Ok(Some(plan)) => plan,
         Ok(None) => {
-            println!("load: no scenario given, nothing to run (this is the load generator, not a micro bench).\n");
             let _ = Options::command().print_help();
             println!();
             return ExitCode::SUCCESS;
