@@ -176,12 +176,15 @@ fn lat_row(name: &str, l: &LatencySummary) {
 fn print_table(r: &Report) {
     let s = &r.setup;
     println!(
-        "\n{} against {}{} (MQTT {}, auth {:?}) for {:.1} s, wall {:.1} s",
+        "\n{} against {}{} (MQTT {}, auth {}) for {:.1} s, wall {:.1} s",
         s.scenario,
         s.target,
         if s.tls { " over TLS" } else { "" },
         s.mqtt_version,
-        s.auth,
+        serde_json::to_value(s.auth)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
         s.duration_s,
         r.wall_s
     );
