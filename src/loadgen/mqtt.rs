@@ -1,4 +1,5 @@
-//! MQTT scenarios: `mqtt-conn` here, `mqtt-pubsub` in [`pubsub`].
+//! MQTT scenarios: `mqtt-conn` here, `mqtt-pubsub` in [`pubsub`] (its send
+//! loop in [`publisher`]).
 //!
 //! Both share a [`Ctx`]: the checked plan, the endpoint, the tokens (fetched
 //! once before anything connects), the live [`Progress`], an error tally and
@@ -6,6 +7,7 @@
 //! A sampler task snapshots the counters every 250 ms into the report's
 //! timeline, so the throughput chart needs nothing else.
 
+mod publisher;
 mod pubsub;
 
 use std::collections::HashMap;
