@@ -9,10 +9,13 @@
 //! commands (CLI and admin socket alike), and [`registry`] is the lock-free map of
 //! connected sessions that routing reads. [`xmpp`] is the XMPP client-to-server
 //! side: a sans-I/O stream state machine, its IM layer and routing table.
+//! [`loadgen`] is the engine of the load generator (`benches/load.rs`), a
+//! client of the listeners like any other.
 
 pub mod auth;
 pub mod config;
 pub mod ctl;
+pub mod loadgen;
 pub mod mqtt;
 pub mod oauth;
 pub mod registry;

@@ -1,0 +1,285 @@
+//! A minimal MQTT client on the crate's sans-I/O codec: just what the
+//! scenarios need — log in (X-OAUTH2 in CONNECT, answering an AUTH 0x18
+//! continue; username/password; anonymous), subscribe, and buffered packet
+//! reading and writing that the scenario loops drive themselves.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::net::{BoxIo, Endpoint};
+use super::options::{AuthMode, Plan};
+use crate::mqtt::codec::{
+    self, reason, Auth, ConnAck, Connect, Disconnect, Packet, Properties, QoS, Subscribe,
+    SubscriptionOptions, Version,
+};
+
+/// Largest packet the generator accepts from a broker.
+const MAX_PACKET: usize = 16 << 20;
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection refused by the broker: reason 0x{0:02x}")]
+    Refused(u8),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("connection closed by the broker")]
+    Closed,
+    #[error("timed out")]
+    Timeout,
+}
+
+impl ClientError {
+    /// A short stable label for counting errors by kind.
+    pub fn kind(&self) -> String {
+        match self {
+            ClientError::Io(e) => format!("io: {}", e.kind()),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// How one connection logs in.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Bytes>,
+    /// X-OAUTH2 token for CONNECT's Authentication Data.
+    pub oauth_token: Option<Bytes>,
+}
+
+impl Identity {
+    /// Connection `index` in role `role` ('c' connection, 'p' publisher, 's'
+    /// subscriber): user `index % users`, token `index % tokens`.
+    pub fn for_connection(plan: &Plan, tokens: &[String], role: char, index: u64) -> Identity {
+        let user = index % plan.users;
+        let token = (!tokens.is_empty()).then(|| {
+            Bytes::copy_from_slice(tokens[(index % tokens.len() as u64) as usize].as_bytes())
+        });
+        let client_id = format!("lg{}{role}{index}", std::process::id() % 100_000);
+        match plan.auth {
+            AuthMode::None => Identity {
+                client_id,
+                ..Identity::default()
+            },
+            AuthMode::XOauth2 => Identity {
+                client_id,
+                oauth_token: token,
+                ..Identity::default()
+            },
+            AuthMode::Password => Identity {
+                client_id,
+                username: Some(plan.username(user)),
+                password: Some(Bytes::copy_from_slice(plan.password.as_bytes())),
+                oauth_token: None,
+            },
+            AuthMode::TokenAsPassword => Identity {
+                client_id,
+                username: Some(plan.username(user)),
+                password: token,
+                oauth_token: None,
+            },
+        }
+    }
+}
+
+/// One logged-in connection with its buffers.
+pub struct Client {
+    pub io: BoxIo,
+    /// Bytes read but not yet decoded.
+    pub rbuf: BytesMut,
+    /// Packets encoded but not yet written.
+    pub wbuf: BytesMut,
+    pub version: Version,
+    pub connack: ConnAck,
+}
+
+impl Client {
+    /// Opens a stream and logs in. The caller bounds it with a timeout.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        version: Version,
+        identity: &Identity,
+        keep_alive: u16,
+    ) -> Result<Client, ClientError> {
+        let io = endpoint.connect().await?;
+        let mut c = Client {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            version,
+            connack: ConnAck::default(),
+        };
+        let mut properties = Properties::default();
+        if let Some(token) = &identity.oauth_token {
+            properties.authentication_method = Some("X-OAUTH2".into());
+            properties.authentication_data = Some(token.clone());
+        }
+        if version == Version::V5 {
+            // Let the broker queue as many QoS 1/2 deliveries to us as it likes.
+            properties.receive_maximum = Some(u16::MAX);
+        }
+        c.queue(&Packet::Connect(Connect {
+            version,
+            clean_start: true,
+            keep_alive,
+            properties,
+            client_id: identity.client_id.clone(),
+            will: None,
+            username: identity.username.clone(),
+            password: identity.password.clone(),
+        }))?;
+        c.flush().await?;
+        // At most a few rounds: CONNACK, or AUTH continue then CONNACK.
+        for _ in 0..4 {
+            match c.recv().await? {
+                Packet::ConnAck(ack) => {
+                    if ack.reason_code != reason::SUCCESS {
+                        return Err(ClientError::Refused(ack.reason_code));
+                    }
+                    c.connack = ack;
+                    return Ok(c);
+                }
+                Packet::Auth(a) if a.reason_code == 0x18 && identity.oauth_token.is_some() => {
+                    let props = Properties {
+                        authentication_method: Some("X-OAUTH2".into()),
+                        authentication_data: identity.oauth_token.clone(),
+                        ..Properties::default()
+                    };
+                    c.queue(&Packet::Auth(Auth {
+                        reason_code: 0x18,
+                        properties: props,
+                    }))?;
+                    c.flush().await?;
+                }
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected CONNACK, got {}",
+                        packet_name(&other)
+                    )))
+                }
+            }
+        }
+        Err(ClientError::Protocol("no CONNACK after 4 packets".into()))
+    }
+
+    /// Encodes `p` into the write buffer.
+    pub fn queue(&mut self, p: &Packet) -> Result<(), ClientError> {
+        codec::encode(p, self.version, &mut self.wbuf)
+            .map_err(|e| ClientError::Protocol(format!("encode: {e}")))
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        if !self.wbuf.is_empty() {
+            self.io.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket has into the read buffer; `Closed` at EOF.
+    /// Cancel-safe (a read that did not complete consumed nothing).
+    pub async fn read_more(&mut self) -> Result<usize, ClientError> {
+        self.read_some(READ_CHUNK).await
+    }
+
+    /// Like [`Client::read_more`] with room for only `chunk` bytes: idle
+    /// connections keep their buffers small.
+    pub async fn read_some(&mut self, chunk: usize) -> Result<usize, ClientError> {
+        self.rbuf.reserve(chunk);
+        let n = self.io.read_buf(&mut self.rbuf).await?;
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
+        Ok(n)
+    }
+
+    /// The next complete packet already buffered.
+    pub fn next_packet(&mut self) -> Result<Option<Packet>, ClientError> {
+        codec::decode(&mut self.rbuf, Some(self.version), MAX_PACKET)
+            .map_err(|e| ClientError::Protocol(format!("decode: {e}")))
+    }
+
+    /// Waits for the next packet.
+    pub async fn recv(&mut self) -> Result<Packet, ClientError> {
+        loop {
+            if let Some(p) = self.next_packet()? {
+                return Ok(p);
+            }
+            self.read_more().await?;
+        }
+    }
+
+    /// Subscribes to `filter` and waits for a granted SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<(), ClientError> {
+        self.queue(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::default(),
+            filters: vec![(
+                filter.to_string(),
+                SubscriptionOptions {
+                    qos,
+                    ..SubscriptionOptions::default()
+                },
+            )],
+        }))?;
+        self.flush().await?;
+        loop {
+            match self.recv().await? {
+                Packet::SubAck(ack) => {
+                    return match ack.reason_codes.first() {
+                        Some(&c) if c <= 2 => Ok(()),
+                        Some(&c) => Err(ClientError::Refused(c)),
+                        None => Err(ClientError::Protocol("empty SUBACK".into())),
+                    }
+                }
+                Packet::PingResp => {}
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected SUBACK, got {}",
+                        packet_name(&other)
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Sends DISCONNECT (normal) and closes, ignoring errors: the run is over.
+    pub async fn disconnect(mut self) {
+        let _ = self.queue(&Packet::Disconnect(Disconnect::default()));
+        let _ = self.flush().await;
+        let _ = self.io.shutdown().await;
+    }
+
+    /// The broker's Receive Maximum (MQTT 5), else 65,535.
+    pub fn broker_receive_maximum(&self) -> u16 {
+        self.connack.properties.receive_maximum.unwrap_or(u16::MAX)
+    }
+}
+
+/// A packet's name, for error messages.
+pub fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect(d) if d.reason_code == 0 => "DISCONNECT",
+        Packet::Disconnect(_) => "DISCONNECT with an error",
+        Packet::Auth(_) => "AUTH",
+    }
+}

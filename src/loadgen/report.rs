@@ -1,0 +1,251 @@
+//! The summary of one run, serialized to JSON by the CLI. Every figure the
+//! table and the chart show comes from here, so the JSON file is the record.
+
+use serde::Serialize;
+
+use super::options::{AuthMode, Layout};
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub mean_us: f64,
+    pub min_us: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+/// One histogram bucket: `count` samples at or below `le_us` and above the
+/// previous bucket's bound.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bucket {
+    pub le_us: f64,
+    pub count: u64,
+}
+
+/// Cumulative counters at one moment of the run (seconds since its start).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    pub connects: u64,
+    pub connected: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub received: u64,
+}
+
+/// How the run was set up.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSetup {
+    pub scenario: String,
+    pub target: String,
+    pub tls: bool,
+    pub mqtt_version: u8,
+    pub auth: AuthMode,
+    pub users: u64,
+    pub source_ips: Vec<String>,
+    pub duration_s: f64,
+    pub count: Option<u64>,
+    pub rate: Option<f64>,
+    pub publishers: Option<u64>,
+    pub subscribers: Option<u64>,
+    pub layout: Option<Layout>,
+    pub qos: Option<u8>,
+    pub payload_bytes: Option<usize>,
+    pub inflight: Option<u16>,
+    pub keep_alive_s: u16,
+}
+
+/// Connection figures (every scenario connects).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConnectFigures {
+    pub attempted: u64,
+    pub ok: u64,
+    pub failed: u64,
+    /// Closed by the broker while they should have stayed open.
+    pub dropped: u64,
+    /// Successful connects per second over the connect phase.
+    pub per_s: f64,
+    pub connect_phase_s: f64,
+    /// TCP (+TLS) connect to CONNACK.
+    pub latency: LatencySummary,
+}
+
+/// Broker memory, from /proc/PID/status.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryFigures {
+    pub pid: u32,
+    pub rss_before_bytes: u64,
+    /// With every connection still open, at the end of the hold.
+    pub rss_held_bytes: u64,
+    pub connections_held: u64,
+    /// (held - before) / connections held.
+    pub bytes_per_connection: f64,
+}
+
+/// CPU and memory of a process over the measured window (the broker with
+/// `--pid`, and the generator itself), from /proc.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessFigures {
+    /// "broker" or "generator".
+    pub role: &'static str,
+    pub pid: u32,
+    pub window_s: f64,
+    /// User + system CPU seconds used in the window.
+    pub cpu_s: f64,
+    /// cpu_s / window_s: 1.0 is one core busy all the time.
+    pub cpu_cores_used: f64,
+    pub rss_start_bytes: u64,
+    pub rss_end_bytes: u64,
+}
+
+/// One subscriber's view.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SubscriberFigures {
+    pub index: u64,
+    /// Messages its publishers sent that it should have received.
+    pub expected: u64,
+    pub received: u64,
+    /// Distinct expected messages that never arrived.
+    pub lost: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    /// Messages from a publisher it should not hear, or malformed.
+    pub unexpected: u64,
+}
+
+/// Message figures of mqtt-pubsub.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MessageFigures {
+    pub sent: u64,
+    /// QoS 1/2 publishes completed by PUBACK / PUBCOMP.
+    pub acked: u64,
+    /// Sum over subscribers of what they should receive.
+    pub expected: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub unexpected: u64,
+    /// From the start signal to the last publish.
+    pub send_phase_s: f64,
+    /// From the start signal to the last message received.
+    pub receive_phase_s: f64,
+    pub sent_per_s: f64,
+    pub received_per_s: f64,
+    /// Payload bytes received per second.
+    pub received_bytes_per_s: f64,
+    /// Publish (send time in the payload) to arrival at a subscriber.
+    pub latency: LatencySummary,
+    pub latency_buckets: Vec<Bucket>,
+    /// QoS 1/2: publish to PUBACK / PUBCOMP at the publisher.
+    pub ack_latency: LatencySummary,
+    pub per_subscriber: Vec<SubscriberFigures>,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub generator: &'static str,
+    pub started_unix_s: u64,
+    pub wall_s: f64,
+    pub setup: RunSetup,
+    pub connects: ConnectFigures,
+    /// Connect latency histogram (mqtt-conn).
+    pub connect_buckets: Vec<Bucket>,
+    pub messages: Option<MessageFigures>,
+    pub memory: Option<MemoryFigures>,
+    /// CPU and RSS of the broker (with --pid) and of the generator, over the
+    /// connect+hold phases (mqtt-conn) or the send+drain phases (mqtt-pubsub).
+    pub processes: Vec<ProcessFigures>,
+    /// Busy cores of the whole machine over the same window (everything:
+    /// broker, generator and whatever else ran).
+    pub system_busy_cores: Option<f64>,
+    /// Cores this machine has.
+    pub machine_cores: usize,
+    /// Counters sampled every 250 ms; rates are their differences.
+    pub timeline: Vec<Sample>,
+    /// Distinct errors with how often each happened (first 20 kinds).
+    pub errors: Vec<(String, u64)>,
+}
+
+impl Report {
+    /// Per-interval rates from the timeline: (t_s at interval end, sent/s,
+    /// received/s, connects/s).
+    pub fn rates(&self) -> Vec<(f64, f64, f64, f64)> {
+        self.timeline
+            .windows(2)
+            .filter_map(|w| {
+                let dt = w[1].t_s - w[0].t_s;
+                (dt > 0.0).then(|| {
+                    (
+                        w[1].t_s,
+                        (w[1].sent - w[0].sent) as f64 / dt,
+                        (w[1].received - w[0].received) as f64 / dt,
+                        (w[1].connects - w[0].connects) as f64 / dt,
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_from_timeline() {
+        let s = |t_s, sent, received, connects| Sample {
+            t_s,
+            sent,
+            received,
+            connects,
+            ..Sample::default()
+        };
+        let r = Report {
+            generator: "test",
+            started_unix_s: 0,
+            wall_s: 1.0,
+            setup: RunSetup {
+                scenario: "mqtt-pubsub".into(),
+                target: "127.0.0.1:1".into(),
+                tls: false,
+                mqtt_version: 5,
+                auth: AuthMode::None,
+                users: 1,
+                source_ips: vec![],
+                duration_s: 1.0,
+                count: None,
+                rate: None,
+                publishers: Some(1),
+                subscribers: Some(1),
+                layout: Some(Layout::OneToOne),
+                qos: Some(0),
+                payload_bytes: Some(64),
+                inflight: None,
+                keep_alive_s: 60,
+            },
+            connects: ConnectFigures::default(),
+            connect_buckets: vec![],
+            messages: None,
+            memory: None,
+            processes: vec![],
+            system_busy_cores: None,
+            machine_cores: 2,
+            timeline: vec![s(0.0, 0, 0, 0), s(0.5, 100, 50, 2), s(1.0, 300, 250, 2)],
+            errors: vec![],
+        };
+        assert_eq!(
+            r.rates(),
+            vec![(0.5, 200.0, 100.0, 4.0), (1.0, 400.0, 400.0, 0.0)]
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["setup"]["auth"], "none");
+        assert_eq!(json["setup"]["layout"], "one-to-one");
+        assert_eq!(json["timeline"][2]["received"], 250);
+    }
+}

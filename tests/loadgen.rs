@@ -1,0 +1,126 @@
+//! The load generator's engine against the real server, in-process: short
+//! runs that check the bookkeeping (no losses, no duplicates, every
+//! connection counted), never performance.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Petrel;
+use petrel::loadgen::{self, Options, Progress};
+
+fn plan(args: &[String]) -> loadgen::Plan {
+    let mut v = vec!["load".to_string()];
+    v.extend_from_slice(args);
+    Options::parse_from_args(v)
+        .expect("options parse")
+        .plan()
+        .expect("options accepted")
+        .expect("a scenario")
+}
+
+fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+/// A server with one user and a file of X-OAUTH2 tokens for it.
+fn server_with_tokens(n: usize) -> (Petrel, std::path::PathBuf) {
+    let p = Petrel::start("").with_user_and_client();
+    let tokens: Vec<String> = (0..n)
+        .map(|_| p.token("alice@localhost", 3600, "sasl_auth"))
+        .collect();
+    let file = p.dir.path().join("tokens.txt");
+    std::fs::write(&file, tokens.join("\n")).unwrap();
+    (p, file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_qos1_one_to_one_loses_nothing() {
+    let (p, tokens) = server_with_tokens(2);
+    let mut a = args("mqtt-pubsub --auth x-oauth2 --publishers 2 --subscribers 2 --layout one-to-one --qos 1 --payload 64 --rate 2000 --duration 1.5");
+    a.extend(["--target".into(), p.mqtt().to_string()]);
+    a.extend(["--tokens".into(), tokens.display().to_string()]);
+    let progress = Arc::new(Progress::new());
+    let report = loadgen::run(&plan(&a), progress.clone()).await.unwrap();
+    let m = report.messages.as_ref().expect("message figures");
+    assert!(m.sent > 0, "{report:#?}");
+    assert_eq!(report.connects.ok, 4, "{:?}", report.errors);
+    assert_eq!(report.connects.failed, 0);
+    assert_eq!(m.lost, 0, "{report:#?}");
+    assert_eq!(m.duplicates, 0, "{report:#?}");
+    assert_eq!(m.unexpected, 0);
+    assert_eq!(m.received, m.sent, "{report:#?}");
+    assert_eq!(m.expected, m.sent);
+    assert_eq!(m.acked, m.sent, "every QoS 1 publish acknowledged");
+    assert_eq!(m.per_subscriber.len(), 2);
+    for s in &m.per_subscriber {
+        assert_eq!((s.lost, s.duplicates), (0, 0));
+        assert!(s.received > 0);
+    }
+    assert_eq!(m.latency.count, m.received);
+    assert!(m.latency.p50_us > 0.0 && m.latency.p99_us >= m.latency.p50_us);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.timeline.len() >= 2);
+    // The report serializes with every figure.
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["setup"]["scenario"], "mqtt-pubsub");
+    assert_eq!(json["messages"]["lost"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conn_opens_and_holds_fifty() {
+    let (p, tokens) = server_with_tokens(3);
+    let pid = p.child.as_ref().unwrap().id();
+    let mut a = args("mqtt-conn --auth x-oauth2 --count 50 --rate 500 --duration 1");
+    a.extend(["--target".into(), p.mqtt().to_string()]);
+    a.extend(["--tokens".into(), tokens.display().to_string()]);
+    a.extend(["--pid".into(), pid.to_string()]);
+    a.extend(["--source-ips".into(), "127.0.0.1,127.0.0.2".into()]);
+    let report = loadgen::run(&plan(&a), Arc::new(Progress::new()))
+        .await
+        .unwrap();
+    assert_eq!(report.connects.ok, 50, "{:?}", report.errors);
+    assert_eq!(report.connects.failed, 0);
+    assert_eq!(report.connects.dropped, 0);
+    assert_eq!(report.connects.latency.count, 50);
+    let mem = report.memory.as_ref().expect("memory figures with --pid");
+    assert_eq!(mem.connections_held, 50);
+    assert!(mem.rss_before_bytes > 0 && mem.rss_held_bytes > 0);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_counted_as_failed_connects() {
+    let p = Petrel::start("");
+    let file = p.dir.path().join("bad-tokens.txt");
+    std::fs::write(&file, "not-a-token\n").unwrap();
+    let mut a = args("mqtt-conn --auth x-oauth2 --count 5 --duration 0.2");
+    a.extend(["--target".into(), p.mqtt().to_string()]);
+    a.extend(["--tokens".into(), file.display().to_string()]);
+    let report = loadgen::run(&plan(&a), Arc::new(Progress::new()))
+        .await
+        .unwrap();
+    assert_eq!((report.connects.ok, report.connects.failed), (0, 5));
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|(e, n)| e.contains("0x87") && *n == 5),
+        "{:?}",
+        report.errors
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_the_password_grant() {
+    let p = Petrel::start("").with_user_and_client();
+    let mut a = args("mqtt-pubsub --auth token-as-password --mqtt-version 3 --user-pattern alice@localhost --password wonderland --client-id app --client-secret app-secret --qos 2 --count 200 --rate 1000 --duration 5");
+    a.extend(["--target".into(), p.mqtt().to_string()]);
+    a.extend(["--oauth-url".into(), format!("{}/oauth/token", p.http())]);
+    let report = loadgen::run(&plan(&a), Arc::new(Progress::new()))
+        .await
+        .unwrap();
+    let m = report.messages.unwrap();
+    assert_eq!(m.sent, 200, "{:?}", report.errors);
+    assert_eq!((m.received, m.lost, m.duplicates), (200, 0, 0));
+}
