@@ -1,0 +1,302 @@
+//! The live session: what each packet does once CONNECT succeeded — publish
+//! (aliases, authorization, routing, retained, acknowledgements), the QoS
+//! handshakes, subscribe/unsubscribe, DISCONNECT and re-authentication.
+
+use std::sync::Arc;
+
+use super::*;
+
+impl Connection {
+    pub(super) fn on_live(&mut self, p: Packet) -> Next {
+        match p {
+            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::PubAck(a) => {
+                let slot = self.live().slot.clone();
+                let mut st = slot.lock();
+                let done = if matches!(st.inflight.get(&a.packet_id), Some(f) if f.stage == Stage::Published && f.item.qos == QoS::AtLeastOnce)
+                {
+                    st.inflight.remove(&a.packet_id)
+                } else {
+                    None
+                };
+                drop(st);
+                self.done_with(&slot, done);
+                self.pump();
+                Next::Continue
+            }
+            Packet::PubRec(a) => {
+                let slot = self.live().slot.clone();
+                let found = {
+                    let mut st = slot.lock();
+                    match st.inflight.get_mut(&a.packet_id) {
+                        Some(f) if f.item.qos == QoS::ExactlyOnce => {
+                            if a.reason_code >= 0x80 {
+                                let f = st.inflight.remove(&a.packet_id);
+                                if let Some(seq) = f.and_then(|f| f.item.seq) {
+                                    self.broker.unstore_queued(&slot, seq);
+                                }
+                                None
+                            } else {
+                                f.stage = Stage::Released;
+                                Some(true)
+                            }
+                        }
+                        _ => Some(false),
+                    }
+                };
+                match found {
+                    Some(true) => self.ack(Packet::PubRel, a.packet_id, reason::SUCCESS),
+                    Some(false) => self.ack(
+                        Packet::PubRel,
+                        a.packet_id,
+                        reason::PACKET_IDENTIFIER_NOT_FOUND,
+                    ),
+                    None => {
+                        self.pump();
+                    }
+                }
+                Next::Continue
+            }
+            Packet::PubComp(a) => {
+                let slot = self.live().slot.clone();
+                let mut st = slot.lock();
+                let done = if matches!(st.inflight.get(&a.packet_id), Some(f) if f.stage == Stage::Released)
+                {
+                    st.inflight.remove(&a.packet_id)
+                } else {
+                    None
+                };
+                drop(st);
+                self.done_with(&slot, done);
+                self.pump();
+                Next::Continue
+            }
+            Packet::PubRel(a) => {
+                let slot = self.live().slot.clone();
+                let known = slot.lock().incoming_qos2.remove(&a.packet_id);
+                self.ack(
+                    Packet::PubComp,
+                    a.packet_id,
+                    if known {
+                        reason::SUCCESS
+                    } else {
+                        reason::PACKET_IDENTIFIER_NOT_FOUND
+                    },
+                );
+                Next::Continue
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            Packet::PingReq => {
+                self.send(Packet::PingResp);
+                Next::Continue
+            }
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            Packet::Auth(a) => self.on_reauth(a),
+            // A second CONNECT, or server-only packets from a client.
+            _ => self.disconnect(reason::PROTOCOL_ERROR),
+        }
+    }
+
+    fn on_publish(&mut self, mut publish: Publish) -> Next {
+        let alias_max = self.settings.topic_alias_maximum;
+        let receive_max = self.settings.receive_maximum as usize;
+        let l = self.live();
+        if let Some(alias) = publish.properties.topic_alias {
+            if alias == 0 || alias > alias_max {
+                return self.disconnect(reason::TOPIC_ALIAS_INVALID);
+            }
+            if publish.topic.is_empty() {
+                match l.aliases.get(&alias) {
+                    Some(t) => publish.topic = t.clone(),
+                    None => return self.disconnect(reason::PROTOCOL_ERROR),
+                }
+            } else {
+                l.aliases.insert(alias, publish.topic.clone());
+            }
+        }
+        if !topics::valid_topic_name(&publish.topic) {
+            return self.disconnect(reason::TOPIC_NAME_INVALID);
+        }
+        let (slot, domain, version) = (l.slot.clone(), l.domain.clone(), l.version);
+        let (qos, pid) = (publish.qos, publish.packet_id);
+        if qos == QoS::ExactlyOnce {
+            let mut st = slot.lock();
+            if st.incoming_qos2.contains(&pid) {
+                // A re-sent PUBLISH we already routed: acknowledge, don't route twice.
+                drop(st);
+                self.ack(Packet::PubRec, pid, reason::SUCCESS);
+                return Next::Continue;
+            }
+            if st.incoming_qos2.len() >= receive_max {
+                drop(st);
+                return self.disconnect(reason::RECEIVE_MAXIMUM_EXCEEDED);
+            }
+            st.incoming_qos2.insert(pid);
+        }
+        let allowed = auth::may(self.scopes(), Action::Publish(&publish.topic));
+        let mut code = reason::SUCCESS;
+        if !allowed {
+            tracing::info!(topic = %publish.topic, "MQTT publish not authorized");
+            code = reason::NOT_AUTHORIZED;
+        } else {
+            let msg = Arc::new(Routed::new(publish, slot.id));
+            if msg.publish.retain {
+                match self.broker.retain(&domain, &msg) {
+                    Ok(()) => self.needs_flush = true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "storing a retained message failed");
+                        code = reason::UNSPECIFIED_ERROR;
+                    }
+                }
+            }
+            if code == reason::SUCCESS {
+                let routing = self.broker.publish(&domain, &msg);
+                self.needs_flush |= routing.stored;
+                if routing.congested.is_some() && qos != QoS::AtMostOnce {
+                    self.congested = routing.congested;
+                }
+                if routing.receivers == 0 && version == Version::V5 {
+                    code = reason::NO_MATCHING_SUBSCRIBERS;
+                }
+            }
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.ack(Packet::PubAck, pid, code),
+            QoS::ExactlyOnce => {
+                if code >= 0x80 {
+                    // A failed QoS 2 publish does not hold its packet id.
+                    slot.lock().incoming_qos2.remove(&pid);
+                }
+                self.ack(Packet::PubRec, pid, code)
+            }
+        }
+        Next::Continue
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Next {
+        let (slot, domain) = {
+            let l = self.live();
+            (l.slot.clone(), l.domain.clone())
+        };
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (filter, opts) in &s.filters {
+            let code = if !topics::valid_topic_filter(filter) {
+                reason::TOPIC_FILTER_INVALID
+            } else if filter.starts_with("$share/") {
+                reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+            } else if !auth::may(self.scopes(), Action::Subscribe(filter)) {
+                reason::NOT_AUTHORIZED
+            } else {
+                let existed = self.broker.subscribe(&domain, &slot, filter, *opts, sub_id);
+                let send_retained = match opts.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+                if send_retained {
+                    for m in self.broker.retained_for(&domain, filter) {
+                        let qos = opts.qos.min(m.publish.qos);
+                        retained.push(Queued {
+                            msg: m,
+                            qos,
+                            retain: true,
+                            sub_ids: sub_id.into_iter().collect(),
+                            seq: None,
+                        });
+                    }
+                }
+                opts.qos as u8
+            };
+            codes.push(code);
+        }
+        self.persist_session(&slot, true);
+        self.send(Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: Properties::default(),
+            reason_codes: codes,
+        }));
+        for r in retained {
+            self.needs_flush |= self.broker.enqueue(&slot, r).stored;
+        }
+        Next::Continue
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) -> Next {
+        let (slot, domain) = {
+            let l = self.live();
+            (l.slot.clone(), l.domain.clone())
+        };
+        let codes = u
+            .filters
+            .iter()
+            .map(|f| {
+                if self.broker.unsubscribe(&domain, &slot, f) {
+                    reason::SUCCESS
+                } else {
+                    reason::NO_SUBSCRIPTION_EXISTED
+                }
+            })
+            .collect();
+        self.persist_session(&slot, true);
+        self.send(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Properties::default(),
+            reason_codes: codes,
+        }));
+        Next::Continue
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Next {
+        let l = self.live();
+        if let Some(e) = d.properties.session_expiry_interval {
+            // Spec 3.14.2.2.2: 0 at CONNECT cannot become non-zero now.
+            if l.expiry == 0 && e != 0 {
+                return self.disconnect(reason::PROTOCOL_ERROR);
+            }
+            l.expiry = e;
+            l.slot.lock().expiry = e;
+        }
+        self.will_suppressed = d.reason_code == reason::SUCCESS;
+        Next::Close
+    }
+
+    fn on_reauth(&mut self, a: Auth) -> Next {
+        let l = self.live();
+        if !l.uses_enhanced_auth {
+            return self.disconnect(reason::PROTOCOL_ERROR);
+        }
+        let token = match connect::token_of(&a, reason::RE_AUTHENTICATE) {
+            Ok(t) => t,
+            Err(code) => return self.disconnect(code),
+        };
+        let owner = l.identity.clone();
+        let checked = std::str::from_utf8(&token)
+            .ok()
+            .map(|t| self.auth.check_login_token(t.trim(), owner.as_ref()));
+        match checked {
+            Some(Ok(g)) => {
+                tracing::info!(token = %g.token_id(), "MQTT re-authenticated");
+                self.live().slot.lock().grant = Some(g.clone());
+                self.live().grant = Some(g);
+                self.drop_unauthorized_subscriptions();
+                self.send(Packet::Auth(Auth {
+                    reason_code: reason::SUCCESS,
+                    properties: Properties {
+                        authentication_method: Some(X_OAUTH2.to_string()),
+                        ..Properties::default()
+                    },
+                }));
+                Next::Continue
+            }
+            Some(Err(e)) => {
+                tracing::info!(reason = %e, "MQTT re-authentication refused");
+                self.disconnect(reason::NOT_AUTHORIZED)
+            }
+            None => self.disconnect(reason::NOT_AUTHORIZED),
+        }
+    }
+}
