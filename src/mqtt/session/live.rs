@@ -10,20 +10,9 @@ impl Connection {
     pub(super) fn on_live(&mut self, p: Packet) -> Next {
         match p {
             Packet::Publish(publish) => self.on_publish(publish),
-            Packet::PubAck(a) => {
-                let slot = self.live().slot.clone();
-                let mut st = slot.lock();
-                let done = if matches!(st.inflight.get(&a.packet_id), Some(f) if f.stage == Stage::Published && f.item.qos == QoS::AtLeastOnce)
-                {
-                    st.inflight.remove(&a.packet_id)
-                } else {
-                    None
-                };
-                drop(st);
-                self.done_with(&slot, done);
-                self.pump();
-                Next::Continue
-            }
+            Packet::PubAck(a) => self.complete(a.packet_id, |f| {
+                f.stage == Stage::Published && f.item.qos == QoS::AtLeastOnce
+            }),
             Packet::PubRec(a) => {
                 let slot = self.live().slot.clone();
                 let found = {
@@ -57,20 +46,7 @@ impl Connection {
                 }
                 Next::Continue
             }
-            Packet::PubComp(a) => {
-                let slot = self.live().slot.clone();
-                let mut st = slot.lock();
-                let done = if matches!(st.inflight.get(&a.packet_id), Some(f) if f.stage == Stage::Released)
-                {
-                    st.inflight.remove(&a.packet_id)
-                } else {
-                    None
-                };
-                drop(st);
-                self.done_with(&slot, done);
-                self.pump();
-                Next::Continue
-            }
+            Packet::PubComp(a) => self.complete(a.packet_id, |f| f.stage == Stage::Released),
             Packet::PubRel(a) => {
                 let slot = self.live().slot.clone();
                 let known = slot.lock().incoming_qos2.remove(&a.packet_id);
@@ -298,5 +274,22 @@ impl Connection {
             }
             None => self.disconnect(reason::NOT_AUTHORIZED),
         }
+    }
+
+    /// The last acknowledgement of an outbound message (PUBACK for QoS 1,
+    /// PUBCOMP for QoS 2): forget it, drop its stored copy, send more.
+    fn complete(&mut self, packet_id: u16, expected: impl Fn(&InFlight) -> bool) -> Next {
+        let slot = self.live().slot.clone();
+        let done = {
+            let mut st = slot.lock();
+            if st.inflight.get(&packet_id).is_some_and(&expected) {
+                st.inflight.remove(&packet_id)
+            } else {
+                None
+            }
+        };
+        self.done_with(&slot, done);
+        self.pump();
+        Next::Continue
     }
 }
