@@ -56,7 +56,15 @@ impl Wire {
                 });
                 match r {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => return other,
+                    Ok(n) => {
+                        // readable()/try_read spend none of tokio's cooperative
+                        // budget: without this, a client whose socket never runs
+                        // dry would keep its worker thread, and the tasks it
+                        // wakes (its subscribers) would starve behind it.
+                        tokio::task::consume_budget().await;
+                        return Ok(n);
+                    }
+                    Err(e) => return Err(e),
                 }
             },
             Wire::Tls { rd, .. } => {
@@ -74,7 +82,10 @@ impl Wire {
                 while !data.is_empty() {
                     match s.try_write(data) {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(n) => data = &data[n..],
+                        Ok(n) => {
+                            data = &data[n..];
+                            tokio::task::consume_budget().await;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.writable().await?,
                         Err(e) => return Err(e),
                     }

@@ -340,3 +340,81 @@ fn an_acknowledged_qos1_message_for_a_persistent_session_survives_a_crash() {
         "the acknowledged message was not delivered twice"
     );
 }
+
+#[test]
+fn the_same_client_id_under_another_account_is_another_session() {
+    let p = Petrel::start("").with_user_and_client();
+    p.ctl_ok(&["register", "bob", "localhost", "builder"]);
+    let alice = p.token("alice@localhost", 3600, "sasl_auth");
+    let bob = p.token("bob@localhost", 3600, "sasl_auth");
+    let mut a = RawClient::connect(p.mqtt(), Version::V5);
+    let mut pk = connect_packet("phone", Some("X-OAUTH2"), Some(alice.as_bytes()));
+    if let Packet::Connect(c) = &mut pk {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+    }
+    a.send(&pk);
+    assert!(matches!(a.recv(), Some(Packet::ConnAck(c)) if !c.session_present));
+    // Bob with the same client id: his own fresh session; Alice stays.
+    let mut b = RawClient::connect(p.mqtt(), Version::V5);
+    let mut pk = connect_packet("phone", Some("X-OAUTH2"), Some(bob.as_bytes()));
+    if let Packet::Connect(c) = &mut pk {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+    }
+    b.send(&pk);
+    assert!(
+        matches!(b.recv(), Some(Packet::ConnAck(c)) if !c.session_present),
+        "not Alice's session"
+    );
+    a.send(&Packet::PingReq);
+    assert_eq!(a.recv(), Some(Packet::PingResp), "Alice was not taken over");
+}
+
+#[test]
+fn a_resumed_session_keeps_only_what_the_new_token_allows() {
+    let p = Petrel::start("").with_user_and_client();
+    let wide = p.token("alice@localhost", 3600, "sasl_auth");
+    let narrow = p.token("alice@localhost", 3600, "sasl_auth;mqtt:subscribe:b/#");
+    let connect = |token: &str| {
+        let mut c = RawClient::connect(p.mqtt(), Version::V5);
+        let mut pk = connect_packet("scoped", Some("X-OAUTH2"), Some(token.as_bytes()));
+        if let Packet::Connect(cn) = &mut pk {
+            cn.clean_start = false;
+            cn.properties.session_expiry_interval = Some(600);
+        }
+        c.send(&pk);
+        assert!(matches!(c.recv(), Some(Packet::ConnAck(_))));
+        c
+    };
+    let mut c = connect(&wide);
+    for f in ["a/#", "b/#"] {
+        c.send(&Packet::Subscribe(petrel::mqtt::codec::Subscribe {
+            packet_id: 1,
+            properties: Default::default(),
+            filters: vec![(f.to_string(), Default::default())],
+        }));
+        assert!(matches!(c.recv(), Some(Packet::SubAck(s)) if s.reason_codes == vec![0]));
+    }
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = connect(&narrow);
+    let mut publ = RawClient::connect(p.mqtt(), Version::V5);
+    publ.send(&connect_packet(
+        "pub",
+        Some("X-OAUTH2"),
+        Some(wide.as_bytes()),
+    ));
+    assert!(matches!(publ.recv(), Some(Packet::ConnAck(_))));
+    for t in ["a/1", "b/1"] {
+        publ.send(&Packet::Publish(petrel::mqtt::codec::Publish {
+            topic: t.into(),
+            payload: bytes::Bytes::from_static(b"x"),
+            ..Default::default()
+        }));
+    }
+    match c.recv() {
+        Some(Packet::Publish(m)) => assert_eq!(m.topic, "b/1", "a/# went with the wide token"),
+        other => panic!("{other:?}"),
+    }
+}

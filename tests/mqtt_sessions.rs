@@ -284,3 +284,61 @@ fn shutdown_says_goodbye_with_0x8b() {
     let (_p, code) = stopper.join().unwrap();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn a_qos1_flood_into_a_slow_reader_loses_nothing() {
+    let p = Petrel::start("mqtt_max_queue = 20").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut sub = login(&p, "slow-but-steady", &token, |_| {});
+    subscribe(&mut sub, "orders", QoS::AtLeastOnce);
+    let mut publ = login(&p, "flood", &token, |_| {});
+    let n: u16 = 600;
+    let sender = std::thread::spawn(move || {
+        for i in 1..=n {
+            publ.send(&Packet::Publish(Publish {
+                topic: "orders".into(),
+                qos: QoS::AtLeastOnce,
+                packet_id: i,
+                payload: Bytes::from(format!("{i}")),
+                ..Default::default()
+            }));
+        }
+        // Every message is acknowledged, eventually.
+        let mut acked = 0;
+        while acked < n {
+            match publ.recv() {
+                Some(Packet::PubAck(_)) => acked += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        acked
+    });
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < n as usize {
+        match sub.recv() {
+            Some(Packet::Publish(m)) => {
+                got.insert(
+                    String::from_utf8(m.payload.to_vec())
+                        .unwrap()
+                        .parse::<u16>()
+                        .unwrap(),
+                );
+                sub.send(&Packet::PubAck(codec::Ack {
+                    packet_id: m.packet_id,
+                    reason_code: 0,
+                    properties: Properties::default(),
+                }));
+                if got.len() % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        got.len(),
+        n as usize,
+        "every acknowledged QoS 1 message arrived"
+    );
+    assert_eq!(sender.join().unwrap(), n);
+}

@@ -254,6 +254,26 @@ fn revocation_endpoint() {
     );
     assert!(p.ctl_ok(&["oauth_list_tokens"]).contains("alice@localhost"));
 
+    // A token id (shown in listings) is not the token: nothing is revoked.
+    let id = p
+        .ctl_ok(&["oauth_list_tokens"])
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let (s, _, _) = post_form(
+        &url,
+        &[
+            ("token", &id),
+            ("client_id", "app"),
+            ("client_secret", "app-secret"),
+        ],
+    );
+    assert_eq!(s, 200);
+    assert!(
+        p.ctl_ok(&["oauth_list_tokens"]).contains("alice@localhost"),
+        "revoked by id over HTTP"
+    );
     let (s, _, _) = post_form(
         &url,
         &[

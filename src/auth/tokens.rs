@@ -306,9 +306,30 @@ impl AuthCore {
             .map(|e| Arc::clone(e.value()))
     }
 
-    /// The client a token was issued to, if it is known here.
-    pub fn token_client(&self, token_or_id: &str) -> Option<Option<String>> {
-        self.find(token_or_id).map(|l| l.record.client_id.clone())
+    /// The client a token (given by its text) was issued to, if it is known here.
+    pub fn token_client(&self, token: &str) -> Option<Option<String>> {
+        self.tokens
+            .get(&hash_token(token))
+            .map(|e| e.record.client_id.clone())
+    }
+
+    /// Revokes a token given by its text only (the HTTP revocation endpoint:
+    /// ids are shown in listings and logs, so they must not act as the token).
+    pub fn revoke_token_text(&self, token: &str) -> Result<bool, AuthError> {
+        let live = self
+            .tokens
+            .get(&hash_token(token))
+            .map(|e| Arc::clone(e.value()));
+        match live {
+            Some(live)
+                if !live.revoked.load(Ordering::Acquire) && now() < live.record.expires_at =>
+            {
+                self.revoke_live(&live)?;
+                self.store.flush()?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Revokes a token given by text or id. `Ok(false)`: no such live token

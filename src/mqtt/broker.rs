@@ -82,6 +82,27 @@ pub struct InFlight {
     pub stage: Stage,
 }
 
+/// How far past the soft queue bound a live session's QoS 1/2 queue may grow
+/// before messages are dropped (a subscriber that reads nothing).
+pub const QOS1_HARD_FACTOR: usize = 16;
+
+/// What [`Broker::enqueue`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pushed {
+    /// A copy went to the store (flush before acknowledging).
+    pub stored: bool,
+    /// The queue is at or over its soft bound (hold the publisher back).
+    pub congested: bool,
+}
+
+/// What [`Broker::publish`] did.
+#[derive(Default)]
+pub struct Routing {
+    pub receivers: usize,
+    pub stored: bool,
+    pub congested: Option<Arc<Slot>>,
+}
+
 /// A subscription as the trie holds it.
 #[derive(Clone)]
 pub struct SubEntry {
@@ -299,21 +320,31 @@ impl Broker {
         client_id: &str,
         clean_start: bool,
     ) -> (Arc<Slot>, bool, u64) {
-        let existing = domain
-            .sessions
-            .get(client_id)
-            .map(|e| Arc::clone(e.value()));
-        let (slot, present) = match existing {
-            Some(old) if !clean_start => (old, true),
-            Some(old) => {
-                // Take the old connection down, then drop its session.
-                old.generation.fetch_add(1, Ordering::AcqRel);
-                old.ready.notify_waiters();
-                self.end_session(domain, &old);
-                (self.new_slot(domain, client_id), false)
+        // Find-or-create under the map's entry lock, so that two CONNECTs with
+        // the same new id cannot both create a session.
+        let (slot, present, replaced) = match domain.sessions.entry(client_id.to_string()) {
+            dashmap::Entry::Occupied(e) if !clean_start => (e.get().clone(), true, None),
+            dashmap::Entry::Occupied(mut e) => {
+                let new = self.make_slot(domain, client_id);
+                let old = e.insert(new.clone());
+                (new, false, Some(old))
             }
-            None => (self.new_slot(domain, client_id), false),
+            dashmap::Entry::Vacant(v) => {
+                let new = self.make_slot(domain, client_id);
+                v.insert(new.clone());
+                (new, false, None)
+            }
         };
+        if let Some(old) = replaced {
+            // Clean Start over an old session: take its connection down and
+            // drop it (it is no longer in the map, so drop its records here).
+            old.generation.fetch_add(1, Ordering::AcqRel);
+            old.ready.notify_waiters();
+            self.drop_subscriptions(domain, &old);
+            if let Err(e) = self.forget_session(&old) {
+                tracing::error!(error = %e, "deleting a stored session failed");
+            }
+        }
         let gen = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
         // Wake a previous connection (it sees the new generation and leaves).
         slot.ready.notify_waiters();
@@ -373,27 +404,34 @@ impl Broker {
         }
     }
 
-    fn new_slot(&self, domain: &Arc<Domain>, client_id: &str) -> Arc<Slot> {
-        let slot = Arc::new(Slot::new(
+    fn make_slot(&self, domain: &Arc<Domain>, client_id: &str) -> Arc<Slot> {
+        Arc::new(Slot::new(
             self.next_slot.fetch_add(1, Ordering::Relaxed),
             client_id,
             domain.name.clone(),
-        ));
-        domain.sessions.insert(client_id.to_string(), slot.clone());
-        slot
+        ))
     }
 
     /// Removes a session, its subscriptions and what the store kept of it.
     pub fn end_session(&self, domain: &Domain, slot: &Arc<Slot>) {
-        domain
+        self.drop_subscriptions(domain, slot);
+        // Only the session the map still holds owns the stored records under
+        // its key; a replaced one must not delete its successor's.
+        if domain
             .sessions
-            .remove_if(&slot.client_id, |_, v| Arc::ptr_eq(v, slot));
+            .remove_if(&slot.client_id, |_, v| Arc::ptr_eq(v, slot))
+            .is_some()
+        {
+            if let Err(e) = self.forget_session(slot) {
+                tracing::error!(error = %e, "deleting a stored session failed");
+            }
+        }
+    }
+
+    fn drop_subscriptions(&self, domain: &Domain, slot: &Slot) {
         let filters: Vec<String> = slot.lock().subscriptions.keys().cloned().collect();
         for f in filters {
             domain.subs.remove(&f, slot.id);
-        }
-        if let Err(e) = self.forget_session(slot) {
-            tracing::error!(error = %e, "deleting a stored session failed");
         }
     }
 
@@ -432,17 +470,20 @@ impl Broker {
     }
 
     /// Routes a message to every matching subscription. Returns how many
-    /// sessions got it and whether a copy was stored for a persistent session
-    /// (then the store must be flushed before the publisher is acknowledged).
+    /// sessions got it, whether a copy was stored for a persistent session
+    /// (then the store must be flushed before the publisher is acknowledged)
+    /// and a session whose queue is congested, if any.
     /// Retained handling is the caller's ([`Broker::retain`]).
-    pub fn publish(&self, domain: &Domain, msg: &Arc<Routed>) -> (usize, bool) {
+    pub fn publish(&self, domain: &Domain, msg: &Arc<Routed>) -> Routing {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let p = &msg.publish;
         let targets = domain.subs.targets(&p.topic, msg.origin, p.qos, p.retain);
-        let n = targets.len();
-        let mut stored = false;
+        let mut out = Routing {
+            receivers: targets.len(),
+            ..Routing::default()
+        };
         for t in targets {
-            stored |= self.enqueue(
+            let pushed = self.enqueue(
                 &t.slot,
                 Queued {
                     msg: msg.clone(),
@@ -452,22 +493,43 @@ impl Broker {
                     seq: None,
                 },
             );
+            out.stored |= pushed.stored;
+            if pushed.congested && out.congested.is_none() {
+                out.congested = Some(t.slot.clone());
+            }
         }
-        (n, stored)
+        out
     }
 
-    /// Puts a message in a session's queue (dropping it past the bound) and
-    /// wakes the session's pump. Offline sessions keep only QoS 1/2. A QoS 1/2
-    /// message for a persistent session is also stored; returns true then.
-    pub fn enqueue(&self, slot: &Slot, mut item: Queued) -> bool {
-        let persist = {
+    /// Puts a message in a session's queue and wakes the session's pump.
+    ///
+    /// Bounds: QoS 0 is dropped (and counted) once the queue holds
+    /// `queue_limit` messages, and always for an offline session. QoS 1/2 for a
+    /// live session goes over that soft bound — the publisher has been or will
+    /// be acknowledged — and reports congestion so that the publisher's
+    /// connection holds back its acknowledgements until the queue drains; only
+    /// past `QOS1_HARD_FACTOR` times the bound (a subscriber that reads nothing
+    /// at all) is it dropped. An offline session keeps up to `queue_limit`
+    /// QoS 1/2 messages, stored for a persistent session.
+    pub fn enqueue(&self, slot: &Slot, mut item: Queued) -> Pushed {
+        let (persist, congested) = {
             let mut st = slot.lock();
-            if (!st.online && item.qos == QoS::AtMostOnce) || st.queue.len() >= self.queue_limit {
+            let len = st.queue.len();
+            let drop = match (item.qos, st.online) {
+                (QoS::AtMostOnce, online) => !online || len >= self.queue_limit,
+                (_, true) => len >= self.queue_limit * QOS1_HARD_FACTOR,
+                (_, false) => len >= self.queue_limit,
+            };
+            if drop {
                 st.dropped += 1;
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                return false;
+                return Pushed::default();
             }
-            st.expiry > 0 && item.qos != QoS::AtMostOnce && item.seq.is_none()
+            let persist = st.expiry > 0 && item.qos != QoS::AtMostOnce && item.seq.is_none();
+            (
+                persist,
+                item.qos != QoS::AtMostOnce && len + 1 >= self.queue_limit,
+            )
         };
         if persist {
             match self.store_queued(slot, &item) {
@@ -477,7 +539,16 @@ impl Broker {
         }
         slot.lock().queue.push_back(item);
         slot.ready.notify_one();
-        persist
+        Pushed {
+            stored: persist,
+            congested,
+        }
+    }
+
+    /// Whether a session's queue is still at or over the soft bound.
+    pub fn is_congested(&self, slot: &Slot) -> bool {
+        let st = slot.lock();
+        st.online && st.queue.len() >= self.queue_limit
     }
 
     /// Stores (or, with an empty payload, deletes) the retained message of a

@@ -21,6 +21,9 @@ use crate::registry::{Protocol, Registry, SessionInfo};
 use crate::store::Store;
 use crate::wire::Wire;
 
+/// How long a write may make no progress before the connection is dropped.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
+
 /// How long a new connection may take to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,6 +71,11 @@ async fn handle_buffered(conn: &mut Connection, buf: &mut BytesMut, ctx: &MqttCo
                 if next == Next::Close {
                     return next;
                 }
+                if conn.congested.is_some() {
+                    // Backpressure: leave the rest buffered until the
+                    // congested subscriber has drained.
+                    return next;
+                }
             }
             Ok(None) => return Next::Continue,
             Err(e) => return conn.decode_error(&e),
@@ -89,8 +97,10 @@ async fn write_out(
     }
     loop {
         if !conn.out.is_empty() {
-            if wire.write_all(&conn.out).await.is_err() {
-                return Next::Close;
+            // A peer that takes nothing for this long is gone or hostile.
+            match tokio::time::timeout(WRITE_STALL, wire.write_all(&conn.out)).await {
+                Ok(Ok(())) => {}
+                _ => return Next::Close,
             }
             // Idle connections hold no write buffer.
             conn.out = BytesMut::new();
@@ -106,6 +116,16 @@ async fn write_out(
             conn.needs_flush = false;
         }
         next = Next::Continue;
+    }
+}
+
+/// Backpressure for QoS 1/2: a publisher whose messages left a subscriber's
+/// queue over its bound gets its acknowledgements (and so its next messages)
+/// only once that queue drains, or after at most five seconds.
+async fn hold_back(broker: &Broker, target: &super::broker::Slot) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while broker.is_congested(target) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -158,10 +178,16 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
         })
     });
     let mut taken_over = false;
+    let mut held_back = false;
     // The live loop waits on two things only: the socket and the slot's
     // Notify. Keep-alive, token ends and shutdown arrive as kicks from the
     // broker's sweep, so no timer or channel lives in an idle task.
     loop {
+        // Registered before the checks below, so that a takeover or kick that
+        // happens right after them still wakes this task.
+        let notified = slot.ready.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         let kick = slot.lock().kick.take();
         let next = if slot.generation() != mine {
             taken_over = true;
@@ -169,6 +195,12 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
         } else if let Some(code) = kick {
             tracing::info!(code, "MQTT session kicked");
             conn.disconnect(code)
+        } else if ctx.shutdown.is_cancelled() {
+            conn.disconnect(reason::SERVER_SHUTTING_DOWN)
+        } else if held_back {
+            // Packets were left in the buffer by backpressure: go on with them.
+            held_back = false;
+            handle_buffered(&mut conn, &mut buf, &ctx).await
         } else {
             tokio::select! {
                 r = wire.read_into(&mut buf) => match r {
@@ -178,12 +210,19 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
                         handle_buffered(&mut conn, &mut buf, &ctx).await
                     }
                 },
-                _ = slot.ready.notified() => {
+                _ = &mut notified => {
                     conn.pump();
                     Next::Continue
                 }
             }
         };
+        if let Some(target) = conn.congested.take() {
+            held_back = !buf.is_empty();
+            // Not for its own queue: this task is the one that drains it.
+            if !Arc::ptr_eq(&target, &slot) {
+                hold_back(&ctx.broker, &target).await;
+            }
+        }
         if write_out(&mut conn, &mut wire, &ctx, next).await == Next::Close {
             break;
         }
@@ -193,6 +232,7 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
         }
     }
     wire.shutdown().await;
+    taken_over |= slot.generation() != mine;
     if let Some(k) = registry_key {
         ctx.registry.remove(k);
     }
@@ -221,7 +261,7 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
                 }
                 flush(broker.store()).await;
             }
-            if broker.publish(&a.domain, &will).1 {
+            if broker.publish(&a.domain, &will).stored {
                 flush(broker.store()).await;
             }
         }

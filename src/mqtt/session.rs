@@ -97,10 +97,16 @@ pub struct Connection {
     pub needs_flush: bool,
     /// Whether the session ended with a DISCONNECT that suppresses the will.
     will_suppressed: bool,
+    /// A subscriber whose queue a QoS 1/2 publish left congested: the
+    /// listener holds this publisher's acknowledgements until it drains.
+    pub congested: Option<Arc<Slot>>,
 }
 
 /// Most messages one `pump` call moves into `out`, so writes interleave.
 const PUMP_BATCH: usize = 256;
+/// And most bytes: a subscriber that stops reading must not make its
+/// connection hold copies of many large messages.
+const PUMP_BYTES: usize = 64 * 1024;
 
 impl Connection {
     pub fn new(
@@ -117,6 +123,7 @@ impl Connection {
             out: BytesMut::new(),
             needs_flush: false,
             will_suppressed: false,
+            congested: None,
         }
     }
 
@@ -234,7 +241,13 @@ impl Connection {
                 self.disconnect(reason::PROTOCOL_ERROR)
             }
             Phase::Live(live) => {
+                let taken_over = live.slot.generation() != live.generation;
                 self.phase = Phase::Live(live);
+                if taken_over {
+                    // Packets still buffered on a taken-over connection must
+                    // not act on the session the new connection owns.
+                    return self.disconnect(reason::SESSION_TAKEN_OVER);
+                }
                 self.on_live(p)
             }
             Phase::Closed => Next::Close,
@@ -313,9 +326,17 @@ impl Connection {
             Version::V311 if c.clean_start => 0,
             Version::V311 => u32::MAX,
         };
+        // Sessions belong to an account: the same client id under another
+        // account (or anonymous) is another session, never a takeover of this
+        // one. A localpart cannot contain ':', so the key is unambiguous.
+        let session_key = format!(
+            "{}:{}",
+            identity.as_ref().map_or("", |j| j.local()),
+            c.client_id
+        );
         let (slot, present, generation) =
             self.broker
-                .open_session(&domain, &c.client_id, c.clean_start);
+                .open_session(&domain, &session_key, c.clean_start);
         {
             // What the broker's sweep watches for this connection.
             let mut st = slot.lock();
@@ -362,6 +383,7 @@ impl Connection {
         };
         self.phase = Phase::Live(Box::new(live));
         if present {
+            self.drop_unauthorized_subscriptions();
             self.resend_inflight();
         }
         self.pump();
@@ -381,6 +403,25 @@ impl Connection {
     fn done_with(&self, slot: &Slot, f: Option<InFlight>) {
         if let Some(seq) = f.and_then(|f| f.item.seq) {
             self.broker.unstore_queued(slot, seq);
+        }
+    }
+
+    /// A new grant may allow less: subscriptions it would refuse now go
+    /// (after a resume or a re-authentication with a narrower token).
+    fn drop_unauthorized_subscriptions(&mut self) {
+        let Phase::Live(l) = &self.phase else { return };
+        let (slot, domain) = (l.slot.clone(), l.domain.clone());
+        let scopes = l.grant.as_ref().map(|g| g.scopes().clone());
+        let filters: Vec<String> = slot.lock().subscriptions.keys().cloned().collect();
+        let mut dropped = false;
+        for f in filters {
+            if !auth::may(scopes.as_ref(), Action::Subscribe(&f)) {
+                self.broker.unsubscribe(&domain, &slot, &f);
+                dropped = true;
+            }
+        }
+        if dropped {
+            self.persist_session(&slot, true);
         }
     }
 
@@ -423,6 +464,10 @@ impl Connection {
         let Phase::Live(l) = &self.phase else {
             return false;
         };
+        if l.slot.generation() != l.generation {
+            // Taken over: the queue belongs to the new connection now.
+            return false;
+        }
         let (slot, version, window, max_packet) = (
             l.slot.clone(),
             l.version,
@@ -431,7 +476,7 @@ impl Connection {
         );
         let mut st = slot.lock();
         let mut moved = 0;
-        while moved < PUMP_BATCH {
+        while moved < PUMP_BATCH && self.out.len() < PUMP_BYTES {
             let Some(front) = st.queue.front() else { break };
             if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
                 break;
@@ -656,9 +701,12 @@ impl Connection {
                 }
             }
             if code == reason::SUCCESS {
-                let (n, stored) = self.broker.publish(&domain, &msg);
-                self.needs_flush |= stored;
-                if n == 0 && version == Version::V5 {
+                let routing = self.broker.publish(&domain, &msg);
+                self.needs_flush |= routing.stored;
+                if routing.congested.is_some() && qos != QoS::AtMostOnce {
+                    self.congested = routing.congested;
+                }
+                if routing.receivers == 0 && version == Version::V5 {
                     code = reason::NO_MATCHING_SUBSCRIBERS;
                 }
             }
@@ -722,7 +770,7 @@ impl Connection {
             reason_codes: codes,
         }));
         for r in retained {
-            self.needs_flush |= self.broker.enqueue(&slot, r);
+            self.needs_flush |= self.broker.enqueue(&slot, r).stored;
         }
         Next::Continue
     }
@@ -784,6 +832,7 @@ impl Connection {
                 tracing::info!(token = %g.token_id(), "MQTT re-authenticated");
                 self.live().slot.lock().grant = Some(g.clone());
                 self.live().grant = Some(g);
+                self.drop_unauthorized_subscriptions();
                 self.send(Packet::Auth(Auth {
                     reason_code: reason::SUCCESS,
                     properties: Properties {

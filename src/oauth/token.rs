@@ -122,7 +122,7 @@ pub fn revoke(
             ));
         }
     }
-    match state.auth.revoke_token(token) {
+    match state.auth.revoke_token_text(token) {
         Ok(true) => tracing::info!(client = ?client, "revoked a token (RFC 7009)"),
         Ok(false) => {}
         Err(e) => return Err(internal(e)),
