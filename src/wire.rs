@@ -58,10 +58,11 @@ impl Wire {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Ok(n) => {
                         // readable()/try_read spend none of tokio's cooperative
-                        // budget: without this, a client whose socket never runs
-                        // dry would keep its worker thread, and the tasks it
-                        // wakes (its subscribers) would starve behind it.
-                        tokio::task::consume_budget().await;
+                        // budget, so a client whose socket never runs dry would
+                        // keep its worker and starve the tasks it wakes (its
+                        // subscribers). Yielding after each read gives them a
+                        // turn per batch a publisher brings in.
+                        tokio::task::yield_now().await;
                         return Ok(n);
                     }
                     Err(e) => return Err(e),
