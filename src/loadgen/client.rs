@@ -3,7 +3,7 @@
 //! continue; username/password; anonymous), subscribe, and buffered packet
 //! reading and writing that the scenario loops drive themselves.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::net::{BoxIo, Endpoint};
@@ -173,12 +173,20 @@ impl Client {
             .map_err(|e| ClientError::Protocol(format!("encode: {e}")))
     }
 
-    /// Writes everything queued.
+    /// Writes everything queued. Cancel-safe: bytes are taken off the write
+    /// buffer as the socket accepts them, so a flush dropped half-way (by a
+    /// timeout or `now_or_never`) resumes where it stopped instead of sending
+    /// a packet twice.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        if !self.wbuf.is_empty() {
-            self.io.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
+        while !self.wbuf.is_empty() {
+            let n = self.io.write(&self.wbuf).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            self.wbuf.advance(n);
         }
+        // TLS keeps records until flushed; plain TCP has nothing to flush.
+        self.io.flush().await?;
         Ok(())
     }
 
@@ -281,5 +289,34 @@ pub fn packet_name(p: &Packet) -> &'static str {
         Packet::Disconnect(d) if d.reason_code == 0 => "DISCONNECT",
         Packet::Disconnect(_) => "DISCONNECT with an error",
         Packet::Auth(_) => "AUTH",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    #[tokio::test]
+    async fn a_cancelled_flush_resumes_without_repeating_bytes() {
+        // An 8-byte pipe: a flush of 100 bytes cannot finish in one poll.
+        let (near, mut far) = tokio::io::duplex(8);
+        let mut c = Client {
+            io: Box::new(near),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::from(&(0..100u8).collect::<Vec<u8>>()[..]),
+            version: Version::V5,
+            connack: ConnAck::default(),
+        };
+        assert!(c.flush().now_or_never().is_none(), "first poll stalls");
+        assert_eq!(c.wbuf.len(), 92, "what was written left the buffer");
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 100];
+            far.read_exact(&mut got).await.unwrap();
+            got
+        });
+        c.flush().await.unwrap();
+        assert!(c.wbuf.is_empty());
+        assert_eq!(reader.await.unwrap(), (0..100u8).collect::<Vec<u8>>());
     }
 }

@@ -84,7 +84,8 @@ pub fn is_loopback(ip: IpAddr) -> bool {
     }
 }
 
-/// Resolves `host:port` and refuses anything that is not loopback.
+/// Resolves `host:port` and refuses anything that is not loopback; an IPv4
+/// address is preferred when the name has both.
 pub fn resolve_loopback(target: &str) -> Result<SocketAddr, LoadError> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<SocketAddr> = target
@@ -101,7 +102,9 @@ pub fn resolve_loopback(target: &str) -> Result<SocketAddr, LoadError> {
             "target {target} resolves to {bad}, which is not loopback (only 127.0.0.0/8 and ::1 are allowed)"
         )));
     }
-    Ok(addrs[0])
+    // `localhost` may resolve to ::1 first while brokers listen on
+    // 127.0.0.1 by default: prefer IPv4.
+    Ok(*addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0]))
 }
 
 /// Resident set size of process `pid` in bytes (`VmRSS` in /proc/PID/status).

@@ -165,7 +165,8 @@ pub struct Options {
     /// for mqtt-conn the RSS per held connection.
     #[arg(long)]
     pub pid: Option<u32>,
-    /// Comma-separated loopback addresses client sockets bind to, round-robin.
+    /// Comma-separated addresses in 127.0.0.0/8 that client sockets bind to,
+    /// round-robin.
     #[arg(long, value_delimiter = ',', value_parser = parse_source_ip)]
     pub source_ips: Vec<IpAddr>,
     /// JSON report (default target/load/<scenario>-<unix time>.json; the SVG
@@ -180,7 +181,8 @@ pub struct Options {
     pub quiet: bool,
 }
 
-/// `--source-ips` entries: loopback only.
+/// `--source-ips` entries: 127.0.0.0/8 only (the point is many source
+/// addresses, which only IPv4 loopback has).
 pub fn parse_source_ip(s: &str) -> Result<IpAddr, String> {
     let ip: IpAddr = s
         .trim()
@@ -188,9 +190,8 @@ pub fn parse_source_ip(s: &str) -> Result<IpAddr, String> {
         .map_err(|e| format!("{s:?} is not an IP address: {e}"))?;
     match ip {
         IpAddr::V4(_) if is_loopback(ip) => Ok(ip),
-        IpAddr::V6(v6) if v6.is_loopback() => Ok(ip),
         _ => Err(format!(
-            "{ip} is not a loopback address (only 127.0.0.0/8 and ::1)"
+            "{ip} is not in 127.0.0.0/8 (source addresses must be IPv4 loopback)"
         )),
     }
 }
@@ -545,7 +546,13 @@ mod tests {
                 "127.0.0.3".parse().unwrap()
             ]
         );
-        for bad in ["10.0.0.2", "127.0.0.2,192.168.0.1", "0.0.0.0", "nope"] {
+        for bad in [
+            "10.0.0.2",
+            "127.0.0.2,192.168.0.1",
+            "0.0.0.0",
+            "::1",
+            "nope",
+        ] {
             assert!(
                 Options::parse_from_args(["load", "mqtt-conn", "--source-ips", bad]).is_err(),
                 "{bad} accepted"

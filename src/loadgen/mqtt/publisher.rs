@@ -206,7 +206,17 @@ pub(super) async fn publisher(
                 break;
             }
         }
-        // Nothing may go now: wait for acks or for the next due message.
+        // Nothing may go now. PUBRELs still queued must reach the broker
+        // before waiting for the PUBCOMPs they lead to.
+        if !client.wbuf.is_empty() {
+            let r = tokio::time::timeout_at(write_deadline.into(), client.flush()).await;
+            if !matches!(r, Ok(Ok(()))) {
+                ctx.error("publisher: write failed or stalled".into());
+                seq_failed = true;
+                break;
+            }
+        }
+        // Wait for acks or for the next due message.
         let wake = match plan.rate {
             Some(rate) => begin + Duration::from_secs_f64((sent as f64) / rate),
             None => stop_at,
@@ -226,6 +236,14 @@ pub(super) async fn publisher(
     // Last acknowledgements, bounded.
     let drain_until = Instant::now() + ACK_DRAIN;
     while !seq_failed && inflight.len > 0 && Instant::now() < drain_until {
+        if !client.wbuf.is_empty()
+            && !matches!(
+                tokio::time::timeout_at(drain_until.into(), client.flush()).await,
+                Ok(Ok(()))
+            )
+        {
+            break;
+        }
         match tokio::time::timeout_at(drain_until.into(), client.read_more()).await {
             Ok(r) => {
                 if !handle_acks(ctx, &mut client, r, &mut inflight, &mut ack_samples, acks) {
