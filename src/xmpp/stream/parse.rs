@@ -1,0 +1,329 @@
+//! The second half of the stream parser: once the scanner has found a whole
+//! header or stanza, its bytes are parsed here with quick-xml (namespaces,
+//! attributes, text), with entities resolved by our own code (the five
+//! predefined ones and character references only) and XML's newline rules.
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::{PrefixDeclaration, QName, ResolveResult};
+use quick_xml::reader::NsReader;
+
+use super::super::element::{is_xml_char, Element};
+use super::*;
+
+/// Checks a prolog `<?…?>`: only an XML declaration, and only UTF-8.
+pub(super) fn validate_decl(bytes: &[u8]) -> Result<(), StreamError> {
+    let after = &bytes[2..];
+    let target_len = after
+        .iter()
+        .position(|b| b.is_ascii_whitespace() || *b == b'?')
+        .unwrap_or(after.len());
+    if &after[..target_len] != b"xml" {
+        return Err(restricted("processing instructions are not allowed"));
+    }
+    check_text(bytes)?;
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    match reader.read_event().map_err(xml_err)? {
+        Event::Decl(d) => {
+            d.version().map_err(xml_err)?;
+            if let Some(enc) = d.encoding() {
+                let enc = enc.map_err(|e| nwf(e.to_string()))?;
+                if !enc.eq_ignore_ascii_case(b"utf-8") {
+                    return Err(StreamError::UnsupportedEncoding(
+                        "only UTF-8 is supported".into(),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Err(nwf("malformed XML declaration")),
+    }
+}
+
+pub(super) struct Header {
+    pub(super) event: StreamEvent,
+    pub(super) deferred: Option<StreamError>,
+    pub(super) qname: Vec<u8>,
+}
+
+/// Parses the complete stream start tag.
+pub(super) fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, StreamError> {
+    check_text(bytes)?;
+    let mut reader = NsReader::from_reader(bytes);
+    let start = match reader.read_event().map_err(xml_err)? {
+        Event::Start(s) | Event::Empty(s) => s,
+        _ => return Err(nwf("malformed stream header")),
+    };
+    let mut deferred = None;
+    let mut attrs = Vec::new();
+    let mut ns_default = String::new();
+    let mut count = 0;
+    for a in start.attributes() {
+        let a = a.map_err(|e| nwf(e.to_string()))?;
+        count += 1;
+        if count > limits.max_attrs {
+            return Err(policy("too many attributes on the stream header"));
+        }
+        let value = unescape_attr(utf8(&a.value)?)?;
+        match a.key.as_namespace_binding() {
+            Some(PrefixDeclaration::Default) => ns_default = value,
+            Some(PrefixDeclaration::Named(_)) => {}
+            // Reported after StreamStart, like the namespace errors.
+            None => match keep_attr(&reader, a.key) {
+                Ok(Some(name)) => attrs.push((name, value)),
+                Ok(None) => {}
+                Err(e) => {
+                    deferred.get_or_insert(e);
+                }
+            },
+        }
+    }
+    let (res, local) = reader.resolve_element(start.name());
+    let ns = match res {
+        ResolveResult::Bound(ns) => Some(unescape_attr(utf8(ns.as_ref())?)?),
+        ResolveResult::Unbound => Some(String::new()),
+        ResolveResult::Unknown(_) => None,
+    };
+    let ns_stream_ok = ns.as_deref() == Some(NS_STREAMS) && local.as_ref() == b"stream";
+    let ns_error = match &ns {
+        None => Some(nwf("undeclared namespace prefix on the stream header")),
+        Some(ns) if ns != NS_STREAMS => Some(StreamError::InvalidNamespace(format!(
+            "stream element must be in {NS_STREAMS}"
+        ))),
+        Some(_) if local.as_ref() != b"stream" => Some(StreamError::BadFormat(
+            "root element must be <stream:stream>".into(),
+        )),
+        Some(_) if ns_default != NS_CLIENT => Some(StreamError::InvalidNamespace(format!(
+            "default namespace must be {NS_CLIENT}"
+        ))),
+        Some(_) => None,
+    };
+    let deferred = ns_error.or(deferred);
+    Ok(Header {
+        event: StreamEvent::StreamStart {
+            attrs,
+            ns_default,
+            ns_stream_ok,
+        },
+        deferred,
+        qname: start.name().as_ref().to_vec(),
+    })
+}
+
+/// Decides how an ordinary (non-`xmlns`) attribute is stored: unprefixed
+/// ones by local name, `xml:*` with its prefix, other namespaced ones
+/// dropped (they could not be written back without their declaration).
+/// An undeclared prefix is an error.
+fn keep_attr<R>(reader: &NsReader<R>, key: QName<'_>) -> Result<Option<String>, StreamError> {
+    let local_name = key.local_name();
+    let local = utf8(local_name.as_ref())?;
+    match key.prefix() {
+        None => Ok(Some(local.to_owned())),
+        Some(p) if p.as_ref() == b"xml" => Ok(Some(format!("xml:{local}"))),
+        Some(_) => match reader.resolve_attribute(key).0 {
+            ResolveResult::Unknown(_) => Err(nwf("undeclared namespace prefix")),
+            _ => Ok(None),
+        },
+    }
+}
+
+/// Parses one complete top-level element, with the stream header in front
+/// so its namespace declarations apply.
+pub(super) fn parse_stanza(
+    header: &[u8],
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Element, StreamError> {
+    check_text(bytes)?;
+    let mut reader = NsReader::from_reader(std::io::Read::chain(header, bytes));
+    let cfg = reader.config_mut();
+    cfg.expand_empty_elements = true;
+    cfg.check_end_names = true;
+    let mut buf = Vec::new();
+    match reader.read_event_into(&mut buf).map_err(xml_err)? {
+        Event::Start(_) => {}
+        _ => return Err(nwf("stream header could not be replayed")),
+    }
+    let mut stack: Vec<Element> = Vec::new();
+    loop {
+        buf.clear();
+        let event = reader.read_event_into(&mut buf).map_err(xml_err)?;
+        match event {
+            Event::Start(s) => {
+                if stack.len() >= limits.max_depth {
+                    return Err(policy("stanza nested too deeply"));
+                }
+                stack.push(start_element(&reader, &s, limits)?);
+            }
+            Event::End(_) => {
+                let el = stack.pop().ok_or_else(|| nwf("unbalanced end tag"))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.push_child(el),
+                    None => return Ok(el),
+                }
+            }
+            Event::Text(t) => {
+                let parent = stack.last_mut().ok_or_else(|| nwf("stray text"))?;
+                parent.push_text(normalize_newlines(utf8(&t)?));
+            }
+            Event::CData(t) => {
+                let parent = stack.last_mut().ok_or_else(|| nwf("stray CDATA"))?;
+                parent.push_text(normalize_newlines(utf8(&t)?));
+            }
+            Event::GeneralRef(r) => {
+                let parent = stack.last_mut().ok_or_else(|| nwf("stray reference"))?;
+                parent.push_char(resolve_entity(utf8(&r)?)?);
+            }
+            Event::Comment(_) => return Err(restricted("comments are not allowed")),
+            Event::PI(_) | Event::Decl(_) => {
+                return Err(restricted("processing instructions are not allowed"))
+            }
+            Event::DocType(_) => return Err(restricted("DTDs are not allowed")),
+            Event::Empty(_) => return Err(nwf("unexpected empty element event")),
+            Event::Eof => return Err(nwf("stanza ended early")),
+        }
+    }
+}
+
+fn start_element<R>(
+    reader: &NsReader<R>,
+    s: &BytesStart<'_>,
+    limits: &Limits,
+) -> Result<Element, StreamError> {
+    let (res, local) = reader.resolve_element(s.name());
+    let ns = match res {
+        ResolveResult::Bound(ns) => unescape_attr(utf8(ns.as_ref())?)?,
+        ResolveResult::Unbound => String::new(),
+        ResolveResult::Unknown(_) => return Err(nwf("undeclared namespace prefix")),
+    };
+    let mut el = Element::new(utf8(local.as_ref())?, ns);
+    let mut count = 0;
+    for a in s.attributes() {
+        let a = a.map_err(|e| nwf(e.to_string()))?;
+        count += 1;
+        if count > limits.max_attrs {
+            return Err(policy(format!(
+                "more than {} attributes on an element",
+                limits.max_attrs
+            )));
+        }
+        let value = unescape_attr(utf8(&a.value)?)?;
+        if a.key.as_namespace_binding().is_some() {
+            continue;
+        }
+        if let Some(name) = keep_attr(reader, a.key)? {
+            el.attrs.push((name, value));
+        }
+    }
+    Ok(el)
+}
+
+fn utf8(b: &[u8]) -> Result<&str, StreamError> {
+    std::str::from_utf8(b).map_err(|_| nwf("invalid UTF-8"))
+}
+
+/// Whole-unit check: valid UTF-8 made only of XML 1.0 characters. Done once
+/// per unit so every later conversion can rely on it.
+fn check_text(bytes: &[u8]) -> Result<(), StreamError> {
+    let s = utf8(bytes)?;
+    if s.chars().all(is_xml_char) {
+        Ok(())
+    } else {
+        Err(nwf("character not allowed in XML"))
+    }
+}
+
+/// XML 1.0 §2.11 line-end normalization.
+fn normalize_newlines(s: &str) -> String {
+    if !s.contains('\r') {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' {
+            if chars.peek() == Some(&'\n') {
+                chars.next();
+            }
+            out.push('\n');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Resolves the name inside `&…;`: the five predefined entities and
+/// character references only. Anything else would need a DTD, which XMPP
+/// forbids, so it is `restricted-xml` rather than expanded.
+fn resolve_entity(name: &str) -> Result<char, StreamError> {
+    match name {
+        "amp" => return Ok('&'),
+        "lt" => return Ok('<'),
+        "gt" => return Ok('>'),
+        "quot" => return Ok('"'),
+        "apos" => return Ok('\''),
+        _ => {}
+    }
+    if let Some(num) = name.strip_prefix('#') {
+        let (digits, radix) = match num.strip_prefix('x') {
+            Some(hex) => (hex, 16),
+            None => (num, 10),
+        };
+        // Checked first because from_str_radix would accept a leading '+'.
+        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+            return Err(nwf(format!("malformed character reference &{name};")));
+        }
+        return u32::from_str_radix(digits, radix)
+            .ok()
+            .and_then(char::from_u32)
+            .filter(|c| is_xml_char(*c))
+            .ok_or_else(|| nwf(format!("character reference &{name}; is not allowed")));
+    }
+    let valid_name = name.chars().enumerate().all(|(i, c)| {
+        c.is_alphabetic()
+            || c == '_'
+            || c == ':'
+            || (i > 0 && (c.is_alphanumeric() || c == '-' || c == '.'))
+    });
+    if name.is_empty() || !valid_name {
+        Err(nwf("malformed entity reference"))
+    } else {
+        Err(restricted(format!(
+            "entity reference &{name}; is not allowed"
+        )))
+    }
+}
+
+/// Decodes an attribute value: references resolved once, literal tab, CR
+/// and LF normalized to spaces (XML 1.0 §3.3.3), a `\r\n` pair counting as
+/// one line end.
+fn unescape_attr(raw: &str) -> Result<String, StreamError> {
+    if raw.contains('<') {
+        return Err(nwf("'<' in attribute value"));
+    }
+    if !raw.contains(['&', '\t', '\r', '\n']) {
+        return Ok(raw.to_owned());
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find(['&', '\t', '\r', '\n']) {
+        out.push_str(&rest[..i]);
+        let c = rest.as_bytes()[i];
+        if c == b'&' {
+            let end = rest[i..]
+                .find(';')
+                .ok_or_else(|| nwf("unterminated entity reference in attribute"))?;
+            out.push(resolve_entity(&rest[i + 1..i + end])?);
+            rest = &rest[i + end + 1..];
+        } else {
+            out.push(' ');
+            rest = if rest[i..].starts_with("\r\n") {
+                &rest[i + 2..]
+            } else {
+                &rest[i + 1..]
+            };
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
