@@ -6,6 +6,7 @@
 //! protocols and nodes. The protocols keep their routing tables beside it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 
@@ -36,10 +37,23 @@ pub struct SessionInfo {
     pub since: u64,
 }
 
+/// A connected session as the registry holds it: a handle the protocol
+/// already keeps (an MQTT session, an XMPP binding), asked for its identity
+/// only when someone looks. So an entry costs one `Arc`, not copies of names.
+pub trait Session: Send + Sync {
+    fn info(&self) -> SessionInfo;
+}
+
+impl Session for SessionInfo {
+    fn info(&self) -> SessionInfo {
+        self.clone()
+    }
+}
+
 /// Every connected session, keyed by a process-unique number.
 #[derive(Default)]
 pub struct Registry {
-    sessions: DashMap<u64, SessionInfo>,
+    sessions: DashMap<u64, Arc<dyn Session>>,
     next: AtomicU64,
 }
 
@@ -49,9 +63,9 @@ impl Registry {
     }
 
     /// Adds a session; the returned key removes it.
-    pub fn add(&self, info: SessionInfo) -> u64 {
+    pub fn add(&self, session: Arc<dyn Session>) -> u64 {
         let k = self.next.fetch_add(1, Ordering::Relaxed);
-        self.sessions.insert(k, info);
+        self.sessions.insert(k, session);
         k
     }
 
@@ -69,7 +83,7 @@ impl Registry {
 
     /// All sessions, sorted by protocol then name.
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        let mut v: Vec<SessionInfo> = self.sessions.iter().map(|e| e.value().clone()).collect();
+        let mut v: Vec<SessionInfo> = self.sessions.iter().map(|e| e.value().info()).collect();
         v.sort_by(|a, b| (a.protocol.name(), &a.name).cmp(&(b.protocol.name(), &b.name)));
         v
     }

@@ -8,16 +8,16 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthCore, AuthError};
 use crate::config::{Config, Listener, Module};
@@ -66,7 +66,8 @@ pub struct Shared {
     pub broker: Arc<Broker>,
     pub tls: Option<TlsAcceptor>,
     pub shutdown: CancellationToken,
-    pub tracker: TaskTracker,
+    /// Connections open on every listener: the shutdown waits for none.
+    pub open: Arc<OpenConns>,
     /// XMPP: the routing table, rosters and offline messages of every c2s listener.
     pub xmpp: Arc<crate::xmpp::ImServer>,
 }
@@ -155,7 +156,7 @@ impl Server {
             broker,
             tls,
             shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            open: Arc::new(OpenConns::default()),
         });
         Ok(Server {
             shared,
@@ -222,8 +223,7 @@ impl Server {
         }
         let _ = sweeper.await;
         let _ = mqtt_sweeper.await;
-        shared.tracker.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, shared.tracker.wait())
+        if tokio::time::timeout(DRAIN_TIMEOUT, shared.open.drained())
             .await
             .is_err()
         {
@@ -280,15 +280,18 @@ pub async fn accept_loop<F, Fut>(
     shared: Arc<Shared>,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
+    F: Fn(TcpStream, SocketAddr, ConnPermit) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let limit = Arc::new(Semaphore::new(listener.max_connections));
+    let limit = Arc::new(Limit {
+        slots: Semaphore::new(listener.max_connections),
+        open: shared.open.clone(),
+    });
     let mut backoff = Duration::from_millis(10);
     loop {
         let permit = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            p = limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            p = limit.slots.acquire() => p.expect("semaphore is never closed"),
         };
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -298,7 +301,9 @@ pub async fn accept_loop<F, Fut>(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
                 let _ = stream.set_nodelay(true);
-                shared.tracker.spawn(handle(stream, peer, permit));
+                permit.forget();
+                limit.open.count.fetch_add(1, Ordering::AcqRel);
+                tokio::spawn(handle(stream, peer, ConnPermit(limit.clone())));
             }
             Err(e) => {
                 tracing::warn!(error = %e, module = listener.module.name(), "accept failed; backing off {backoff:?}");
@@ -306,6 +311,101 @@ pub async fn accept_loop<F, Fut>(
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// How many connections are open on all listeners.
+#[derive(Default)]
+pub struct OpenConns {
+    count: AtomicUsize,
+    none_left: tokio::sync::Notify,
+}
+
+impl OpenConns {
+    /// Waits until no connection is open.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One listener's `max_connections`, and the count of all open ones.
+struct Limit {
+    slots: Semaphore,
+    open: Arc<OpenConns>,
+}
+
+/// A connection's place under its listener's `max_connections` (and in the
+/// count the shutdown drains), given back when dropped. One pointer: it lives
+/// in every connection's task.
+pub struct ConnPermit(Arc<Limit>);
+
+impl ConnPermit {
+    #[cfg(test)]
+    pub fn for_test() -> ConnPermit {
+        let open = Arc::new(OpenConns::default());
+        open.count.fetch_add(1, Ordering::AcqRel);
+        ConnPermit(Arc::new(Limit {
+            slots: Semaphore::new(0),
+            open,
+        }))
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.0.slots.add_permits(1);
+        if self.0.open.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.open.none_left.notify_waiters();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future run inside a tracing span, like `tracing::Instrumented`, but
+    /// a span that is disabled (the log level filters it out) costs one
+    /// pointer in the task instead of a whole `Span`.
+    pub struct Traced<F> {
+        span: Option<Box<tracing::Span>>,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Traced<F> {
+    pub fn new(fut: F, span: tracing::Span) -> Traced<F> {
+        Traced {
+            span: (!span.is_disabled()).then(|| Box::new(span)),
+            fut,
+        }
+    }
+}
+
+impl<F: Future> Future for Traced<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.as_deref().map(|s| s.enter());
+        this.fut.poll(cx)
     }
 }
 
@@ -402,33 +502,17 @@ async fn serve_mqtt(b: Bound, shared: Arc<Shared>) {
             topic_alias_maximum: 64,
         }),
         shutdown: shared.shutdown.clone(),
+        tls: if b.listener.tls {
+            shared.tls.clone()
+        } else {
+            None
+        },
     });
-    let tls = if b.listener.tls {
-        shared.tls.clone()
-    } else {
-        None
-    };
     accept_loop(
         b.tcp,
         &b.listener,
         shared.clone(),
-        move |stream, peer, permit| {
-            let ctx = ctx.clone();
-            let tls = tls.clone();
-            async move {
-                let _permit = permit;
-                let wire = match &tls {
-                    None => crate::wire::Wire::Tcp(stream),
-                    // Boxed: the handshake state is large and must not size
-                    // every plain connection's task.
-                    Some(_) => match Box::pin(maybe_tls(stream, tls.as_ref(), peer)).await {
-                        Some(io) => crate::wire::Wire::tls(io),
-                        None => return,
-                    },
-                };
-                crate::mqtt::listener::serve(wire, peer, ctx).await;
-            }
-        },
+        move |stream, peer, permit| crate::mqtt::listener::serve(stream, peer, ctx.clone(), permit),
     )
     .await;
 }

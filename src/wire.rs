@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::io;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use crate::server::Io;
@@ -75,6 +75,59 @@ impl Wire {
                 rd.read_buf(buf).await
             }
         }
+    }
+
+    /// [`Wire::read_into`] as a poll function, for a task that waits on its
+    /// socket and something else at once without storing a future: plain TCP
+    /// registers with the reactor through `poll_read_ready`, TLS reads its
+    /// half directly. `Ready(Ok(0))` is end of stream.
+    pub fn poll_read_into(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut BytesMut,
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::task::Poll;
+        match self {
+            Wire::Tcp(s) => loop {
+                // Spends tokio's cooperative budget, so a publisher whose
+                // socket never runs dry still yields to the tasks it wakes.
+                std::task::ready!(s.poll_read_ready(cx))?;
+                let r: io::Result<usize> = SCRATCH_BUF.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    let n = s.try_read(&mut scratch)?;
+                    buf.extend_from_slice(&scratch[..n]);
+                    Ok(n)
+                });
+                match r {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return Poll::Ready(r),
+                }
+            },
+            Wire::Tls { rd, .. } => SCRATCH_BUF.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut rb = tokio::io::ReadBuf::new(&mut scratch);
+                std::task::ready!(std::pin::Pin::new(rd).poll_read(cx, &mut rb))?;
+                buf.extend_from_slice(rb.filled());
+                Poll::Ready(Ok(rb.filled().len()))
+            }),
+        }
+    }
+
+    /// Writes what the socket takes now, without waiting, and drops it from
+    /// `out`. True when `out` is empty afterwards. TLS writes always go
+    /// through [`Wire::write_all`].
+    pub fn write_now(&mut self, out: &mut BytesMut) -> io::Result<bool> {
+        if let Wire::Tcp(s) = self {
+            while !out.is_empty() {
+                match s.try_write(out) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => bytes::Buf::advance(out, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out.is_empty())
     }
 
     pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {

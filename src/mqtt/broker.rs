@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use dashmap::DashMap;
-use tokio::sync::Notify;
 
 use super::codec::{self, reason, Packet, Publish, QoS, SubscriptionOptions, Version};
 use super::subscriptions::Subscriptions;
@@ -120,7 +119,7 @@ pub struct SlotState {
     /// filter -> (options, subscription identifier)
     pub subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
     /// Incoming QoS 2 packet ids received but not yet released (exactly once).
-    pub incoming_qos2: HashSet<u16>,
+    pub incoming_qos2: PacketIds,
     /// Session Expiry Interval in seconds (0: ends with the connection).
     pub expiry: u32,
     pub online: bool,
@@ -132,8 +131,53 @@ pub struct SlotState {
     /// The live connection's token, if it logged in with one: the sweep ends
     /// the session when the token is revoked or expires.
     pub grant: Option<crate::auth::Grant>,
-    /// The live connection's keep-alive in ms (0: none).
-    pub keep_alive_ms: u64,
+    /// The live connection's keep-alive in seconds (0: none).
+    pub keep_alive: u16,
+    /// When the live connection opened the session (seconds since the epoch).
+    pub since: u64,
+    /// Something for the live connection to look at: a message was queued,
+    /// the session was taken over or kicked. Cleared when it looks.
+    pub ready: bool,
+    /// The live connection's task, woken by [`Slot::wake`]. Only a
+    /// connection of the current generation registers (checked under this
+    /// lock), so one taken over cannot overwrite its successor's waker.
+    pub waker: Option<std::task::Waker>,
+}
+
+/// A set of packet ids that is usually empty and costs one pointer until it
+/// is not (most sessions never receive QoS 2).
+/// (Boxed on purpose: the box is one pointer where an empty set is 48 bytes.)
+#[allow(clippy::box_collection)]
+#[derive(Debug, Default)]
+pub struct PacketIds(Option<Box<HashSet<u16>>>);
+
+impl PacketIds {
+    pub fn contains(&self, id: &u16) -> bool {
+        self.0.as_ref().is_some_and(|s| s.contains(id))
+    }
+
+    pub fn insert(&mut self, id: u16) -> bool {
+        self.0.get_or_insert_with(Default::default).insert(id)
+    }
+
+    pub fn remove(&mut self, id: &u16) -> bool {
+        let Some(s) = &mut self.0 else {
+            return false;
+        };
+        let removed = s.remove(id);
+        if s.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl SlotState {
@@ -158,10 +202,6 @@ pub struct Slot {
     pub client_id: String,
     pub domain: Arc<str>,
     pub state: Mutex<SlotState>,
-    /// Wakes the connection's task: a message was queued, the session was
-    /// taken over, or it was kicked (`SlotState::kick`). The one thing an idle
-    /// connection waits on besides its socket.
-    pub ready: Notify,
     /// Bumped when a new connection takes the session over; the old one sees
     /// the change and leaves with DISCONNECT 0x8E.
     pub generation: AtomicU64,
@@ -177,7 +217,6 @@ impl Slot {
             client_id: client_id.to_string(),
             domain,
             state: Mutex::new(SlotState::default()),
-            ready: Notify::new(),
             generation: AtomicU64::new(0),
             last_rx: AtomicU64::new(0),
         }
@@ -193,13 +232,68 @@ impl Slot {
         let mut st = self.lock();
         if st.online && st.kick.is_none() {
             st.kick = Some(code);
-            drop(st);
-            self.ready.notify_one();
+            Slot::wake_locked(st);
+        }
+    }
+
+    /// Wakes the live connection's task: a message was queued, the session
+    /// was taken over, or it was kicked. The one thing an idle connection
+    /// waits on besides its socket.
+    pub fn wake(&self) {
+        Slot::wake_locked(self.lock());
+    }
+
+    /// [`Slot::wake`] with the lock already held (released before waking).
+    pub fn wake_locked(mut st: std::sync::MutexGuard<'_, SlotState>) {
+        st.ready = true;
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Registers the task of the connection holding `generation` for
+    /// [`Slot::wake`], unless there is something to look at already (or the
+    /// session has moved on to a newer connection): then it returns true and
+    /// registers nothing.
+    pub fn register(&self, generation: u64, waker: &std::task::Waker) -> bool {
+        let mut st = self.lock();
+        if self.generation() != generation || st.kick.is_some() || st.ready {
+            st.ready = false;
+            return true;
+        }
+        match &st.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => st.waker = Some(waker.clone()),
+        }
+        false
+    }
+
+    /// Forgets the waker of the connection holding `generation` (it is gone).
+    pub fn unregister(&self, generation: u64) {
+        let mut st = self.lock();
+        if self.generation() == generation {
+            st.waker = None;
         }
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The registry's view of a session: its key is `localpart:client-id` (the
+/// localpart empty for anonymous clients).
+impl crate::registry::Session for Slot {
+    fn info(&self) -> crate::registry::SessionInfo {
+        let local = self.client_id.split(':').next().unwrap_or("");
+        crate::registry::SessionInfo {
+            protocol: crate::registry::Protocol::Mqtt,
+            name: format!("{}@{}", self.client_id, self.domain),
+            account: (!local.is_empty()).then(|| format!("{local}@{}", self.domain)),
+            since: self.lock().since,
+        }
     }
 }
 
@@ -339,7 +433,7 @@ impl Broker {
             // Clean Start over an old session: take its connection down and
             // drop it (it is no longer in the map, so drop its records here).
             old.generation.fetch_add(1, Ordering::AcqRel);
-            old.ready.notify_waiters();
+            old.wake();
             self.drop_subscriptions(domain, &old);
             if let Err(e) = self.forget_session(&old) {
                 tracing::error!(error = %e, "deleting a stored session failed");
@@ -347,13 +441,15 @@ impl Broker {
         }
         let gen = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
         // Wake a previous connection (it sees the new generation and leaves).
-        slot.ready.notify_waiters();
+        slot.wake();
         {
             let mut st = slot.lock();
+            st.ready = false;
             st.online = true;
             st.kick = None;
             st.grant = None;
-            st.keep_alive_ms = 0;
+            st.keep_alive = 0;
+            st.since = crate::auth::now();
         }
         slot.last_rx.store(self.clock_ms(), Ordering::Relaxed);
         (slot, present, gen)
@@ -379,9 +475,9 @@ impl Broker {
                     }
                     if st.grant.as_ref().is_some_and(|g| g.end().is_some()) {
                         Some(reason::NOT_AUTHORIZED)
-                    } else if st.keep_alive_ms > 0
+                    } else if st.keep_alive > 0
                         && now.saturating_sub(slot.last_rx.load(Ordering::Relaxed))
-                            > st.keep_alive_ms * 3 / 2
+                            > u64::from(st.keep_alive) * 1500
                     {
                         Some(reason::KEEP_ALIVE_TIMEOUT)
                     } else {
@@ -537,8 +633,9 @@ impl Broker {
                 Err(e) => tracing::error!(error = %e, "storing a queued message failed"),
             }
         }
-        slot.lock().queue.push_back(item);
-        slot.ready.notify_one();
+        let mut st = slot.lock();
+        st.queue.push_back(item);
+        Slot::wake_locked(st);
         Pushed {
             stored: persist,
             congested,

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::broker::Broker;
 use super::codec::{self, reason};
-use super::session::{Aftermath, Connection, MqttSettings, Next};
+use super::session::{Aftermath, Connection, MqttSettings, Next, PasswordCheck};
 use crate::auth::AuthCore;
-use crate::registry::{Protocol, Registry, SessionInfo};
+use crate::registry::Registry;
+use crate::server::{ConnPermit, Traced};
 use crate::store::Store;
 use crate::wire::Wire;
 
@@ -34,6 +34,8 @@ pub struct MqttContext {
     pub registry: Arc<Registry>,
     pub settings: Arc<MqttSettings>,
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The listener's TLS acceptor (8883), none for plain TCP (1883).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 async fn flush(store: &Arc<dyn Store>) {
@@ -45,30 +47,31 @@ async fn flush(store: &Arc<dyn Store>) {
     }
 }
 
-/// Serves one MQTT connection to its end.
-pub async fn serve(wire: Wire, peer: std::net::SocketAddr, ctx: Arc<MqttContext>) {
+/// Serves one MQTT connection to its end: the TLS handshake when the
+/// listener has TLS, then [`run`]. A plain function returning the future, so
+/// that the task holds one future, not one per layer of `async fn`.
+pub fn serve(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    ctx: Arc<MqttContext>,
+    permit: ConnPermit,
+) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::info_span!("mqtt", %peer, client = tracing::field::Empty);
-    run(wire, ctx).instrument(span).await
+    // Boxed: the handshakes are large and brief, the idle task small (and the
+    // stream moves into the box instead of staying in the task's future).
+    let opening = Box::pin(open(stream, ctx.clone()));
+    Traced::new(run(opening, ctx, permit), span)
 }
 
-/// Decodes and handles every whole packet in `buf` (checking passwords on a
-/// blocking thread when CONNECT asks for it).
-async fn handle_buffered(conn: &mut Connection, buf: &mut BytesMut, ctx: &MqttContext) -> Next {
+/// Decodes and handles every whole packet in `buf`, stopping early when a
+/// password must be checked (the caller runs [`check_password`]), the
+/// connection must close, or backpressure holds the rest back.
+fn handle_buffered(conn: &mut Connection, buf: &mut BytesMut) -> Next {
     loop {
         match codec::decode(buf, conn.version(), conn.max_packet_size()) {
             Ok(Some(p)) => {
-                let mut next = conn.handle(p);
-                if let Next::CheckPassword { jid, password } = next {
-                    let auth = ctx.auth.clone();
-                    let j = jid.clone();
-                    let ok = tokio::task::spawn_blocking(move || {
-                        auth.check_password(&j, &password).is_ok()
-                    })
-                    .await
-                    .unwrap_or(false);
-                    next = conn.password_checked(jid, ok);
-                }
-                if next == Next::Close {
+                let next = conn.handle(p);
+                if matches!(next, Next::CheckPassword(_) | Next::Close) {
                     return next;
                 }
                 if conn.congested.is_some() {
@@ -80,6 +83,56 @@ async fn handle_buffered(conn: &mut Connection, buf: &mut BytesMut, ctx: &MqttCo
             Ok(None) => return Next::Continue,
             Err(e) => return conn.decode_error(&e),
         }
+    }
+}
+
+/// Checks a password on a blocking thread, answers the connection, and goes
+/// on with the buffered packets after it.
+async fn check_password(
+    conn: &mut Connection,
+    buf: &mut BytesMut,
+    ctx: &MqttContext,
+    mut next: Next,
+) -> Next {
+    while let Next::CheckPassword(check) = next {
+        let PasswordCheck { jid, password } = *check;
+        let auth = ctx.auth.clone();
+        let j = jid.clone();
+        let ok = tokio::task::spawn_blocking(move || auth.check_password(&j, &password).is_ok())
+            .await
+            .unwrap_or(false);
+        next = conn.password_checked(jid, ok);
+        if next == Next::Close || conn.congested.is_some() {
+            return next;
+        }
+        next = handle_buffered(conn, buf);
+    }
+    next
+}
+
+/// Writes `out` and pumps queued messages while the socket takes them without
+/// waiting. `Err(next)` when the rest needs [`write_out`]: a store flush
+/// before an acknowledgement, a TLS stream, or a full socket buffer.
+fn write_now(conn: &mut Connection, wire: &mut Wire, mut next: Next) -> Result<Next, Next> {
+    loop {
+        if conn.needs_flush {
+            return Err(next);
+        }
+        if !conn.out.is_empty() {
+            match wire.write_now(&mut conn.out) {
+                // Idle connections hold no write buffer.
+                Ok(true) => conn.out = BytesMut::new(),
+                Ok(false) => return Err(next),
+                Err(_) => return Ok(Next::Close),
+            }
+        }
+        if next == Next::Close || !conn.pump() {
+            if !conn.out.is_empty() && next != Next::Close {
+                continue;
+            }
+            return Ok(next);
+        }
+        next = Next::Continue;
     }
 }
 
@@ -143,7 +196,10 @@ async fn handshake(
         let next = tokio::select! {
             r = wire.read_into(buf) => match r {
                 Ok(0) | Err(_) => return false,
-                Ok(_) => handle_buffered(conn, buf, ctx).await,
+                Ok(_) => {
+                    let next = handle_buffered(conn, buf);
+                    check_password(conn, buf, ctx, next).await
+                }
             },
             _ = tokio::time::sleep_until(deadline) => Next::Close,
             _ = ctx.shutdown.cancelled() => Next::Close,
@@ -158,38 +214,85 @@ async fn handshake(
     }
 }
 
-async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
-    let mut conn = Connection::new(ctx.broker.clone(), ctx.auth.clone(), ctx.settings.clone());
+/// The TLS handshake (when the listener has TLS) and the MQTT one: the
+/// connection's wire and live [`Connection`], or nothing when either failed.
+async fn open(
+    stream: tokio::net::TcpStream,
+    ctx: Arc<MqttContext>,
+) -> Option<(Wire, Connection, BytesMut)> {
+    let ctx = &*ctx;
     let mut buf = BytesMut::new();
-    if !Box::pin(handshake(&mut wire, &mut conn, &mut buf, &ctx)).await {
+    let mut wire = match &ctx.tls {
+        None => Wire::Tcp(stream),
+        Some(tls) => {
+            let peer = stream.peer_addr().ok()?;
+            Wire::tls(crate::server::maybe_tls(stream, Some(tls), peer).await?)
+        }
+    };
+    let mut conn = Connection::new(ctx.broker.clone(), ctx.auth.clone(), ctx.settings.clone());
+    if handshake(&mut wire, &mut conn, &mut buf, ctx).await {
+        Some((wire, conn, buf))
+    } else {
         wire.shutdown().await;
-        return;
+        None
     }
-    let Some((slot, mine)) = conn.slot() else {
+}
+
+/// What woke an idle connection.
+enum Wake {
+    /// Bytes arrived (appended to the read buffer).
+    Read,
+    /// End of stream or a read error.
+    Closed,
+    /// The session has something for it (messages, a takeover, a kick).
+    Session,
+}
+
+/// Waits, without storing a future, for the socket or the session: the one
+/// await an idle connection sits in.
+fn poll_idle(
+    cx: &mut std::task::Context<'_>,
+    slot: &super::broker::Slot,
+    mine: u64,
+    wire: &mut Wire,
+    buf: &mut BytesMut,
+) -> std::task::Poll<Wake> {
+    if slot.register(mine, cx.waker()) {
+        return std::task::Poll::Ready(Wake::Session);
+    }
+    wire.poll_read_into(cx, buf).map(|r| match r {
+        Ok(0) | Err(_) => Wake::Closed,
+        Ok(_) => Wake::Read,
+    })
+}
+
+async fn run<F>(opening: std::pin::Pin<Box<F>>, ctx: Arc<MqttContext>, _permit: ConnPermit)
+where
+    F: std::future::Future<Output = Option<(Wire, Connection, BytesMut)>>,
+{
+    let Some((mut wire, mut conn, mut buf)) = opening.await else {
         return;
     };
-    let registry_key = conn.identity().map(|(account, name)| {
-        tracing::Span::current().record("client", name.as_str());
-        ctx.registry.add(SessionInfo {
-            protocol: Protocol::Mqtt,
-            name,
-            account,
-            since: crate::auth::now(),
-        })
-    });
+    let Some((slot, _)) = conn.session() else {
+        return;
+    };
+    if !tracing::Span::current().is_disabled() {
+        tracing::Span::current().record("client", slot.client_id.as_str());
+    }
+    let registry_key = ctx.registry.add(slot.clone());
     let mut taken_over = false;
     let mut held_back = false;
-    // The live loop waits on two things only: the socket and the slot's
-    // Notify. Keep-alive, token ends and shutdown arrive as kicks from the
-    // broker's sweep, so no timer or channel lives in an idle task.
-    loop {
-        // Registered before the checks below, so that a takeover or kick that
-        // happens right after them still wakes this task.
-        let notified = slot.ready.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+    // The live loop waits on two things only, polled in place so that no
+    // future is stored while idle: the socket and the session's waker.
+    // Keep-alive, token ends and shutdown arrive as kicks from the broker's
+    // sweep, so no timer or channel lives in an idle task. Everything that
+    // must wait for something else (a store flush, a full socket, a
+    // congested subscriber) is boxed: rare, and it must not size the task.
+    // The session and its generation are read from `conn` each time rather
+    // than kept in locals: every byte of this future is paid per connection.
+    while let Some((slot, mine)) = conn.session() {
         let kick = slot.lock().kick.take();
-        let next = if slot.generation() != mine {
+        let mut next = if slot.generation() != mine {
             taken_over = true;
             conn.disconnect(reason::SESSION_TAKEN_OVER)
         } else if let Some(code) = kick {
@@ -200,30 +303,39 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
         } else if held_back {
             // Packets were left in the buffer by backpressure: go on with them.
             held_back = false;
-            handle_buffered(&mut conn, &mut buf, &ctx).await
+            handle_buffered(&mut conn, &mut buf)
         } else {
-            tokio::select! {
-                r = wire.read_into(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        slot.last_rx.store(ctx.broker.clock_ms(), std::sync::atomic::Ordering::Relaxed);
-                        handle_buffered(&mut conn, &mut buf, &ctx).await
-                    }
-                },
-                _ = &mut notified => {
+            match std::future::poll_fn(|cx| poll_idle(cx, slot, mine, &mut wire, &mut buf)).await {
+                Wake::Closed => break,
+                Wake::Read => {
+                    slot.last_rx
+                        .store(ctx.broker.clock_ms(), std::sync::atomic::Ordering::Relaxed);
+                    handle_buffered(&mut conn, &mut buf)
+                }
+                Wake::Session => {
                     conn.pump();
                     Next::Continue
                 }
             }
         };
+        if matches!(next, Next::CheckPassword(_)) {
+            next = Box::pin(check_password(&mut conn, &mut buf, &ctx, next)).await;
+        }
         if let Some(target) = conn.congested.take() {
             held_back = !buf.is_empty();
             // Not for its own queue: this task is the one that drains it.
-            if !Arc::ptr_eq(&target, &slot) {
-                hold_back(&ctx.broker, &target).await;
+            if conn
+                .session()
+                .is_some_and(|(own, _)| !Arc::ptr_eq(&target, own))
+            {
+                Box::pin(hold_back(&ctx.broker, &target)).await;
             }
         }
-        if write_out(&mut conn, &mut wire, &ctx, next).await == Next::Close {
+        let next = match write_now(&mut conn, &mut wire, next) {
+            Ok(next) => next,
+            Err(next) => Box::pin(write_out(&mut conn, &mut wire, &ctx, next)).await,
+        };
+        if next == Next::Close {
             break;
         }
         if buf.is_empty() {
@@ -231,11 +343,12 @@ async fn run(mut wire: Wire, ctx: Arc<MqttContext>) {
             buf = BytesMut::new();
         }
     }
-    wire.shutdown().await;
-    taken_over |= slot.generation() != mine;
-    if let Some(k) = registry_key {
-        ctx.registry.remove(k);
+    if let Some((slot, mine)) = conn.session() {
+        slot.unregister(mine);
+        taken_over |= slot.generation() != mine;
     }
+    Box::pin(wire.shutdown()).await;
+    ctx.registry.remove(registry_key);
     if let Some(after) = conn.finish(taken_over) {
         tokio::spawn(aftermath(ctx.broker.clone(), after, taken_over));
     }
@@ -289,5 +402,37 @@ pub async fn expire_later(
     if slot.generation() == generation && !slot.lock().online {
         broker.end_session(&domain, &slot);
         flush(broker.store()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte of a live connection's future and of its session slot is
+    /// paid once per connected device: tokio rounds a task to 128 bytes, and
+    /// a 280-byte future is the largest that fits a 384-byte task. This
+    /// fails when a change grows them, so the growth is a decision.
+    #[test]
+    fn idle_connection_state_stays_small() {
+        fn size_of_val<F>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        // Never polled or dropped: only its size is looked at.
+        let ctx: Arc<MqttContext> = unsafe { std::mem::transmute(8usize) };
+        let opening = Box::pin(async { None });
+        let task = Traced::new(
+            run(opening, ctx, ConnPermit::for_test()),
+            tracing::Span::none(),
+        );
+        let future = size_of_val(&task);
+        std::mem::forget(task);
+        assert!(future <= 280, "connection future is {future} bytes");
+        let slot = std::mem::size_of::<super::super::broker::Slot>();
+        assert!(slot <= 240, "session slot is {slot} bytes");
     }
 }

@@ -8,7 +8,6 @@
 //! session itself (queue, in-flight window, subscriptions) lives in the broker's
 //! [`Slot`], so a resumed session continues where the last connection stopped.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -41,12 +40,17 @@ pub struct MqttSettings {
 pub enum Next {
     Continue,
     /// Check this password on a blocking thread, then call `password_checked`.
-    CheckPassword {
-        jid: BareJid,
-        password: String,
-    },
+    /// Boxed: rare, and a `Next` lives in every connection's task.
+    CheckPassword(Box<PasswordCheck>),
     /// Write `out` (flushing first if needed), then close.
     Close,
+}
+
+/// A password [`Next::CheckPassword`] asks the listener to check.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PasswordCheck {
+    pub jid: BareJid,
+    pub password: String,
 }
 
 /// What a closed connection leaves behind for the listener to schedule.
@@ -60,11 +64,13 @@ pub struct Aftermath {
     pub expiry: u32,
 }
 
+#[cfg(test)]
+pub const LIVE_SIZE: usize = std::mem::size_of::<Live>();
+
 struct Live {
     domain: Arc<Domain>,
     slot: Arc<Slot>,
     generation: u64,
-    identity: Option<BareJid>,
     grant: Option<Grant>,
     version: Version,
     keep_alive: u16,
@@ -72,7 +78,9 @@ struct Live {
     will: Option<Box<LastWill>>,
     client_receive_max: u16,
     client_max_packet: Option<u32>,
-    aliases: HashMap<u16, String>,
+    /// Topic aliases the client set (at most `topic_alias_maximum`, a few
+    /// dozen: a list costs less than a map in every connection).
+    aliases: Vec<(u16, String)>,
     uses_enhanced_auth: bool,
     expiry: u32,
 }
@@ -139,9 +147,9 @@ impl Connection {
     }
 
     /// `(slot, generation)` of a live connection, for the listener's wake-ups.
-    pub fn slot(&self) -> Option<(Arc<Slot>, u64)> {
+    pub fn session(&self) -> Option<(&Arc<Slot>, u64)> {
         match &self.phase {
-            Phase::Live(l) => Some((l.slot.clone(), l.generation)),
+            Phase::Live(l) => Some((&l.slot, l.generation)),
             _ => None,
         }
     }
@@ -149,17 +157,6 @@ impl Connection {
     pub fn grant(&self) -> Option<&Grant> {
         match &self.phase {
             Phase::Live(l) => l.grant.as_ref(),
-            _ => None,
-        }
-    }
-
-    /// The account and the session's name, for the admin registry.
-    pub fn identity(&self) -> Option<(Option<String>, String)> {
-        match &self.phase {
-            Phase::Live(l) => Some((
-                l.identity.as_ref().map(|j| j.to_string()),
-                format!("{}@{}", l.slot.client_id, l.domain.name),
-            )),
             _ => None,
         }
     }
@@ -284,7 +281,7 @@ impl Connection {
             }
             Credentials::Password { jid, password } => {
                 self.phase = Phase::CheckingPassword(Box::new(c));
-                Next::CheckPassword { jid, password }
+                Next::CheckPassword(Box::new(PasswordCheck { jid, password }))
             }
             Credentials::Token(g) => {
                 let owner = g.owner().clone();
@@ -344,7 +341,7 @@ impl Connection {
             let mut st = slot.lock();
             st.expiry = expiry;
             st.grant = grant.clone();
-            st.keep_alive_ms = u64::from(c.keep_alive) * 1000;
+            st.keep_alive = c.keep_alive;
         }
         self.persist_session(&slot, true);
         let uses_enhanced_auth = c.properties.authentication_method.is_some();
@@ -372,14 +369,13 @@ impl Connection {
             domain,
             slot,
             generation,
-            identity,
             grant,
             version: c.version,
             keep_alive: c.keep_alive,
             will: c.will.take(),
             client_receive_max: c.properties.receive_maximum.unwrap_or(u16::MAX).max(1),
             client_max_packet: c.properties.maximum_packet_size,
-            aliases: HashMap::new(),
+            aliases: Vec::new(),
             uses_enhanced_auth,
             expiry,
         };

@@ -467,12 +467,12 @@ impl Connection {
         };
         let scopes = self.c2s.grant().map(|g| g.scopes().clone());
         tracing::Span::current().record("jid", tracing::field::display(&jid));
-        let registry_key = self.shared.registry.add(SessionInfo {
+        let registry_key = self.shared.registry.add(std::sync::Arc::new(SessionInfo {
             protocol: Protocol::Xmpp,
             name: jid.to_string(),
             account: Some(user.to_string()),
             since: crate::auth::now(),
-        });
+        }));
         let im = self.im().open_session(jid, user, scopes);
         if self.shared.shutdown.is_cancelled() {
             // Bound while the listener was kicking everyone out.

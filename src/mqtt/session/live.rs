@@ -83,12 +83,15 @@ impl Connection {
                 return self.disconnect(reason::TOPIC_ALIAS_INVALID);
             }
             if publish.topic.is_empty() {
-                match l.aliases.get(&alias) {
-                    Some(t) => publish.topic = t.clone(),
+                match l.aliases.iter().find(|(a, _)| *a == alias) {
+                    Some((_, t)) => publish.topic = t.clone(),
                     None => return self.disconnect(reason::PROTOCOL_ERROR),
                 }
             } else {
-                l.aliases.insert(alias, publish.topic.clone());
+                match l.aliases.iter_mut().find(|(a, _)| *a == alias) {
+                    Some((_, t)) => *t = publish.topic.clone(),
+                    None => l.aliases.push((alias, publish.topic.clone())),
+                }
             }
         }
         if !topics::valid_topic_name(&publish.topic) {
@@ -249,7 +252,9 @@ impl Connection {
             Ok(t) => t,
             Err(code) => return self.disconnect(code),
         };
-        let owner = l.identity.clone();
+        // Enhanced authentication means the session logged in with a token,
+        // so its owner is the account a new token must belong to.
+        let owner = l.grant.as_ref().map(|g| g.owner().clone());
         let checked = std::str::from_utf8(&token)
             .ok()
             .map(|t| self.auth.check_login_token(t.trim(), owner.as_ref()));
