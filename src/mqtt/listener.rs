@@ -256,13 +256,25 @@ fn poll_idle(
     mine: u64,
     wire: &mut Wire,
     buf: &mut BytesMut,
+    yield_first: &mut bool,
 ) -> std::task::Poll<Wake> {
+    if std::mem::take(yield_first) {
+        // After a read, others first: a publisher whose socket never runs
+        // dry would otherwise keep its worker for a whole cooperative budget
+        // (128 reads of up to 64 KiB) and overrun the queues of the
+        // subscribers it wakes. They get a turn after each batch it brings.
+        cx.waker().wake_by_ref();
+        return std::task::Poll::Pending;
+    }
     if slot.register(mine, cx.waker()) {
         return std::task::Poll::Ready(Wake::Session);
     }
     wire.poll_read_into(cx, buf).map(|r| match r {
         Ok(0) | Err(_) => Wake::Closed,
-        Ok(_) => Wake::Read,
+        Ok(n) => {
+            *yield_first = n > 0;
+            Wake::Read
+        }
     })
 }
 
@@ -282,6 +294,7 @@ where
     let registry_key = ctx.registry.add(slot.clone());
     let mut taken_over = false;
     let mut held_back = false;
+    let mut yield_first = false;
     // The live loop waits on two things only, polled in place so that no
     // future is stored while idle: the socket and the session's waker.
     // Keep-alive, token ends and shutdown arrive as kicks from the broker's
@@ -305,7 +318,8 @@ where
             held_back = false;
             handle_buffered(&mut conn, &mut buf)
         } else {
-            match std::future::poll_fn(|cx| poll_idle(cx, slot, mine, &mut wire, &mut buf)).await {
+            let (w, b, y) = (&mut wire, &mut buf, &mut yield_first);
+            match std::future::poll_fn(move |cx| poll_idle(cx, slot, mine, w, b, y)).await {
                 Wake::Closed => break,
                 Wake::Read => {
                     slot.last_rx
