@@ -231,6 +231,11 @@ async fn open(
     };
     let mut conn = Connection::new(ctx.broker.clone(), ctx.auth.clone(), ctx.settings.clone());
     if handshake(&mut wire, &mut conn, &mut buf, ctx).await {
+        if buf.is_empty() {
+            // The CONNECT's bytes are decoded: an idle connection keeps no
+            // read buffer (nor the allocation its packets were split from).
+            buf = BytesMut::new();
+        }
         Some((wire, conn, buf))
     } else {
         wire.shutdown().await;
@@ -289,7 +294,7 @@ where
         return;
     };
     if !tracing::Span::current().is_disabled() {
-        tracing::Span::current().record("client", slot.client_id.as_str());
+        tracing::Span::current().record("client", &*slot.client_id);
     }
     let registry_key = ctx.registry.add(slot.clone());
     let mut taken_over = false;
@@ -426,7 +431,8 @@ mod tests {
     /// Every byte of a live connection's future and of its session slot is
     /// paid once per connected device: tokio rounds a task to 128 bytes, and
     /// a 280-byte future is the largest that fits a 384-byte task. This
-    /// fails when a change grows them, so the growth is a decision.
+    /// fails when a change grows them, so the growth is a decision. A slot of
+    /// 208 bytes is an allocation of 224 in its `Arc`.
     #[test]
     fn idle_connection_state_stays_small() {
         fn size_of_val<F>(_: &F) -> usize {
@@ -447,6 +453,6 @@ mod tests {
         std::mem::forget(task);
         assert!(future <= 280, "connection future is {future} bytes");
         let slot = std::mem::size_of::<super::super::broker::Slot>();
-        assert!(slot <= 240, "session slot is {slot} bytes");
+        assert!(slot <= 208, "session slot is {slot} bytes");
     }
 }

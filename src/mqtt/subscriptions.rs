@@ -139,7 +139,11 @@ mod tests {
     }
 
     fn slot(id: u64) -> Arc<Slot> {
-        Arc::new(Slot::new(id, &format!("c{id}"), Arc::from("localhost")))
+        Arc::new(Slot::new(
+            id,
+            Arc::from(format!("c{id}")),
+            Arc::from("localhost"),
+        ))
     }
 
     #[test]
