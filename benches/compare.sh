@@ -119,7 +119,7 @@ run_one() {
         --out "$OUT/$name-$s.json" ;;
     xlogin)
       "$LOAD" xmpp-login "${common[@]}" --count "$XLOGINS" --rate "$XLOGIN_RATE" \
-        --connect-concurrency 32 --out "$OUT/$name-$s.json" ;;
+        --duration "$DURATION" --connect-concurrency 32 --out "$OUT/$name-$s.json" ;;
     xchat)
       "$LOAD" xmpp-chat "${common[@]}" --pairs "$XPAIRS" --payload "$PAYLOAD" \
         --duration "$DURATION" ${XCHAT_RATE:+--rate "$XCHAT_RATE"} \
