@@ -111,6 +111,27 @@ async fn bad_tokens_are_counted_as_failed_connects() {
     );
 }
 
+/// `--username-with-token` (what ejabberd's mod_mqtt needs): the username
+/// beside the X-OAUTH2 token is accepted when it names the token's owner and
+/// refused otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_oauth2_with_the_username() {
+    let (p, tokens) = server_with_tokens(1);
+    p.ctl_ok(&["register", "bob", "localhost", "builder"]);
+    for (user, ok) in [("alice@localhost", 3), ("bob@localhost", 0)] {
+        let mut a =
+            args("mqtt-conn --auth x-oauth2 --username-with-token --count 3 --duration 0.2");
+        a.extend(["--target".into(), p.mqtt().to_string()]);
+        a.extend(["--tokens".into(), tokens.display().to_string()]);
+        a.extend(["--user-pattern".into(), user.into()]);
+        let report = loadgen::run(&plan(&a), Arc::new(Progress::new()))
+            .await
+            .unwrap();
+        assert_eq!(report.connects.ok, ok, "{user}: {:?}", report.errors);
+        assert_eq!(report.connects.failed, 3 - ok);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_from_the_password_grant() {
     let p = Petrel::start("").with_user_and_client();

@@ -68,6 +68,7 @@ impl Identity {
             },
             AuthMode::XOauth2 => Identity {
                 client_id,
+                username: plan.username_with_token.then(|| plan.username(user)),
                 oauth_token: token,
                 ..Identity::default()
             },

@@ -117,6 +117,12 @@ pub struct Options {
     /// Password of every user (auth password; the password grant).
     #[arg(long, default_value = "")]
     pub password: String,
+    /// With --auth x-oauth2, also put the username (--user-pattern) in
+    /// CONNECT. ejabberd's mod_mqtt checks the token against that user and
+    /// refuses a CONNECT without one; Petrel accepts it when it names the
+    /// token's owner. Token line i must belong to user i.
+    #[arg(long)]
+    pub username_with_token: bool,
     /// Tokens, one per line, used round-robin (line i serves user i mod --users).
     #[arg(long)]
     pub tokens: Option<PathBuf>,
@@ -224,6 +230,8 @@ pub struct Plan {
     pub user_pattern: String,
     pub users: u64,
     pub password: String,
+    /// x-oauth2: the username goes in CONNECT beside the token.
+    pub username_with_token: bool,
     pub tokens: TokenSource,
     pub duration: Duration,
     /// mqtt-conn: connections; mqtt-pubsub: messages per publisher (None:
@@ -296,7 +304,11 @@ impl Options {
         if self.users == 0 {
             return refuse("--users must be at least 1".into());
         }
-        if matches!(self.auth, AuthMode::Password | AuthMode::TokenAsPassword)
+        if self.username_with_token && self.auth != AuthMode::XOauth2 {
+            return refuse("--username-with-token goes with --auth x-oauth2".into());
+        }
+        if (matches!(self.auth, AuthMode::Password | AuthMode::TokenAsPassword)
+            || self.username_with_token)
             && !self.user_pattern.contains("%d")
             && self.users > 1
         {
@@ -329,6 +341,15 @@ impl Options {
             }
             (None, None) => TokenSource::None,
         };
+        if let TokenSource::List(list) = &tokens {
+            if self.username_with_token && self.users > 1 && list.len() as u64 != self.users {
+                return refuse(format!(
+                    "--username-with-token needs one token per user: {} tokens for --users {}",
+                    list.len(),
+                    self.users
+                ));
+            }
+        }
         if needs_tokens && tokens == TokenSource::None {
             return refuse(format!(
                 "--auth {} needs --tokens FILE or --oauth-url URL",
@@ -392,6 +413,7 @@ impl Options {
             user_pattern: self.user_pattern.clone(),
             users: self.users,
             password: self.password.clone(),
+            username_with_token: self.username_with_token,
             tokens,
             duration,
             count,
@@ -575,6 +597,40 @@ mod tests {
         );
         std::fs::write(&f, "\n").unwrap();
         assert!(refused(&["mqtt-conn", "--tokens", f.to_str().unwrap()]).contains("no token"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn username_with_token() {
+        let dir = std::env::temp_dir().join(format!("petrel-lg-uwt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("tokens");
+        std::fs::write(&f, "tok-0\ntok-1\n").unwrap();
+        let f = f.to_str().unwrap();
+        let p = plan(&[
+            "mqtt-conn",
+            "--tokens",
+            f,
+            "--users",
+            "2",
+            "--username-with-token",
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(p.username_with_token);
+        assert!(refused(&[
+            "mqtt-conn",
+            "--tokens",
+            f,
+            "--users",
+            "3",
+            "--username-with-token"
+        ])
+        .contains("one token per user"));
+        assert!(
+            refused(&["mqtt-conn", "--auth", "password", "--username-with-token"])
+                .contains("x-oauth2")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
