@@ -86,6 +86,7 @@ fn bench_encode_fanout(c: &mut Criterion) {
             retain: false,
             dup: false,
             subscription_identifiers: Some(&sub_ids),
+            message_expiry: None,
         };
         // 3.1.1 subscriber downgraded to QoS 0 (properties dropped).
         let v311 = Delivery {
@@ -94,6 +95,7 @@ fn bench_encode_fanout(c: &mut Criterion) {
             retain: false,
             dup: false,
             subscription_identifiers: None,
+            message_expiry: None,
         };
         for (name, d, v) in [
             ("V5_qos1_subid", v5, Version::V5),

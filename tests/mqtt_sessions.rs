@@ -342,3 +342,52 @@ fn a_qos1_flood_into_a_slow_reader_loses_nothing() {
     );
     assert_eq!(sender.join().unwrap(), n);
 }
+
+#[test]
+fn a_queued_message_goes_out_with_the_expiry_it_has_left_or_not_at_all() {
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let keep = |c: &mut codec::Connect| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(60);
+    };
+    let mut sub = login(&p, "sleeper", &token, keep);
+    subscribe(&mut sub, "exp/#", QoS::AtLeastOnce);
+    sub.send(&Packet::Disconnect(codec::Disconnect {
+        reason_code: 0,
+        properties: Properties::default(),
+    }));
+    drop(sub);
+    let mut publisher = login(&p, "pub", &token, |_| {});
+    for (topic, expiry, id) in [("exp/long", 30, 1), ("exp/short", 1, 2)] {
+        publisher.send(&Packet::Publish(Publish {
+            topic: topic.into(),
+            qos: QoS::AtLeastOnce,
+            packet_id: id,
+            properties: Properties {
+                message_expiry_interval: Some(expiry),
+                ..Properties::default()
+            },
+            payload: Bytes::from_static(b"m"),
+            ..Default::default()
+        }));
+        assert!(matches!(publisher.recv(), Some(Packet::PubAck(_))));
+    }
+    // Both wait in the session for more than two seconds: the short one
+    // expires there, the long one leaves with what it has left.
+    std::thread::sleep(Duration::from_millis(2200));
+    let mut back = login(&p, "sleeper", &token, keep);
+    match back.recv() {
+        Some(Packet::Publish(m)) => {
+            assert_eq!(m.topic, "exp/long");
+            let left = m.properties.message_expiry_interval.expect("expiry kept");
+            assert!((25..=28).contains(&left), "expiry left {left}, sent 30");
+        }
+        other => panic!("expected the long-lived message, got {other:?}"),
+    }
+    back.send(&Packet::PingReq);
+    assert!(
+        matches!(back.recv(), Some(Packet::PingResp)),
+        "the expired message was delivered"
+    );
+}

@@ -438,6 +438,7 @@ impl Connection {
                         retain: f.item.retain,
                         dup: true,
                         subscription_identifiers: ids,
+                        message_expiry: f.item.msg.remaining_expiry(),
                     };
                     let _ = codec::encode_publish(&f.item.msg.publish, &d, version, &mut self.out);
                 }
@@ -499,6 +500,8 @@ impl Connection {
                 retain: item.retain,
                 dup: false,
                 subscription_identifiers: ids,
+                // 3.3.2.3.3: minus the time it waited here.
+                message_expiry: item.msg.remaining_expiry(),
             };
             if let Some(max) = max_packet {
                 // Spec 3.1.2.11.4: never send a packet over the client's maximum; drop it.

@@ -132,11 +132,19 @@ impl Properties {
     /// Write the block; `content_len` is the value `content_len()` returned.
     /// Properties go out in identifier order (any order is valid, 2.2.2.2).
     pub(super) fn write(&self, content_len: usize, out: &mut BytesMut) {
-        self.write_with(content_len, &self.subscription_identifiers, out)
+        self.write_with(content_len, &self.subscription_identifiers, None, out)
     }
 
-    /// `write` with the Subscription Identifiers replaced by `sub_ids`.
-    pub(super) fn write_with(&self, content_len: usize, sub_ids: &[u32], out: &mut BytesMut) {
+    /// `write` with the Subscription Identifiers replaced by `sub_ids` and
+    /// the Message Expiry Interval's value (if present) by `expiry_left`
+    /// (same size on the wire, so `content_len` holds).
+    pub(super) fn write_with(
+        &self,
+        content_len: usize,
+        sub_ids: &[u32],
+        expiry_left: Option<u32>,
+        out: &mut BytesMut,
+    ) {
         put_varint(out, content_len);
         if content_len == 0 {
             return;
@@ -181,7 +189,8 @@ impl Properties {
         u32p(
             out,
             id::MESSAGE_EXPIRY_INTERVAL,
-            self.message_expiry_interval,
+            self.message_expiry_interval
+                .map(|e| expiry_left.unwrap_or(e)),
         );
         strp(out, id::CONTENT_TYPE, &self.content_type);
         strp(out, id::RESPONSE_TOPIC, &self.response_topic);

@@ -34,6 +34,9 @@ pub struct Delivery<'a> {
     /// Replaces `publish.properties.subscription_identifiers` when `Some`
     /// (the matching subscriptions' identifiers, 3.3.4).
     pub subscription_identifiers: Option<&'a [u32]>,
+    /// Replaces the Message Expiry Interval's value when the publish has one:
+    /// the time it has left after waiting in the server (3.3.2.3.3).
+    pub message_expiry: Option<u32>,
 }
 
 impl<'a> Delivery<'a> {
@@ -45,6 +48,7 @@ impl<'a> Delivery<'a> {
             retain: p.retain,
             dup: p.dup,
             subscription_identifiers: None,
+            message_expiry: None,
         }
     }
 }
@@ -136,7 +140,8 @@ impl Publish {
             let ids = d
                 .subscription_identifiers
                 .unwrap_or(&self.properties.subscription_identifiers);
-            self.properties.write_with(plan.props, ids, out);
+            self.properties
+                .write_with(plan.props, ids, d.message_expiry, out);
         }
         out.put_slice(&self.payload);
     }
@@ -291,6 +296,7 @@ mod tests {
             retain: false,
             dup: false,
             subscription_identifiers: Some(&ids),
+            message_expiry: Some(3),
         };
         let mut out = BytesMut::from(&b"queued"[..]);
         encode_publish(&p, &d, Version::V5, &mut out).unwrap();
@@ -308,7 +314,8 @@ mod tests {
             (QoS::AtLeastOnce, 77, false)
         );
         assert_eq!(got.properties.subscription_identifiers, vec![4, 200]);
-        assert_eq!(got.properties.message_expiry_interval, Some(9));
+        // The time left replaces the received interval.
+        assert_eq!(got.properties.message_expiry_interval, Some(3));
         // v3.1.1 recipient: properties dropped.
         let len = publish_encoded_len(&p, &d, Version::V311).unwrap();
         assert_eq!(
