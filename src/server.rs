@@ -138,16 +138,9 @@ impl Server {
             auth.clone(),
             crate::xmpp::Router::default(),
         ));
-        for (domain, slot, left) in broker.restore_sessions()? {
-            let generation = slot.generation();
-            tokio::spawn(crate::mqtt::listener::expire_later(
-                broker.clone(),
-                domain,
-                slot,
-                generation,
-                left,
-            ));
-        }
+        // Restored sessions expire through the broker's sweep.
+        let restored = broker.restore_sessions()?;
+        tracing::info!(count = restored, "restored persistent MQTT sessions");
         let shared = Arc::new(Shared {
             xmpp,
             config,
@@ -238,14 +231,23 @@ impl Server {
     }
 }
 
-/// Twice a second: MQTT keep-alive deadlines and token ends, for every session.
+/// Twice a second: MQTT keep-alive deadlines, token ends and session
+/// expiry, for every session.
 async fn sweep_mqtt(broker: Arc<Broker>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => broker.sweep(),
+            _ = tick.tick() => {}
+        }
+        if broker.sweep() {
+            let store = broker.store().clone();
+            match tokio::task::spawn_blocking(move || store.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "store flush failed"),
+                Err(e) => tracing::error!(error = %e, "store flush did not finish"),
+            }
         }
     }
 }

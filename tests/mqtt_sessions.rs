@@ -357,7 +357,9 @@ fn a_queued_message_goes_out_with_the_expiry_it_has_left_or_not_at_all() {
         reason_code: 0,
         properties: Properties::default(),
     }));
-    drop(sub);
+    // Closed by the server: its connection no longer takes messages, so
+    // what follows waits in the session.
+    assert!(sub.recv_then_closed().is_empty());
     let mut publisher = login(&p, "pub", &token, |_| {});
     for (topic, expiry, id) in [("exp/long", 30, 1), ("exp/short", 1, 2)] {
         publisher.send(&Packet::Publish(Publish {
@@ -390,4 +392,49 @@ fn a_queued_message_goes_out_with_the_expiry_it_has_left_or_not_at_all() {
         matches!(back.recv(), Some(Packet::PingResp)),
         "the expired message was delivered"
     );
+}
+
+#[test]
+fn a_restored_session_still_expires_on_time() {
+    let mut p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let short = |c: &mut codec::Connect| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3);
+    };
+    let mut c = login(&p, "restored", &token, short);
+    subscribe(&mut c, "r", QoS::AtLeastOnce);
+    c.send(&Packet::Disconnect(codec::Disconnect {
+        reason_code: 0,
+        properties: Properties::default(),
+    }));
+    assert!(c.recv_then_closed().is_empty());
+    assert_eq!(p.stop(), Some(0));
+    p.spawn();
+    let resume = |p: &Petrel| {
+        let mut c = RawClient::connect(p.mqtt(), Version::V5);
+        let mut pk = connect_packet("restored", Some("X-OAUTH2"), Some(token.as_bytes()));
+        if let Packet::Connect(cn) = &mut pk {
+            short(cn);
+        }
+        c.send(&pk);
+        match c.recv() {
+            Some(Packet::ConnAck(a)) => {
+                c.send(&Packet::Disconnect(codec::Disconnect {
+                    reason_code: 0,
+                    properties: Properties::default(),
+                }));
+                assert!(c.recv_then_closed().is_empty());
+                a.session_present
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    };
+    // Back from the store within its interval (the resume restarts it)…
+    assert!(resume(&p), "the session did not survive the restart");
+    assert_eq!(p.stop(), Some(0));
+    p.spawn();
+    // … and ended by the sweep once the interval has passed after a restart.
+    std::thread::sleep(Duration::from_millis(4000));
+    assert!(!resume(&p), "the restored session outlived its interval");
 }

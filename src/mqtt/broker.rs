@@ -23,6 +23,9 @@ use super::subscriptions::Subscriptions;
 use super::topics::RetainedIndex;
 use crate::store::{Store, StoreError, Tree};
 
+/// Where [`Broker::clock_ms`] starts: about 35 years of milliseconds.
+const CLOCK_BASE_MS: u64 = 1 << 40;
+
 /// A message as routed: the PUBLISH stripped of per-hop fields, and who sent it.
 #[derive(Debug)]
 pub struct Routed {
@@ -459,21 +462,36 @@ impl Broker {
     }
 
     /// Milliseconds on the broker's own monotonic clock.
+    /// Starts far from zero, so that a time before the start (a session
+    /// restored as disconnected an hour ago) is a plain earlier value.
     pub fn clock_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        CLOCK_BASE_MS + self.epoch.elapsed().as_millis() as u64
     }
 
-    /// One pass over every live session: kicks those whose keep-alive ran out
-    /// (0x8D) or whose token was revoked or expired (0x87). The server runs it
-    /// twice a second, so idle connections need no timers of their own.
-    pub fn sweep(&self) {
+    /// One pass over every session: kicks live ones whose keep-alive ran out
+    /// (0x8D) or whose token was revoked or expired (0x87), and ends
+    /// disconnected ones whose Session Expiry Interval has passed. The server
+    /// runs it twice a second, so neither idle connections nor disconnected
+    /// sessions need timers of their own. True if it ended a session (its
+    /// records were deleted: the caller flushes the store).
+    pub fn sweep(&self) -> bool {
         let now = self.clock_ms();
+        let mut ended = false;
         for d in self.domains.values() {
+            let mut expired = Vec::new();
             for e in d.sessions.iter() {
                 let slot = e.value();
                 let code = {
                     let st = slot.lock();
-                    if !st.online || st.kick.is_some() {
+                    if !st.online {
+                        // Offline, `last_rx` is when the last connection left.
+                        let gone = now.saturating_sub(slot.last_rx.load(Ordering::Relaxed));
+                        if st.expiry != u32::MAX && gone >= u64::from(st.expiry) * 1000 {
+                            expired.push(slot.clone());
+                        }
+                        continue;
+                    }
+                    if st.kick.is_some() {
                         continue;
                     }
                     if st.grant.as_ref().is_some_and(|g| g.end().is_some()) {
@@ -491,7 +509,15 @@ impl Broker {
                     slot.kick(c);
                 }
             }
+            // Ended outside the iteration, which holds the map's locks.
+            for slot in expired {
+                if !slot.lock().online {
+                    self.end_session(d, &slot);
+                    ended = true;
+                }
+            }
         }
+        ended
     }
 
     /// Kicks every live session (shutdown: 0x8B).

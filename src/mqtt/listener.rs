@@ -369,7 +369,9 @@ where
     Box::pin(wire.shutdown()).await;
     ctx.registry.remove(registry_key);
     if let Some(after) = conn.finish(taken_over) {
-        tokio::spawn(aftermath(ctx.broker.clone(), after, taken_over));
+        if after.will.is_some() || (after.expiry == 0 && !taken_over) {
+            tokio::spawn(aftermath(ctx.broker.clone(), after, taken_over));
+        }
     }
 }
 
@@ -398,28 +400,11 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
             }
         }
     }
-    if taken_over {
-        return;
-    }
-    expire_later(broker, a.domain, a.slot, a.generation, a.expiry).await;
-}
-
-/// Ends a disconnected session after `secs` unless a connection resumed it.
-pub async fn expire_later(
-    broker: Arc<Broker>,
-    domain: Arc<super::broker::Domain>,
-    slot: Arc<super::broker::Slot>,
-    generation: u64,
-    secs: u32,
-) {
-    if secs == u32::MAX {
-        return;
-    }
-    if secs > 0 {
-        tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
-    }
-    if slot.generation() == generation && !slot.lock().online {
-        broker.end_session(&domain, &slot);
+    // A session that ends with its connection ends now; one with an expiry
+    // interval is ended by the broker's sweep once the interval has passed.
+    if !taken_over && a.expiry == 0 && a.slot.generation() == a.generation && !a.slot.lock().online
+    {
+        broker.end_session(&a.domain, &a.slot);
         flush(broker.store()).await;
     }
 }

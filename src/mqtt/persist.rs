@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
-use super::broker::{Broker, Domain, Queued, Routed, Slot};
+use super::broker::{Broker, Queued, Routed, Slot};
 use super::codec::{self, Packet, QoS, RetainHandling, SubscriptionOptions, Version};
 use crate::store::{records, StoreError, Tree};
 
@@ -49,9 +49,6 @@ fn offline_key(slot: &Slot, seq: u64) -> Vec<u8> {
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
-
-/// A restored session: its domain, its slot and the seconds it has left.
-pub type Restored = (Arc<Domain>, Arc<Slot>, u32);
 
 fn qos_of(v: u8) -> QoS {
     QoS::from_u8(v).unwrap_or(QoS::AtMostOnce)
@@ -129,10 +126,11 @@ impl Broker {
         }
     }
 
-    /// Rebuilds persistent sessions from the store. Returns each restored
-    /// session with the seconds it has left, for the caller to schedule expiry.
-    pub fn restore_sessions(&self) -> Result<Vec<Restored>, StoreError> {
-        let mut out = Vec::new();
+    /// Rebuilds persistent sessions from the store, each as disconnected since
+    /// the time it went away (the sweep ends it when its interval has passed),
+    /// and returns how many it restored.
+    pub fn restore_sessions(&self) -> Result<usize, StoreError> {
+        let mut out = 0;
         let now = crate::auth::now();
         for (k, v) in self.store().scan_prefix(Tree::Sessions, b"")? {
             let Some(sep) = k.iter().position(|b| *b == 0) else {
@@ -209,6 +207,10 @@ impl Broker {
             {
                 let mut st = slot.lock();
                 st.online = false;
+                // The sweep ends it `expiry` after it went away.
+                let gone_ms = since.min(u64::from(u32::MAX)) * 1000;
+                slot.last_rx
+                    .store(self.clock_ms().saturating_sub(gone_ms), Ordering::Relaxed);
             }
             tracing::info!(
                 client_id,
@@ -216,7 +218,7 @@ impl Broker {
                 restored,
                 "restored a persistent MQTT session"
             );
-            out.push((d, slot, left));
+            out += 1;
         }
         Ok(out)
     }

@@ -568,6 +568,11 @@ impl Connection {
         if !taken_over {
             let mut st = l.slot.lock();
             if l.slot.generation() == l.generation {
+                // Set before `online` goes false (both under the lock): the
+                // sweep counts the Session Expiry Interval from it.
+                l.slot
+                    .last_rx
+                    .store(self.broker.clock_ms(), std::sync::atomic::Ordering::Relaxed);
                 st.online = false;
                 let persistent = st.expiry > 0;
                 drop(st);
