@@ -438,3 +438,32 @@ fn a_restored_session_still_expires_on_time() {
     std::thread::sleep(Duration::from_millis(4000));
     assert!(!resume(&p), "the restored session outlived its interval");
 }
+
+#[test]
+fn a_clean_start_takeover_ends_the_session_and_sends_its_delayed_will() {
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut watcher = login(&p, "watcher", &token, |_| {});
+    subscribe(&mut watcher, "wills/#", QoS::AtMostOnce);
+    let _old = login(&p, "phone", &token, |c| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(600);
+        c.will = Some(Box::new(LastWill {
+            topic: "wills/phone".into(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties {
+                will_delay_interval: Some(300),
+                ..Properties::default()
+            },
+        }));
+    });
+    // Clean Start on the same client id: the old session ends now, and with
+    // it the wait for its will (recv gives up after 10 s, not 300).
+    let _new = login(&p, "phone", &token, |c| c.clean_start = true);
+    match watcher.recv() {
+        Some(Packet::Publish(m)) => assert_eq!(m.topic, "wills/phone"),
+        other => panic!("expected the will, got {other:?}"),
+    }
+}

@@ -378,15 +378,24 @@ where
 /// Wills and session expiry, after the connection is gone.
 async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
     let resumed = |a: &Aftermath| a.slot.generation() != a.generation;
+    // The session is over when the map no longer holds it (expired, or
+    // replaced by a Clean Start connection): its will goes out then, whatever
+    // its delay (3.1.2.5: the delay or the end of the session, first wins).
+    let ended = |a: &Aftermath| {
+        !a.domain
+            .sessions
+            .get(&a.slot.client_id)
+            .is_some_and(|v| Arc::ptr_eq(v.value(), &a.slot))
+    };
     if let Some((will, delay)) = a.will.clone() {
         let delay = delay.min(a.expiry);
-        let send = if delay == 0 {
+        let send = if delay == 0 || ended(&a) {
             true
         } else if taken_over {
             false
         } else {
             tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-            !resumed(&a)
+            ended(&a) || !resumed(&a)
         };
         if send {
             if will.publish.retain {
