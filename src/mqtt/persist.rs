@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
-use super::broker::{Broker, Queued, Routed, Slot};
+use super::broker::{Broker, InFlight, Queued, Routed, Slot, Stage};
 use super::codec::{self, Packet, QoS, RetainHandling, SubscriptionOptions, Version};
 use crate::store::{records, StoreError, Tree};
 
@@ -119,6 +119,43 @@ impl Broker {
         Ok(seq)
     }
 
+    /// A stored QoS 2 message was sent with `packet_id`: its record says so
+    /// (DUP set, the real id), so that after a restart it is resent with the
+    /// same id and the client can tell it from a new message (4.3.3).
+    pub fn mark_sent(&self, slot: &Slot, seq: u64, packet_id: u16, item: &Queued) {
+        let mut p = item.msg.publish.clone();
+        p.qos = item.qos;
+        p.retain = item.retain;
+        p.dup = true;
+        p.packet_id = packet_id;
+        p.properties.subscription_identifiers = item.sub_ids.clone();
+        self.rewrite_queued(slot, seq, &Packet::Publish(p));
+    }
+
+    /// The client received a stored QoS 2 message (PUBREC): the record now
+    /// holds only the PUBREL still owed, so a restart resends that, never the
+    /// message again.
+    pub fn mark_released(&self, slot: &Slot, seq: u64, packet_id: u16) {
+        let rel = Packet::PubRel(codec::Ack {
+            packet_id,
+            reason_code: 0,
+            properties: codec::Properties::default(),
+        });
+        self.rewrite_queued(slot, seq, &rel);
+    }
+
+    fn rewrite_queued(&self, slot: &Slot, seq: u64, p: &Packet) {
+        let mut buf = BytesMut::new();
+        if codec::encode(p, Version::V5, &mut buf).is_ok() {
+            if let Err(e) = self
+                .store()
+                .insert(Tree::Offline, &offline_key(slot, seq), &buf)
+            {
+                tracing::error!(error = %e, "updating a stored message failed");
+            }
+        }
+    }
+
     /// Deletes a stored message once its recipient acknowledged it.
     pub fn unstore_queued(&self, slot: &Slot, seq: u64) {
         if let Err(e) = self.store().remove(Tree::Offline, &offline_key(slot, seq)) {
@@ -184,24 +221,59 @@ impl Broker {
                 let Ok(seq_bytes) = <[u8; 8]>::try_from(&mk[prefix.len()..]) else {
                     continue;
                 };
+                let seq = Some(u64::from_be_bytes(seq_bytes));
                 let mut buf = BytesMut::from(&mv[..]);
-                if let Ok(Some(Packet::Publish(p))) =
-                    codec::decode(&mut buf, Some(Version::V5), usize::MAX)
-                {
-                    let (qos, retain, sub_ids) = (
-                        p.qos,
-                        p.retain,
-                        p.properties.subscription_identifiers.clone(),
-                    );
-                    let msg = Arc::new(Routed::new(p, 0));
-                    slot.lock().queue.push_back(Queued {
-                        msg,
-                        qos,
-                        retain,
-                        sub_ids,
-                        seq: Some(u64::from_be_bytes(seq_bytes)),
-                    });
-                    restored += 1;
+                match codec::decode(&mut buf, Some(Version::V5), usize::MAX) {
+                    Ok(Some(Packet::Publish(p))) => {
+                        // DUP marks a QoS 2 message already sent with this id.
+                        let sent = (p.dup && p.qos == QoS::ExactlyOnce).then_some(p.packet_id);
+                        let (qos, retain, sub_ids) = (
+                            p.qos,
+                            p.retain,
+                            p.properties.subscription_identifiers.clone(),
+                        );
+                        let item = Queued {
+                            msg: Arc::new(Routed::new(p, 0)),
+                            qos,
+                            retain,
+                            sub_ids,
+                            seq,
+                        };
+                        let mut st = slot.lock();
+                        match sent {
+                            Some(pid) => {
+                                st.inflight.insert(
+                                    pid,
+                                    InFlight {
+                                        item,
+                                        stage: Stage::Published,
+                                    },
+                                );
+                            }
+                            None => st.queue.push_back(item),
+                        }
+                        restored += 1;
+                    }
+                    Ok(Some(Packet::PubRel(rel))) => {
+                        // Only the PUBREL is owed: resent on resume, the
+                        // record deleted by the PUBCOMP.
+                        let item = Queued {
+                            msg: Arc::new(Routed::new(codec::Publish::default(), 0)),
+                            qos: QoS::ExactlyOnce,
+                            retain: false,
+                            sub_ids: Vec::new(),
+                            seq,
+                        };
+                        slot.lock().inflight.insert(
+                            rel.packet_id,
+                            InFlight {
+                                item,
+                                stage: Stage::Released,
+                            },
+                        );
+                        restored += 1;
+                    }
+                    _ => {}
                 }
             }
             {

@@ -521,6 +521,12 @@ impl Connection {
                 .stats
                 .delivered
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let (QoS::ExactlyOnce, Some(seq)) = (item.qos, item.seq) {
+                // Stored before it goes out: a restart resends it with this
+                // id (DUP), never as a new message.
+                self.broker.mark_sent(&slot, seq, pid, &item);
+                self.needs_flush = true;
+            }
             if item.qos != QoS::AtMostOnce {
                 st.inflight.insert(
                     pid,

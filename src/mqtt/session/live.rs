@@ -27,6 +27,10 @@ impl Connection {
                                 None
                             } else {
                                 f.stage = Stage::Released;
+                                if let Some(seq) = f.item.seq {
+                                    self.broker.mark_released(&slot, seq, a.packet_id);
+                                    self.needs_flush = true;
+                                }
                                 Some(true)
                             }
                         }
