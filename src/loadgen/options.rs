@@ -3,7 +3,8 @@
 //! Parsing (clap) and checking are separate: [`Options`] is what the user
 //! typed, [`Options::plan`] refuses what the generator must not do (a target
 //! or source address off loopback, an unbounded run, X-OAUTH2 over MQTT
-//! 3.1.1…) and fills in what each scenario needs. Tests build a [`Plan`]
+//! 3.1.1, SCRAM over MQTT, an XMPP user without a domain…) and fills in what
+//! each scenario needs (the default port of its protocol, for one). Tests build a [`Plan`]
 //! directly or through [`Options::parse_from_args`].
 
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +24,13 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 /// Bytes of the header every payload starts with: send time (ns since the
 /// run's start, u64), publisher index (u32) and sequence number (u64).
 pub const PAYLOAD_HEADER: usize = 20;
+/// Characters of the header every xmpp-chat body starts with: the same three
+/// numbers in hex, `-`-separated (16 + 1 + 8 + 1 + 16).
+pub const XMPP_BODY_HEADER: usize = 42;
+/// Most logins one xmpp-login run makes when they are not held (each is
+/// closed before the run ends, so open files are not the bound; ephemeral
+/// ports in TIME_WAIT are, spread them with --source-ips).
+pub const MAX_LOGINS: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -31,9 +39,11 @@ pub enum Scenario {
     /// Publishers and subscribers; throughput, end-to-end latency, losses.
     #[value(name = "mqtt-pubsub")]
     MqttPubSub,
-    /// XMPP X-OAUTH2 logins (waits for the XMPP listener).
+    /// XMPP logins (stream, SASL, restart, bind) at a rate; login rate,
+    /// latency, failures.
     XmppLogin,
-    /// XMPP one-to-one chat (waits for the XMPP listener).
+    /// XMPP one-to-one chat between pairs of sessions; throughput,
+    /// end-to-end latency, losses.
     XmppChat,
 }
 
@@ -46,20 +56,33 @@ impl Scenario {
             Scenario::XmppChat => "xmpp-chat",
         }
     }
+
+    /// Whether the scenario speaks XMPP (else MQTT).
+    pub fn is_xmpp(self) -> bool {
+        matches!(self, Scenario::XmppLogin | Scenario::XmppChat)
+    }
 }
 
 /// How clients log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMode {
-    /// MQTT 5 Authentication Method X-OAUTH2, the token in CONNECT.
+    /// MQTT 5 Authentication Method X-OAUTH2, the token in CONNECT; XMPP
+    /// SASL X-OAUTH2 (`NUL localpart NUL token`).
     #[value(name = "x-oauth2")]
     XOauth2,
-    /// Username from --user-pattern, --password.
+    /// Username from --user-pattern, --password (XMPP: SASL PLAIN).
+    #[value(alias = "plain")]
     Password,
-    /// Username from --user-pattern, a token as the password.
+    /// Username from --user-pattern, a token as the password (XMPP: SASL
+    /// PLAIN with the token, which Petrel accepts).
     TokenAsPassword,
-    /// No credentials (anonymous brokers such as a test Mosquitto).
+    /// XMPP only: SASL SCRAM-SHA-256 with --password; the server's
+    /// signature is verified.
+    #[value(name = "scram-sha-256")]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// MQTT only: no credentials (anonymous brokers such as a test Mosquitto).
     None,
 }
 
@@ -91,27 +114,40 @@ pub enum MqttVersion {
     about = "Petrel load generator: loopback targets only, every run bounded",
     after_help = "Scenarios: mqtt-conn (--count connections at --rate per second, held for \
 --duration), mqtt-pubsub (--publishers/--subscribers in --layout, --count messages per \
-publisher at --rate per second, for --duration). xmpp-login and xmpp-chat wait for the XMPP \
-listener."
+publisher at --rate per second, for --duration), xmpp-login (--count logins at --rate per \
+second, each closed once bound, or held for --duration with --hold), xmpp-chat (--pairs pairs \
+of sessions, each sending --count messages to its partner at --rate per second with at most \
+--inflight undelivered, for --duration). XMPP users come from --user-pattern (localpart@domain; \
+the domain is the stream's `to`)."
 )]
 pub struct Options {
     /// What to run; without it the usage is printed.
     #[arg(value_enum)]
     pub scenario: Option<Scenario>,
-    /// Broker address (must resolve to 127.0.0.0/8 or ::1).
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    pub target: String,
-    /// TLS to the target; the certificate is not verified (loopback only).
+    /// Server address (must resolve to 127.0.0.0/8 or ::1). Default
+    /// 127.0.0.1:1883 for MQTT (8883 with --tls), 127.0.0.1:5222 for XMPP
+    /// (5223 with --tls).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// TLS from the first byte (MQTT over TLS, XMPP direct TLS); the
+    /// certificate is not verified (loopback only).
     #[arg(long)]
     pub tls: bool,
+    /// XMPP: STARTTLS on the plain port before authenticating; the
+    /// certificate is not verified (loopback only).
+    #[arg(long, conflicts_with = "tls")]
+    pub starttls: bool,
     #[arg(long, value_enum, default_value = "5")]
     pub mqtt_version: MqttVersion,
     #[arg(long, value_enum, default_value = "x-oauth2")]
     pub auth: AuthMode,
     /// Usernames; `%d` becomes the user index (connection index mod --users).
+    /// XMPP: localpart@domain, the localpart is what SASL sends.
     #[arg(long, default_value = "user%d@localhost")]
     pub user_pattern: String,
-    /// Distinct users the connections cycle through.
+    /// Distinct users the connections cycle through (xmpp-chat: session c
+    /// logs in as user c mod --users; give at least 2 × --pairs for one
+    /// session per account).
     #[arg(long, default_value_t = 1)]
     pub users: u64,
     /// Password of every user (auth password; the password grant).
@@ -128,18 +164,34 @@ pub struct Options {
     pub client_id: String,
     #[arg(long, default_value = "")]
     pub client_secret: String,
-    /// Seconds: how long connections are held (mqtt-conn) or publishers run
-    /// (mqtt-pubsub). At most 600.
+    /// Seconds: how long connections are held (mqtt-conn, xmpp-login
+    /// --hold) or senders run (mqtt-pubsub, xmpp-chat). At most 600.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// mqtt-conn: connections to open (default 100). mqtt-pubsub: messages
-    /// per publisher (default: until --duration).
+    /// mqtt-conn: connections to open (default 100). xmpp-login: logins
+    /// (default 100). mqtt-pubsub, xmpp-chat: messages per sender (default:
+    /// until --duration).
     #[arg(long)]
     pub count: Option<u64>,
-    /// mqtt-conn: connections opened per second (default 1000). mqtt-pubsub:
-    /// messages per second per publisher (default unlimited).
+    /// mqtt-conn, xmpp-login: connections opened per second (default 1000).
+    /// mqtt-pubsub, xmpp-chat: messages per second per sender (default
+    /// unlimited).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// xmpp-chat: pairs of sessions; session 2i and 2i+1 talk to each other.
+    #[arg(long, default_value_t = 1)]
+    pub pairs: u64,
+    /// xmpp-login: keep every login open (whitespace keepalives) until
+    /// --duration ends instead of closing it once bound.
+    #[arg(long)]
+    pub hold: bool,
+    /// xmpp-login: send initial presence once bound (xmpp-chat always does).
+    #[arg(long)]
+    pub presence: bool,
+    /// xmpp-chat: address the partner's bare JID instead of its bound full
+    /// JID (needs --users >= 2 × --pairs, one session per account).
+    #[arg(long)]
+    pub to_bare: bool,
     #[arg(long, default_value_t = 1)]
     pub publishers: u64,
     #[arg(long, default_value_t = 1)]
@@ -148,17 +200,20 @@ pub struct Options {
     pub layout: Layout,
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
-    /// Bytes per message (at least 20: send time, publisher, sequence).
+    /// Bytes per message (at least 20: send time, publisher, sequence);
+    /// xmpp-chat: characters of the body (at least 42, the same in hex).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// QoS 1/2 messages a publisher may have unacknowledged (also capped by
-    /// the broker's Receive Maximum).
+    /// the broker's Receive Maximum); xmpp-chat: messages a sender may have
+    /// sent that its partner has not received yet.
     #[arg(long, default_value_t = 64)]
     pub inflight: u16,
-    /// Keep Alive in CONNECT, seconds; clients ping at half of it.
+    /// Keep Alive in CONNECT, seconds; clients ping at half of it. XMPP
+    /// sessions send a whitespace keepalive at half of it.
     #[arg(long, default_value_t = 60)]
     pub keep_alive: u16,
-    /// Handshakes in progress at once while connecting.
+    /// Handshakes (XMPP: whole logins) in progress at once while connecting.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: u64,
     /// Broker process to watch in /proc: CPU time and RSS over the run, and
@@ -218,7 +273,10 @@ pub struct Plan {
     pub target: SocketAddr,
     /// The name as given, for TLS server name indication.
     pub target_host: String,
+    /// TLS from the first byte.
     pub tls: bool,
+    /// XMPP STARTTLS.
+    pub starttls: bool,
     pub version: Version,
     pub auth: AuthMode,
     pub user_pattern: String,
@@ -226,11 +284,20 @@ pub struct Plan {
     pub password: String,
     pub tokens: TokenSource,
     pub duration: Duration,
-    /// mqtt-conn: connections; mqtt-pubsub: messages per publisher (None:
-    /// until the duration ends).
+    /// mqtt-conn: connections; xmpp-login: logins; mqtt-pubsub, xmpp-chat:
+    /// messages per sender (None: until the duration ends).
     pub count: Option<u64>,
-    /// mqtt-conn: connects/s; mqtt-pubsub: messages/s per publisher.
+    /// mqtt-conn, xmpp-login: connects/s; mqtt-pubsub, xmpp-chat: messages/s
+    /// per sender.
     pub rate: Option<f64>,
+    /// xmpp-chat: pairs of sessions.
+    pub pairs: u64,
+    /// xmpp-login: hold the logins for the duration.
+    pub hold: bool,
+    /// xmpp-login: initial presence once bound.
+    pub presence: bool,
+    /// xmpp-chat: messages to the partner's bare JID.
+    pub to_bare: bool,
     pub publishers: u64,
     pub subscribers: u64,
     pub layout: Layout,
@@ -266,9 +333,18 @@ impl Options {
             return Ok(None);
         };
         let refuse = |m: String| Err(LoadError::Refused(m));
-        let target = resolve_loopback(&self.target)?;
-        let target_host = self
-            .target
+        let xmpp = scenario.is_xmpp();
+        let target_given = self.target.clone().unwrap_or_else(|| {
+            let port = match (xmpp, self.tls) {
+                (false, false) => 1883,
+                (false, true) => 8883,
+                (true, false) => 5222,
+                (true, true) => 5223,
+            };
+            format!("127.0.0.1:{port}")
+        });
+        let target = resolve_loopback(&target_given)?;
+        let target_host = target_given
             .rsplit_once(':')
             .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
             .unwrap_or_default();
@@ -288,19 +364,48 @@ impl Options {
             MqttVersion::V5 => Version::V5,
             MqttVersion::V311 => Version::V311,
         };
-        if self.auth == AuthMode::XOauth2 && version == Version::V311 {
+        if !xmpp && self.auth == AuthMode::XOauth2 && version == Version::V311 {
             return refuse(
                 "--auth x-oauth2 needs MQTT 5; with --mqtt-version 3 use token-as-password".into(),
+            );
+        }
+        if !xmpp && self.auth == AuthMode::ScramSha256 {
+            return refuse("--auth scram-sha-256 is for the XMPP scenarios".into());
+        }
+        if xmpp && self.auth == AuthMode::None {
+            return refuse("the XMPP scenarios need credentials: --auth x-oauth2, password (plain), scram-sha-256 or token-as-password".into());
+        }
+        if !xmpp && self.starttls {
+            return refuse(
+                "--starttls is for the XMPP scenarios (MQTT has only --tls from the first byte)"
+                    .into(),
             );
         }
         if self.users == 0 {
             return refuse("--users must be at least 1".into());
         }
-        if matches!(self.auth, AuthMode::Password | AuthMode::TokenAsPassword)
-            && !self.user_pattern.contains("%d")
-            && self.users > 1
-        {
+        let named_users =
+            xmpp || matches!(self.auth, AuthMode::Password | AuthMode::TokenAsPassword);
+        if named_users && !self.user_pattern.contains("%d") && self.users > 1 {
             return refuse("--user-pattern needs %d when --users is more than 1".into());
+        }
+        if xmpp
+            && matches!(self.auth, AuthMode::Password | AuthMode::ScramSha256)
+            && self.password.is_empty()
+        {
+            return refuse("XMPP password logins need --password".into());
+        }
+        if xmpp {
+            match self.user_pattern.split_once('@') {
+                Some((local, domain))
+                    if !local.is_empty() && !domain.is_empty() && !domain.contains(['@', '/']) => {}
+                _ => {
+                    return refuse(format!(
+                        "--user-pattern {:?}: XMPP users are localpart@domain (the domain is the stream's `to`)",
+                        self.user_pattern
+                    ))
+                }
+            }
         }
         let needs_tokens = matches!(self.auth, AuthMode::XOauth2 | AuthMode::TokenAsPassword);
         let tokens = match (&self.tokens, &self.oauth_url) {
@@ -338,9 +443,14 @@ impl Options {
                     .unwrap_or_default()
             ));
         }
-        if self.payload < PAYLOAD_HEADER || self.payload > MAX_PAYLOAD {
+        let min_payload = if xmpp {
+            XMPP_BODY_HEADER
+        } else {
+            PAYLOAD_HEADER
+        };
+        if self.payload < min_payload || self.payload > MAX_PAYLOAD {
             return refuse(format!(
-                "--payload must be between {PAYLOAD_HEADER} and {MAX_PAYLOAD} bytes"
+                "--payload must be between {min_payload} and {MAX_PAYLOAD} bytes"
             ));
         }
         let qos = QoS::from_u8(self.qos).unwrap_or_default();
@@ -357,8 +467,46 @@ impl Options {
                 }
                 Some(n)
             }
+            Scenario::XmppLogin => {
+                let n = self.count.unwrap_or(100);
+                let max = if self.hold {
+                    MAX_CONNECTIONS
+                } else {
+                    MAX_LOGINS
+                };
+                if n == 0 || n > max {
+                    return refuse(format!(
+                        "xmpp-login --count must be between 1 and {max}{}",
+                        if self.hold { " with --hold" } else { "" }
+                    ));
+                }
+                Some(n)
+            }
             _ => self.count,
         };
+        if scenario == Scenario::XmppChat {
+            if self.pairs == 0 || self.pairs * 2 > MAX_CONNECTIONS {
+                return refuse(format!(
+                    "--pairs must be between 1 and {}",
+                    MAX_CONNECTIONS / 2
+                ));
+            }
+            if count == Some(0) {
+                return refuse("--count must be at least 1".into());
+            }
+            if self.to_bare && self.users < 2 * self.pairs {
+                return refuse(format!(
+                    "--to-bare needs one session per account: --users at least {} (2 × --pairs)",
+                    2 * self.pairs
+                ));
+            }
+        }
+        if (self.hold || self.presence) && scenario != Scenario::XmppLogin {
+            return refuse("--hold and --presence are xmpp-login options".into());
+        }
+        if self.to_bare && scenario != Scenario::XmppChat {
+            return refuse("--to-bare is an xmpp-chat option".into());
+        }
         if scenario == Scenario::MqttPubSub {
             let (p, s) = (self.publishers, self.subscribers);
             if p == 0 || s == 0 {
@@ -379,7 +527,7 @@ impl Options {
             }
         }
         let rate = match (scenario, self.rate) {
-            (Scenario::MqttConn, None) => Some(1000.0),
+            (Scenario::MqttConn | Scenario::XmppLogin, None) => Some(1000.0),
             (_, r) => r,
         };
         Ok(Some(Plan {
@@ -387,6 +535,7 @@ impl Options {
             target,
             target_host,
             tls: self.tls,
+            starttls: self.starttls,
             version,
             auth: self.auth,
             user_pattern: self.user_pattern.clone(),
@@ -396,6 +545,10 @@ impl Options {
             duration,
             count,
             rate,
+            pairs: self.pairs,
+            hold: self.hold,
+            presence: self.presence,
+            to_bare: self.to_bare,
             publishers: self.publishers,
             subscribers: self.subscribers,
             layout: self.layout,
@@ -414,6 +567,12 @@ impl Plan {
     /// The username of user `u` (`%d` replaced by the index).
     pub fn username(&self, u: u64) -> String {
         self.user_pattern.replace("%d", &u.to_string())
+    }
+
+    /// XMPP: the domain of every user (after the `@` of --user-pattern),
+    /// which streams are opened to.
+    pub fn xmpp_domain(&self) -> &str {
+        self.user_pattern.split_once('@').map_or("", |(_, d)| d)
     }
 }
 
@@ -590,6 +749,71 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(p.username(7), "dev7@localhost");
+    }
+
+    #[test]
+    fn xmpp_defaults_and_refusals() {
+        let p = plan(&["xmpp-login", "--tokens", "/dev/null"]);
+        assert!(p.unwrap_err().to_string().contains("no token"));
+        let p = plan(&["xmpp-login", "--auth", "plain", "--password", "pw"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.auth, AuthMode::Password, "plain is password");
+        assert_eq!(p.target, "127.0.0.1:5222".parse().unwrap());
+        assert_eq!((p.count, p.rate), (Some(100), Some(1000.0)));
+        assert_eq!(p.xmpp_domain(), "localhost");
+        let p = plan(&[
+            "xmpp-chat",
+            "--auth",
+            "scram-sha-256",
+            "--password",
+            "pw",
+            "--tls",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.target, "127.0.0.1:5223".parse().unwrap());
+        assert_eq!((p.pairs, p.count, p.rate), (1, None, None));
+        let p = plan(&["mqtt-conn", "--auth", "none", "--tls"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.target, "127.0.0.1:8883".parse().unwrap());
+
+        let xmpp = ["--auth", "plain", "--password", "pw"];
+        let with = |extra: &[&'static str]| {
+            let mut v = xmpp.to_vec();
+            v.extend_from_slice(extra);
+            v
+        };
+        assert!(refused(&["xmpp-login", "--auth", "none"]).contains("credentials"));
+        assert!(refused(&["xmpp-login", "--auth", "plain"]).contains("--password"));
+        assert!(refused(&["mqtt-conn", "--auth", "scram-sha-256"]).contains("XMPP"));
+        assert!(refused(&["mqtt-conn", "--auth", "none", "--starttls"]).contains("--starttls"));
+        assert!(Options::parse_from_args(["load", "xmpp-login", "--tls", "--starttls"]).is_err());
+        let mut v = vec!["xmpp-login"];
+        v.extend(with(&["--user-pattern", "nodomain%d", "--users", "2"]));
+        assert!(refused(&v).contains("localpart@domain"));
+        let mut v = vec!["xmpp-chat"];
+        v.extend(with(&["--payload", "41"]));
+        assert!(refused(&v).contains("between 42"));
+        let mut v = vec!["xmpp-chat"];
+        v.extend(with(&["--pairs", "2", "--users", "3", "--to-bare"]));
+        assert!(refused(&v).contains("--users at least 4"));
+        let mut v = vec!["xmpp-chat"];
+        v.extend(with(&["--pairs", "0"]));
+        assert!(refused(&v).contains("--pairs"));
+        let mut v = vec!["xmpp-chat"];
+        v.extend(with(&["--hold"]));
+        assert!(refused(&v).contains("xmpp-login option"));
+        let mut v = vec!["xmpp-login"];
+        v.extend(with(&["--count", "20001", "--hold"]));
+        assert!(refused(&v).contains("with --hold"));
+        let mut v = vec!["xmpp-login"];
+        v.extend(with(&["--count", "20001"]));
+        assert!(
+            plan(&v).is_ok(),
+            "unheld logins may exceed the open-file bound"
+        );
     }
 
     #[test]
