@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side load runs on loopback: Petrel and Mosquitto (and ejabberd,
-# once the XMPP scenarios exist), the same generator and scenarios against
+# Side-by-side load runs on loopback: Petrel and Mosquitto (ejabberd once
+# the XMPP scenarios are wired in here), the same generator and scenarios against
 # each — a freshly started broker per scenario, the brokers alternating —
 # and a table of ratios at the end. Peers that are not installed are
 # skipped with a message:  apt-get install mosquitto ejabberd
@@ -146,9 +146,9 @@ done
 
 # --- ejabberd ---------------------------------------------------------------
 if command -v ejabberdctl >/dev/null 2>&1; then
-  echo "SKIPPED ejabberd: the xmpp-login and xmpp-chat scenarios come with the XMPP listener"
+  echo "SKIPPED ejabberd: xmpp-login / xmpp-chat exist but are not wired in here yet (see BENCHMARKS.md)"
 else
-  echo "SKIPPED ejabberd: not installed (apt-get install ejabberd); XMPP scenarios not written yet"
+  echo "SKIPPED ejabberd: not installed (apt-get install ejabberd)"
 fi
 
 # --- Ratios -----------------------------------------------------------------

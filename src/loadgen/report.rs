@@ -117,7 +117,8 @@ pub struct ProcessFigures {
     pub rss_end_bytes: u64,
 }
 
-/// One subscriber's view.
+/// One subscriber's view (xmpp-chat: one receiving session's, `index` the
+/// session, its partner the only expected sender).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SubscriberFigures {
     pub index: u64,
@@ -132,7 +133,8 @@ pub struct SubscriberFigures {
     pub unexpected: u64,
 }
 
-/// Message figures of mqtt-pubsub.
+/// Message figures of mqtt-pubsub and xmpp-chat (where `acked` and
+/// `ack_latency` stay empty: chat messages have no acknowledgement).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MessageFigures {
     pub sent: u64,

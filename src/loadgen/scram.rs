@@ -46,11 +46,14 @@ pub enum ScramError {
     Order,
 }
 
+/// (password, salt, iterations) → SaltedPassword.
+type SaltedMap = HashMap<(String, Vec<u8>, u32), Vec<u8>>;
+
 /// Salted passwords by (password, salt, iterations), shared by the
 /// logins of a run.
 #[derive(Debug, Default)]
 pub struct SaltedCache {
-    map: Mutex<HashMap<(String, Vec<u8>, u32), Vec<u8>>>,
+    map: Mutex<SaltedMap>,
 }
 
 impl SaltedCache {
@@ -68,7 +71,7 @@ impl SaltedCache {
         v
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Vec<u8>, u32), Vec<u8>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SaltedMap> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

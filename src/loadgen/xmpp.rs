@@ -64,9 +64,10 @@ impl Xmpp {
         let name = plan.username(user);
         let local = name.split_once('@').map_or(name.as_str(), |(l, _)| l);
         let tokens = &self.ctx.tokens;
-        let token = (!tokens.is_empty())
-            .then(|| tokens[(user % tokens.len() as u64) as usize].as_str())
-            .unwrap_or("");
+        let token = match tokens.len() as u64 {
+            0 => "",
+            n => tokens[(user % n) as usize].as_str(),
+        };
         let credentials = match plan.auth {
             AuthMode::XOauth2 => Credentials::XOauth2 { user: local, token },
             AuthMode::TokenAsPassword => Credentials::Plain {
