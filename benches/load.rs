@@ -3,6 +3,10 @@
 //! ```sh
 //! cargo bench --bench load -- mqtt-pubsub --target 127.0.0.1:1883 --tokens tokens.txt \
 //!     --publishers 4 --subscribers 4 --qos 1 --duration 10
+//! cargo bench --bench load -- xmpp-login --target 127.0.0.1:5222 --tokens tokens.txt \
+//!     --user-pattern bench@localhost --count 2000
+//! cargo bench --bench load -- xmpp-chat --auth scram-sha-256 --password secret \
+//!     --users 8 --pairs 4 --duration 10
 //! cargo bench --bench load -- --help
 //! ```
 //!
@@ -151,12 +155,15 @@ fn live_progress(
                 _ => {}
             }
             b.set_message(match scenario {
-                Scenario::MqttConn => format!(
+                Scenario::MqttConn | Scenario::XmppLogin => format!(
                     "connected {} ok {ok} failed {failed} dropped {}",
                     Progress::get(&p.connected),
                     Progress::get(&p.dropped)
                 ),
-                _ => format!(
+                Scenario::XmppChat => format!(
+                    "sent {sent} ({sent_rate:.0}/s) received {rx} ({rx_rate:.0}/s), logins {ok} ok {failed} failed"
+                ),
+                Scenario::MqttPubSub => format!(
                     "sent {sent} ({:.0}/s) received {rx} ({:.0}/s) acked {}",
                     sent_rate,
                     rx_rate,
@@ -179,12 +186,22 @@ fn lat_row(name: &str, l: &LatencySummary) {
 
 fn print_table(r: &Report) {
     let s = &r.setup;
+    let protocol = match s.mqtt_version {
+        Some(v) => format!("MQTT {v}"),
+        None => "XMPP".to_string(),
+    };
+    let xmpp = s.mqtt_version.is_none();
     println!(
-        "\n{} against {}{} (MQTT {}, auth {}) for {:.1} s, wall {:.1} s",
+        "\n{} against {}{} ({protocol}, auth {}) for {:.1} s, wall {:.1} s",
         s.scenario,
         s.target,
-        if s.tls { " over TLS" } else { "" },
-        s.mqtt_version,
+        if s.tls {
+            " over TLS"
+        } else if s.starttls {
+            " with STARTTLS"
+        } else {
+            ""
+        },
         serde_json::to_value(s.auth)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
@@ -195,19 +212,41 @@ fn print_table(r: &Report) {
     let c = &r.connects;
     println!(
         "  {:<22} {} ok, {} failed, {} dropped; {:.0}/s over {:.2} s",
-        "connections", c.ok, c.failed, c.dropped, c.per_s, c.connect_phase_s
+        if xmpp { "logins" } else { "connections" },
+        c.ok,
+        c.failed,
+        c.dropped,
+        c.per_s,
+        c.connect_phase_s
     );
-    lat_row("connect latency", &c.latency);
+    lat_row(
+        if xmpp {
+            "login latency"
+        } else {
+            "connect latency"
+        },
+        &c.latency,
+    );
     if let Some(m) = &r.messages {
-        println!(
-            "  {:<22} {} publishers → {} subscribers, {}, QoS {}, {} B payload",
-            "layout",
-            s.publishers.unwrap_or(0),
-            s.subscribers.unwrap_or(0),
-            s.layout.map(|l| format!("{l:?}")).unwrap_or_default(),
-            s.qos.unwrap_or(0),
-            s.payload_bytes.unwrap_or(0)
-        );
+        if let Some(pairs) = s.pairs {
+            println!(
+                "  {:<22} {pairs} pairs of sessions, to the partner's {} JID, {} character bodies, window {}",
+                "layout",
+                if s.to_bare == Some(true) { "bare" } else { "full" },
+                s.payload_bytes.unwrap_or(0),
+                s.inflight.unwrap_or(0)
+            );
+        } else {
+            println!(
+                "  {:<22} {} publishers → {} subscribers, {}, QoS {}, {} B payload",
+                "layout",
+                s.publishers.unwrap_or(0),
+                s.subscribers.unwrap_or(0),
+                s.layout.map(|l| format!("{l:?}")).unwrap_or_default(),
+                s.qos.unwrap_or(0),
+                s.payload_bytes.unwrap_or(0)
+            );
+        }
         println!(
             "  {:<22} {:>12} ({:.0}/s over {:.2} s)",
             "sent", m.sent, m.sent_per_s, m.send_phase_s
@@ -234,8 +273,16 @@ fn print_table(r: &Report) {
             .max_by_key(|f| f.lost + f.duplicates);
         if let Some(w) = worst.filter(|w| w.lost + w.duplicates > 0) {
             println!(
-                "  {:<22} subscriber {}: lost {}, duplicates {}",
-                "worst subscriber", w.index, w.lost, w.duplicates
+                "  {:<22} {} {}: lost {}, duplicates {}",
+                if xmpp {
+                    "worst receiver"
+                } else {
+                    "worst subscriber"
+                },
+                if xmpp { "session" } else { "subscriber" },
+                w.index,
+                w.lost,
+                w.duplicates
             );
         }
     }
@@ -314,7 +361,11 @@ fn chart(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         vec![
             (
-                "connects/s",
+                if r.setup.mqtt_version.is_none() {
+                    "logins/s"
+                } else {
+                    "connects/s"
+                },
                 BLUE,
                 rates.iter().map(|x| (x.0, x.3)).collect(),
             ),
@@ -368,6 +419,7 @@ fn chart(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
 
     let (buckets, what): (&[Bucket], &str) = match &r.messages {
         Some(m) => (&m.latency_buckets, "end-to-end latency"),
+        None if r.setup.mqtt_version.is_none() => (&r.connect_buckets, "login latency"),
         None => (&r.connect_buckets, "connect latency"),
     };
     let lo = buckets.first().map_or(1.0, |b| b.le_us / 1.25).max(0.5);

@@ -1,6 +1,6 @@
-//! The load generator's engine against the real server, in-process: short
-//! runs that check the bookkeeping (no losses, no duplicates, every
-//! connection counted), never performance.
+//! The load generator's engine against the real server, in-process (MQTT
+//! and XMPP scenarios): short runs that check the bookkeeping (no losses,
+//! no duplicates, every connection counted), never performance.
 
 mod common;
 
@@ -144,4 +144,169 @@ async fn tokens_from_the_password_grant() {
     let m = report.messages.unwrap();
     assert_eq!(m.sent, 200, "{:?}", report.errors);
     assert_eq!((m.received, m.lost, m.duplicates), (200, 0, 0));
+}
+
+// --- XMPP -------------------------------------------------------------------
+
+/// A server with `n` users `user0..` (password `pw`) and the usual OAuth
+/// client.
+fn server_with_users(n: usize) -> Petrel {
+    let p = Petrel::start("").with_user_and_client();
+    for i in 0..n {
+        p.ctl_ok(&["register", &format!("user{i}"), "localhost", "pw"]);
+    }
+    p
+}
+
+/// The plain c2s listener (STARTTLS offered).
+fn c2s(p: &Petrel) -> String {
+    p.addrs["c2s"][0].to_string()
+}
+
+/// The direct-TLS c2s listener.
+fn c2s_tls(p: &Petrel) -> String {
+    p.addrs["c2s"][1].to_string()
+}
+
+async fn run(a: &[String]) -> loadgen::Report {
+    loadgen::run(&plan(a), Arc::new(Progress::new()))
+        .await
+        .unwrap()
+}
+
+fn assert_all_logged_in(report: &loadgen::Report, n: u64) {
+    let c = &report.connects;
+    assert_eq!(
+        (c.attempted, c.ok, c.failed),
+        (n, n, 0),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(c.latency.count, n);
+    assert!(c.latency.p50_us > 0.0 && c.latency.max_us >= c.latency.p99_us);
+    assert!(c.per_s > 0.0);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmpp_login_x_oauth2_with_password_grant_tokens() {
+    let p = server_with_users(2);
+    let mut a = args("xmpp-login --auth x-oauth2 --users 2 --password pw --client-id app --client-secret app-secret --count 40 --rate 400");
+    a.extend(["--target".into(), c2s(&p)]);
+    a.extend(["--oauth-url".into(), format!("{}/oauth/token", p.http())]);
+    let report = run(&a).await;
+    assert_all_logged_in(&report, 40);
+    assert_eq!(report.setup.scenario, "xmpp-login");
+    assert_eq!(report.setup.mqtt_version, None);
+    assert!(report.messages.is_none());
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["setup"]["auth"], "x-oauth2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmpp_login_scram_sha_256_over_starttls() {
+    let p = server_with_users(3);
+    let mut a = args(
+        "xmpp-login --auth scram-sha-256 --starttls --users 3 --password pw --count 30 --presence",
+    );
+    a.extend(["--target".into(), c2s(&p)]);
+    let report = run(&a).await;
+    assert_all_logged_in(&report, 30);
+    assert!(report.setup.starttls);
+    assert_eq!(
+        serde_json::to_value(report.setup.auth).unwrap(),
+        "scram-sha-256"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmpp_login_plain_over_tls_held_with_memory() {
+    let p = server_with_users(2);
+    let pid = p.child.as_ref().unwrap().id();
+    let mut a = args(
+        "xmpp-login --auth plain --tls --users 2 --password pw --count 20 --hold --duration 0.5",
+    );
+    a.extend(["--target".into(), c2s_tls(&p)]);
+    a.extend(["--pid".into(), pid.to_string()]);
+    let report = run(&a).await;
+    assert_all_logged_in(&report, 20);
+    assert_eq!(report.connects.dropped, 0);
+    let mem = report
+        .memory
+        .as_ref()
+        .expect("memory figures with --pid --hold");
+    assert_eq!(mem.connections_held, 20);
+    assert!(report.processes.iter().any(|p| p.role == "broker"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmpp_login_wrong_password_counts_failures() {
+    let p = server_with_users(1);
+    let mut a = args("xmpp-login --auth password --password wrong --user-pattern user0@localhost --count 6 --rate 100");
+    a.extend(["--target".into(), c2s(&p)]);
+    let report = run(&a).await;
+    let c = &report.connects;
+    assert_eq!((c.ok, c.failed), (0, 6), "{:?}", report.errors);
+    assert_eq!(
+        report.errors,
+        vec![("login: SASL failure not-authorized".to_string(), 6)]
+    );
+    // The same run with SCRAM fails the same way, after the full exchange.
+    let mut a = args(
+        "xmpp-login --auth scram-sha-256 --password wrong --user-pattern user0@localhost --count 3",
+    );
+    a.extend(["--target".into(), c2s(&p)]);
+    let report = run(&a).await;
+    assert_eq!((report.connects.ok, report.connects.failed), (0, 3));
+    assert_eq!(
+        report.errors,
+        vec![("login: SASL failure not-authorized".to_string(), 3)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmpp_chat_pairs_lose_nothing() {
+    // 3 pairs over 3 accounts: sessions share accounts, each its resource.
+    let p = server_with_users(3);
+    let mut a = args("xmpp-chat --auth plain --users 3 --password pw --pairs 3 --count 300 --rate 3000 --payload 100 --inflight 16 --duration 5");
+    a.extend(["--target".into(), c2s(&p)]);
+    let report = run(&a).await;
+    assert_eq!(report.connects.ok, 6, "{:?}", report.errors);
+    let m = report.messages.as_ref().expect("message figures");
+    assert_eq!(m.sent, 6 * 300, "{report:#?}");
+    assert_eq!(m.expected, m.sent);
+    assert_eq!(m.received, m.sent, "{report:#?}");
+    assert_eq!(
+        (m.lost, m.duplicates, m.unexpected),
+        (0, 0, 0),
+        "{report:#?}"
+    );
+    assert_eq!(m.latency.count, m.received);
+    assert!(m.latency.p50_us > 0.0 && m.latency.p99_us >= m.latency.p50_us);
+    assert_eq!(m.per_subscriber.len(), 6);
+    for s in &m.per_subscriber {
+        assert_eq!((s.expected, s.received, s.lost), (300, 300, 0), "{s:?}");
+    }
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.setup.pairs, Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmpp_chat_unlimited_to_bare_jids_with_tokens() {
+    let p = server_with_users(4);
+    let tokens: Vec<String> = (0..4)
+        .map(|i| p.token(&format!("user{i}@localhost"), 3600, "sasl_auth"))
+        .collect();
+    let file = p.dir.path().join("xmpp-tokens.txt");
+    std::fs::write(&file, tokens.join("\n")).unwrap();
+    let mut a =
+        args("xmpp-chat --auth x-oauth2 --users 4 --pairs 2 --to-bare --inflight 8 --duration 1");
+    a.extend(["--target".into(), c2s(&p)]);
+    a.extend(["--tokens".into(), file.display().to_string()]);
+    let report = run(&a).await;
+    let m = report.messages.as_ref().expect("message figures");
+    assert!(m.sent > 0, "{report:#?}");
+    assert_eq!(m.received, m.sent, "{report:#?}");
+    assert_eq!((m.lost, m.duplicates, m.unexpected), (0, 0, 0));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
 }

@@ -62,7 +62,8 @@ impl Identity {
         });
         let client_id = format!("lg{}{role}{index}", std::process::id() % 100_000);
         match plan.auth {
-            AuthMode::None => Identity {
+            // SCRAM is refused for MQTT by the plan.
+            AuthMode::None | AuthMode::ScramSha256 => Identity {
                 client_id,
                 ..Identity::default()
             },

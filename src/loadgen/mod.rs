@@ -1,34 +1,46 @@
-//! Load generator engine: drives a broker on loopback with many MQTT clients
-//! and measures what it does (issue 5).
+//! Load generator engine: drives a server on loopback with many MQTT or XMPP
+//! clients and measures what it does (issue 5).
 //!
 //! How the parts fit: [`options`] is the command line (clap) and turns it into
 //! a checked [`Plan`] — only loopback targets and source addresses, every bound
 //! capped. [`net`] opens client sockets (round-robin over source addresses,
-//! optional TLS that trusts any certificate, acceptable because the target is
-//! always this machine) and fetches OAuth tokens with the password grant.
-//! [`client`] is a minimal MQTT client on the crate's own sans-I/O codec
-//! ([`crate::mqtt::codec`]): CONNECT with X-OAUTH2, username/password or
-//! nothing, and the packet plumbing the scenarios need. [`mqtt`] holds the
-//! scenarios, `mqtt-conn` and `mqtt-pubsub`. [`stats`] has the latency
-//! histograms (hdrhistogram) and the live counters the caller polls for
-//! progress; [`report`] is the serde summary of a run, every figure in it.
+//! optional TLS — direct or STARTTLS — that trusts any certificate,
+//! acceptable because the target is always this machine) and fetches OAuth
+//! tokens with the password grant. [`ctx`] is what every task of a run
+//! shares (plan, tokens, counters, error tally, the sampler of the timeline).
 //!
-//! Only tokio, the codec, hdrhistogram and serde live here; the CLI with its
-//! progress bar, table and chart is `benches/load.rs`.
+//! MQTT: [`client`] is a minimal MQTT client on the crate's own sans-I/O
+//! codec ([`crate::mqtt::codec`]): CONNECT with X-OAUTH2, username/password
+//! or nothing, and the packet plumbing the scenarios need. [`mqtt`] holds
+//! the scenarios, `mqtt-conn` and `mqtt-pubsub`.
 //!
-//! The XMPP scenarios (`xmpp-login`, `xmpp-chat`) will go in `xmpp.rs` beside
-//! `mqtt.rs` once the XMPP listener is merged; [`Scenario`] already names them
-//! and [`run`] refuses them with [`LoadError::NotYet`] instead of faking them.
+//! XMPP: [`xmpp_client`] is a minimal RFC 6120 client over the raw socket
+//! that reads with Petrel's own incremental stream parser
+//! ([`crate::xmpp::stream`]): stream, STARTTLS, SASL PLAIN / X-OAUTH2 /
+//! SCRAM-SHA-256 (client side in [`scram`], the server's signature checked),
+//! restart, bind, session when required. [`xmpp`] holds the scenarios,
+//! `xmpp-login` and `xmpp-chat`. It drives any XMPP server, not only Petrel.
+//!
+//! [`stats`] has the latency histograms (hdrhistogram) and the live
+//! counters the caller polls for progress; [`report`] is the serde summary
+//! of a run, every figure in it.
+//!
+//! Only tokio, the codecs and parsers, hdrhistogram and serde live here; the
+//! CLI with its progress bar, table and chart is `benches/load.rs`.
 //!
 //! Every loop is bounded in count and time: a run stops by itself after its
 //! duration (at most [`MAX_DURATION`]) plus bounded setup and drain phases.
 
 pub mod client;
+pub(crate) mod ctx;
 pub mod mqtt;
 pub mod net;
 pub mod options;
 pub mod report;
+pub mod scram;
 pub mod stats;
+pub mod xmpp;
+pub mod xmpp_client;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -48,9 +60,6 @@ pub enum LoadError {
     /// target, impossible layout, missing credentials…).
     #[error("{0}")]
     Refused(String),
-    /// A scenario that waits for a part of the server not merged yet.
-    #[error("scenario {0} is not available yet: it waits for the XMPP listener")]
-    NotYet(&'static str),
     /// Fetching OAuth tokens failed.
     #[error("token fetch: {0}")]
     Token(String),
@@ -221,8 +230,8 @@ pub async fn run(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadErr
     match plan.scenario {
         Scenario::MqttConn => mqtt::run_conn(plan, progress).await,
         Scenario::MqttPubSub => mqtt::run_pubsub(plan, progress).await,
-        Scenario::XmppLogin => Err(LoadError::NotYet("xmpp-login")),
-        Scenario::XmppChat => Err(LoadError::NotYet("xmpp-chat")),
+        Scenario::XmppLogin => xmpp::run_login(plan, progress).await,
+        Scenario::XmppChat => xmpp::run_chat(plan, progress).await,
     }
 }
 

@@ -1,89 +1,35 @@
 //! MQTT scenarios: `mqtt-conn` here, `mqtt-pubsub` in [`pubsub`] (its send
 //! loop in [`publisher`]).
 //!
-//! Both share a [`Ctx`]: the checked plan, the endpoint, the tokens (fetched
-//! once before anything connects), the live [`Progress`], an error tally and
-//! the run's start `Instant`, from which payload timestamps are measured.
-//! A sampler task snapshots the counters every 250 ms into the report's
-//! timeline, so the throughput chart needs nothing else.
+//! Both share a [`Ctx`] (see [`super::ctx`]); connecting an MQTT client
+//! with it is [`Ctx::connect`], here.
 
 mod publisher;
 mod pubsub;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, ClientError, Identity};
-use super::net::{fetch_tokens, Endpoint};
-use super::options::{Plan, Scenario};
-use super::report::{ConnectFigures, MemoryFigures, Report, RunSetup, Sample};
+pub(crate) use super::ctx::{process_watches, spawn_sampler, Ctx};
+use super::options::Plan;
+use super::report::{ConnectFigures, MemoryFigures, Report};
 use super::stats::{Latency, Phase, Progress};
 use super::{read_rss, LoadError, ProcessWatch};
-use crate::mqtt::codec::{Packet, QoS, Version};
+use crate::mqtt::codec::Packet;
 
 pub use pubsub::run_pubsub;
 
 /// Longest a TCP (+TLS) connect plus MQTT login may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Kinds of errors kept in the report.
-const MAX_ERROR_KINDS: usize = 20;
 /// Read room for a held, idle connection (PINGRESP, DISCONNECT).
 const IDLE_READ: usize = 256;
 
-/// What every task of a run shares.
-pub(crate) struct Ctx {
-    pub plan: Plan,
-    pub endpoint: Endpoint,
-    pub tokens: Vec<String>,
-    pub progress: Arc<Progress>,
-    errors: Mutex<HashMap<String, u64>>,
-    /// Payload timestamps are nanoseconds since this instant.
-    pub start: Instant,
-    pub started_unix_s: u64,
-}
-
 impl Ctx {
-    pub async fn new(plan: &Plan, progress: Arc<Progress>) -> Result<Arc<Ctx>, LoadError> {
-        progress.set_phase(Phase::Preparing);
-        let tokens = fetch_tokens(plan).await?;
-        Ok(Arc::new(Ctx {
-            plan: plan.clone(),
-            endpoint: Endpoint::new(plan)?,
-            tokens,
-            progress,
-            errors: Mutex::new(HashMap::new()),
-            start: Instant::now(),
-            started_unix_s: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        }))
-    }
-
-    /// Counts one error of this kind.
-    pub fn error(&self, kind: String) {
-        let mut e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
-        if e.len() < MAX_ERROR_KINDS || e.contains_key(&kind) {
-            *e.entry(kind).or_default() += 1;
-        }
-    }
-
-    pub fn errors(&self) -> Vec<(String, u64)> {
-        let e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<(String, u64)> = e.iter().map(|(k, n)| (k.clone(), *n)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        v
-    }
-
-    /// Nanoseconds since the run's start.
-    pub fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
-    }
-
     /// Connects and logs in connection `index` of `role`, counting the
     /// outcome. Returns the client and the connect latency.
     pub async fn connect(&self, role: char, index: u64) -> Result<(Client, u64), ClientError> {
@@ -112,91 +58,6 @@ impl Ctx {
             }
         }
     }
-
-    /// How often an otherwise silent client pings.
-    pub fn ping_every(&self) -> Duration {
-        match self.plan.keep_alive {
-            0 => Duration::from_secs(3600),
-            k => Duration::from_secs(u64::from(k)) / 2,
-        }
-    }
-
-    pub fn setup(&self) -> RunSetup {
-        let p = &self.plan;
-        let pubsub = p.scenario == Scenario::MqttPubSub;
-        RunSetup {
-            scenario: p.scenario.name().to_string(),
-            target: p.target.to_string(),
-            tls: p.tls,
-            mqtt_version: match p.version {
-                Version::V5 => 5,
-                Version::V311 => 3,
-            },
-            auth: p.auth,
-            users: p.users,
-            source_ips: p.source_ips.iter().map(ToString::to_string).collect(),
-            duration_s: p.duration.as_secs_f64(),
-            count: p.count,
-            rate: p.rate,
-            publishers: pubsub.then_some(p.publishers),
-            subscribers: pubsub.then_some(p.subscribers),
-            layout: pubsub.then_some(p.layout),
-            qos: pubsub.then_some(p.qos as u8),
-            payload_bytes: pubsub.then_some(p.payload),
-            inflight: (pubsub && p.qos != QoS::AtMostOnce).then_some(p.inflight),
-            keep_alive_s: p.keep_alive,
-        }
-    }
-}
-
-/// Watches the broker (with --pid) and this process.
-pub(crate) fn process_watches(plan: &Plan) -> Vec<ProcessWatch> {
-    let mut w = Vec::new();
-    if let Some(pid) = plan.pid {
-        w.push(ProcessWatch::start("broker", pid));
-    }
-    w.push(ProcessWatch::start("generator", std::process::id()));
-    w
-}
-
-/// Snapshots the counters every 250 ms until cancelled (bounded by the
-/// run's own bounds: the caller always cancels it).
-pub(crate) fn spawn_sampler(
-    ctx: &Arc<Ctx>,
-    stop: CancellationToken,
-) -> tokio::task::JoinHandle<Vec<Sample>> {
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let mut samples = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let p = &ctx.progress;
-            samples.push(Sample {
-                t_s: ctx.start.elapsed().as_secs_f64(),
-                connects: Progress::get(&p.connects_ok),
-                connected: Progress::get(&p.connected),
-                sent: Progress::get(&p.sent),
-                acked: Progress::get(&p.acked),
-                received: Progress::get(&p.received),
-            });
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-        }
-        // One last sample so the timeline ends at the end.
-        let p = &ctx.progress;
-        samples.push(Sample {
-            t_s: ctx.start.elapsed().as_secs_f64(),
-            connects: Progress::get(&p.connects_ok),
-            connected: Progress::get(&p.connected),
-            sent: Progress::get(&p.sent),
-            acked: Progress::get(&p.acked),
-            received: Progress::get(&p.received),
-        });
-        samples
-    })
 }
 
 /// `mqtt-conn`: `count` connections opened at `rate` per second (at most

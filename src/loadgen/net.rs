@@ -1,7 +1,8 @@
 //! Client sockets and token fetching.
 //!
 //! [`Endpoint`] opens one client stream to the target: TCP bound to the next
-//! `--source-ips` address (round-robin), optionally wrapped in TLS. The TLS
+//! `--source-ips` address (round-robin), optionally wrapped in TLS — from the
+//! first byte, or later over the same socket (XMPP STARTTLS). The TLS
 //! client trusts any certificate — the target is always loopback (checked in
 //! [`super::options`]), where brokers run with self-signed development
 //! certificates. [`fetch_tokens`] gets one token per user with the OAuth
@@ -29,14 +30,17 @@ pub type BoxIo = Box<dyn Io>;
 /// Where and how client connections go.
 pub struct Endpoint {
     addr: SocketAddr,
+    /// Set with --tls or --starttls.
     tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    /// TLS from the first byte (else, with `tls` set, STARTTLS later).
+    direct_tls: bool,
     source_ips: Vec<IpAddr>,
     next_source: AtomicUsize,
 }
 
 impl Endpoint {
     pub fn new(plan: &Plan) -> Result<Endpoint, LoadError> {
-        let tls = if plan.tls {
+        let tls = if plan.tls || plan.starttls {
             let name = rustls::pki_types::ServerName::try_from(plan.target_host.clone())
                 .unwrap_or_else(|_| plan.target.ip().into());
             Some((TlsConnector::from(Arc::new(tls_config()?)), name))
@@ -46,6 +50,7 @@ impl Endpoint {
         Ok(Endpoint {
             addr: plan.target,
             tls,
+            direct_tls: plan.tls,
             source_ips: plan.source_ips.clone(),
             next_source: AtomicUsize::new(0),
         })
@@ -55,8 +60,17 @@ impl Endpoint {
         self.addr
     }
 
-    /// Opens one stream (TCP, then TLS when asked).
+    /// Opens one stream (TCP, then TLS when asked from the first byte).
     pub async fn connect(&self) -> std::io::Result<BoxIo> {
+        let tcp = self.connect_tcp().await?;
+        match &self.tls {
+            Some(_) if self.direct_tls => self.upgrade(tcp).await,
+            _ => Ok(Box::new(tcp)),
+        }
+    }
+
+    /// Opens a TCP connection only (the caller may [`Endpoint::upgrade`] it).
+    pub async fn connect_tcp(&self) -> std::io::Result<TcpStream> {
         let tcp = if self.source_ips.is_empty() {
             TcpStream::connect(self.addr).await?
         } else {
@@ -70,8 +84,13 @@ impl Endpoint {
             socket.connect(self.addr).await?
         };
         tcp.set_nodelay(true)?;
+        Ok(tcp)
+    }
+
+    /// Runs a TLS handshake over `tcp` (STARTTLS, or right after connect).
+    pub async fn upgrade(&self, tcp: TcpStream) -> std::io::Result<BoxIo> {
         match &self.tls {
-            None => Ok(Box::new(tcp)),
+            None => Err(std::io::Error::other("TLS was not configured")),
             Some((connector, name)) => Ok(Box::new(connector.connect(name.clone(), tcp).await?)),
         }
     }

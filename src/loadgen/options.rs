@@ -3,7 +3,8 @@
 //! Parsing (clap) and checking are separate: [`Options`] is what the user
 //! typed, [`Options::plan`] refuses what the generator must not do (a target
 //! or source address off loopback, an unbounded run, X-OAUTH2 over MQTT
-//! 3.1.1…) and fills in what each scenario needs. Tests build a [`Plan`]
+//! 3.1.1, SCRAM over MQTT, an XMPP user without a domain…) and fills in what
+//! each scenario needs (the default port of its protocol, for one). Tests build a [`Plan`]
 //! directly or through [`Options::parse_from_args`].
 
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +24,13 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 /// Bytes of the header every payload starts with: send time (ns since the
 /// run's start, u64), publisher index (u32) and sequence number (u64).
 pub const PAYLOAD_HEADER: usize = 20;
+/// Characters of the header every xmpp-chat body starts with: the same three
+/// numbers in hex, `-`-separated (16 + 1 + 8 + 1 + 16).
+pub const XMPP_BODY_HEADER: usize = 42;
+/// Most logins one xmpp-login run makes when they are not held (each is
+/// closed before the run ends, so open files are not the bound; ephemeral
+/// ports in TIME_WAIT are, spread them with --source-ips).
+pub const MAX_LOGINS: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -31,9 +39,11 @@ pub enum Scenario {
     /// Publishers and subscribers; throughput, end-to-end latency, losses.
     #[value(name = "mqtt-pubsub")]
     MqttPubSub,
-    /// XMPP X-OAUTH2 logins (waits for the XMPP listener).
+    /// XMPP logins (stream, SASL, restart, bind) at a rate; login rate,
+    /// latency, failures.
     XmppLogin,
-    /// XMPP one-to-one chat (waits for the XMPP listener).
+    /// XMPP one-to-one chat between pairs of sessions; throughput,
+    /// end-to-end latency, losses.
     XmppChat,
 }
 
@@ -46,20 +56,33 @@ impl Scenario {
             Scenario::XmppChat => "xmpp-chat",
         }
     }
+
+    /// Whether the scenario speaks XMPP (else MQTT).
+    pub fn is_xmpp(self) -> bool {
+        matches!(self, Scenario::XmppLogin | Scenario::XmppChat)
+    }
 }
 
 /// How clients log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMode {
-    /// MQTT 5 Authentication Method X-OAUTH2, the token in CONNECT.
+    /// MQTT 5 Authentication Method X-OAUTH2, the token in CONNECT; XMPP
+    /// SASL X-OAUTH2 (`NUL localpart NUL token`).
     #[value(name = "x-oauth2")]
     XOauth2,
-    /// Username from --user-pattern, --password.
+    /// Username from --user-pattern, --password (XMPP: SASL PLAIN).
+    #[value(alias = "plain")]
     Password,
-    /// Username from --user-pattern, a token as the password.
+    /// Username from --user-pattern, a token as the password (XMPP: SASL
+    /// PLAIN with the token, which Petrel accepts).
     TokenAsPassword,
-    /// No credentials (anonymous brokers such as a test Mosquitto).
+    /// XMPP only: SASL SCRAM-SHA-256 with --password; the server's
+    /// signature is verified.
+    #[value(name = "scram-sha-256")]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// MQTT only: no credentials (anonymous brokers such as a test Mosquitto).
     None,
 }
 
@@ -91,27 +114,40 @@ pub enum MqttVersion {
     about = "Petrel load generator: loopback targets only, every run bounded",
     after_help = "Scenarios: mqtt-conn (--count connections at --rate per second, held for \
 --duration), mqtt-pubsub (--publishers/--subscribers in --layout, --count messages per \
-publisher at --rate per second, for --duration). xmpp-login and xmpp-chat wait for the XMPP \
-listener."
+publisher at --rate per second, for --duration), xmpp-login (--count logins at --rate per \
+second, each closed once bound, or held for --duration with --hold), xmpp-chat (--pairs pairs \
+of sessions, each sending --count messages to its partner at --rate per second with at most \
+--inflight undelivered, for --duration). XMPP users come from --user-pattern (localpart@domain; \
+the domain is the stream's `to`)."
 )]
 pub struct Options {
     /// What to run; without it the usage is printed.
     #[arg(value_enum)]
     pub scenario: Option<Scenario>,
-    /// Broker address (must resolve to 127.0.0.0/8 or ::1).
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    pub target: String,
-    /// TLS to the target; the certificate is not verified (loopback only).
+    /// Server address (must resolve to 127.0.0.0/8 or ::1). Default
+    /// 127.0.0.1:1883 for MQTT (8883 with --tls), 127.0.0.1:5222 for XMPP
+    /// (5223 with --tls).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// TLS from the first byte (MQTT over TLS, XMPP direct TLS); the
+    /// certificate is not verified (loopback only).
     #[arg(long)]
     pub tls: bool,
+    /// XMPP: STARTTLS on the plain port before authenticating; the
+    /// certificate is not verified (loopback only).
+    #[arg(long, conflicts_with = "tls")]
+    pub starttls: bool,
     #[arg(long, value_enum, default_value = "5")]
     pub mqtt_version: MqttVersion,
     #[arg(long, value_enum, default_value = "x-oauth2")]
     pub auth: AuthMode,
     /// Usernames; `%d` becomes the user index (connection index mod --users).
+    /// XMPP: localpart@domain, the localpart is what SASL sends.
     #[arg(long, default_value = "user%d@localhost")]
     pub user_pattern: String,
-    /// Distinct users the connections cycle through.
+    /// Distinct users the connections cycle through (xmpp-chat: session c
+    /// logs in as user c mod --users; give at least 2 × --pairs for one
+    /// session per account).
     #[arg(long, default_value_t = 1)]
     pub users: u64,
     /// Password of every user (auth password; the password grant).
@@ -134,18 +170,34 @@ pub struct Options {
     pub client_id: String,
     #[arg(long, default_value = "")]
     pub client_secret: String,
-    /// Seconds: how long connections are held (mqtt-conn) or publishers run
-    /// (mqtt-pubsub). At most 600.
+    /// Seconds: how long connections are held (mqtt-conn, xmpp-login
+    /// --hold) or senders run (mqtt-pubsub, xmpp-chat). At most 600.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// mqtt-conn: connections to open (default 100). mqtt-pubsub: messages
-    /// per publisher (default: until --duration).
+    /// mqtt-conn: connections to open (default 100). xmpp-login: logins
+    /// (default 100). mqtt-pubsub, xmpp-chat: messages per sender (default:
+    /// until --duration).
     #[arg(long)]
     pub count: Option<u64>,
-    /// mqtt-conn: connections opened per second (default 1000). mqtt-pubsub:
-    /// messages per second per publisher (default unlimited).
+    /// mqtt-conn, xmpp-login: connections opened per second (default 1000).
+    /// mqtt-pubsub, xmpp-chat: messages per second per sender (default
+    /// unlimited).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// xmpp-chat: pairs of sessions; session 2i and 2i+1 talk to each other.
+    #[arg(long, default_value_t = 1)]
+    pub pairs: u64,
+    /// xmpp-login: keep every login open (whitespace keepalives) until
+    /// --duration ends instead of closing it once bound.
+    #[arg(long)]
+    pub hold: bool,
+    /// xmpp-login: send initial presence once bound (xmpp-chat always does).
+    #[arg(long)]
+    pub presence: bool,
+    /// xmpp-chat: address the partner's bare JID instead of its bound full
+    /// JID (needs --users >= 2 × --pairs, one session per account).
+    #[arg(long)]
+    pub to_bare: bool,
     #[arg(long, default_value_t = 1)]
     pub publishers: u64,
     #[arg(long, default_value_t = 1)]
@@ -154,17 +206,20 @@ pub struct Options {
     pub layout: Layout,
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
-    /// Bytes per message (at least 20: send time, publisher, sequence).
+    /// Bytes per message (at least 20: send time, publisher, sequence);
+    /// xmpp-chat: characters of the body (at least 42, the same in hex).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// QoS 1/2 messages a publisher may have unacknowledged (also capped by
-    /// the broker's Receive Maximum).
+    /// the broker's Receive Maximum); xmpp-chat: messages a sender may have
+    /// sent that its partner has not received yet.
     #[arg(long, default_value_t = 64)]
     pub inflight: u16,
-    /// Keep Alive in CONNECT, seconds; clients ping at half of it.
+    /// Keep Alive in CONNECT, seconds; clients ping at half of it. XMPP
+    /// sessions send a whitespace keepalive at half of it.
     #[arg(long, default_value_t = 60)]
     pub keep_alive: u16,
-    /// Handshakes in progress at once while connecting.
+    /// Handshakes (XMPP: whole logins) in progress at once while connecting.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: u64,
     /// Broker process to watch in /proc: CPU time and RSS over the run, and
@@ -224,7 +279,10 @@ pub struct Plan {
     pub target: SocketAddr,
     /// The name as given, for TLS server name indication.
     pub target_host: String,
+    /// TLS from the first byte.
     pub tls: bool,
+    /// XMPP STARTTLS.
+    pub starttls: bool,
     pub version: Version,
     pub auth: AuthMode,
     pub user_pattern: String,
@@ -234,11 +292,20 @@ pub struct Plan {
     pub username_with_token: bool,
     pub tokens: TokenSource,
     pub duration: Duration,
-    /// mqtt-conn: connections; mqtt-pubsub: messages per publisher (None:
-    /// until the duration ends).
+    /// mqtt-conn: connections; xmpp-login: logins; mqtt-pubsub, xmpp-chat:
+    /// messages per sender (None: until the duration ends).
     pub count: Option<u64>,
-    /// mqtt-conn: connects/s; mqtt-pubsub: messages/s per publisher.
+    /// mqtt-conn, xmpp-login: connects/s; mqtt-pubsub, xmpp-chat: messages/s
+    /// per sender.
     pub rate: Option<f64>,
+    /// xmpp-chat: pairs of sessions.
+    pub pairs: u64,
+    /// xmpp-login: hold the logins for the duration.
+    pub hold: bool,
+    /// xmpp-login: initial presence once bound.
+    pub presence: bool,
+    /// xmpp-chat: messages to the partner's bare JID.
+    pub to_bare: bool,
     pub publishers: u64,
     pub subscribers: u64,
     pub layout: Layout,
@@ -274,9 +341,18 @@ impl Options {
             return Ok(None);
         };
         let refuse = |m: String| Err(LoadError::Refused(m));
-        let target = resolve_loopback(&self.target)?;
-        let target_host = self
-            .target
+        let xmpp = scenario.is_xmpp();
+        let target_given = self.target.clone().unwrap_or_else(|| {
+            let port = match (xmpp, self.tls) {
+                (false, false) => 1883,
+                (false, true) => 8883,
+                (true, false) => 5222,
+                (true, true) => 5223,
+            };
+            format!("127.0.0.1:{port}")
+        });
+        let target = resolve_loopback(&target_given)?;
+        let target_host = target_given
             .rsplit_once(':')
             .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
             .unwrap_or_default();
@@ -296,9 +372,21 @@ impl Options {
             MqttVersion::V5 => Version::V5,
             MqttVersion::V311 => Version::V311,
         };
-        if self.auth == AuthMode::XOauth2 && version == Version::V311 {
+        if !xmpp && self.auth == AuthMode::XOauth2 && version == Version::V311 {
             return refuse(
                 "--auth x-oauth2 needs MQTT 5; with --mqtt-version 3 use token-as-password".into(),
+            );
+        }
+        if !xmpp && self.auth == AuthMode::ScramSha256 {
+            return refuse("--auth scram-sha-256 is for the XMPP scenarios".into());
+        }
+        if xmpp && self.auth == AuthMode::None {
+            return refuse("the XMPP scenarios need credentials: --auth x-oauth2, password (plain), scram-sha-256 or token-as-password".into());
+        }
+        if !xmpp && self.starttls {
+            return refuse(
+                "--starttls is for the XMPP scenarios (MQTT has only --tls from the first byte)"
+                    .into(),
             );
         }
         if self.users == 0 {
@@ -307,12 +395,29 @@ impl Options {
         if self.username_with_token && self.auth != AuthMode::XOauth2 {
             return refuse("--username-with-token goes with --auth x-oauth2".into());
         }
-        if (matches!(self.auth, AuthMode::Password | AuthMode::TokenAsPassword)
-            || self.username_with_token)
-            && !self.user_pattern.contains("%d")
-            && self.users > 1
-        {
+        let named_users = xmpp
+            || self.username_with_token
+            || matches!(self.auth, AuthMode::Password | AuthMode::TokenAsPassword);
+        if named_users && !self.user_pattern.contains("%d") && self.users > 1 {
             return refuse("--user-pattern needs %d when --users is more than 1".into());
+        }
+        if xmpp
+            && matches!(self.auth, AuthMode::Password | AuthMode::ScramSha256)
+            && self.password.is_empty()
+        {
+            return refuse("XMPP password logins need --password".into());
+        }
+        if xmpp {
+            match self.user_pattern.split_once('@') {
+                Some((local, domain))
+                    if !local.is_empty() && !domain.is_empty() && !domain.contains(['@', '/']) => {}
+                _ => {
+                    return refuse(format!(
+                        "--user-pattern {:?}: XMPP users are localpart@domain (the domain is the stream's `to`)",
+                        self.user_pattern
+                    ))
+                }
+            }
         }
         let needs_tokens = matches!(self.auth, AuthMode::XOauth2 | AuthMode::TokenAsPassword);
         let tokens = match (&self.tokens, &self.oauth_url) {
@@ -359,9 +464,14 @@ impl Options {
                     .unwrap_or_default()
             ));
         }
-        if self.payload < PAYLOAD_HEADER || self.payload > MAX_PAYLOAD {
+        let min_payload = if xmpp {
+            XMPP_BODY_HEADER
+        } else {
+            PAYLOAD_HEADER
+        };
+        if self.payload < min_payload || self.payload > MAX_PAYLOAD {
             return refuse(format!(
-                "--payload must be between {PAYLOAD_HEADER} and {MAX_PAYLOAD} bytes"
+                "--payload must be between {min_payload} and {MAX_PAYLOAD} bytes"
             ));
         }
         let qos = QoS::from_u8(self.qos).unwrap_or_default();
@@ -378,8 +488,46 @@ impl Options {
                 }
                 Some(n)
             }
+            Scenario::XmppLogin => {
+                let n = self.count.unwrap_or(100);
+                let max = if self.hold {
+                    MAX_CONNECTIONS
+                } else {
+                    MAX_LOGINS
+                };
+                if n == 0 || n > max {
+                    return refuse(format!(
+                        "xmpp-login --count must be between 1 and {max}{}",
+                        if self.hold { " with --hold" } else { "" }
+                    ));
+                }
+                Some(n)
+            }
             _ => self.count,
         };
+        if scenario == Scenario::XmppChat {
+            if self.pairs == 0 || self.pairs * 2 > MAX_CONNECTIONS {
+                return refuse(format!(
+                    "--pairs must be between 1 and {}",
+                    MAX_CONNECTIONS / 2
+                ));
+            }
+            if count == Some(0) {
+                return refuse("--count must be at least 1".into());
+            }
+            if self.to_bare && self.users < 2 * self.pairs {
+                return refuse(format!(
+                    "--to-bare needs one session per account: --users at least {} (2 × --pairs)",
+                    2 * self.pairs
+                ));
+            }
+        }
+        if (self.hold || self.presence) && scenario != Scenario::XmppLogin {
+            return refuse("--hold and --presence are xmpp-login options".into());
+        }
+        if self.to_bare && scenario != Scenario::XmppChat {
+            return refuse("--to-bare is an xmpp-chat option".into());
+        }
         if scenario == Scenario::MqttPubSub {
             let (p, s) = (self.publishers, self.subscribers);
             if p == 0 || s == 0 {
@@ -400,7 +548,7 @@ impl Options {
             }
         }
         let rate = match (scenario, self.rate) {
-            (Scenario::MqttConn, None) => Some(1000.0),
+            (Scenario::MqttConn | Scenario::XmppLogin, None) => Some(1000.0),
             (_, r) => r,
         };
         Ok(Some(Plan {
@@ -408,6 +556,7 @@ impl Options {
             target,
             target_host,
             tls: self.tls,
+            starttls: self.starttls,
             version,
             auth: self.auth,
             user_pattern: self.user_pattern.clone(),
@@ -418,6 +567,10 @@ impl Options {
             duration,
             count,
             rate,
+            pairs: self.pairs,
+            hold: self.hold,
+            presence: self.presence,
+            to_bare: self.to_bare,
             publishers: self.publishers,
             subscribers: self.subscribers,
             layout: self.layout,
@@ -437,221 +590,14 @@ impl Plan {
     pub fn username(&self, u: u64) -> String {
         self.user_pattern.replace("%d", &u.to_string())
     }
+
+    /// XMPP: the domain of every user (after the `@` of --user-pattern),
+    /// which streams are opened to.
+    pub fn xmpp_domain(&self) -> &str {
+        self.user_pattern.split_once('@').map_or("", |(_, d)| d)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan(args: &[&str]) -> Result<Option<Plan>, LoadError> {
-        let mut v = vec!["load"];
-        v.extend_from_slice(args);
-        Options::parse_from_args(v).expect("parses").plan()
-    }
-
-    fn refused(args: &[&str]) -> String {
-        plan(args).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn no_scenario_means_usage() {
-        // What `cargo bench` passes to every bench target.
-        let o = Options::parse_from_args(["load", "--bench"]).unwrap();
-        assert!(o.scenario.is_none());
-        assert!(o.plan().unwrap().is_none());
-    }
-
-    #[test]
-    fn pubsub_options() {
-        let p = plan(&[
-            "mqtt-pubsub",
-            "--target",
-            "127.0.0.1:1999",
-            "--auth",
-            "none",
-            "--publishers",
-            "4",
-            "--subscribers",
-            "4",
-            "--qos",
-            "1",
-            "--payload",
-            "128",
-            "--rate",
-            "500",
-            "--duration",
-            "2.5",
-            "--bench",
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!(p.scenario, Scenario::MqttPubSub);
-        assert_eq!(p.target, "127.0.0.1:1999".parse().unwrap());
-        assert_eq!(p.qos, QoS::AtLeastOnce);
-        assert_eq!(p.payload, 128);
-        assert_eq!(p.rate, Some(500.0));
-        assert_eq!(p.duration, Duration::from_millis(2500));
-        assert_eq!(p.count, None);
-        assert_eq!(p.layout, Layout::OneToOne);
-        assert_eq!(p.version, Version::V5);
-    }
-
-    #[test]
-    fn conn_defaults_and_caps() {
-        let p = plan(&["mqtt-conn", "--auth", "none", "--duration", "9999"])
-            .unwrap()
-            .unwrap();
-        assert_eq!(p.count, Some(100));
-        assert_eq!(p.rate, Some(1000.0));
-        assert_eq!(p.duration, MAX_DURATION);
-        assert!(refused(&["mqtt-conn", "--auth", "none", "--count", "20001"]).contains("--count"));
-        assert!(refused(&["mqtt-conn", "--auth", "none", "--count", "0"]).contains("--count"));
-        assert!(refused(&["mqtt-conn", "--auth", "none", "--duration", "0"]).contains("--duration"));
-        assert!(refused(&["mqtt-conn", "--auth", "none", "--rate=-1"]).contains("--rate"));
-    }
-
-    #[test]
-    fn refuses_what_it_must() {
-        assert!(
-            refused(&["mqtt-conn", "--auth", "none", "--target", "10.0.0.1:1883"])
-                .contains("not loopback")
-        );
-        assert!(refused(&["mqtt-conn"]).contains("--tokens"));
-        assert!(refused(&[
-            "mqtt-conn",
-            "--mqtt-version",
-            "3",
-            "--oauth-url",
-            "http://127.0.0.1:5280/oauth/token"
-        ])
-        .contains("MQTT 5"));
-        assert!(refused(&[
-            "mqtt-pubsub",
-            "--auth",
-            "none",
-            "--publishers",
-            "2",
-            "--subscribers",
-            "3"
-        ])
-        .contains("one-to-one"));
-        assert!(
-            refused(&["mqtt-pubsub", "--auth", "none", "--payload", "8"]).contains("--payload")
-        );
-        assert!(refused(&[
-            "mqtt-conn",
-            "--oauth-url",
-            "http://192.168.1.5:5280/oauth/token"
-        ])
-        .contains("loopback"));
-        assert!(refused(&[
-            "mqtt-conn",
-            "--auth",
-            "password",
-            "--user-pattern",
-            "bob@localhost",
-            "--users",
-            "3"
-        ])
-        .contains("%d"));
-    }
-
-    #[test]
-    fn source_ips_loopback_only() {
-        let o =
-            Options::parse_from_args(["load", "mqtt-conn", "--source-ips", "127.0.0.2,127.0.0.3"])
-                .unwrap();
-        assert_eq!(
-            o.source_ips,
-            vec![
-                "127.0.0.2".parse::<IpAddr>().unwrap(),
-                "127.0.0.3".parse().unwrap()
-            ]
-        );
-        for bad in [
-            "10.0.0.2",
-            "127.0.0.2,192.168.0.1",
-            "0.0.0.0",
-            "::1",
-            "nope",
-        ] {
-            assert!(
-                Options::parse_from_args(["load", "mqtt-conn", "--source-ips", bad]).is_err(),
-                "{bad} accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn tokens_file_round_robin_source() {
-        let dir = std::env::temp_dir().join(format!("petrel-lg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("tokens");
-        std::fs::write(&f, "tok-a\n\n# comment\ntok-b\n").unwrap();
-        let p = plan(&["mqtt-conn", "--tokens", f.to_str().unwrap()])
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            p.tokens,
-            TokenSource::List(vec!["tok-a".into(), "tok-b".into()])
-        );
-        std::fs::write(&f, "\n").unwrap();
-        assert!(refused(&["mqtt-conn", "--tokens", f.to_str().unwrap()]).contains("no token"));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn username_with_token() {
-        let dir = std::env::temp_dir().join(format!("petrel-lg-uwt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("tokens");
-        std::fs::write(&f, "tok-0\ntok-1\n").unwrap();
-        let f = f.to_str().unwrap();
-        let p = plan(&[
-            "mqtt-conn",
-            "--tokens",
-            f,
-            "--users",
-            "2",
-            "--username-with-token",
-        ])
-        .unwrap()
-        .unwrap();
-        assert!(p.username_with_token);
-        assert!(refused(&[
-            "mqtt-conn",
-            "--tokens",
-            f,
-            "--users",
-            "3",
-            "--username-with-token"
-        ])
-        .contains("one token per user"));
-        assert!(
-            refused(&["mqtt-conn", "--auth", "password", "--username-with-token"])
-                .contains("x-oauth2")
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn usernames_from_pattern() {
-        let p = plan(&[
-            "mqtt-conn",
-            "--auth",
-            "none",
-            "--user-pattern",
-            "dev%d@localhost",
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!(p.username(7), "dev7@localhost");
-    }
-
-    #[test]
-    fn qos_out_of_range_is_a_parse_error() {
-        assert!(Options::parse_from_args(["load", "mqtt-pubsub", "--qos", "3"]).is_err());
-        assert!(Options::parse_from_args(["load", "mqtt-pubsub", "--layout", "star"]).is_err());
-        assert!(Options::parse_from_args(["load", "mqtt-pubsub", "--mqtt-version", "4"]).is_err());
-    }
-}
+#[path = "options_tests.rs"]
+mod tests;

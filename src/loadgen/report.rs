@@ -42,8 +42,12 @@ pub struct Sample {
 pub struct RunSetup {
     pub scenario: String,
     pub target: String,
+    /// TLS from the first byte.
     pub tls: bool,
-    pub mqtt_version: u8,
+    /// XMPP STARTTLS.
+    pub starttls: bool,
+    /// None for the XMPP scenarios.
+    pub mqtt_version: Option<u8>,
     pub auth: AuthMode,
     pub users: u64,
     pub source_ips: Vec<String>,
@@ -54,12 +58,22 @@ pub struct RunSetup {
     pub subscribers: Option<u64>,
     pub layout: Option<Layout>,
     pub qos: Option<u8>,
+    /// xmpp-chat: pairs of sessions.
+    pub pairs: Option<u64>,
+    /// xmpp-login: logins held for the duration.
+    pub hold: Option<bool>,
+    /// xmpp-login: initial presence sent once bound.
+    pub presence: Option<bool>,
+    /// xmpp-chat: messages to the partner's bare JID (else its full JID).
+    pub to_bare: Option<bool>,
+    /// mqtt-pubsub: payload bytes; xmpp-chat: body characters.
     pub payload_bytes: Option<usize>,
     pub inflight: Option<u16>,
     pub keep_alive_s: u16,
 }
 
-/// Connection figures (every scenario connects).
+/// Connection figures (every scenario connects; for XMPP a connect is a
+/// whole login).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ConnectFigures {
     pub attempted: u64,
@@ -67,10 +81,11 @@ pub struct ConnectFigures {
     pub failed: u64,
     /// Closed by the broker while they should have stayed open.
     pub dropped: u64,
-    /// Successful connects per second over the connect phase.
+    /// Successful connects (logins) per second over the connect phase.
     pub per_s: f64,
     pub connect_phase_s: f64,
-    /// TCP (+TLS) connect to CONNACK.
+    /// MQTT: TCP (+TLS) connect to CONNACK. XMPP: TCP connect to the bound
+    /// resource (and the session iq's result when the server requires it).
     pub latency: LatencySummary,
 }
 
@@ -102,7 +117,8 @@ pub struct ProcessFigures {
     pub rss_end_bytes: u64,
 }
 
-/// One subscriber's view.
+/// One subscriber's view (xmpp-chat: one receiving session's, `index` the
+/// session, its partner the only expected sender).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SubscriberFigures {
     pub index: u64,
@@ -117,7 +133,8 @@ pub struct SubscriberFigures {
     pub unexpected: u64,
 }
 
-/// Message figures of mqtt-pubsub.
+/// Message figures of mqtt-pubsub and xmpp-chat (where `acked` and
+/// `ack_latency` stay empty: chat messages have no acknowledgement).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MessageFigures {
     pub sent: u64,
@@ -214,7 +231,8 @@ mod tests {
                 scenario: "mqtt-pubsub".into(),
                 target: "127.0.0.1:1".into(),
                 tls: false,
-                mqtt_version: 5,
+                starttls: false,
+                mqtt_version: Some(5),
                 auth: AuthMode::None,
                 users: 1,
                 source_ips: vec![],
@@ -225,6 +243,10 @@ mod tests {
                 subscribers: Some(1),
                 layout: Some(Layout::OneToOne),
                 qos: Some(0),
+                pairs: None,
+                hold: None,
+                presence: None,
+                to_bare: None,
                 payload_bytes: Some(64),
                 inflight: None,
                 keep_alive_s: 60,

@@ -1,0 +1,167 @@
+//! What every scenario's tasks share: the [`Ctx`] of a run — the checked
+//! plan, the endpoint, the tokens (fetched once before anything connects),
+//! the live [`Progress`], an error tally and the run's start `Instant`, from
+//! which payload timestamps are measured — plus the watches of the broker's
+//! and the generator's processes, and a sampler task that snapshots the
+//! counters every 250 ms into the report's timeline, so the throughput chart
+//! needs nothing else. Protocol-specific connecting lives with each protocol
+//! (`Ctx::connect` for MQTT in [`super::mqtt`], the XMPP login in
+//! [`super::xmpp`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use super::net::{fetch_tokens, Endpoint};
+use super::options::{Plan, Scenario};
+use super::report::{RunSetup, Sample};
+use super::stats::{Phase, Progress};
+use super::{LoadError, ProcessWatch};
+use crate::mqtt::codec::{QoS, Version};
+
+/// Kinds of errors kept in the report.
+const MAX_ERROR_KINDS: usize = 20;
+
+/// What every task of a run shares.
+pub(crate) struct Ctx {
+    pub plan: Plan,
+    pub endpoint: Endpoint,
+    pub tokens: Vec<String>,
+    pub progress: Arc<Progress>,
+    errors: Mutex<HashMap<String, u64>>,
+    /// Payload timestamps are nanoseconds since this instant.
+    pub start: Instant,
+    pub started_unix_s: u64,
+}
+
+impl Ctx {
+    pub async fn new(plan: &Plan, progress: Arc<Progress>) -> Result<Arc<Ctx>, LoadError> {
+        progress.set_phase(Phase::Preparing);
+        let tokens = fetch_tokens(plan).await?;
+        Ok(Arc::new(Ctx {
+            plan: plan.clone(),
+            endpoint: Endpoint::new(plan)?,
+            tokens,
+            progress,
+            errors: Mutex::new(HashMap::new()),
+            start: Instant::now(),
+            started_unix_s: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }))
+    }
+
+    /// Counts one error of this kind.
+    pub fn error(&self, kind: String) {
+        let mut e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if e.len() < MAX_ERROR_KINDS || e.contains_key(&kind) {
+            *e.entry(kind).or_default() += 1;
+        }
+    }
+
+    pub fn errors(&self) -> Vec<(String, u64)> {
+        let e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(String, u64)> = e.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    /// Nanoseconds since the run's start.
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// How often an otherwise silent client pings.
+    pub fn ping_every(&self) -> Duration {
+        match self.plan.keep_alive {
+            0 => Duration::from_secs(3600),
+            k => Duration::from_secs(u64::from(k)) / 2,
+        }
+    }
+
+    pub fn setup(&self) -> RunSetup {
+        let p = &self.plan;
+        let pubsub = p.scenario == Scenario::MqttPubSub;
+        let login = p.scenario == Scenario::XmppLogin;
+        let chat = p.scenario == Scenario::XmppChat;
+        RunSetup {
+            scenario: p.scenario.name().to_string(),
+            target: p.target.to_string(),
+            tls: p.tls,
+            starttls: p.starttls,
+            mqtt_version: (!p.scenario.is_xmpp()).then_some(match p.version {
+                Version::V5 => 5,
+                Version::V311 => 3,
+            }),
+            auth: p.auth,
+            users: p.users,
+            source_ips: p.source_ips.iter().map(ToString::to_string).collect(),
+            duration_s: p.duration.as_secs_f64(),
+            count: p.count,
+            rate: p.rate,
+            publishers: pubsub.then_some(p.publishers),
+            subscribers: pubsub.then_some(p.subscribers),
+            layout: pubsub.then_some(p.layout),
+            qos: pubsub.then_some(p.qos as u8),
+            pairs: chat.then_some(p.pairs),
+            hold: login.then_some(p.hold),
+            presence: login.then_some(p.presence),
+            to_bare: chat.then_some(p.to_bare),
+            payload_bytes: (pubsub || chat).then_some(p.payload),
+            inflight: ((pubsub && p.qos != QoS::AtMostOnce) || chat).then_some(p.inflight),
+            keep_alive_s: p.keep_alive,
+        }
+    }
+}
+
+/// Watches the broker (with --pid) and this process.
+pub(crate) fn process_watches(plan: &Plan) -> Vec<ProcessWatch> {
+    let mut w = Vec::new();
+    if let Some(pid) = plan.pid {
+        w.push(ProcessWatch::start("broker", pid));
+    }
+    w.push(ProcessWatch::start("generator", std::process::id()));
+    w
+}
+
+/// Snapshots the counters every 250 ms until cancelled (bounded by the
+/// run's own bounds: the caller always cancels it).
+pub(crate) fn spawn_sampler(
+    ctx: &Arc<Ctx>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<Vec<Sample>> {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let p = &ctx.progress;
+            samples.push(Sample {
+                t_s: ctx.start.elapsed().as_secs_f64(),
+                connects: Progress::get(&p.connects_ok),
+                connected: Progress::get(&p.connected),
+                sent: Progress::get(&p.sent),
+                acked: Progress::get(&p.acked),
+                received: Progress::get(&p.received),
+            });
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+        }
+        // One last sample so the timeline ends at the end.
+        let p = &ctx.progress;
+        samples.push(Sample {
+            t_s: ctx.start.elapsed().as_secs_f64(),
+            connects: Progress::get(&p.connects_ok),
+            connected: Progress::get(&p.connected),
+            sent: Progress::get(&p.sent),
+            acked: Progress::get(&p.acked),
+            received: Progress::get(&p.received),
+        });
+        samples
+    })
+}
