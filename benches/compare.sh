@@ -15,8 +15,9 @@
 # msgs/s per publisher, an offered load below saturation),
 # fanout (1 publisher -> FANOUT subscribers, QoS 0, FANOUT_RATE msgs/s),
 # conn (mqtt-conn: CONNS idle connections with the broker's RSS before/after).
-# XMPP scenarios (Petrel, ejabberd; skipped while the generator lacks them):
-# xlogin (xmpp-login: XLOGINS logins at up to XLOGIN_RATE/s over XUSERS
+# XMPP scenarios (Petrel, ejabberd):
+# xlogin (xmpp-login: XLOGINS logins, 32 in progress at once, at up to
+# XLOGIN_RATE/s (default: as fast as they complete) over XUSERS
 # accounts, XAUTH x-oauth2 by default), xchat (xmpp-chat: XPAIRS pairs, user
 # 2i with user 2i+1, PAYLOAD bytes, DURATION seconds; XCHAT_RATE and
 # XCHAT_COUNT when set).
@@ -35,7 +36,7 @@ CONNS=${CONNS:-10000}
 CONN_RATE=${CONN_RATE:-2000}
 RATE=${RATE:-25000}
 XLOGINS=${XLOGINS:-3000}
-XLOGIN_RATE=${XLOGIN_RATE:-5000}
+XLOGIN_RATE=${XLOGIN_RATE:-100000}
 XUSERS=${XUSERS:-100}
 XPAIRS=${XPAIRS:-4}
 XAUTH=${XAUTH:-x-oauth2}
