@@ -101,6 +101,8 @@ pub struct C2s {
     auth: Option<Box<Authenticated>>,
     auth_failures: u8,
     jid: Option<Jid>,
+    /// The bound JID as text, stamped as `from` on every stanza.
+    jid_text: String,
 }
 
 impl C2s {
@@ -116,6 +118,7 @@ impl C2s {
             auth: None,
             auth_failures: 0,
             jid: None,
+            jid_text: String::new(),
         }
     }
 
@@ -487,6 +490,7 @@ impl C2s {
                 .with_child(Element::new("jid", NS_BIND).with_text(jid.to_string())),
         );
         Self::send_element(out, &r);
+        self.jid_text = jid.to_string();
         self.jid = Some(jid);
     }
 
@@ -502,7 +506,8 @@ impl C2s {
 
     /// Checks a stanza of a bound session and stamps its `from`.
     fn stanza(&mut self, mut el: Element, out: &mut Vec<Output>) {
-        let jid = self.jid.as_ref().expect("bound").to_string();
+        debug_assert!(self.jid.is_some(), "stanzas come after binding");
+        let jid = self.jid_text.clone();
         let bad_jid = |a: Option<&str>| a.is_some_and(|j| Jid::parse(j).is_err());
         if bad_jid(el.attr("to")) || bad_jid(el.attr("from")) {
             el.remove_attr("from");

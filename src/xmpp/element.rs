@@ -214,9 +214,26 @@ impl Element {
         out.put_u8(b'>');
     }
 
+    /// About how many bytes [`Element::write_to`] writes (exact unless
+    /// something needs escaping), so a buffer is allocated once.
+    pub fn size_hint(&self) -> usize {
+        let name = self.name.len();
+        let mut n = 2 * name + 5 + self.ns.len() + 9;
+        for (k, v) in &self.attrs {
+            n += k.len() + v.len() + 4;
+        }
+        for c in &self.children {
+            n += match c {
+                Node::Element(e) => e.size_hint(),
+                Node::Text(t) => t.len(),
+            };
+        }
+        n
+    }
+
     /// Convenience wrapper around [`Element::write_to`].
     pub fn to_bytes(&self, parent_ns: &str) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.size_hint());
         self.write_to(&mut out, parent_ns);
         out
     }
@@ -249,6 +266,17 @@ pub fn write_escaped_attr<B: BufMut>(out: &mut B, s: &str) {
 
 fn write_escaped<B: BufMut>(out: &mut B, s: &str, attr: bool) {
     let bytes = s.as_bytes();
+    // Most text is plain printable ASCII that needs nothing: one copy.
+    let plain = |b: &u8| match *b {
+        b'&' | b'<' | b'>' => false,
+        b'"' | b'\'' => !attr,
+        0x20..=0x7E => true,
+        _ => false,
+    };
+    if bytes.iter().all(plain) {
+        out.put_slice(bytes);
+        return;
+    }
     let mut last = 0;
     for (i, c) in s.char_indices() {
         let rep = match c {

@@ -134,19 +134,23 @@ pub(super) fn parse_stanza(
     limits: &Limits,
 ) -> Result<Element, StreamError> {
     check_text(bytes)?;
-    let mut reader = NsReader::from_reader(std::io::Read::chain(header, bytes));
+    // The header (for its namespace declarations) and the stanza as one
+    // slice: quick-xml's slice reader borrows events from it instead of
+    // copying each into a growing buffer.
+    let mut doc = Vec::with_capacity(header.len() + bytes.len());
+    doc.extend_from_slice(header);
+    doc.extend_from_slice(bytes);
+    let mut reader = NsReader::from_reader(&doc[..]);
     let cfg = reader.config_mut();
     cfg.expand_empty_elements = true;
     cfg.check_end_names = true;
-    let mut buf = Vec::new();
-    match reader.read_event_into(&mut buf).map_err(xml_err)? {
+    match reader.read_event().map_err(xml_err)? {
         Event::Start(_) => {}
         _ => return Err(nwf("stream header could not be replayed")),
     }
     let mut stack: Vec<Element> = Vec::new();
     loop {
-        buf.clear();
-        let event = reader.read_event_into(&mut buf).map_err(xml_err)?;
+        let event = reader.read_event().map_err(xml_err)?;
         match event {
             Event::Start(s) => {
                 if stack.len() >= limits.max_depth {
@@ -224,6 +228,13 @@ fn utf8(b: &[u8]) -> Result<&str, StreamError> {
 /// Whole-unit check: valid UTF-8 made only of XML 1.0 characters. Done once
 /// per unit so every later conversion can rely on it.
 fn check_text(bytes: &[u8]) -> Result<(), StreamError> {
+    // Printable ASCII with tabs and line ends: valid without decoding.
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x7F).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return Ok(());
+    }
     let s = utf8(bytes)?;
     if s.chars().all(is_xml_char) {
         Ok(())
@@ -298,10 +309,16 @@ fn resolve_entity(name: &str) -> Result<char, StreamError> {
 /// and LF normalized to spaces (XML 1.0 §3.3.3), a `\r\n` pair counting as
 /// one line end.
 fn unescape_attr(raw: &str) -> Result<String, StreamError> {
-    if raw.contains('<') {
-        return Err(nwf("'<' in attribute value"));
+    // One pass over the bytes (the usual value has none of these).
+    let mut special = false;
+    for &b in raw.as_bytes() {
+        match b {
+            b'<' => return Err(nwf("'<' in attribute value")),
+            b'&' | b'\t' | b'\r' | b'\n' => special = true,
+            _ => {}
+        }
     }
-    if !raw.contains(['&', '\t', '\r', '\n']) {
+    if !special {
         return Ok(raw.to_owned());
     }
     let mut out = String::with_capacity(raw.len());
