@@ -3,7 +3,7 @@
 //! continue; username/password; anonymous), subscribe, and buffered packet
 //! reading and writing that the scenario loops drive themselves.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::net::{BoxIo, Endpoint};
@@ -175,21 +175,9 @@ impl Client {
             .map_err(|e| ClientError::Protocol(format!("encode: {e}")))
     }
 
-    /// Writes everything queued. Cancel-safe: bytes are taken off the write
-    /// buffer as the socket accepts them, so a flush dropped half-way (by a
-    /// timeout or `now_or_never`) resumes where it stopped instead of sending
-    /// a packet twice.
+    /// Writes everything queued; cancel-safe (see [`write_buffered`]).
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        while !self.wbuf.is_empty() {
-            let n = self.io.write(&self.wbuf).await?;
-            if n == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
-            }
-            self.wbuf.advance(n);
-        }
-        // TLS keeps records until flushed; plain TCP has nothing to flush.
-        self.io.flush().await?;
-        Ok(())
+        Ok(super::net::write_buffered(&mut self.io, &mut self.wbuf).await?)
     }
 
     /// Reads what the socket has into the read buffer; `Closed` at EOF.

@@ -12,12 +12,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::net::{fetch_tokens, Endpoint};
 use super::options::{Plan, Scenario};
-use super::report::{RunSetup, Sample};
-use super::stats::{Phase, Progress};
+use super::report::{ConnectFigures, MemoryFigures, ProcessFigures, Report, RunSetup, Sample};
+use super::stats::{Latency, Phase, Progress};
 use super::{LoadError, ProcessWatch};
 use crate::mqtt::codec::{QoS, Version};
 
@@ -134,34 +135,155 @@ pub(crate) fn spawn_sampler(
 ) -> tokio::task::JoinHandle<Vec<Sample>> {
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let mut samples = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let sample = || {
             let p = &ctx.progress;
-            samples.push(Sample {
+            Sample {
                 t_s: ctx.start.elapsed().as_secs_f64(),
                 connects: Progress::get(&p.connects_ok),
                 connected: Progress::get(&p.connected),
                 sent: Progress::get(&p.sent),
                 acked: Progress::get(&p.acked),
                 received: Progress::get(&p.received),
-            });
+            }
+        };
+        let mut samples = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            samples.push(sample());
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
         }
         // One last sample so the timeline ends at the end.
-        let p = &ctx.progress;
-        samples.push(Sample {
-            t_s: ctx.start.elapsed().as_secs_f64(),
-            connects: Progress::get(&p.connects_ok),
-            connected: Progress::get(&p.connected),
-            sent: Progress::get(&p.sent),
-            acked: Progress::get(&p.acked),
-            received: Progress::get(&p.received),
-        });
+        samples.push(sample());
         samples
     })
+}
+
+/// What a connection run (`mqtt-conn`, `xmpp-login`) measured, for
+/// [`Ctx::connect_report`].
+pub(crate) struct ConnectRun {
+    pub attempted: u64,
+    /// From the first connect to the last attempt's end.
+    pub phase: Duration,
+    pub latency: Arc<Mutex<Latency>>,
+    pub rss_before: Option<u64>,
+    pub rss_held: Option<u64>,
+    pub held: u64,
+    pub processes: Vec<ProcessFigures>,
+    pub system_busy: Option<f64>,
+}
+
+/// Ends a run's tasks — tells the holders to stop, waits at most 30 s for
+/// them, aborts the rest — and its sampler; returns the timeline.
+pub(crate) async fn wind_down(
+    progress: &Progress,
+    tasks: &mut JoinSet<()>,
+    hold_stop: &CancellationToken,
+    sampler_stop: &CancellationToken,
+    sampler: tokio::task::JoinHandle<Vec<Sample>>,
+) -> Vec<Sample> {
+    progress.set_phase(Phase::Draining);
+    hold_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    sampler_stop.cancel();
+    let timeline = sampler.await.unwrap_or_default();
+    progress.set_phase(Phase::Done);
+    timeline
+}
+
+impl Ctx {
+    /// The report of a connection run: connects (or logins) per second over
+    /// its connect phase, their latency, and the target's RSS per held one.
+    pub fn connect_report(&self, run: ConnectRun, timeline: Vec<Sample>) -> Report {
+        let latency = run
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let ok = Progress::get(&self.progress.connects_ok);
+        let memory = match (self.plan.pid, run.rss_before, run.rss_held) {
+            (Some(pid), Some(before), Some(after)) => Some(MemoryFigures {
+                pid,
+                rss_before_bytes: before,
+                rss_held_bytes: after,
+                connections_held: run.held,
+                bytes_per_connection: if run.held > 0 {
+                    (after as f64 - before as f64) / run.held as f64
+                } else {
+                    0.0
+                },
+            }),
+            _ => None,
+        };
+        Report {
+            generator: concat!("petrel-load ", env!("CARGO_PKG_VERSION")),
+            started_unix_s: self.started_unix_s,
+            wall_s: self.start.elapsed().as_secs_f64(),
+            setup: self.setup(),
+            connects: ConnectFigures {
+                attempted: run.attempted,
+                ok,
+                failed: Progress::get(&self.progress.connects_failed),
+                dropped: Progress::get(&self.progress.dropped),
+                per_s: ok as f64 / run.phase.as_secs_f64().max(1e-9),
+                connect_phase_s: run.phase.as_secs_f64(),
+                latency: latency.summary(),
+            },
+            connect_buckets: latency.buckets(),
+            messages: None,
+            memory,
+            processes: run.processes,
+            system_busy_cores: run.system_busy,
+            machine_cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            timeline,
+            errors: self.errors(),
+        }
+    }
+}
+
+/// Drain bounds after the senders stop: give up once nothing has arrived for
+/// `DRAIN_IDLE`, or after `DRAIN_MAX` in all.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+
+/// After the senders stop: waits until `expected()` messages were received,
+/// or nothing more arrives (bounded by the drain limits).
+pub(crate) async fn drain_received(progress: &Progress, expected: impl Fn() -> u64) {
+    progress.set_phase(Phase::Draining);
+    let drain_start = Instant::now();
+    let mut last = (Progress::get(&progress.received), Instant::now());
+    while drain_start.elapsed() < DRAIN_MAX {
+        let rx = Progress::get(&progress.received);
+        if rx >= expected() {
+            break;
+        }
+        if rx != last.0 {
+            last = (rx, Instant::now());
+        } else if last.1.elapsed() >= DRAIN_IDLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The results of the tasks that end within 15 s; the others are aborted.
+pub(crate) async fn collect<T: 'static>(tasks: &mut JoinSet<T>) -> Vec<T> {
+    let mut results = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(r) = r {
+                results.push(r);
+            }
+        }
+    })
+    .await;
+    tasks.abort_all();
+    results
 }

@@ -313,6 +313,26 @@ fn access_token((status, body): &(u16, String)) -> Result<String, LoadError> {
     }
 }
 
+/// Writes everything in `wbuf` and flushes (TLS keeps records until
+/// flushed). Cancel-safe: bytes are taken off the buffer as the socket
+/// accepts them, so a write dropped half-way (by a timeout or
+/// `now_or_never`) resumes where it stopped instead of sending twice.
+pub async fn write_buffered<W>(io: &mut W, wbuf: &mut bytes::BytesMut) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    use bytes::Buf;
+    use tokio::io::AsyncWriteExt;
+    while !wbuf.is_empty() {
+        let n = io.write(wbuf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        wbuf.advance(n);
+    }
+    io.flush().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

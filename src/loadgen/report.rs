@@ -163,6 +163,29 @@ pub struct MessageFigures {
     pub per_subscriber: Vec<SubscriberFigures>,
 }
 
+impl MessageFigures {
+    /// The send and receive phases (from `send_start` to the last send and
+    /// the last receipt, both measured like it), the rates over them, and
+    /// the end-to-end latency.
+    pub(crate) fn set_timing(
+        &mut self,
+        send_start: std::time::Duration,
+        last_send: std::time::Duration,
+        last_receive: std::time::Duration,
+        payload: usize,
+        latency: &super::stats::Latency,
+    ) {
+        let since = |t: std::time::Duration| t.saturating_sub(send_start);
+        self.send_phase_s = since(last_send).as_secs_f64();
+        self.receive_phase_s = since(last_receive).as_secs_f64();
+        self.sent_per_s = self.sent as f64 / self.send_phase_s.max(1e-9);
+        self.received_per_s = self.received as f64 / self.receive_phase_s.max(1e-9);
+        self.received_bytes_per_s = self.received_per_s * payload as f64;
+        self.latency = latency.summary();
+        self.latency_buckets = latency.buckets();
+    }
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {

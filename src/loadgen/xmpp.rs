@@ -24,9 +24,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::ctx::{process_watches, spawn_sampler, Ctx};
+use super::ctx::{process_watches, spawn_sampler, wind_down, ConnectRun, Ctx};
 use super::options::{AuthMode, Plan};
-use super::report::{ConnectFigures, MemoryFigures, Report};
+use super::report::Report;
 use super::scram::SaltedCache;
 use super::stats::{Latency, Phase, Progress};
 use super::xmpp_client::{login, Credentials, LoginSpec, XmppClient, XmppError};
@@ -180,57 +180,18 @@ pub async fn run_login(plan: &Plan, progress: Arc<Progress>) -> Result<Report, L
     }
     let processes = watches.iter().filter_map(ProcessWatch::finish).collect();
     let system_busy = system.finish();
-
-    progress.set_phase(Phase::Draining);
-    hold_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    tasks.abort_all();
-    sampler_stop.cancel();
-    let timeline = sampler.await.unwrap_or_default();
-    progress.set_phase(Phase::Done);
-
-    let latency = latency.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let ok = Progress::get(&progress.connects_ok);
-    let memory = match (plan.pid, rss_before, rss_held) {
-        (Some(pid), Some(before), Some(after)) => Some(MemoryFigures {
-            pid,
-            rss_before_bytes: before,
-            rss_held_bytes: after,
-            connections_held: held,
-            bytes_per_connection: if held > 0 {
-                (after as f64 - before as f64) / held as f64
-            } else {
-                0.0
-            },
-        }),
-        _ => None,
-    };
-    Ok(Report {
-        generator: concat!("petrel-load ", env!("CARGO_PKG_VERSION")),
-        started_unix_s: ctx.started_unix_s,
-        wall_s: ctx.start.elapsed().as_secs_f64(),
-        setup: ctx.setup(),
-        connects: ConnectFigures {
-            attempted: n,
-            ok,
-            failed: Progress::get(&progress.connects_failed),
-            dropped: Progress::get(&progress.dropped),
-            per_s: ok as f64 / login_phase.as_secs_f64().max(1e-9),
-            connect_phase_s: login_phase.as_secs_f64(),
-            latency: latency.summary(),
-        },
-        connect_buckets: latency.buckets(),
-        messages: None,
-        memory,
+    let timeline = wind_down(&progress, &mut tasks, &hold_stop, &sampler_stop, sampler).await;
+    let run = ConnectRun {
+        attempted: n,
+        phase: login_phase,
+        latency,
+        rss_before,
+        rss_held,
+        held,
         processes,
-        system_busy_cores: system_busy,
-        machine_cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        timeline,
-        errors: ctx.errors(),
-    })
+        system_busy,
+    };
+    Ok(ctx.connect_report(run, timeline))
 }
 
 /// Keeps `client` open and idle (a whitespace keepalive at half the

@@ -18,7 +18,7 @@
 //! attributes, and limits a stanza's size. It needs the header's default
 //! namespace to be `jabber:client`, which a client stream's always is.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::net::{BoxIo, Endpoint};
@@ -317,18 +317,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmppClient<S> {
         Ok(())
     }
 
-    /// Writes everything queued. Cancel-safe: bytes leave the buffer as the
-    /// socket takes them.
+    /// Writes everything queued; cancel-safe (see
+    /// [`super::net::write_buffered`]).
     pub async fn flush(&mut self) -> Result<(), XmppError> {
-        while !self.wbuf.is_empty() {
-            let n = self.io.write(&self.wbuf).await?;
-            if n == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
-            }
-            self.wbuf.advance(n);
-        }
-        self.io.flush().await?;
-        Ok(())
+        Ok(super::net::write_buffered(&mut self.io, &mut self.wbuf).await?)
     }
 
     /// Queues `bytes` and flushes.

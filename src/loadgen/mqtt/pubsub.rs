@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::super::client::{packet_name, Client, ClientError};
+use super::super::ctx::{collect, drain_received};
 use super::super::options::{Layout, Plan};
 use super::super::report::{MessageFigures, Report, SubscriberFigures};
 use super::super::stats::{Latency, Phase, Progress, SharedLatency, StreamTracker};
@@ -33,9 +34,6 @@ use crate::mqtt::codec::{Ack, Packet, QoS};
 
 /// Latency samples a subscriber buffers before flushing to a shard.
 const FLUSH_SAMPLES: usize = 1024;
-/// Drain bounds after the publishers stop.
-const DRAIN_IDLE: Duration = Duration::from_secs(2);
-const DRAIN_MAX: Duration = Duration::from_secs(10);
 
 /// Who publishes where; who listens to whom.
 struct Topology {
@@ -161,33 +159,11 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
                 .sum::<u64>()
         })
         .sum();
-    let drain_start = Instant::now();
-    let mut last = (Progress::get(&progress.received), Instant::now());
-    while drain_start.elapsed() < DRAIN_MAX {
-        let now_rx = Progress::get(&progress.received);
-        if now_rx >= expected_total {
-            break;
-        }
-        if now_rx != last.0 {
-            last = (now_rx, Instant::now());
-        } else if last.1.elapsed() >= DRAIN_IDLE {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    drain_received(&progress, || expected_total).await;
     let processes = watches.iter().filter_map(ProcessWatch::finish).collect();
     let system_busy = system.finish();
     sub_stop.cancel();
-    let mut sub_results = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(r) = sub_tasks.join_next().await {
-            if let Ok(r) = r {
-                sub_results.push(r);
-            }
-        }
-    })
-    .await;
-    sub_tasks.abort_all();
+    let mut sub_results = collect(&mut sub_tasks).await;
     sampler_stop.cancel();
     let timeline = sampler.await.unwrap_or_default();
     progress.set_phase(Phase::Done);
@@ -247,14 +223,13 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
         .map(|r| r.last_send)
         .max()
         .unwrap_or(send_start);
-    m.send_phase_s = last_send.saturating_sub(send_start).as_secs_f64();
-    m.receive_phase_s = last_receive.saturating_sub(send_start).as_secs_f64();
-    m.sent_per_s = m.sent as f64 / m.send_phase_s.max(1e-9);
-    m.received_per_s = m.received as f64 / m.receive_phase_s.max(1e-9);
-    m.received_bytes_per_s = m.received_per_s * plan.payload as f64;
-    let lat = sub_latency.merged();
-    m.latency = lat.summary();
-    m.latency_buckets = lat.buckets();
+    m.set_timing(
+        send_start,
+        last_send,
+        last_receive,
+        plan.payload,
+        &sub_latency.merged(),
+    );
     m.ack_latency = ack_latency.merged().summary();
 
     let p = &progress;

@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::super::ctx::{collect, drain_received};
 use super::super::options::{Plan, XMPP_BODY_HEADER};
 use super::super::report::{ConnectFigures, MessageFigures, Report, SubscriberFigures};
 use super::super::stats::{Latency, Phase, Progress, SharedLatency, StreamTracker};
@@ -50,9 +51,6 @@ const BATCH: u64 = 64;
 const MAX_QUEUED: usize = 256 * 1024;
 /// Latency samples buffered before flushing to a shard.
 const FLUSH_SAMPLES: usize = 1024;
-/// Drain bounds after the senders stop.
-const DRAIN_IDLE: Duration = Duration::from_secs(2);
-const DRAIN_MAX: Duration = Duration::from_secs(10);
 /// Longest a write may stall before the session gives up.
 const WRITE_STALL: Duration = Duration::from_secs(10);
 
@@ -192,34 +190,11 @@ pub async fn run_chat(plan: &Plan, progress: Arc<Progress>) -> Result<Report, Lo
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    progress.set_phase(Phase::Draining);
-    let drain_start = Instant::now();
-    let mut last = (Progress::get(&progress.received), Instant::now());
-    while drain_start.elapsed() < DRAIN_MAX {
-        let rx = Progress::get(&progress.received);
-        if rx >= Progress::get(&progress.sent) {
-            break;
-        }
-        if rx != last.0 {
-            last = (rx, Instant::now());
-        } else if last.1.elapsed() >= DRAIN_IDLE {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    drain_received(&progress, || Progress::get(&progress.sent)).await;
     let processes = watches.iter().filter_map(ProcessWatch::finish).collect();
     let system_busy = system.finish();
     stop.cancel();
-    let mut results = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(r) = tasks.join_next().await {
-            if let Ok(r) = r {
-                results.push(r);
-            }
-        }
-    })
-    .await;
-    tasks.abort_all();
+    let mut results = collect(&mut tasks).await;
     sampler_stop.cancel();
     let timeline = sampler.await.unwrap_or_default();
     progress.set_phase(Phase::Done);
@@ -268,14 +243,13 @@ pub async fn run_chat(plan: &Plan, progress: Arc<Progress>) -> Result<Report, Lo
         .map(|r| r.last_send)
         .max()
         .unwrap_or(send_start);
-    m.send_phase_s = last_send.saturating_sub(send_start).as_secs_f64();
-    m.receive_phase_s = last_receive.saturating_sub(send_start).as_secs_f64();
-    m.sent_per_s = m.sent as f64 / m.send_phase_s.max(1e-9);
-    m.received_per_s = m.received as f64 / m.receive_phase_s.max(1e-9);
-    m.received_bytes_per_s = m.received_per_s * plan.payload as f64;
-    let lat = latency.merged();
-    m.latency = lat.summary();
-    m.latency_buckets = lat.buckets();
+    m.set_timing(
+        send_start,
+        last_send,
+        last_receive,
+        plan.payload,
+        &latency.merged(),
+    );
 
     let ok = Progress::get(&progress.connects_ok);
     Ok(Report {
