@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::net::{fetch_tokens, Endpoint};
 use super::options::{Plan, Scenario};
-use super::report::{ConnectFigures, MemoryFigures, ProcessFigures, Report, RunSetup, Sample};
+use super::report::{
+    ConnectFigures, MemoryFigures, MessageFigures, ProcessFigures, Report, RunSetup, Sample,
+};
 use super::stats::{Latency, Phase, Progress};
 use super::{LoadError, ProcessWatch};
 use crate::mqtt::codec::{QoS, Version};
@@ -198,7 +200,53 @@ pub(crate) async fn wind_down(
     timeline
 }
 
+/// How a run ended: the processes' figures, the machine's busy cores and
+/// the sampled timeline.
+pub(crate) struct RunEnd {
+    pub processes: Vec<ProcessFigures>,
+    pub system_busy: Option<f64>,
+    pub timeline: Vec<Sample>,
+}
+
 impl Ctx {
+    /// A run's report: `attempted` connections (or logins) over the connect
+    /// phase with their latency, the message and memory figures if the
+    /// scenario has them, and how the run ended.
+    pub fn report(
+        &self,
+        attempted: u64,
+        connect_phase: Duration,
+        connect_latency: &Latency,
+        messages: Option<MessageFigures>,
+        memory: Option<MemoryFigures>,
+        end: RunEnd,
+    ) -> Report {
+        let ok = Progress::get(&self.progress.connects_ok);
+        Report {
+            generator: concat!("petrel-load ", env!("CARGO_PKG_VERSION")),
+            started_unix_s: self.started_unix_s,
+            wall_s: self.start.elapsed().as_secs_f64(),
+            setup: self.setup(),
+            connects: ConnectFigures {
+                attempted,
+                ok,
+                failed: Progress::get(&self.progress.connects_failed),
+                dropped: Progress::get(&self.progress.dropped),
+                per_s: ok as f64 / connect_phase.as_secs_f64().max(1e-9),
+                connect_phase_s: connect_phase.as_secs_f64(),
+                latency: connect_latency.summary(),
+            },
+            connect_buckets: connect_latency.buckets(),
+            messages,
+            memory,
+            processes: end.processes,
+            system_busy_cores: end.system_busy,
+            machine_cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            timeline: end.timeline,
+            errors: self.errors(),
+        }
+    }
+
     /// The report of a connection run: connects (or logins) per second over
     /// its connect phase, their latency, and the target's RSS per held one.
     pub fn connect_report(&self, run: ConnectRun, timeline: Vec<Sample>) -> Report {
@@ -207,7 +255,6 @@ impl Ctx {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let ok = Progress::get(&self.progress.connects_ok);
         let memory = match (self.plan.pid, run.rss_before, run.rss_held) {
             (Some(pid), Some(before), Some(after)) => Some(MemoryFigures {
                 pid,
@@ -222,29 +269,12 @@ impl Ctx {
             }),
             _ => None,
         };
-        Report {
-            generator: concat!("petrel-load ", env!("CARGO_PKG_VERSION")),
-            started_unix_s: self.started_unix_s,
-            wall_s: self.start.elapsed().as_secs_f64(),
-            setup: self.setup(),
-            connects: ConnectFigures {
-                attempted: run.attempted,
-                ok,
-                failed: Progress::get(&self.progress.connects_failed),
-                dropped: Progress::get(&self.progress.dropped),
-                per_s: ok as f64 / run.phase.as_secs_f64().max(1e-9),
-                connect_phase_s: run.phase.as_secs_f64(),
-                latency: latency.summary(),
-            },
-            connect_buckets: latency.buckets(),
-            messages: None,
-            memory,
+        let end = RunEnd {
             processes: run.processes,
-            system_busy_cores: run.system_busy,
-            machine_cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            system_busy: run.system_busy,
             timeline,
-            errors: self.errors(),
-        }
+        };
+        self.report(run.attempted, run.phase, &latency, None, memory, end)
     }
 }
 

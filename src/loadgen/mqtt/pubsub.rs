@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::super::client::{packet_name, Client, ClientError};
-use super::super::ctx::{collect, drain_received};
+use super::super::ctx::{collect, drain_received, RunEnd};
 use super::super::options::{Layout, Plan};
 use super::super::report::{MessageFigures, Report, SubscriberFigures};
 use super::super::stats::{Latency, Phase, Progress, SharedLatency, StreamTracker};
@@ -232,30 +232,15 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
     );
     m.ack_latency = ack_latency.merged().summary();
 
-    let p = &progress;
-    Ok(Report {
-        generator: concat!("petrel-load ", env!("CARGO_PKG_VERSION")),
-        started_unix_s: ctx.started_unix_s,
-        wall_s: ctx.start.elapsed().as_secs_f64(),
-        setup: ctx.setup(),
-        connects: super::super::report::ConnectFigures {
-            attempted: plan.publishers + plan.subscribers,
-            ok: Progress::get(&p.connects_ok),
-            failed: Progress::get(&p.connects_failed),
-            dropped: Progress::get(&p.dropped),
-            per_s: Progress::get(&p.connects_ok) as f64 / send_start.as_secs_f64().max(1e-9),
-            connect_phase_s: send_start.as_secs_f64(),
-            latency: connect_latency.summary(),
-        },
-        connect_buckets: connect_latency.buckets(),
-        messages: Some(m),
-        memory: None,
+    let end = RunEnd {
         processes,
-        system_busy_cores: system_busy,
-        machine_cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        system_busy,
         timeline,
-        errors: ctx.errors(),
-    })
+    };
+    let attempted = plan.publishers + plan.subscribers;
+    // Everyone connects before the first message: the connect phase ends
+    // where sending starts.
+    Ok(ctx.report(attempted, send_start, &connect_latency, Some(m), None, end))
 }
 
 /// Connects `n` clients of `role` (subscribing each when `topo` is given),

@@ -33,9 +33,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::super::ctx::{collect, drain_received};
+use super::super::ctx::{collect, drain_received, RunEnd};
 use super::super::options::{Plan, XMPP_BODY_HEADER};
-use super::super::report::{ConnectFigures, MessageFigures, Report, SubscriberFigures};
+use super::super::report::{MessageFigures, Report, SubscriberFigures};
 use super::super::stats::{Latency, Phase, Progress, SharedLatency, StreamTracker};
 use super::super::xmpp_client::{stanza_error_condition, XmppClient};
 use super::super::{LoadError, ProcessWatch, SystemWatch};
@@ -251,30 +251,12 @@ pub async fn run_chat(plan: &Plan, progress: Arc<Progress>) -> Result<Report, Lo
         &latency.merged(),
     );
 
-    let ok = Progress::get(&progress.connects_ok);
-    Ok(Report {
-        generator: concat!("petrel-load ", env!("CARGO_PKG_VERSION")),
-        started_unix_s: ctx.started_unix_s,
-        wall_s: ctx.start.elapsed().as_secs_f64(),
-        setup: ctx.setup(),
-        connects: ConnectFigures {
-            attempted: n,
-            ok,
-            failed: Progress::get(&progress.connects_failed),
-            dropped: Progress::get(&progress.dropped),
-            per_s: ok as f64 / login_phase.as_secs_f64().max(1e-9),
-            connect_phase_s: login_phase.as_secs_f64(),
-            latency: connect_latency.summary(),
-        },
-        connect_buckets: connect_latency.buckets(),
-        messages: Some(m),
-        memory: None,
+    let end = RunEnd {
         processes,
-        system_busy_cores: system_busy,
-        machine_cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        system_busy,
         timeline,
-        errors: ctx.errors(),
-    })
+    };
+    Ok(ctx.report(n, login_phase, &connect_latency, Some(m), None, end))
 }
 
 /// Logs sessions `0..n` in, at most `connect_concurrency` at once, each
