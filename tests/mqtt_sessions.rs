@@ -553,3 +553,67 @@ fn a_qos2_message_to_a_persistent_session_is_delivered_once_across_crashes() {
         }
     }
 }
+
+#[test]
+fn a_qos2_publish_resent_after_a_crash_is_not_routed_twice() {
+    let mut p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let keep = |c: &mut codec::Connect| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(600);
+    };
+    let mut sub = login(&p, "listener", &token, keep);
+    subscribe(&mut sub, "once", QoS::AtLeastOnce);
+    sub.send(&Packet::Disconnect(codec::Disconnect {
+        reason_code: 0,
+        properties: Properties::default(),
+    }));
+    assert!(sub.recv_then_closed().is_empty());
+    let command = |dup: bool| {
+        Packet::Publish(Publish {
+            topic: "once".into(),
+            qos: QoS::ExactlyOnce,
+            packet_id: 9,
+            dup,
+            payload: Bytes::from_static(b"pay 10 euro"),
+            ..Default::default()
+        })
+    };
+    let mut publisher = login(&p, "payer", &token, keep);
+    publisher.send(&command(false));
+    assert!(matches!(publisher.recv(), Some(Packet::PubRec(r)) if r.reason_code < 0x80));
+    // The PUBREC came, then the server died before the PUBREL: the client
+    // may re-send the PUBLISH (it keeps its state), and the server must know
+    // the id from before the crash.
+    crash_and_restart(&mut p);
+    let mut publisher = login(&p, "payer", &token, keep);
+    publisher.send(&command(true));
+    assert!(matches!(publisher.recv(), Some(Packet::PubRec(r)) if r.packet_id == 9));
+    publisher.send(&Packet::PubRel(codec::Ack {
+        packet_id: 9,
+        reason_code: 0,
+        properties: Properties::default(),
+    }));
+    match publisher.recv() {
+        Some(Packet::PubComp(c)) => assert_eq!(c.reason_code, reason::SUCCESS),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    // The listener gets the payment once.
+    let mut sub = login(&p, "listener", &token, keep);
+    match sub.recv() {
+        Some(Packet::Publish(m)) => {
+            assert_eq!(&m.payload[..], b"pay 10 euro");
+            sub.send(&Packet::PubAck(codec::Ack {
+                packet_id: m.packet_id,
+                reason_code: 0,
+                properties: Properties::default(),
+            }));
+        }
+        other => panic!("expected the message, got {other:?}"),
+    }
+    sub.send(&Packet::PingReq);
+    assert!(
+        matches!(sub.recv(), Some(Packet::PingResp)),
+        "the QoS 2 message was routed twice"
+    );
+}

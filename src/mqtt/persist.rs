@@ -50,6 +50,17 @@ fn offline_key(slot: &Slot, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Key of an incoming QoS 2 packet id held by a persistent session
+/// (`session-key NUL 'q' id`: three bytes after the prefix, so the message
+/// records' eight-byte sequence numbers never collide with it).
+fn incoming_key(slot: &Slot, packet_id: u16) -> Vec<u8> {
+    let mut k = session_key(&slot.domain, &slot.client_id);
+    k.push(0);
+    k.push(b'q');
+    k.extend_from_slice(&packet_id.to_be_bytes());
+    k
+}
+
 fn qos_of(v: u8) -> QoS {
     QoS::from_u8(v).unwrap_or(QoS::AtMostOnce)
 }
@@ -156,6 +167,26 @@ impl Broker {
         }
     }
 
+    /// Remembers an incoming QoS 2 packet id of a persistent session until
+    /// its PUBREL, so that a PUBLISH the client re-sends after a restart is
+    /// acknowledged, not routed a second time (4.3.3). The caller flushes
+    /// before the PUBREC.
+    pub fn store_incoming_qos2(&self, slot: &Slot, packet_id: u16) -> Result<(), StoreError> {
+        self.store()
+            .insert(Tree::Offline, &incoming_key(slot, packet_id), &[])
+    }
+
+    /// Forgets it at PUBREL (flushed before the PUBCOMP: a stale id would
+    /// make the client's next message with that id look like a duplicate).
+    pub fn unstore_incoming_qos2(&self, slot: &Slot, packet_id: u16) {
+        if let Err(e) = self
+            .store()
+            .remove(Tree::Offline, &incoming_key(slot, packet_id))
+        {
+            tracing::error!(error = %e, "deleting a QoS 2 packet id failed");
+        }
+    }
+
     /// Deletes a stored message once its recipient acknowledged it.
     pub fn unstore_queued(&self, slot: &Slot, seq: u64) {
         if let Err(e) = self.store().remove(Tree::Offline, &offline_key(slot, seq)) {
@@ -218,6 +249,12 @@ impl Broker {
             prefix.push(0);
             let mut restored = 0;
             for (mk, mv) in self.store().scan_prefix(Tree::Offline, &prefix)? {
+                if let [b'q', hi, lo] = mk[prefix.len()..] {
+                    slot.lock()
+                        .incoming_qos2
+                        .insert(u16::from_be_bytes([hi, lo]));
+                    continue;
+                }
                 let Ok(seq_bytes) = <[u8; 8]>::try_from(&mk[prefix.len()..]) else {
                     continue;
                 };

@@ -53,7 +53,14 @@ impl Connection {
             Packet::PubComp(a) => self.complete(a.packet_id, |f| f.stage == Stage::Released),
             Packet::PubRel(a) => {
                 let slot = self.live().slot.clone();
-                let known = slot.lock().incoming_qos2.remove(&a.packet_id);
+                let (known, persistent) = {
+                    let mut st = slot.lock();
+                    (st.incoming_qos2.remove(&a.packet_id), st.expiry > 0)
+                };
+                if known && persistent {
+                    self.broker.unstore_incoming_qos2(&slot, a.packet_id);
+                    self.needs_flush = true;
+                }
                 self.ack(
                     Packet::PubComp,
                     a.packet_id,
@@ -116,6 +123,14 @@ impl Connection {
                 return self.disconnect(reason::RECEIVE_MAXIMUM_EXCEEDED);
             }
             st.incoming_qos2.insert(pid);
+            let persistent = st.expiry > 0;
+            drop(st);
+            if persistent {
+                match self.broker.store_incoming_qos2(&slot, pid) {
+                    Ok(()) => self.needs_flush = true,
+                    Err(e) => tracing::error!(error = %e, "storing a QoS 2 packet id failed"),
+                }
+            }
         }
         let allowed = auth::may(self.scopes(), Action::Publish(&publish.topic));
         let mut code = reason::SUCCESS;
@@ -150,7 +165,9 @@ impl Connection {
             QoS::ExactlyOnce => {
                 if code >= 0x80 {
                     // A failed QoS 2 publish does not hold its packet id.
-                    slot.lock().incoming_qos2.remove(&pid);
+                    if slot.lock().incoming_qos2.remove(&pid) {
+                        self.broker.unstore_incoming_qos2(&slot, pid);
+                    }
                 }
                 self.ack(Packet::PubRec, pid, code)
             }
