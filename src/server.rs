@@ -241,13 +241,21 @@ async fn sweep_mqtt(broker: Arc<Broker>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if broker.sweep() {
-            let store = broker.store().clone();
-            match tokio::task::spawn_blocking(move || store.flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "store flush failed"),
-                Err(e) => tracing::error!(error = %e, "store flush did not finish"),
+        let expired = broker.sweep();
+        if expired.is_empty() {
+            continue;
+        }
+        let b = broker.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            if b.end_expired(expired) {
+                b.store().flush()?;
             }
+            Ok::<(), crate::store::StoreError>(())
+        });
+        match done.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "store flush failed"),
+            Err(e) => tracing::error!(error = %e, "ending expired sessions failed"),
         }
     }
 }

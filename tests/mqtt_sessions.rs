@@ -617,3 +617,38 @@ fn a_qos2_publish_resent_after_a_crash_is_not_routed_twice() {
         "the QoS 2 message was routed twice"
     );
 }
+
+#[test]
+fn a_session_whose_connection_ends_in_the_connect_segment_still_expires() {
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut pk = connect_packet("blink", Some("X-OAUTH2"), Some(token.as_bytes()));
+    if let Packet::Connect(c) = &mut pk {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(1);
+    }
+    // CONNECT and DISCONNECT in one write: the session is live and closed
+    // before the connection's live loop ever runs.
+    let mut bytes = bytes::BytesMut::new();
+    codec::encode(&pk, Version::V5, &mut bytes).unwrap();
+    let bye = Packet::Disconnect(codec::Disconnect {
+        reason_code: 0,
+        properties: Properties::default(),
+    });
+    codec::encode(&bye, Version::V5, &mut bytes).unwrap();
+    let mut c = RawClient::connect(p.mqtt(), Version::V5);
+    c.send_raw(&bytes);
+    let got = c.recv_then_closed();
+    assert!(
+        matches!(got.first(), Some(Packet::ConnAck(a)) if a.reason_code == 0),
+        "{got:?}"
+    );
+    // Offline, its one-second interval runs out like any other's.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut again = RawClient::connect(p.mqtt(), Version::V5);
+    again.send(&pk);
+    assert!(
+        matches!(again.recv(), Some(Packet::ConnAck(a)) if !a.session_present),
+        "the session outlived its expiry interval"
+    );
+}

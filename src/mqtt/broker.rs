@@ -264,7 +264,11 @@ impl Slot {
     /// registers nothing.
     pub fn register(&self, generation: u64, waker: &std::task::Waker) -> bool {
         let mut st = self.lock();
-        if self.generation() != generation || st.kick.is_some() || st.ready {
+        if self.generation() != generation {
+            // Taken over: `ready` and `kick` belong to the new connection.
+            return true;
+        }
+        if st.kick.is_some() || st.ready {
             st.ready = false;
             return true;
         }
@@ -423,7 +427,13 @@ impl Broker {
         // the same new id cannot both create a session.
         let key: Arc<str> = Arc::from(client_id);
         let (slot, present, replaced) = match domain.sessions.entry(key.clone()) {
-            dashmap::Entry::Occupied(e) if !clean_start => (e.get().clone(), true, None),
+            dashmap::Entry::Occupied(e) if !clean_start => {
+                // Online before the map's lock is released, so that the
+                // sweep cannot end a session that is being resumed.
+                let slot = e.get().clone();
+                slot.lock().online = true;
+                (slot, true, None)
+            }
             dashmap::Entry::Occupied(mut e) => {
                 let new = self.make_slot(domain, key);
                 let old = e.insert(new.clone());
@@ -469,53 +479,55 @@ impl Broker {
     }
 
     /// One pass over every session: kicks live ones whose keep-alive ran out
-    /// (0x8D) or whose token was revoked or expired (0x87), and ends
-    /// disconnected ones whose Session Expiry Interval has passed. The server
-    /// runs it twice a second, so neither idle connections nor disconnected
-    /// sessions need timers of their own. True if it ended a session (its
-    /// records were deleted: the caller flushes the store).
-    pub fn sweep(&self) -> bool {
+    /// (0x8D) or whose token was revoked or expired (0x87), and returns the
+    /// disconnected ones whose Session Expiry Interval has passed, for
+    /// [`Broker::end_expired`]. The server runs it twice a second, so neither
+    /// idle connections nor disconnected sessions need timers of their own.
+    pub fn sweep(&self) -> Vec<(Arc<Domain>, Arc<Slot>)> {
         let now = self.clock_ms();
-        let mut ended = false;
+        let mut expired = Vec::new();
         for d in self.domains.values() {
-            let mut expired = Vec::new();
             for e in d.sessions.iter() {
                 let slot = e.value();
-                let code = {
-                    let st = slot.lock();
-                    if !st.online {
-                        // Offline, `last_rx` is when the last connection left.
-                        let gone = now.saturating_sub(slot.last_rx.load(Ordering::Relaxed));
-                        if st.expiry != u32::MAX && gone >= u64::from(st.expiry) * 1000 {
-                            expired.push(slot.clone());
-                        }
-                        continue;
+                let mut st = slot.lock();
+                if !st.online {
+                    // Offline, `last_rx` is when the last connection left.
+                    let gone = now.saturating_sub(slot.last_rx.load(Ordering::Relaxed));
+                    if st.expiry != u32::MAX && gone >= u64::from(st.expiry) * 1000 {
+                        expired.push((d.clone(), slot.clone()));
                     }
-                    if st.kick.is_some() {
-                        continue;
-                    }
-                    if st.grant.as_ref().is_some_and(|g| g.end().is_some()) {
-                        Some(reason::NOT_AUTHORIZED)
-                    } else if st.keep_alive > 0
-                        && now.saturating_sub(slot.last_rx.load(Ordering::Relaxed))
-                            > u64::from(st.keep_alive) * 1500
-                    {
-                        Some(reason::KEEP_ALIVE_TIMEOUT)
-                    } else {
-                        None
-                    }
+                    continue;
+                }
+                if st.kick.is_some() {
+                    continue;
+                }
+                let code = if st.grant.as_ref().is_some_and(|g| g.end().is_some()) {
+                    Some(reason::NOT_AUTHORIZED)
+                } else if st.keep_alive > 0
+                    && now.saturating_sub(slot.last_rx.load(Ordering::Relaxed))
+                        > u64::from(st.keep_alive) * 1500
+                {
+                    Some(reason::KEEP_ALIVE_TIMEOUT)
+                } else {
+                    None
                 };
+                // Decided and applied under one lock: a new connection taking
+                // the session over meanwhile is never kicked for the old one.
                 if let Some(c) = code {
-                    slot.kick(c);
+                    st.kick = Some(c);
+                    Slot::wake_locked(st);
                 }
             }
-            // Ended outside the iteration, which holds the map's locks.
-            for slot in expired {
-                if !slot.lock().online {
-                    self.end_session(d, &slot);
-                    ended = true;
-                }
-            }
+        }
+        expired
+    }
+
+    /// Ends the sessions [`Broker::sweep`] found expired (store work: run it
+    /// off the async threads). True if any ended (the caller flushes).
+    pub fn end_expired(&self, expired: Vec<(Arc<Domain>, Arc<Slot>)>) -> bool {
+        let mut ended = false;
+        for (d, slot) in expired {
+            ended |= self.end_session(&d, &slot);
         }
         ended
     }
@@ -529,28 +541,40 @@ impl Broker {
         }
     }
 
+    /// A new session, online from the start: it enters the map before its
+    /// connection is live, and the sweep must not take it for an expired
+    /// offline one meanwhile.
     fn make_slot(&self, domain: &Arc<Domain>, client_id: Arc<str>) -> Arc<Slot> {
-        Arc::new(Slot::new(
+        let slot = Slot::new(
             self.next_slot.fetch_add(1, Ordering::Relaxed),
             client_id,
             domain.name.clone(),
-        ))
+        );
+        slot.lock().online = true;
+        slot.last_rx.store(self.clock_ms(), Ordering::Relaxed);
+        Arc::new(slot)
     }
 
     /// Removes a session, its subscriptions and what the store kept of it.
-    pub fn end_session(&self, domain: &Domain, slot: &Arc<Slot>) {
-        self.drop_subscriptions(domain, slot);
-        // Only the session the map still holds owns the stored records under
-        // its key; a replaced one must not delete its successor's.
-        if domain
+    /// Ends a disconnected session: removes it from the map — only if the
+    /// map still holds this very session (a replaced one must not delete its
+    /// successor's records) and it is still offline (checked under the map's
+    /// lock, which a resume holds while marking it online) — then its
+    /// subscriptions and what the store kept of it. True if it ended.
+    pub fn end_session(&self, domain: &Domain, slot: &Arc<Slot>) -> bool {
+        let removed = domain
             .sessions
-            .remove_if(&slot.client_id, |_, v| Arc::ptr_eq(v, slot))
-            .is_some()
-        {
+            .remove_if(&slot.client_id, |_, v| {
+                Arc::ptr_eq(v, slot) && !v.lock().online
+            })
+            .is_some();
+        if removed {
+            self.drop_subscriptions(domain, slot);
             if let Err(e) = self.forget_session(slot) {
                 tracing::error!(error = %e, "deleting a stored session failed");
             }
         }
+        removed
     }
 
     fn drop_subscriptions(&self, domain: &Domain, slot: &Slot) {

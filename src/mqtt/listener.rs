@@ -7,6 +7,7 @@
 //! flushed.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -144,11 +145,13 @@ async fn write_out(
     ctx: &MqttContext,
     mut next: Next,
 ) -> Next {
-    if conn.needs_flush {
-        flush(ctx.broker.store()).await;
-        conn.needs_flush = false;
-    }
     loop {
+        // Before every write: what `out` acknowledges, or a QoS 2 message's
+        // "sent with this id" record, must be on disk first.
+        if conn.needs_flush {
+            flush(ctx.broker.store()).await;
+            conn.needs_flush = false;
+        }
         if !conn.out.is_empty() {
             // A peer that takes nothing for this long is gone or hostile.
             match tokio::time::timeout(WRITE_STALL, wire.write_all(&conn.out)).await {
@@ -163,10 +166,6 @@ async fn write_out(
                 continue;
             }
             return next;
-        }
-        if conn.needs_flush {
-            flush(ctx.broker.store()).await;
-            conn.needs_flush = false;
         }
         next = Next::Continue;
     }
@@ -239,6 +238,13 @@ async fn open(
         Some((wire, conn, buf))
     } else {
         wire.shutdown().await;
+        // A connection can fail after going live (a CONNACK that could not
+        // be written, a bad packet right behind CONNECT): its session still
+        // goes offline, with its will and expiry, like any other.
+        let taken_over = conn
+            .session()
+            .is_some_and(|(slot, mine)| slot.generation() != mine);
+        go_offline(conn, &ctx.broker, taken_over);
         None
     }
 }
@@ -262,25 +268,36 @@ fn poll_idle(
     wire: &mut Wire,
     buf: &mut BytesMut,
     yield_first: &mut bool,
-) -> std::task::Poll<Wake> {
+) -> Poll<Wake> {
     if std::mem::take(yield_first) {
         // After a read, others first: a publisher whose socket never runs
         // dry would otherwise keep its worker for a whole cooperative budget
         // (128 reads of up to 64 KiB) and overrun the queues of the
         // subscribers it wakes. They get a turn after each batch it brings.
         cx.waker().wake_by_ref();
-        return std::task::Poll::Pending;
+        return Poll::Pending;
     }
-    if slot.register(mine, cx.waker()) {
-        return std::task::Poll::Ready(Wake::Session);
-    }
-    wire.poll_read_into(cx, buf).map(|r| match r {
-        Ok(0) | Err(_) => Wake::Closed,
-        Ok(n) => {
-            *yield_first = n > 0;
-            Wake::Read
+    // A batch of queued messages spends one unit of tokio's cooperative
+    // budget (given back if nothing happens), so that a connection its
+    // session keeps busy still lets its worker go now and then.
+    let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+    let session = slot.register(mine, cx.waker());
+    // The socket is read even when the session has news: a subscriber kept
+    // busy by a fast publisher must still read its acknowledgements and
+    // pings (the read path pumps the queue too).
+    match wire.poll_read_into(cx, buf) {
+        Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(Wake::Closed),
+        Poll::Ready(Ok(_)) => {
+            coop.made_progress();
+            *yield_first = true;
+            Poll::Ready(Wake::Read)
         }
-    })
+        Poll::Pending if session => {
+            coop.made_progress();
+            Poll::Ready(Wake::Session)
+        }
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 async fn run<F>(opening: std::pin::Pin<Box<F>>, ctx: Arc<MqttContext>, _permit: ConnPermit)
@@ -309,8 +326,16 @@ where
     // The session and its generation are read from `conn` each time rather
     // than kept in locals: every byte of this future is paid per connection.
     while let Some((slot, mine)) = conn.session() {
-        let kick = slot.lock().kick.take();
-        let mut next = if slot.generation() != mine {
+        // Under the lock with the generation check: a taken-over connection
+        // must not take its successor's kick.
+        let (stale, kick) = {
+            let mut st = slot.lock();
+            match slot.generation() != mine {
+                true => (true, None),
+                false => (false, st.kick.take()),
+            }
+        };
+        let mut next = if stale {
             taken_over = true;
             conn.disconnect(reason::SESSION_TAKEN_OVER)
         } else if let Some(code) = kick {
@@ -368,9 +393,15 @@ where
     }
     Box::pin(wire.shutdown()).await;
     ctx.registry.remove(registry_key);
+    go_offline(conn, &ctx.broker, taken_over);
+}
+
+/// The session of a closed connection goes offline; its will and, for a
+/// session that ends with its connection, its end are scheduled.
+fn go_offline(mut conn: Connection, broker: &Arc<Broker>, taken_over: bool) {
     if let Some(after) = conn.finish(taken_over) {
         if after.will.is_some() || (after.expiry == 0 && !taken_over) {
-            tokio::spawn(aftermath(ctx.broker.clone(), after, taken_over));
+            tokio::spawn(aftermath(broker.clone(), after, taken_over));
         }
     }
 }

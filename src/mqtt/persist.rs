@@ -227,6 +227,7 @@ impl Broker {
             };
             let (slot, _, _) = self.open_session(&d, client_id, false);
             if left == 0 {
+                slot.lock().online = false;
                 self.end_session(&d, &slot);
                 continue;
             }

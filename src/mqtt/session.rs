@@ -482,7 +482,9 @@ impl Connection {
             }
             let item = st.queue.pop_front().expect("front exists");
             moved += 1;
-            if item.msg.remaining_expiry() == Some(0) {
+            // Read once: the value sent is the one that was checked.
+            let expiry_left = item.msg.remaining_expiry();
+            if expiry_left == Some(0) {
                 if let Some(seq) = item.seq {
                     self.broker.unstore_queued(&slot, seq);
                 }
@@ -501,7 +503,7 @@ impl Connection {
                 dup: false,
                 subscription_identifiers: ids,
                 // 3.3.2.3.3: minus the time it waited here.
-                message_expiry: item.msg.remaining_expiry(),
+                message_expiry: expiry_left,
             };
             if let Some(max) = max_packet {
                 // Spec 3.1.2.11.4: never send a packet over the client's maximum; drop it.
