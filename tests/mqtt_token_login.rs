@@ -175,6 +175,41 @@ fn mosquitto(bin: &str, p: &Petrel, args: &[&str]) -> Command {
     c
 }
 
+/// mosquitto client arguments for MQTT 5 with an Authentication Method (and
+/// Data), then `rest`.
+fn v5<'a>(method: &'a str, data: Option<&'a str>, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "-V",
+        "mqttv5",
+        "-D",
+        "connect",
+        "authentication-method",
+        method,
+    ];
+    if let Some(d) = data {
+        v.extend(["-D", "connect", "authentication-data", d]);
+    }
+    v.extend_from_slice(rest);
+    v
+}
+
+/// Runs a mosquitto client to its end: its stdout when it succeeded.
+fn mosquitto_ok(bin: &str, p: &Petrel, args: &[&str]) -> String {
+    let out = mosquitto(bin, p, args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{bin} {args:?} failed: {err}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs a mosquitto client that must be refused, with `says` in its error
+/// output (lower-cased; empty: any refusal).
+fn mosquitto_refused(bin: &str, p: &Petrel, args: &[&str], says: &str) {
+    let out = mosquitto(bin, p, args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(!out.status.success(), "{bin} {args:?} was let in");
+    assert!(err.contains(says), "{bin} {args:?}: {err}");
+}
+
 #[test]
 fn mosquitto_clients_log_in_with_a_token_v5_and_v311() {
     if !have_program("mosquitto_pub") {
@@ -182,181 +217,45 @@ fn mosquitto_clients_log_in_with_a_token_v5_and_v311() {
     }
     let p = Petrel::start("").with_user_and_client();
     let token = p.token("alice@localhost", 3600, "sasl_auth");
-    let v5_auth = [
-        "-V",
-        "mqttv5",
-        "-D",
-        "connect",
-        "authentication-method",
-        "X-OAUTH2",
-        "-D",
-        "connect",
-        "authentication-data",
-        token.as_str(),
-    ];
+    let msg = ["-t", "x", "-m", "y"];
     // A retained message published with v5 enhanced auth …
-    let out = mosquitto(
-        "mosquitto_pub",
-        &p,
-        &[
-            &v5_auth[..],
-            &["-t", "plant/line1", "-m", "running", "-q", "1", "-r"],
-        ]
-        .concat(),
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let publish = v5(
+        "X-OAUTH2",
+        Some(&token),
+        &["-t", "plant/line1", "-m", "running", "-q", "1", "-r"],
     );
+    mosquitto_ok("mosquitto_pub", &p, &publish);
     // … is read by a 3.1.1 subscriber that passes the token as its password.
-    let out = mosquitto(
-        "mosquitto_sub",
-        &p,
-        &[
-            "-V", "mqttv311", "-u", "alice", "-P", &token, "-t", "plant/#", "-C", "1", "-W", "10",
-            "-v",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let sub311 = [
+        "-V", "mqttv311", "-u", "alice", "-P", &token, "-t", "plant/#", "-C", "1", "-W", "10", "-v",
+    ];
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        mosquitto_ok("mosquitto_sub", &p, &sub311),
         "plant/line1 running"
     );
     // And v5 with the password as a token, no username.
-    let out = mosquitto(
-        "mosquitto_sub",
-        &p,
-        &[
-            "-V", "mqttv5", "-P", &token, "-t", "plant/#", "-C", "1", "-W", "10",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let sub5 = [
+        "-V", "mqttv5", "-P", &token, "-t", "plant/#", "-C", "1", "-W", "10",
+    ];
+    mosquitto_ok("mosquitto_sub", &p, &sub5);
     // A bad token is refused, in both versions.
-    let out = mosquitto(
-        "mosquitto_pub",
-        &p,
-        &[
-            "-V",
-            "mqttv5",
-            "-D",
-            "connect",
-            "authentication-method",
-            "X-OAUTH2",
-            "-D",
-            "connect",
-            "authentication-data",
-            "bogus",
-            "-t",
-            "x",
-            "-m",
-            "y",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .to_lowercase()
-            .contains("not authorized"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = mosquitto(
-        "mosquitto_pub",
-        &p,
-        &[
-            "-V", "mqttv311", "-u", "alice", "-P", "bogus", "-t", "x", "-m", "y",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
+    let bogus = v5("X-OAUTH2", Some("bogus"), &msg);
+    mosquitto_refused("mosquitto_pub", &p, &bogus, "not authorized");
+    let bogus311 = [&["-V", "mqttv311", "-u", "alice", "-P", "bogus"][..], &msg].concat();
+    mosquitto_refused("mosquitto_pub", &p, &bogus311, "");
     // An unknown method: 0x8C.
-    let out = mosquitto(
-        "mosquitto_pub",
-        &p,
-        &[
-            "-V",
-            "mqttv5",
-            "-D",
-            "connect",
-            "authentication-method",
-            "SCRAM-SHA-1",
-            "-t",
-            "x",
-            "-m",
-            "y",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .to_lowercase()
-            .contains("bad authentication method"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The account's password still works for 3.1.1 devices.
-    let out = mosquitto(
-        "mosquitto_pub",
-        &p,
-        &[
-            "-V",
-            "mqttv311",
-            "-u",
-            "alice@localhost",
-            "-P",
-            "wonderland",
-            "-t",
-            "x",
-            "-m",
-            "y",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = mosquitto(
-        "mosquitto_pub",
-        &p,
-        &[
-            "-V",
-            "mqttv311",
-            "-u",
-            "alice@localhost",
-            "-P",
-            "wrong",
-            "-t",
-            "x",
-            "-m",
-            "y",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
+    let scram = v5("SCRAM-SHA-1", None, &msg);
+    mosquitto_refused("mosquitto_pub", &p, &scram, "bad authentication method");
+    // The account's password still works for 3.1.1 devices, a wrong one not.
+    let password = |pw: &'static str| {
+        [
+            &["-V", "mqttv311", "-u", "alice@localhost", "-P", pw][..],
+            &msg,
+        ]
+        .concat()
+    };
+    mosquitto_ok("mosquitto_pub", &p, &password("wonderland"));
+    mosquitto_refused("mosquitto_pub", &p, &password("wrong"), "");
 }
 
 #[test]
