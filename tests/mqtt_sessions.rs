@@ -652,3 +652,35 @@ fn a_session_whose_connection_ends_in_the_connect_segment_still_expires() {
         "the session outlived its expiry interval"
     );
 }
+
+#[test]
+fn an_offline_session_replaced_by_clean_start_sends_its_delayed_will_at_once() {
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut watcher = login(&p, "watcher", &token, |_| {});
+    subscribe(&mut watcher, "wills/#", QoS::AtMostOnce);
+    let old = login(&p, "tablet", &token, |c| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(600);
+        c.will = Some(Box::new(LastWill {
+            topic: "wills/tablet".into(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties {
+                will_delay_interval: Some(300),
+                ..Properties::default()
+            },
+        }));
+    });
+    // Gone without DISCONNECT: the will waits for its 300 s delay …
+    drop(old);
+    std::thread::sleep(Duration::from_millis(300));
+    // … until a Clean Start connection ends the session (recv gives up
+    // after 10 s, long before the delay).
+    let _new = login(&p, "tablet", &token, |c| c.clean_start = true);
+    match watcher.recv() {
+        Some(Packet::Publish(m)) => assert_eq!(m.topic, "wills/tablet"),
+        other => panic!("expected the will, got {other:?}"),
+    }
+}

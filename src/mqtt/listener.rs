@@ -425,8 +425,22 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
         } else if taken_over {
             false
         } else {
-            tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-            ended(&a) || !resumed(&a)
+            // Looked at every second: the session may end (a Clean Start
+            // connection replaces it) or resume before the delay is over.
+            let until = Instant::now() + Duration::from_secs(u64::from(delay));
+            loop {
+                if ended(&a) {
+                    break true;
+                }
+                if resumed(&a) {
+                    break false;
+                }
+                let now = Instant::now();
+                if now >= until {
+                    break true;
+                }
+                tokio::time::sleep((until - now).min(Duration::from_secs(1))).await;
+            }
         };
         if send {
             if will.publish.retain {
