@@ -418,3 +418,33 @@ fn a_resumed_session_keeps_only_what_the_new_token_allows() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn rumqttc_workers_share_a_subscription() {
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            let (c, rx) = v5_client(&p, &format!("w{i}"), &token, |_| {});
+            assert_eq!(connack(&rx).0, 0);
+            c.subscribe("$share/pool/tasks/#", Q5::AtLeastOnce).unwrap();
+            suback(&rx);
+            (c, rx)
+        })
+        .collect();
+    let (publisher, prx) = v5_client(&p, "boss", &token, |_| {});
+    connack(&prx);
+    for n in 0..6 {
+        publisher
+            .publish("tasks/build", Q5::AtLeastOnce, false, format!("t{n}"))
+            .unwrap();
+        wait_for(&prx, |p| matches!(p, P5::PubAck(_)).then_some(()));
+    }
+    // Taking turns: three each, six in all, none twice.
+    let mut all: Vec<String> = workers
+        .iter()
+        .flat_map(|(_, rx)| publishes(rx, 3).into_iter().map(|m| m.1))
+        .collect();
+    all.sort();
+    assert_eq!(all, (0..6).map(|n| format!("t{n}")).collect::<Vec<_>>());
+}

@@ -684,3 +684,76 @@ fn an_offline_session_replaced_by_clean_start_sends_its_delayed_will_at_once() {
         other => panic!("expected the will, got {other:?}"),
     }
 }
+
+#[test]
+fn a_shared_subscription_splits_the_messages_between_its_members() {
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut publisher = login(&p, "pub", &token, |_| {});
+    // A retained job is not sent to a new shared subscription (4.8.2).
+    publisher.send(&Packet::Publish(Publish {
+        topic: "jobs/old".into(),
+        retain: true,
+        payload: Bytes::from_static(b"stale"),
+        ..Default::default()
+    }));
+    let mut workers: Vec<RawClient> = (0..2)
+        .map(|i| {
+            let mut w = login(&p, &format!("worker{i}"), &token, |_| {});
+            subscribe(&mut w, "$share/pool/jobs/#", QoS::AtLeastOnce);
+            w
+        })
+        .collect();
+    for n in 0..10u8 {
+        publisher.send(&Packet::Publish(Publish {
+            topic: "jobs/new".into(),
+            qos: QoS::AtLeastOnce,
+            packet_id: u16::from(n) + 1,
+            payload: Bytes::from(vec![n]),
+            ..Default::default()
+        }));
+        assert!(matches!(publisher.recv(), Some(Packet::PubAck(_))));
+    }
+    let mut seen = Vec::new();
+    for w in &mut workers {
+        let mut mine = 0;
+        w.send(&Packet::PingReq);
+        loop {
+            match w.recv() {
+                Some(Packet::Publish(m)) => {
+                    assert_eq!(m.topic, "jobs/new", "a retained message reached the group");
+                    seen.push(m.payload[0]);
+                    mine += 1;
+                    w.send(&Packet::PubAck(codec::Ack {
+                        packet_id: m.packet_id,
+                        reason_code: 0,
+                        properties: Properties::default(),
+                    }));
+                }
+                Some(Packet::PingResp) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(mine > 0, "a member got nothing");
+    }
+    seen.sort();
+    assert_eq!(seen, (0..10).collect::<Vec<u8>>(), "each job exactly once");
+    // No Local on a shared subscription is a protocol error (3.8.3.1).
+    let mut bad = login(&p, "bad", &token, |_| {});
+    bad.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            "$share/pool/jobs/#".to_string(),
+            SubscriptionOptions {
+                qos: QoS::AtMostOnce,
+                no_local: true,
+                ..Default::default()
+            },
+        )],
+    }));
+    assert!(matches!(
+        bad.recv_then_closed().first(),
+        Some(Packet::Disconnect(d)) if d.reason_code == reason::PROTOCOL_ERROR
+    ));
+}

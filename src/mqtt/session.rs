@@ -353,7 +353,7 @@ impl Connection {
             props.retain_available = Some(true);
             props.wildcard_subscription_available = Some(true);
             props.subscription_identifier_available = Some(true);
-            props.shared_subscription_available = Some(false);
+            props.shared_subscription_available = Some(true);
             props.assigned_client_identifier = assigned;
             if uses_enhanced_auth {
                 props.authentication_method = Some(X_OAUTH2.to_string());
@@ -413,7 +413,8 @@ impl Connection {
         let filters: Vec<String> = slot.lock().subscriptions.keys().cloned().collect();
         let mut dropped = false;
         for f in filters {
-            if !auth::may(scopes.as_ref(), Action::Subscribe(&f)) {
+            let inner = topics::split_shared(&f).map_or(f.as_str(), |(_, inner)| inner);
+            if !auth::may(scopes.as_ref(), Action::Subscribe(inner)) {
                 self.broker.unsubscribe(&domain, &slot, &f);
                 dropped = true;
             }

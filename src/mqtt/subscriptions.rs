@@ -5,6 +5,12 @@
 //! hash lookup and no lock shared by the whole domain. Filters with `+` or `#`
 //! live in the topic trie behind a read-write lock that a publish takes (for
 //! reading) only while at least one wildcard subscription exists.
+//!
+//! Shared subscriptions (`$share/{group}/{filter}`, spec 4.8.2) live in a
+//! third index, a trie keyed by (group, session), taken only while one
+//! exists: each message goes to one member of each matching group, the next
+//! connected one in turn (a disconnected persistent member gets it only when
+//! no member is connected).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -13,7 +19,7 @@ use dashmap::DashMap;
 
 use super::broker::{Slot, SubEntry};
 use super::codec::QoS;
-use super::topics::TopicTrie;
+use super::topics::{self, TopicTrie};
 
 /// One session a message goes to, with what its matching subscriptions grant.
 pub struct Target {
@@ -28,6 +34,10 @@ pub struct Subscriptions {
     exact: DashMap<String, Vec<SubEntry>>,
     wild: RwLock<TopicTrie<u64, SubEntry>>,
     wild_count: AtomicUsize,
+    shared: RwLock<TopicTrie<(Arc<str>, u64), SubEntry>>,
+    shared_count: AtomicUsize,
+    /// Turns of the shared groups' round robin.
+    turn: AtomicUsize,
 }
 
 fn is_wild(filter: &str) -> bool {
@@ -39,9 +49,16 @@ impl Subscriptions {
         Subscriptions::default()
     }
 
-    /// Adds or replaces the subscription of `entry.slot` to `filter`.
+    /// Adds or replaces the subscription of `entry.slot` to `filter` (a
+    /// `$share/…` filter joins its group).
     pub fn insert(&self, filter: &str, entry: SubEntry) {
-        if is_wild(filter) {
+        if let Some((group, inner)) = topics::split_shared(filter) {
+            let key = (Arc::<str>::from(group), entry.slot.id);
+            let mut s = self.shared.write().unwrap_or_else(|e| e.into_inner());
+            if s.insert(inner, key, entry).is_none() {
+                self.shared_count.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if is_wild(filter) {
             let mut w = self.wild.write().unwrap_or_else(|e| e.into_inner());
             if w.insert(filter, entry.slot.id, entry).is_none() {
                 self.wild_count.fetch_add(1, Ordering::Relaxed);
@@ -57,7 +74,13 @@ impl Subscriptions {
 
     /// Removes the subscription of session `slot_id` to `filter`, if any.
     pub fn remove(&self, filter: &str, slot_id: u64) {
-        if is_wild(filter) {
+        if let Some((group, inner)) = topics::split_shared(filter) {
+            let key = (Arc::<str>::from(group), slot_id);
+            let mut s = self.shared.write().unwrap_or_else(|e| e.into_inner());
+            if s.remove(inner, &key).is_some() {
+                self.shared_count.fetch_sub(1, Ordering::Relaxed);
+            }
+        } else if is_wild(filter) {
             let mut w = self.wild.write().unwrap_or_else(|e| e.into_inner());
             if w.remove(filter, &slot_id).is_some() {
                 self.wild_count.fetch_sub(1, Ordering::Relaxed);
@@ -93,15 +116,23 @@ impl Subscriptions {
                 add(&mut out, e);
             }
         }
-        if self.wild_count.load(Ordering::Relaxed) == 0 {
+        let shared = self.shared_count.load(Ordering::Relaxed) > 0;
+        if self.wild_count.load(Ordering::Relaxed) == 0 && !shared {
             // Exact filters are unique per session and topic: no duplicates.
             return out;
         }
         let before = out.len();
-        self.wild
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .matches(topic, |_, e| add(&mut out, e));
+        if self.wild_count.load(Ordering::Relaxed) > 0 {
+            self.wild
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .matches(topic, |_, e| add(&mut out, e));
+        }
+        if shared {
+            for e in self.shared_pick(topic) {
+                add(&mut out, &e);
+            }
+        }
         if out.len() > before && out.len() > 1 {
             out.sort_unstable_by_key(|t| t.slot.id);
             let mut merged: Vec<Target> = Vec::with_capacity(out.len());
@@ -118,6 +149,39 @@ impl Subscriptions {
             return merged;
         }
         out
+    }
+}
+
+impl Subscriptions {
+    /// One member of each shared group with a filter matching `topic`: the
+    /// next connected one in turn, or any when none is connected.
+    fn shared_pick(&self, topic: &str) -> Vec<SubEntry> {
+        let mut members: Vec<(Arc<str>, SubEntry)> = Vec::new();
+        self.shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .matches(topic, |(g, _), e| members.push((g.clone(), e.clone())));
+        if members.is_empty() {
+            return Vec::new();
+        }
+        // Same order every time, so that the turn walks the members.
+        members.sort_by(|(g1, e1), (g2, e2)| (g1, e1.slot.id).cmp(&(g2, e2.slot.id)));
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let mut picked = Vec::new();
+        for group in members.chunk_by(|(g1, _), (g2, _)| g1 == g2) {
+            let online: Vec<&SubEntry> = group
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| e.slot.lock().online)
+                .collect();
+            let e = if online.is_empty() {
+                &group[turn % group.len()].1
+            } else {
+                online[turn % online.len()]
+            };
+            picked.push(e.clone());
+        }
+        picked
     }
 }
 
@@ -169,6 +233,57 @@ mod tests {
             .targets("x/y", 0, QoS::AtMostOnce, false)
             .iter()
             .all(|t| t.qos == QoS::AtMostOnce));
+    }
+
+    #[test]
+    fn a_shared_group_takes_turns_and_others_get_everything() {
+        let s = Subscriptions::new();
+        let (a, b, c, d) = (slot(1), slot(2), slot(3), slot(4));
+        for x in [&a, &b, &c, &d] {
+            x.lock().online = true;
+        }
+        s.insert(
+            "$share/workers/jobs/+",
+            entry(&a, QoS::AtLeastOnce, None, false),
+        );
+        s.insert(
+            "$share/workers/jobs/#",
+            entry(&b, QoS::AtLeastOnce, None, false),
+        );
+        s.insert(
+            "$share/audit/jobs/1",
+            entry(&c, QoS::AtLeastOnce, None, false),
+        );
+        s.insert("jobs/1", entry(&d, QoS::AtLeastOnce, None, false));
+        let mut got = std::collections::HashMap::<u64, usize>::new();
+        for _ in 0..10 {
+            let t = s.targets("jobs/1", 0, QoS::AtLeastOnce, false);
+            // One of the workers, the auditor, the plain subscriber.
+            assert_eq!(
+                t.len(),
+                3,
+                "{:?}",
+                t.iter().map(|t| t.slot.id).collect::<Vec<_>>()
+            );
+            for t in t {
+                *got.entry(t.slot.id).or_default() += 1;
+            }
+        }
+        assert_eq!(got[&1] + got[&2], 10);
+        assert_eq!((got[&1], got[&2]), (5, 5), "turns alternate");
+        assert_eq!((got[&3], got[&4]), (10, 10));
+        // A disconnected member is skipped while another is connected.
+        a.lock().online = false;
+        for _ in 0..4 {
+            let t = s.targets("jobs/1", 0, QoS::AtLeastOnce, false);
+            assert!(t.iter().any(|t| t.slot.id == 2) && !t.iter().any(|t| t.slot.id == 1));
+        }
+        // Leaving the group.
+        s.remove("$share/workers/jobs/#", 2);
+        s.remove("$share/workers/jobs/+", 1);
+        let t = s.targets("jobs/1", 0, QoS::AtLeastOnce, false);
+        assert!(!t.iter().any(|t| t.slot.id <= 2));
+        assert_eq!(s.shared_count.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -184,19 +184,31 @@ impl Connection {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for (filter, opts) in &s.filters {
-            let code = if !topics::valid_topic_filter(filter) {
+            // A shared subscription is authorized, and matches, by the
+            // filter after its group.
+            let shared = topics::split_shared(filter);
+            if shared.is_some() && opts.no_local {
+                // 3.8.3.1: No Local on a shared subscription.
+                return self.disconnect(reason::PROTOCOL_ERROR);
+            }
+            let code = if !topics::valid_topic_filter(filter)
+                || (topics::is_shared(filter) && shared.is_none())
+            {
                 reason::TOPIC_FILTER_INVALID
-            } else if filter.starts_with("$share/") {
-                reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-            } else if !auth::may(self.scopes(), Action::Subscribe(filter)) {
+            } else if !auth::may(
+                self.scopes(),
+                Action::Subscribe(shared.map_or(filter.as_str(), |(_, f)| f)),
+            ) {
                 reason::NOT_AUTHORIZED
             } else {
                 let existed = self.broker.subscribe(&domain, &slot, filter, *opts, sub_id);
-                let send_retained = match opts.retain_handling {
-                    RetainHandling::SendAtSubscribe => true,
-                    RetainHandling::SendIfNew => !existed,
-                    RetainHandling::DoNotSend => false,
-                };
+                // 4.8.2: no retained messages for a shared subscription.
+                let send_retained = shared.is_none()
+                    && match opts.retain_handling {
+                        RetainHandling::SendAtSubscribe => true,
+                        RetainHandling::SendIfNew => !existed,
+                        RetainHandling::DoNotSend => false,
+                    };
                 if send_retained {
                     for m in self.broker.retained_for(&domain, filter) {
                         let qos = opts.qos.min(m.publish.qos);
