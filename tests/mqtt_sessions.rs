@@ -53,6 +53,48 @@ fn login(p: &Petrel, id: &str, token: &str, tweak: impl FnOnce(&mut codec::Conne
     c
 }
 
+/// CONNECT options of a persistent session: no Clean Start, `secs` of
+/// Session Expiry Interval.
+fn keep(secs: u32) -> impl Fn(&mut codec::Connect) + Copy {
+    move |c: &mut codec::Connect| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(secs);
+    }
+}
+
+/// A QoS 0 will on `topic` with `delay` seconds of Will Delay Interval.
+fn will(topic: &str, delay: u32) -> Option<Box<LastWill>> {
+    Some(Box::new(LastWill {
+        topic: topic.into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties {
+            will_delay_interval: Some(delay),
+            ..Properties::default()
+        },
+    }))
+}
+
+/// An acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP body) with `code`.
+fn ack(packet_id: u16, code: u8) -> codec::Ack {
+    codec::Ack {
+        packet_id,
+        reason_code: code,
+        properties: Properties::default(),
+    }
+}
+
+/// Sends DISCONNECT 0x00 and waits until the server has closed: its
+/// connection takes no more messages after that.
+fn leave(c: &mut RawClient) {
+    c.send(&Packet::Disconnect(codec::Disconnect {
+        reason_code: 0,
+        properties: Properties::default(),
+    }));
+    assert!(c.recv_then_closed().is_empty());
+}
+
 #[test]
 fn anonymous_clients_only_when_allowed() {
     let p = Petrel::start("").with_user_and_client();
@@ -213,10 +255,7 @@ fn a_delayed_will_waits_and_is_cancelled_by_a_resume() {
 fn a_session_expires_after_its_interval() {
     let p = Petrel::start("").with_user_and_client();
     let token = p.token("alice@localhost", 3600, "sasl_auth");
-    let short = |c: &mut codec::Connect| {
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(1);
-    };
+    let short = keep(1);
     let mut c = login(&p, "brief", &token, short);
     subscribe(&mut c, "x", QoS::AtLeastOnce);
     c.send(&Packet::Disconnect(codec::Disconnect {
@@ -323,11 +362,7 @@ fn a_qos1_flood_into_a_slow_reader_loses_nothing() {
                         .parse::<u16>()
                         .unwrap(),
                 );
-                sub.send(&Packet::PubAck(codec::Ack {
-                    packet_id: m.packet_id,
-                    reason_code: 0,
-                    properties: Properties::default(),
-                }));
+                sub.send(&Packet::PubAck(ack(m.packet_id, 0)));
                 if got.len() % 50 == 0 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -347,19 +382,12 @@ fn a_qos1_flood_into_a_slow_reader_loses_nothing() {
 fn a_queued_message_goes_out_with_the_expiry_it_has_left_or_not_at_all() {
     let p = Petrel::start("").with_user_and_client();
     let token = p.token("alice@localhost", 3600, "sasl_auth");
-    let keep = |c: &mut codec::Connect| {
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(60);
-    };
+    let keep = keep(60);
     let mut sub = login(&p, "sleeper", &token, keep);
     subscribe(&mut sub, "exp/#", QoS::AtLeastOnce);
-    sub.send(&Packet::Disconnect(codec::Disconnect {
-        reason_code: 0,
-        properties: Properties::default(),
-    }));
     // Closed by the server: its connection no longer takes messages, so
     // what follows waits in the session.
-    assert!(sub.recv_then_closed().is_empty());
+    leave(&mut sub);
     let mut publisher = login(&p, "pub", &token, |_| {});
     for (topic, expiry, id) in [("exp/long", 30, 1), ("exp/short", 1, 2)] {
         publisher.send(&Packet::Publish(Publish {
@@ -398,17 +426,10 @@ fn a_queued_message_goes_out_with_the_expiry_it_has_left_or_not_at_all() {
 fn a_restored_session_still_expires_on_time() {
     let mut p = Petrel::start("").with_user_and_client();
     let token = p.token("alice@localhost", 3600, "sasl_auth");
-    let short = |c: &mut codec::Connect| {
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(3);
-    };
+    let short = keep(3);
     let mut c = login(&p, "restored", &token, short);
     subscribe(&mut c, "r", QoS::AtLeastOnce);
-    c.send(&Packet::Disconnect(codec::Disconnect {
-        reason_code: 0,
-        properties: Properties::default(),
-    }));
-    assert!(c.recv_then_closed().is_empty());
+    leave(&mut c);
     assert_eq!(p.stop(), Some(0));
     p.spawn();
     let resume = |p: &Petrel| {
@@ -448,16 +469,7 @@ fn a_clean_start_takeover_ends_the_session_and_sends_its_delayed_will() {
     let _old = login(&p, "phone", &token, |c| {
         c.clean_start = false;
         c.properties.session_expiry_interval = Some(600);
-        c.will = Some(Box::new(LastWill {
-            topic: "wills/phone".into(),
-            payload: Bytes::from_static(b"gone"),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            properties: Properties {
-                will_delay_interval: Some(300),
-                ..Properties::default()
-            },
-        }));
+        c.will = will("wills/phone", 300);
     });
     // Clean Start on the same client id: the old session ends now, and with
     // it the wait for its will (recv gives up after 10 s, not 300).
@@ -481,10 +493,7 @@ fn crash_and_restart(p: &mut Petrel) {
 fn a_qos2_message_to_a_persistent_session_is_delivered_once_across_crashes() {
     let mut p = Petrel::start("").with_user_and_client();
     let token = p.token("alice@localhost", 3600, "sasl_auth");
-    let keep = |c: &mut codec::Connect| {
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(600);
-    };
+    let keep = keep(600);
     let mut dev = login(&p, "dev", &token, keep);
     subscribe(&mut dev, "cmd", QoS::ExactlyOnce);
     let mut ctl = login(&p, "ctl", &token, |_| {});
@@ -514,11 +523,7 @@ fn a_qos2_message_to_a_persistent_session_is_delivered_once_across_crashes() {
         other => panic!("expected the command again, got {other:?}"),
     }
     // Received (PUBREC): after the next crash only the PUBREL is owed.
-    dev.send(&Packet::PubRec(codec::Ack {
-        packet_id: first.packet_id,
-        reason_code: 0,
-        properties: Properties::default(),
-    }));
+    dev.send(&Packet::PubRec(ack(first.packet_id, 0)));
     assert!(matches!(dev.recv(), Some(Packet::PubRel(r)) if r.packet_id == first.packet_id));
     crash_and_restart(&mut p);
     let mut dev = login(&p, "dev", &token, keep);
@@ -526,11 +531,7 @@ fn a_qos2_message_to_a_persistent_session_is_delivered_once_across_crashes() {
         Some(Packet::PubRel(r)) => assert_eq!(r.packet_id, first.packet_id),
         other => panic!("expected only the PUBREL, got {other:?}"),
     }
-    dev.send(&Packet::PubComp(codec::Ack {
-        packet_id: first.packet_id,
-        reason_code: 0,
-        properties: Properties::default(),
-    }));
+    dev.send(&Packet::PubComp(ack(first.packet_id, 0)));
     dev.send(&Packet::PingReq);
     assert!(matches!(dev.recv(), Some(Packet::PingResp)));
     // Complete: the message never comes back. (The record's deletion is not
@@ -543,11 +544,10 @@ fn a_qos2_message_to_a_persistent_session_is_delivered_once_across_crashes() {
         match dev.recv() {
             Some(Packet::PingResp) => break,
             Some(Packet::PubRel(r)) if r.packet_id == first.packet_id => {
-                dev.send(&Packet::PubComp(codec::Ack {
-                    packet_id: r.packet_id,
-                    reason_code: reason::PACKET_IDENTIFIER_NOT_FOUND,
-                    properties: Properties::default(),
-                }));
+                dev.send(&Packet::PubComp(ack(
+                    r.packet_id,
+                    reason::PACKET_IDENTIFIER_NOT_FOUND,
+                )));
             }
             other => panic!("a completed QoS 2 message came back: {other:?}"),
         }
@@ -558,17 +558,10 @@ fn a_qos2_message_to_a_persistent_session_is_delivered_once_across_crashes() {
 fn a_qos2_publish_resent_after_a_crash_is_not_routed_twice() {
     let mut p = Petrel::start("").with_user_and_client();
     let token = p.token("alice@localhost", 3600, "sasl_auth");
-    let keep = |c: &mut codec::Connect| {
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(600);
-    };
+    let keep = keep(600);
     let mut sub = login(&p, "listener", &token, keep);
     subscribe(&mut sub, "once", QoS::AtLeastOnce);
-    sub.send(&Packet::Disconnect(codec::Disconnect {
-        reason_code: 0,
-        properties: Properties::default(),
-    }));
-    assert!(sub.recv_then_closed().is_empty());
+    leave(&mut sub);
     let command = |dup: bool| {
         Packet::Publish(Publish {
             topic: "once".into(),
@@ -589,11 +582,7 @@ fn a_qos2_publish_resent_after_a_crash_is_not_routed_twice() {
     let mut publisher = login(&p, "payer", &token, keep);
     publisher.send(&command(true));
     assert!(matches!(publisher.recv(), Some(Packet::PubRec(r)) if r.packet_id == 9));
-    publisher.send(&Packet::PubRel(codec::Ack {
-        packet_id: 9,
-        reason_code: 0,
-        properties: Properties::default(),
-    }));
+    publisher.send(&Packet::PubRel(ack(9, 0)));
     match publisher.recv() {
         Some(Packet::PubComp(c)) => assert_eq!(c.reason_code, reason::SUCCESS),
         other => panic!("expected PUBCOMP, got {other:?}"),
@@ -603,11 +592,7 @@ fn a_qos2_publish_resent_after_a_crash_is_not_routed_twice() {
     match sub.recv() {
         Some(Packet::Publish(m)) => {
             assert_eq!(&m.payload[..], b"pay 10 euro");
-            sub.send(&Packet::PubAck(codec::Ack {
-                packet_id: m.packet_id,
-                reason_code: 0,
-                properties: Properties::default(),
-            }));
+            sub.send(&Packet::PubAck(ack(m.packet_id, 0)));
         }
         other => panic!("expected the message, got {other:?}"),
     }
@@ -662,16 +647,7 @@ fn an_offline_session_replaced_by_clean_start_sends_its_delayed_will_at_once() {
     let old = login(&p, "tablet", &token, |c| {
         c.clean_start = false;
         c.properties.session_expiry_interval = Some(600);
-        c.will = Some(Box::new(LastWill {
-            topic: "wills/tablet".into(),
-            payload: Bytes::from_static(b"gone"),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            properties: Properties {
-                will_delay_interval: Some(300),
-                ..Properties::default()
-            },
-        }));
+        c.will = will("wills/tablet", 300);
     });
     // Gone without DISCONNECT: the will waits for its 300 s delay …
     drop(old);
@@ -722,11 +698,7 @@ fn a_shared_subscription_splits_the_messages_between_its_members() {
                 Some(Packet::Publish(m)) => {
                     assert_eq!(m.topic, "jobs/new", "a retained message reached the group");
                     seen.push(m.payload[0]);
-                    w.send(&Packet::PubAck(codec::Ack {
-                        packet_id: m.packet_id,
-                        reason_code: 0,
-                        properties: Properties::default(),
-                    }));
+                    w.send(&Packet::PubAck(ack(m.packet_id, 0)));
                 }
                 other => panic!("{other:?}"),
             }
