@@ -420,14 +420,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn plain_and_x_oauth2() {
-        let (auth, _d) = core(&Config::default());
+    /// An auth core with alice (password `pw`) and a sasl_auth token of hers.
+    fn alice_with_token() -> (
+        AuthCore,
+        tempfile::TempDir,
+        BareJid,
+        crate::auth::tokens::IssuedToken,
+    ) {
+        let (auth, d) = core(&Config::default());
         let alice = BareJid::parse("alice@localhost").unwrap();
         auth.register(&alice, "pw").unwrap();
         let t = auth
             .issue_token(&alice, Scopes::sasl_auth(), None, None)
             .unwrap();
+        (auth, d, alice, t)
+    }
+
+    #[test]
+    fn plain_and_x_oauth2() {
+        let (auth, _d, alice, t) = alice_with_token();
         let mut s = Sasl::new("localhost");
         let o = s.start("PLAIN", Some(&b64(b"\0alice\0pw")));
         assert!(matches!(
@@ -471,12 +482,7 @@ mod tests {
 
     #[test]
     fn oauthbearer_error_dance() {
-        let (auth, _d) = core(&Config::default());
-        let alice = BareJid::parse("alice@localhost").unwrap();
-        auth.register(&alice, "pw").unwrap();
-        let t = auth
-            .issue_token(&alice, Scopes::sasl_auth(), None, None)
-            .unwrap();
+        let (auth, _d, _, t) = alice_with_token();
         let mut s = Sasl::new("localhost");
         let good = format!("n,,\x01auth=Bearer {}\x01\x01", t.token);
         let o = s.start("OAUTHBEARER", Some(&b64(good.as_bytes())));
