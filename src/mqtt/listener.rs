@@ -137,8 +137,9 @@ fn write_now(conn: &mut Connection, wire: &mut Wire, mut next: Next) -> Result<N
     }
 }
 
-/// Flushes the store if an acknowledgement waits on it, then writes `out`,
-/// pumping more queued messages while the socket takes them.
+/// [`write_now`] with the waits it cannot do: flushes the store when what
+/// `out` holds depends on it, and writes what the socket did not take at once
+/// (or TLS), then goes on pumping.
 async fn write_out(
     conn: &mut Connection,
     wire: &mut Wire,
@@ -161,13 +162,10 @@ async fn write_out(
             // Idle connections hold no write buffer.
             conn.out = BytesMut::new();
         }
-        if next == Next::Close || !conn.pump() {
-            if !conn.out.is_empty() && next != Next::Close {
-                continue;
-            }
-            return next;
+        match write_now(conn, wire, next) {
+            Ok(done) => return done,
+            Err(more) => next = more,
         }
-        next = Next::Continue;
     }
 }
 
@@ -456,9 +454,8 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
     }
     // A session that ends with its connection ends now; one with an expiry
     // interval is ended by the broker's sweep once the interval has passed.
-    if !taken_over && a.expiry == 0 && a.slot.generation() == a.generation && !a.slot.lock().online
-    {
-        broker.end_session(&a.domain, &a.slot);
+    // (`end_session` leaves it alone if a connection resumed it meanwhile.)
+    if !taken_over && a.expiry == 0 && broker.end_session(&a.domain, &a.slot) {
         flush(broker.store()).await;
     }
 }
@@ -477,19 +474,30 @@ mod tests {
         fn size_of_val<F>(_: &F) -> usize {
             std::mem::size_of::<F>()
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
-        // Never polled or dropped: only its size is looked at.
-        let ctx: Arc<MqttContext> = unsafe { std::mem::transmute(8usize) };
+        let (auth, _dir) = crate::auth::test_support::core(&crate::config::Config::default());
+        let auth = Arc::new(auth);
+        let broker = Broker::new(&["localhost".into()], auth.store().clone(), 10).unwrap();
+        let ctx = Arc::new(MqttContext {
+            broker: Arc::new(broker),
+            auth,
+            registry: Arc::new(Registry::new()),
+            settings: Arc::new(MqttSettings {
+                default_host: "localhost".into(),
+                allow_anonymous: false,
+                max_packet_size: 1024,
+                receive_maximum: 16,
+                topic_alias_maximum: 0,
+            }),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            tls: None,
+        });
+        // Never polled: only its size is looked at.
         let opening = Box::pin(async { None });
         let task = Traced::new(
             run(opening, ctx, ConnPermit::for_test()),
             tracing::Span::none(),
         );
         let future = size_of_val(&task);
-        std::mem::forget(task);
         assert!(future <= 280, "connection future is {future} bytes");
         let slot = std::mem::size_of::<super::super::broker::Slot>();
         assert!(slot <= 208, "session slot is {slot} bytes");
