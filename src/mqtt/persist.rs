@@ -61,6 +61,19 @@ fn incoming_key(slot: &Slot, packet_id: u16) -> Vec<u8> {
     k
 }
 
+/// A queued message as its record stores it: the PUBLISH this session
+/// receives (its QoS, retain flag and subscription identifiers), with DUP
+/// and the packet id it was sent with once it was (1 before).
+fn stored_frame(item: &Queued, dup: bool, packet_id: u16) -> Packet {
+    let mut p = item.msg.publish.clone();
+    p.qos = item.qos;
+    p.retain = item.retain;
+    p.dup = dup;
+    p.packet_id = packet_id;
+    p.properties.subscription_identifiers = item.sub_ids.clone();
+    Packet::Publish(p)
+}
+
 fn qos_of(v: u8) -> QoS {
     QoS::from_u8(v).unwrap_or(QoS::AtMostOnce)
 }
@@ -117,16 +130,7 @@ impl Broker {
     /// sequence number (the key to delete on acknowledgement).
     pub fn store_queued(&self, slot: &Slot, item: &Queued) -> Result<u64, StoreError> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let mut p = item.msg.publish.clone();
-        p.qos = item.qos;
-        p.retain = item.retain;
-        p.packet_id = 1;
-        p.properties.subscription_identifiers = item.sub_ids.clone();
-        let mut buf = BytesMut::new();
-        if codec::encode(&Packet::Publish(p), Version::V5, &mut buf).is_ok() {
-            self.store()
-                .insert(Tree::Offline, &offline_key(slot, seq), &buf)?;
-        }
+        self.write_queued(slot, seq, &stored_frame(item, false, 1))?;
         Ok(seq)
     }
 
@@ -134,13 +138,7 @@ impl Broker {
     /// (DUP set, the real id), so that after a restart it is resent with the
     /// same id and the client can tell it from a new message (4.3.3).
     pub fn mark_sent(&self, slot: &Slot, seq: u64, packet_id: u16, item: &Queued) {
-        let mut p = item.msg.publish.clone();
-        p.qos = item.qos;
-        p.retain = item.retain;
-        p.dup = true;
-        p.packet_id = packet_id;
-        p.properties.subscription_identifiers = item.sub_ids.clone();
-        self.rewrite_queued(slot, seq, &Packet::Publish(p));
+        self.rewrite_queued(slot, seq, &stored_frame(item, true, packet_id));
     }
 
     /// The client received a stored QoS 2 message (PUBREC): the record now
@@ -156,15 +154,20 @@ impl Broker {
     }
 
     fn rewrite_queued(&self, slot: &Slot, seq: u64, p: &Packet) {
+        if let Err(e) = self.write_queued(slot, seq, p) {
+            tracing::error!(error = %e, "updating a stored message failed");
+        }
+    }
+
+    /// Writes the record of queued message `seq` (a frame that cannot be
+    /// encoded is not written).
+    fn write_queued(&self, slot: &Slot, seq: u64, p: &Packet) -> Result<(), StoreError> {
         let mut buf = BytesMut::new();
         if codec::encode(p, Version::V5, &mut buf).is_ok() {
-            if let Err(e) = self
-                .store()
-                .insert(Tree::Offline, &offline_key(slot, seq), &buf)
-            {
-                tracing::error!(error = %e, "updating a stored message failed");
-            }
+            self.store()
+                .insert(Tree::Offline, &offline_key(slot, seq), &buf)?;
         }
+        Ok(())
     }
 
     /// Remembers an incoming QoS 2 packet id of a persistent session until
