@@ -17,10 +17,11 @@ pub mod config;
 pub mod ctl;
 pub mod loadgen;
 pub mod mqtt;
+pub mod net;
 pub mod oauth;
 pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tls;
-pub mod wire;
+
 pub mod xmpp;

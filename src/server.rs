@@ -8,14 +8,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -25,13 +23,14 @@ use crate::ctl::{self, CtlContext, LiveServer};
 use crate::mqtt::broker::Broker;
 use crate::mqtt::listener::MqttContext;
 use crate::mqtt::session::MqttSettings;
+use crate::net::{accept_loop, Acceptor, OpenConns, Stream};
 use crate::oauth::{self, OauthState};
 use crate::registry::Registry;
 use crate::store::{SledStore, Store, StoreError};
 use crate::tls::{self, TlsError};
+use crate::xmpp::listener::XmppContext;
+use crate::xmpp::stream::Limits;
 
-/// How long a TLS handshake may take before the connection is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -188,7 +187,7 @@ impl Server {
                 match b.listener.module {
                     Module::Http => serve_http(b, shared).await,
                     Module::Mqtt => serve_mqtt(b, shared).await,
-                    Module::C2s => crate::xmpp::listener::serve(b.tcp, b.listener, shared).await,
+                    Module::C2s => serve_c2s(b, shared).await,
                 }
             }));
         }
@@ -279,170 +278,23 @@ async fn sweep(auth: Arc<AuthCore>, shutdown: CancellationToken) {
     }
 }
 
-/// Accepts connections under the listener's connection limit, backing off on
-/// errors (e.g. out of file descriptors), and hands each to `handle` in a task
-/// the shutdown waits for. The handler's future holds the connection's permit
-/// (so it is spawned as is: wrapping it in another async block would store the
-/// whole future twice in every task).
-pub async fn accept_loop<F, Fut>(
-    tcp: TcpListener,
-    listener: &Listener,
-    shared: Arc<Shared>,
-    handle: F,
-) where
-    F: Fn(TcpStream, SocketAddr, ConnPermit) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let limit = Arc::new(Limit {
-        slots: Semaphore::new(listener.max_connections),
-        open: shared.open.clone(),
-    });
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let permit = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            p = limit.slots.acquire() => p.expect("semaphore is never closed"),
-        };
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            a = tcp.accept() => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(10);
-                let _ = stream.set_nodelay(true);
-                permit.forget();
-                limit.open.count.fetch_add(1, Ordering::AcqRel);
-                tokio::spawn(handle(stream, peer, ConnPermit(limit.clone())));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, module = listener.module.name(), "accept failed; backing off {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
-/// How many connections are open on all listeners.
-#[derive(Default)]
-pub struct OpenConns {
-    count: AtomicUsize,
-    none_left: tokio::sync::Notify,
-}
-
-impl OpenConns {
-    /// Waits until no connection is open.
-    pub async fn drained(&self) {
-        loop {
-            let notified = self.none_left.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
+impl Shared {
+    /// The accept loop settings of listener `b`.
+    fn acceptor(&self, b: &Bound) -> Acceptor {
+        Acceptor {
+            name: b.listener.module.name(),
+            max_connections: b.listener.max_connections,
+            open: self.open.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// One listener's `max_connections`, and the count of all open ones.
-struct Limit {
-    slots: Semaphore,
-    open: Arc<OpenConns>,
-}
-
-/// A connection's place under its listener's `max_connections` (and in the
-/// count the shutdown drains), given back when dropped. One pointer: it lives
-/// in every connection's task.
-pub struct ConnPermit(Arc<Limit>);
-
-impl ConnPermit {
-    #[cfg(test)]
-    pub fn for_test() -> ConnPermit {
-        let open = Arc::new(OpenConns::default());
-        open.count.fetch_add(1, Ordering::AcqRel);
-        ConnPermit(Arc::new(Limit {
-            slots: Semaphore::new(0),
-            open,
-        }))
-    }
-}
-
-impl Drop for ConnPermit {
-    fn drop(&mut self) {
-        self.0.slots.add_permits(1);
-        if self.0.open.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.open.none_left.notify_waiters();
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A future run inside a tracing span, like `tracing::Instrumented`, but
-    /// a span that is disabled (the log level filters it out) costs one
-    /// pointer in the task instead of a whole `Span`.
-    pub struct Traced<F> {
-        span: Option<Box<tracing::Span>>,
-        #[pin]
-        fut: F,
-    }
-}
-
-impl<F: Future> Traced<F> {
-    pub fn new(fut: F, span: tracing::Span) -> Traced<F> {
-        Traced {
-            span: (!span.is_disabled()).then(|| Box::new(span)),
-            fut,
-        }
-    }
-}
-
-impl<F: Future> Future for Traced<F> {
-    type Output = F::Output;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        let this = self.project();
-        let _entered = this.span.as_deref().map(|s| s.enter());
-        this.fut.poll(cx)
-    }
-}
-
-/// A byte stream, plain TCP or TLS: listeners that serve both share one code path.
-pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
-
-/// Completes the TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`]) when `tls` is set.
-pub async fn maybe_tls(
-    stream: TcpStream,
-    tls: Option<&TlsAcceptor>,
-    peer: SocketAddr,
-) -> Option<Box<dyn Io>> {
-    match tls {
-        None => Some(Box::new(stream)),
-        Some(acceptor) => {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => Some(Box::new(s)),
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    None
-                }
-            }
+    /// The TLS acceptor for a listener with `tls = true`, else none.
+    fn tls_for(&self, b: &Bound) -> Option<TlsAcceptor> {
+        if b.listener.tls {
+            self.tls.clone()
+        } else {
+            None
         }
     }
 }
@@ -453,47 +305,38 @@ pub async fn maybe_tls(
 async fn serve_http(b: Bound, shared: Arc<Shared>) {
     let state = OauthState::new(shared.auth.clone(), &shared.config);
     let routes = oauth::routes(state, b.listener.tls);
-    let tls = if b.listener.tls {
-        shared.tls.clone()
-    } else {
-        None
-    };
+    let tls = shared.tls_for(&b);
     let shutdown = shared.shutdown.clone();
-    accept_loop(
-        b.tcp,
-        &b.listener,
-        shared.clone(),
-        move |stream, peer, permit| {
-            let routes = routes.clone();
-            let tls = tls.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                let _permit = permit;
-                let Some(io) = maybe_tls(stream, tls.as_ref(), peer).await else {
-                    return;
-                };
-                let svc = TowerToHyperService::new(warp::service(routes));
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30));
-                let conn = builder.serve_connection(TokioIo::new(io), svc);
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "http connection ended with an error");
+    let acceptor = shared.acceptor(&b);
+    accept_loop(b.tcp, acceptor, move |tcp, peer, permit| {
+        let routes = routes.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let _permit = permit;
+            let Some(io) = Stream::accept(tcp, tls.as_ref()).await else {
+                return;
+            };
+            let svc = TowerToHyperService::new(warp::service(routes));
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
                 }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
             }
-        },
-    )
+        }
+    })
     .await;
 }
 
@@ -512,17 +355,31 @@ async fn serve_mqtt(b: Bound, shared: Arc<Shared>) {
             topic_alias_maximum: 64,
         }),
         shutdown: shared.shutdown.clone(),
-        tls: if b.listener.tls {
-            shared.tls.clone()
-        } else {
-            None
-        },
+        tls: shared.tls_for(&b),
     });
-    accept_loop(
-        b.tcp,
-        &b.listener,
-        shared.clone(),
-        move |stream, peer, permit| crate::mqtt::listener::serve(stream, peer, ctx.clone(), permit),
-    )
+    let acceptor = shared.acceptor(&b);
+    accept_loop(b.tcp, acceptor, move |stream, peer, permit| {
+        crate::mqtt::listener::serve(stream, peer, ctx.clone(), permit)
+    })
     .await;
+}
+
+/// XMPP client-to-server: plain with STARTTLS (5222) or direct TLS (5223).
+async fn serve_c2s(b: Bound, shared: Arc<Shared>) {
+    let c = &shared.config;
+    let ctx = Arc::new(XmppContext {
+        auth: shared.auth.clone(),
+        im: shared.xmpp.clone(),
+        registry: shared.registry.clone(),
+        tls: shared.tls.clone(),
+        shutdown: shared.shutdown.clone(),
+        hosts: c.hosts.clone().into(),
+        limits: Limits {
+            max_stanza_size: c.max_stanza_size,
+            ..Limits::default()
+        },
+        negotiation_timeout: c.negotiation_timeout,
+    });
+    let acceptor = shared.acceptor(&b);
+    crate::xmpp::listener::serve(b.tcp, b.listener, acceptor, ctx).await;
 }

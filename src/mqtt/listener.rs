@@ -17,10 +17,9 @@ use super::broker::Broker;
 use super::codec::{self, reason};
 use super::session::{Aftermath, Connection, MqttSettings, Next, PasswordCheck};
 use crate::auth::AuthCore;
+use crate::net::{ConnPermit, Stream, Traced};
 use crate::registry::Registry;
-use crate::server::{ConnPermit, Traced};
 use crate::store::Store;
-use crate::wire::Wire;
 
 /// How long a write may make no progress before the connection is dropped.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
@@ -114,7 +113,7 @@ async fn check_password(
 /// Writes `out` and pumps queued messages while the socket takes them without
 /// waiting. `Err(next)` when the rest needs [`write_out`]: a store flush
 /// before an acknowledgement, a TLS stream, or a full socket buffer.
-fn write_now(conn: &mut Connection, wire: &mut Wire, mut next: Next) -> Result<Next, Next> {
+fn write_now(conn: &mut Connection, wire: &mut Stream, mut next: Next) -> Result<Next, Next> {
     loop {
         if conn.needs_flush {
             return Err(next);
@@ -142,7 +141,7 @@ fn write_now(conn: &mut Connection, wire: &mut Wire, mut next: Next) -> Result<N
 /// (or TLS), then goes on pumping.
 async fn write_out(
     conn: &mut Connection,
-    wire: &mut Wire,
+    wire: &mut Stream,
     ctx: &MqttContext,
     mut next: Next,
 ) -> Next {
@@ -183,7 +182,7 @@ async fn hold_back(broker: &Broker, target: &super::broker::Slot) {
 /// its timer, auth exchange and password check are large and brief, and must
 /// not size the task of every idle connection.
 async fn handshake(
-    wire: &mut Wire,
+    wire: &mut Stream,
     conn: &mut Connection,
     buf: &mut BytesMut,
     ctx: &MqttContext,
@@ -216,16 +215,10 @@ async fn handshake(
 async fn open(
     stream: tokio::net::TcpStream,
     ctx: Arc<MqttContext>,
-) -> Option<(Wire, Connection, BytesMut)> {
+) -> Option<(Stream, Connection, BytesMut)> {
     let ctx = &*ctx;
     let mut buf = BytesMut::new();
-    let mut wire = match &ctx.tls {
-        None => Wire::Tcp(stream),
-        Some(tls) => {
-            let peer = stream.peer_addr().ok()?;
-            Wire::tls(crate::server::maybe_tls(stream, Some(tls), peer).await?)
-        }
-    };
+    let mut wire = Stream::accept(stream, ctx.tls.as_ref()).await?;
     let mut conn = Connection::new(ctx.broker.clone(), ctx.auth.clone(), ctx.settings.clone());
     if handshake(&mut wire, &mut conn, &mut buf, ctx).await {
         if buf.is_empty() {
@@ -263,7 +256,7 @@ fn poll_idle(
     cx: &mut std::task::Context<'_>,
     slot: &super::broker::Slot,
     mine: u64,
-    wire: &mut Wire,
+    wire: &mut Stream,
     buf: &mut BytesMut,
     yield_first: &mut bool,
 ) -> Poll<Wake> {
@@ -300,7 +293,7 @@ fn poll_idle(
 
 async fn run<F>(opening: std::pin::Pin<Box<F>>, ctx: Arc<MqttContext>, _permit: ConnPermit)
 where
-    F: std::future::Future<Output = Option<(Wire, Connection, BytesMut)>>,
+    F: std::future::Future<Output = Option<(Stream, Connection, BytesMut)>>,
 {
     let Some((mut wire, mut conn, mut buf)) = opening.await else {
         return;
@@ -494,7 +487,7 @@ mod tests {
         // Never polled: only its size is looked at.
         let opening = Box::pin(async { None });
         let task = Traced::new(
-            run(opening, ctx, ConnPermit::for_test()),
+            run(opening, ctx, ConnPermit::detached()),
             tracing::Span::none(),
         );
         let future = size_of_val(&task);

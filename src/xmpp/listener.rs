@@ -12,7 +12,6 @@
 //! flushed; the negotiation timer is dropped after binding; and the session
 //! queue exists only once a resource is bound.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -20,9 +19,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use super::c2s::{C2s, Output, TlsPolicy};
@@ -31,150 +29,79 @@ use super::router::{Kick, Route};
 use super::sasl::{self, AuthRequest};
 use super::stanza::StreamCondition;
 use super::stream::{Limits, XmlStream};
-use crate::auth::TokenEnd;
+use crate::auth::{AuthCore, TokenEnd};
 use crate::config::Listener;
-use crate::registry::{Protocol, SessionInfo};
-use crate::server::{accept_loop, Shared, HANDSHAKE_TIMEOUT};
+use crate::net::{accept_loop, Acceptor, Stream};
+use crate::registry::{Protocol, Registry, SessionInfo};
 
 /// How long a write may stall before the peer is given up on.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes read from the socket at once (into the per-thread scratch buffer).
-const SCRATCH_LEN: usize = 16 * 1024;
 
-thread_local! {
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_LEN].into_boxed_slice());
+/// What every c2s connection task shares.
+pub struct XmppContext {
+    pub auth: Arc<AuthCore>,
+    pub im: Arc<ImServer>,
+    pub registry: Arc<Registry>,
+    /// The server's TLS acceptor (direct TLS and STARTTLS), if it has one.
+    pub tls: Option<TlsAcceptor>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub hosts: Arc<[String]>,
+    pub limits: Limits,
+    /// Seconds a connection may take from connecting to a bound resource.
+    pub negotiation_timeout: u64,
 }
 
 /// Serves one c2s listener until shutdown.
-pub async fn serve(tcp: TcpListener, listener: Listener, shared: Arc<Shared>) {
+pub async fn serve(
+    tcp: TcpListener,
+    listener: Listener,
+    acceptor: Acceptor,
+    ctx: Arc<XmppContext>,
+) {
     let policy = TlsPolicy {
         secure: listener.tls,
         starttls: listener.starttls && !listener.tls,
         required: listener.requires_starttls(),
     };
-    let hosts: Arc<[String]> = shared.config.hosts.clone().into();
-    let limits = Limits {
-        max_stanza_size: shared.config.max_stanza_size,
-        ..Limits::default()
-    };
-    let s = shared.clone();
-    accept_loop(
-        tcp,
-        &listener,
-        shared.clone(),
-        move |stream, peer, permit| {
-            let shared = s.clone();
-            let hosts = hosts.clone();
-            let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
-            async move {
-                let _permit = permit;
-                let conn = if policy.secure {
-                    match shared.tls.as_ref() {
-                        Some(acceptor) => {
-                            match Box::pin(tokio::time::timeout(
-                                HANDSHAKE_TIMEOUT,
-                                acceptor.accept(stream),
-                            ))
-                            .await
-                            {
-                                Ok(Ok(s)) => Conn::Tls(Box::new(s)),
-                                _ => {
-                                    tracing::debug!("TLS handshake failed");
-                                    return;
-                                }
-                            }
-                        }
-                        None => return,
-                    }
-                } else {
-                    Conn::Plain(stream)
-                };
-                let c2s = C2s::new(hosts, policy);
-                Box::pin(Connection::new(conn, c2s, limits, shared).run()).await;
-            }
-            .instrument(span)
-        },
-    )
+    let c = ctx.clone();
+    accept_loop(tcp, acceptor, move |tcp, peer, permit| {
+        let ctx = c.clone();
+        let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
+        async move {
+            let _permit = permit;
+            let tls = if policy.secure {
+                match ctx.tls.as_ref() {
+                    Some(t) => Some(t),
+                    None => return,
+                }
+            } else {
+                None
+            };
+            let Some(stream) = Box::pin(Stream::accept(tcp, tls)).await else {
+                return;
+            };
+            let c2s = C2s::new(ctx.hosts.clone(), policy);
+            Box::pin(Connection::new(stream, c2s, ctx).run()).await;
+        }
+        .instrument(span)
+    })
     .await;
     // Accepting has stopped: tell bound sessions to say goodbye.
-    shared.xmpp.router.kick_all(Kick::Shutdown);
+    ctx.im.router.kick_all(Kick::Shutdown);
 }
 
-/// The socket, plain or TLS; STARTTLS turns the one into the other.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Only during the STARTTLS swap.
-    Gone,
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Conn::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Conn::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Conn::Gone => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Conn::Gone => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-/// Reads what the socket has into the parser through the per-thread scratch
-/// buffer: the number of bytes read (0 at end of stream).
+/// Reads what the socket has into the parser: the number of bytes read (0
+/// at end of stream).
 fn poll_read_into(
-    conn: &mut Conn,
+    conn: &mut Stream,
     parser: &mut XmlStream,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let mut rb = ReadBuf::new(&mut scratch[..]);
-        match Pin::new(conn).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                parser.feed(rb.filled());
-                Poll::Ready(Ok(rb.filled().len()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
+    conn.poll_read_with(cx, |bytes| parser.feed(bytes))
 }
 
 fn read_into<'a>(
-    conn: &'a mut Conn,
+    conn: &'a mut Stream,
     parser: &'a mut XmlStream,
 ) -> impl Future<Output = io::Result<usize>> + 'a {
     std::future::poll_fn(move |cx| poll_read_into(conn, parser, cx))
@@ -198,10 +125,10 @@ enum Wake {
 }
 
 struct Connection {
-    conn: Conn,
+    conn: Stream,
     parser: XmlStream,
     c2s: C2s,
-    shared: Arc<Shared>,
+    ctx: Arc<XmppContext>,
     /// Boxed: absent until a resource is bound.
     bound: Option<Box<Bound>>,
     /// The bound session's route (its queue and kicks), kept apart from
@@ -221,13 +148,13 @@ struct Connection {
 impl Connection {
     /// Boxed: an async fn keeps its arguments twice in its future (once as
     /// received, once as the local), so the task holds a pointer instead.
-    fn new(conn: Conn, c2s: C2s, limits: Limits, shared: Arc<Shared>) -> Box<Connection> {
-        let timeout = Duration::from_secs(shared.config.negotiation_timeout);
+    fn new(conn: Stream, c2s: C2s, ctx: Arc<XmppContext>) -> Box<Connection> {
+        let timeout = Duration::from_secs(ctx.negotiation_timeout);
         Box::new(Connection {
             conn,
-            parser: XmlStream::new(limits),
+            parser: XmlStream::new(ctx.limits),
             c2s,
-            shared,
+            ctx,
             bound: None,
             route: None,
             token: None,
@@ -239,7 +166,7 @@ impl Connection {
     }
 
     fn im(&self) -> &ImServer {
-        &self.shared.xmpp
+        &self.ctx.im
     }
 
     /// Negotiation (boxed: it holds the large waits), then the bound
@@ -297,7 +224,7 @@ impl Connection {
                     }
                 },
                 end = token_end(&mut self.token) => self.c2s.token_ended(end, &mut out),
-                _ = self.shared.shutdown.cancelled() => {
+                _ = self.ctx.shutdown.cancelled() => {
                     self.c2s.fail_stream(StreamCondition::SystemShutdown, "the server is shutting down", &mut out);
                 },
                 _ = deadline(&mut self.deadline) => self.c2s.timed_out(&mut out),
@@ -419,7 +346,7 @@ impl Connection {
                         .map(|g| Box::pin(async move { g.ended().await }) as TokenWatch);
                 }
                 Output::Auth(req) => {
-                    let reply = Self::authenticate(self.shared.auth.clone(), req).await;
+                    let reply = Self::authenticate(self.ctx.auth.clone(), req).await;
                     let mut more = Vec::new();
                     self.c2s.auth_reply(reply, &mut more);
                     for m in more.into_iter().rev() {
@@ -431,9 +358,9 @@ impl Connection {
                     let Some(b) = self.bound.as_mut() else {
                         continue;
                     };
-                    let fx = self.shared.xmpp.handle(&mut b.im, el);
+                    let fx = self.ctx.im.handle(&mut b.im, el);
                     if fx.flush {
-                        let store = self.shared.auth.store().clone();
+                        let store = self.ctx.auth.store().clone();
                         let r = tokio::task::spawn_blocking(move || store.flush()).await;
                         if !matches!(r, Ok(Ok(()))) {
                             tracing::error!("store flush failed");
@@ -467,14 +394,14 @@ impl Connection {
         };
         let scopes = self.c2s.grant().map(|g| g.scopes().clone());
         tracing::Span::current().record("jid", tracing::field::display(&jid));
-        let registry_key = self.shared.registry.add(std::sync::Arc::new(SessionInfo {
+        let registry_key = self.ctx.registry.add(std::sync::Arc::new(SessionInfo {
             protocol: Protocol::Xmpp,
             name: jid.to_string(),
             account: Some(user.to_string()),
             since: crate::auth::now(),
         }));
         let im = self.im().open_session(jid, user, scopes);
-        if self.shared.shutdown.is_cancelled() {
+        if self.ctx.shutdown.is_cancelled() {
             // Bound while the listener was kicking everyone out.
             im.route.kick(Kick::Shutdown);
         }
@@ -490,21 +417,12 @@ impl Connection {
             // Bytes after <starttls/> were sent in the clear: refuse them.
             return Err(io::ErrorKind::InvalidData.into());
         }
-        let Some(acceptor) = self.shared.tls.clone() else {
+        let Some(acceptor) = self.ctx.tls.clone() else {
             return Err(io::ErrorKind::Unsupported.into());
         };
-        let Conn::Plain(tcp) = std::mem::replace(&mut self.conn, Conn::Gone) else {
-            return Err(io::ErrorKind::InvalidInput.into());
-        };
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => {
-                self.conn = Conn::Tls(Box::new(tls));
-                self.parser.reset();
-                Ok(())
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
-        }
+        self.conn.start_tls(&acceptor).await?;
+        self.parser.reset();
+        Ok(())
     }
 
     /// Writes and flushes what is pending, then drops the buffer.
@@ -513,10 +431,7 @@ impl Connection {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.wbuf);
-        let write = async {
-            self.conn.write_all(&buf).await?;
-            self.conn.flush().await
-        };
+        let write = self.conn.write_all(&buf);
         // A session kicked while its peer does not read (the usual reason for
         // an overflow) is dropped at once instead of after the write timeout.
         // Once the stream is closing the goodbye itself is being written.
@@ -532,8 +447,8 @@ impl Connection {
 
     async fn finish(mut self: Box<Self>) {
         if let Some(b) = self.bound.take() {
-            self.shared.registry.remove(b.registry_key);
-            self.shared.xmpp.close_session(b.im);
+            self.ctx.registry.remove(b.registry_key);
+            self.ctx.im.close_session(b.im);
             tracing::info!("session closed");
         }
         let _ = self.flush().await;

@@ -1,0 +1,181 @@
+//! The accept loop of one listener, after tokio's mini-redis `Listener`: a
+//! semaphore bounds the connections served at once, accept errors back off,
+//! and every connection's task holds a [`ConnPermit`] that gives its place
+//! back (and lets the shutdown's drain finish) when the task ends.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// What an accept loop needs to know about its listener.
+#[derive(Clone)]
+pub struct Acceptor {
+    /// The listener's module name, for logs.
+    pub name: &'static str,
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Every listener's open connections, which the shutdown drains.
+    pub open: Arc<OpenConns>,
+    /// Stops accepting when cancelled.
+    pub shutdown: CancellationToken,
+}
+
+/// Accepts connections under the listener's connection limit, backing off on
+/// errors (e.g. out of file descriptors), and hands each to `handle` in a task
+/// the shutdown waits for. The handler's future holds the connection's permit
+/// (so it is spawned as is: wrapping it in another async block would store the
+/// whole future twice in every task).
+pub async fn accept_loop<F, Fut>(tcp: TcpListener, acceptor: Acceptor, handle: F)
+where
+    F: Fn(TcpStream, SocketAddr, ConnPermit) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let limit = Arc::new(Limit {
+        slots: Semaphore::new(acceptor.max_connections),
+        open: acceptor.open.clone(),
+    });
+    let shutdown = &acceptor.shutdown;
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = limit.slots.acquire() => p.expect("semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = tcp.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(10);
+                let _ = stream.set_nodelay(true);
+                permit.forget();
+                limit.open.count.fetch_add(1, Ordering::AcqRel);
+                tokio::spawn(handle(stream, peer, ConnPermit(limit.clone())));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, module = acceptor.name, "accept failed; backing off {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// How many connections are open on all listeners.
+#[derive(Default)]
+pub struct OpenConns {
+    count: AtomicUsize,
+    none_left: tokio::sync::Notify,
+}
+
+impl OpenConns {
+    /// Waits until no connection is open.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One listener's `max_connections`, and the count of all open ones.
+struct Limit {
+    slots: Semaphore,
+    open: Arc<OpenConns>,
+}
+
+/// A connection's place under its listener's `max_connections` (and in the
+/// count the shutdown drains), given back when dropped. One pointer: it lives
+/// in every connection's task.
+pub struct ConnPermit(Arc<Limit>);
+
+impl ConnPermit {
+    /// A permit of a listener of its own, for tests that build a
+    /// connection's task without an accept loop.
+    pub fn detached() -> ConnPermit {
+        let open = Arc::new(OpenConns::default());
+        open.count.fetch_add(1, Ordering::AcqRel);
+        ConnPermit(Arc::new(Limit {
+            slots: Semaphore::new(0),
+            open,
+        }))
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.0.slots.add_permits(1);
+        if self.0.open.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.open.none_left.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With room for one connection, the second is served only once the
+    /// first one's permit is given back; the drain waits for the last.
+    #[tokio::test]
+    async fn serves_within_the_limit_and_drains() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let open = Arc::new(OpenConns::default());
+        let shutdown = CancellationToken::new();
+        let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+        let acceptor = Acceptor {
+            name: "test",
+            max_connections: 1,
+            open: open.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let task = tokio::spawn(accept_loop(tcp, acceptor, move |_s, _p, permit| {
+            let (done, wait) = tokio::sync::oneshot::channel::<()>();
+            started.send(done).unwrap();
+            async move {
+                let _ = wait.await;
+                drop(permit);
+            }
+        }));
+        let _a = TcpStream::connect(addr).await.unwrap();
+        let _b = TcpStream::connect(addr).await.unwrap();
+        let first = starts.recv().await.unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(100), starts.recv()).await;
+        assert!(
+            early.is_err(),
+            "a second connection was served over the limit"
+        );
+        assert_eq!(open.len(), 1);
+        first.send(()).unwrap();
+        let second = starts.recv().await.unwrap();
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(open.len(), 1);
+        second.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), open.drained())
+            .await
+            .expect("drained");
+        assert!(open.is_empty());
+    }
+}
