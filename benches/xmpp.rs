@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use futures_util::FutureExt;
 use petrel::auth::{AuthCore, BareJid};
 use petrel::config::Config;
-use petrel::store::{SledStore, Store};
+use petrel::store::Store;
 use petrel::xmpp::element::Element;
 use petrel::xmpp::stanza::Jid;
 use petrel::xmpp::stream::{Limits, StreamEvent, XmlStream, NS_CLIENT};
@@ -53,9 +54,7 @@ fn parse(c: &mut Criterion) {
 }
 
 fn route(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-    let auth = Arc::new(AuthCore::new(store, &Config::default()).unwrap());
+    let auth = Arc::new(AuthCore::new(Store::memory(), &Config::default()).unwrap());
     let im = ImServer::new(auth, Router::default());
     let alice = BareJid::parse("alice@localhost").unwrap();
     let bob = BareJid::parse("bob@localhost").unwrap();
@@ -77,7 +76,11 @@ fn route(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("message_to_bare_jid", |bench| {
         bench.iter(|| {
-            let fx = im.handle(&mut a, black_box(msg.clone()));
+            // Routing to an online user awaits nothing (no store access).
+            let fx = im
+                .handle(&mut a, black_box(msg.clone()))
+                .now_or_never()
+                .expect("routing awaits nothing");
             assert!(fx.replies.is_empty());
             black_box(b.route.try_recv().expect("delivered"))
         })
@@ -85,7 +88,9 @@ fn route(c: &mut Criterion) {
     let full = msg.clone().with_attr("to", "bob@localhost/phone");
     g.bench_function("message_to_full_jid", |bench| {
         bench.iter(|| {
-            im.handle(&mut a, black_box(full.clone()));
+            im.handle(&mut a, black_box(full.clone()))
+                .now_or_never()
+                .expect("routing awaits nothing");
             black_box(b.route.try_recv().expect("delivered"))
         })
     });

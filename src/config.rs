@@ -125,6 +125,8 @@ pub enum ClientIdCheck {
 pub struct Config {
     pub hosts: Vec<String>,
     pub data_dir: PathBuf,
+    /// Which store backend keeps the server's state (`store`).
+    pub store: crate::store::StoreKind,
     /// PEM files holding the certificate chain and the private key; empty means a
     /// development certificate is made in `data_dir` on first start.
     pub certfiles: Vec<PathBuf>,
@@ -147,6 +149,7 @@ impl Default for Config {
         Config {
             hosts: vec!["localhost".into()],
             data_dir: PathBuf::from("./petrel-data"),
+            store: crate::store::StoreKind::Sled,
             certfiles: Vec::new(),
             oauth_expire: 2_592_000,
             oauth_access: OauthAccess::All,
@@ -181,6 +184,7 @@ pub fn default_listeners() -> Vec<Listener> {
 struct RawConfig {
     hosts: Option<Vec<String>>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     certfiles: Option<Vec<PathBuf>>,
     oauth_expire: Option<u64>,
     oauth_access: Option<RawAccess>,
@@ -229,6 +233,10 @@ impl Config {
         }
         if let Some(d) = raw.data_dir {
             c.data_dir = d;
+        }
+        if let Some(s) = raw.store {
+            c.store =
+                crate::store::StoreKind::parse(&s).map_err(|p| ConfigError::new("store", p))?;
         }
         if let Some(f) = raw.certfiles {
             c.certfiles = f;

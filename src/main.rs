@@ -161,14 +161,14 @@ fn ctl(config: Config, args: Vec<String>) -> ExitCode {
 fn offline(config: &Config, args: &[String]) -> Result<petrel::ctl::socket::Reply, String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
-    let store: Arc<dyn petrel::store::Store> =
-        Arc::new(petrel::store::SledStore::open(&config.data_dir).map_err(|e| e.to_string())?);
+    let store =
+        petrel::store::Store::open(&config.store, &config.data_dir).map_err(|e| e.to_string())?;
     let auth = petrel::auth::AuthCore::new(store.clone(), config).map_err(|e| e.to_string())?;
     let ctx = petrel::ctl::CtlContext {
         auth: Arc::new(auth),
         live: None,
     };
     let reply = petrel::ctl::socket::run(&ctx, args);
-    store.flush().map_err(|e| e.to_string())?;
+    store.barrier_blocking().map_err(|e| e.to_string())?;
     Ok(reply)
 }

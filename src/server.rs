@@ -26,7 +26,7 @@ use crate::mqtt::session::MqttSettings;
 use crate::net::{accept_loop, Acceptor, OpenConns, Stream};
 use crate::oauth::{self, OauthState};
 use crate::registry::Registry;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
 use crate::xmpp::listener::XmppContext;
 use crate::xmpp::stream::Limits;
@@ -80,7 +80,7 @@ struct Bound {
 /// A server whose listeners are bound but not yet serving.
 pub struct Server {
     shared: Arc<Shared>,
-    store: Arc<dyn Store>,
+    store: Store,
     bound: Vec<Bound>,
     admin: tokio::net::UnixListener,
     started: Instant,
@@ -94,13 +94,21 @@ impl Server {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
-        let auth = Arc::new(AuthCore::new(store.clone(), &config)?);
-        let broker = Arc::new(Broker::new(
-            &config.hosts,
-            store.clone(),
-            config.mqtt_max_queue,
-        )?);
+        // Opening the store and loading what lives in memory (tokens,
+        // retained messages, persistent sessions) reads the store: off the
+        // async workers.
+        let c = config.clone();
+        let (store, auth, broker) = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&c.store, &c.data_dir)?;
+            let auth = Arc::new(AuthCore::new(store.clone(), &c)?);
+            let broker = Arc::new(Broker::new(&c.hosts, store.clone(), c.mqtt_max_queue)?);
+            // Restored sessions expire through the broker's sweep.
+            let restored = broker.restore_sessions()?;
+            tracing::info!(count = restored, "restored persistent MQTT sessions");
+            Ok::<_, ServerError>((store, auth, broker))
+        })
+        .await
+        .expect("opening the store does not panic")?;
         let needs_tls = config.listen.iter().any(|l| l.tls || l.starttls);
         let tls = if needs_tls {
             Some(tls::acceptor(
@@ -137,9 +145,6 @@ impl Server {
             auth.clone(),
             crate::xmpp::Router::default(),
         ));
-        // Restored sessions expire through the broker's sweep.
-        let restored = broker.restore_sessions()?;
-        tracing::info!(count = restored, "restored persistent MQTT sessions");
         let shared = Arc::new(Shared {
             xmpp,
             config,
@@ -222,9 +227,7 @@ impl Server {
             tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
         }
         let _ = std::fs::remove_file(ctl::socket::socket_path(&shared.config.data_dir));
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .expect("flush does not panic")?;
+        store.barrier().await?;
         tracing::info!("stopped");
         Ok(())
     }
@@ -244,17 +247,10 @@ async fn sweep_mqtt(broker: Arc<Broker>, shutdown: CancellationToken) {
         if expired.is_empty() {
             continue;
         }
-        let b = broker.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            if b.end_expired(expired) {
-                b.store().flush()?;
+        if broker.end_expired(expired) {
+            if let Err(e) = broker.store().barrier().await {
+                tracing::error!(error = %e, "store barrier failed");
             }
-            Ok::<(), crate::store::StoreError>(())
-        });
-        match done.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "store flush failed"),
-            Err(e) => tracing::error!(error = %e, "ending expired sessions failed"),
         }
     }
 }

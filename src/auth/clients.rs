@@ -47,9 +47,8 @@ impl AuthCore {
             redirect_uri: None,
             secret: Some(to_stored(keys)),
         };
-        self.store
-            .insert(Tree::Clients, id.as_bytes(), &records::encode(&rec))?;
-        self.store.flush()?;
+        self.store.put(Tree::Clients, id, records::encode(&rec));
+        self.store.barrier_blocking()?;
         Ok(())
     }
 
@@ -72,23 +71,26 @@ impl AuthCore {
             redirect_uri: Some(redirect_uri.to_string()),
             secret: None,
         };
-        self.store
-            .insert(Tree::Clients, id.as_bytes(), &records::encode(&rec))?;
-        self.store.flush()?;
+        self.store.put(Tree::Clients, id, records::encode(&rec));
+        self.store.barrier_blocking()?;
         Ok(())
     }
 
     /// `oauth_remove_client CLIENT_ID`.
     pub fn remove_client(&self, id: &str) -> Result<(), AuthError> {
-        if self.store.remove(Tree::Clients, id.as_bytes())?.is_none() {
+        if self
+            .store
+            .take_blocking(Tree::Clients, id.as_bytes())?
+            .is_none()
+        {
             return Err(AuthError::NoSuchClient(id.to_string()));
         }
-        self.store.flush()?;
+        self.store.barrier_blocking()?;
         Ok(())
     }
 
     pub fn client(&self, id: &str) -> Result<Option<ClientRecord>, AuthError> {
-        match self.store.get(Tree::Clients, id.as_bytes())? {
+        match self.store.get_blocking(Tree::Clients, id.as_bytes())? {
             Some(v) => Ok(Some(records::decode("clients", &v)?)),
             None => Ok(None),
         }
@@ -116,7 +118,7 @@ impl AuthCore {
     /// Every client id with its record, in id order.
     pub fn clients(&self) -> Result<Vec<(String, ClientRecord)>, AuthError> {
         let mut out = Vec::new();
-        for (k, v) in self.store.scan_prefix(Tree::Clients, b"")? {
+        for (k, v) in self.store.scan_prefix_blocking(Tree::Clients, b"")? {
             out.push((
                 String::from_utf8_lossy(&k).into_owned(),
                 records::decode("clients", &v)?,
@@ -139,7 +141,11 @@ mod tests {
         assert!(a.authenticate_client("app", "sekrit").unwrap().is_some());
         assert!(a.authenticate_client("app", "nope").unwrap().is_none());
         assert!(a.authenticate_client("ghost", "sekrit").unwrap().is_none());
-        let raw = a.store.get(Tree::Clients, b"app").unwrap().unwrap();
+        let raw = a
+            .store
+            .get_blocking(Tree::Clients, b"app")
+            .unwrap()
+            .unwrap();
         assert!(!raw.windows(6).any(|w| w == b"sekrit"));
         a.remove_client("app").unwrap();
         assert!(a.authenticate_client("app", "sekrit").unwrap().is_none());

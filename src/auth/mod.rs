@@ -24,6 +24,7 @@ use dashmap::DashMap;
 use rand::TryRngCore;
 
 use crate::config::{Config, OauthAccess};
+use crate::store::records::{self, StoredKey};
 use crate::store::{Store, StoreError, Tree};
 
 pub use jid::BareJid;
@@ -82,7 +83,7 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// Passwords, clients, tokens and scopes over one store.
 pub struct AuthCore {
-    store: Arc<dyn Store>,
+    store: Store,
     hosts: Vec<String>,
     oauth_expire: u64,
     access: OauthAccess,
@@ -95,14 +96,19 @@ pub struct AuthCore {
 
 impl AuthCore {
     /// Opens the auth core over `store`, loading every token into memory.
-    pub fn new(store: Arc<dyn Store>, config: &Config) -> Result<AuthCore, AuthError> {
-        let server_key = match store.get(Tree::Meta, b"server_key")? {
-            Some(k) if k.len() == 32 => k.try_into().expect("length checked"),
-            _ => {
-                let k = random_bytes::<32>();
-                store.insert(Tree::Meta, b"server_key", &k)?;
-                store.flush()?;
-                k
+    /// Blocking (store reads): call it from `spawn_blocking` or outside a runtime.
+    pub fn new(store: Store, config: &Config) -> Result<AuthCore, AuthError> {
+        let server_key = match store.get_blocking(Tree::Meta, b"server_key")? {
+            Some(k) => records::decode::<StoredKey>("meta", &k)?.key,
+            None => {
+                let key = random_bytes::<32>();
+                store.put(
+                    Tree::Meta,
+                    "server_key",
+                    records::encode(&StoredKey { key }),
+                );
+                store.barrier_blocking()?;
+                key
             }
         };
         let core = AuthCore {
@@ -117,7 +123,7 @@ impl AuthCore {
         Ok(core)
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 
@@ -161,12 +167,11 @@ impl AuthCore {
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
-    use crate::store::SledStore;
 
-    /// An auth core over a fresh store in a temp dir (kept alive by the guard).
+    /// An auth core over a fresh in-memory store (the guard keeps a temp
+    /// dir for callers that want one beside it).
     pub fn core(config: &Config) -> (AuthCore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-        (AuthCore::new(store, config).unwrap(), dir)
+        (AuthCore::new(Store::memory(), config).unwrap(), dir)
     }
 }

@@ -165,14 +165,17 @@ fn expiry_key(expires_at: u64, hash: &[u8; 32]) -> Vec<u8> {
 
 impl AuthCore {
     pub(super) fn load_tokens(&self) -> Result<(), StoreError> {
-        for (k, v) in self.store.scan_prefix(Tree::Tokens, b"")? {
+        for (k, v) in self.store.scan_prefix_blocking(Tree::Tokens, b"")? {
             let Ok(hash) = <[u8; 32]>::try_from(k.as_slice()) else {
                 continue;
             };
             let rec: TokenRecord = records::decode("tokens", &v)?;
             // Re-create a missing expiry entry so the sweeper always finds it.
-            self.store
-                .insert(Tree::TokenExpiry, &expiry_key(rec.expires_at, &hash), b"")?;
+            self.store.put(
+                Tree::TokenExpiry,
+                expiry_key(rec.expires_at, &hash),
+                Vec::new(),
+            );
             if let Some(live) = LiveToken::new(hash, rec) {
                 self.tokens.insert(hash, Arc::new(live));
             }
@@ -204,11 +207,13 @@ impl AuthCore {
             expires_at: issued_at + expires_in,
             revoked: false,
         };
-        self.store
-            .insert(Tree::Tokens, &hash, &records::encode(&rec))?;
-        self.store
-            .insert(Tree::TokenExpiry, &expiry_key(rec.expires_at, &hash), b"")?;
-        self.store.flush()?;
+        self.store.put(Tree::Tokens, hash, records::encode(&rec));
+        self.store.put(
+            Tree::TokenExpiry,
+            expiry_key(rec.expires_at, &hash),
+            Vec::new(),
+        );
+        self.store.barrier_blocking()?;
         let expires_at = rec.expires_at;
         let live = LiveToken::new(hash, rec).expect("owner is a valid JID");
         let id = live.id();
@@ -324,8 +329,8 @@ impl AuthCore {
             Some(live)
                 if !live.revoked.load(Ordering::Acquire) && now() < live.record.expires_at =>
             {
-                self.revoke_live(&live)?;
-                self.store.flush()?;
+                self.revoke_live(&live);
+                self.store.barrier_blocking()?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -339,22 +344,21 @@ impl AuthCore {
             Some(live)
                 if !live.revoked.load(Ordering::Acquire) && now() < live.record.expires_at =>
             {
-                self.revoke_live(&live)?;
-                self.store.flush()?;
+                self.revoke_live(&live);
+                self.store.barrier_blocking()?;
                 Ok(true)
             }
             _ => Ok(false),
         }
     }
 
-    fn revoke_live(&self, live: &LiveToken) -> Result<(), AuthError> {
+    fn revoke_live(&self, live: &LiveToken) {
         let mut rec = live.record.clone();
         rec.revoked = true;
         self.store
-            .insert(Tree::Tokens, &live.hash, &records::encode(&rec))?;
+            .put(Tree::Tokens, live.hash, records::encode(&rec));
         live.revoked.store(true, Ordering::Release);
         live.ends.send_replace(Some(TokenEnd::Revoked));
-        Ok(())
     }
 
     /// Revokes every token of an account (when it is unregistered).
@@ -366,7 +370,7 @@ impl AuthCore {
             .map(|e| Arc::clone(e.value()))
             .collect();
         for live in mine {
-            self.revoke_live(&live)?;
+            self.revoke_live(&live);
         }
         Ok(())
     }
@@ -375,10 +379,12 @@ impl AuthCore {
     /// The server calls this every second.
     pub fn sweep_expired(&self, at: u64) -> Result<usize, AuthError> {
         let end = (at + 1).to_be_bytes();
-        let due = self.store.scan_below(Tree::TokenExpiry, &end, 10_000)?;
+        let due = self
+            .store
+            .scan_below_blocking(Tree::TokenExpiry, &end, 10_000)?;
         for (k, _) in &due {
             if let Ok(hash) = <[u8; 32]>::try_from(&k[8..]) {
-                self.store.remove(Tree::Tokens, &hash)?;
+                self.store.delete(Tree::Tokens, hash);
                 if let Some((_, live)) = self.tokens.remove(&hash) {
                     live.ends.send_if_modified(|s| {
                         if s.is_none() {
@@ -390,7 +396,10 @@ impl AuthCore {
                     });
                 }
             }
-            self.store.remove(Tree::TokenExpiry, k)?;
+            self.store.delete(Tree::TokenExpiry, k.clone());
+        }
+        if !due.is_empty() {
+            self.store.barrier_blocking()?;
         }
         Ok(due.len())
     }
@@ -401,6 +410,7 @@ mod tests {
     use super::super::test_support::core;
     use super::*;
     use crate::config::Config;
+    use crate::store::{Store, StoreKind};
 
     fn alice() -> BareJid {
         BareJid::parse("alice@localhost").unwrap()
@@ -432,7 +442,7 @@ mod tests {
                 .unwrap_err(),
             TokenError::MissingScope("xmpp:roster:read".into())
         );
-        for (k, v) in a.store.scan_prefix(Tree::Tokens, b"").unwrap() {
+        for (k, v) in a.store.scan_prefix_blocking(Tree::Tokens, b"").unwrap() {
             assert!(!k.windows(t.token.len()).any(|w| w == t.token.as_bytes()));
             assert!(!v.windows(t.token.len()).any(|w| w == t.token.as_bytes()));
         }
@@ -463,8 +473,11 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn revocation_by_text_or_id_ends_grants() {
+    /// The auth core blocks on its store: it runs on the test thread, the
+    /// grant's waiter on a runtime beside it.
+    #[test]
+    fn revocation_by_text_or_id_ends_grants() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
         let (a, _d) = core(&Config::default());
         let t1 = a
             .issue_token(&alice(), Scopes::sasl_auth(), None, None)
@@ -473,13 +486,13 @@ mod tests {
             .issue_token(&alice(), Scopes::sasl_auth(), None, None)
             .unwrap();
         let g1 = a.check_login_token(&t1.token, None).unwrap();
-        let waiter = tokio::spawn({
+        let waiter = rt.spawn({
             let g1 = g1.clone();
             async move { g1.ended().await }
         });
         assert_eq!(a.list_tokens().len(), 2);
         assert!(a.revoke_token(&t1.token).unwrap());
-        assert_eq!(waiter.await.unwrap(), TokenEnd::Revoked);
+        assert_eq!(rt.block_on(waiter).unwrap(), TokenEnd::Revoked);
         assert_eq!(
             a.check_login_token(&t1.token, None).unwrap_err(),
             TokenError::Revoked
@@ -490,8 +503,8 @@ mod tests {
         assert!(!a.revoke_token("0000000000000000").unwrap());
     }
 
-    #[tokio::test]
-    async fn sweeper_expires_and_tells_sessions() {
+    #[test]
+    fn sweeper_expires_and_tells_sessions() {
         let (a, _d) = core(&Config::default());
         let t = a
             .issue_token(&alice(), Scopes::sasl_auth(), Some(5), None)
@@ -503,14 +516,17 @@ mod tests {
         assert_eq!(a.sweep_expired(t.expires_at - 1).unwrap(), 0);
         assert_eq!(g.end(), None);
         assert_eq!(a.sweep_expired(t.expires_at).unwrap(), 1);
-        assert_eq!(g.ended().await, TokenEnd::Expired);
+        assert_eq!(
+            futures_util::FutureExt::now_or_never(g.ended()),
+            Some(TokenEnd::Expired)
+        );
         assert_eq!(
             a.check_login_token(&t.token, None).unwrap_err(),
             TokenError::Unknown
         );
         assert!(a.check_login_token(&keep.token, None).is_ok());
-        assert_eq!(a.store.len(Tree::Tokens).unwrap(), 1);
-        assert_eq!(a.store.len(Tree::TokenExpiry).unwrap(), 1);
+        assert_eq!(a.store.len_blocking(Tree::Tokens).unwrap(), 1);
+        assert_eq!(a.store.len_blocking(Tree::TokenExpiry).unwrap(), 1);
     }
 
     #[test]
@@ -518,16 +534,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let token;
         {
-            let store: Arc<dyn crate::store::Store> =
-                Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+            let store = Store::open(&StoreKind::Sled, dir.path()).unwrap();
             let a = AuthCore::new(store, &Config::default()).unwrap();
             token = a
                 .issue_token(&alice(), Scopes::sasl_auth(), None, None)
                 .unwrap()
                 .token;
         }
-        let store: Arc<dyn crate::store::Store> =
-            Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let store = Store::open(&StoreKind::Sled, dir.path()).unwrap();
         let a = AuthCore::new(store, &Config::default()).unwrap();
         assert!(a.check_login_token(&token, None).is_ok());
     }

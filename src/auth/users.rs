@@ -48,7 +48,11 @@ impl AuthCore {
             return Err(AuthError::EmptyPassword);
         }
         let key = jid.to_string();
-        if self.store.get(Tree::Users, key.as_bytes())?.is_some() {
+        if self
+            .store
+            .get_blocking(Tree::Users, key.as_bytes())?
+            .is_some()
+        {
             return Err(AuthError::UserExists(key));
         }
         let (scram_sha1, scram_sha256) = derive_pair(password);
@@ -57,20 +61,23 @@ impl AuthCore {
             scram_sha256,
             created_at: now(),
         };
-        self.store
-            .insert(Tree::Users, key.as_bytes(), &records::encode(&rec))?;
-        self.store.flush()?;
+        self.store.put(Tree::Users, key, records::encode(&rec));
+        self.store.barrier_blocking()?;
         Ok(())
     }
 
     /// `unregister USER HOST`: removes the account and revokes its tokens.
     pub fn unregister(&self, jid: &BareJid) -> Result<(), AuthError> {
         let key = jid.to_string();
-        if self.store.remove(Tree::Users, key.as_bytes())?.is_none() {
+        if self
+            .store
+            .take_blocking(Tree::Users, key.as_bytes())?
+            .is_none()
+        {
             return Err(AuthError::NoSuchUser(key));
         }
         self.revoke_owner(jid)?;
-        self.store.flush()?;
+        self.store.barrier_blocking()?;
         Ok(())
     }
 
@@ -89,14 +96,16 @@ impl AuthCore {
             scram_sha256,
             created_at: old.created_at,
         };
-        self.store
-            .insert(Tree::Users, key.as_bytes(), &records::encode(&rec))?;
-        self.store.flush()?;
+        self.store.put(Tree::Users, key, records::encode(&rec));
+        self.store.barrier_blocking()?;
         Ok(())
     }
 
     pub fn user(&self, jid: &BareJid) -> Result<Option<UserRecord>, AuthError> {
-        match self.store.get(Tree::Users, jid.to_string().as_bytes())? {
+        match self
+            .store
+            .get_blocking(Tree::Users, jid.to_string().as_bytes())?
+        {
             Some(v) => Ok(Some(records::decode("users", &v)?)),
             None => Ok(None),
         }
@@ -105,7 +114,16 @@ impl AuthCore {
     pub fn user_exists(&self, jid: &BareJid) -> Result<bool, AuthError> {
         Ok(self
             .store
-            .get(Tree::Users, jid.to_string().as_bytes())?
+            .get_blocking(Tree::Users, jid.to_string().as_bytes())?
+            .is_some())
+    }
+
+    /// [`AuthCore::user_exists`] for async callers.
+    pub async fn has_account(&self, jid: &BareJid) -> Result<bool, AuthError> {
+        Ok(self
+            .store
+            .get(Tree::Users, jid.to_string().as_bytes())
+            .await?
             .is_some())
     }
 
@@ -152,7 +170,7 @@ impl AuthCore {
         let suffix = format!("@{}", host.to_lowercase());
         let mut out: Vec<String> = self
             .store
-            .scan_prefix(Tree::Users, b"")?
+            .scan_prefix_blocking(Tree::Users, b"")?
             .into_iter()
             .filter_map(|(k, _)| String::from_utf8(k).ok())
             .filter(|k| k.ends_with(&suffix))
@@ -197,7 +215,11 @@ mod tests {
         let (a, _d) = core(&Config::default());
         let j = BareJid::parse("bob@localhost").unwrap();
         a.register(&j, "plaintext-marker").unwrap();
-        let raw = a.store.get(Tree::Users, b"bob@localhost").unwrap().unwrap();
+        let raw = a
+            .store
+            .get_blocking(Tree::Users, b"bob@localhost")
+            .unwrap()
+            .unwrap();
         assert!(!raw.windows(16).any(|w| w == b"plaintext-marker"));
         let u = a.user(&j).unwrap().unwrap();
         assert_eq!(u.scram_sha256.iterations, SCRAM_ITERATIONS);

@@ -304,7 +304,7 @@ fn stats(ctx: &CtlContext, a: &[String]) -> Outcome {
     let users = ctx
         .auth
         .store()
-        .len(Tree::Users)
+        .len_blocking(Tree::Users)
         .map_err(|e| e.to_string())?;
     let online = ctx.live.as_ref().map_or(0, |l| l.registry.len());
     let uptime = ctx

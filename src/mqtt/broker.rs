@@ -23,6 +23,7 @@ use super::subscriptions::Subscriptions;
 use super::topics::RetainedIndex;
 
 mod slot;
+use crate::store::records::{self, StoredFrame};
 use crate::store::{Store, StoreError, Tree};
 pub use slot::{PacketIds, Slot, SlotState};
 
@@ -135,7 +136,7 @@ pub struct BrokerStats {
 /// Every domain's MQTT state, shared by all MQTT connections.
 pub struct Broker {
     domains: HashMap<String, Arc<Domain>>,
-    store: Arc<dyn Store>,
+    store: Store,
     next_slot: AtomicU64,
     /// Start of the broker's millisecond clock.
     epoch: Instant,
@@ -154,12 +155,9 @@ fn retained_key(domain: &str, topic: &str) -> Vec<u8> {
 }
 
 impl Broker {
-    /// Builds the broker for `hosts`, loading retained messages from the store.
-    pub fn new(
-        hosts: &[String],
-        store: Arc<dyn Store>,
-        queue_limit: usize,
-    ) -> Result<Broker, StoreError> {
+    /// Builds the broker for `hosts`, loading retained messages from the
+    /// store. Blocking (store reads at start).
+    pub fn new(hosts: &[String], store: Store, queue_limit: usize) -> Result<Broker, StoreError> {
         let mut domains = HashMap::new();
         for h in hosts {
             domains.insert(
@@ -192,7 +190,7 @@ impl Broker {
     }
 
     fn load_retained(&self) -> Result<(), StoreError> {
-        for (k, v) in self.store.scan_prefix(Tree::Retained, b"")? {
+        for (k, v) in self.store.scan_prefix_blocking(Tree::Retained, b"")? {
             let Some(sep) = k.iter().position(|b| *b == 0) else {
                 continue;
             };
@@ -202,7 +200,8 @@ impl Broker {
             let Some(d) = self.domains.get(domain) else {
                 continue;
             };
-            let mut buf = BytesMut::from(&v[..]);
+            let frame: StoredFrame = records::decode("retained", &v)?;
+            let mut buf = BytesMut::from(&frame.frame[..]);
             if let Ok(Some(Packet::Publish(p))) =
                 codec::decode(&mut buf, Some(Version::V5), usize::MAX)
             {
@@ -220,7 +219,7 @@ impl Broker {
         self.domains.get(name)
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 
@@ -261,9 +260,7 @@ impl Broker {
             old.generation.fetch_add(1, Ordering::AcqRel);
             old.wake();
             self.drop_subscriptions(domain, &old);
-            if let Err(e) = self.forget_session(&old) {
-                tracing::error!(error = %e, "deleting a stored session failed");
-            }
+            self.forget_session(&old);
         }
         let gen = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
         // Wake a previous connection (it sees the new generation and leaves).
@@ -332,8 +329,8 @@ impl Broker {
         expired
     }
 
-    /// Ends the sessions [`Broker::sweep`] found expired (store work: run it
-    /// off the async threads). True if any ended (the caller flushes).
+    /// Ends the sessions [`Broker::sweep`] found expired. True if any ended
+    /// (the caller waits for a store barrier).
     pub fn end_expired(&self, expired: Vec<(Arc<Domain>, Arc<Slot>)>) -> bool {
         let mut ended = false;
         for (d, slot) in expired {
@@ -380,9 +377,7 @@ impl Broker {
             .is_some();
         if removed {
             self.drop_subscriptions(domain, slot);
-            if let Err(e) = self.forget_session(slot) {
-                tracing::error!(error = %e, "deleting a stored session failed");
-            }
+            self.forget_session(slot);
         }
         removed
     }
@@ -491,10 +486,7 @@ impl Broker {
             )
         };
         if persist {
-            match self.store_queued(slot, &item) {
-                Ok(seq) => item.seq = Some(seq),
-                Err(e) => tracing::error!(error = %e, "storing a queued message failed"),
-            }
+            item.seq = Some(self.store_queued(slot, &item));
         }
         let mut st = slot.lock();
         st.queue.push_back(item);
@@ -512,14 +504,14 @@ impl Broker {
     }
 
     /// Stores (or, with an empty payload, deletes) the retained message of a
-    /// topic. The caller flushes the store before acknowledging.
-    pub fn retain(&self, domain: &Domain, msg: &Arc<Routed>) -> Result<(), StoreError> {
+    /// topic. The caller waits for a store barrier before acknowledging.
+    pub fn retain(&self, domain: &Domain, msg: &Arc<Routed>) {
         let topic = &msg.publish.topic;
         let key = retained_key(&domain.name, topic);
         let mut idx = domain.retained.write().unwrap_or_else(|e| e.into_inner());
         if msg.publish.payload.is_empty() {
             idx.remove(topic);
-            self.store.remove(Tree::Retained, &key)?;
+            self.store.delete(Tree::Retained, key);
         } else {
             let mut p = msg.publish.clone();
             p.retain = true;
@@ -528,11 +520,13 @@ impl Broker {
             p.packet_id = u16::from(p.qos != QoS::AtMostOnce);
             let mut buf = BytesMut::new();
             if codec::encode(&Packet::Publish(p), Version::V5, &mut buf).is_ok() {
-                self.store.insert(Tree::Retained, &key, &buf)?;
+                let rec = StoredFrame {
+                    frame: buf.to_vec(),
+                };
+                self.store.put(Tree::Retained, key, records::encode(&rec));
             }
             idx.set(topic, msg.clone());
         }
-        Ok(())
     }
 
     /// The retained messages matching a filter.

@@ -19,7 +19,6 @@ use super::session::{Aftermath, Connection, MqttSettings, Next, PasswordCheck};
 use crate::auth::AuthCore;
 use crate::net::{ConnPermit, Stream, Traced};
 use crate::registry::Registry;
-use crate::store::Store;
 
 /// How long a write may make no progress before the connection is dropped.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
@@ -38,12 +37,15 @@ pub struct MqttContext {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-async fn flush(store: &Arc<dyn Store>) {
-    let s = store.clone();
-    match tokio::task::spawn_blocking(move || s.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "store flush failed"),
-        Err(e) => tracing::error!(error = %e, "store flush did not finish"),
+/// Waits until what was written to the store is durable; false (logged)
+/// when the store failed.
+async fn flush(broker: &Broker) -> bool {
+    match broker.store().barrier().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "store barrier failed");
+            false
+        }
     }
 }
 
@@ -149,7 +151,11 @@ async fn write_out(
         // Before every write: what `out` acknowledges, or a QoS 2 message's
         // "sent with this id" record, must be on disk first.
         if conn.needs_flush {
-            flush(ctx.broker.store()).await;
+            if !flush(&ctx.broker).await {
+                // Never acknowledge what the store did not keep: the client
+                // sends it again on its next connection.
+                return Next::Close;
+            }
             conn.needs_flush = false;
         }
         if !conn.out.is_empty() {
@@ -435,13 +441,11 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
         };
         if send {
             if will.publish.retain {
-                if let Err(e) = broker.retain(&a.domain, &will) {
-                    tracing::error!(error = %e, "storing a retained will failed");
-                }
-                flush(broker.store()).await;
+                broker.retain(&a.domain, &will);
+                flush(&broker).await;
             }
             if broker.publish(&a.domain, &will).stored {
-                flush(broker.store()).await;
+                flush(&broker).await;
             }
         }
     }
@@ -449,7 +453,7 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
     // interval is ended by the broker's sweep once the interval has passed.
     // (`end_session` leaves it alone if a connection resumed it meanwhile.)
     if !taken_over && a.expiry == 0 && broker.end_session(&a.domain, &a.slot) {
-        flush(broker.store()).await;
+        flush(&broker).await;
     }
 }
 

@@ -3,10 +3,14 @@
 //!
 //! A session whose Session Expiry Interval is above zero has a record in the
 //! `Sessions` tree (key `domain NUL client-id`). Each QoS 1/2 message routed to
-//! such a session is written to the `Offline` tree (key `session-key NUL seq`) as
-//! a PUBLISH frame before the publisher's PUBACK/PUBREC goes out, and deleted
-//! when the subscriber acknowledges it. At start the broker rebuilds the
-//! sessions, their subscriptions and their queues from both trees.
+//! such a session is written to the `MqttQueue` tree (key `session-key NUL
+//! seq`) as a PUBLISH frame, durable (a store barrier) before the publisher's
+//! PUBACK/PUBREC goes out, and deleted when the subscriber acknowledges it.
+//! At start the broker rebuilds the sessions, their subscriptions and their
+//! queues from both trees.
+//!
+//! Writes never wait (the store thread applies them in order); whoever
+//! acknowledges something that depends on them waits for a barrier first.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::broker::{Broker, InFlight, Queued, Routed, Slot, Stage};
 use super::codec::{self, Packet, QoS, RetainHandling, SubscriptionOptions, Version};
-use crate::store::{records, StoreError, Tree};
+use crate::store::records::{self, StoredFrame};
+use crate::store::{StoreError, Tree};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredSub {
@@ -80,18 +85,19 @@ fn qos_of(v: u8) -> QoS {
 
 impl Broker {
     /// Writes (or, for an expiry of 0, deletes) the session's record. The caller
-    /// flushes before acknowledging anything that depends on it.
-    pub fn save_session(&self, slot: &Slot, connected: bool) -> Result<(), StoreError> {
+    /// waits for a store barrier before acknowledging anything that depends on it.
+    pub fn save_session(&self, slot: &Slot, connected: bool) {
         let key = session_key(&slot.domain, &slot.client_id);
-        let st = slot.lock();
+        let mut st = slot.lock();
         if st.expiry == 0 {
-            drop(st);
             // Most sessions never were persistent: don't write a tombstone for them.
-            if self.store().get(Tree::Sessions, &key)?.is_some() {
-                self.store().remove(Tree::Sessions, &key)?;
+            if std::mem::take(&mut st.stored) {
+                drop(st);
+                self.store().delete(Tree::Sessions, key);
             }
-            return Ok(());
+            return;
         }
+        st.stored = true;
         let subscriptions = st
             .subscriptions
             .iter()
@@ -110,35 +116,31 @@ impl Broker {
             subscriptions,
         };
         drop(st);
-        self.store()
-            .insert(Tree::Sessions, &key, &records::encode(&rec))
+        self.store().put(Tree::Sessions, key, records::encode(&rec));
     }
 
     /// Deletes a session's record and its stored messages.
-    pub fn forget_session(&self, slot: &Slot) -> Result<(), StoreError> {
+    pub fn forget_session(&self, slot: &Slot) {
         let key = session_key(&slot.domain, &slot.client_id);
-        self.store().remove(Tree::Sessions, &key)?;
+        self.store().delete(Tree::Sessions, key.clone());
         let mut prefix = key;
         prefix.push(0);
-        for (k, _) in self.store().scan_prefix(Tree::Offline, &prefix)? {
-            self.store().remove(Tree::Offline, &k)?;
-        }
-        Ok(())
+        self.store().delete_prefix(Tree::MqttQueue, prefix);
     }
 
     /// Stores a QoS 1/2 message queued for a persistent session; returns its
     /// sequence number (the key to delete on acknowledgement).
-    pub fn store_queued(&self, slot: &Slot, item: &Queued) -> Result<u64, StoreError> {
+    pub fn store_queued(&self, slot: &Slot, item: &Queued) -> u64 {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        self.write_queued(slot, seq, &stored_frame(item, false, 1))?;
-        Ok(seq)
+        self.write_queued(slot, seq, &stored_frame(item, false, 1));
+        seq
     }
 
     /// A stored QoS 2 message was sent with `packet_id`: its record says so
     /// (DUP set, the real id), so that after a restart it is resent with the
     /// same id and the client can tell it from a new message (4.3.3).
     pub fn mark_sent(&self, slot: &Slot, seq: u64, packet_id: u16, item: &Queued) {
-        self.rewrite_queued(slot, seq, &stored_frame(item, true, packet_id));
+        self.write_queued(slot, seq, &stored_frame(item, true, packet_id));
     }
 
     /// The client received a stored QoS 2 message (PUBREC): the record now
@@ -150,60 +152,53 @@ impl Broker {
             reason_code: 0,
             properties: codec::Properties::default(),
         });
-        self.rewrite_queued(slot, seq, &rel);
-    }
-
-    fn rewrite_queued(&self, slot: &Slot, seq: u64, p: &Packet) {
-        if let Err(e) = self.write_queued(slot, seq, p) {
-            tracing::error!(error = %e, "updating a stored message failed");
-        }
+        self.write_queued(slot, seq, &rel);
     }
 
     /// Writes the record of queued message `seq` (a frame that cannot be
     /// encoded is not written).
-    fn write_queued(&self, slot: &Slot, seq: u64, p: &Packet) -> Result<(), StoreError> {
+    fn write_queued(&self, slot: &Slot, seq: u64, p: &Packet) {
         let mut buf = BytesMut::new();
         if codec::encode(p, Version::V5, &mut buf).is_ok() {
-            self.store()
-                .insert(Tree::Offline, &offline_key(slot, seq), &buf)?;
+            let rec = StoredFrame {
+                frame: buf.to_vec(),
+            };
+            self.store().put(
+                Tree::MqttQueue,
+                offline_key(slot, seq),
+                records::encode(&rec),
+            );
         }
-        Ok(())
     }
 
     /// Remembers an incoming QoS 2 packet id of a persistent session until
     /// its PUBREL, so that a PUBLISH the client re-sends after a restart is
-    /// acknowledged, not routed a second time (4.3.3). The caller flushes
-    /// before the PUBREC.
-    pub fn store_incoming_qos2(&self, slot: &Slot, packet_id: u16) -> Result<(), StoreError> {
+    /// acknowledged, not routed a second time (4.3.3). The caller waits for
+    /// a barrier before the PUBREC.
+    pub fn store_incoming_qos2(&self, slot: &Slot, packet_id: u16) {
         self.store()
-            .insert(Tree::Offline, &incoming_key(slot, packet_id), &[])
+            .put(Tree::MqttQueue, incoming_key(slot, packet_id), Vec::new());
     }
 
     /// Forgets it at PUBREL (flushed before the PUBCOMP: a stale id would
     /// make the client's next message with that id look like a duplicate).
     pub fn unstore_incoming_qos2(&self, slot: &Slot, packet_id: u16) {
-        if let Err(e) = self
-            .store()
-            .remove(Tree::Offline, &incoming_key(slot, packet_id))
-        {
-            tracing::error!(error = %e, "deleting a QoS 2 packet id failed");
-        }
+        self.store()
+            .delete(Tree::MqttQueue, incoming_key(slot, packet_id));
     }
 
     /// Deletes a stored message once its recipient acknowledged it.
     pub fn unstore_queued(&self, slot: &Slot, seq: u64) {
-        if let Err(e) = self.store().remove(Tree::Offline, &offline_key(slot, seq)) {
-            tracing::error!(error = %e, "deleting a delivered message failed");
-        }
+        self.store().delete(Tree::MqttQueue, offline_key(slot, seq));
     }
 
     /// Rebuilds persistent sessions from the store, each as disconnected since
     /// the time it went away (the sweep ends it when its interval has passed),
-    /// and returns how many it restored.
+    /// and returns how many it restored. Blocking (store reads at start).
     pub fn restore_sessions(&self) -> Result<usize, StoreError> {
         let mut out = 0;
         let now = crate::auth::now();
-        for (k, v) in self.store().scan_prefix(Tree::Sessions, b"")? {
+        for (k, v) in self.store().scan_prefix_blocking(Tree::Sessions, b"")? {
             let Some(sep) = k.iter().position(|b| *b == 0) else {
                 continue;
             };
@@ -234,7 +229,11 @@ impl Broker {
                 self.end_session(&d, &slot);
                 continue;
             }
-            slot.lock().expiry = rec.expiry;
+            {
+                let mut st = slot.lock();
+                st.expiry = rec.expiry;
+                st.stored = true;
+            }
             for s in rec.subscriptions {
                 let rh = match s.retain_handling {
                     1 => RetainHandling::SendIfNew,
@@ -252,7 +251,10 @@ impl Broker {
             let mut prefix = k.clone();
             prefix.push(0);
             let mut restored = 0;
-            for (mk, mv) in self.store().scan_prefix(Tree::Offline, &prefix)? {
+            for (mk, mv) in self
+                .store()
+                .scan_prefix_blocking(Tree::MqttQueue, &prefix)?
+            {
                 if let [b'q', hi, lo] = mk[prefix.len()..] {
                     slot.lock()
                         .incoming_qos2
@@ -263,7 +265,8 @@ impl Broker {
                     continue;
                 };
                 let seq = Some(u64::from_be_bytes(seq_bytes));
-                let mut buf = BytesMut::from(&mv[..]);
+                let frame: StoredFrame = records::decode("mqtt_queue", &mv)?;
+                let mut buf = BytesMut::from(&frame.frame[..]);
                 match codec::decode(&mut buf, Some(Version::V5), usize::MAX) {
                     Ok(Some(Packet::Publish(p))) => {
                         // DUP marks a QoS 2 message already sent with this id.

@@ -391,10 +391,8 @@ impl Connection {
     /// Saves a persistent session's record (the CONNACK/SUBACK waits for the flush).
     fn persist_session(&mut self, slot: &Slot, connected: bool) {
         let persistent = slot.lock().expiry > 0;
-        match self.broker.save_session(slot, connected) {
-            Ok(()) => self.needs_flush |= persistent,
-            Err(e) => tracing::error!(error = %e, "saving the MQTT session failed"),
-        }
+        self.broker.save_session(slot, connected);
+        self.needs_flush |= persistent;
     }
 
     /// Drops an acknowledged (or undeliverable) message's stored copy.
@@ -587,9 +585,7 @@ impl Connection {
                 drop(st);
                 if persistent {
                     // Records when it went away, so expiry counts across restarts.
-                    if let Err(e) = self.broker.save_session(&l.slot, false) {
-                        tracing::error!(error = %e, "saving the MQTT session failed");
-                    }
+                    self.broker.save_session(&l.slot, false);
                 }
             }
         }

@@ -289,7 +289,8 @@ pub fn routes(
         .and(with_state.clone())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .then(move |state: Arc<OauthState>, query: String| async move {
-            implicit::show(&state, &query, secure)
+            // The client lookup reads the store: off the async workers.
+            blocking(move || implicit::show(&state, &query, secure)).await
         });
 
     let auth_page_post = warp::path!("oauth" / "authorization_token")

@@ -1,20 +1,47 @@
-//! Durable state behind one small trait.
+//! Durable state behind one seam: the [`Store`] handle over a [`Backend`].
 //!
-//! Each kind of record lives in its own [`Tree`]. Values are versioned binary
-//! encodings (see [`records`]): one version byte, then postcard. The rest of the
-//! code sees only [`Store`], so a shared backend can serve a cluster later; today
-//! [`SledStore`] keeps everything in a sled database in the data directory.
+//! Each kind of record lives in its own [`Tree`] (a table in a networked
+//! backend). Values are versioned records (see [`records`]): one version
+//! byte, then postcard; pure index entries (token expiry, MQTT QoS 2 packet-id
+//! markers) carry no value.
 //!
-//! Durability: `insert`/`remove` reach sled's log in memory; callers that are about
-//! to acknowledge a write to a client (a token issued, a user registered, a QoS 1
-//! PUBACK) call [`Store::flush`] first, which returns once the log is on disk.
+//! **No store call runs on an async worker thread.** One store thread owns
+//! the backend and carries out requests in the order they were made:
+//! - writes ([`Store::put`], [`Store::delete`], [`Store::delete_prefix`])
+//!   never wait — they are queued, applied in batches, and reads made after
+//!   them see them;
+//! - [`Store::barrier`] is the durability barrier: it resolves once every
+//!   write queued before it is durable (sled: flushed to disk; a SQL backend:
+//!   its transaction committed). Concurrent barriers share one flush (group
+//!   commit). A write that failed makes the next barrier fail. Whatever a
+//!   protocol acknowledges (a token returned, a QoS 1 PUBACK, a retained
+//!   message, a roster change) waits for a barrier first;
+//! - reads are async ([`Store::get`], [`Store::scan_prefix`], …) for async
+//!   code, with `*_blocking` twins for code already on a blocking thread (the
+//!   auth core's password work, admin commands). The blocking twins panic if
+//!   called on an async worker thread, so a misplaced call fails every test.
+//!
+//! Backends, chosen by the `store` config key ([`StoreKind`]): [`sled_backend`]
+//! (the embedded default), [`memory`] (tests; nothing survives the process).
+//! The [`Backend`] trait is async, batched and has a commit, so a networked
+//! backend (PostgreSQL, for the cluster) fits behind the same thread.
 
+pub mod backend;
+pub mod memory;
+mod migrate;
 pub mod records;
+pub mod sled_backend;
+mod thread;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use backend::{Backend, Write};
 
 /// The kinds of record, one tree each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tree {
     /// bare JID -> `UserRecord`
     Users,
@@ -22,22 +49,25 @@ pub enum Tree {
     Clients,
     /// SHA-256(token) -> `TokenRecord`
     Tokens,
-    /// expires-at (u64 BE) ++ SHA-256(token) -> empty; what the sweeper walks.
+    /// expires-at (u64 BE) ++ SHA-256(token) -> nothing: the expiry index.
     TokenExpiry,
-    /// Server-wide values (e.g. the key that signs anti-CSRF values).
+    /// Server-wide values (the layout version, the key that signs anti-CSRF values).
     Meta,
-    /// MQTT retained messages.
+    /// MQTT retained messages: `domain NUL topic` -> `StoredFrame`.
     Retained,
-    /// MQTT persistent sessions.
+    /// MQTT persistent sessions: `domain NUL session-key` -> `SessionRecord`.
     Sessions,
-    /// Messages waiting for an offline recipient.
+    /// MQTT messages queued for persistent sessions, and their incoming
+    /// QoS 2 packet ids: `domain NUL session-key NUL …`.
+    MqttQueue,
+    /// XMPP offline messages: `bare JID NUL time seq` -> `OfflineRecord`.
     Offline,
-    /// XMPP rosters.
+    /// XMPP rosters: `owner NUL contact` -> `RosterItem`.
     Roster,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Users,
         Tree::Clients,
         Tree::Tokens,
@@ -45,11 +75,12 @@ impl Tree {
         Tree::Meta,
         Tree::Retained,
         Tree::Sessions,
+        Tree::MqttQueue,
         Tree::Offline,
         Tree::Roster,
     ];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Tree::Users => "users",
             Tree::Clients => "clients",
@@ -58,13 +89,18 @@ impl Tree {
             Tree::Meta => "meta",
             Tree::Retained => "retained",
             Tree::Sessions => "sessions",
+            Tree::MqttQueue => "mqtt_queue",
             Tree::Offline => "offline",
             Tree::Roster => "roster",
         }
     }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store I/O: {0}")]
     Backend(String),
@@ -72,173 +108,262 @@ pub enum StoreError {
     Corrupt { tree: &'static str },
     #[error("the store at {path} is in use by another process (is a server running?)")]
     Locked { path: String },
+    #[error("the store is closed")]
+    Closed,
+    #[error("store: {0}")]
+    Unsupported(String),
 }
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// What the server needs from a key-value backend.
-pub trait Store: Send + Sync + 'static {
-    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    fn insert(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
-    /// Returns the old value, if there was one.
-    fn remove(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+/// Which backend the `store` config key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// sled in `data_dir/store` (the default).
+    Sled,
+    /// In memory only: for tests and throw-away runs.
+    Memory,
+}
+
+impl StoreKind {
+    /// Parses the config value; `Err` is the problem, phrased for an operator.
+    pub fn parse(s: &str) -> Result<StoreKind, String> {
+        match s {
+            "sled" => Ok(StoreKind::Sled),
+            "memory" => Ok(StoreKind::Memory),
+            p if p.starts_with("postgres://") || p.starts_with("postgresql://") => {
+                Err("PostgreSQL is not available in this version yet; use \"sled\"".to_string())
+            }
+            other => Err(format!(
+                "unknown store {other:?}; use \"sled\" or \"memory\""
+            )),
+        }
+    }
+}
+
+/// A request to the store thread.
+pub(crate) enum Op {
+    Write(Write),
+    Get(
+        Tree,
+        Vec<u8>,
+        oneshot::Sender<Result<Option<Vec<u8>>, StoreError>>,
+    ),
+    /// Remove, returning the old value.
+    Take(
+        Tree,
+        Vec<u8>,
+        oneshot::Sender<Result<Option<Vec<u8>>, StoreError>>,
+    ),
+    ScanPrefix(
+        Tree,
+        Vec<u8>,
+        oneshot::Sender<Result<Vec<KeyValue>, StoreError>>,
+    ),
+    ScanBelow(
+        Tree,
+        Vec<u8>,
+        usize,
+        oneshot::Sender<Result<Vec<KeyValue>, StoreError>>,
+    ),
+    CountPrefix(
+        Tree,
+        Vec<u8>,
+        usize,
+        oneshot::Sender<Result<usize, StoreError>>,
+    ),
+    Len(Tree, oneshot::Sender<Result<usize, StoreError>>),
+    Barrier(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The handle every part of the server holds (cheap to clone). See the
+/// module docs.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: mpsc::UnboundedSender<Op>,
+    /// Joined when the last handle goes, so the backend is closed (sled's
+    /// lock released, everything flushed) before, say, a reopen.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The sender goes with `self`, but only after this body: close the
+        // channel by swapping in a dead one, then wait for the thread.
+        let (dead, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.tx, dead));
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Store {
+    /// Opens the configured backend (in `data_dir` for sled) on its own
+    /// thread, bringing an older layout up to date. Blocking: call it from
+    /// `spawn_blocking` or outside a runtime.
+    pub fn open(kind: &StoreKind, data_dir: &Path) -> Result<Store, StoreError> {
+        let backend: Box<dyn Backend> = match kind {
+            StoreKind::Sled => Box::new(sled_backend::SledBackend::open(data_dir)?),
+            StoreKind::Memory => Box::new(memory::MemoryBackend::default()),
+        };
+        let store = Store::with_backend(backend);
+        migrate::to_current(&store)?;
+        Ok(store)
+    }
+
+    /// A store over a fresh in-memory backend (unit tests).
+    pub fn memory() -> Store {
+        Store::with_backend(Box::new(memory::MemoryBackend::default()))
+    }
+
+    /// Starts the store thread over `backend`.
+    pub fn with_backend(backend: Box<dyn Backend>) -> Store {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("petrel-store".into())
+            .spawn(move || thread::run(backend, rx))
+            .expect("the store thread starts");
+        Store {
+            inner: Arc::new(Inner {
+                tx,
+                thread: Mutex::new(Some(thread)),
+            }),
+        }
+    }
+
+    fn send(&self, op: Op) {
+        // The thread only stops once every handle is gone.
+        let _ = self.inner.tx.send(op);
+    }
+
+    /// Writes `value` under `key` (queued; never waits).
+    pub fn put(&self, tree: Tree, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.send(Op::Write(Write::Put(tree, key.into(), value.into())));
+    }
+
+    /// Deletes `key` (queued; never waits).
+    pub fn delete(&self, tree: Tree, key: impl Into<Vec<u8>>) {
+        self.send(Op::Write(Write::Delete(tree, key.into())));
+    }
+
+    /// Deletes every key starting with `prefix` (queued; never waits).
+    pub fn delete_prefix(&self, tree: Tree, prefix: impl Into<Vec<u8>>) {
+        self.send(Op::Write(Write::DeletePrefix(tree, prefix.into())));
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx));
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn ask_blocking<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx));
+        // Panics on an async worker thread: blocking there is a bug.
+        rx.blocking_recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Resolves once every write queued before it is durable.
+    pub async fn barrier(&self) -> Result<(), StoreError> {
+        self.ask(Op::Barrier).await
+    }
+
+    pub async fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.ask(|tx| Op::Get(tree, key.to_vec(), tx)).await
+    }
+
+    /// Removes `key`, returning what it held.
+    pub async fn take(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.ask(|tx| Op::Take(tree, key.to_vec(), tx)).await
+    }
+
     /// Every entry whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError>;
+    pub async fn scan_prefix(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.ask(|tx| Op::ScanPrefix(tree, prefix.to_vec(), tx))
+            .await
+    }
+
     /// Entries with keys `< end`, in key order, at most `limit` of them.
-    fn scan_below(&self, tree: Tree, end: &[u8], limit: usize)
-        -> Result<Vec<KeyValue>, StoreError>;
-    fn len(&self, tree: Tree) -> Result<usize, StoreError>;
-    /// Returns once everything written so far is durable.
-    fn flush(&self) -> Result<(), StoreError>;
-}
-
-/// sled, one sled tree per [`Tree`].
-pub struct SledStore {
-    db: sled::Db,
-    trees: Vec<sled::Tree>,
-}
-
-impl SledStore {
-    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let path = dir.join("store");
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.raw_os_error() == Some(11) =>
-                {
-                    StoreError::Locked {
-                        path: path.display().to_string(),
-                    }
-                }
-                other => {
-                    let text = other.to_string();
-                    if text.contains("lock") {
-                        StoreError::Locked {
-                            path: path.display().to_string(),
-                        }
-                    } else {
-                        StoreError::Backend(text)
-                    }
-                }
-            })?;
-        let trees = Tree::ALL
-            .iter()
-            .map(|t| db.open_tree(t.name()).map_err(backend))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(SledStore { db, trees })
-    }
-
-    fn tree(&self, t: Tree) -> &sled::Tree {
-        let i = Tree::ALL
-            .iter()
-            .position(|x| *x == t)
-            .expect("every tree is opened");
-        &self.trees[i]
-    }
-}
-
-fn backend(e: sled::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
-impl Store for SledStore {
-    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .tree(tree)
-            .get(key)
-            .map_err(backend)?
-            .map(|v| v.to_vec()))
-    }
-
-    fn insert(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.tree(tree).insert(key, value).map_err(backend)?;
-        Ok(())
-    }
-
-    fn remove(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .tree(tree)
-            .remove(key)
-            .map_err(backend)?
-            .map(|v| v.to_vec()))
-    }
-
-    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
-        self.tree(tree)
-            .scan_prefix(prefix)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
-            .collect()
-    }
-
-    fn scan_below(
+    pub async fn scan_below(
         &self,
         tree: Tree,
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError> {
-        self.tree(tree)
-            .range(..end)
-            .take(limit)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
-            .collect()
+        self.ask(|tx| Op::ScanBelow(tree, end.to_vec(), limit, tx))
+            .await
     }
 
-    fn len(&self, tree: Tree) -> Result<usize, StoreError> {
-        Ok(self.tree(tree).len())
+    /// How many keys start with `prefix`, counting at most `limit`.
+    pub async fn count_prefix(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.ask(|tx| Op::CountPrefix(tree, prefix.to_vec(), limit, tx))
+            .await
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(backend)?;
-        Ok(())
+    pub async fn len(&self, tree: Tree) -> Result<usize, StoreError> {
+        self.ask(|tx| Op::Len(tree, tx)).await
+    }
+
+    /// [`Store::barrier`] on a blocking thread.
+    pub fn barrier_blocking(&self) -> Result<(), StoreError> {
+        self.ask_blocking(Op::Barrier)
+    }
+
+    /// [`Store::get`] on a blocking thread.
+    pub fn get_blocking(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.ask_blocking(|tx| Op::Get(tree, key.to_vec(), tx))
+    }
+
+    /// [`Store::take`] on a blocking thread.
+    pub fn take_blocking(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.ask_blocking(|tx| Op::Take(tree, key.to_vec(), tx))
+    }
+
+    /// [`Store::scan_prefix`] on a blocking thread.
+    pub fn scan_prefix_blocking(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.ask_blocking(|tx| Op::ScanPrefix(tree, prefix.to_vec(), tx))
+    }
+
+    /// [`Store::scan_below`] on a blocking thread.
+    pub fn scan_below_blocking(
+        &self,
+        tree: Tree,
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.ask_blocking(|tx| Op::ScanBelow(tree, end.to_vec(), limit, tx))
+    }
+
+    /// [`Store::len`] on a blocking thread.
+    pub fn len_blocking(&self, tree: Tree) -> Result<usize, StoreError> {
+        self.ask_blocking(|tx| Op::Len(tree, tx))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn survives_reopen_and_scans_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = SledStore::open(dir.path()).unwrap();
-            s.insert(Tree::TokenExpiry, &[0, 2], b"").unwrap();
-            s.insert(Tree::TokenExpiry, &[0, 1], b"").unwrap();
-            s.insert(Tree::TokenExpiry, &[0, 9], b"").unwrap();
-            s.insert(Tree::Users, b"a@x", b"1").unwrap();
-            s.flush().unwrap();
-        }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(
-            s.get(Tree::Users, b"a@x").unwrap().as_deref(),
-            Some(&b"1"[..])
-        );
-        let below: Vec<_> = s
-            .scan_below(Tree::TokenExpiry, &[0, 5], 10)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(below, vec![vec![0, 1], vec![0, 2]]);
-        assert_eq!(s.len(Tree::TokenExpiry).unwrap(), 3);
-        assert_eq!(
-            s.remove(Tree::Users, b"a@x").unwrap().as_deref(),
-            Some(&b"1"[..])
-        );
-        assert_eq!(s.get(Tree::Users, b"a@x").unwrap(), None);
-    }
-
-    #[test]
-    fn second_open_is_refused_while_first_holds_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let _a = SledStore::open(dir.path()).unwrap();
-        match SledStore::open(dir.path()) {
-            Err(StoreError::Locked { .. }) => {}
-            Err(other) => panic!("expected Locked, got {other}"),
-            Ok(_) => panic!("second open succeeded"),
-        }
-    }
-}
+mod tests;

@@ -27,6 +27,25 @@ pub fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T
     }
 }
 
+/// A stored protocol frame (an MQTT PUBLISH or PUBREL as the broker keeps
+/// it for a retained message or a queued delivery).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFrame {
+    pub frame: Vec<u8>,
+}
+
+/// A server-wide secret kept in the `Meta` tree.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub key: [u8; 32],
+}
+
+/// The store's layout version, in `Meta` under `layout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub version: u32,
+}
+
 /// SCRAM keys for one hash function (RFC 5802): what a password becomes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredScram {

@@ -70,7 +70,7 @@ impl ImServer {
     }
 
     /// A request iq to an account's bare JID (or with no `to`: the sender's own).
-    pub(crate) fn account_iq(
+    pub(crate) async fn account_iq(
         &self,
         s: &mut ImSession,
         iq: &Element,
@@ -83,9 +83,11 @@ impl ImServer {
         let own = *target == s.user;
         let get = iq.attr("type") == Some("get");
         match (p.ns.as_str(), p.name.as_str()) {
-            (NS_ROSTER, "query") if own => self.roster_iq(s, iq, fx),
+            (NS_ROSTER, "query") if own => self.roster_iq(s, iq, fx).await,
             (NS_PING, "ping") if own && get => fx.reply(iq_result(iq, None)),
-            (NS_DISCO_INFO | NS_DISCO_ITEMS, "query") if get && self.may_discover(s, target) => {
+            (NS_DISCO_INFO | NS_DISCO_ITEMS, "query")
+                if get && self.may_discover(s, target).await =>
+            {
                 let answer = if p.ns == NS_DISCO_INFO {
                     info("account", "registered", None, ACCOUNT_FEATURES)
                 } else {
@@ -99,11 +101,11 @@ impl ImServer {
 
     /// The owner, and contacts the owner lets see its presence, may discover
     /// an account; to anyone else it does not exist (XEP-0030 §8).
-    fn may_discover(&self, s: &ImSession, target: &BareJid) -> bool {
+    async fn may_discover(&self, s: &ImSession, target: &BareJid) -> bool {
         if *target == s.user {
             return true;
         }
-        matches!(self.roster.get(target, &s.user.to_string()),
+        matches!(self.roster.get(target, &s.user.to_string()).await,
             Ok(Some(i)) if i.subscription.has_from())
     }
 }

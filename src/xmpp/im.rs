@@ -6,9 +6,10 @@
 //! ([`super::offline`]) and the auth core (whether an account exists). Each
 //! bound session owns an [`ImSession`]. [`ImServer::handle`] runs in the
 //! session's task and returns [`Effects`]: replies for the session itself and
-//! whether the store must be flushed before they are written (a roster change
+//! whether a store barrier must pass before they are written (a roster change
 //! is acknowledged only once durable). Stanzas for other sessions go straight
-//! into their queues.
+//! into their queues. Store reads are awaited (the store thread does them);
+//! routing to an online user awaits nothing.
 //!
 //! Only hosted domains are served: there is no server-to-server, so anything
 //! addressed elsewhere gets `remote-server-not-found`.
@@ -35,7 +36,7 @@ use crate::auth::{may, Action, AuthCore, BareJid, Scopes};
 pub struct Effects {
     /// Serialized stanzas for this session, in order.
     pub replies: Vec<Bytes>,
-    /// Flush the store before writing the replies.
+    /// Wait for a store barrier before writing the replies.
     pub flush: bool,
 }
 
@@ -81,8 +82,8 @@ impl ImServer {
     }
 
     /// Whether an account exists (a store read: only when nobody is online).
-    pub(crate) fn account_exists(&self, user: &BareJid) -> bool {
-        self.auth.user_exists(user).unwrap_or_else(|e| {
+    pub(crate) async fn account_exists(&self, user: &BareJid) -> bool {
+        self.auth.has_account(user).await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "store failure looking up an account");
             false
         })
@@ -101,26 +102,26 @@ impl ImServer {
 
     /// The session ended: unavailable presence to whoever saw it, then out of
     /// the routing table.
-    pub fn close_session(&self, mut s: ImSession) {
+    pub async fn close_session(&self, mut s: ImSession) {
         let mut fx = Effects::default();
         let bye = Element::new("presence", NS_CLIENT)
             .with_attr("type", "unavailable")
             .with_attr("from", s.jid.to_string());
-        self.broadcast_unavailable(&mut s, &bye, &mut fx);
+        self.broadcast_unavailable(&mut s, &bye, &mut fx).await;
         self.router.unbind(&s.route);
     }
 
     /// Handles one stanza from a bound session (`from` already stamped).
-    pub fn handle(&self, s: &mut ImSession, el: Element) -> Effects {
+    pub async fn handle(&self, s: &mut ImSession, el: Element) -> Effects {
         let mut fx = Effects::default();
         if !may(s.scopes.as_ref(), Action::Send) {
             fx.error(&el, StanzaError::Forbidden);
             return fx;
         }
         match el.name.as_str() {
-            "message" => self.message(s, el, &mut fx),
-            "presence" => self.presence(s, el, &mut fx),
-            "iq" => self.iq(s, el, &mut fx),
+            "message" => self.message(s, el, &mut fx).await,
+            "presence" => self.presence(s, el, &mut fx).await,
+            "iq" => self.iq(s, el, &mut fx).await,
             _ => {}
         }
         fx
@@ -134,7 +135,7 @@ impl ImServer {
     }
 
     /// RFC 6121 §8.5.
-    fn message(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
+    async fn message(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
         let to = Self::target(s, &el);
         if !self.is_hosted(to.domain()) {
             return fx.error(&el, StanzaError::RemoteServerNotFound);
@@ -175,14 +176,14 @@ impl ImServer {
             }
             _ => {
                 if self.router.deliver_to_best(&key, &bytes) == 0 {
-                    self.store_offline(&bare, &el, fx);
+                    self.store_offline(&bare, &el, fx).await;
                 }
             }
         }
     }
 
-    fn store_offline(&self, bare: &BareJid, el: &Element, fx: &mut Effects) {
-        if !self.account_exists(bare) {
+    async fn store_offline(&self, bare: &BareJid, el: &Element, fx: &mut Effects) {
+        if !self.account_exists(bare).await {
             return fx.error(el, StanzaError::ServiceUnavailable);
         }
         // Only messages with content; chat states and receipts alone are not
@@ -190,7 +191,7 @@ impl ImServer {
         if el.child("body", NS_CLIENT).is_none() {
             return;
         }
-        match self.offline.push(bare, el, &self.auth.hosts()[0]) {
+        match self.offline.push(bare, el, &self.auth.hosts()[0]).await {
             Ok(true) => {}
             Ok(false) => fx.error(el, StanzaError::ResourceConstraint),
             Err(e) => fx.internal(el, e),
@@ -198,7 +199,7 @@ impl ImServer {
     }
 
     /// RFC 6120 §10.3 and RFC 6121 §8.5 for iq.
-    fn iq(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
+    async fn iq(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
         let request = matches!(el.attr("type"), Some("get" | "set"));
         let to = Self::target(s, &el);
         if !self.is_hosted(to.domain()) {
@@ -221,7 +222,7 @@ impl ImServer {
             return;
         }
         if request {
-            self.account_iq(s, &el, &bare, fx);
+            self.account_iq(s, &el, &bare, fx).await;
         }
     }
 }

@@ -358,12 +358,13 @@ impl Connection {
                     let Some(b) = self.bound.as_mut() else {
                         continue;
                     };
-                    let fx = self.ctx.im.handle(&mut b.im, el);
+                    let fx = self.ctx.im.handle(&mut b.im, el).await;
                     if fx.flush {
-                        let store = self.ctx.auth.store().clone();
-                        let r = tokio::task::spawn_blocking(move || store.flush()).await;
-                        if !matches!(r, Ok(Ok(()))) {
-                            tracing::error!("store flush failed");
+                        if let Err(e) = self.ctx.auth.store().barrier().await {
+                            // What the replies acknowledge was not kept.
+                            tracing::error!(error = %e, "store barrier failed");
+                            self.closing = true;
+                            return;
                         }
                     }
                     for r in fx.replies {
@@ -448,7 +449,7 @@ impl Connection {
     async fn finish(mut self: Box<Self>) {
         if let Some(b) = self.bound.take() {
             self.ctx.registry.remove(b.registry_key);
-            self.ctx.im.close_session(b.im);
+            self.ctx.im.close_session(b.im).await;
             tracing::info!("session closed");
         }
         let _ = self.flush().await;

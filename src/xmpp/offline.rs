@@ -6,10 +6,11 @@
 //! Keys are `owner NUL time(µs, BE) seq(BE)`, so one prefix scan returns an
 //! account's messages in arrival order. Values are the serialized stanza in a
 //! versioned record. Nothing acknowledges a message to its sender in XMPP, so
-//! storing does not flush; sled's own periodic flush makes it durable soon.
+//! storing does not wait for a barrier; the store's next commit (any
+//! barrier, or sled's own periodic flush) makes it durable soon. The cap is
+//! checked by counting keys, never by reading the messages.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,7 @@ struct OfflineRecord {
 }
 
 pub struct OfflineStore {
-    store: Arc<dyn Store>,
+    store: Store,
     seq: AtomicU32,
 }
 
@@ -41,7 +42,7 @@ fn prefix(owner: &BareJid) -> Vec<u8> {
 }
 
 impl OfflineStore {
-    pub fn new(store: Arc<dyn Store>) -> OfflineStore {
+    pub fn new(store: Store) -> OfflineStore {
         OfflineStore {
             store,
             seq: AtomicU32::new(0),
@@ -49,9 +50,18 @@ impl OfflineStore {
     }
 
     /// Keeps `msg` for `owner`; `Ok(false)` when the account's storage is full.
-    pub fn push(&self, owner: &BareJid, msg: &Element, server: &str) -> Result<bool, StoreError> {
+    pub async fn push(
+        &self,
+        owner: &BareJid,
+        msg: &Element,
+        server: &str,
+    ) -> Result<bool, StoreError> {
         let p = prefix(owner);
-        if self.store.scan_prefix(Tree::Offline, &p)?.len() >= MAX_PER_ACCOUNT {
+        let held = self
+            .store
+            .count_prefix(Tree::Offline, &p, MAX_PER_ACCOUNT)
+            .await?;
+        if held >= MAX_PER_ACCOUNT {
             return Ok(false);
         }
         let now = SystemTime::now()
@@ -70,17 +80,20 @@ impl OfflineStore {
         let rec = OfflineRecord {
             stanza: msg.to_bytes(NS_CLIENT),
         };
-        self.store
-            .insert(Tree::Offline, &key, &records::encode(&rec))?;
+        self.store.put(Tree::Offline, key, records::encode(&rec));
         Ok(true)
     }
 
     /// Removes and returns `owner`'s messages, oldest first.
-    pub fn take(&self, owner: &BareJid) -> Result<Vec<Vec<u8>>, StoreError> {
+    pub async fn take(&self, owner: &BareJid) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
-        for (k, v) in self.store.scan_prefix(Tree::Offline, &prefix(owner))? {
+        for (k, v) in self
+            .store
+            .scan_prefix(Tree::Offline, &prefix(owner))
+            .await?
+        {
             let rec: OfflineRecord = records::decode("offline", &v)?;
-            self.store.remove(Tree::Offline, &k)?;
+            self.store.delete(Tree::Offline, k);
             out.push(rec.stanza);
         }
         Ok(out)
@@ -101,28 +114,26 @@ mod tests {
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 
-    #[test]
-    fn push_take_in_order_and_cap() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
-        let o = OfflineStore::new(store);
+    #[tokio::test]
+    async fn push_take_in_order_and_cap() {
+        let o = OfflineStore::new(Store::memory());
         let bob = BareJid::parse("bob@x").unwrap();
         let other = BareJid::parse("bob@x.y").unwrap();
         for i in 0..3 {
             let m = Element::new("message", NS_CLIENT)
                 .with_child(Element::new("body", NS_CLIENT).with_text(format!("m{i}")));
-            assert!(o.push(&bob, &m, "x").unwrap());
+            assert!(o.push(&bob, &m, "x").await.unwrap());
         }
-        assert!(o.take(&other).unwrap().is_empty());
-        let got = o.take(&bob).unwrap();
+        assert!(o.take(&other).await.unwrap().is_empty());
+        let got = o.take(&bob).await.unwrap();
         assert_eq!(got.len(), 3);
         let first = String::from_utf8(got[0].clone()).unwrap();
         assert!(first.contains("<body>m0</body><delay xmlns='urn:xmpp:delay' from='x' stamp='"));
-        assert!(o.take(&bob).unwrap().is_empty());
+        assert!(o.take(&bob).await.unwrap().is_empty());
         let m = Element::new("message", NS_CLIENT);
         for _ in 0..MAX_PER_ACCOUNT {
-            assert!(o.push(&bob, &m, "x").unwrap());
+            assert!(o.push(&bob, &m, "x").await.unwrap());
         }
-        assert!(!o.push(&bob, &m, "x").unwrap());
+        assert!(!o.push(&bob, &m, "x").await.unwrap());
     }
 }

@@ -36,12 +36,12 @@ fn presence(from: &str, to: Option<&str>, ty: Option<&str>) -> Element {
 }
 
 impl ImServer {
-    pub(crate) fn presence(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
+    pub(crate) async fn presence(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
         let ty = el.attr("type").unwrap_or("").to_owned();
         let to = el.attr("to").and_then(|t| Jid::parse(t).ok());
         match (ty.as_str(), to) {
-            ("", None) => self.broadcast_available(s, el, fx),
-            ("unavailable", None) => self.broadcast_unavailable(s, &el, fx),
+            ("", None) => self.broadcast_available(s, el, fx).await,
+            ("unavailable", None) => self.broadcast_unavailable(s, &el, fx).await,
             ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed", Some(to)) => {
                 if !may(s.scopes.as_ref(), Action::RosterWrite) {
                     return fx.error(&el, StanzaError::Forbidden);
@@ -51,19 +51,19 @@ impl ImServer {
                 }
                 match to.to_bare() {
                     Some(contact) if contact != s.user => {
-                        self.send_subscription(&s.user, &contact, &ty, fx)
+                        self.send_subscription(&s.user, &contact, &ty, fx).await
                     }
                     _ => fx.error(&el, StanzaError::BadRequest),
                 }
             }
-            ("probe", Some(to)) => self.answer_probe(s, &to, fx),
+            ("probe", Some(to)) => self.answer_probe(s, &to, fx).await,
             ("" | "unavailable" | "error", Some(to)) => self.directed(s, &el, &to),
             // Subscription stanzas without a `to`, or a broadcast probe.
             _ => fx.error(&el, StanzaError::BadRequest),
         }
     }
 
-    fn broadcast_available(&self, s: &mut ImSession, mut el: Element, fx: &mut Effects) {
+    async fn broadcast_available(&self, s: &mut ImSession, mut el: Element, fx: &mut Effects) {
         let priority = el
             .child("priority", NS_CLIENT)
             .and_then(|p| p.text().trim().parse::<i8>().ok())
@@ -77,7 +77,7 @@ impl ImServer {
             p.last = Some(el.clone());
             initial
         };
-        let items = match self.roster.items(&s.user) {
+        let items = match self.roster.items(&s.user).await {
             Ok(i) => i,
             Err(e) => return fx.internal(&el, e),
         };
@@ -129,7 +129,7 @@ impl ImServer {
                 Some("subscribe"),
             ));
         }
-        match self.offline.take(&s.user) {
+        match self.offline.take(&s.user).await {
             Ok(msgs) => fx.replies.extend(msgs.into_iter().map(Bytes::from)),
             Err(e) => tracing::error!(error = %e, "could not read offline messages"),
         }
@@ -137,7 +137,12 @@ impl ImServer {
 
     /// Unavailable to subscribers, own resources and directed-presence
     /// recipients; used for `type='unavailable'` and on disconnect.
-    pub(crate) fn broadcast_unavailable(&self, s: &mut ImSession, el: &Element, fx: &mut Effects) {
+    pub(crate) async fn broadcast_unavailable(
+        &self,
+        s: &mut ImSession,
+        el: &Element,
+        fx: &mut Effects,
+    ) {
         let mut el = el.clone();
         el.remove_attr("to");
         let was_available = {
@@ -147,6 +152,14 @@ impl ImServer {
             p.last = None;
             was
         };
+        let items = if was_available {
+            match self.roster.items(&s.user).await {
+                Ok(items) => items,
+                Err(e) => return fx.internal(&el, e),
+            }
+        } else {
+            Vec::new()
+        };
         let mut sent: Vec<u64> = Vec::new();
         let mut send = |r: &super::router::Route| {
             if !sent.contains(&r.id) {
@@ -155,19 +168,14 @@ impl ImServer {
             }
         };
         if was_available {
-            match self.roster.items(&s.user) {
-                Ok(items) => {
-                    for (contact, item) in items {
-                        if !item.hidden && item.subscription.has_from() {
-                            for r in self.router.routes(&contact) {
-                                if r.is_available() {
-                                    send(&r);
-                                }
-                            }
+            for (contact, item) in items {
+                if !item.hidden && item.subscription.has_from() {
+                    for r in self.router.routes(&contact) {
+                        if r.is_available() {
+                            send(&r);
                         }
                     }
                 }
-                Err(e) => return fx.internal(&el, e),
             }
             for r in self.router.routes(&s.user.to_string()) {
                 if r.id != s.route.id && r.is_available() {
@@ -223,10 +231,10 @@ impl ImServer {
     }
 
     /// A client's own probe (RFC 6121 §4.3): answered if it may see the contact.
-    fn answer_probe(&self, s: &ImSession, to: &Jid, fx: &mut Effects) {
+    async fn answer_probe(&self, s: &ImSession, to: &Jid, fx: &mut Effects) {
         let Some(contact) = to.to_bare() else { return };
         let allowed = contact == s.user
-            || matches!(self.roster.get(&s.user, &contact.to_string()),
+            || matches!(self.roster.get(&s.user, &contact.to_string()).await,
                 Ok(Some(i)) if i.subscription.has_to());
         if !allowed {
             return;
@@ -252,7 +260,7 @@ impl ImServer {
 
     /// Changes `owner`'s item for `contact` with `f`; pushes and marks the
     /// flush when it changed. Returns whether it changed.
-    fn change_item(
+    async fn change_item(
         &self,
         owner: &BareJid,
         contact: &BareJid,
@@ -260,7 +268,7 @@ impl ImServer {
         f: impl FnOnce(Option<RosterItem>) -> Option<RosterItem>,
     ) -> bool {
         let c = contact.to_string();
-        match self.roster.update(owner, &c, f) {
+        match self.roster.update(owner, &c, f).await {
             Ok((old, new)) if old != new => {
                 fx.flush = true;
                 let was_visible = old.as_ref().is_some_and(|i| !i.hidden);
@@ -281,7 +289,7 @@ impl ImServer {
 
     /// `user` sends a subscription stanza of `kind` to `contact`: outbound
     /// processing on the user's roster, then inbound on the contact's.
-    pub(crate) fn send_subscription(
+    pub(crate) async fn send_subscription(
         &self,
         user: &BareJid,
         contact: &BareJid,
@@ -297,7 +305,8 @@ impl ImServer {
                         i.ask = true;
                     }
                     Some(i)
-                });
+                })
+                .await;
                 true
             }
             "unsubscribe" => {
@@ -307,44 +316,58 @@ impl ImServer {
                         i.ask = false;
                         i
                     })
-                });
+                })
+                .await;
                 true
             }
             // §3.1.5: approving needs a pending request (no pre-approval here).
-            "subscribed" => self.change_item(user, contact, fx, |old| match old {
-                Some(mut i) if i.pending_in => {
-                    i.pending_in = false;
-                    i.hidden = false;
-                    i.subscription = i.subscription.with_from(true);
-                    Some(i)
-                }
-                other => other,
-            }),
-            "unsubscribed" => self.change_item(user, contact, fx, |old| {
-                old.and_then(|mut i| {
-                    i.subscription = i.subscription.with_from(false);
-                    i.pending_in = false;
-                    (!i.hidden).then_some(i)
+            "subscribed" => {
+                self.change_item(user, contact, fx, |old| match old {
+                    Some(mut i) if i.pending_in => {
+                        i.pending_in = false;
+                        i.hidden = false;
+                        i.subscription = i.subscription.with_from(true);
+                        Some(i)
+                    }
+                    other => other,
                 })
-            }),
+                .await
+            }
+            "unsubscribed" => {
+                self.change_item(user, contact, fx, |old| {
+                    old.and_then(|mut i| {
+                        i.subscription = i.subscription.with_from(false);
+                        i.pending_in = false;
+                        (!i.hidden).then_some(i)
+                    })
+                })
+                .await
+            }
             _ => false,
         };
         if !route_it {
             return;
         }
-        if !self.account_exists(contact) {
+        if !self.account_exists(contact).await {
             if kind == "subscribe" {
                 // §3.1.3: no such contact; answer for it.
-                self.receive_subscription(user, contact, "unsubscribed", fx);
+                self.receive_subscription(user, contact, "unsubscribed", fx)
+                    .await;
             }
             return;
         }
-        self.receive_subscription(contact, user, kind, fx);
+        self.receive_subscription(contact, user, kind, fx).await;
     }
 
     /// Inbound processing: `owner` receives a subscription stanza of `kind`
     /// from `from`.
-    fn receive_subscription(&self, owner: &BareJid, from: &BareJid, kind: &str, fx: &mut Effects) {
+    async fn receive_subscription(
+        &self,
+        owner: &BareJid,
+        from: &BareJid,
+        kind: &str,
+        fx: &mut Effects,
+    ) {
         let owner_s = owner.to_string();
         let stanza = presence(&from.to_string(), Some(&owner_s), Some(kind));
         let deliver = |el: &Element| {
@@ -357,10 +380,12 @@ impl ImServer {
         };
         match kind {
             "subscribe" => {
-                let current = self.roster.get(owner, &from.to_string());
+                let current = self.roster.get(owner, &from.to_string()).await;
                 if matches!(&current, Ok(Some(i)) if i.subscription.has_from()) {
                     // Already approved: answer for the owner (§3.1.3).
-                    return self.receive_subscription(from, owner, "subscribed", fx);
+                    // (Boxed: an async call of itself.)
+                    return Box::pin(self.receive_subscription(from, owner, "subscribed", fx))
+                        .await;
                 }
                 self.change_item(owner, from, fx, |old| {
                     let mut i = old.unwrap_or(RosterItem {
@@ -369,20 +394,23 @@ impl ImServer {
                     });
                     i.pending_in = true;
                     Some(i)
-                });
+                })
+                .await;
                 // Delivered now if the owner is online, else at its next
                 // initial presence (from the pending flag).
                 deliver(&stanza);
             }
             "subscribed" => {
-                let changed = self.change_item(owner, from, fx, |old| match old {
-                    Some(mut i) if i.ask => {
-                        i.ask = false;
-                        i.subscription = i.subscription.with_to(true);
-                        Some(i)
-                    }
-                    other => other,
-                });
+                let changed = self
+                    .change_item(owner, from, fx, |old| match old {
+                        Some(mut i) if i.ask => {
+                            i.ask = false;
+                            i.subscription = i.subscription.with_to(true);
+                            Some(i)
+                        }
+                        other => other,
+                    })
+                    .await;
                 if changed {
                     deliver(&stanza);
                     // §3.1.5: the contact's presence follows the approval.
@@ -390,26 +418,30 @@ impl ImServer {
                 }
             }
             "unsubscribe" => {
-                let changed = self.change_item(owner, from, fx, |old| {
-                    old.and_then(|mut i| {
-                        i.subscription = i.subscription.with_from(false);
-                        i.pending_in = false;
-                        (!i.hidden).then_some(i)
+                let changed = self
+                    .change_item(owner, from, fx, |old| {
+                        old.and_then(|mut i| {
+                            i.subscription = i.subscription.with_from(false);
+                            i.pending_in = false;
+                            (!i.hidden).then_some(i)
+                        })
                     })
-                });
+                    .await;
                 if changed {
                     deliver(&stanza);
                     self.presence_between(owner, from, Some("unavailable"));
                 }
             }
             "unsubscribed" => {
-                let changed = self.change_item(owner, from, fx, |old| {
-                    old.map(|mut i| {
-                        i.subscription = i.subscription.with_to(false);
-                        i.ask = false;
-                        i
+                let changed = self
+                    .change_item(owner, from, fx, |old| {
+                        old.map(|mut i| {
+                            i.subscription = i.subscription.with_to(false);
+                            i.ask = false;
+                            i
+                        })
                     })
-                });
+                    .await;
                 if changed {
                     deliver(&stanza);
                     self.presence_between(from, owner, Some("unavailable"));

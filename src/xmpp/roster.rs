@@ -9,9 +9,10 @@
 //!
 //! Read-modify-write of an item is serialized by a striped lock per owner, so
 //! two sessions (or a session and a contact's subscription) cannot lose each
-//! other's update.
+//! other's update. The store is read and written through its thread; a
+//! change is acknowledged once a store barrier says it is durable.
 
-use std::sync::Mutex;
+use tokio::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -116,30 +117,35 @@ fn key(owner: &BareJid, contact: &str) -> Vec<u8> {
 
 /// Roster records over the store, with per-owner update locks.
 pub struct RosterStore {
-    store: std::sync::Arc<dyn Store>,
+    store: Store,
     locks: Vec<Mutex<()>>,
 }
 
 impl RosterStore {
-    pub fn new(store: std::sync::Arc<dyn Store>) -> RosterStore {
+    pub fn new(store: Store) -> RosterStore {
         RosterStore {
             store,
             locks: (0..64).map(|_| Mutex::new(())).collect(),
         }
     }
 
-    pub fn get(&self, owner: &BareJid, contact: &str) -> Result<Option<RosterItem>, StoreError> {
-        match self.store.get(Tree::Roster, &key(owner, contact))? {
+    pub async fn get(
+        &self,
+        owner: &BareJid,
+        contact: &str,
+    ) -> Result<Option<RosterItem>, StoreError> {
+        match self.store.get(Tree::Roster, &key(owner, contact)).await? {
             Some(v) => Ok(Some(records::decode("roster", &v)?)),
             None => Ok(None),
         }
     }
 
     /// Every item of `owner` (hidden ones included), by contact.
-    pub fn items(&self, owner: &BareJid) -> Result<Vec<(String, RosterItem)>, StoreError> {
+    pub async fn items(&self, owner: &BareJid) -> Result<Vec<(String, RosterItem)>, StoreError> {
         let prefix = key(owner, "");
         self.store
-            .scan_prefix(Tree::Roster, &prefix)?
+            .scan_prefix(Tree::Roster, &prefix)
+            .await?
             .into_iter()
             .map(|(k, v)| {
                 let contact = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
@@ -150,7 +156,7 @@ impl RosterStore {
 
     /// Atomically changes one item: `f` gets the current item (if any) and
     /// returns the new one (`None` deletes). Returns (old, new).
-    pub fn update(
+    pub async fn update(
         &self,
         owner: &BareJid,
         contact: &str,
@@ -162,25 +168,17 @@ impl RosterStore {
             owner.hash(&mut h);
             (h.finish() as usize) % self.locks.len()
         };
-        let _guard = self.locks[stripe].lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.get(owner, contact)?;
+        let _guard = self.locks[stripe].lock().await;
+        let old = self.get(owner, contact).await?;
         let new = f(old.clone());
         if new != old {
             let k = key(owner, contact);
             match &new {
-                Some(item) => self
-                    .store
-                    .insert(Tree::Roster, &k, &records::encode(item))?,
-                None => {
-                    self.store.remove(Tree::Roster, &k)?;
-                }
+                Some(item) => self.store.put(Tree::Roster, k, records::encode(item)),
+                None => self.store.delete(Tree::Roster, k),
             }
         }
         Ok((old, new))
-    }
-
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.store.flush()
     }
 }
 
@@ -210,14 +208,14 @@ impl ImServer {
     }
 
     /// `<iq><query xmlns='jabber:iq:roster'/></iq>` from the user's own session.
-    pub(crate) fn roster_iq(&self, s: &mut ImSession, iq: &Element, fx: &mut Effects) {
+    pub(crate) async fn roster_iq(&self, s: &mut ImSession, iq: &Element, fx: &mut Effects) {
         let query = iq.child("query", NS_ROSTER).expect("checked by caller");
         match iq.attr("type") {
             Some("get") => {
                 if !may(s.scopes.as_ref(), Action::RosterRead) {
                     return fx.error(iq, StanzaError::Forbidden);
                 }
-                let items = match self.roster.items(&s.user) {
+                let items = match self.roster.items(&s.user).await {
                     Ok(i) => i,
                     Err(e) => return fx.internal(iq, e),
                 };
@@ -247,16 +245,16 @@ impl ImServer {
                 };
                 let contact = contact.to_string();
                 if item.attr("subscription") == Some("remove") {
-                    self.roster_remove(s, iq, &contact, fx);
+                    self.roster_remove(s, iq, &contact, fx).await;
                 } else {
-                    self.roster_set(s, iq, item, &contact, fx);
+                    self.roster_set(s, iq, item, &contact, fx).await;
                 }
             }
             _ => fx.error(iq, StanzaError::BadRequest),
         }
     }
 
-    fn roster_set(
+    async fn roster_set(
         &self,
         s: &mut ImSession,
         iq: &Element,
@@ -279,12 +277,12 @@ impl ImServer {
         if name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME) {
             return fx.error(iq, StanzaError::NotAcceptable);
         }
-        let existing = match self.roster.get(&s.user, contact) {
+        let existing = match self.roster.get(&s.user, contact).await {
             Ok(e) => e,
             Err(e) => return fx.internal(iq, e),
         };
         if existing.as_ref().is_none_or(|i| i.hidden) {
-            match self.roster.items(&s.user) {
+            match self.roster.items(&s.user).await {
                 Ok(all) if all.len() >= MAX_ITEMS => {
                     return fx.error(iq, StanzaError::NotAllowed);
                 }
@@ -292,13 +290,16 @@ impl ImServer {
                 Err(e) => return fx.internal(iq, e),
             }
         }
-        let r = self.roster.update(&s.user, contact, |old| {
-            let mut i = old.unwrap_or_default();
-            i.name = name;
-            i.groups = groups;
-            i.hidden = false;
-            Some(i)
-        });
+        let r = self
+            .roster
+            .update(&s.user, contact, |old| {
+                let mut i = old.unwrap_or_default();
+                i.name = name;
+                i.groups = groups;
+                i.hidden = false;
+                Some(i)
+            })
+            .await;
         match r {
             Ok((_, new)) => {
                 fx.flush = true;
@@ -309,8 +310,14 @@ impl ImServer {
         }
     }
 
-    fn roster_remove(&self, s: &mut ImSession, iq: &Element, contact: &str, fx: &mut Effects) {
-        let old = match self.roster.update(&s.user, contact, |_| None) {
+    async fn roster_remove(
+        &self,
+        s: &mut ImSession,
+        iq: &Element,
+        contact: &str,
+        fx: &mut Effects,
+    ) {
+        let old = match self.roster.update(&s.user, contact, |_| None).await {
             Ok((old, _)) => old,
             Err(e) => return fx.internal(iq, e),
         };
@@ -323,10 +330,12 @@ impl ImServer {
         // RFC 6121 §2.5.2: removing an item cancels subscriptions both ways.
         if let Ok(contact_jid) = BareJid::parse(contact) {
             if old.subscription.has_to() || old.ask {
-                self.send_subscription(&s.user, &contact_jid, "unsubscribe", fx);
+                self.send_subscription(&s.user, &contact_jid, "unsubscribe", fx)
+                    .await;
             }
             if old.subscription.has_from() || old.pending_in {
-                self.send_subscription(&s.user, &contact_jid, "unsubscribed", fx);
+                self.send_subscription(&s.user, &contact_jid, "unsubscribed", fx)
+                    .await;
             }
         }
     }
@@ -358,12 +367,9 @@ mod tests {
         assert_eq!(Subscription::From.with_from(false), Subscription::None);
     }
 
-    #[test]
-    fn store_update_and_scan() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: std::sync::Arc<dyn Store> =
-            std::sync::Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
-        let r = RosterStore::new(store);
+    #[tokio::test]
+    async fn store_update_and_scan() {
+        let r = RosterStore::new(Store::memory());
         let a = BareJid::parse("a@x").unwrap();
         let b = BareJid::parse("b@x").unwrap();
         r.update(&a, "b@x", |_| {
@@ -372,20 +378,23 @@ mod tests {
                 ..Default::default()
             })
         })
+        .await
         .unwrap();
         r.update(&a, "c@x", |_| Some(RosterItem::default()))
+            .await
             .unwrap();
         r.update(&b, "a@x", |_| Some(RosterItem::default()))
+            .await
             .unwrap();
-        let items = r.items(&a).unwrap();
+        let items = r.items(&a).await.unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].0, "b@x");
         assert_eq!(
             String::from_utf8(items[0].1.to_element("b@x").to_bytes(NS_ROSTER)).unwrap(),
             "<item jid='b@x' subscription='none' name='Bee'/>"
         );
-        let (old, new) = r.update(&a, "b@x", |_| None).unwrap();
+        let (old, new) = r.update(&a, "b@x", |_| None).await.unwrap();
         assert!(old.is_some() && new.is_none());
-        assert_eq!(r.items(&a).unwrap().len(), 1);
+        assert_eq!(r.items(&a).await.unwrap().len(), 1);
     }
 }

@@ -24,6 +24,9 @@ pub struct SlotState {
     /// Session Expiry Interval in seconds (0: ends with the connection).
     pub expiry: u32,
     pub online: bool,
+    /// The session has a record in the store (written while it was
+    /// persistent), to be deleted if it stops being so.
+    pub stored: bool,
     /// QoS 0 (or any) messages dropped because the queue was full.
     pub dropped: u32,
     /// A reason code the live connection must disconnect with (keep-alive,

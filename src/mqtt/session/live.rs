@@ -126,10 +126,8 @@ impl Connection {
             let persistent = st.expiry > 0;
             drop(st);
             if persistent {
-                match self.broker.store_incoming_qos2(&slot, pid) {
-                    Ok(()) => self.needs_flush = true,
-                    Err(e) => tracing::error!(error = %e, "storing a QoS 2 packet id failed"),
-                }
+                self.broker.store_incoming_qos2(&slot, pid);
+                self.needs_flush = true;
             }
         }
         let allowed = auth::may(self.scopes(), Action::Publish(&publish.topic));
@@ -140,13 +138,8 @@ impl Connection {
         } else {
             let msg = Arc::new(Routed::new(publish, slot.id));
             if msg.publish.retain {
-                match self.broker.retain(&domain, &msg) {
-                    Ok(()) => self.needs_flush = true,
-                    Err(e) => {
-                        tracing::error!(error = %e, "storing a retained message failed");
-                        code = reason::UNSPECIFIED_ERROR;
-                    }
-                }
+                self.broker.retain(&domain, &msg);
+                self.needs_flush = true;
             }
             if code == reason::SUCCESS {
                 let routing = self.broker.publish(&domain, &msg);
