@@ -11,6 +11,7 @@
 
 pub mod clients;
 pub mod jid;
+pub mod login;
 pub mod sasl;
 pub mod scopes;
 pub mod scram;
@@ -28,6 +29,7 @@ use crate::store::records::{self, StoredKey};
 use crate::store::{Store, StoreError, Tree};
 
 pub use jid::BareJid;
+pub use login::{Credential, Login, LoginError, LoginRequest, LoginStep, PasswordCheck};
 pub use scopes::{may, Action, Scopes};
 pub use tokens::{Grant, IssuedToken, TokenEnd, TokenError, TokenInfo};
 

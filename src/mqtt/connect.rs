@@ -7,23 +7,26 @@
 //! - the method without data: AUTH 0x18 carrying the method, and the client's
 //!   AUTH 0x18 carries the token;
 //! - any other method: CONNACK 0x8C;
-//! - no method: the password is tried as a token, then (with a username) as the
-//!   account's password; the username may be left out with a token and must name
-//!   the token's owner when given.
+//! - no method: the password goes to the auth core's one login decision
+//!   ([`crate::auth::login`]): a token if it is one, else (with a username) the
+//!   account's password; the username may be left out with a token and must
+//!   name the token's owner when given.
 
 use bytes::Bytes;
 
 use super::codec::{reason, Auth, ConnAck, Connect, Packet, Properties, Version};
-use crate::auth::{AuthCore, BareJid, Grant, TokenError};
+use crate::auth::{
+    AuthCore, BareJid, Credential, Login, LoginError, LoginRequest, LoginStep, PasswordCheck,
+};
 
 pub const X_OAUTH2: &str = "X-OAUTH2";
 
 /// The outcome of looking at a CONNECT's credentials.
 pub enum Credentials {
-    /// Logged in with a token.
-    Token(Grant),
+    /// Logged in (a token, or a password already checked).
+    Login(Login),
     /// A password must be checked (blocking work, off the async threads).
-    Password { jid: BareJid, password: String },
+    Password(PasswordCheck),
     /// Send AUTH 0x18 with the method and wait for the token.
     AskToken,
     /// No credentials, and anonymous clients are allowed.
@@ -32,11 +35,17 @@ pub enum Credentials {
     Refused(u8),
 }
 
-fn refused_for(e: &TokenError) -> u8 {
-    // Wrong owner, revoked, expired, unknown or missing sasl_auth: all "not
-    // authorized" (CONVENTIONS.md); the log says which.
-    tracing::info!(reason = %e, "MQTT token login refused");
-    reason::NOT_AUTHORIZED
+/// The CONNACK reason code for a refused login (3.1.1 return codes follow
+/// from the codec's mapping): a token that does not log in is "not
+/// authorized" (CONVENTIONS.md); a wrong password "bad user name or
+/// password"; a store failure "server unavailable". The log says which.
+pub fn refusal_code(e: &LoginError) -> u8 {
+    tracing::info!(reason = %e, "MQTT login refused");
+    match e {
+        LoginError::Token(_) | LoginError::NoUser => reason::NOT_AUTHORIZED,
+        LoginError::BadPassword => reason::BAD_USER_NAME_OR_PASSWORD,
+        LoginError::Unavailable(_) => reason::SERVER_UNAVAILABLE,
+    }
 }
 
 /// The username a client asserted, as an account (bare JID or localpart).
@@ -50,19 +59,27 @@ fn claimed(auth: &AuthCore, c: &Connect, default_host: &str) -> Result<Option<Ba
     }
 }
 
+/// What the auth core's first step decided.
+fn decided(step: LoginStep) -> Credentials {
+    match step {
+        LoginStep::Done(Ok(l)) => Credentials::Login(l),
+        LoginStep::Done(Err(e)) => Credentials::Refused(refusal_code(&e)),
+        LoginStep::CheckPassword(check) => Credentials::Password(check),
+    }
+}
+
 /// Checks a token for a CONNECT (or its AUTH continuation).
 pub fn check_token(auth: &AuthCore, c: &Connect, default_host: &str, token: &[u8]) -> Credentials {
-    let claim = match claimed(auth, c, default_host) {
-        Ok(c) => c,
-        Err(_) => return Credentials::Refused(reason::NOT_AUTHORIZED),
+    let Ok(claimed) = claimed(auth, c, default_host) else {
+        return Credentials::Refused(reason::NOT_AUTHORIZED);
     };
     let Ok(token) = std::str::from_utf8(token) else {
         return Credentials::Refused(reason::NOT_AUTHORIZED);
     };
-    match auth.check_login_token(token.trim(), claim.as_ref()) {
-        Ok(g) => Credentials::Token(g),
-        Err(e) => Credentials::Refused(refused_for(&e)),
-    }
+    decided(auth.login(LoginRequest {
+        claimed,
+        credential: Credential::Token(token.to_string()),
+    }))
 }
 
 /// Decides what a CONNECT's credentials call for.
@@ -88,24 +105,17 @@ pub fn examine(
             Credentials::Refused(reason::NOT_AUTHORIZED)
         };
     };
-    let claim = match claimed(auth, c, default_host) {
+    let claimed = match claimed(auth, c, default_host) {
         Ok(c) => c,
         Err(code) => return Credentials::Refused(code),
     };
     let Ok(text) = std::str::from_utf8(password) else {
         return Credentials::Refused(reason::BAD_USER_NAME_OR_PASSWORD);
     };
-    match auth.check_login_token(text, claim.as_ref()) {
-        Ok(g) => Credentials::Token(g),
-        Err(TokenError::Unknown) => match claim {
-            Some(jid) => Credentials::Password {
-                jid,
-                password: text.to_string(),
-            },
-            None => Credentials::Refused(reason::NOT_AUTHORIZED),
-        },
-        Err(e) => Credentials::Refused(refused_for(&e)),
-    }
+    decided(auth.login(LoginRequest {
+        claimed,
+        credential: Credential::Password(text.to_string()),
+    }))
 }
 
 /// AUTH 0x18 asking for the token.

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::broker::Broker;
 use super::codec::{self, reason};
-use super::session::{Aftermath, Connection, MqttSettings, Next, PasswordCheck};
+use super::session::{Aftermath, Connection, MqttSettings, Next};
 use crate::auth::AuthCore;
 use crate::net::{ConnPermit, Stream, Traced};
 use crate::registry::Registry;
@@ -97,13 +97,11 @@ async fn check_password(
     mut next: Next,
 ) -> Next {
     while let Next::CheckPassword(check) = next {
-        let PasswordCheck { jid, password } = *check;
         let auth = ctx.auth.clone();
-        let j = jid.clone();
-        let ok = tokio::task::spawn_blocking(move || auth.check_password(&j, &password).is_ok())
+        let result = tokio::task::spawn_blocking(move || auth.check_login_password(*check))
             .await
-            .unwrap_or(false);
-        next = conn.password_checked(jid, ok);
+            .unwrap_or_else(|e| Err(crate::auth::LoginError::Unavailable(e.to_string())));
+        next = conn.password_checked(result);
         if next == Next::Close || conn.congested.is_some() {
             return next;
         }

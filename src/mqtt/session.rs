@@ -19,7 +19,9 @@ use super::codec::{
 };
 use super::connect::{self, Credentials, X_OAUTH2};
 use super::topics;
-use crate::auth::{self, Action, AuthCore, BareJid, Grant, Scopes};
+use crate::auth::{
+    self, Action, AuthCore, BareJid, Grant, Login, LoginError, PasswordCheck, Scopes,
+};
 
 mod live;
 
@@ -44,13 +46,6 @@ pub enum Next {
     CheckPassword(Box<PasswordCheck>),
     /// Write `out` (flushing first if needed), then close.
     Close,
-}
-
-/// A password [`Next::CheckPassword`] asks the listener to check.
-#[derive(Debug, PartialEq, Eq)]
-pub struct PasswordCheck {
-    pub jid: BareJid,
-    pub password: String,
 }
 
 /// What a closed connection leaves behind for the listener to schedule.
@@ -279,27 +274,23 @@ impl Connection {
                 self.phase = Phase::AwaitToken(Box::new(c));
                 Next::Continue
             }
-            Credentials::Password { jid, password } => {
+            Credentials::Password(check) => {
                 self.phase = Phase::CheckingPassword(Box::new(c));
-                Next::CheckPassword(Box::new(PasswordCheck { jid, password }))
+                Next::CheckPassword(Box::new(check))
             }
-            Credentials::Token(g) => {
-                let owner = g.owner().clone();
-                self.accept(c, Some(owner), Some(g))
-            }
+            Credentials::Login(l) => self.accept(c, Some(l.account), l.grant),
             Credentials::Anonymous => self.accept(c, None, None),
         }
     }
 
     /// The answer to [`Next::CheckPassword`].
-    pub fn password_checked(&mut self, jid: BareJid, ok: bool) -> Next {
+    pub fn password_checked(&mut self, result: Result<Login, LoginError>) -> Next {
         let Phase::CheckingPassword(c) = std::mem::replace(&mut self.phase, Phase::Closed) else {
             return Next::Close;
         };
-        if ok {
-            self.accept(*c, Some(jid), None)
-        } else {
-            self.refuse(reason::BAD_USER_NAME_OR_PASSWORD)
+        match result {
+            Ok(l) => self.accept(*c, Some(l.account), l.grant),
+            Err(e) => self.refuse(connect::refusal_code(&e)),
         }
     }
 

@@ -379,13 +379,13 @@ impl Connection {
     /// Runs a credential check (a free function of the auth core, so no
     /// borrow of the connection lives across the await).
     async fn authenticate(auth: Arc<crate::auth::AuthCore>, req: AuthRequest) -> sasl::AuthReply {
-        if matches!(req, AuthRequest::Token { .. }) {
-            // Tokens are checked in memory.
-            return sasl::perform(&auth, req);
+        if let AuthRequest::Login(r) = req {
+            // Tokens are checked in memory, a password on a blocking thread.
+            return sasl::AuthReply::Login(auth.login_async(r).await);
         }
         match tokio::task::spawn_blocking(move || sasl::perform(&auth, req)).await {
             Ok(r) => r,
-            Err(_) => sasl::AuthReply::Password(Err(crate::auth::AuthError::BadPassword)),
+            Err(_) => sasl::AuthReply::ScramKeys(Err(crate::auth::AuthError::BadPassword)),
         }
     }
 

@@ -14,15 +14,19 @@
 //! refused even when this server hosts it, because the stream was opened to
 //! one domain.
 //!
-//! PLAIN's password may also be a token of that user with `sasl_auth` (as for
-//! MQTT 3.1.1 passwords), for clients that know no token mechanism; such a
-//! session then ends with its token like an X-OAUTH2 one.
+//! PLAIN's password and the token mechanisms' tokens go to the auth core's
+//! one login decision ([`crate::auth::login`]), the same MQTT uses: PLAIN's
+//! password may be a token of that user with `sasl_auth` (for clients that
+//! know no token mechanism); such a session then ends with its token like an
+//! X-OAUTH2 one.
 
 use std::fmt;
 
 use crate::auth::sasl::{self as payload, SaslError};
 use crate::auth::scram::{ScramHash, ScramKeys, ScramServer};
-use crate::auth::{AuthCore, AuthError, BareJid, Grant, TokenError};
+use crate::auth::{
+    AuthCore, AuthError, BareJid, Credential, Grant, Login, LoginError, LoginRequest, LoginStep,
+};
 
 /// The mechanisms offered, strongest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,13 +64,9 @@ impl Mechanism {
 
 /// A credential check for the auth core.
 pub enum AuthRequest {
-    /// PLAIN: the account's password.
-    Password { user: BareJid, password: String },
-    /// X-OAUTH2 / OAUTHBEARER: a token, and the identity the client claimed.
-    Token {
-        token: String,
-        claimed: Option<BareJid>,
-    },
+    /// PLAIN (a password credential), X-OAUTH2 / OAUTHBEARER (a token): the
+    /// auth core's login decision.
+    Login(LoginRequest),
     /// SCRAM: the account's stored keys, or fake ones for `name` if there is
     /// no such account (so the exchange fails the same way as a bad password).
     ScramKeys {
@@ -80,8 +80,7 @@ pub enum AuthRequest {
 impl fmt::Debug for AuthRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AuthRequest::Password { user, .. } => write!(f, "Password({user})"),
-            AuthRequest::Token { claimed, .. } => write!(f, "Token(claimed={claimed:?})"),
+            AuthRequest::Login(r) => write!(f, "{r:?}"),
             AuthRequest::ScramKeys { name, hash, .. } => {
                 write!(f, "ScramKeys({name}, {})", hash.mechanism())
             }
@@ -91,25 +90,19 @@ impl fmt::Debug for AuthRequest {
 
 /// The auth core's answer to an [`AuthRequest`].
 pub enum AuthReply {
-    /// `Ok(Some(grant))` when the "password" was a token of the user.
-    Password(Result<Option<Grant>, AuthError>),
-    Token(Result<Grant, TokenError>),
+    Login(Result<Login, LoginError>),
     ScramKeys(Result<ScramKeys, AuthError>),
 }
 
 /// Runs a request against the auth core. Blocks (PBKDF2, store reads): call it
-/// from `spawn_blocking`.
+/// from `spawn_blocking` (the connection task runs token logins, which
+/// only read memory, in place: see [`AuthCore::login_async`]).
 pub fn perform(auth: &AuthCore, req: AuthRequest) -> AuthReply {
     match req {
-        AuthRequest::Password { user, password } => {
-            if let Ok(grant) = auth.check_login_token(&password, Some(&user)) {
-                return AuthReply::Password(Ok(Some(grant)));
-            }
-            AuthReply::Password(auth.check_password(&user, &password).map(|()| None))
-        }
-        AuthRequest::Token { token, claimed } => {
-            AuthReply::Token(auth.check_login_token(&token, claimed.as_ref()))
-        }
+        AuthRequest::Login(r) => AuthReply::Login(match auth.login(r) {
+            LoginStep::Done(r) => r,
+            LoginStep::CheckPassword(check) => auth.check_login_password(check),
+        }),
         AuthRequest::ScramKeys { user, name, hash } => {
             let keys = match user {
                 Some(u) => auth.scram_keys(&u, hash),
@@ -148,9 +141,7 @@ enum State {
     Idle,
     /// `<auth/>` came without an initial response; we sent an empty challenge.
     AwaitInitial(Mechanism),
-    AwaitPassword {
-        user: BareJid,
-    },
+    AwaitPassword,
     AwaitToken {
         mech: Mechanism,
         user: Option<BareJid>,
@@ -263,11 +254,11 @@ impl Sasl {
                         return fail(SaslError::InvalidAuthzid);
                     }
                 }
-                self.state = State::AwaitPassword { user: user.clone() };
-                SaslOutcome::NeedAuth(AuthRequest::Password {
-                    user,
-                    password: creds.secret,
-                })
+                self.state = State::AwaitPassword;
+                SaslOutcome::NeedAuth(AuthRequest::Login(LoginRequest {
+                    claimed: Some(user),
+                    credential: Credential::Password(creds.secret),
+                }))
             }
             Mechanism::XOauth2 => {
                 let creds = match payload::parse_plain(data) {
@@ -286,10 +277,10 @@ impl Sasl {
                     mech,
                     user: Some(user.clone()),
                 };
-                SaslOutcome::NeedAuth(AuthRequest::Token {
-                    token: creds.secret,
+                SaslOutcome::NeedAuth(AuthRequest::Login(LoginRequest {
                     claimed: Some(user),
-                })
+                    credential: Credential::Token(creds.secret),
+                }))
             }
             Mechanism::OauthBearer => {
                 let creds = match payload::parse_oauthbearer(data) {
@@ -307,10 +298,10 @@ impl Sasl {
                     mech,
                     user: user.clone(),
                 };
-                SaslOutcome::NeedAuth(AuthRequest::Token {
-                    token: creds.token,
+                SaslOutcome::NeedAuth(AuthRequest::Login(LoginRequest {
                     claimed: user,
-                })
+                    credential: Credential::Token(creds.token),
+                }))
             }
             Mechanism::ScramSha1 | Mechanism::ScramSha256 => {
                 let hash = ScramHash::from_mechanism(mech.name()).expect("a SCRAM mechanism");
@@ -349,17 +340,17 @@ impl Sasl {
     /// The auth core's answer to the last [`SaslOutcome::NeedAuth`].
     pub fn auth_reply(&mut self, reply: AuthReply) -> SaslOutcome {
         match (std::mem::replace(&mut self.state, State::Idle), reply) {
-            (State::AwaitPassword { user }, AuthReply::Password(r)) => match r {
-                Ok(grant) => SaslOutcome::Success {
-                    user,
-                    grant,
+            (State::AwaitPassword, AuthReply::Login(r)) => match r {
+                Ok(l) => SaslOutcome::Success {
+                    user: l.account,
+                    grant: l.grant,
                     data: None,
                 },
-                Err(AuthError::BadPassword) => fail(SaslError::NotAuthorized),
-                Err(_) => fail(SaslError::TemporaryAuthFailure),
+                Err(LoginError::Unavailable(_)) => fail(SaslError::TemporaryAuthFailure),
+                Err(_) => fail(SaslError::NotAuthorized),
             },
-            (State::AwaitToken { mech, user }, AuthReply::Token(r)) => {
-                let ok = r.ok().filter(|g| {
+            (State::AwaitToken { mech, user }, AuthReply::Login(r)) => {
+                let ok = r.ok().and_then(|l| l.grant).filter(|g| {
                     g.owner().domain() == self.domain
                         && user.as_ref().is_none_or(|u| u == g.owner())
                 });

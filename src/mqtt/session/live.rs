@@ -283,9 +283,9 @@ impl Connection {
         let owner = l.grant.as_ref().map(|g| g.owner().clone());
         let checked = std::str::from_utf8(&token)
             .ok()
-            .map(|t| self.auth.check_login_token(t.trim(), owner.as_ref()));
+            .map(|t| self.auth.token_login(t, owner.as_ref()));
         match checked {
-            Some(Ok(g)) => {
+            Some(Ok(auth::Login { grant: Some(g), .. })) => {
                 tracing::info!(token = %g.token_id(), "MQTT re-authenticated");
                 self.live().slot.lock().grant = Some(g.clone());
                 self.live().grant = Some(g);
@@ -303,7 +303,7 @@ impl Connection {
                 tracing::info!(reason = %e, "MQTT re-authentication refused");
                 self.disconnect(reason::NOT_AUTHORIZED)
             }
-            None => self.disconnect(reason::NOT_AUTHORIZED),
+            _ => self.disconnect(reason::NOT_AUTHORIZED),
         }
     }
 

@@ -1,0 +1,286 @@
+//! The one login decision. XMPP SASL (PLAIN, X-OAUTH2, OAUTHBEARER) and MQTT
+//! (CONNECT's token or password, AUTH continuations and re-authentication)
+//! hand the credential they were given to [`AuthCore::login`]; the rules
+//! below are written here once and nowhere else:
+//!
+//! 1. A **token credential** (a token mechanism: X-OAUTH2, OAUTHBEARER, MQTT
+//!    enhanced authentication) logs in if it names a live token — neither
+//!    expired nor revoked — that carries `sasl_auth` and, when the client
+//!    claimed an identity, belongs to that account.
+//! 2. A **password credential** (XMPP PLAIN, an MQTT password) is first
+//!    looked up as a token: if it is one, rule 1 decides, and a token that is
+//!    expired, revoked, of another account or without `sasl_auth` is refused
+//!    as such — never retried as a password.
+//! 3. Only a password that is no token at all is checked as the password of
+//!    the claimed account (a claim is then required). That check hashes
+//!    (PBKDF2), so [`AuthCore::login`] hands it back as a [`PasswordCheck`]
+//!    to run off the async threads with [`AuthCore::check_login_password`].
+//!
+//! SCRAM is a challenge-response exchange rather than a credential: its
+//! keys and proof are checked by [`super::scram`], also inside the auth core.
+
+use std::fmt;
+
+use super::tokens::{Grant, TokenError};
+use super::{AuthCore, AuthError, BareJid};
+
+/// What a client presented.
+pub enum Credential {
+    /// From a token mechanism.
+    Token(String),
+    /// From a password field: the account's password, or a token.
+    Password(String),
+}
+
+/// A login attempt.
+pub struct LoginRequest {
+    /// The identity the client claimed (a username, an authcid), if any.
+    pub claimed: Option<BareJid>,
+    pub credential: Credential,
+}
+
+// Hand-written so that passwords and tokens never reach a log.
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.credential {
+            Credential::Token(_) => "token",
+            Credential::Password(_) => "password",
+        };
+        write!(f, "LoginRequest({kind}, claimed={:?})", self.claimed)
+    }
+}
+
+/// A successful login: the account, and the token it used, if any (the
+/// session then ends when the token does).
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub account: BareJid,
+    pub grant: Option<Grant>,
+}
+
+/// Why a login was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// A token that does not log in now (rules 1 and 2).
+    #[error("{0}")]
+    Token(TokenError),
+    /// A password with no account claimed to check it against.
+    #[error("a password needs a username")]
+    NoUser,
+    /// Wrong password, or no such account (indistinguishable, equally slow).
+    #[error("wrong password")]
+    BadPassword,
+    /// The store failed: try again later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A password to check for a login, off the async threads.
+pub struct PasswordCheck {
+    pub account: BareJid,
+    password: String,
+}
+
+impl PartialEq for PasswordCheck {
+    fn eq(&self, other: &Self) -> bool {
+        self.account == other.account
+    }
+}
+
+impl Eq for PasswordCheck {}
+
+impl fmt::Debug for PasswordCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PasswordCheck({})", self.account)
+    }
+}
+
+/// The first step of a login.
+#[derive(Debug)]
+pub enum LoginStep {
+    /// Decided without hashing (tokens are checked in memory).
+    Done(Result<Login, LoginError>),
+    /// A password must be hashed: run [`AuthCore::check_login_password`]
+    /// on a blocking thread.
+    CheckPassword(PasswordCheck),
+}
+
+impl AuthCore {
+    /// The login decision (see the module docs). Never blocks.
+    pub fn login(&self, req: LoginRequest) -> LoginStep {
+        let LoginRequest {
+            claimed,
+            credential,
+        } = req;
+        match credential {
+            Credential::Token(token) => LoginStep::Done(self.token_login(&token, claimed.as_ref())),
+            Credential::Password(secret) => match self.token_login(&secret, claimed.as_ref()) {
+                Err(LoginError::Token(TokenError::Unknown)) => match claimed {
+                    Some(account) => LoginStep::CheckPassword(PasswordCheck {
+                        account,
+                        password: secret,
+                    }),
+                    None => LoginStep::Done(Err(LoginError::NoUser)),
+                },
+                decided => LoginStep::Done(decided),
+            },
+        }
+    }
+
+    /// Rule 1 alone, for a live session that presents a fresh token (MQTT
+    /// re-authentication): the token's grant.
+    pub fn token_login(&self, token: &str, claimed: Option<&BareJid>) -> Result<Login, LoginError> {
+        let grant = self
+            .check_login_token(token.trim(), claimed)
+            .map_err(LoginError::Token)?;
+        Ok(Login {
+            account: grant.owner().clone(),
+            grant: Some(grant),
+        })
+    }
+
+    /// The second step of a password login. Blocking (PBKDF2, a store read).
+    pub fn check_login_password(&self, check: PasswordCheck) -> Result<Login, LoginError> {
+        match self.check_password(&check.account, &check.password) {
+            Ok(()) => Ok(Login {
+                account: check.account,
+                grant: None,
+            }),
+            Err(AuthError::BadPassword) => Err(LoginError::BadPassword),
+            Err(e) => Err(LoginError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Both steps, for async callers: tokens at once, a password on a
+    /// blocking thread.
+    pub async fn login_async(
+        self: &std::sync::Arc<Self>,
+        req: LoginRequest,
+    ) -> Result<Login, LoginError> {
+        match self.login(req) {
+            LoginStep::Done(r) => r,
+            LoginStep::CheckPassword(check) => {
+                let auth = self.clone();
+                tokio::task::spawn_blocking(move || auth.check_login_password(check))
+                    .await
+                    .unwrap_or_else(|e| Err(LoginError::Unavailable(e.to_string())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::scopes::Scopes;
+    use crate::auth::test_support::core;
+    use crate::config::Config;
+
+    fn jid(s: &str) -> BareJid {
+        BareJid::parse(s).unwrap()
+    }
+
+    fn run(
+        a: &AuthCore,
+        claimed: Option<&str>,
+        credential: Credential,
+    ) -> Result<Login, LoginError> {
+        match a.login(LoginRequest {
+            claimed: claimed.map(jid),
+            credential,
+        }) {
+            LoginStep::Done(r) => r,
+            LoginStep::CheckPassword(c) => a.check_login_password(c),
+        }
+    }
+
+    #[test]
+    fn one_set_of_rules_for_tokens_and_passwords() {
+        let (a, _d) = core(&Config::default());
+        a.register(&jid("alice@localhost"), "wonderland").unwrap();
+        a.register(&jid("bob@localhost"), "builder").unwrap();
+        let t = a
+            .issue_token(&jid("alice@localhost"), Scopes::sasl_auth(), None, None)
+            .unwrap();
+        let narrow = a
+            .issue_token(
+                &jid("alice@localhost"),
+                Scopes::parse("xmpp:roster:read").unwrap(),
+                None,
+                None,
+            )
+            .unwrap();
+        let tok = |s: &str| Credential::Token(s.to_string());
+        let pw = |s: &str| Credential::Password(s.to_string());
+
+        // Rule 1: tokens.
+        let l = run(&a, None, tok(&t.token)).unwrap();
+        assert_eq!(l.account, jid("alice@localhost"));
+        assert!(l.grant.is_some());
+        assert!(run(&a, Some("alice@localhost"), tok(&t.token)).is_ok());
+        assert_eq!(
+            run(&a, Some("bob@localhost"), tok(&t.token)).unwrap_err(),
+            LoginError::Token(TokenError::WrongOwner)
+        );
+        assert_eq!(
+            run(&a, None, tok("wonderland")).unwrap_err(),
+            LoginError::Token(TokenError::Unknown),
+            "a token mechanism never takes a password"
+        );
+        assert!(matches!(
+            run(&a, None, tok(&narrow.token)).unwrap_err(),
+            LoginError::Token(TokenError::MissingScope(_))
+        ));
+
+        // Rule 2: a password field holding a token.
+        let l = run(&a, Some("alice@localhost"), pw(&t.token)).unwrap();
+        assert!(l.grant.is_some(), "the session ends with the token");
+        assert!(
+            run(&a, None, pw(&t.token)).is_ok(),
+            "the token names its owner"
+        );
+        assert_eq!(
+            run(&a, Some("bob@localhost"), pw(&t.token)).unwrap_err(),
+            LoginError::Token(TokenError::WrongOwner)
+        );
+        a.revoke_token(&t.token).unwrap();
+        assert_eq!(
+            run(&a, Some("alice@localhost"), pw(&t.token)).unwrap_err(),
+            LoginError::Token(TokenError::Revoked),
+            "a revoked token is refused as such, not tried as a password"
+        );
+
+        // Rule 3: passwords.
+        let l = run(&a, Some("alice@localhost"), pw("wonderland")).unwrap();
+        assert_eq!(
+            (l.account, l.grant.is_none()),
+            (jid("alice@localhost"), true)
+        );
+        assert_eq!(
+            run(&a, Some("alice@localhost"), pw("builder")).unwrap_err(),
+            LoginError::BadPassword
+        );
+        assert_eq!(
+            run(&a, Some("nobody@localhost"), pw("x")).unwrap_err(),
+            LoginError::BadPassword
+        );
+        assert_eq!(
+            run(&a, None, pw("wonderland")).unwrap_err(),
+            LoginError::NoUser
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let r = LoginRequest {
+            claimed: Some(jid("a@localhost")),
+            credential: Credential::Password("hunter2".into()),
+        };
+        assert!(!format!("{r:?}").contains("hunter2"));
+        let (a, _d) = core(&Config::default());
+        let LoginStep::CheckPassword(c) = a.login(r) else {
+            panic!("a password check")
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
