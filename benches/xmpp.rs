@@ -9,6 +9,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use futures_util::FutureExt;
 use petrel::auth::{AuthCore, BareJid};
 use petrel::config::Config;
+use petrel::session::Registry;
 use petrel::store::Store;
 use petrel::xmpp::element::Element;
 use petrel::xmpp::stanza::Jid;
@@ -55,14 +56,15 @@ fn parse(c: &mut Criterion) {
 
 fn route(c: &mut Criterion) {
     let auth = Arc::new(AuthCore::new(Store::memory(), &Config::default()).unwrap());
-    let im = ImServer::new(auth, Router::default());
+    let registry = Arc::new(Registry::standalone());
+    let limits = *registry.limits();
+    let im = ImServer::new(auth, Router::new(registry));
     let alice = BareJid::parse("alice@localhost").unwrap();
     let bob = BareJid::parse("bob@localhost").unwrap();
     let mut a = im.open_session(Jid::full(&alice, "laptop"), alice, None);
     let b = im.open_session(Jid::full(&bob, "phone"), bob, None);
     {
-        let mut p = b.route.presence.lock().unwrap();
-        p.available = true;
+        b.route.lock().presence.available = true;
     }
     let msg = Element::new("message", NS_CLIENT)
         .with_attr("to", "bob@localhost")
@@ -82,7 +84,7 @@ fn route(c: &mut Criterion) {
                 .now_or_never()
                 .expect("routing awaits nothing");
             assert!(fx.replies.is_empty());
-            black_box(b.route.try_recv().expect("delivered"))
+            black_box(b.route.pop(&limits).expect("delivered"))
         })
     });
     let full = msg.clone().with_attr("to", "bob@localhost/phone");
@@ -91,14 +93,18 @@ fn route(c: &mut Criterion) {
             im.handle(&mut a, black_box(full.clone()))
                 .now_or_never()
                 .expect("routing awaits nothing");
-            black_box(b.route.try_recv().expect("delivered"))
+            black_box(b.route.pop(&limits).expect("delivered"))
         })
     });
     let bytes = bytes::Bytes::from(msg.to_bytes(NS_CLIENT));
     g.bench_function("router_deliver_only", |bench| {
         bench.iter(|| {
-            assert_eq!(im.router.deliver_to_best("bob@localhost", &bytes), 1);
-            black_box(b.route.try_recv().expect("delivered"))
+            assert_eq!(
+                im.router
+                    .deliver_to_best("bob@localhost", &bytes, &mut None),
+                1
+            );
+            black_box(b.route.pop(&limits).expect("delivered"))
         })
     });
     g.finish();

@@ -139,8 +139,13 @@ pub struct Config {
     pub negotiation_timeout: u64,
     pub mqtt_allow_anonymous: bool,
     pub mqtt_max_packet_size: u32,
-    /// Messages queued per MQTT session before new ones are dropped.
+    /// QoS 1/2 messages a detached persistent MQTT session may have queued.
     pub mqtt_max_queue: usize,
+    /// Bytes a session's queue may hold before its senders are made to wait.
+    pub session_queue_high_water: u32,
+    /// Seconds a session may drain nothing (with senders waiting) before it
+    /// is cut off as a slow consumer.
+    pub slow_consumer_timeout: u64,
     pub log_level: String,
 }
 
@@ -160,6 +165,8 @@ impl Default for Config {
             mqtt_allow_anonymous: false,
             mqtt_max_packet_size: 1 << 20,
             mqtt_max_queue: 1000,
+            session_queue_high_water: 256 * 1024,
+            slow_consumer_timeout: 30,
             log_level: "info".into(),
         }
     }
@@ -195,6 +202,8 @@ struct RawConfig {
     mqtt_allow_anonymous: Option<bool>,
     mqtt_max_packet_size: Option<u32>,
     mqtt_max_queue: Option<usize>,
+    session_queue_high_water: Option<u32>,
+    slow_consumer_timeout: Option<u64>,
     log_level: Option<String>,
 }
 
@@ -279,6 +288,12 @@ impl Config {
         if let Some(q) = raw.mqtt_max_queue {
             c.mqtt_max_queue = q;
         }
+        if let Some(h) = raw.session_queue_high_water {
+            c.session_queue_high_water = h;
+        }
+        if let Some(t) = raw.slow_consumer_timeout {
+            c.slow_consumer_timeout = t;
+        }
         if let Some(l) = raw.log_level {
             c.log_level = l;
         }
@@ -330,6 +345,18 @@ impl Config {
             return Err(ConfigError::new(
                 "max_stanza_size",
                 "must be at least 4096 bytes",
+            ));
+        }
+        if self.session_queue_high_water < 4096 {
+            return Err(ConfigError::new(
+                "session_queue_high_water",
+                "must be at least 4096 bytes",
+            ));
+        }
+        if self.slow_consumer_timeout == 0 {
+            return Err(ConfigError::new(
+                "slow_consumer_timeout",
+                "must be at least 1 second",
             ));
         }
         if self.negotiation_timeout == 0 {

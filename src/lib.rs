@@ -19,8 +19,8 @@ pub mod loadgen;
 pub mod mqtt;
 pub mod net;
 pub mod oauth;
-pub mod registry;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod tls;
 

@@ -1,5 +1,9 @@
-//! The server: binds every listener on one tokio runtime, runs their accept loops,
-//! the token sweeper and the admin socket, and shuts down gracefully.
+//! The server: composes the parts — store, auth core, session registry,
+//! MQTT broker, XMPP IM service — binds every listener on one tokio runtime,
+//! runs their accept loops, the token expiry task, the session sweep and the
+//! admin socket, and shuts down gracefully. It only composes: the
+//! connection plumbing is [`crate::net`]'s, sessions are
+//! [`crate::session`]'s.
 //!
 //! [`Server::bind`] does everything that can fail at start (store, TLS, ports) so
 //! that `main` can print the `listening …` lines and `ready` only once all is
@@ -25,7 +29,7 @@ use crate::mqtt::listener::MqttContext;
 use crate::mqtt::session::MqttSettings;
 use crate::net::{accept_loop, Acceptor, OpenConns, Stream};
 use crate::oauth::{self, OauthState};
-use crate::registry::Registry;
+use crate::session::{FlowLimits, Kick, Protocol, Registry, SystemClock};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
 use crate::xmpp::listener::XmppContext;
@@ -98,11 +102,21 @@ impl Server {
         // retained messages, persistent sessions) reads the store: off the
         // async workers.
         let c = config.clone();
+        let registry = Arc::new(Registry::new(
+            FlowLimits {
+                high_water: config.session_queue_high_water,
+                slow_consumer: Duration::from_secs(config.slow_consumer_timeout),
+            },
+            Arc::new(SystemClock::default()),
+        ));
+        let r = registry.clone();
         let (store, auth, broker) = tokio::task::spawn_blocking(move || {
             let store = Store::open(&c.store, &c.data_dir)?;
             let auth = Arc::new(AuthCore::new(store.clone(), &c)?);
-            let broker = Arc::new(Broker::new(&c.hosts, store.clone(), c.mqtt_max_queue)?);
-            // Restored sessions expire through the broker's sweep.
+            // Token ends and account changes end sessions, in every protocol.
+            auth.set_events(r.clone());
+            let broker = Arc::new(Broker::new(&c.hosts, store.clone(), r, c.mqtt_max_queue)?);
+            // Restored sessions expire through the registry's sweep.
             let restored = broker.restore_sessions()?;
             tracing::info!(count = restored, "restored persistent MQTT sessions");
             Ok::<_, ServerError>((store, auth, broker))
@@ -143,13 +157,13 @@ impl Server {
         let admin = ctl::socket::bind(&config.data_dir).map_err(ServerError::AdminSocket)?;
         let xmpp = Arc::new(crate::xmpp::ImServer::new(
             auth.clone(),
-            crate::xmpp::Router::default(),
+            crate::xmpp::Router::new(registry.clone()),
         ));
         let shared = Arc::new(Shared {
             xmpp,
             config,
             auth,
-            registry: Arc::new(Registry::new()),
+            registry,
             broker,
             tls,
             shutdown: CancellationToken::new(),
@@ -204,22 +218,27 @@ impl Server {
             }),
         });
         let admin_task = tokio::spawn(ctl::socket::serve(admin, ctx));
-        let sweeper = tokio::spawn(sweep(shared.auth.clone(), shared.shutdown.clone()));
-        let mqtt_sweeper = tokio::spawn(sweep_mqtt(shared.broker.clone(), shared.shutdown.clone()));
+        let expiry = tokio::spawn(shared.auth.clone().run_expiry(shared.shutdown.clone()));
+        let sweeper = tokio::spawn(sweep(
+            shared.registry.clone(),
+            shared.broker.clone(),
+            shared.shutdown.clone(),
+        ));
 
         shutdown.await;
         tracing::info!("shutting down");
         shared.shutdown.cancel();
-        // Live MQTT sessions wait on their slot, not on the token: kick them.
+        // Live MQTT sessions wait on their session, not on the token: kick
+        // them (the c2s listeners kick theirs when they stop accepting).
         shared
-            .broker
-            .kick_all(crate::mqtt::codec::reason::SERVER_SHUTTING_DOWN);
+            .registry
+            .kick_all(Some(Protocol::Mqtt), Kick::Shutdown);
         admin_task.abort();
         for l in loops {
             let _ = l.await;
         }
         let _ = sweeper.await;
-        let _ = mqtt_sweeper.await;
+        let _ = expiry.await;
         if tokio::time::timeout(DRAIN_TIMEOUT, shared.open.drained())
             .await
             .is_err()
@@ -233,9 +252,10 @@ impl Server {
     }
 }
 
-/// Twice a second: MQTT keep-alive deadlines, token ends and session
-/// expiry, for every session.
-async fn sweep_mqtt(broker: Arc<Broker>, shutdown: CancellationToken) {
+/// Twice a second: keep-alive deadlines of live sessions and the expiry of
+/// detached ones, for every session (so no idle connection needs a timer of
+/// its own). Token ends do not wait for it: they arrive as events.
+async fn sweep(registry: Arc<Registry>, broker: Arc<Broker>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -243,33 +263,12 @@ async fn sweep_mqtt(broker: Arc<Broker>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let expired = broker.sweep();
-        if expired.is_empty() {
-            continue;
-        }
-        if broker.end_expired(expired) {
+        let expired = registry.sweep();
+        // Only MQTT sessions outlive their connections today.
+        if !expired.is_empty() && broker.end_expired(&expired) {
             if let Err(e) = broker.store().barrier().await {
                 tracing::error!(error = %e, "store barrier failed");
             }
-        }
-    }
-}
-
-/// Expires tokens every second and tells their sessions.
-async fn sweep(auth: Arc<AuthCore>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let a = auth.clone();
-        match tokio::task::spawn_blocking(move || a.sweep_expired(crate::auth::now())).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(count = n, "expired tokens"),
-            Ok(Err(e)) => tracing::error!(error = %e, "token sweep failed"),
-            Err(e) => tracing::error!(error = %e, "token sweep panicked"),
         }
     }
 }
@@ -342,7 +341,6 @@ async fn serve_mqtt(b: Bound, shared: Arc<Shared>) {
     let ctx = Arc::new(MqttContext {
         broker: shared.broker.clone(),
         auth: shared.auth.clone(),
-        registry: shared.registry.clone(),
         settings: Arc::new(MqttSettings {
             default_host: c.default_host().to_string(),
             allow_anonymous: c.mqtt_allow_anonymous,

@@ -385,7 +385,11 @@ fn directed_presence_and_its_unavailable_on_disconnect() {
 
 #[test]
 fn a_reader_that_stops_reading_is_cut_off_without_stalling_the_sender() {
-    let p = server();
+    // Flow control holds alice back while bob's queue is full; bob, who
+    // drains nothing, is cut off after slow_consumer_timeout (shortened
+    // here so that alice's pings stay well inside their wait).
+    let p = Petrel::start("slow_consumer_timeout = 2").with_user_and_client();
+    p.ctl_ok(&["register", "bob", "localhost", "builder"]);
     let mut alice = login(&p, "alice", "a");
     let slow = login(&p, "bob", "slow");
     // bob never reads again. alice floods him; the server must neither block

@@ -18,7 +18,8 @@ pub mod scram;
 pub mod tokens;
 pub mod users;
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -83,6 +84,15 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
+/// Who hears that tokens ended and accounts changed: the session registry,
+/// which ends the sessions concerned (in every protocol).
+pub trait AuthEvents: Send + Sync {
+    /// The token with this key was revoked or reached its expiry.
+    fn token_ended(&self, key: u64, end: TokenEnd);
+    /// The account was deleted or its password changed.
+    fn account_changed(&self, account: &BareJid);
+}
+
 /// Passwords, clients, tokens and scopes over one store.
 pub struct AuthCore {
     store: Store,
@@ -91,6 +101,12 @@ pub struct AuthCore {
     access: OauthAccess,
     /// Every live token by SHA-256 of its text: the login path's only lookup.
     tokens: DashMap<[u8; 32], Arc<tokens::LiveToken>>,
+    /// Every live token by expiry, for the expiry task's deadline.
+    expiries: Mutex<BTreeSet<(u64, [u8; 32])>>,
+    /// Wakes the expiry task when an earlier deadline arrives.
+    expiry_changed: tokio::sync::Notify,
+    /// Where token ends and account changes are announced.
+    events: OnceLock<Arc<dyn AuthEvents>>,
     /// A per-server random key (kept in the store): fake SCRAM salts for unknown
     /// users, and the key that signs anti-CSRF values of the sign-in page.
     server_key: [u8; 32],
@@ -119,10 +135,30 @@ impl AuthCore {
             oauth_expire: config.oauth_expire,
             access: config.oauth_access.clone(),
             tokens: DashMap::new(),
+            expiries: Mutex::new(BTreeSet::new()),
+            expiry_changed: tokio::sync::Notify::new(),
+            events: OnceLock::new(),
             server_key,
         };
         core.load_tokens()?;
         Ok(core)
+    }
+
+    /// Sets who hears token ends and account changes (once, at start).
+    pub fn set_events(&self, events: Arc<dyn AuthEvents>) {
+        let _ = self.events.set(events);
+    }
+
+    pub(crate) fn announce_token_end(&self, key: u64, end: TokenEnd) {
+        if let Some(e) = self.events.get() {
+            e.token_ended(key, end);
+        }
+    }
+
+    pub(crate) fn announce_account_change(&self, account: &BareJid) {
+        if let Some(e) = self.events.get() {
+            e.account_changed(account);
+        }
     }
 
     pub fn store(&self) -> &Store {

@@ -8,16 +8,18 @@
 //! `oauth_list_tokens` shows and `oauth_revoke_token` accepts, is the first 8
 //! bytes of the hash in hex: it names the token without revealing it.
 //!
-//! Sessions learn that their token died through [`Grant::ended`], a watch channel
-//! fired by revocation and by the sweeper at expiry.
+//! Sessions learn that their token died through [`super::AuthEvents`]: a
+//! revocation is announced at once, an expiry at its deadline — the expiry
+//! task ([`AuthCore::run_expiry`]) sleeps until the earliest one, woken early
+//! when a token that expires sooner is issued. Nothing polls the sessions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::watch;
 
 use super::scopes::{Scopes, SASL_AUTH};
 use super::{now, random_bytes, AuthCore, AuthError, BareJid};
@@ -48,27 +50,27 @@ pub enum TokenError {
     MissingScope(String),
 }
 
-/// One token in memory: its record and the channel that announces its end.
+/// One token in memory: its record and whether it has ended.
 pub struct LiveToken {
     hash: [u8; 32],
     record: TokenRecord,
     owner: BareJid,
     scopes: Scopes,
     revoked: AtomicBool,
-    ends: watch::Sender<Option<TokenEnd>>,
+    /// Set by the expiry task when the deadline passed.
+    expired: AtomicBool,
 }
 
 impl LiveToken {
     fn new(hash: [u8; 32], record: TokenRecord) -> Option<LiveToken> {
         let owner = BareJid::parse(&record.owner).ok()?;
         let scopes = Scopes::from_stored(record.scopes.clone());
-        let state = record.revoked.then_some(TokenEnd::Revoked);
         Some(LiveToken {
             hash,
             owner,
             scopes,
             revoked: AtomicBool::new(record.revoked),
-            ends: watch::Sender::new(state),
+            expired: AtomicBool::new(false),
             record,
         })
     }
@@ -76,6 +78,15 @@ impl LiveToken {
     pub fn id(&self) -> String {
         hex::encode(&self.hash[..ID_BYTES])
     }
+
+    /// The id as a number: what sessions are indexed by.
+    pub fn key(&self) -> u64 {
+        key_of(&self.hash)
+    }
+}
+
+fn key_of(hash: &[u8; 32]) -> u64 {
+    u64::from_be_bytes(hash[..ID_BYTES].try_into().expect("8 bytes"))
 }
 
 /// What a successful token check returns: who, with which scopes, until when.
@@ -111,23 +122,21 @@ impl Grant {
         self.live.record.expires_at
     }
 
-    /// Resolves when the token is revoked or expires (at once if it already has).
-    pub async fn ended(&self) -> TokenEnd {
-        let mut rx = self.live.ends.subscribe();
-        loop {
-            if let Some(end) = *rx.borrow_and_update() {
-                return end;
-            }
-            if rx.changed().await.is_err() {
-                // The sender lives in this grant's Arc; it cannot be dropped first.
-                return TokenEnd::Revoked;
-            }
-        }
+    /// The token's id as a number (the session registry's token index).
+    pub fn key(&self) -> u64 {
+        self.live.key()
     }
 
-    /// The token's state right now.
+    /// Whether the token has ended: revoked, or expired (as the expiry task
+    /// found at its deadline).
     pub fn end(&self) -> Option<TokenEnd> {
-        *self.live.ends.borrow()
+        if self.live.revoked.load(Ordering::Acquire) {
+            Some(TokenEnd::Revoked)
+        } else if self.live.expired.load(Ordering::Acquire) {
+            Some(TokenEnd::Expired)
+        } else {
+            None
+        }
     }
 }
 
@@ -177,6 +186,7 @@ impl AuthCore {
                 Vec::new(),
             );
             if let Some(live) = LiveToken::new(hash, rec) {
+                self.track_expiry(live.record.expires_at, hash);
                 self.tokens.insert(hash, Arc::new(live));
             }
         }
@@ -218,6 +228,7 @@ impl AuthCore {
         let live = LiveToken::new(hash, rec).expect("owner is a valid JID");
         let id = live.id();
         self.tokens.insert(hash, Arc::new(live));
+        self.track_expiry(expires_at, hash);
         Ok(IssuedToken {
             token,
             id,
@@ -358,7 +369,7 @@ impl AuthCore {
         self.store
             .put(Tree::Tokens, live.hash, records::encode(&rec));
         live.revoked.store(true, Ordering::Release);
-        live.ends.send_replace(Some(TokenEnd::Revoked));
+        self.announce_token_end(live.key(), TokenEnd::Revoked);
     }
 
     /// Revokes every token of an account (when it is unregistered).
@@ -375,33 +386,79 @@ impl AuthCore {
         Ok(())
     }
 
-    /// Deletes tokens whose time is up and tells their sessions. Returns how many.
-    /// The server calls this every second.
-    pub fn sweep_expired(&self, at: u64) -> Result<usize, AuthError> {
-        let end = (at + 1).to_be_bytes();
-        let due = self
-            .store
-            .scan_below_blocking(Tree::TokenExpiry, &end, 10_000)?;
-        for (k, _) in &due {
-            if let Ok(hash) = <[u8; 32]>::try_from(&k[8..]) {
-                self.store.delete(Tree::Tokens, hash);
-                if let Some((_, live)) = self.tokens.remove(&hash) {
-                    live.ends.send_if_modified(|s| {
-                        if s.is_none() {
-                            *s = Some(TokenEnd::Expired);
-                            true
-                        } else {
-                            false
-                        }
-                    });
+    fn track_expiry(&self, expires_at: u64, hash: [u8; 32]) {
+        let earliest = {
+            let mut q = self.expiries.lock().unwrap_or_else(|p| p.into_inner());
+            q.insert((expires_at, hash));
+            q.first() == Some(&(expires_at, hash))
+        };
+        if earliest {
+            // The expiry task sleeps until an older deadline: wake it.
+            self.expiry_changed.notify_one();
+        }
+    }
+
+    /// The earliest expiry still to come (Unix seconds).
+    fn next_expiry(&self) -> Option<u64> {
+        self.expiries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .map(|(t, _)| *t)
+    }
+
+    /// Ends every token whose time is up at `at` (Unix seconds): forgotten
+    /// here and in the store, and announced to the sessions holding it.
+    /// Returns how many. Never blocks (store writes are queued).
+    pub fn sweep_expired(&self, at: u64) -> usize {
+        let mut n = 0;
+        loop {
+            let due = {
+                let mut q = self.expiries.lock().unwrap_or_else(|p| p.into_inner());
+                match q.first() {
+                    Some((t, _)) if *t <= at => q.pop_first(),
+                    _ => None,
+                }
+            };
+            let Some((expires_at, hash)) = due else {
+                return n;
+            };
+            n += 1;
+            self.store.delete(Tree::Tokens, hash);
+            self.store
+                .delete(Tree::TokenExpiry, expiry_key(expires_at, &hash));
+            if let Some((_, live)) = self.tokens.remove(&hash) {
+                live.expired.store(true, Ordering::Release);
+                if !live.revoked.load(Ordering::Acquire) {
+                    self.announce_token_end(live.key(), TokenEnd::Expired);
                 }
             }
-            self.store.delete(Tree::TokenExpiry, k.clone());
         }
-        if !due.is_empty() {
-            self.store.barrier_blocking()?;
+    }
+
+    /// Ends tokens at their deadlines until `shutdown`: sleeps until the
+    /// earliest one, woken early when a token that ends sooner is issued.
+    pub async fn run_expiry(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let wake = self.expiry_changed.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            let now = super::now();
+            let n = self.sweep_expired(now);
+            if n > 0 {
+                tracing::info!(count = n, "expired tokens");
+            }
+            let wait = match self.next_expiry() {
+                // Whole seconds: a token expires at the start of its second.
+                Some(t) => Duration::from_secs(t.saturating_sub(now).max(1)),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
-        Ok(due.len())
     }
 }
 
@@ -473,12 +530,27 @@ mod tests {
         ));
     }
 
-    /// The auth core blocks on its store: it runs on the test thread, the
-    /// grant's waiter on a runtime beside it.
+    /// Records what the auth core announces.
+    #[derive(Default)]
+    pub(crate) struct Heard(pub std::sync::Mutex<Vec<(u64, TokenEnd)>>);
+
+    impl super::super::AuthEvents for Heard {
+        fn token_ended(&self, key: u64, end: TokenEnd) {
+            self.0.lock().unwrap().push((key, end));
+        }
+        fn account_changed(&self, _: &BareJid) {}
+    }
+
+    fn listen(a: &AuthCore) -> Arc<Heard> {
+        let heard = Arc::new(Heard::default());
+        a.set_events(heard.clone());
+        heard
+    }
+
     #[test]
     fn revocation_by_text_or_id_ends_grants() {
-        let rt = tokio::runtime::Runtime::new().unwrap();
         let (a, _d) = core(&Config::default());
+        let heard = listen(&a);
         let t1 = a
             .issue_token(&alice(), Scopes::sasl_auth(), None, None)
             .unwrap();
@@ -486,13 +558,13 @@ mod tests {
             .issue_token(&alice(), Scopes::sasl_auth(), None, None)
             .unwrap();
         let g1 = a.check_login_token(&t1.token, None).unwrap();
-        let waiter = rt.spawn({
-            let g1 = g1.clone();
-            async move { g1.ended().await }
-        });
         assert_eq!(a.list_tokens().len(), 2);
         assert!(a.revoke_token(&t1.token).unwrap());
-        assert_eq!(rt.block_on(waiter).unwrap(), TokenEnd::Revoked);
+        assert_eq!(g1.end(), Some(TokenEnd::Revoked));
+        assert_eq!(
+            *heard.0.lock().unwrap(),
+            vec![(g1.key(), TokenEnd::Revoked)]
+        );
         assert_eq!(
             a.check_login_token(&t1.token, None).unwrap_err(),
             TokenError::Revoked
@@ -506,6 +578,7 @@ mod tests {
     #[test]
     fn sweeper_expires_and_tells_sessions() {
         let (a, _d) = core(&Config::default());
+        let heard = listen(&a);
         let t = a
             .issue_token(&alice(), Scopes::sasl_auth(), Some(5), None)
             .unwrap();
@@ -513,13 +586,12 @@ mod tests {
             .issue_token(&alice(), Scopes::sasl_auth(), Some(500), None)
             .unwrap();
         let g = a.check_login_token(&t.token, None).unwrap();
-        assert_eq!(a.sweep_expired(t.expires_at - 1).unwrap(), 0);
+        assert_eq!(a.sweep_expired(t.expires_at - 1), 0);
         assert_eq!(g.end(), None);
-        assert_eq!(a.sweep_expired(t.expires_at).unwrap(), 1);
-        assert_eq!(
-            futures_util::FutureExt::now_or_never(g.ended()),
-            Some(TokenEnd::Expired)
-        );
+        assert!(heard.0.lock().unwrap().is_empty());
+        assert_eq!(a.sweep_expired(t.expires_at), 1);
+        assert_eq!(g.end(), Some(TokenEnd::Expired));
+        assert_eq!(*heard.0.lock().unwrap(), vec![(g.key(), TokenEnd::Expired)]);
         assert_eq!(
             a.check_login_token(&t.token, None).unwrap_err(),
             TokenError::Unknown

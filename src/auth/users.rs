@@ -78,6 +78,8 @@ impl AuthCore {
         }
         self.revoke_owner(jid)?;
         self.store.barrier_blocking()?;
+        // Sessions that logged in with the password end too.
+        self.announce_account_change(jid);
         Ok(())
     }
 
@@ -98,6 +100,7 @@ impl AuthCore {
         };
         self.store.put(Tree::Users, key, records::encode(&rec));
         self.store.barrier_blocking()?;
+        self.announce_account_change(jid);
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::{AuthCore, AuthError, BareJid, Scopes};
-use crate::registry::Registry;
+use crate::session::Registry;
 use crate::store::Tree;
 
 /// What a command can reach. `live` is set when a server runs the command.
@@ -293,6 +293,7 @@ fn connected_users(ctx: &CtlContext, _: &[String]) -> Outcome {
             .registry
             .sessions()
             .into_iter()
+            .filter(|s| s.online)
             .map(|s| s.name)
             .collect::<Vec<_>>()
             .join("\n"),
@@ -306,7 +307,7 @@ fn stats(ctx: &CtlContext, a: &[String]) -> Outcome {
         .store()
         .len_blocking(Tree::Users)
         .map_err(|e| e.to_string())?;
-    let online = ctx.live.as_ref().map_or(0, |l| l.registry.len());
+    let online = ctx.live.as_ref().map_or(0, |l| l.registry.online());
     let uptime = ctx
         .live
         .as_ref()
@@ -338,7 +339,7 @@ fn status(ctx: &CtlContext, _: &[String]) -> Outcome {
     match &ctx.live {
         Some(l) => Ok(format!(
             "petrel is running: {} sessions, up {} s",
-            l.registry.len(),
+            l.registry.online(),
             l.started.elapsed().as_secs()
         )),
         None => Err("petrel is not running".into()),

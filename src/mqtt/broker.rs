@@ -13,35 +13,34 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
 use bytes::BytesMut;
-use dashmap::DashMap;
 
-use super::codec::{self, reason, Packet, Publish, QoS, SubscriptionOptions, Version};
+use super::codec::{self, Packet, Publish, QoS, SubscriptionOptions, Version};
 use super::subscriptions::Subscriptions;
 use super::topics::RetainedIndex;
 
 mod slot;
+use crate::auth::BareJid;
+use crate::session::{Address, FlowLimits, Handle, Kick, Open, Protocol, Registry};
 use crate::store::records::{self, StoredFrame};
 use crate::store::{Store, StoreError, Tree};
-pub use slot::{PacketIds, Slot, SlotState};
-
-/// Where [`Broker::clock_ms`] starts: about 35 years of milliseconds.
-const CLOCK_BASE_MS: u64 = 1 << 40;
+pub use slot::{session_key, MqttState, PacketIds, Slot, SlotState};
 
 /// A message as routed: the PUBLISH stripped of per-hop fields, and who sent it.
 #[derive(Debug)]
 pub struct Routed {
     pub publish: Publish,
-    /// Slot id of the publisher (for No Local); 0 for wills and retained loads.
+    /// Session id of the publisher (for No Local); 0 for wills and retained loads.
     pub origin: u64,
-    /// When the broker received it, for Message Expiry Interval.
-    pub received: Instant,
+    /// When the broker received it (ms on the session clock), for Message
+    /// Expiry Interval.
+    pub received_ms: u64,
 }
 
 impl Routed {
-    pub fn new(mut publish: Publish, origin: u64) -> Routed {
+    /// `now_ms` is the session clock's time of arrival.
+    pub fn new(mut publish: Publish, origin: u64, now_ms: u64) -> Routed {
         publish.properties.topic_alias = None;
         publish.properties.subscription_identifiers.clear();
         publish.dup = false;
@@ -49,16 +48,18 @@ impl Routed {
         Routed {
             publish,
             origin,
-            received: Instant::now(),
+            received_ms: now_ms,
         }
     }
 
-    /// Seconds left of the Message Expiry Interval; `Some(0)` means expired.
-    pub fn remaining_expiry(&self) -> Option<u32> {
+    /// Seconds left of the Message Expiry Interval at `now_ms`; `Some(0)`
+    /// means expired.
+    pub fn remaining_expiry(&self, now_ms: u64) -> Option<u32> {
+        let waited = now_ms.saturating_sub(self.received_ms) / 1000;
         self.publish
             .properties
             .message_expiry_interval
-            .map(|e| e.saturating_sub(self.received.elapsed().as_secs() as u32))
+            .map(|e| e.saturating_sub(u32::try_from(waited).unwrap_or(u32::MAX)))
     }
 }
 
@@ -88,16 +89,17 @@ pub struct InFlight {
     pub stage: Stage,
 }
 
-/// How far past the soft queue bound a live session's QoS 1/2 queue may grow
-/// before messages are dropped (a subscriber that reads nothing).
-pub const QOS1_HARD_FACTOR: usize = 16;
+/// How far past the high-water mark a live session's queue may grow from
+/// deliveries that cannot wait (wills, retained messages on subscribe)
+/// before the session counts as a slow consumer and is cut off.
+pub const HARD_FACTOR: u32 = 16;
 
 /// What [`Broker::enqueue`] did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Pushed {
-    /// A copy went to the store (flush before acknowledging).
+    /// A copy went to the store (a barrier before acknowledging).
     pub stored: bool,
-    /// The queue is at or over its soft bound (hold the publisher back).
+    /// The queue is at or over its high-water mark (the publisher waits).
     pub congested: bool,
 }
 
@@ -117,10 +119,10 @@ pub struct SubEntry {
     pub id: Option<u32>,
 }
 
-/// One hosted domain's MQTT world.
+/// One hosted domain's MQTT world: its subscriptions and retained
+/// messages (its sessions are in the session registry).
 pub struct Domain {
     pub name: Arc<str>,
-    pub sessions: DashMap<Arc<str>, Arc<Slot>>,
     pub subs: Subscriptions,
     pub retained: RwLock<RetainedIndex<Arc<Routed>>>,
 }
@@ -130,6 +132,8 @@ pub struct Domain {
 pub struct BrokerStats {
     pub received: AtomicU64,
     pub delivered: AtomicU64,
+    /// Messages not delivered: QoS 0 for a detached session or one cut off
+    /// as a slow consumer, QoS 1/2 over a detached session's queue bound.
     pub dropped: AtomicU64,
 }
 
@@ -137,12 +141,10 @@ pub struct BrokerStats {
 pub struct Broker {
     domains: HashMap<String, Arc<Domain>>,
     store: Store,
-    next_slot: AtomicU64,
-    /// Start of the broker's millisecond clock.
-    epoch: Instant,
+    registry: Arc<Registry>,
     /// Sequence numbers of stored queued messages (see `persist`).
     pub(super) next_seq: AtomicU64,
-    /// Messages a session may have queued before new ones are dropped.
+    /// QoS 1/2 messages a detached persistent session may have queued.
     pub queue_limit: usize,
     pub stats: BrokerStats,
 }
@@ -157,14 +159,18 @@ fn retained_key(domain: &str, topic: &str) -> Vec<u8> {
 impl Broker {
     /// Builds the broker for `hosts`, loading retained messages from the
     /// store. Blocking (store reads at start).
-    pub fn new(hosts: &[String], store: Store, queue_limit: usize) -> Result<Broker, StoreError> {
+    pub fn new(
+        hosts: &[String],
+        store: Store,
+        registry: Arc<Registry>,
+        queue_limit: usize,
+    ) -> Result<Broker, StoreError> {
         let mut domains = HashMap::new();
         for h in hosts {
             domains.insert(
                 h.clone(),
                 Arc::new(Domain {
                     name: Arc::from(h.as_str()),
-                    sessions: DashMap::new(),
                     subs: Subscriptions::new(),
                     retained: RwLock::new(RetainedIndex::new()),
                 }),
@@ -173,15 +179,9 @@ impl Broker {
         let b = Broker {
             domains,
             store,
-            next_slot: AtomicU64::new(1),
-            epoch: Instant::now(),
             // Sequence numbers only need to grow across restarts: start from the clock.
-            next_seq: AtomicU64::new(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1),
-            ),
+            next_seq: AtomicU64::new(registry.clock().unix().saturating_mul(1_000_000_000)),
+            registry,
             queue_limit,
             stats: BrokerStats::default(),
         };
@@ -209,7 +209,7 @@ impl Broker {
                 d.retained
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .set(&topic, Arc::new(Routed::new(p, 0)));
+                    .set(&topic, Arc::new(self.routed(p, 0)));
             }
         }
         Ok(())
@@ -223,158 +223,84 @@ impl Broker {
         &self.store
     }
 
-    /// Finds or creates the session of `client_id`. Returns the slot, whether an
-    /// existing session was kept (Session Present), and the generation the new
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn limits(&self) -> &FlowLimits {
+        self.registry.limits()
+    }
+
+    /// Milliseconds on the session clock.
+    pub fn now_ms(&self) -> u64 {
+        self.registry.clock().now_ms()
+    }
+
+    /// A message received now.
+    pub fn routed(&self, publish: Publish, origin: u64) -> Routed {
+        Routed::new(publish, origin, self.now_ms())
+    }
+
+    /// Finds or creates the session of `client_id` under `account` (none:
+    /// anonymous, in `domain`). Returns the slot, whether an existing
+    /// session was kept (Session Present), and the generation the new
     /// connection owns. `clean_start` discards an old session first.
+    ///
+    /// Sessions belong to an account: the same client id under another
+    /// account (or anonymous) is another session, never a takeover.
     pub fn open_session(
         &self,
-        domain: &Arc<Domain>,
+        domain: &Domain,
+        account: Option<&BareJid>,
         client_id: &str,
         clean_start: bool,
     ) -> (Arc<Slot>, bool, u64) {
-        // Find-or-create under the map's entry lock, so that two CONNECTs with
-        // the same new id cannot both create a session.
-        let key: Arc<str> = Arc::from(client_id);
-        let (slot, present, replaced) = match domain.sessions.entry(key.clone()) {
-            dashmap::Entry::Occupied(e) if !clean_start => {
-                // Online before the map's lock is released, so that the
-                // sweep cannot end a session that is being resumed.
-                let slot = e.get().clone();
-                slot.lock().online = true;
-                (slot, true, None)
-            }
-            dashmap::Entry::Occupied(mut e) => {
-                let new = self.make_slot(domain, key);
-                let old = e.insert(new.clone());
-                (new, false, Some(old))
-            }
-            dashmap::Entry::Vacant(v) => {
-                let new = self.make_slot(domain, key);
-                v.insert(new.clone());
-                (new, false, None)
-            }
+        let account = account.map_or_else(|| domain.name.to_string(), |a| a.to_string());
+        let addr = Address::new(Protocol::Mqtt, &account, client_id);
+        let how = if clean_start {
+            Open::Replace
+        } else {
+            Open::Resume
         };
-        if let Some(old) = replaced {
-            // Clean Start over an old session: take its connection down and
-            // drop it (it is no longer in the map, so drop its records here).
-            old.generation.fetch_add(1, Ordering::AcqRel);
-            old.wake();
+        let o = self.registry.open::<MqttState>(addr, how);
+        if let Some(old) = o.replaced {
+            // Clean Start over an old session: the registry took its
+            // connection down; drop what the broker kept of it.
             self.drop_subscriptions(domain, &old);
             self.forget_session(&old);
         }
-        let gen = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        // Wake a previous connection (it sees the new generation and leaves).
-        slot.wake();
-        {
-            let mut st = slot.lock();
-            st.ready = false;
-            st.online = true;
-            st.kick = None;
-            st.grant = None;
-            st.keep_alive = 0;
-            st.since = u32::try_from(crate::auth::now()).unwrap_or(u32::MAX);
-        }
-        slot.last_rx.store(self.clock_ms(), Ordering::Relaxed);
-        (slot, present, gen)
+        (o.session, o.resumed, o.generation)
     }
 
-    /// Milliseconds on the broker's own monotonic clock.
-    /// Starts far from zero, so that a time before the start (a session
-    /// restored as disconnected an hour ago) is a plain earlier value.
-    pub fn clock_ms(&self) -> u64 {
-        CLOCK_BASE_MS + self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// One pass over every session: kicks live ones whose keep-alive ran out
-    /// (0x8D) or whose token was revoked or expired (0x87), and returns the
-    /// disconnected ones whose Session Expiry Interval has passed, for
-    /// [`Broker::end_expired`]. The server runs it twice a second, so neither
-    /// idle connections nor disconnected sessions need timers of their own.
-    pub fn sweep(&self) -> Vec<(Arc<Domain>, Arc<Slot>)> {
-        let now = self.clock_ms();
-        let mut expired = Vec::new();
-        for d in self.domains.values() {
-            for e in d.sessions.iter() {
-                let slot = e.value();
-                let mut st = slot.lock();
-                if !st.online {
-                    // Offline, `last_rx` is when the last connection left.
-                    let gone = now.saturating_sub(slot.last_rx.load(Ordering::Relaxed));
-                    if st.expiry != u32::MAX && gone >= u64::from(st.expiry) * 1000 {
-                        expired.push((d.clone(), slot.clone()));
-                    }
-                    continue;
-                }
-                if st.kick.is_some() {
-                    continue;
-                }
-                let code = if st.grant.as_ref().is_some_and(|g| g.end().is_some()) {
-                    Some(reason::NOT_AUTHORIZED)
-                } else if st.keep_alive > 0
-                    && now.saturating_sub(slot.last_rx.load(Ordering::Relaxed))
-                        > u64::from(st.keep_alive) * 1500
-                {
-                    Some(reason::KEEP_ALIVE_TIMEOUT)
-                } else {
-                    None
-                };
-                // Decided and applied under one lock: a new connection taking
-                // the session over meanwhile is never kicked for the old one.
-                if let Some(c) = code {
-                    st.kick = Some(c);
-                    Slot::wake_locked(st);
-                }
-            }
-        }
-        expired
-    }
-
-    /// Ends the sessions [`Broker::sweep`] found expired. True if any ended
-    /// (the caller waits for a store barrier).
-    pub fn end_expired(&self, expired: Vec<(Arc<Domain>, Arc<Slot>)>) -> bool {
+    /// Ends the detached sessions the registry's sweep found expired. True
+    /// if any ended (the caller waits for a store barrier).
+    pub fn end_expired(&self, expired: &[Arc<dyn Handle>]) -> bool {
         let mut ended = false;
-        for (d, slot) in expired {
-            ended |= self.end_session(&d, &slot);
+        for h in expired {
+            let Ok(slot) = h.clone().into_any().downcast::<Slot>() else {
+                continue;
+            };
+            if let Some(d) = self.domains.get(slot.address().domain()) {
+                ended |= self.end_session(d, &slot);
+            }
         }
         ended
     }
 
-    /// Kicks every live session (shutdown: 0x8B).
-    pub fn kick_all(&self, code: u8) {
-        for d in self.domains.values() {
-            for e in d.sessions.iter() {
-                e.value().kick(code);
-            }
-        }
+    /// Whether the registry still holds this very session (it was not
+    /// ended, nor replaced by a Clean Start connection).
+    pub fn holds(&self, slot: &Slot) -> bool {
+        self.registry.holds(slot)
     }
 
-    /// A new session, online from the start: it enters the map before its
-    /// connection is live, and the sweep must not take it for an expired
-    /// offline one meanwhile.
-    fn make_slot(&self, domain: &Arc<Domain>, client_id: Arc<str>) -> Arc<Slot> {
-        let slot = Slot::new(
-            self.next_slot.fetch_add(1, Ordering::Relaxed),
-            client_id,
-            domain.name.clone(),
-        );
-        slot.lock().online = true;
-        slot.last_rx.store(self.clock_ms(), Ordering::Relaxed);
-        Arc::new(slot)
-    }
-
-    /// Removes a session, its subscriptions and what the store kept of it.
-    /// Ends a disconnected session: removes it from the map — only if the
-    /// map still holds this very session (a replaced one must not delete its
-    /// successor's records) and it is still offline (checked under the map's
-    /// lock, which a resume holds while marking it online) — then its
-    /// subscriptions and what the store kept of it. True if it ended.
+    /// Ends a detached session: removes it from the registry — only if the
+    /// registry still holds this very session (a replaced one must not
+    /// delete its successor's records) and it is still detached (checked
+    /// under the map's lock, which a resume holds while marking it online)
+    /// — then its subscriptions and what the store kept of it. True if it
+    /// ended.
     pub fn end_session(&self, domain: &Domain, slot: &Arc<Slot>) -> bool {
-        let removed = domain
-            .sessions
-            .remove_if(&slot.client_id, |_, v| {
-                Arc::ptr_eq(v, slot) && !v.lock().online
-            })
-            .is_some();
+        let removed = self.registry.remove(slot, |st| st.online);
         if removed {
             self.drop_subscriptions(domain, slot);
             self.forget_session(slot);
@@ -385,7 +311,7 @@ impl Broker {
     fn drop_subscriptions(&self, domain: &Domain, slot: &Slot) {
         let filters: Vec<String> = slot.lock().subscriptions.keys().cloned().collect();
         for f in filters {
-            domain.subs.remove(&f, slot.id);
+            domain.subs.remove(&f, slot.id());
         }
     }
 
@@ -419,7 +345,7 @@ impl Broker {
         if slot.lock().subscriptions.remove(filter).is_none() {
             return false;
         }
-        domain.subs.remove(filter, slot.id);
+        domain.subs.remove(filter, slot.id());
         true
     }
 
@@ -457,50 +383,43 @@ impl Broker {
 
     /// Puts a message in a session's queue and wakes the session's pump.
     ///
-    /// Bounds: QoS 0 is dropped (and counted) once the queue holds
-    /// `queue_limit` messages, and always for an offline session. QoS 1/2 for a
-    /// live session goes over that soft bound — the publisher has been or will
-    /// be acknowledged — and reports congestion so that the publisher's
-    /// connection holds back its acknowledgements until the queue drains; only
-    /// past `QOS1_HARD_FACTOR` times the bound (a subscriber that reads nothing
-    /// at all) is it dropped. An offline session keeps up to `queue_limit`
-    /// QoS 1/2 messages, stored for a persistent session.
+    /// A live session takes every message; the publisher is told when the
+    /// queue is at or over its high-water mark and waits for room (flow
+    /// control, [`crate::session::flow`]) — QoS 0 included: a subscriber
+    /// that reads is never a reason to drop. Only deliveries that cannot
+    /// wait and fill a queue to [`HARD_FACTOR`] times the mark cut the
+    /// session off as a slow consumer (its QoS 0 then dropped, counted).
+    /// A detached session keeps QoS 1/2 messages (stored for a persistent
+    /// one) up to `queue_limit`; QoS 0 is not kept for it (3.1.2.4).
     pub fn enqueue(&self, slot: &Slot, mut item: Queued) -> Pushed {
-        let (persist, congested) = {
-            let mut st = slot.lock();
-            let len = st.queue.len();
-            let drop = match (item.qos, st.online) {
-                (QoS::AtMostOnce, online) => !online || len >= self.queue_limit,
-                (_, true) => len >= self.queue_limit * QOS1_HARD_FACTOR,
-                (_, false) => len >= self.queue_limit,
+        let limits = self.registry.limits();
+        let (persist, over_hard, drop_it) = {
+            let st = slot.lock();
+            let over_hard =
+                st.online && st.queued_bytes() >= limits.high_water.saturating_mul(HARD_FACTOR);
+            let drop_it = match (item.qos, st.online) {
+                (QoS::AtMostOnce, online) => !online || over_hard,
+                (_, false) => st.queue_len() >= self.queue_limit,
+                (_, true) => false,
             };
-            if drop {
-                st.dropped = st.dropped.saturating_add(1);
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                return Pushed::default();
-            }
             let persist = st.expiry > 0 && item.qos != QoS::AtMostOnce && item.seq.is_none();
-            (
-                persist,
-                item.qos != QoS::AtMostOnce && len + 1 >= self.queue_limit,
-            )
+            (persist, over_hard, drop_it)
         };
+        if over_hard {
+            slot.kick(Kick::SlowConsumer);
+        }
+        if drop_it {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Pushed::default();
+        }
         if persist {
             item.seq = Some(self.store_queued(slot, &item));
         }
-        let mut st = slot.lock();
-        st.queue.push_back(item);
-        Slot::wake_locked(st);
+        let congested = slot.push(item, limits);
         Pushed {
             stored: persist,
             congested,
         }
-    }
-
-    /// Whether a session's queue is still at or over the soft bound.
-    pub fn is_congested(&self, slot: &Slot) -> bool {
-        let st = slot.lock();
-        st.online && st.queue.len() >= self.queue_limit
     }
 
     /// Stores (or, with an empty payload, deletes) the retained message of a
@@ -533,8 +452,9 @@ impl Broker {
     pub fn retained_for(&self, domain: &Domain, filter: &str) -> Vec<Arc<Routed>> {
         let mut out = Vec::new();
         let idx = domain.retained.read().unwrap_or_else(|e| e.into_inner());
+        let now = self.now_ms();
         idx.matching(filter, |_, m: &Arc<Routed>| {
-            if m.remaining_expiry() != Some(0) {
+            if m.remaining_expiry(now) != Some(0) {
                 out.push(m.clone());
             }
         });
@@ -543,6 +463,6 @@ impl Broker {
 
     /// Sessions (online or not) across all domains.
     pub fn session_count(&self) -> usize {
-        self.domains.values().map(|d| d.sessions.len()).sum()
+        self.registry.len(Protocol::Mqtt)
     }
 }

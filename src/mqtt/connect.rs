@@ -48,6 +48,18 @@ pub fn refusal_code(e: &LoginError) -> u8 {
     }
 }
 
+/// The DISCONNECT reason code for a session kicked from outside.
+pub fn kick_code(k: crate::session::Kick) -> u8 {
+    use crate::session::Kick;
+    match k {
+        Kick::Replaced => reason::SESSION_TAKEN_OVER,
+        Kick::TokenEnded(_) | Kick::AccountChanged => reason::NOT_AUTHORIZED,
+        Kick::KeepAlive => reason::KEEP_ALIVE_TIMEOUT,
+        Kick::SlowConsumer => reason::QUOTA_EXCEEDED,
+        Kick::Shutdown => reason::SERVER_SHUTTING_DOWN,
+    }
+}
+
 /// The username a client asserted, as an account (bare JID or localpart).
 fn claimed(auth: &AuthCore, c: &Connect, default_host: &str) -> Result<Option<BareJid>, u8> {
     match c.username.as_deref() {

@@ -18,7 +18,6 @@ use super::codec::{self, reason};
 use super::session::{Aftermath, Connection, MqttSettings, Next};
 use crate::auth::AuthCore;
 use crate::net::{ConnPermit, Stream, Traced};
-use crate::registry::Registry;
 
 /// How long a write may make no progress before the connection is dropped.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
@@ -30,7 +29,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MqttContext {
     pub broker: Arc<Broker>,
     pub auth: Arc<AuthCore>,
-    pub registry: Arc<Registry>,
     pub settings: Arc<MqttSettings>,
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The listener's TLS acceptor (8883), none for plain TCP (1883).
@@ -172,14 +170,12 @@ async fn write_out(
     }
 }
 
-/// Backpressure for QoS 1/2: a publisher whose messages left a subscriber's
-/// queue over its bound gets its acknowledgements (and so its next messages)
-/// only once that queue drains, or after at most five seconds.
+/// Flow control: a publisher whose message left a subscriber's queue at
+/// its high-water mark reads nothing more — and gets its acknowledgements —
+/// only once that queue has room again (or the subscriber, draining
+/// nothing, is cut off as a slow consumer).
 async fn hold_back(broker: &Broker, target: &super::broker::Slot) {
-    let until = Instant::now() + Duration::from_secs(5);
-    while broker.is_congested(target) && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    crate::session::wait_for_room(target, broker.limits()).await;
 }
 
 /// Until the session is live (CONNACK sent) or refused. Boxed by the caller:
@@ -306,9 +302,8 @@ where
         return;
     };
     if !tracing::Span::current().is_disabled() {
-        tracing::Span::current().record("client", &*slot.client_id);
+        tracing::Span::current().record("client", slot.address().name());
     }
-    let registry_key = ctx.registry.add(slot.clone());
     let mut taken_over = false;
     let mut held_back = false;
     let mut yield_first = false;
@@ -323,19 +318,13 @@ where
     while let Some((slot, mine)) = conn.session() {
         // Under the lock with the generation check: a taken-over connection
         // must not take its successor's kick.
-        let (stale, kick) = {
-            let mut st = slot.lock();
-            match slot.generation() != mine {
-                true => (true, None),
-                false => (false, st.kick.take()),
-            }
-        };
-        let mut next = if stale {
+        let kick = slot.take_kick(mine);
+        let mut next = if kick.is_err() {
             taken_over = true;
             conn.disconnect(reason::SESSION_TAKEN_OVER)
-        } else if let Some(code) = kick {
-            tracing::info!(code, "MQTT session kicked");
-            conn.disconnect(code)
+        } else if let Ok(Some(why)) = kick {
+            tracing::info!(?why, "MQTT session kicked");
+            conn.disconnect(super::connect::kick_code(why))
         } else if ctx.shutdown.is_cancelled() {
             conn.disconnect(reason::SERVER_SHUTTING_DOWN)
         } else if held_back {
@@ -348,7 +337,7 @@ where
                 Wake::Closed => break,
                 Wake::Read => {
                     slot.last_rx
-                        .store(ctx.broker.clock_ms(), std::sync::atomic::Ordering::Relaxed);
+                        .store(ctx.broker.now_ms(), std::sync::atomic::Ordering::Relaxed);
                     handle_buffered(&mut conn, &mut buf)
                 }
                 Wake::Session => {
@@ -387,7 +376,6 @@ where
         taken_over |= slot.generation() != mine;
     }
     Box::pin(wire.shutdown()).await;
-    ctx.registry.remove(registry_key);
     go_offline(conn, &ctx.broker, taken_over);
 }
 
@@ -407,12 +395,7 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
     // The session is over when the map no longer holds it (expired, or
     // replaced by a Clean Start connection): its will goes out then, whatever
     // its delay (3.1.2.5: the delay or the end of the session, first wins).
-    let ended = |a: &Aftermath| {
-        !a.domain
-            .sessions
-            .get(&a.slot.client_id)
-            .is_some_and(|v| Arc::ptr_eq(v.value(), &a.slot))
-    };
+    let ended = |a: &Aftermath| !broker.holds(&a.slot);
     if let Some((will, delay)) = a.will.clone() {
         let delay = delay.min(a.expiry);
         let send = if delay == 0 || ended(&a) {
@@ -471,11 +454,12 @@ mod tests {
         }
         let (auth, _dir) = crate::auth::test_support::core(&crate::config::Config::default());
         let auth = Arc::new(auth);
-        let broker = Broker::new(&["localhost".into()], auth.store().clone(), 10).unwrap();
+        let registry = Arc::new(crate::session::Registry::standalone());
+        let broker =
+            Broker::new(&["localhost".into()], auth.store().clone(), registry, 10).unwrap();
         let ctx = Arc::new(MqttContext {
             broker: Arc::new(broker),
             auth,
-            registry: Arc::new(Registry::new()),
             settings: Arc::new(MqttSettings {
                 default_host: "localhost".into(),
                 allow_anonymous: false,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
-use super::broker::{Broker, InFlight, Queued, Routed, Slot, Stage};
+use super::broker::{session_key as slot_key, Broker, InFlight, Queued, Slot, Stage};
 use super::codec::{self, Packet, QoS, RetainHandling, SubscriptionOptions, Version};
 use crate::store::records::{self, StoredFrame};
 use crate::store::{StoreError, Tree};
@@ -41,15 +41,16 @@ struct SessionRecord {
     subscriptions: Vec<StoredSub>,
 }
 
-fn session_key(domain: &str, client_id: &str) -> Vec<u8> {
-    let mut k = domain.as_bytes().to_vec();
+/// `domain NUL localpart:client-id`.
+fn session_key(slot: &Slot) -> Vec<u8> {
+    let mut k = slot.address().domain().as_bytes().to_vec();
     k.push(0);
-    k.extend_from_slice(client_id.as_bytes());
+    k.extend_from_slice(slot_key(slot).as_bytes());
     k
 }
 
 fn offline_key(slot: &Slot, seq: u64) -> Vec<u8> {
-    let mut k = session_key(&slot.domain, &slot.client_id);
+    let mut k = session_key(slot);
     k.push(0);
     k.extend_from_slice(&seq.to_be_bytes());
     k
@@ -59,7 +60,7 @@ fn offline_key(slot: &Slot, seq: u64) -> Vec<u8> {
 /// (`session-key NUL 'q' id`: three bytes after the prefix, so the message
 /// records' eight-byte sequence numbers never collide with it).
 fn incoming_key(slot: &Slot, packet_id: u16) -> Vec<u8> {
-    let mut k = session_key(&slot.domain, &slot.client_id);
+    let mut k = session_key(slot);
     k.push(0);
     k.push(b'q');
     k.extend_from_slice(&packet_id.to_be_bytes());
@@ -87,7 +88,7 @@ impl Broker {
     /// Writes (or, for an expiry of 0, deletes) the session's record. The caller
     /// waits for a store barrier before acknowledging anything that depends on it.
     pub fn save_session(&self, slot: &Slot, connected: bool) {
-        let key = session_key(&slot.domain, &slot.client_id);
+        let key = session_key(slot);
         let mut st = slot.lock();
         if st.expiry == 0 {
             // Most sessions never were persistent: don't write a tombstone for them.
@@ -121,7 +122,7 @@ impl Broker {
 
     /// Deletes a session's record and its stored messages.
     pub fn forget_session(&self, slot: &Slot) {
-        let key = session_key(&slot.domain, &slot.client_id);
+        let key = session_key(slot);
         self.store().delete(Tree::Sessions, key.clone());
         let mut prefix = key;
         prefix.push(0);
@@ -211,6 +212,17 @@ impl Broker {
             let Some(d) = self.domain(domain).cloned() else {
                 continue;
             };
+            // The key is `localpart:client-id`; no localpart: anonymous.
+            let Some((local, client)) = client_id.split_once(':') else {
+                continue;
+            };
+            let account = match local {
+                "" => None,
+                l => match crate::auth::BareJid::new(l, domain) {
+                    Ok(j) => Some(j),
+                    Err(_) => continue,
+                },
+            };
             let rec: SessionRecord = records::decode("sessions", &v)?;
             let since = if rec.disconnected_at == 0 {
                 0
@@ -223,7 +235,7 @@ impl Broker {
                 rec.expiry
                     .saturating_sub(since.min(u64::from(u32::MAX)) as u32)
             };
-            let (slot, _, _) = self.open_session(&d, client_id, false);
+            let (slot, _, _) = self.open_session(&d, account.as_ref(), client, false);
             if left == 0 {
                 slot.lock().online = false;
                 self.end_session(&d, &slot);
@@ -277,7 +289,7 @@ impl Broker {
                             p.properties.subscription_identifiers.clone(),
                         );
                         let item = Queued {
-                            msg: Arc::new(Routed::new(p, 0)),
+                            msg: Arc::new(self.routed(p, 0)),
                             qos,
                             retain,
                             sub_ids,
@@ -294,7 +306,7 @@ impl Broker {
                                     },
                                 );
                             }
-                            None => st.queue.push_back(item),
+                            None => st.enqueue(item),
                         }
                         restored += 1;
                     }
@@ -302,7 +314,7 @@ impl Broker {
                         // Only the PUBREL is owed: resent on resume, the
                         // record deleted by the PUBCOMP.
                         let item = Queued {
-                            msg: Arc::new(Routed::new(codec::Publish::default(), 0)),
+                            msg: Arc::new(self.routed(codec::Publish::default(), 0)),
                             qos: QoS::ExactlyOnce,
                             retain: false,
                             sub_ids: Vec::new(),
@@ -326,7 +338,7 @@ impl Broker {
                 // The sweep ends it `expiry` after it went away.
                 let gone_ms = since.min(u64::from(u32::MAX)) * 1000;
                 slot.last_rx
-                    .store(self.clock_ms().saturating_sub(gone_ms), Ordering::Relaxed);
+                    .store(self.now_ms().saturating_sub(gone_ms), Ordering::Relaxed);
             }
             tracing::info!(
                 client_id,

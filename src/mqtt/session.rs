@@ -317,23 +317,18 @@ impl Connection {
             Version::V311 => u32::MAX,
         };
         // Sessions belong to an account: the same client id under another
-        // account (or anonymous) is another session, never a takeover of this
-        // one. A localpart cannot contain ':', so the key is unambiguous.
-        let session_key = format!(
-            "{}:{}",
-            identity.as_ref().map_or("", |j| j.local()),
-            c.client_id
-        );
+        // account (or anonymous) is another session, never a takeover.
         let (slot, present, generation) =
             self.broker
-                .open_session(&domain, &session_key, c.clean_start);
+                .open_session(&domain, identity.as_ref(), &c.client_id, c.clean_start);
         {
-            // What the broker's sweep watches for this connection.
+            // What the registry's sweep watches for this connection.
             let mut st = slot.lock();
             st.expiry = expiry;
-            st.grant = grant.clone();
             st.keep_alive = c.keep_alive;
         }
+        // The session now ends when its token does.
+        self.broker.registry().set_grant(&slot, grant.clone());
         self.persist_session(&slot, true);
         let uses_enhanced_auth = c.properties.authentication_method.is_some();
         let mut props = Properties::default();
@@ -417,6 +412,7 @@ impl Connection {
     fn resend_inflight(&mut self) {
         let Phase::Live(l) = &self.phase else { return };
         let (slot, version) = (l.slot.clone(), l.version);
+        let now = self.broker.now_ms();
         let st = slot.lock();
         for (pid, f) in st.inflight.iter() {
             match f.stage {
@@ -428,7 +424,7 @@ impl Connection {
                         retain: f.item.retain,
                         dup: true,
                         subscription_identifiers: ids,
-                        message_expiry: f.item.msg.remaining_expiry(),
+                        message_expiry: f.item.msg.remaining_expiry(now),
                     };
                     let _ = codec::encode_publish(&f.item.msg.publish, &d, version, &mut self.out);
                 }
@@ -463,17 +459,18 @@ impl Connection {
             l.client_receive_max as usize,
             l.client_max_packet,
         );
+        let now = self.broker.now_ms();
         let mut st = slot.lock();
         let mut moved = 0;
         while moved < PUMP_BATCH && self.out.len() < PUMP_BYTES {
-            let Some(front) = st.queue.front() else { break };
+            let Some(front) = st.front() else { break };
             if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
                 break;
             }
-            let item = st.queue.pop_front().expect("front exists");
+            let item = st.dequeue().expect("front exists");
             moved += 1;
             // Read once: the value sent is the one that was checked.
-            let expiry_left = item.msg.remaining_expiry();
+            let expiry_left = item.msg.remaining_expiry(now);
             if expiry_left == Some(0) {
                 if let Some(seq) = item.seq {
                     self.broker.unstore_queued(&slot, seq);
@@ -529,9 +526,14 @@ impl Connection {
                 );
             }
         }
-        st.queue
+        let more = st
             .front()
-            .is_some_and(|f| f.qos == QoS::AtMostOnce || st.inflight.len() < window)
+            .is_some_and(|f| f.qos == QoS::AtMostOnce || st.inflight.len() < window);
+        // Publishers waiting for room in this queue may go on.
+        let senders = st.room_made(self.broker.limits());
+        drop(st);
+        crate::session::wake_senders(senders);
+        more
     }
 
     fn live(&mut self) -> &mut Live {
@@ -570,7 +572,7 @@ impl Connection {
                 // sweep counts the Session Expiry Interval from it.
                 l.slot
                     .last_rx
-                    .store(self.broker.clock_ms(), std::sync::atomic::Ordering::Relaxed);
+                    .store(self.broker.now_ms(), std::sync::atomic::Ordering::Relaxed);
                 st.online = false;
                 let persistent = st.expiry > 0;
                 drop(st);
@@ -594,7 +596,7 @@ impl Connection {
                     properties: props,
                     payload: w.payload,
                 };
-                Some((Arc::new(Routed::new(p, l.slot.id)), delay))
+                Some((Arc::new(self.broker.routed(p, l.slot.id())), delay))
             }
             _ => None,
         };

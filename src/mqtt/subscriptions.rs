@@ -53,19 +53,19 @@ impl Subscriptions {
     /// `$share/…` filter joins its group).
     pub fn insert(&self, filter: &str, entry: SubEntry) {
         if let Some((group, inner)) = topics::split_shared(filter) {
-            let key = (Arc::<str>::from(group), entry.slot.id);
+            let key = (Arc::<str>::from(group), entry.slot.id());
             let mut s = self.shared.write().unwrap_or_else(|e| e.into_inner());
             if s.insert(inner, key, entry).is_none() {
                 self.shared_count.fetch_add(1, Ordering::Relaxed);
             }
         } else if is_wild(filter) {
             let mut w = self.wild.write().unwrap_or_else(|e| e.into_inner());
-            if w.insert(filter, entry.slot.id, entry).is_none() {
+            if w.insert(filter, entry.slot.id(), entry).is_none() {
                 self.wild_count.fetch_add(1, Ordering::Relaxed);
             }
         } else {
             let mut list = self.exact.entry(filter.to_string()).or_default();
-            match list.iter_mut().find(|e| e.slot.id == entry.slot.id) {
+            match list.iter_mut().find(|e| e.slot.id() == entry.slot.id()) {
                 Some(e) => *e = entry,
                 None => list.push(entry),
             }
@@ -87,7 +87,7 @@ impl Subscriptions {
             }
         } else {
             self.exact.remove_if_mut(filter, |_, list| {
-                list.retain(|e| e.slot.id != slot_id);
+                list.retain(|e| e.slot.id() != slot_id);
                 list.is_empty()
             });
         }
@@ -99,7 +99,7 @@ impl Subscriptions {
     /// No Local subscriptions.
     pub fn targets(&self, topic: &str, origin: u64, qos: QoS, retain: bool) -> Vec<Target> {
         let add = |out: &mut Vec<Target>, e: &SubEntry| {
-            if e.opts.no_local && e.slot.id == origin {
+            if e.opts.no_local && e.slot.id() == origin {
                 return;
             }
             out.push(Target {
@@ -134,11 +134,11 @@ impl Subscriptions {
             }
         }
         if out.len() > before && out.len() > 1 {
-            out.sort_unstable_by_key(|t| t.slot.id);
+            out.sort_unstable_by_key(|t| t.slot.id());
             let mut merged: Vec<Target> = Vec::with_capacity(out.len());
             for t in out {
                 match merged.last_mut() {
-                    Some(m) if m.slot.id == t.slot.id => {
+                    Some(m) if m.slot.id() == t.slot.id() => {
                         m.qos = m.qos.max(t.qos);
                         m.retain |= t.retain;
                         m.sub_ids.extend(t.sub_ids);
@@ -165,7 +165,7 @@ impl Subscriptions {
             return Vec::new();
         }
         // Same order every time, so that the turn walks the members.
-        members.sort_by(|(g1, e1), (g2, e2)| (g1, e1.slot.id).cmp(&(g2, e2.slot.id)));
+        members.sort_by(|(g1, e1), (g2, e2)| (g1, e1.slot.id()).cmp(&(g2, e2.slot.id())));
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let mut picked = Vec::new();
         for group in members.chunk_by(|(g1, _), (g2, _)| g1 == g2) {
@@ -205,8 +205,11 @@ mod tests {
     fn slot(id: u64) -> Arc<Slot> {
         Arc::new(Slot::new(
             id,
-            Arc::from(format!("c{id}")),
-            Arc::from("localhost"),
+            crate::session::Address::new(
+                crate::session::Protocol::Mqtt,
+                "localhost",
+                &format!("c{id}"),
+            ),
         ))
     }
 
@@ -219,13 +222,13 @@ mod tests {
         s.insert("#", entry(&b, QoS::AtLeastOnce, None, false));
         let t = s.targets("x/y", 0, QoS::ExactlyOnce, false);
         assert_eq!(t.len(), 2);
-        let ta = t.iter().find(|t| t.slot.id == 1).unwrap();
+        let ta = t.iter().find(|t| t.slot.id() == 1).unwrap();
         assert_eq!(ta.qos, QoS::ExactlyOnce);
         let mut ids = ta.sub_ids.clone();
         ids.sort();
         assert_eq!(ids, vec![1, 2]);
         assert_eq!(
-            t.iter().find(|t| t.slot.id == 2).unwrap().qos,
+            t.iter().find(|t| t.slot.id() == 2).unwrap().qos,
             QoS::AtLeastOnce
         );
         // Message QoS caps the grant.
@@ -263,10 +266,10 @@ mod tests {
                 t.len(),
                 3,
                 "{:?}",
-                t.iter().map(|t| t.slot.id).collect::<Vec<_>>()
+                t.iter().map(|t| t.slot.id()).collect::<Vec<_>>()
             );
             for t in t {
-                *got.entry(t.slot.id).or_default() += 1;
+                *got.entry(t.slot.id()).or_default() += 1;
             }
         }
         assert_eq!(got[&1] + got[&2], 10);
@@ -276,13 +279,13 @@ mod tests {
         a.lock().online = false;
         for _ in 0..4 {
             let t = s.targets("jobs/1", 0, QoS::AtLeastOnce, false);
-            assert!(t.iter().any(|t| t.slot.id == 2) && !t.iter().any(|t| t.slot.id == 1));
+            assert!(t.iter().any(|t| t.slot.id() == 2) && !t.iter().any(|t| t.slot.id() == 1));
         }
         // Leaving the group.
         s.remove("$share/workers/jobs/#", 2);
         s.remove("$share/workers/jobs/+", 1);
         let t = s.targets("jobs/1", 0, QoS::AtLeastOnce, false);
-        assert!(!t.iter().any(|t| t.slot.id <= 2));
+        assert!(!t.iter().any(|t| t.slot.id() <= 2));
         assert_eq!(s.shared_count.load(Ordering::Relaxed), 1);
     }
 

@@ -26,18 +26,21 @@ use bytes::Bytes;
 use super::element::Element;
 use super::offline::OfflineStore;
 use super::roster::RosterStore;
-use super::router::{Route, Router};
+use super::router::{Congestion, Route, Router};
 use super::stanza::{Jid, StanzaError};
 use super::stream::NS_CLIENT;
 use crate::auth::{may, Action, AuthCore, BareJid, Scopes};
 
 /// What handling a stanza asks of the session's task.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Effects {
     /// Serialized stanzas for this session, in order.
     pub replies: Vec<Bytes>,
     /// Wait for a store barrier before writing the replies.
     pub flush: bool,
+    /// A session whose queue this stanza filled to its high-water mark:
+    /// the sender waits for room before its next stanza.
+    pub congested: Congestion,
 }
 
 impl Effects {
@@ -49,6 +52,8 @@ impl Effects {
 /// One bound session's IM state.
 pub struct ImSession {
     pub route: Arc<Route>,
+    /// The generation this connection owns of `route`.
+    pub generation: u64,
     pub jid: Jid,
     pub user: BareJid,
     /// The token's scopes; `None` for a password login.
@@ -91,8 +96,10 @@ impl ImServer {
 
     /// Puts a freshly bound session into the routing table.
     pub fn open_session(&self, jid: Jid, user: BareJid, scopes: Option<Scopes>) -> ImSession {
+        let (route, generation) = self.router.bind(&jid);
         ImSession {
-            route: self.router.bind(jid.clone()),
+            route,
+            generation,
             jid,
             user,
             scopes,
@@ -100,15 +107,79 @@ impl ImServer {
         }
     }
 
-    /// The session ended: unavailable presence to whoever saw it, then out of
-    /// the routing table.
+    /// The session ended: it takes no more deliveries, unavailable presence
+    /// goes to whoever saw it, it leaves the routing table, and what was
+    /// queued for it but never written is routed again — messages to the
+    /// account's other resources or to offline storage, requests answered
+    /// with an error — so nothing sent to it disappears unseen.
     pub async fn close_session(&self, mut s: ImSession) {
+        let left = {
+            let mut st = s.route.lock();
+            st.online = false;
+            let left = st.take_queue();
+            // Senders waiting for room in it go on.
+            Route::wake_locked(st);
+            left
+        };
         let mut fx = Effects::default();
         let bye = Element::new("presence", NS_CLIENT)
             .with_attr("type", "unavailable")
             .with_attr("from", s.jid.to_string());
         self.broadcast_unavailable(&mut s, &bye, &mut fx).await;
         self.router.unbind(&s.route);
+        if !left.is_empty() {
+            tracing::info!(
+                stanzas = left.len(),
+                "routing again what a closed session left"
+            );
+        }
+        for bytes in left {
+            match super::stream::read_back(&bytes) {
+                Some(el) => self.reroute(&s, el, &mut fx).await,
+                None => tracing::error!("a queued stanza could not be read back"),
+            }
+        }
+    }
+
+    /// A stanza queued for a session that closed before writing it.
+    async fn reroute(&self, s: &ImSession, el: Element, fx: &mut Effects) {
+        let from = el.attr("from").and_then(|f| Jid::parse(f).ok());
+        match el.name.as_str() {
+            "message" => {
+                let ty = el.attr("type").unwrap_or("normal");
+                if matches!(ty, "chat" | "normal" | "headline") {
+                    let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
+                    let key = s.user.to_string();
+                    if self.router.deliver_to_best(&key, &bytes, &mut fx.congested) == 0 {
+                        // The sender hears nothing back for a stored message,
+                        // as for any message to an offline account.
+                        let mut to_sender = Effects::default();
+                        self.store_offline(&s.user, &el, &mut to_sender).await;
+                        self.bounce(from.as_ref(), to_sender);
+                    }
+                }
+            }
+            "iq" if matches!(el.attr("type"), Some("get" | "set")) => {
+                let mut to_sender = Effects::default();
+                to_sender.error(&el, StanzaError::ServiceUnavailable);
+                self.bounce(from.as_ref(), to_sender);
+            }
+            // Presence is state, sent again when it changes; results and
+            // errors answer nothing that waits.
+            _ => {}
+        }
+    }
+
+    /// Replies meant for a stanza's sender, queued to the sender's session.
+    fn bounce(&self, sender: Option<&Jid>, fx: Effects) {
+        let Some(sender) = sender else { return };
+        let Some(route) = self.router.route(&sender.to_string()) else {
+            return;
+        };
+        let mut ignore = None;
+        for r in fx.replies {
+            self.router.deliver(&route, r, &mut ignore);
+        }
     }
 
     /// Handles one stanza from a bound session (`from` already stamped).
@@ -154,8 +225,12 @@ impl ImServer {
         let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
         if to.resource().is_some() {
             if let Some(route) = self.router.route(&to.to_string()) {
-                route.deliver(bytes);
-                return;
+                if self
+                    .router
+                    .deliver(&route, bytes.clone(), &mut fx.congested)
+                {
+                    return;
+                }
             }
             // §8.5.3.2.1: an absent resource is treated like the bare JID,
             // except for groupchat and errors.
@@ -169,13 +244,13 @@ impl ImServer {
         match ty {
             "groupchat" => fx.error(&el, StanzaError::ServiceUnavailable),
             "headline" => {
-                self.router.deliver_to_all(&key, &bytes);
+                self.router.deliver_to_all(&key, &bytes, &mut fx.congested);
             }
             "error" => {
-                self.router.deliver_to_best(&key, &bytes);
+                self.router.deliver_to_best(&key, &bytes, &mut fx.congested);
             }
             _ => {
-                if self.router.deliver_to_best(&key, &bytes) == 0 {
+                if self.router.deliver_to_best(&key, &bytes, &mut fx.congested) == 0 {
                     self.store_offline(&bare, &el, fx).await;
                 }
             }
@@ -212,12 +287,15 @@ impl ImServer {
             return self.server_iq(s, &el, fx);
         };
         if to.resource().is_some() {
-            match self.router.route(&to.to_string()) {
-                Some(route) => {
-                    route.deliver(Bytes::from(el.to_bytes(NS_CLIENT)));
-                }
-                None if request => fx.error(&el, StanzaError::ServiceUnavailable),
-                None => {}
+            let delivered = self.router.route(&to.to_string()).is_some_and(|route| {
+                self.router.deliver(
+                    &route,
+                    Bytes::from(el.to_bytes(NS_CLIENT)),
+                    &mut fx.congested,
+                )
+            });
+            if !delivered && request {
+                fx.error(&el, StanzaError::ServiceUnavailable);
             }
             return;
         }

@@ -25,14 +25,14 @@ use tracing::Instrument;
 
 use super::c2s::{C2s, Output, TlsPolicy};
 use super::im::{ImServer, ImSession};
-use super::router::{Kick, Route};
+use super::router::Route;
 use super::sasl::{self, AuthRequest};
 use super::stanza::StreamCondition;
 use super::stream::{Limits, XmlStream};
-use crate::auth::{AuthCore, TokenEnd};
+use crate::auth::AuthCore;
 use crate::config::Listener;
 use crate::net::{accept_loop, Acceptor, Stream};
-use crate::registry::{Protocol, Registry, SessionInfo};
+use crate::session::{Kick, Registry};
 
 /// How long a write may stall before the peer is given up on.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -107,21 +107,11 @@ fn read_into<'a>(
     std::future::poll_fn(move |cx| poll_read_into(conn, parser, cx))
 }
 
-/// A bound session: its IM state and its admin-registry entry.
-struct Bound {
-    im: ImSession,
-    registry_key: u64,
-}
-
-/// Resolves when the login token ends (boxed: only token sessions have one).
-type TokenWatch = Pin<Box<dyn Future<Output = TokenEnd> + Send>>;
-
 /// What woke a bound session.
 enum Wake {
     Read(io::Result<usize>),
-    Queued,
-    Kicked(Kick),
-    TokenEnded(TokenEnd),
+    /// The session has news: stanzas queued, a kick, a takeover.
+    Session,
 }
 
 struct Connection {
@@ -130,11 +120,11 @@ struct Connection {
     c2s: C2s,
     ctx: Arc<XmppContext>,
     /// Boxed: absent until a resource is bound.
-    bound: Option<Box<Bound>>,
-    /// The bound session's route (its queue and kicks), kept apart from
-    /// `bound` so the wait can borrow it separately.
-    route: Option<Arc<Route>>,
-    token: Option<TokenWatch>,
+    bound: Option<Box<ImSession>>,
+    /// The bound session's route (its queue and kicks) and the generation
+    /// this connection owns, kept apart from `bound` so the wait can borrow
+    /// them separately.
+    route: Option<(Arc<Route>, u64)>,
     /// Until binding: the negotiation deadline.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Bytes waiting to be written (empty, unallocated, when idle).
@@ -157,7 +147,6 @@ impl Connection {
             ctx,
             bound: None,
             route: None,
-            token: None,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             wbuf: Vec::new(),
             closing: false,
@@ -175,30 +164,17 @@ impl Connection {
         tracing::debug!("connected");
         Box::pin(self.negotiate()).await;
         while !self.closing {
-            let wake = self.wait_bound().await;
-            let mut out = Vec::new();
-            match wake {
+            match self.wait_bound().await {
                 Wake::Read(Ok(0) | Err(_)) => break,
                 Wake::Read(Ok(_)) => {
                     Box::pin(self.drain_parser()).await;
                     self.parser.release_idle_buffer();
                 }
-                Wake::Queued => {
-                    if let Some(route) = self.route.as_ref() {
-                        // Batch whatever is queued, up to a bound.
-                        while self.wbuf.len() < 64 * 1024 {
-                            match route.try_recv() {
-                                Some(b) => self.wbuf.extend_from_slice(&b),
-                                None => break,
-                            }
-                        }
+                Wake::Session => {
+                    if let Some(out) = self.session_news() {
+                        Box::pin(self.execute(out)).await;
                     }
                 }
-                Wake::Kicked(why) => self.kicked(why, &mut out),
-                Wake::TokenEnded(end) => self.c2s.token_ended(end, &mut out),
-            }
-            if !out.is_empty() {
-                Box::pin(self.execute(out)).await;
             }
             if !self.wbuf.is_empty() && Box::pin(self.flush()).await.is_err() {
                 break;
@@ -207,8 +183,34 @@ impl Connection {
         Box::pin(self.finish()).await;
     }
 
+    /// The session has news: a kick (or takeover) becomes the stream's
+    /// goodbye (returned for `execute`); queued stanzas go to the write
+    /// buffer, a batch at a time.
+    fn session_news(&mut self) -> Option<Vec<Output>> {
+        let (route, gen) = self.route.clone()?;
+        let why = match route.take_kick(gen) {
+            Err(crate::session::TakenOver) => Some(Kick::Replaced),
+            Ok(k) => k,
+        };
+        if let Some(why) = why {
+            let mut out = Vec::new();
+            self.kicked(why, &mut out);
+            return Some(out);
+        }
+        let limits = *self.ctx.registry.limits();
+        while self.wbuf.len() < 64 * 1024 {
+            match route.pop(&limits) {
+                Some(b) => self.wbuf.extend_from_slice(&b),
+                None => return None,
+            }
+        }
+        // More than a batch waits: look again after writing this one.
+        route.wake();
+        None
+    }
+
     /// Until a resource is bound (or the stream ends): the socket, the
-    /// deadline, shutdown and, after a token login, the token's end.
+    /// deadline and shutdown.
     async fn negotiate(&mut self) {
         while !self.closing && self.bound.is_none() {
             let mut out = Vec::new();
@@ -223,7 +225,6 @@ impl Connection {
                         self.parser.release_idle_buffer();
                     }
                 },
-                end = token_end(&mut self.token) => self.c2s.token_ended(end, &mut out),
                 _ = self.ctx.shutdown.cancelled() => {
                     self.c2s.fail_stream(StreamCondition::SystemShutdown, "the server is shutting down", &mut out);
                 },
@@ -236,8 +237,8 @@ impl Connection {
         }
     }
 
-    /// A bound session's wait: one `poll_fn` over the socket, the route
-    /// (queued stanzas and kicks share one waker) and the token.
+    /// A bound session's wait: one `poll_fn` over the socket and the
+    /// session (queued stanzas, kicks and takeovers share one waker).
     fn wait_bound(&mut self) -> impl Future<Output = Wake> + '_ {
         self.route_first = !self.route_first;
         let route_first = self.route_first;
@@ -245,52 +246,45 @@ impl Connection {
             conn,
             parser,
             route,
-            token,
             ..
         } = self;
         std::future::poll_fn(move |cx| {
-            let route = route.as_ref().expect("bound");
-            let from_route = |cx: &mut Context<'_>| {
-                route.register(cx);
-                if let Some(k) = route.kick_reason() {
-                    return Poll::Ready(Wake::Kicked(k));
-                }
-                if route.has_queued() {
-                    return Poll::Ready(Wake::Queued);
-                }
-                Poll::Pending
-            };
-            if route_first {
-                if let Poll::Ready(w) = from_route(cx) {
-                    return Poll::Ready(w);
-                }
+            let (route, gen) = route.as_ref().expect("bound");
+            let mut session = None;
+            if route_first && route.register(*gen, cx.waker()) {
+                return Poll::Ready(Wake::Session);
             }
             if let Poll::Ready(r) = poll_read_into(conn, parser, cx) {
                 return Poll::Ready(Wake::Read(r));
             }
-            if !route_first {
-                if let Poll::Ready(w) = from_route(cx) {
-                    return Poll::Ready(w);
-                }
+            if !route_first && route.register(*gen, cx.waker()) {
+                session = Some(Wake::Session);
             }
-            if let Some(t) = token.as_mut() {
-                if let Poll::Ready(end) = t.as_mut().poll(cx) {
-                    return Poll::Ready(Wake::TokenEnded(end));
-                }
+            match session {
+                Some(w) => Poll::Ready(w),
+                None => Poll::Pending,
             }
-            Poll::Pending
         })
     }
 
     fn kicked(&mut self, why: Kick, out: &mut Vec<Output>) {
         let (cond, text) = match why {
-            Kick::Conflict => (
+            Kick::Replaced => (
                 StreamCondition::Conflict,
                 "replaced by a new session for this resource",
             ),
-            Kick::Overflow => (
+            Kick::TokenEnded(end) => return self.c2s.token_ended(end, out),
+            Kick::AccountChanged => (
+                StreamCondition::NotAuthorized,
+                "the account was deleted or its password changed",
+            ),
+            Kick::KeepAlive => (
+                StreamCondition::ConnectionTimeout,
+                "no traffic for too long",
+            ),
+            Kick::SlowConsumer => (
                 StreamCondition::PolicyViolation,
-                "too many stanzas queued for a slow reader",
+                "stanzas queued for this session were not read",
             ),
             Kick::Shutdown => (
                 StreamCondition::SystemShutdown,
@@ -337,14 +331,7 @@ impl Connection {
                         return;
                     }
                 }
-                Output::ResetParser => {
-                    self.parser.reset();
-                    self.token = self
-                        .c2s
-                        .grant()
-                        .cloned()
-                        .map(|g| Box::pin(async move { g.ended().await }) as TokenWatch);
-                }
+                Output::ResetParser => self.parser.reset(),
                 Output::Auth(req) => {
                     let reply = Self::authenticate(self.ctx.auth.clone(), req).await;
                     let mut more = Vec::new();
@@ -355,10 +342,10 @@ impl Connection {
                 }
                 Output::Bind(jid) => self.bind(jid),
                 Output::Stanza(el) => {
-                    let Some(b) = self.bound.as_mut() else {
+                    let Some(im) = self.bound.as_mut() else {
                         continue;
                     };
-                    let fx = self.ctx.im.handle(&mut b.im, el).await;
+                    let fx = self.ctx.im.handle(im, el).await;
                     if fx.flush {
                         if let Err(e) = self.ctx.auth.store().barrier().await {
                             // What the replies acknowledge was not kept.
@@ -370,8 +357,48 @@ impl Connection {
                     for r in fx.replies {
                         self.wbuf.extend_from_slice(&r);
                     }
+                    if let Some(target) = fx.congested {
+                        self.wait_for_room(target).await;
+                    }
                 }
                 Output::Close => self.closing = true,
+            }
+        }
+    }
+
+    /// Flow control: the stanza just handled filled `target`'s queue to its
+    /// high-water mark, so nothing more is read from this client until the
+    /// queue has room (or `target`, draining nothing, is cut off). Meanwhile
+    /// this session's own queue is still written out, so two sessions
+    /// sending to each other never wait on each other.
+    async fn wait_for_room(&mut self, target: Arc<Route>) {
+        let Some((own, gen)) = self.route.clone() else {
+            return;
+        };
+        if Arc::ptr_eq(&own, &target) {
+            // Its own queue: this task is the one that drains it.
+            return;
+        }
+        let limits = *self.ctx.registry.limits();
+        let room = crate::session::wait_for_room(target.as_ref(), &limits);
+        tokio::pin!(room);
+        loop {
+            let news = std::future::poll_fn(|cx| match own.register(gen, cx.waker()) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            });
+            tokio::select! {
+                _ = &mut room => return,
+                _ = news => {}
+            }
+            if let Some(out) = self.session_news() {
+                // Kicked while waiting: say goodbye, stop waiting.
+                Box::pin(self.execute(out)).await;
+                return;
+            }
+            if self.flush().await.is_err() {
+                self.closing = true;
+                return;
             }
         }
     }
@@ -393,21 +420,19 @@ impl Connection {
         let Some(user) = self.c2s.user().cloned() else {
             return;
         };
-        let scopes = self.c2s.grant().map(|g| g.scopes().clone());
+        let grant = self.c2s.grant().cloned();
+        let scopes = grant.as_ref().map(|g| g.scopes().clone());
         tracing::Span::current().record("jid", tracing::field::display(&jid));
-        let registry_key = self.ctx.registry.add(std::sync::Arc::new(SessionInfo {
-            protocol: Protocol::Xmpp,
-            name: jid.to_string(),
-            account: Some(user.to_string()),
-            since: crate::auth::now(),
-        }));
         let im = self.im().open_session(jid, user, scopes);
+        // The session ends with its token (revoked or expired), through
+        // the registry's token index.
+        self.ctx.registry.set_grant(&im.route, grant);
         if self.ctx.shutdown.is_cancelled() {
             // Bound while the listener was kicking everyone out.
             im.route.kick(Kick::Shutdown);
         }
-        self.route = Some(im.route.clone());
-        self.bound = Some(Box::new(Bound { im, registry_key }));
+        self.route = Some((im.route.clone(), im.generation));
+        self.bound = Some(Box::new(im));
         self.deadline = None;
         tracing::info!("session bound");
     }
@@ -433,23 +458,23 @@ impl Connection {
         }
         let buf = std::mem::take(&mut self.wbuf);
         let write = self.conn.write_all(&buf);
-        // A session kicked while its peer does not read (the usual reason for
-        // an overflow) is dropped at once instead of after the write timeout.
-        // Once the stream is closing the goodbye itself is being written.
+        // A session kicked while its peer does not read (a slow consumer)
+        // is dropped at once instead of after the write timeout. Once the
+        // stream is closing the goodbye itself is being written.
         let watch_kick = !self.c2s.is_closed();
+        let route = self.route.clone();
         tokio::select! {
             r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
                 Ok(r) => r,
                 Err(_) => Err(io::ErrorKind::TimedOut.into()),
             },
-            _ = kicked(&self.route), if watch_kick => Err(io::ErrorKind::BrokenPipe.into()),
+            _ = kicked(route), if watch_kick => Err(io::ErrorKind::BrokenPipe.into()),
         }
     }
 
     async fn finish(mut self: Box<Self>) {
-        if let Some(b) = self.bound.take() {
-            self.ctx.registry.remove(b.registry_key);
-            self.ctx.im.close_session(b.im).await;
+        if let Some(im) = self.bound.take() {
+            self.ctx.im.close_session(*im).await;
             tracing::info!("session closed");
         }
         let _ = self.flush().await;
@@ -457,16 +482,10 @@ impl Connection {
     }
 }
 
-async fn kicked(route: &Option<Arc<Route>>) -> Kick {
+/// Resolves when the bound session must leave (kicked or taken over).
+async fn kicked(route: Option<(Arc<Route>, u64)>) {
     match route {
-        Some(r) => r.kicked().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn token_end(token: &mut Option<TokenWatch>) -> TokenEnd {
-    match token {
-        Some(t) => t.as_mut().await,
+        Some((r, gen)) => std::future::poll_fn(|cx| r.poll_kicked(gen, cx)).await,
         None => std::future::pending().await,
     }
 }

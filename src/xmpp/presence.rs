@@ -57,7 +57,7 @@ impl ImServer {
                 }
             }
             ("probe", Some(to)) => self.answer_probe(s, &to, fx).await,
-            ("" | "unavailable" | "error", Some(to)) => self.directed(s, &el, &to),
+            ("" | "unavailable" | "error", Some(to)) => self.directed(s, &el, &to, fx),
             // Subscription stanzas without a `to`, or a broadcast probe.
             _ => fx.error(&el, StanzaError::BadRequest),
         }
@@ -70,7 +70,8 @@ impl ImServer {
             .unwrap_or(0);
         el.remove_attr("to");
         let initial = {
-            let mut p = s.route.presence.lock().expect("presence lock");
+            let mut st = s.route.lock();
+            let p = &mut st.presence;
             let initial = !p.available;
             p.available = true;
             p.priority = priority;
@@ -85,7 +86,7 @@ impl ImServer {
             if item.subscription.has_from() {
                 for r in self.router.routes(contact) {
                     if r.is_available() {
-                        r.deliver_element(&el);
+                        self.router.deliver_element(&r, &el, &mut fx.congested);
                     }
                 }
             }
@@ -95,8 +96,8 @@ impl ImServer {
         echo.set_attr("to", s.jid.to_string());
         fx.reply(echo);
         for r in self.router.routes(&s.user.to_string()) {
-            if r.id != s.route.id && r.is_available() {
-                r.deliver_element(&el);
+            if r.id() != s.route.id() && r.is_available() {
+                self.router.deliver_element(&r, &el, &mut fx.congested);
             }
         }
         if !initial {
@@ -112,11 +113,10 @@ impl ImServer {
         others.push(s.user.to_string());
         for contact in others {
             for r in self.router.routes(&contact) {
-                if r.id == s.route.id {
+                if r.id() == s.route.id() {
                     continue;
                 }
-                let last = r.presence.lock().expect("presence lock").last.clone();
-                if let Some(mut p) = last {
+                if let Some(mut p) = r.last_presence() {
                     p.set_attr("to", me.clone());
                     fx.reply(p);
                 }
@@ -146,7 +146,8 @@ impl ImServer {
         let mut el = el.clone();
         el.remove_attr("to");
         let was_available = {
-            let mut p = s.route.presence.lock().expect("presence lock");
+            let mut st = s.route.lock();
+            let p = &mut st.presence;
             let was = p.available;
             p.available = false;
             p.last = None;
@@ -161,10 +162,12 @@ impl ImServer {
             Vec::new()
         };
         let mut sent: Vec<u64> = Vec::new();
-        let mut send = |r: &super::router::Route| {
-            if !sent.contains(&r.id) {
-                sent.push(r.id);
-                r.deliver_element(&el);
+        let router = &self.router;
+        let cong = &mut fx.congested;
+        let mut send = |r: &std::sync::Arc<super::router::Route>| {
+            if !sent.contains(&r.id()) {
+                sent.push(r.id());
+                router.deliver_element(r, &el, cong);
             }
         };
         if was_available {
@@ -178,13 +181,10 @@ impl ImServer {
                 }
             }
             for r in self.router.routes(&s.user.to_string()) {
-                if r.id != s.route.id && r.is_available() {
+                if r.id() != s.route.id() && r.is_available() {
                     send(&r);
                 }
             }
-            let mut echo = el.clone();
-            echo.set_attr("to", s.jid.to_string());
-            fx.reply(echo);
         }
         for target in std::mem::take(&mut s.directed) {
             let Ok(jid) = Jid::parse(&target) else {
@@ -193,6 +193,11 @@ impl ImServer {
             for r in self.targets(&jid) {
                 send(&r);
             }
+        }
+        if was_available {
+            let mut echo = el.clone();
+            echo.set_attr("to", s.jid.to_string());
+            fx.reply(echo);
         }
     }
 
@@ -211,12 +216,13 @@ impl ImServer {
     }
 
     /// Directed presence (RFC 6121 §4.6).
-    fn directed(&self, s: &mut ImSession, el: &Element, to: &Jid) {
+    fn directed(&self, s: &mut ImSession, el: &Element, to: &Jid, fx: &mut Effects) {
         if !self.is_hosted(to.domain()) || to.local().is_none() {
             return;
         }
         for r in self.targets(to) {
-            r.deliver(Bytes::from(el.to_bytes(NS_CLIENT)));
+            self.router
+                .deliver(&r, Bytes::from(el.to_bytes(NS_CLIENT)), &mut fx.congested);
         }
         let key = to.to_string();
         match el.attr("type") {
@@ -242,8 +248,7 @@ impl ImServer {
         let me = s.jid.to_string();
         let mut any = false;
         for r in self.router.routes(&contact.to_string()) {
-            let last = r.presence.lock().expect("presence lock").last.clone();
-            if let Some(mut p) = last {
+            if let Some(mut p) = r.last_presence() {
                 p.set_attr("to", me.clone());
                 fx.reply(p);
                 any = true;
@@ -273,8 +278,8 @@ impl ImServer {
                 fx.flush = true;
                 let was_visible = old.as_ref().is_some_and(|i| !i.hidden);
                 match &new {
-                    Some(i) if !i.hidden => self.roster_push(owner, &c, Some(i)),
-                    _ if was_visible => self.roster_push(owner, &c, None),
+                    Some(i) if !i.hidden => self.roster_push(owner, &c, Some(i), fx),
+                    _ if was_visible => self.roster_push(owner, &c, None, fx),
                     _ => {}
                 }
                 true
@@ -370,11 +375,11 @@ impl ImServer {
     ) {
         let owner_s = owner.to_string();
         let stanza = presence(&from.to_string(), Some(&owner_s), Some(kind));
-        let deliver = |el: &Element| {
+        let deliver = |el: &Element, fx: &mut Effects| {
             let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
             for r in self.router.routes(&owner_s) {
                 if r.is_available() {
-                    r.deliver(bytes.clone());
+                    self.router.deliver(&r, bytes.clone(), &mut fx.congested);
                 }
             }
         };
@@ -398,7 +403,7 @@ impl ImServer {
                 .await;
                 // Delivered now if the owner is online, else at its next
                 // initial presence (from the pending flag).
-                deliver(&stanza);
+                deliver(&stanza, fx);
             }
             "subscribed" => {
                 let changed = self
@@ -412,9 +417,9 @@ impl ImServer {
                     })
                     .await;
                 if changed {
-                    deliver(&stanza);
+                    deliver(&stanza, fx);
                     // §3.1.5: the contact's presence follows the approval.
-                    self.presence_between(from, owner, None);
+                    self.presence_between(from, owner, None, fx);
                 }
             }
             "unsubscribe" => {
@@ -428,8 +433,8 @@ impl ImServer {
                     })
                     .await;
                 if changed {
-                    deliver(&stanza);
-                    self.presence_between(owner, from, Some("unavailable"));
+                    deliver(&stanza, fx);
+                    self.presence_between(owner, from, Some("unavailable"), fx);
                 }
             }
             "unsubscribed" => {
@@ -443,8 +448,8 @@ impl ImServer {
                     })
                     .await;
                 if changed {
-                    deliver(&stanza);
-                    self.presence_between(from, owner, Some("unavailable"));
+                    deliver(&stanza, fx);
+                    self.presence_between(from, owner, Some("unavailable"), fx);
                 }
             }
             _ => {}
@@ -454,7 +459,7 @@ impl ImServer {
     /// Sends the presence of each available resource of `from` (their last
     /// presence, or `unavailable` when `ty` says so) to each available
     /// resource of `to`.
-    fn presence_between(&self, from: &BareJid, to: &BareJid, ty: Option<&str>) {
+    fn presence_between(&self, from: &BareJid, to: &BareJid, ty: Option<&str>, fx: &mut Effects) {
         let receivers: Vec<_> = self
             .router
             .routes(&to.to_string())
@@ -468,12 +473,12 @@ impl ImServer {
             let p = match ty {
                 Some(t) => sender
                     .is_available()
-                    .then(|| presence(&sender.jid.to_string(), None, Some(t))),
-                None => sender.presence.lock().expect("presence lock").last.clone(),
+                    .then(|| presence(sender.full_jid(), None, Some(t))),
+                None => sender.last_presence(),
             };
             if let Some(p) = p {
                 for r in &receivers {
-                    r.deliver_element(&p);
+                    self.router.deliver_element(r, &p, &mut fx.congested);
                 }
             }
         }

@@ -185,7 +185,13 @@ impl RosterStore {
 impl ImServer {
     /// A roster push of `contact`'s item (`None`: removed) to every
     /// interested resource of `owner`.
-    pub(crate) fn roster_push(&self, owner: &BareJid, contact: &str, item: Option<&RosterItem>) {
+    pub(crate) fn roster_push(
+        &self,
+        owner: &BareJid,
+        contact: &str,
+        item: Option<&RosterItem>,
+        fx: &mut Effects,
+    ) {
         let el = match item {
             Some(i) if !i.hidden => i.to_element(contact),
             Some(_) => return,
@@ -202,7 +208,7 @@ impl ImServer {
             .with_child(Element::new("query", NS_ROSTER).with_child(el));
         for r in self.router.routes(&owner.to_string()) {
             if r.is_interested() {
-                r.deliver_element(&push);
+                self.router.deliver_element(&r, &push, &mut fx.congested);
             }
         }
     }
@@ -223,9 +229,7 @@ impl ImServer {
                 for (contact, item) in items.iter().filter(|(_, i)| !i.hidden) {
                     q.push_child(item.to_element(contact));
                 }
-                s.route
-                    .interested
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                s.route.lock().interested = true;
                 fx.reply(iq_result(iq, Some(q)));
             }
             Some("set") => {
@@ -304,7 +308,7 @@ impl ImServer {
             Ok((_, new)) => {
                 fx.flush = true;
                 fx.reply(iq_result(iq, None));
-                self.roster_push(&s.user, contact, new.as_ref());
+                self.roster_push(&s.user, contact, new.as_ref(), fx);
             }
             Err(e) => fx.internal(iq, e),
         }
@@ -326,7 +330,7 @@ impl ImServer {
         };
         fx.flush = true;
         fx.reply(iq_result(iq, None));
-        self.roster_push(&s.user, contact, None);
+        self.roster_push(&s.user, contact, None, fx);
         // RFC 6121 §2.5.2: removing an item cancels subscriptions both ways.
         if let Ok(contact_jid) = BareJid::parse(contact) {
             if old.subscription.has_to() || old.ask {

@@ -1,54 +1,29 @@
-//! The XMPP routing table: who is online where, in memory only.
+//! XMPP routing on the one session registry: who is online where.
 //!
-//! Two lock-free maps (dashmap): full JID → [`Route`], and bare JID → the
-//! account's routes (the "bare-JID index"). A [`Route`] is a session's handle:
-//! a bounded queue of already-serialized stanzas (`Bytes`, so a broadcast
-//! clones a pointer, not the payload), what the session announced in its
-//! presence (availability, priority, last presence for probes), whether it
-//! asked for roster pushes, and a way to cut it off.
+//! A bound resource is a session of the session layer ([`Route`] =
+//! [`Session`]`<`[`XmppState`]`>`) at the address `bare JID / resource`, so
+//! its full JID is the registry key and its account's sessions are the
+//! registry's account index — the "bare-JID index". XMPP adds only what its
+//! presence announced and whether it asked for roster pushes.
 //!
-//! The queue is a `VecDeque` behind a short mutex plus one `AtomicWaker`,
-//! rather than a tokio mpsc channel: it allocates only while stanzas wait and
-//! gives its memory back once drained, so an idle session holds no queue buffer
-//! (an mpsc channel keeps a block of 32 slots, about 1 KB, from its creation).
-//! The same waker carries kicks, so the session's task waits on its socket and
-//! its route with a single small `poll_fn`.
-//!
-//! Delivery never waits: [`Route::deliver`] only appends. A session whose
-//! queue is full is a slow consumer: it is kicked (its task ends the stream
-//! with `<policy-violation/>`) and the stanza is dropped, so one stuck client
-//! can neither stall senders nor grow memory.
+//! The queue holds already-serialized stanzas (`Bytes`, so a broadcast
+//! clones a pointer, not the payload) and allocates only while stanzas wait.
+//! Delivery never drops: [`Router::deliver`] appends and tells the caller
+//! when the queue is at its high-water mark, and the sending session's task
+//! then waits for room ([`crate::session::flow`]). A session that drains
+//! nothing for the slow-consumer time is cut off, and what was queued for it
+//! is routed again when it closes ([`super::ImServer::close_session`]).
 //!
 //! Routing a message to an online account touches no disk: a map lookup, a
-//! priority check and a `try_send`.
+//! priority check and a push.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use compact_str::{CompactString, ToCompactString};
-use dashmap::DashMap;
-use futures_util::task::AtomicWaker;
 
 use super::element::Element;
 use super::stanza::Jid;
-
-/// Stanzas queued for one session before it counts as a slow consumer.
-pub const DEFAULT_QUEUE_LEN: usize = 1024;
-
-/// Why a session is being cut off from outside its own task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kick {
-    /// Another session bound the same full JID.
-    Conflict = 1,
-    /// Its queue overflowed.
-    Overflow = 2,
-    /// The server is shutting down.
-    Shutdown = 3,
-}
+use crate::session::{Address, Handle, Kick, Open, Proto, Protocol, Registry, Session};
 
 /// What a session's presence announced.
 #[derive(Debug, Default)]
@@ -60,312 +35,284 @@ pub struct PresenceState {
     pub last: Option<Element>,
 }
 
-/// One bound session as the router sees it.
-pub struct Route {
-    /// Unique per bind, so a replaced session does not unbind its successor.
-    pub id: u64,
-    /// The full JID.
-    pub jid: Jid,
-    queue: Mutex<VecDeque<Bytes>>,
-    queue_len: usize,
-    kick: AtomicU8,
-    /// Wakes the session's task when the queue gains a stanza or it is kicked.
-    waker: AtomicWaker,
+/// What an XMPP session keeps beside the session layer's part.
+#[derive(Default)]
+pub struct XmppState {
+    pub presence: PresenceState,
     /// Asked for the roster, so gets roster pushes (RFC 6121 §2.1.6).
-    pub interested: AtomicBool,
-    pub presence: Mutex<PresenceState>,
+    pub interested: bool,
 }
 
-impl Route {
-    /// Queues serialized bytes. `false` if the session is too slow (then it
-    /// is kicked) or already kicked.
-    pub fn deliver(&self, bytes: Bytes) -> bool {
-        if self.kick.load(Ordering::Acquire) != 0 {
-            return false;
-        }
-        {
-            let mut q = self.queue.lock().expect("queue lock");
-            if q.len() >= self.queue_len {
-                drop(q);
-                self.kick(Kick::Overflow);
-                return false;
-            }
-            q.push_back(bytes);
-        }
-        self.waker.wake();
-        true
+impl Proto for XmppState {
+    type Item = Bytes;
+
+    fn item_bytes(item: &Bytes) -> u32 {
+        u32::try_from(item.len() + 32).unwrap_or(u32::MAX)
     }
 
-    /// Takes the next queued stanza, if any, without waiting.
-    pub fn try_recv(&self) -> Option<Bytes> {
-        let mut q = self.queue.lock().expect("queue lock");
-        let b = q.pop_front();
-        if q.is_empty() && q.capacity() > 0 {
-            // Idle sessions keep no queue memory.
-            *q = VecDeque::new();
-        }
-        b
+    /// The full JID.
+    fn listed_name(addr: &Address) -> String {
+        addr.text().to_string()
     }
+}
 
-    /// Whether stanzas are waiting.
-    pub fn has_queued(&self) -> bool {
-        !self.queue.lock().expect("queue lock").is_empty()
-    }
+/// One bound resource.
+pub type Route = Session<XmppState>;
 
-    /// Registers the session task's waker for deliveries and kicks. Call it
-    /// before checking [`Route::has_queued`] and [`Route::kick_reason`], so a
-    /// stanza or kick arriving in between still wakes the task. Only the
-    /// session's own task may call it (there is one waker slot).
-    pub fn register(&self, cx: &Context<'_>) {
-        self.waker.register(cx.waker());
-    }
+/// Where the sender's deliveries left a queue at its high-water mark (the
+/// sender waits for room before its next stanza).
+pub type Congestion = Option<Arc<Route>>;
 
-    /// Waits for the next queued stanza (the session's own task only).
-    pub async fn recv(&self) -> Bytes {
-        std::future::poll_fn(|cx| {
-            self.register(cx);
-            match self.try_recv() {
-                Some(b) => Poll::Ready(b),
-                None => Poll::Pending,
-            }
-        })
-        .await
-    }
-
-    /// Serializes `el` with `to` set to this session's JID and queues it.
-    pub fn deliver_element(&self, el: &Element) -> bool {
-        let mut el = el.clone();
-        el.set_attr("to", self.jid.to_string());
-        self.deliver(Bytes::from(el.to_bytes(super::stream::NS_CLIENT)))
-    }
-
-    pub fn kick(&self, why: Kick) {
-        if self
-            .kick
-            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.waker.wake();
-        }
-    }
-
-    /// Why the session was kicked, if it was.
-    pub fn kick_reason(&self) -> Option<Kick> {
-        match self.kick.load(Ordering::Acquire) {
-            1 => Some(Kick::Conflict),
-            2 => Some(Kick::Overflow),
-            3 => Some(Kick::Shutdown),
-            _ => None,
-        }
-    }
-
-    /// Resolves when the session has been kicked (the session's own task only).
-    pub fn poll_kicked(&self, cx: &Context<'_>) -> Poll<Kick> {
-        self.register(cx);
-        match self.kick_reason() {
-            Some(k) => Poll::Ready(k),
-            None => Poll::Pending,
-        }
-    }
-
-    pub async fn kicked(&self) -> Kick {
-        std::future::poll_fn(|cx| self.poll_kicked(cx)).await
+impl Session<XmppState> {
+    /// The full JID.
+    pub fn full_jid(&self) -> &str {
+        self.address().text()
     }
 
     /// Available, with a priority that may receive bare-JID messages.
     pub fn available_priority(&self) -> Option<i8> {
-        let p = self.presence.lock().expect("presence lock");
-        p.available.then_some(p.priority)
+        let st = self.lock();
+        st.presence.available.then_some(st.presence.priority)
     }
 
     pub fn is_available(&self) -> bool {
-        self.presence.lock().expect("presence lock").available
+        self.lock().presence.available
     }
 
     pub fn is_interested(&self) -> bool {
-        self.interested.load(Ordering::Relaxed)
+        self.lock().interested
+    }
+
+    /// The last available presence it broadcast.
+    pub fn last_presence(&self) -> Option<Element> {
+        self.lock().presence.last.clone()
+    }
+
+    /// Whether the connection holding `generation` must leave: kicked, or
+    /// taken over. Registers `cx` otherwise, without consuming the news
+    /// flag that the session's main wait looks at.
+    pub fn poll_kicked(&self, generation: u64, cx: &std::task::Context<'_>) -> std::task::Poll<()> {
+        let st = self.lock();
+        if self.generation() != generation || st.kick.is_some() || !st.online {
+            return std::task::Poll::Ready(());
+        }
+        drop(st);
+        self.watch(generation, cx.waker());
+        std::task::Poll::Pending
     }
 }
 
-/// The routing table. See the module docs.
+/// The routing table: XMPP's view of the session registry.
 pub struct Router {
-    full: DashMap<CompactString, Arc<Route>>,
-    bare: DashMap<CompactString, Vec<Arc<Route>>>,
-    next_id: AtomicU64,
-    queue_len: usize,
-}
-
-impl Default for Router {
-    fn default() -> Self {
-        Router::new(DEFAULT_QUEUE_LEN)
-    }
+    registry: Arc<Registry>,
 }
 
 impl Router {
-    pub fn new(queue_len: usize) -> Router {
-        Router {
-            full: DashMap::new(),
-            bare: DashMap::new(),
-            next_id: AtomicU64::new(1),
-            queue_len,
-        }
+    pub fn new(registry: Arc<Registry>) -> Router {
+        Router { registry }
     }
 
-    /// Binds a full JID, kicking (with [`Kick::Conflict`]) a session that had it.
-    pub fn bind(&self, jid: Jid) -> Arc<Route> {
-        let route = Arc::new(Route {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            jid,
-            queue: Mutex::new(VecDeque::new()),
-            queue_len: self.queue_len,
-            kick: AtomicU8::new(0),
-            waker: AtomicWaker::new(),
-            interested: AtomicBool::new(false),
-            presence: Mutex::new(PresenceState::default()),
-        });
-        let key = route.jid.to_compact_string();
-        let bare = route.jid.bare().to_compact_string();
-        if let Some(old) = self.full.insert(key, route.clone()) {
-            old.kick(Kick::Conflict);
-            self.remove_from_bare(&bare, old.id);
-        }
-        self.bare.entry(bare).or_default().push(route.clone());
-        route
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Binds a full JID, replacing (kicking with [`Kick::Replaced`]) a
+    /// session that had it. Returns the route and the generation its
+    /// connection owns.
+    pub fn bind(&self, jid: &Jid) -> (Arc<Route>, u64) {
+        let bare = jid.bare().to_string();
+        let addr = Address::new(Protocol::Xmpp, &bare, jid.resource().unwrap_or(""));
+        let o = self.registry.open::<XmppState>(addr, Open::Replace);
+        (o.session, o.generation)
     }
 
     /// Removes a session's route, unless another session has taken its JID.
-    pub fn unbind(&self, route: &Route) {
-        let key = route.jid.to_compact_string();
-        self.full.remove_if(&key, |_, r| r.id == route.id);
-        self.remove_from_bare(&route.jid.bare().to_compact_string(), route.id);
-    }
-
-    fn remove_from_bare(&self, bare: &str, id: u64) {
-        if let dashmap::Entry::Occupied(mut e) = self.bare.entry(bare.into()) {
-            e.get_mut().retain(|r| r.id != id);
-            if e.get().is_empty() {
-                e.remove();
-            }
-        }
+    pub fn unbind(&self, route: &Arc<Route>) {
+        self.registry.remove(route, |_| false);
     }
 
     /// The route of a full JID (normalized string form).
     pub fn route(&self, full: &str) -> Option<Arc<Route>> {
-        self.full.get(full).map(|r| r.value().clone())
+        self.registry.get::<XmppState>(Protocol::Xmpp, full)
     }
 
-    /// Every route of an account (bare JID, normalized string form).
+    /// Every XMPP route of an account (bare JID, normalized string form).
     pub fn routes(&self, bare: &str) -> Vec<Arc<Route>> {
-        self.bare.get(bare).map(|v| v.clone()).unwrap_or_default()
+        self.registry.with_account(bare, |all| {
+            all.iter()
+                .filter(|h| h.address().protocol() == Protocol::Xmpp)
+                .filter_map(|h| h.clone().into_any().downcast::<Route>().ok())
+                .collect()
+        })
     }
 
-    /// Runs `f` over an account's routes without copying the list.
-    pub fn with_routes<R>(&self, bare: &str, f: impl FnOnce(&[Arc<Route>]) -> R) -> R {
-        match self.bare.get(bare) {
-            Some(v) => f(&v),
-            None => f(&[]),
+    /// Runs `f` over the account's XMPP routes without copying the list.
+    fn each_route(&self, bare: &str, mut f: impl FnMut(&Arc<dyn Handle>, &Route)) {
+        self.registry.with_account(bare, |all| {
+            for h in all {
+                if let Some(r) = h.as_any().downcast_ref::<Route>() {
+                    f(h, r);
+                }
+            }
+        })
+    }
+
+    /// Queues serialized bytes for a session; false if it has closed (the
+    /// caller routes elsewhere). Notes in `cong` when the queue reached its
+    /// high-water mark.
+    pub fn deliver(&self, route: &Arc<Route>, bytes: Bytes, cong: &mut Congestion) -> bool {
+        let congested = {
+            let mut st = route.lock();
+            if !st.online {
+                return false;
+            }
+            st.enqueue(bytes);
+            let c = st.is_congested(self.registry.limits());
+            Route::wake_locked(st);
+            c
+        };
+        if congested && cong.is_none() {
+            *cong = Some(route.clone());
         }
+        true
+    }
+
+    /// Serializes `el` with `to` set to the session's full JID and queues it.
+    pub fn deliver_element(&self, route: &Arc<Route>, el: &Element, cong: &mut Congestion) -> bool {
+        let mut el = el.clone();
+        el.set_attr("to", route.full_jid());
+        self.deliver(
+            route,
+            Bytes::from(el.to_bytes(super::stream::NS_CLIENT)),
+            cong,
+        )
     }
 
     /// Delivers to the account's available resources of highest non-negative
     /// priority (RFC 6121 §8.5.2.1.1). Returns how many got it.
-    pub fn deliver_to_best(&self, bare: &str, bytes: &Bytes) -> usize {
-        self.with_routes(bare, |routes| {
-            let best = routes
-                .iter()
-                .filter_map(|r| r.available_priority())
-                .filter(|p| *p >= 0)
-                .max();
-            let Some(best) = best else { return 0 };
-            routes
-                .iter()
-                .filter(|r| r.available_priority() == Some(best))
-                .filter(|r| r.deliver(bytes.clone()))
-                .count()
-        })
+    pub fn deliver_to_best(&self, bare: &str, bytes: &Bytes, cong: &mut Congestion) -> usize {
+        let mut best: Option<i8> = None;
+        self.each_route(bare, |_, r| {
+            if let Some(p) = r.available_priority().filter(|p| *p >= 0) {
+                best = best.max(Some(p));
+            }
+        });
+        let Some(best) = best else { return 0 };
+        let mut n = 0;
+        self.each_route(bare, |h, r| {
+            if r.available_priority() == Some(best) {
+                if let Ok(route) = h.clone().into_any().downcast::<Route>() {
+                    n += usize::from(self.deliver(&route, bytes.clone(), cong));
+                }
+            }
+        });
+        n
     }
 
     /// Delivers to every available resource with non-negative priority.
-    pub fn deliver_to_all(&self, bare: &str, bytes: &Bytes) -> usize {
-        self.with_routes(bare, |routes| {
-            routes
-                .iter()
-                .filter(|r| r.available_priority().is_some_and(|p| p >= 0))
-                .filter(|r| r.deliver(bytes.clone()))
-                .count()
-        })
+    pub fn deliver_to_all(&self, bare: &str, bytes: &Bytes, cong: &mut Congestion) -> usize {
+        let mut n = 0;
+        self.each_route(bare, |h, r| {
+            if r.available_priority().is_some_and(|p| p >= 0) {
+                if let Ok(route) = h.clone().into_any().downcast::<Route>() {
+                    n += usize::from(self.deliver(&route, bytes.clone(), cong));
+                }
+            }
+        });
+        n
     }
 
     /// Kicks every bound session (at shutdown).
     pub fn kick_all(&self, why: Kick) {
-        for r in self.full.iter() {
-            r.value().kick(why);
-        }
+        self.registry.kick_all(Some(Protocol::Xmpp), why);
     }
 
     /// Sessions bound right now.
     pub fn len(&self) -> usize {
-        self.full.len()
+        self.registry.len(Protocol::Xmpp)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.full.is_empty()
+        self.len() == 0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Registry;
 
     fn jid(s: &str) -> Jid {
         Jid::parse(s).unwrap()
     }
 
     fn available(r: &Route, priority: i8) {
-        let mut p = r.presence.lock().unwrap();
-        p.available = true;
-        p.priority = priority;
+        let mut st = r.lock();
+        st.presence.available = true;
+        st.presence.priority = priority;
     }
 
-    #[tokio::test]
-    async fn bind_replace_unbind() {
-        let router = Router::new(4);
-        let a = router.bind(jid("alice@x/phone"));
-        let b = router.bind(jid("alice@x/phone"));
-        assert_eq!(a.kicked().await, Kick::Conflict);
+    fn router() -> Router {
+        Router::new(Arc::new(Registry::standalone()))
+    }
+
+    fn limits(r: &Router) -> crate::session::FlowLimits {
+        *r.registry().limits()
+    }
+
+    #[test]
+    fn bind_replace_unbind() {
+        let router = router();
+        let mut cong = None;
+        let (a, a_gen) = router.bind(&jid("alice@x/phone"));
+        let (b, _) = router.bind(&jid("alice@x/phone"));
+        assert_eq!(
+            a.take_kick(a_gen),
+            Err(crate::session::TakenOver),
+            "taken over"
+        );
+        assert_eq!(a.lock().kick, Some(Kick::Replaced));
         assert_eq!(router.routes("alice@x").len(), 1);
         router.unbind(&a); // the old one must not remove its successor
         assert!(router.route("alice@x/phone").is_some());
-        assert!(b.deliver(Bytes::from_static(b"x")));
-        assert_eq!(b.recv().await, Bytes::from_static(b"x"));
-        assert!(
-            !a.deliver(Bytes::from_static(b"y")),
-            "a kicked session gets nothing"
-        );
+        assert!(router.deliver(&b, Bytes::from_static(b"x"), &mut cong));
+        assert_eq!(b.pop(&limits(&router)), Some(Bytes::from_static(b"x")));
         router.unbind(&b);
         assert!(router.route("alice@x/phone").is_none());
         assert!(router.routes("alice@x").is_empty());
         assert!(router.is_empty());
     }
 
-    #[tokio::test]
-    async fn priorities_and_overflow() {
-        let router = Router::new(2);
-        let hi = router.bind(jid("a@x/hi"));
-        let lo = router.bind(jid("a@x/lo"));
-        let neg = router.bind(jid("a@x/neg"));
+    #[test]
+    fn priorities_and_congestion() {
+        let router = router();
+        let lim = limits(&router);
+        let (hi, _) = router.bind(&jid("a@x/hi"));
+        let (lo, _) = router.bind(&jid("a@x/lo"));
+        let (neg, _) = router.bind(&jid("a@x/neg"));
         let msg = Bytes::from_static(b"m");
-        assert_eq!(router.deliver_to_best("a@x", &msg), 0, "nobody available");
+        let mut cong = None;
+        assert_eq!(
+            router.deliver_to_best("a@x", &msg, &mut cong),
+            0,
+            "nobody available"
+        );
         available(&hi, 5);
         available(&lo, 1);
         available(&neg, -1);
-        assert_eq!(router.deliver_to_best("a@x", &msg), 1);
-        assert!(hi.try_recv().is_some() && lo.try_recv().is_none());
-        assert_eq!(router.deliver_to_all("a@x", &msg), 2);
-        assert!(lo.try_recv().is_some());
-        // hi holds one; fill it and overflow.
-        assert!(hi.deliver(msg.clone()));
-        assert!(!hi.deliver(msg.clone()));
-        assert_eq!(hi.kicked().await, Kick::Overflow);
+        assert_eq!(router.deliver_to_best("a@x", &msg, &mut cong), 1);
+        assert!(hi.pop(&lim).is_some() && lo.pop(&lim).is_none());
+        assert_eq!(router.deliver_to_all("a@x", &msg, &mut cong), 2);
+        assert!(lo.pop(&lim).is_some());
+        assert!(cong.is_none());
+        // Past the high-water mark the sender is told, and nothing is dropped.
+        let big = Bytes::from(vec![b'x'; lim.high_water as usize]);
+        assert!(router.deliver(&hi, big, &mut cong));
+        assert!(cong.as_ref().is_some_and(|c| Arc::ptr_eq(c, &hi)));
+        assert!(router.deliver(&hi, msg.clone(), &mut cong), "still queued");
+        assert_eq!(hi.lock().queue_len(), 3);
+        // A closed session takes nothing: the caller routes elsewhere.
+        hi.lock().online = false;
+        assert!(!router.deliver(&hi, msg, &mut cong));
     }
 }

@@ -234,6 +234,24 @@ pub struct XmlStream {
     failed: Option<StreamError>,
 }
 
+/// Parses one serialized stanza (as a session queue holds it) back into an
+/// element. `None` if it is not one well-formed `jabber:client` stanza.
+pub fn read_back(bytes: &[u8]) -> Option<crate::xmpp::element::Element> {
+    let mut p = XmlStream::new(Limits {
+        max_stanza_size: bytes.len().max(4096) + 1024,
+        ..Limits::default()
+    });
+    p.feed(
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+    );
+    matches!(p.next_event(), Ok(Some(StreamEvent::StreamStart { .. }))).then_some(())?;
+    p.feed(bytes);
+    match p.next_event() {
+        Ok(Some(StreamEvent::Stanza(el))) => Some(el),
+        _ => None,
+    }
+}
+
 impl XmlStream {
     /// A parser expecting a stream header.
     pub fn new(limits: Limits) -> Self {

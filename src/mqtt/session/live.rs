@@ -136,7 +136,7 @@ impl Connection {
             tracing::info!(topic = %publish.topic, "MQTT publish not authorized");
             code = reason::NOT_AUTHORIZED;
         } else {
-            let msg = Arc::new(Routed::new(publish, slot.id));
+            let msg = Arc::new(self.broker.routed(publish, slot.id()));
             if msg.publish.retain {
                 self.broker.retain(&domain, &msg);
                 self.needs_flush = true;
@@ -287,7 +287,8 @@ impl Connection {
         match checked {
             Some(Ok(auth::Login { grant: Some(g), .. })) => {
                 tracing::info!(token = %g.token_id(), "MQTT re-authenticated");
-                self.live().slot.lock().grant = Some(g.clone());
+                let slot = self.live().slot.clone();
+                self.broker.registry().set_grant(&slot, Some(g.clone()));
                 self.live().grant = Some(g);
                 self.drop_unauthorized_subscriptions();
                 self.send(Packet::Auth(Auth {
