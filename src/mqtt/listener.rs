@@ -171,11 +171,50 @@ async fn write_out(
 }
 
 /// Flow control: a publisher whose message left a subscriber's queue at
-/// its high-water mark reads nothing more — and gets its acknowledgements —
-/// only once that queue has room again (or the subscriber, draining
-/// nothing, is cut off as a slow consumer).
-async fn hold_back(broker: &Broker, target: &super::broker::Slot) {
-    crate::session::wait_for_room(target, broker.limits()).await;
+/// its high-water mark has nothing more read from its socket until that
+/// queue has room again (or the subscriber, draining nothing, is cut off as
+/// a slow consumer). Meanwhile its own session's queue still goes out, so
+/// two clients publishing to each other never wait on each other.
+async fn hold_back(
+    conn: &mut Connection,
+    wire: &mut Stream,
+    ctx: &MqttContext,
+    next: Next,
+) -> Next {
+    let Some(target) = conn.congested.take() else {
+        return next;
+    };
+    let Some((own, mine)) = conn.session().map(|(s, g)| (s.clone(), g)) else {
+        return next;
+    };
+    if Arc::ptr_eq(&own, &target) {
+        // Its own queue: this task is the one that drains it.
+        return next;
+    }
+    let room = crate::session::wait_for_room(target.as_ref(), ctx.broker.limits());
+    tokio::pin!(room);
+    loop {
+        let news = std::future::poll_fn(|cx| match own.register(mine, cx.waker()) {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        });
+        tokio::select! {
+            _ = &mut room => return next,
+            _ = news => {}
+        }
+        if own.generation() != mine || own.lock().kick.is_some() {
+            // Taken over or kicked: the live loop deals with it.
+            return next;
+        }
+        conn.pump();
+        let written = match write_now(conn, wire, Next::Continue) {
+            Ok(n) => n,
+            Err(n) => write_out(conn, wire, ctx, n).await,
+        };
+        if written == Next::Close {
+            return written;
+        }
+    }
 }
 
 /// Until the session is live (CONNACK sent) or refused. Boxed by the caller:
@@ -349,14 +388,10 @@ where
         if matches!(next, Next::CheckPassword(_)) {
             next = Box::pin(check_password(&mut conn, &mut buf, &ctx, next)).await;
         }
-        if let Some(target) = conn.congested.take() {
+        if conn.congested.is_some() {
             held_back = !buf.is_empty();
-            // Not for its own queue: this task is the one that drains it.
-            if conn
-                .session()
-                .is_some_and(|(own, _)| !Arc::ptr_eq(&target, own))
-            {
-                Box::pin(hold_back(&ctx.broker, &target)).await;
+            if next != Next::Close {
+                next = Box::pin(hold_back(&mut conn, &mut wire, &ctx, next)).await;
             }
         }
         let next = match write_now(&mut conn, &mut wire, next) {

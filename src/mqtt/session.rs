@@ -102,8 +102,9 @@ pub struct Connection {
     pub needs_flush: bool,
     /// Whether the session ended with a DISCONNECT that suppresses the will.
     will_suppressed: bool,
-    /// A subscriber whose queue a QoS 1/2 publish left congested: the
-    /// listener holds this publisher's acknowledgements until it drains.
+    /// A subscriber whose queue a publish left at its high-water mark: the
+    /// listener reads nothing more from this publisher (nor acknowledges
+    /// what it read) until that queue has room.
     pub congested: Option<Arc<Slot>>,
 }
 

@@ -144,7 +144,9 @@ impl Connection {
             if code == reason::SUCCESS {
                 let routing = self.broker.publish(&domain, &msg);
                 self.needs_flush |= routing.stored;
-                if routing.congested.is_some() && qos != QoS::AtMostOnce {
+                // Flow control, whatever the QoS: a subscriber that reads
+                // is never a reason to drop; the publisher waits instead.
+                if routing.congested.is_some() {
                     self.congested = routing.congested;
                 }
                 if routing.receivers == 0 && version == Version::V5 {
