@@ -122,7 +122,11 @@ fn anonymous_clients_only_when_allowed() {
 
 #[test]
 fn a_slow_subscriber_loses_qos0_past_its_queue_and_stalls_nobody() {
-    let p = Petrel::start("mqtt_max_queue = 20").with_user_and_client();
+    // Flow control holds the publisher back while the slow subscriber's
+    // queue is full; the slow one, draining nothing, is cut off after
+    // slow_consumer_timeout (short here), and what was queued for it at
+    // QoS 0 goes with it.
+    let p = Petrel::start("mqtt_max_queue = 20\nslow_consumer_timeout = 1").with_user_and_client();
     let token = p.token("alice@localhost", 3600, "sasl_auth");
     // The slow one subscribes and then never reads.
     let mut slow = login(&p, "slow", &token, |_| {});
