@@ -12,6 +12,8 @@
 //! [`loadgen`] is the engine of the load generator (`benches/load.rs`), a
 //! client of the listeners like any other.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod config;
 pub mod ctl;

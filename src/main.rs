@@ -1,4 +1,5 @@
 //! `petrel`: the command line. Parses arguments and calls into the library.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
             starttls: true,
             required: cut & 2 == 2,
         },
+        Arc::new(petrel::session::CountingEntropy::default()),
     );
     let mut parser = XmlStream::new(limits());
     let mut closed = false;

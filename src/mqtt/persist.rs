@@ -113,7 +113,11 @@ impl Broker {
             .collect();
         let rec = SessionRecord {
             expiry: st.expiry,
-            disconnected_at: if connected { 0 } else { crate::auth::now() },
+            disconnected_at: if connected {
+                0
+            } else {
+                self.registry().clock().unix()
+            },
             subscriptions,
         };
         drop(st);
@@ -198,7 +202,7 @@ impl Broker {
     /// and returns how many it restored. Blocking (store reads at start).
     pub fn restore_sessions(&self) -> Result<usize, StoreError> {
         let mut out = 0;
-        let now = crate::auth::now();
+        let now = self.registry().clock().unix();
         for (k, v) in self.store().scan_prefix_blocking(Tree::Sessions, b"")? {
             let Some(sep) = k.iter().position(|b| *b == 0) else {
                 continue;

@@ -308,7 +308,8 @@ impl Connection {
             if c.version == Version::V311 && !c.clean_start {
                 return self.refuse(reason::CLIENT_IDENTIFIER_NOT_VALID);
             }
-            let id = format!("petrel-{}", hex::encode(auth::random_bytes::<8>()));
+            let bytes = crate::session::random::<8>(self.broker.registry().entropy().as_ref());
+            let id = format!("petrel-{}", hex::encode(bytes));
             c.client_id = id.clone();
             assigned = Some(id);
         }
@@ -617,3 +618,7 @@ impl Connection {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

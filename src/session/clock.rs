@@ -1,7 +1,8 @@
-//! Time for the session layer and the protocol cores, passed in rather than
-//! read: the server runs on [`SystemClock`], tests on a [`ManualClock`] they
-//! move by hand (session expiry, keep-alive and message expiry tested
-//! without waiting on the wall clock).
+//! Time and randomness for the session layer and the protocol cores, passed
+//! in rather than read: the server runs on [`SystemClock`] and
+//! [`OsEntropy`], tests on a [`ManualClock`] they move by hand (session
+//! expiry, keep-alive and message expiry tested without waiting on the wall
+//! clock) and a [`CountingEntropy`] whose values they can predict.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +17,49 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
     /// Seconds since the Unix epoch.
     fn unix(&self) -> u64;
+    /// Microseconds since the Unix epoch (ordering stored records).
+    fn unix_micros(&self) -> u64 {
+        self.unix() * 1_000_000
+    }
+}
+
+/// Where the protocol cores get random bytes (stream ids, generated
+/// resources and client ids).
+pub trait Entropy: Send + Sync + 'static {
+    fn fill(&self, buf: &mut [u8]);
+}
+
+/// The operating system's random source.
+#[derive(Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&self, buf: &mut [u8]) {
+        use rand::TryRngCore;
+        rand::rngs::OsRng
+            .try_fill_bytes(buf)
+            .expect("the OS random source works");
+    }
+}
+
+/// Predictable bytes for tests: a counter, big-endian, repeated.
+#[derive(Default)]
+pub struct CountingEntropy(AtomicU64);
+
+impl Entropy for CountingEntropy {
+    fn fill(&self, buf: &mut [u8]) {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = n.to_be_bytes()[i % 8];
+        }
+    }
+}
+
+/// `N` bytes from `e`.
+pub fn random<const N: usize>(e: &dyn Entropy) -> [u8; N] {
+    let mut b = [0u8; N];
+    e.fill(&mut b);
+    b
 }
 
 /// The real clock.
@@ -40,6 +84,13 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    fn unix_micros(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
             .unwrap_or(0)
     }
 }
@@ -74,5 +125,9 @@ impl Clock for ManualClock {
 
     fn unix(&self) -> u64 {
         self.unix_ms.load(Ordering::SeqCst) / 1000
+    }
+
+    fn unix_micros(&self) -> u64 {
+        self.unix_ms.load(Ordering::SeqCst) * 1000
     }
 }

@@ -24,7 +24,7 @@ pub mod flow;
 mod registry;
 
 pub use self::core::{wake_senders, Proto, Session, State, TakenOver};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{random, Clock, CountingEntropy, Entropy, ManualClock, OsEntropy, SystemClock};
 pub use flow::{wait_for_room, FlowLimits, Pushed};
 pub use registry::{Open, Opened, Registry};
 

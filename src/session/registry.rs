@@ -9,7 +9,7 @@ use std::sync::Arc;
 use compact_str::CompactString;
 use dashmap::DashMap;
 
-use super::clock::Clock;
+use super::clock::{Clock, Entropy, OsEntropy};
 use super::flow::FlowLimits;
 use super::{Address, Handle, Kick, Proto, Protocol, Session, SessionInfo};
 use crate::auth::{Grant, TokenEnd};
@@ -48,6 +48,7 @@ pub struct Registry {
     next_id: AtomicU64,
     limits: FlowLimits,
     clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
 }
 
 fn remove_from(list: &mut Sessions, id: u64) {
@@ -58,6 +59,15 @@ fn remove_from(list: &mut Sessions, id: u64) {
 
 impl Registry {
     pub fn new(limits: FlowLimits, clock: Arc<dyn Clock>) -> Registry {
+        Registry::with_entropy(limits, clock, Arc::new(OsEntropy))
+    }
+
+    /// A registry whose protocols draw random bytes from `entropy`.
+    pub fn with_entropy(
+        limits: FlowLimits,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Registry {
         Registry {
             tables: [DashMap::new(), DashMap::new()],
             accounts: DashMap::new(),
@@ -65,6 +75,7 @@ impl Registry {
             next_id: AtomicU64::new(1),
             limits,
             clock,
+            entropy,
         }
     }
 
@@ -80,8 +91,14 @@ impl Registry {
         &self.limits
     }
 
+    /// The time every session and protocol core reads.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The random source the protocol cores draw from.
+    pub fn entropy(&self) -> &Arc<dyn Entropy> {
+        &self.entropy
     }
 
     fn table(&self, p: Protocol) -> &DashMap<Arc<str>, Arc<dyn Handle>> {

@@ -103,11 +103,19 @@ pub struct C2s {
     jid: Option<Jid>,
     /// The bound JID as text, stamped as `from` on every stanza.
     jid_text: String,
+    /// Stream ids and generated resources (the caller's random source).
+    entropy: std::sync::Arc<dyn crate::session::Entropy>,
 }
 
 impl C2s {
-    pub fn new(hosts: std::sync::Arc<[String]>, tls: TlsPolicy) -> C2s {
+    /// A stream for `hosts`, drawing random bytes from `entropy`.
+    pub fn new(
+        hosts: std::sync::Arc<[String]>,
+        tls: TlsPolicy,
+        entropy: std::sync::Arc<dyn crate::session::Entropy>,
+    ) -> C2s {
         C2s {
+            entropy,
             hosts,
             tls,
             phase: Phase::AwaitHeader,
@@ -160,7 +168,7 @@ impl C2s {
     }
 
     fn header(&mut self, out: &mut Vec<Output>, from: &str) {
-        let id = hex::encode(crate::auth::random_bytes::<8>());
+        let id = hex::encode(crate::session::random::<8>(self.entropy.as_ref()));
         let mut h = Vec::with_capacity(200);
         h.extend_from_slice(
             b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
@@ -474,7 +482,10 @@ impl C2s {
             return self.stanza_error(iq, StanzaError::NotAllowed, out);
         }
         let resource = match resource.as_deref() {
-            None | Some("") => format!("petrel-{}", hex::encode(crate::auth::random_bytes::<6>())),
+            None | Some("") => format!(
+                "petrel-{}",
+                hex::encode(crate::session::random::<6>(self.entropy.as_ref()))
+            ),
             Some(r) => match valid_resource(r) {
                 Some(r) => r.to_owned(),
                 None => return self.stanza_error(iq, StanzaError::BadRequest, out),

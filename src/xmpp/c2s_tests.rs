@@ -39,7 +39,11 @@ impl Harness {
             auth,
             _dir: dir,
             parser: XmlStream::new(Limits::default()),
-            c2s: C2s::new(hosts, tls),
+            c2s: C2s::new(
+                hosts,
+                tls,
+                Arc::new(crate::session::CountingEntropy::default()),
+            ),
             sent: String::new(),
             stanzas: Vec::new(),
             bound: None,

@@ -74,10 +74,11 @@ pub struct ImServer {
 impl ImServer {
     pub fn new(auth: Arc<AuthCore>, router: Router) -> ImServer {
         let store = auth.store().clone();
+        let clock = router.registry().clock().clone();
         ImServer {
             router,
             roster: RosterStore::new(store.clone()),
-            offline: OfflineStore::new(store),
+            offline: OfflineStore::new(store, clock),
             auth,
         }
     }

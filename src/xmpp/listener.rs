@@ -80,7 +80,7 @@ pub async fn serve(
             let Some(stream) = Box::pin(Stream::accept(tcp, tls)).await else {
                 return;
             };
-            let c2s = C2s::new(ctx.hosts.clone(), policy);
+            let c2s = C2s::new(ctx.hosts.clone(), policy, ctx.registry.entropy().clone());
             Box::pin(Connection::new(stream, c2s, ctx).run()).await;
         }
         .instrument(span)

@@ -11,7 +11,7 @@
 //! checked by counting keys, never by reading the messages.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,7 @@ struct OfflineRecord {
 
 pub struct OfflineStore {
     store: Store,
+    clock: Arc<dyn crate::session::Clock>,
     seq: AtomicU32,
 }
 
@@ -42,9 +43,10 @@ fn prefix(owner: &BareJid) -> Vec<u8> {
 }
 
 impl OfflineStore {
-    pub fn new(store: Store) -> OfflineStore {
+    pub fn new(store: Store, clock: Arc<dyn crate::session::Clock>) -> OfflineStore {
         OfflineStore {
             store,
+            clock,
             seq: AtomicU32::new(0),
         }
     }
@@ -64,18 +66,16 @@ impl OfflineStore {
         if held >= MAX_PER_ACCOUNT {
             return Ok(false);
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let micros = self.clock.unix_micros();
         let mut msg = msg.clone();
         msg.push_child(
             Element::new("delay", NS_DELAY)
                 .with_attr("from", server)
-                .with_attr("stamp", rfc3339(now.as_secs()))
+                .with_attr("stamp", rfc3339(micros / 1_000_000))
                 .with_text("Offline storage"),
         );
         let mut key = p;
-        key.extend_from_slice(&(now.as_micros() as u64).to_be_bytes());
+        key.extend_from_slice(&micros.to_be_bytes());
         key.extend_from_slice(&self.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
         let rec = OfflineRecord {
             stanza: msg.to_bytes(NS_CLIENT),
@@ -116,7 +116,10 @@ mod tests {
 
     #[tokio::test]
     async fn push_take_in_order_and_cap() {
-        let o = OfflineStore::new(Store::memory());
+        let o = OfflineStore::new(
+            Store::memory(),
+            Arc::new(crate::session::SystemClock::default()),
+        );
         let bob = BareJid::parse("bob@x").unwrap();
         let other = BareJid::parse("bob@x.y").unwrap();
         for i in 0..3 {

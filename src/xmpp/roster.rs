@@ -203,7 +203,12 @@ impl ImServer {
             .with_attr("type", "set")
             .with_attr(
                 "id",
-                format!("push{}", hex::encode(crate::auth::random_bytes::<4>())),
+                format!(
+                    "push{}",
+                    hex::encode(crate::session::random::<4>(
+                        self.router.registry().entropy().as_ref()
+                    ))
+                ),
             )
             .with_child(Element::new("query", NS_ROSTER).with_child(el));
         for r in self.router.routes(&owner.to_string()) {
