@@ -175,6 +175,42 @@ impl Petrel {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Many admin commands over the admin socket (as `petrel ctl` talks to
+    /// a running server), `threads` connections at a time, without a
+    /// process per command. Panics on a refusal; returns the outputs in
+    /// order.
+    pub fn admin_many(&self, cmds: Vec<Vec<String>>, threads: usize) -> Vec<String> {
+        let path = self.data_dir().join("petrel.sock");
+        let cmds = std::sync::Arc::new(cmds);
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for _ in 0..threads {
+            let (cmds, next, path) = (cmds.clone(), next.clone(), path.clone());
+            handles.push(std::thread::spawn(move || {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(args) = cmds.get(i) else { return out };
+                    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+                    let mut req = serde_json::to_vec(&serde_json::json!({ "args": args })).unwrap();
+                    req.push(b'\n');
+                    std::io::Write::write_all(&mut s, &req).unwrap();
+                    let mut line = String::new();
+                    BufReader::new(s).read_line(&mut line).unwrap();
+                    let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    assert_eq!(reply["code"], 0, "admin {args:?}: {reply}");
+                    out.push((i, reply["output"].as_str().unwrap_or("").to_string()));
+                }
+            }));
+        }
+        let mut all: Vec<(usize, String)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, o)| o).collect()
+    }
+
     /// A registered user and a password-grant client, the usual starting point.
     pub fn with_user_and_client(self) -> Petrel {
         self.ctl_ok(&["register", "alice", "localhost", "wonderland"]);
