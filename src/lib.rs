@@ -1,16 +1,20 @@
 //! Petrel: one server that is an XMPP server, an MQTT 5 broker and an OAuth 2
 //! authorization server whose tokens log a user in over both.
 //!
-//! How the pieces fit: [`config`] turns TOML into a typed `Config`; [`server`]
-//! binds the listeners on one tokio runtime and runs each accept loop, with TLS
-//! from [`tls`]. Every protocol authenticates through [`auth::AuthCore`] — users,
-//! OAuth clients, tokens and scopes — which persists through the [`store`] trait
-//! (sled today). [`oauth`] serves the OAuth HTTP endpoints, [`ctl`] the admin
-//! commands (CLI and admin socket alike), and [`registry`] is the lock-free map of
-//! connected sessions that routing reads. [`xmpp`] is the XMPP client-to-server
-//! side: a sans-I/O stream state machine, its IM layer and routing table.
-//! [`loadgen`] is the engine of the load generator (`benches/load.rs`), a
-//! client of the listeners like any other.
+//! How the pieces fit (ARCHITECTURE.md has the map): [`config`] turns TOML
+//! into a typed `Config`; [`server`] composes the parts and binds the
+//! listeners on one tokio runtime; [`net`] is the connection layer under
+//! every protocol (accept loop, permits, the byte stream TCP and TLS share),
+//! with certificates from [`tls`]. Every protocol logs in through
+//! [`auth::AuthCore`] — users, OAuth clients, tokens, scopes and the one
+//! login decision — which persists through the [`store`] (a store thread
+//! over sled, or memory). [`session`] is the one registry of sessions of
+//! both protocols: queues, wake-ups, kicks, flow control, token ends.
+//! [`mqtt`] is the MQTT broker, [`xmpp`] the XMPP client-to-server side, each
+//! a sans-I/O core with a thin socket loop around it; [`oauth`] serves the
+//! OAuth HTTP endpoints and [`ctl`] the admin commands (CLI and admin socket
+//! alike). [`loadgen`] is the engine of the load generator
+//! (`benches/load.rs`), a client of the listeners like any other.
 
 #![forbid(unsafe_code)]
 
