@@ -8,6 +8,12 @@
 #   bash benches/compare.sh                       # everything, defaults below
 #   DURATION=5 CONNS=2000 bash benches/compare.sh # shorter
 #   SCENARIOS="qos0 qos1" bash benches/compare.sh # a subset
+#   PETREL=/path/to/petrel SKIP_BUILD=1 bash benches/compare.sh
+#                                         # another Petrel build
+#   PETREL_BASE=/path/to/older/petrel bash benches/compare.sh
+#                                         # before/after: the older build runs
+#                                         # every scenario too, right after this
+#                                         # one, as "petrel-base"
 #
 # MQTT scenarios (Petrel, Mosquitto, ejabberd's mod_mqtt):
 # qos0, qos1 (mqtt-pubsub one-to-one, PAIRS pairs, PAYLOAD bytes,
@@ -52,7 +58,7 @@ export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "open files allowed: $(ulimit -n)"
 
-cargo build --release --bin petrel
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --bin petrel
 LOAD=$(cargo bench --no-run --bench load --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -146,9 +152,9 @@ auth_for() {
 # Each scenario gets a freshly started broker, so no run inherits another's
 # heap (RSS per connection is only meaningful from a fresh start), and the
 # brokers alternate so that background load hits them alike.
-PETREL=target/release/petrel
-start_petrel() {  # SCENARIO
-  local n i user t0
+PETREL=${PETREL:-target/release/petrel}
+start_petrel() {  # SCENARIO [BINARY]
+  local n i user t0 bin=${2:-$PETREL}
   n=$(users_for "$1")
   PDIR=$(mktemp -d /tmp/petrel-bench.XXXXXX)
   DIRS+=("$PDIR")
@@ -160,11 +166,11 @@ start_petrel() {  # SCENARIO
   : > "$PDIR/tokens.txt"
   for ((i = 0; i < n; i++)); do
     user=${USER_PATTERN//%d/$i}
-    "$PETREL" ctl --config "$PDIR/petrel.toml" register "${user%@*}" "${user#*@}" "$PASSWORD" >/dev/null
-    "$PETREL" ctl --config "$PDIR/petrel.toml" oauth_issue_token "$user" 86400 sasl_auth >> "$PDIR/tokens.txt"
+    "$bin" ctl --config "$PDIR/petrel.toml" register "${user%@*}" "${user#*@}" "$PASSWORD" >/dev/null
+    "$bin" ctl --config "$PDIR/petrel.toml" oauth_issue_token "$user" 86400 sasl_auth >> "$PDIR/tokens.txt"
   done
   [ "$n" -gt 1 ] && echo "petrel: $n users and tokens (petrel ctl, offline) in $((($(date +%s%N) - t0) / 1000000)) ms"
-  RUST_LOG=warn "$PETREL" serve --config "$PDIR/petrel.toml" > "$PDIR/stdout" 2> "$PDIR/stderr" &
+  RUST_LOG=warn "$bin" serve --config "$PDIR/petrel.toml" > "$PDIR/stdout" 2> "$PDIR/stderr" &
   BPID=$!
   PIDS+=("$BPID")
   for _ in $(seq 100); do grep -q '^ready' "$PDIR/stdout" 2>/dev/null && break; sleep 0.1; done
@@ -400,6 +406,7 @@ else
   note "SKIPPED ejabberd: $EJ_SKIP"
 fi
 note "petrel: MQTT 5 X-OAUTH2 with the username; XMPP $XAUTH"
+[ -n "${PETREL_BASE:-}" ] && note "petrel-base: $PETREL_BASE, the same way"
 RUN=()
 for s in $SCENARIOS; do
   case $s in
@@ -414,6 +421,11 @@ for s in "${RUN[@]}"; do
   start_petrel "$s"
   run_one petrel "$s" "$BPID" "${AUTH[@]}"
   stop_broker
+  if [ -n "${PETREL_BASE:-}" ]; then
+    start_petrel "$s" "$PETREL_BASE"
+    run_one petrel-base "$s" "$BPID" "${AUTH[@]}"
+    stop_broker
+  fi
   if [ -n "$MOSQ" ] && is_mqtt "$s"; then
     start_mosquitto
     run_one mosquitto "$s" "$BPID" "${AUTH[@]}"
@@ -431,7 +443,7 @@ printf '%s\n' "${NOTES[@]}" > "$OUT/notes.txt"
 python3 - "$OUT" "${RUN[@]}" <<'PY' | tee "$OUT/summary.txt"
 import json, os, sys
 out, scenarios = sys.argv[1], sys.argv[2:]
-BROKERS = ["petrel", "mosquitto", "ejabberd"]
+BROKERS = ["petrel", "petrel-base", "mosquitto", "ejabberd"]
 def load(name, s):
     p = os.path.join(out, f"{name}-{s}.json")
     return json.load(open(p)) if os.path.exists(p) else None
@@ -492,14 +504,19 @@ for s in scenarios:
     for label, f, better in FIGS.get(s, message_figs("msg")):
         vals = {b: (f(r) if r else None) for b, r in runs.items()}
         ratio = lambda b: (vals["petrel"] / vals[b]) if vals["petrel"] is not None and vals[b] else None
-        rows.append((s, label, vals, ratio("mosquitto"), ratio("ejabberd"), better))
+        rows.append((s, label, vals, ratio("mosquitto"), ratio("ejabberd"), ratio("petrel-base"), better))
 fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}")
 rfmt = lambda v: "-" if v is None else f"{v:.2f}x"
-print(f"{'scenario':<8} {'figure':<20} {'petrel':>12} {'mosquitto':>12} {'ejabberd':>12} "
-      f"{'petrel/mosq':>12} {'petrel/ejab':>12}  better")
-for s, label, vals, rm, re, better in rows:
-    print(f"{s:<8} {label:<20} {fmt(vals['petrel']):>12} {fmt(vals['mosquitto']):>12} "
-          f"{fmt(vals['ejabberd']):>12} {rfmt(rm):>12} {rfmt(re):>12}  {better}")
+base = any(r[2]["petrel-base"] is not None for r in rows)
+bh = f" {'petrel-base':>12}" if base else ""
+bt = f" {'petrel/base':>12}" if base else ""
+print(f"{'scenario':<8} {'figure':<20} {'petrel':>12}{bh} {'mosquitto':>12} {'ejabberd':>12} "
+      f"{'petrel/mosq':>12} {'petrel/ejab':>12}{bt}  better")
+for s, label, vals, rm, re, rb, better in rows:
+    bv = f" {fmt(vals['petrel-base']):>12}" if base else ""
+    br = f" {rfmt(rb):>12}" if base else ""
+    print(f"{s:<8} {label:<20} {fmt(vals['petrel']):>12}{bv} {fmt(vals['mosquitto']):>12} "
+          f"{fmt(vals['ejabberd']):>12} {rfmt(rm):>12} {rfmt(re):>12}{br}  {better}")
 notes = os.path.join(out, "notes.txt")
 if os.path.exists(notes):
     print()

@@ -577,7 +577,9 @@ impl Connection {
                     .store(self.broker.now_ms(), std::sync::atomic::Ordering::Relaxed);
                 st.online = false;
                 let persistent = st.expiry > 0;
-                drop(st);
+                // Publishers waiting for room in its queue go on: nobody
+                // drains it now.
+                Slot::wake_locked(st);
                 if persistent {
                     // Records when it went away, so expiry counts across restarts.
                     self.broker.save_session(&l.slot, false);
