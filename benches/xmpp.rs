@@ -84,7 +84,7 @@ fn route(c: &mut Criterion) {
                 .now_or_never()
                 .expect("routing awaits nothing");
             assert!(fx.replies.is_empty());
-            black_box(b.route.pop(&limits).expect("delivered"))
+            black_box(b.route.pop(&limits, 0).expect("delivered"))
         })
     });
     let full = msg.clone().with_attr("to", "bob@localhost/phone");
@@ -93,7 +93,7 @@ fn route(c: &mut Criterion) {
             im.handle(&mut a, black_box(full.clone()))
                 .now_or_never()
                 .expect("routing awaits nothing");
-            black_box(b.route.pop(&limits).expect("delivered"))
+            black_box(b.route.pop(&limits, 0).expect("delivered"))
         })
     });
     let bytes = bytes::Bytes::from(msg.to_bytes(NS_CLIENT));
@@ -104,7 +104,7 @@ fn route(c: &mut Criterion) {
                     .deliver_to_best("bob@localhost", &bytes, &mut None),
                 1
             );
-            black_box(b.route.pop(&limits).expect("delivered"))
+            black_box(b.route.pop(&limits, 0).expect("delivered"))
         })
     });
     g.finish();

@@ -393,29 +393,41 @@ impl Broker {
     /// one) up to `queue_limit`; QoS 0 is not kept for it (3.1.2.4).
     pub fn enqueue(&self, slot: &Slot, mut item: Queued) -> Pushed {
         let limits = self.registry.limits();
-        let (persist, over_hard, drop_it) = {
-            let st = slot.lock();
-            let over_hard =
-                st.online && st.queued_bytes() >= limits.high_water.saturating_mul(HARD_FACTOR);
-            let drop_it = match (item.qos, st.online) {
-                (QoS::AtMostOnce, online) => !online || over_hard,
-                (_, false) => st.queue_len() >= self.queue_limit,
-                (_, true) => false,
-            };
-            let persist = st.expiry > 0 && item.qos != QoS::AtMostOnce && item.seq.is_none();
-            (persist, over_hard, drop_it)
-        };
-        if over_hard {
-            slot.kick(Kick::SlowConsumer);
-        }
-        if drop_it {
+        let now = self.now_ms();
+        // Decided, stored and queued under one lock: a session ending
+        // meanwhile (which deletes its stored queue after setting `ended`
+        // under this lock) never gets a record written after its deletion.
+        let mut st = slot.lock();
+        if st.ended {
+            drop(st);
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return Pushed::default();
         }
+        // A kicked session is going away: queue for it as for a detached one.
+        let live = st.online && st.kick.is_none();
+        let over_hard = live && st.queued_bytes() >= limits.high_water.saturating_mul(HARD_FACTOR);
+        let drop_it = match (item.qos, live) {
+            (QoS::AtMostOnce, live) => !live || over_hard,
+            (_, false) => st.queue_len() >= self.queue_limit,
+            (_, true) => false,
+        };
+        if drop_it {
+            drop(st);
+            if over_hard {
+                slot.kick(Kick::SlowConsumer);
+            }
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Pushed::default();
+        }
+        let persist = st.expiry > 0 && item.qos != QoS::AtMostOnce && item.seq.is_none();
         if persist {
             item.seq = Some(self.store_queued(slot, &item));
         }
-        let congested = slot.push(item, limits);
+        let congested = st.enqueue(item, limits, now);
+        Slot::wake_locked(st);
+        if over_hard {
+            slot.kick(Kick::SlowConsumer);
+        }
         Pushed {
             stored: persist,
             congested,

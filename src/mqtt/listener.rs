@@ -22,6 +22,10 @@ use crate::net::{ConnPermit, Stream, Traced};
 /// How long a write may make no progress before the connection is dropped.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
 
+/// How long the goodbye (the last packets, DISCONNECT, TLS close) may take
+/// once the connection is closing: a kicked slow consumer does not read.
+pub const GOODBYE: Duration = Duration::from_secs(2);
+
 /// How long a new connection may take to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -156,7 +160,12 @@ async fn write_out(
         }
         if !conn.out.is_empty() {
             // A peer that takes nothing for this long is gone or hostile.
-            match tokio::time::timeout(WRITE_STALL, wire.write_all(&conn.out)).await {
+            let stall = if next == Next::Close {
+                GOODBYE
+            } else {
+                WRITE_STALL
+            };
+            match tokio::time::timeout(stall, wire.write_all(&conn.out)).await {
                 Ok(Ok(())) => {}
                 _ => return Next::Close,
             }
@@ -267,7 +276,7 @@ async fn open(
         }
         Some((wire, conn, buf))
     } else {
-        wire.shutdown().await;
+        let _ = tokio::time::timeout(GOODBYE, wire.shutdown()).await;
         // A connection can fail after going live (a CONNACK that could not
         // be written, a bad packet right behind CONNECT): its session still
         // goes offline, with its will and expiry, like any other.
@@ -367,8 +376,11 @@ where
         } else if ctx.shutdown.is_cancelled() {
             conn.disconnect(reason::SERVER_SHUTTING_DOWN)
         } else if held_back {
-            // Packets were left in the buffer by backpressure: go on with them.
+            // Packets were left in the buffer by backpressure: go on with
+            // them (they were received: the client is alive).
             held_back = false;
+            slot.last_rx
+                .store(ctx.broker.now_ms(), std::sync::atomic::Ordering::Relaxed);
             handle_buffered(&mut conn, &mut buf)
         } else {
             let (w, b, y) = (&mut wire, &mut buf, &mut yield_first);
@@ -410,7 +422,9 @@ where
         slot.unregister(mine);
         taken_over |= slot.generation() != mine;
     }
-    Box::pin(wire.shutdown()).await;
+    Box::pin(tokio::time::timeout(GOODBYE, wire.shutdown()))
+        .await
+        .ok();
     go_offline(conn, &ctx.broker, taken_over);
 }
 

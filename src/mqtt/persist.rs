@@ -310,7 +310,9 @@ impl Broker {
                                     },
                                 );
                             }
-                            None => st.enqueue(item),
+                            None => {
+                                st.enqueue(item, self.limits(), self.now_ms());
+                            }
                         }
                         restored += 1;
                     }

@@ -469,7 +469,7 @@ impl Connection {
             if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
                 break;
             }
-            let item = st.dequeue().expect("front exists");
+            let item = st.dequeue(now).expect("front exists");
             moved += 1;
             // Read once: the value sent is the one that was checked.
             let expiry_left = item.msg.remaining_expiry(now);
@@ -531,6 +531,8 @@ impl Connection {
         let more = st
             .front()
             .is_some_and(|f| f.qos == QoS::AtMostOnce || st.inflight.len() < window);
+        // Drained: an idle session keeps no queue memory.
+        st.release_idle_queue();
         // Publishers waiting for room in this queue may go on.
         let senders = st.room_made(self.broker.limits());
         drop(st);

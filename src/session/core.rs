@@ -26,9 +26,15 @@ pub struct State<P: Proto> {
     queue: VecDeque<P::Item>,
     /// What the queue holds, in [`Proto::item_bytes`].
     queued_bytes: u32,
-    /// Items taken from the queue so far (wrapping): flow control watches
-    /// it to tell a slow consumer from one that drains nothing.
-    drained: u32,
+    /// When the queue last moved towards its reader (an item taken), or
+    /// when it last filled up to the high-water mark (seconds on the
+    /// session clock: 4 bytes in every session): the sweep cuts off a
+    /// session whose queue has stayed full with nothing taken for the
+    /// slow-consumer time.
+    drained_at: u32,
+    /// The registry no longer holds it: nothing may be queued or stored for
+    /// it any more (set under the lock by [`super::Registry::remove`]).
+    pub ended: bool,
     /// A connection is attached (it may be gone and the session lingers).
     pub online: bool,
     /// Something for the live connection to look at: something was queued,
@@ -60,7 +66,8 @@ impl<P: Proto> Default for State<P> {
         State {
             queue: VecDeque::new(),
             queued_bytes: 0,
-            drained: 0,
+            drained_at: 0,
+            ended: false,
             online: false,
             ready: false,
             kick: None,
@@ -89,10 +96,19 @@ impl<P: Proto> std::ops::DerefMut for State<P> {
 }
 
 impl<P: Proto> State<P> {
-    /// Appends an item (the caller wakes the session: [`Session::wake_locked`]).
-    pub fn enqueue(&mut self, item: P::Item) {
+    /// Appends an item at `now_ms` (the caller wakes the session:
+    /// [`Session::wake_locked`]). True when the queue is now at or over the
+    /// high-water mark: the sender should wait for room.
+    pub fn enqueue(&mut self, item: P::Item, limits: &FlowLimits, now_ms: u64) -> bool {
+        let was_full = self.queued_bytes >= limits.high_water;
         self.queued_bytes = self.queued_bytes.saturating_add(P::item_bytes(&item));
         self.queue.push_back(item);
+        let full = self.queued_bytes >= limits.high_water;
+        if full && !was_full {
+            // The stall, if any, counts from here.
+            self.drained_at = secs(now_ms);
+        }
+        full && self.online
     }
 
     /// Puts an item back at the front (it could not be sent after all).
@@ -101,15 +117,21 @@ impl<P: Proto> State<P> {
         self.queue.push_front(item);
     }
 
-    /// Takes the next item. Idle sessions keep no queue memory.
-    pub fn dequeue(&mut self) -> Option<P::Item> {
+    /// Takes the next item at `now_ms`.
+    pub fn dequeue(&mut self, now_ms: u64) -> Option<P::Item> {
         let item = self.queue.pop_front()?;
         self.queued_bytes = self.queued_bytes.saturating_sub(P::item_bytes(&item));
-        self.drained = self.drained.wrapping_add(1);
+        self.drained_at = secs(now_ms);
+        Some(item)
+    }
+
+    /// Gives the queue's memory back when it is empty (an idle session
+    /// holds none). Called when a connection has drained what it could, not
+    /// per item, so a busy queue is not reallocated over and over.
+    pub fn release_idle_queue(&mut self) {
         if self.queue.is_empty() && self.queue.capacity() > 0 {
             self.queue = VecDeque::new();
         }
-        Some(item)
     }
 
     pub fn front(&self) -> Option<&P::Item> {
@@ -124,9 +146,10 @@ impl<P: Proto> State<P> {
         self.queued_bytes
     }
 
-    /// At or over the high-water mark: whoever fills it should wait.
+    /// At or over the high-water mark with a live reader: whoever fills it
+    /// should wait.
     pub fn is_congested(&self, limits: &FlowLimits) -> bool {
-        self.online && self.queued_bytes >= limits.high_water
+        self.online && self.kick.is_none() && self.queued_bytes >= limits.high_water
     }
 
     /// Takes everything queued (a session that ends hands it on).
@@ -143,6 +166,12 @@ impl<P: Proto> State<P> {
             None
         }
     }
+}
+
+/// Milliseconds on the session clock as whole seconds (the clock starts
+/// near 2^40 ms, so this fits a `u32` for a century).
+fn secs(ms: u64) -> u32 {
+    u32::try_from(ms / 1000).unwrap_or(u32::MAX)
 }
 
 /// A newer connection owns the session.
@@ -197,12 +226,32 @@ impl<P: Proto> Session<P> {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// A new connection takes the session: its generation, and the old
-    /// connection is woken to see that it is stale.
-    pub fn take_over(&self) -> u64 {
+    /// A new connection takes the session: under the session's lock, the
+    /// generation moves on (the old connection, woken, sees it is stale and
+    /// leaves) and the per-connection state starts afresh. Returns the new
+    /// generation and the token the previous connection held.
+    pub fn hand_over(&self, since: u32) -> (u64, Option<Grant>) {
+        let mut st = self.lock();
         let gen = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        st.ready = false;
+        st.online = true;
+        st.kick = None;
+        st.keep_alive = 0;
+        st.since = since;
+        let old = st.grant.take();
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        (gen, old)
+    }
+
+    /// The old connection of a session that was replaced: woken to see
+    /// that it is stale.
+    pub fn retire(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.wake();
-        gen
     }
 
     /// Asks the live connection to leave (first kick wins).
@@ -240,22 +289,21 @@ impl<P: Proto> Session<P> {
         wake_senders(senders);
     }
 
-    /// Queues an item for the session and wakes it; true when the queue is
-    /// now at or over the high-water mark (the sender should wait for
-    /// room: [`super::wait_for_room`]).
-    pub fn push(&self, item: P::Item, limits: &FlowLimits) -> bool {
+    /// Queues an item for the session at `now_ms` and wakes it; true when
+    /// the queue is now at or over the high-water mark (the sender should
+    /// wait for room: [`super::wait_for_room`]).
+    pub fn push(&self, item: P::Item, limits: &FlowLimits, now_ms: u64) -> bool {
         let mut st = self.lock();
-        st.enqueue(item);
-        let congested = st.is_congested(limits);
+        let congested = st.enqueue(item, limits, now_ms);
         Self::wake_locked(st);
         congested
     }
 
-    /// Takes the next queued item (the session's own task), waking
-    /// senders waiting for room once the queue is low enough.
-    pub fn pop(&self, limits: &FlowLimits) -> Option<P::Item> {
+    /// Takes the next queued item (the session's own task) at `now_ms`,
+    /// waking senders waiting for room once the queue is low enough.
+    pub fn pop(&self, limits: &FlowLimits, now_ms: u64) -> Option<P::Item> {
         let mut st = self.lock();
-        let item = st.dequeue();
+        let item = st.dequeue(now_ms);
         let senders = st.room_made(limits);
         drop(st);
         wake_senders(senders);
@@ -348,22 +396,32 @@ impl<P: Proto> Handle for Session<P> {
         self.lock().grant.as_ref().map(|g| g.key())
     }
 
-    fn check_timers(&self, now_ms: u64) -> bool {
+    fn check_timers(&self, now_ms: u64, limits: &FlowLimits) -> bool {
         let mut st = self.lock();
         let since_rx = now_ms.saturating_sub(self.last_rx.load(Ordering::Relaxed));
         if !st.online {
             // Detached, `last_rx` is when the last connection left.
             return st.expiry != u32::MAX && since_rx >= u64::from(st.expiry) * 1000;
         }
-        if st.kick.is_none() && st.keep_alive > 0 && since_rx > u64::from(st.keep_alive) * 1500 {
-            st.kick = Some(Kick::KeepAlive);
+        if st.kick.is_some() {
+            return false;
+        }
+        let why = if st.keep_alive > 0 && since_rx > u64::from(st.keep_alive) * 1500 {
+            Some(Kick::KeepAlive)
+        } else if st.queued_bytes >= limits.high_water
+            && u64::from(secs(now_ms).saturating_sub(st.drained_at))
+                >= limits.slow_consumer.as_secs()
+        {
+            tracing::info!(session = ?self.addr, "slow consumer: its queue stayed full");
+            Some(Kick::SlowConsumer)
+        } else {
+            None
+        };
+        if why.is_some() {
+            st.kick = why;
             Self::wake_locked(st);
         }
         false
-    }
-
-    fn drained(&self) -> u32 {
-        self.lock().drained
     }
 
     fn poll_room(&self, cx: &mut Context<'_>, low_water: u32) -> Poll<()> {

@@ -6,21 +6,29 @@
 //! whose delivery leaves a queue at or over it waits, after the stanza or
 //! packet it is handling, in [`wait_for_room`] — its own socket is not read
 //! meanwhile, so TCP pushes back on its client — until the queue is under
-//! half the mark. A receiver that keeps draining, however slowly, is never
-//! cut off; only one that drains nothing for
-//! [`FlowLimits::slow_consumer`] (config `slow_consumer_timeout`) is kicked
-//! as a slow consumer, and what was queued for it then follows its
-//! protocol's rule (XMPP: messages re-routed or stored offline, requests
-//! answered with an error; MQTT: QoS 1/2 kept for a persistent session).
+//! half the mark, for at most [`WAIT_STEP`] at a time: then it handles its
+//! next packet (acknowledgements and pings among them, so it never stalls a
+//! reader of its own) and, if that fills the queue again, waits again.
 //!
-//! A queue can pass the mark by at most one delivery per sender (each waits
-//! after its first), so memory stays bounded by the mark plus what the
-//! connected senders hold in flight.
+//! A receiver that keeps draining, however slowly, is never cut off. One
+//! whose queue stays at the mark with nothing taken from it for
+//! [`FlowLimits::slow_consumer`] (config `slow_consumer_timeout`) is kicked
+//! as a slow consumer by the registry's sweep, and what was queued for it
+//! then follows its protocol's rule (XMPP: messages re-routed or stored
+//! offline, requests answered with an error; MQTT: QoS 1/2 kept for a
+//! persistent session).
+//!
+//! A queue can pass the mark by at most one delivery per sender per
+//! [`WAIT_STEP`]; deliveries that cannot wait (wills, retained messages on
+//! subscribe) are bounded by each protocol's hard cap.
 
 use std::time::Duration;
 
 use super::Handle;
 
+/// The longest one wait for room lasts before the sender goes on with its
+/// next packet.
+pub const WAIT_STEP: Duration = Duration::from_secs(1);
 /// The flow-control settings every session shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowLimits {
@@ -56,26 +64,10 @@ pub struct Pushed {
     pub congested: bool,
 }
 
-/// Waits until `target`'s queue has room (under the low-water mark), or it
-/// has no live connection left to drain it; kicks it as a slow consumer if
-/// it drains nothing for `limits.slow_consumer`. Returns whether it kicked.
-pub async fn wait_for_room(target: &dyn Handle, limits: &FlowLimits) -> bool {
+/// Waits until `target`'s queue has room (under the low-water mark), it has
+/// no live connection left to drain it, or [`WAIT_STEP`] has passed.
+pub async fn wait_for_room(target: &dyn Handle, limits: &FlowLimits) {
     let low = limits.low_water();
-    let mut seen = target.drained();
-    loop {
-        let room = std::future::poll_fn(|cx| target.poll_room(cx, low));
-        if tokio::time::timeout(limits.slow_consumer, room)
-            .await
-            .is_ok()
-        {
-            return false;
-        }
-        let now = target.drained();
-        if now == seen {
-            tracing::info!(session = ?target.address(), "slow consumer: drained nothing");
-            target.kick(super::Kick::SlowConsumer);
-            return true;
-        }
-        seen = now;
-    }
+    let room = std::future::poll_fn(|cx| target.poll_room(cx, low));
+    let _ = tokio::time::timeout(WAIT_STEP, room).await;
 }

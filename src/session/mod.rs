@@ -154,13 +154,12 @@ pub trait Handle: Send + Sync + 'static {
     /// The key of the token it logged in with, if any.
     fn token_key(&self) -> Option<u64>;
     /// The periodic check (see [`Registry::sweep`]): kicks a live session
-    /// silent for longer than its keep-alive allows, and says whether a
-    /// detached one has outlived its expiry. Decided and applied under the
+    /// silent for longer than its keep-alive allows, or whose queue stayed
+    /// full with nothing taken for the slow-consumer time, and says whether
+    /// a detached one has outlived its expiry. Decided and applied under the
     /// session's lock, so a connection taking it over meanwhile is never
     /// kicked for the old one.
-    fn check_timers(&self, now_ms: u64) -> bool;
-    /// Items drained so far (wrapping): flow control watches it move.
-    fn drained(&self) -> u32;
+    fn check_timers(&self, now_ms: u64, limits: &flow::FlowLimits) -> bool;
     /// Ready when the queue is under its low-water mark, or nobody will
     /// drain it (offline, kicked); registers `cx` to be woken otherwise.
     fn poll_room(&self, cx: &mut std::task::Context<'_>, low_water: u32) -> std::task::Poll<()>;

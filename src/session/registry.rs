@@ -111,30 +111,39 @@ impl Registry {
     pub fn open<P: Proto>(&self, addr: Address, how: Open) -> Opened<P> {
         let table = self.table(addr.protocol());
         let key = addr.shared_text().clone();
-        let (session, resumed, replaced) = match table.entry(key) {
+        // Everything happens under the map's entry lock (map, then account
+        // index, then the session's own lock — the order every path keeps),
+        // so two connections racing for one address leave exactly one
+        // session, indexed once, and a resumed one cannot be ended by the
+        // sweep or by its old connection in between.
+        match table.entry(key) {
             dashmap::Entry::Occupied(e) if how == Open::Resume => {
-                match e.get().clone().into_any().downcast::<Session<P>>() {
-                    Ok(s) => {
-                        // Online before the map's lock is released, so that
-                        // the sweep cannot end a session being resumed.
-                        s.lock().online = true;
-                        (s, true, None)
-                    }
-                    Err(_) => unreachable!("one protocol's table holds one session type"),
-                }
+                let Ok(s) = e.get().clone().into_any().downcast::<Session<P>>() else {
+                    unreachable!("one protocol's table holds one session type")
+                };
+                self.admit(s, true, None)
             }
             dashmap::Entry::Occupied(mut e) => {
                 let new = self.make::<P>(addr);
                 let old = e.insert(new.clone());
                 let old = old.into_any().downcast::<Session<P>>().ok();
-                (new, false, old)
+                self.admit(new, false, old)
             }
             dashmap::Entry::Vacant(v) => {
                 let new = self.make::<P>(addr);
-                v.insert(new.clone());
-                (new, false, None)
+                let _held = v.insert(new.clone());
+                self.admit(new, false, None)
             }
-        };
+        }
+    }
+
+    /// The rest of [`Registry::open`], with the map's entry still locked.
+    fn admit<P: Proto>(
+        &self,
+        session: Arc<Session<P>>,
+        resumed: bool,
+        replaced: Option<Arc<Session<P>>>,
+    ) -> Opened<P> {
         if !resumed {
             let h: Arc<dyn Handle> = session.clone();
             self.accounts
@@ -144,19 +153,15 @@ impl Registry {
         }
         if let Some(old) = &replaced {
             self.unindex(old.as_ref());
+            {
+                let mut st = old.lock();
+                st.ended = true;
+            }
             old.kick(Kick::Replaced);
-            old.take_over();
+            old.retire();
         }
-        let generation = session.take_over();
-        let old_grant = {
-            let mut st = session.lock();
-            st.ready = false;
-            st.online = true;
-            st.kick = None;
-            st.keep_alive = 0;
-            st.since = u32::try_from(self.clock.unix()).unwrap_or(u32::MAX);
-            st.grant.take()
-        };
+        let since = u32::try_from(self.clock.unix()).unwrap_or(u32::MAX);
+        let (generation, old_grant) = session.hand_over(since);
         if let Some(g) = old_grant {
             // The previous connection's token is not this one's.
             self.untrack_token(g.key(), session.id());
@@ -216,7 +221,18 @@ impl Registry {
         let addr = s.address();
         let removed = self
             .table(addr.protocol())
-            .remove_if(addr.text(), |_, h| h.id() == s.id() && !keep(&s.lock()))
+            .remove_if(addr.text(), |_, h| {
+                if h.id() != s.id() {
+                    return false;
+                }
+                let mut st = s.lock();
+                if keep(&st) {
+                    return false;
+                }
+                // Under the lock: no push or store write lands after this.
+                st.ended = true;
+                true
+            })
             .is_some();
         if removed {
             self.unindex(s.as_ref());
@@ -250,23 +266,20 @@ impl Registry {
     /// token that ended meanwhile ends it at once.
     pub fn set_grant<P: Proto>(&self, s: &Arc<Session<P>>, grant: Option<Grant>) {
         let new_key = grant.as_ref().map(|g| g.key());
-        let end = grant.as_ref().and_then(|g| g.end());
-        let old = std::mem::replace(&mut s.lock().grant, grant);
+        let old = std::mem::replace(&mut s.lock().grant, grant.clone());
         let old_key = old.map(|g| g.key());
-        if old_key == new_key {
-            if let Some(end) = end {
-                s.kick(Kick::TokenEnded(end));
+        if old_key != new_key {
+            if let Some(k) = old_key {
+                self.untrack_token(k, s.id());
             }
-            return;
+            if let Some(k) = new_key {
+                let h: Arc<dyn Handle> = s.clone();
+                self.tokens.entry(k).or_default().push(h);
+            }
         }
-        if let Some(k) = old_key {
-            self.untrack_token(k, s.id());
-        }
-        if let Some(k) = new_key {
-            let h: Arc<dyn Handle> = s.clone();
-            self.tokens.entry(k).or_default().push(h);
-        }
-        if let Some(end) = end {
+        // Looked at only once the session is in the index: a token ending
+        // meanwhile either finds it there or is seen here.
+        if let Some(end) = grant.and_then(|g| g.end()) {
             s.kick(Kick::TokenEnded(end));
         }
     }
@@ -316,7 +329,7 @@ impl Registry {
         let mut expired = Vec::new();
         for t in &self.tables {
             for h in t.iter() {
-                if h.value().check_timers(now) {
+                if h.value().check_timers(now, &self.limits) {
                     expired.push(h.value().clone());
                 }
             }

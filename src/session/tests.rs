@@ -197,17 +197,20 @@ fn listing_shows_sessions_and_who_is_online() {
 }
 
 /// A sender waits while the queue is over its mark, goes on once the
-/// receiver drains below half of it, and never drops anything.
+/// receiver drains below half of it (or after one wait step), and never
+/// drops anything.
 #[tokio::test(start_paused = true)]
 async fn senders_wait_for_room_and_go_on_when_it_drains() {
-    let r = registry(Arc::default());
+    let clock = Arc::new(ManualClock::default());
+    let r = registry(clock.clone());
     let rx = r.open::<Test>(addr("a@x", "rx"), Open::Resume).session;
     let limits = *r.limits();
+    let now = clock.now_ms();
     for _ in 0..9 {
-        assert!(!rx.push(Bytes::from_static(&[0; 10]), &limits));
+        assert!(!rx.push(Bytes::from_static(&[0; 10]), &limits, now));
     }
     assert!(
-        rx.push(Bytes::from_static(&[0; 10]), &limits),
+        rx.push(Bytes::from_static(&[0; 10]), &limits, now),
         "at 100 bytes"
     );
     let waiter = {
@@ -217,37 +220,52 @@ async fn senders_wait_for_room_and_go_on_when_it_drains() {
     tokio::task::yield_now().await;
     assert!(!waiter.is_finished());
     for _ in 0..5 {
-        rx.pop(&limits).unwrap();
+        rx.pop(&limits, now).unwrap();
     }
     tokio::task::yield_now().await;
     assert!(!waiter.is_finished(), "at 50 bytes: not under half yet");
-    rx.pop(&limits).unwrap();
-    assert!(!waiter.await.unwrap(), "went on without a kick");
+    rx.pop(&limits, now).unwrap();
+    waiter.await.unwrap();
     assert_eq!(rx.lock().queue_len(), 4);
+    // A wait is bounded: with no room it still ends after one step.
+    for _ in 0..6 {
+        rx.push(Bytes::from_static(&[0; 10]), &limits, now);
+    }
+    let started = tokio::time::Instant::now();
+    wait_for_room(rx.as_ref(), &limits).await;
+    assert_eq!(started.elapsed(), flow::WAIT_STEP);
+    assert_eq!(rx.lock().queue_len(), 10, "nothing dropped");
 }
 
-/// One that drains nothing for the slow-consumer time is cut off; one that
-/// drains, however slowly, is not.
-#[tokio::test(start_paused = true)]
-async fn only_a_receiver_that_drains_nothing_is_a_slow_consumer() {
-    let r = registry(Arc::default());
+/// The sweep cuts off a session whose queue stayed full with nothing
+/// taken for the slow-consumer time; one that drains, however slowly, is
+/// never cut off. On a hand-moved clock.
+#[test]
+fn only_a_receiver_that_drains_nothing_is_a_slow_consumer() {
+    let clock = Arc::new(ManualClock::default());
+    let r = registry(clock.clone());
     let limits = *r.limits();
     let slow = r.open::<Test>(addr("a@x", "slow"), Open::Resume).session;
-    slow.push(Bytes::from_static(&[0; 60]), &limits);
-    assert!(slow.push(Bytes::from_static(&[0; 60]), &limits));
-    let waiter = {
-        let slow = slow.clone();
-        tokio::spawn(async move { wait_for_room(slow.as_ref(), &limits).await })
-    };
-    // It drains a little every 4 s (under the 5 s limit): never kicked.
+    slow.push(Bytes::from_static(&[0; 60]), &limits, clock.now_ms());
+    assert!(slow.push(Bytes::from_static(&[0; 60]), &limits, clock.now_ms()));
+    // It takes one item every 4 s (under the 5 s limit): never cut off.
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        slow.pop(&limits).unwrap();
-        slow.push(Bytes::from_static(&[0; 60]), &limits);
+        clock.advance(Duration::from_secs(4));
+        r.sweep();
+        assert_eq!(slow.lock().kick, None);
+        slow.pop(&limits, clock.now_ms()).unwrap();
+        slow.push(Bytes::from_static(&[0; 60]), &limits, clock.now_ms());
     }
-    assert!(!waiter.is_finished());
-    assert_eq!(slow.lock().kick, None);
-    // Then it stops.
-    assert!(waiter.await.unwrap(), "kicked");
+    // A full queue that was idle before is not stale: the stall counts
+    // from when it filled.
+    let other = r.open::<Test>(addr("a@x", "other"), Open::Resume).session;
+    clock.advance(Duration::from_secs(60));
+    other.push(Bytes::from_static(&[0; 120]), &limits, clock.now_ms());
+    r.sweep();
+    assert_eq!(other.lock().kick, None);
+    // Then nothing more is taken from `slow`.
     assert_eq!(slow.lock().kick, Some(Kick::SlowConsumer));
+    clock.advance(Duration::from_secs(5));
+    r.sweep();
+    assert_eq!(other.lock().kick, Some(Kick::SlowConsumer));
 }

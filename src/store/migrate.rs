@@ -45,6 +45,11 @@ pub(super) fn to_current(store: &Store) -> Result<(), StoreError> {
 }
 
 fn from_layout_0(store: &Store) -> Result<(), StoreError> {
+    // Each step skips what a migration cut short already converted. The
+    // raw server key is 32 bytes, its record 33; a versioned record starts
+    // with its version byte, a raw MQTT frame never does (packet type 0 is
+    // reserved).
+    let converted = |v: &[u8]| v.first() == Some(&records::VERSION);
     if let Some(k) = store.get_blocking(Tree::Meta, b"server_key")? {
         if let Ok(key) = <[u8; 32]>::try_from(k.as_slice()) {
             store.put(
@@ -55,11 +60,13 @@ fn from_layout_0(store: &Store) -> Result<(), StoreError> {
         }
     }
     for (k, v) in store.scan_prefix_blocking(Tree::Retained, b"")? {
-        store.put(
-            Tree::Retained,
-            k,
-            records::encode(&StoredFrame { frame: v }),
-        );
+        if !converted(&v) {
+            store.put(
+                Tree::Retained,
+                k,
+                records::encode(&StoredFrame { frame: v }),
+            );
+        }
     }
     for (k, v) in store.scan_prefix_blocking(Tree::Offline, b"")? {
         // XMPP offline keys begin with a bare JID (which has an '@'), MQTT
@@ -68,9 +75,9 @@ fn from_layout_0(store: &Store) -> Result<(), StoreError> {
         if first.contains(&b'@') {
             continue;
         }
-        let value = if v.is_empty() {
-            // An incoming QoS 2 packet-id marker.
-            Vec::new()
+        let value = if v.is_empty() || converted(&v) {
+            // An incoming QoS 2 packet-id marker, or already converted.
+            v
         } else {
             records::encode(&StoredFrame { frame: v })
         };

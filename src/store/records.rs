@@ -8,7 +8,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use super::StoreError;
 
 /// The version written today for every record kind.
-const VERSION: u8 = 1;
+pub const VERSION: u8 = 1;
 
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     let mut out = vec![VERSION];

@@ -22,7 +22,22 @@ fn done<'a, T: 'a>(v: Result<T, StoreError>) -> BackendFuture<'a, T> {
 
 impl SledBackend {
     /// Opens (or creates) the database; refuses one another process holds.
+    /// sled lets go of its file lock a moment after its last handle is
+    /// dropped (its flusher thread ends on its own), so a lock held at the
+    /// first try is tried again for a short while (a restart in-process).
     pub fn open(dir: &Path) -> Result<SledBackend, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        loop {
+            match SledBackend::try_open(dir) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open(dir: &Path) -> Result<SledBackend, StoreError> {
         let path = dir.join("store");
         let locked = || StoreError::Locked {
             path: path.display().to_string(),

@@ -27,7 +27,9 @@ struct Worker {
     backend: Box<dyn Backend>,
     pending: Vec<Write>,
     barriers: Vec<oneshot::Sender<Result<(), StoreError>>>,
-    /// A write that failed since the last commit: the next barrier reports it.
+    /// The first write that failed. Sticky: once the backend lost a write,
+    /// every later barrier fails too (nothing may be acknowledged as
+    /// durable after a lost write, whoever's barrier came first).
     failed: Option<StoreError>,
 }
 
@@ -105,7 +107,9 @@ impl Worker {
         }
         let batch = std::mem::take(&mut self.pending);
         if let Err(e) = self.backend.write(&batch).await {
-            tracing::error!(error = %e, writes = batch.len(), "store write failed");
+            if self.failed.is_none() {
+                tracing::error!(error = %e, writes = batch.len(), "store write failed; nothing more is acknowledged as durable");
+            }
             self.failed.get_or_insert(e);
         }
     }
@@ -115,8 +119,8 @@ impl Worker {
             return;
         }
         let committed = self.backend.commit().await;
-        let r = match self.failed.take() {
-            Some(e) => Err(e),
+        let r = match &self.failed {
+            Some(e) => Err(e.clone()),
             None => committed,
         };
         if let Err(e) = &r {

@@ -129,6 +129,9 @@ struct Connection {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Bytes waiting to be written (empty, unallocated, when idle).
     wbuf: Vec<u8>,
+    /// Stanzas taken from the session's queue into `wbuf` and not yet
+    /// known to be written: routed again if the connection fails first.
+    unwritten: Vec<bytes::Bytes>,
     closing: bool,
     /// Alternates which source a bound session's wait looks at first, so
     /// neither a chatty client nor a busy queue starves the other.
@@ -149,6 +152,7 @@ impl Connection {
             route: None,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             wbuf: Vec::new(),
+            unwritten: Vec::new(),
             closing: false,
             route_first: false,
         })
@@ -198,10 +202,19 @@ impl Connection {
             return Some(out);
         }
         let limits = *self.ctx.registry.limits();
+        let now = self.ctx.registry.clock().now_ms();
         while self.wbuf.len() < 64 * 1024 {
-            match route.pop(&limits) {
-                Some(b) => self.wbuf.extend_from_slice(&b),
-                None => return None,
+            match route.pop(&limits, now) {
+                Some(b) => {
+                    self.wbuf.extend_from_slice(&b);
+                    // Kept until written: if the write fails, it is routed
+                    // again when the session closes.
+                    self.unwritten.push(b);
+                }
+                None => {
+                    route.lock().release_idle_queue();
+                    return None;
+                }
             }
         }
         // More than a batch waits: look again after writing this one.
@@ -463,17 +476,29 @@ impl Connection {
         // stream is closing the goodbye itself is being written.
         let watch_kick = !self.c2s.is_closed();
         let route = self.route.clone();
-        tokio::select! {
+        let written = tokio::select! {
             r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
                 Ok(r) => r,
                 Err(_) => Err(io::ErrorKind::TimedOut.into()),
             },
             _ = kicked(route), if watch_kick => Err(io::ErrorKind::BrokenPipe.into()),
+        };
+        if written.is_ok() {
+            self.unwritten.clear();
         }
+        written
     }
 
     async fn finish(mut self: Box<Self>) {
         if let Some(im) = self.bound.take() {
+            if !self.unwritten.is_empty() {
+                // Taken from the queue but never written: back in front of
+                // what is left, for close_session to route again.
+                let mut st = im.route.lock();
+                for b in self.unwritten.drain(..).rev() {
+                    st.requeue_front(b);
+                }
+            }
             self.ctx.im.close_session(*im).await;
             tracing::info!("session closed");
         }

@@ -161,13 +161,13 @@ impl Router {
     /// caller routes elsewhere). Notes in `cong` when the queue reached its
     /// high-water mark.
     pub fn deliver(&self, route: &Arc<Route>, bytes: Bytes, cong: &mut Congestion) -> bool {
+        let now = self.registry.clock().now_ms();
         let congested = {
             let mut st = route.lock();
-            if !st.online {
+            if !st.online || st.ended {
                 return false;
             }
-            st.enqueue(bytes);
-            let c = st.is_congested(self.registry.limits());
+            let c = st.enqueue(bytes, self.registry.limits(), now);
             Route::wake_locked(st);
             c
         };
@@ -276,7 +276,7 @@ mod tests {
         router.unbind(&a); // the old one must not remove its successor
         assert!(router.route("alice@x/phone").is_some());
         assert!(router.deliver(&b, Bytes::from_static(b"x"), &mut cong));
-        assert_eq!(b.pop(&limits(&router)), Some(Bytes::from_static(b"x")));
+        assert_eq!(b.pop(&limits(&router), 0), Some(Bytes::from_static(b"x")));
         router.unbind(&b);
         assert!(router.route("alice@x/phone").is_none());
         assert!(router.routes("alice@x").is_empty());
@@ -301,9 +301,9 @@ mod tests {
         available(&lo, 1);
         available(&neg, -1);
         assert_eq!(router.deliver_to_best("a@x", &msg, &mut cong), 1);
-        assert!(hi.pop(&lim).is_some() && lo.pop(&lim).is_none());
+        assert!(hi.pop(&lim, 0).is_some() && lo.pop(&lim, 0).is_none());
         assert_eq!(router.deliver_to_all("a@x", &msg, &mut cong), 2);
-        assert!(lo.pop(&lim).is_some());
+        assert!(lo.pop(&lim, 0).is_some());
         assert!(cong.is_none());
         // Past the high-water mark the sender is told, and nothing is dropped.
         let big = Bytes::from(vec![b'x'; lim.high_water as usize]);
