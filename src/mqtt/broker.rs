@@ -231,9 +231,10 @@ impl Broker {
         self.registry.limits()
     }
 
-    /// Milliseconds on the session clock.
+    /// Milliseconds on the session clock, as of the registry's last sweep
+    /// (no clock read per message).
     pub fn now_ms(&self) -> u64 {
-        self.registry.clock().now_ms()
+        self.registry.now_ms()
     }
 
     /// A message received now.

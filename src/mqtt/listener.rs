@@ -203,13 +203,9 @@ async fn hold_back(
     let room = crate::session::wait_for_room(target.as_ref(), ctx.broker.limits());
     tokio::pin!(room);
     loop {
-        let news = std::future::poll_fn(|cx| match own.register(mine, cx.waker()) {
-            true => Poll::Ready(()),
-            false => Poll::Pending,
-        });
         tokio::select! {
             _ = &mut room => return next,
-            _ = news => {}
+            _ = own.news(mine) => {}
         }
         if own.generation() != mine || own.lock().kick.is_some() {
             // Taken over or kicked: the live loop deals with it.

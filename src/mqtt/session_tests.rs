@@ -160,6 +160,22 @@ fn subscribe(conn: &mut Connection, filter: &str, qos: QoS) {
     }
 }
 
+/// The reason code of the CONNACK the connection answered with.
+fn connack_code(conn: &mut Connection) -> u8 {
+    match take(conn).remove(0) {
+        Packet::ConnAck(a) => a.reason_code,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// The reason code of the DISCONNECT the connection sent.
+fn disconnect_code(conn: &mut Connection) -> u8 {
+    match take(conn).remove(0) {
+        Packet::Disconnect(d) => d.reason_code,
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+}
+
 /// The PUBLISHes a connection's pump hands out now.
 fn delivered(conn: &mut Connection) -> Vec<Publish> {
     conn.pump();
@@ -187,10 +203,7 @@ fn token_in_connect_logs_in_and_a_bad_one_is_refused() {
     let mut c = w.connect_packet("dev2");
     c.properties.authentication_data = Some(Bytes::from_static(b"nope"));
     assert_eq!(bad.handle(Packet::Connect(c)), Next::Close);
-    match take(&mut bad).remove(0) {
-        Packet::ConnAck(a) => assert_eq!(a.reason_code, reason::NOT_AUTHORIZED),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(connack_code(&mut bad), reason::NOT_AUTHORIZED);
 }
 
 #[test]
@@ -243,10 +256,7 @@ fn a_password_is_checked_off_the_core_and_answered_back() {
     };
     let result = w.auth.check_login_password(*check);
     assert_eq!(wrong.password_checked(result), Next::Close);
-    match take(&mut wrong).remove(0) {
-        Packet::ConnAck(a) => assert_eq!(a.reason_code, reason::BAD_USER_NAME_OR_PASSWORD),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(connack_code(&mut wrong), reason::BAD_USER_NAME_OR_PASSWORD);
 }
 
 #[test]
@@ -301,10 +311,7 @@ fn a_second_connect_takes_the_session_over() {
     assert!(ack.session_present);
     // The first connection's next packet meets a session that is not its own.
     assert_eq!(first.handle(Packet::PingReq), Next::Close);
-    match take(&mut first).remove(0) {
-        Packet::Disconnect(d) => assert_eq!(d.reason_code, reason::SESSION_TAKEN_OVER),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(disconnect_code(&mut first), reason::SESSION_TAKEN_OVER);
 }
 
 /// A detached persistent session lives for its expiry on the clock, and
@@ -373,10 +380,7 @@ fn keep_alive_is_enforced_at_one_and_a_half_times_on_the_clock() {
     w.broker.registry().sweep();
     let kick = slot.take_kick(mine).unwrap().expect("kicked");
     conn.disconnect(connect::kick_code(kick));
-    match take(&mut conn).remove(0) {
-        Packet::Disconnect(d) => assert_eq!(d.reason_code, reason::KEEP_ALIVE_TIMEOUT),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(disconnect_code(&mut conn), reason::KEEP_ALIVE_TIMEOUT);
 }
 
 /// A burst at QoS 0 meets flow control: the publisher is told to wait once

@@ -344,6 +344,15 @@ impl<P: Proto> Session<P> {
         }
     }
 
+    /// Resolves when the session has news for the connection holding
+    /// `generation` (see [`Session::register`]).
+    pub fn news(&self, generation: u64) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| match self.register(generation, cx.waker()) {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        })
+    }
+
     /// Forgets the waker of the connection holding `generation` (it is gone).
     pub fn unregister(&self, generation: u64) {
         let mut st = self.lock();

@@ -202,7 +202,7 @@ impl Connection {
             return Some(out);
         }
         let limits = *self.ctx.registry.limits();
-        let now = self.ctx.registry.clock().now_ms();
+        let now = self.ctx.registry.now_ms();
         while self.wbuf.len() < 64 * 1024 {
             match route.pop(&limits, now) {
                 Some(b) => {
@@ -396,13 +396,9 @@ impl Connection {
         let room = crate::session::wait_for_room(target.as_ref(), &limits);
         tokio::pin!(room);
         loop {
-            let news = std::future::poll_fn(|cx| match own.register(gen, cx.waker()) {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            });
             tokio::select! {
                 _ = &mut room => return,
-                _ = news => {}
+                _ = own.news(gen) => {}
             }
             if let Some(out) = self.session_news() {
                 // Kicked while waiting: say goodbye, stop waiting.

@@ -161,7 +161,7 @@ impl Router {
     /// caller routes elsewhere). Notes in `cong` when the queue reached its
     /// high-water mark.
     pub fn deliver(&self, route: &Arc<Route>, bytes: Bytes, cong: &mut Congestion) -> bool {
-        let now = self.registry.clock().now_ms();
+        let now = self.registry.now_ms();
         let congested = {
             let mut st = route.lock();
             if !st.online || st.ended {
