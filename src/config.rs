@@ -135,6 +135,13 @@ pub struct Config {
     pub oauth_client_id_check: ClientIdCheck,
     pub listen: Vec<Listener>,
     pub max_stanza_size: usize,
+    /// XMPP parser limits (see `xmpp::stream::Limits`).
+    pub xml_max_header_size: usize,
+    pub xml_max_depth: usize,
+    pub xml_max_attributes: usize,
+    pub xml_max_children: usize,
+    pub xml_max_elements: usize,
+    pub xml_max_namespace_length: usize,
     /// XMPP: seconds a connection may take from connecting to a bound resource.
     pub negotiation_timeout: u64,
     pub mqtt_allow_anonymous: bool,
@@ -161,6 +168,12 @@ impl Default for Config {
             oauth_client_id_check: ClientIdCheck::Db,
             listen: default_listeners(),
             max_stanza_size: 262_144,
+            xml_max_header_size: 4096,
+            xml_max_depth: 32,
+            xml_max_attributes: 64,
+            xml_max_children: 1024,
+            xml_max_elements: 4096,
+            xml_max_namespace_length: 512,
             negotiation_timeout: 60,
             mqtt_allow_anonymous: false,
             mqtt_max_packet_size: 1 << 20,
@@ -198,6 +211,12 @@ struct RawConfig {
     oauth_client_id_check: Option<ClientIdCheck>,
     listen: Option<Vec<Listener>>,
     max_stanza_size: Option<usize>,
+    xml_max_header_size: Option<usize>,
+    xml_max_depth: Option<usize>,
+    xml_max_attributes: Option<usize>,
+    xml_max_children: Option<usize>,
+    xml_max_elements: Option<usize>,
+    xml_max_namespace_length: Option<usize>,
     negotiation_timeout: Option<u64>,
     mqtt_allow_anonymous: Option<bool>,
     mqtt_max_packet_size: Option<u32>,
@@ -275,6 +294,18 @@ impl Config {
         }
         if let Some(s) = raw.max_stanza_size {
             c.max_stanza_size = s;
+        }
+        for (value, field) in [
+            (raw.xml_max_header_size, &mut c.xml_max_header_size),
+            (raw.xml_max_depth, &mut c.xml_max_depth),
+            (raw.xml_max_attributes, &mut c.xml_max_attributes),
+            (raw.xml_max_children, &mut c.xml_max_children),
+            (raw.xml_max_elements, &mut c.xml_max_elements),
+            (raw.xml_max_namespace_length, &mut c.xml_max_namespace_length),
+        ] {
+            if let Some(v) = value {
+                *field = v;
+            }
         }
         if let Some(t) = raw.negotiation_timeout {
             c.negotiation_timeout = t;
@@ -358,6 +389,18 @@ impl Config {
                 "slow_consumer_timeout",
                 "must be at least 1 second",
             ));
+        }
+        for (key, value, least) in [
+            ("xml_max_header_size", self.xml_max_header_size, 512),
+            ("xml_max_depth", self.xml_max_depth, 4),
+            ("xml_max_attributes", self.xml_max_attributes, 8),
+            ("xml_max_children", self.xml_max_children, 16),
+            ("xml_max_elements", self.xml_max_elements, 64),
+            ("xml_max_namespace_length", self.xml_max_namespace_length, 64),
+        ] {
+            if value < least {
+                return Err(ConfigError::new(key, format!("must be at least {least}")));
+            }
         }
         if self.negotiation_timeout == 0 {
             return Err(ConfigError::new(

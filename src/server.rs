@@ -370,7 +370,12 @@ async fn serve_c2s(b: Bound, shared: Arc<Shared>) {
         hosts: c.hosts.clone().into(),
         limits: Limits {
             max_stanza_size: c.max_stanza_size,
-            ..Limits::default()
+            max_header_size: c.xml_max_header_size,
+            max_depth: c.xml_max_depth,
+            max_attrs: c.xml_max_attributes,
+            max_children: c.xml_max_children,
+            max_elements: c.xml_max_elements,
+            max_namespace_len: c.xml_max_namespace_length,
         },
         negotiation_timeout: c.negotiation_timeout,
     });

@@ -392,7 +392,7 @@ impl C2s {
                 &Element::new("failure", NS_SASL)
                     .with_child(Element::new("encryption-required", NS_SASL)),
             );
-            return;
+            return self.count_auth_failure(out);
         }
         let domain = self.domain.clone().unwrap_or_default();
         let sasl = self
@@ -462,17 +462,21 @@ impl C2s {
                     );
                 }
                 Self::send_element(out, &f);
-                if error.condition() != "aborted" {
-                    self.auth_failures += 1;
-                }
-                if self.auth_failures >= MAX_AUTH_FAILURES {
-                    self.fail_stream(
-                        StreamCondition::PolicyViolation,
-                        "too many failed authentication attempts",
-                        out,
-                    );
-                }
+                self.count_auth_failure(out);
             }
+        }
+    }
+
+    /// Every failure counts, aborts and refusals before TLS included: a
+    /// stream cannot loop through cheap attempts forever.
+    fn count_auth_failure(&mut self, out: &mut Vec<Output>) {
+        self.auth_failures = self.auth_failures.saturating_add(1);
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            self.fail_stream(
+                StreamCondition::PolicyViolation,
+                "too many failed authentication attempts",
+                out,
+            );
         }
     }
 

@@ -318,3 +318,32 @@ fn timeout_before_header_sends_header_then_error() {
     assert!(h.sent.starts_with("<?xml"), "{}", h.sent);
     assert!(h.sent.contains("<connection-timeout"), "{}", h.sent);
 }
+
+/// Aborts and refusals before TLS count like failed attempts: a stream
+/// cannot loop through cheap tries forever.
+#[test]
+fn aborts_and_refusals_before_tls_count_as_failures() {
+    let mut h = Harness::plain();
+    h.input(HEADER);
+    for _ in 0..MAX_AUTH_FAILURES - 1 {
+        h.input("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'/>");
+        let r = h.input("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+        assert!(r.contains("<aborted/>") && !h.closed, "{r}");
+    }
+    let r = h.input("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+    assert!(r.contains("<policy-violation"), "{r}");
+    assert!(h.closed);
+
+    let mut h = Harness::new(TlsPolicy {
+        secure: false,
+        starttls: true,
+        required: true,
+    });
+    h.input(HEADER);
+    let auth = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>";
+    for _ in 0..MAX_AUTH_FAILURES - 1 {
+        assert!(h.input(auth).contains("<encryption-required/>") && !h.closed);
+    }
+    assert!(h.input(auth).contains("<policy-violation"));
+    assert!(h.closed);
+}

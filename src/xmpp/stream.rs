@@ -15,11 +15,18 @@
 //!   first bytes arrive, and enforces the size and depth limits before a
 //!   stanza is complete, so a hostile peer cannot make us buffer more than
 //!   one stanza's worth of data.
-//! * Once a top-level element is complete, its bytes are parsed once with
-//!   quick-xml's `NsReader`, reading the stored stream header chained in
-//!   front of the stanza so the header's namespace declarations (the
-//!   `jabber:client` default, the `stream` prefix, …) are in scope. Nothing
-//!   is re-parsed as more bytes trickle in, so slow input costs linear time.
+//! * The stream header is parsed once; what later stanzas need of it — its
+//!   namespace declarations (the `jabber:client` default, the `stream`
+//!   prefix, …) — is kept as a small table ([`parse::Scope`]), and a
+//!   stanza's names that its own declarations leave unresolved are looked
+//!   up there. Once a top-level element is complete, its bytes are parsed
+//!   once with quick-xml's `NsReader`; nothing is re-parsed as more bytes
+//!   trickle in, so slow input costs linear time.
+//! * Every amplification is capped ([`Limits`]): the header's and each
+//!   stanza's size, nesting depth, attributes per element, children per
+//!   element, elements per stanza and the length of a namespace (each
+//!   element keeps its own copy), so one stanza costs at most a bounded
+//!   multiple of its bytes.
 //! * Entity references are resolved by this module, not by quick-xml, so
 //!   exactly the five predefined entities and numeric character references
 //!   are accepted and anything else is `restricted-xml` (no expansion, ever).
@@ -40,23 +47,39 @@ pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
 /// Default content namespace of a client-to-server stream.
 pub const NS_CLIENT: &str = "jabber:client";
 
-/// Resource limits applied while parsing.
+/// Resource limits applied while parsing (each a config key: see
+/// `configs/petrel.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest top-level element (and largest stream header), in bytes.
+    /// Largest top-level element, in bytes (`max_stanza_size`).
     pub max_stanza_size: usize,
-    /// Deepest nesting inside a stanza; the stanza element itself is depth 1.
+    /// Largest stream header, in bytes (`xml_max_header_size`).
+    pub max_header_size: usize,
+    /// Deepest nesting inside a stanza; the stanza element itself is depth 1
+    /// (`xml_max_depth`).
     pub max_depth: usize,
-    /// Most attributes (namespace declarations included) on one element.
+    /// Most attributes (namespace declarations included) on one element
+    /// (`xml_max_attributes`).
     pub max_attrs: usize,
+    /// Most child elements of one element (`xml_max_children`).
+    pub max_children: usize,
+    /// Most elements in one stanza, the stanza itself included
+    /// (`xml_max_elements`).
+    pub max_elements: usize,
+    /// Longest namespace name, in bytes (`xml_max_namespace_length`).
+    pub max_namespace_len: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_stanza_size: 262_144,
+            max_header_size: 4096,
             max_depth: 32,
             max_attrs: 64,
+            max_children: 1024,
+            max_elements: 4096,
+            max_namespace_len: 512,
         }
     }
 }
@@ -222,8 +245,8 @@ pub struct XmlStream {
     depth: usize,
     /// Whether an `<?xml …?>` declaration may still appear.
     decl_allowed: bool,
-    /// Raw stream start tag, replayed in front of each stanza for namespaces.
-    header: Vec<u8>,
+    /// The stream header's namespace declarations, in scope in every stanza.
+    scope: parse::Scope,
     /// Qualified name of the stream element, to match its end tag.
     header_qname: Vec<u8>,
     /// Error to report on the call after `StreamStart`.
@@ -264,7 +287,7 @@ impl XmlStream {
             phase: Phase::Prolog,
             depth: 0,
             decl_allowed: true,
-            header: Vec::new(),
+            scope: parse::Scope::default(),
             header_qname: Vec::new(),
             deferred: None,
             pending_end: false,
@@ -365,7 +388,7 @@ impl XmlStream {
                 }
                 Unit::Header { self_closing } => {
                     let h = parse_header(bytes, &self.limits)?;
-                    self.header = bytes.to_vec();
+                    self.scope = h.scope;
                     self.header_qname = h.qname;
                     self.deferred = h.deferred;
                     self.pending_end = self_closing;
@@ -374,7 +397,7 @@ impl XmlStream {
                     Some(h.event)
                 }
                 Unit::Stanza => Some(StreamEvent::Stanza(parse_stanza(
-                    &self.header,
+                    &self.scope,
                     bytes,
                     &self.limits,
                 )?)),
@@ -405,7 +428,12 @@ impl XmlStream {
 
     /// Advances the scanner over buffered bytes until a unit completes.
     fn scan(&mut self) -> Result<Option<Unit>, StreamError> {
-        let max = self.limits.max_stanza_size;
+        // The header is small: a large one is an attack, not a client.
+        let max = if self.phase == Phase::Prolog {
+            self.limits.max_header_size.min(self.limits.max_stanza_size)
+        } else {
+            self.limits.max_stanza_size
+        };
         while self.pos < self.buf.len() {
             let in_unit = self.scan != Scan::Text || self.depth > 0;
             if in_unit {

@@ -502,7 +502,7 @@ proptest! {
         data in prop::collection::vec(any::<u8>(), 0..512),
         chunk in 1usize..64,
     ) {
-        let mut p = XmlStream::new(Limits { max_stanza_size: 256, max_depth: 4, max_attrs: 4 });
+        let mut p = XmlStream::new(Limits { max_stanza_size: 256, max_depth: 4, max_attrs: 4, ..Limits::default() });
         if prefix {
             p.feed(HEADER.as_bytes());
         }
@@ -563,4 +563,78 @@ fn idle_buffer_is_released_but_partial_stanzas_kept() {
     assert!(p.buf.capacity() > 0, "a partial stanza is kept");
     p.feed(b"</body></message>");
     assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Stanza(_)))));
+}
+
+/// The header is parsed once: its declarations resolve stanza names (a
+/// prefix declared only on the header, the default namespace), and an
+/// `xmlns=''` inside a stanza still takes the default away.
+#[test]
+fn header_declarations_apply_without_replay() {
+    let mut p = XmlStream::new(Limits::default());
+    p.feed(
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' \
+          xmlns:x='urn:example:x' to='example.com' version='1.0'>",
+    );
+    p.feed(b"<message><x:data x:attr='dropped' plain='kept'/><none xmlns=''><inner/></none></message>");
+    let evs = events_of(&mut p).unwrap();
+    let StreamEvent::Stanza(m) = &evs[1] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(m.ns, "jabber:client");
+    let data = m.child("data", "urn:example:x").expect("prefix from the header");
+    assert_eq!(data.attrs, vec![("plain".to_string(), "kept".to_string())]);
+    let none = m.child("none", "").expect("xmlns='' takes the default away");
+    assert!(none.child("inner", "").is_some());
+    // A prefix declared nowhere is still an error.
+    p.feed(b"<message><y:data/></message>");
+    assert_eq!(p.next_event().unwrap_err().condition(), "not-well-formed");
+}
+
+/// Every amplification is capped: namespace length (header and stanza),
+/// children per element, elements per stanza, header size.
+#[test]
+fn amplification_limits() {
+    let limits = Limits {
+        max_namespace_len: 64,
+        max_children: 8,
+        max_elements: 20,
+        max_header_size: 400,
+        ..Limits::default()
+    };
+    let long = "u".repeat(65);
+    let mut p = XmlStream::new(limits);
+    p.feed(format!("{HEADER}<m><c xmlns='{long}'/></m>").as_bytes());
+    assert_eq!(events_of(&mut p).unwrap_err().condition(), "policy-violation");
+    let mut p = XmlStream::new(limits);
+    p.feed(
+        format!(
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' xmlns:l='{long}'>"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(p.next_event().unwrap_err().condition(), "policy-violation");
+    // Eight children pass, nine do not.
+    let mut p = XmlStream::new(limits);
+    p.feed(format!("{HEADER}<m>{}</m>", "<c/>".repeat(8)).as_bytes());
+    assert_eq!(events_of(&mut p).unwrap().len(), 2);
+    p.feed(format!("<m>{}</m>", "<c/>".repeat(9)).as_bytes());
+    assert_eq!(p.next_event().unwrap_err().condition(), "policy-violation");
+    // Twenty elements in all pass, twenty-one do not.
+    let nested = |n: usize| format!("<m>{}</m>", "<a><b/></a>".repeat(n));
+    let mut p = XmlStream::new(limits);
+    p.feed(format!("{HEADER}{}", nested(6)).as_bytes()); // 1 + 12 + … = 13
+    assert_eq!(events_of(&mut p).unwrap().len(), 2);
+    let mut p = XmlStream::new(limits);
+    p.feed(format!("{HEADER}<m>{}<a><b/><b/></a></m>", "<a><b/></a>".repeat(6)).as_bytes()); // 16
+    assert_eq!(events_of(&mut p).unwrap().len(), 2);
+    let mut p = XmlStream::new(limits);
+    p.feed(format!("{HEADER}<m>{}<a/></m>", "<a><b/><b/></a>".repeat(6)).as_bytes()); // 20
+    assert_eq!(events_of(&mut p).unwrap().len(), 2);
+    let mut p = XmlStream::new(limits);
+    p.feed(format!("{HEADER}<m>{}<a><b/></a></m>", "<a><b/><b/></a>".repeat(6)).as_bytes()); // 21
+    assert_eq!(events_of(&mut p).unwrap_err().condition(), "policy-violation");
+    // A header larger than its limit, though the stanza limit is larger.
+    let mut p = XmlStream::new(limits);
+    p.feed(format!("<stream:stream a='{}'>", "x".repeat(400)).as_bytes());
+    assert_eq!(p.next_event().unwrap_err().condition(), "policy-violation");
 }

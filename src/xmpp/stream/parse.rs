@@ -43,6 +43,37 @@ pub(super) struct Header {
     pub(super) event: StreamEvent,
     pub(super) deferred: Option<StreamError>,
     pub(super) qname: Vec<u8>,
+    pub(super) scope: Scope,
+}
+
+/// The stream header's namespace declarations: what a stanza's names that
+/// its own declarations leave unresolved mean. Parsed once per stream (not
+/// replayed before every stanza), each name at most `max_namespace_len`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The header's default namespace (`xmlns`), empty if none.
+    default: String,
+    /// `prefix -> namespace` for the header's `xmlns:prefix` declarations.
+    prefixes: Vec<(Vec<u8>, String)>,
+}
+
+impl Scope {
+    fn prefix(&self, p: &[u8]) -> Option<&str> {
+        self.prefixes
+            .iter()
+            .find(|(k, _)| k.as_slice() == p)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn namespace_name(value: String, limits: &Limits) -> Result<String, StreamError> {
+    if value.len() > limits.max_namespace_len {
+        return Err(policy(format!(
+            "a namespace name is longer than {} bytes",
+            limits.max_namespace_len
+        )));
+    }
+    Ok(value)
 }
 
 /// Parses the complete stream start tag.
@@ -56,6 +87,7 @@ pub(super) fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Stre
     let mut deferred = None;
     let mut attrs = Vec::new();
     let mut ns_default = String::new();
+    let mut prefixes = Vec::new();
     let mut count = 0;
     for a in start.attributes() {
         let a = a.map_err(|e| nwf(e.to_string()))?;
@@ -65,10 +97,12 @@ pub(super) fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Stre
         }
         let value = unescape_attr(utf8(&a.value)?)?;
         match a.key.as_namespace_binding() {
-            Some(PrefixDeclaration::Default) => ns_default = value,
-            Some(PrefixDeclaration::Named(_)) => {}
+            Some(PrefixDeclaration::Default) => ns_default = namespace_name(value, limits)?,
+            Some(PrefixDeclaration::Named(p)) => {
+                prefixes.push((p.to_vec(), namespace_name(value, limits)?));
+            }
             // Reported after StreamStart, like the namespace errors.
-            None => match keep_attr(&reader, a.key) {
+            None => match keep_attr(&reader, a.key, None) {
                 Ok(Some(name)) => attrs.push((name, value)),
                 Ok(None) => {}
                 Err(e) => {
@@ -98,6 +132,10 @@ pub(super) fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Stre
         Some(_) => None,
     };
     let deferred = ns_error.or(deferred);
+    let scope = Scope {
+        default: ns_default.clone(),
+        prefixes,
+    };
     Ok(Header {
         event: StreamEvent::StreamStart {
             attrs,
@@ -106,49 +144,52 @@ pub(super) fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Stre
         },
         deferred,
         qname: start.name().as_ref().to_vec(),
+        scope,
     })
 }
 
 /// Decides how an ordinary (non-`xmlns`) attribute is stored: unprefixed
 /// ones by local name, `xml:*` with its prefix, other namespaced ones
 /// dropped (they could not be written back without their declaration).
-/// An undeclared prefix is an error.
-fn keep_attr<R>(reader: &NsReader<R>, key: QName<'_>) -> Result<Option<String>, StreamError> {
+/// A prefix declared nowhere (neither in the element's scope nor on the
+/// stream header, `scope`) is an error.
+fn keep_attr<R>(
+    reader: &NsReader<R>,
+    key: QName<'_>,
+    scope: Option<&Scope>,
+) -> Result<Option<String>, StreamError> {
     let local_name = key.local_name();
     let local = utf8(local_name.as_ref())?;
     match key.prefix() {
         None => Ok(Some(local.to_owned())),
         Some(p) if p.as_ref() == b"xml" => Ok(Some(format!("xml:{local}"))),
-        Some(_) => match reader.resolve_attribute(key).0 {
-            ResolveResult::Unknown(_) => Err(nwf("undeclared namespace prefix")),
+        Some(p) => match reader.resolve_attribute(key).0 {
+            ResolveResult::Unknown(_) if scope.and_then(|s| s.prefix(p.as_ref())).is_none() => {
+                Err(nwf("undeclared namespace prefix"))
+            }
             _ => Ok(None),
         },
     }
 }
 
-/// Parses one complete top-level element, with the stream header in front
-/// so its namespace declarations apply.
+/// Parses one complete top-level element. Names its own declarations leave
+/// unresolved are looked up in the stream header's `scope`.
 pub(super) fn parse_stanza(
-    header: &[u8],
+    scope: &Scope,
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<Element, StreamError> {
     check_text(bytes)?;
-    // The header (for its namespace declarations) and the stanza as one
-    // slice: quick-xml's slice reader borrows events from it instead of
-    // copying each into a growing buffer.
-    let mut doc = Vec::with_capacity(header.len() + bytes.len());
-    doc.extend_from_slice(header);
-    doc.extend_from_slice(bytes);
-    let mut reader = NsReader::from_reader(&doc[..]);
+    // Borrowed events from one slice, no copy per event.
+    let mut reader = NsReader::from_reader(bytes);
     let cfg = reader.config_mut();
     cfg.expand_empty_elements = true;
     cfg.check_end_names = true;
-    match reader.read_event().map_err(xml_err)? {
-        Event::Start(_) => {}
-        _ => return Err(nwf("stream header could not be replayed")),
-    }
-    let mut stack: Vec<Element> = Vec::new();
+    // The open elements, how many child elements each has so far, and
+    // whether an `xmlns=''` in the stanza took the default namespace away
+    // (then an unprefixed name is in no namespace, not in the header's).
+    let mut stack: Vec<(Element, usize, bool)> = Vec::new();
+    let mut elements = 0usize;
     loop {
         let event = reader.read_event().map_err(xml_err)?;
         match event {
@@ -156,25 +197,43 @@ pub(super) fn parse_stanza(
                 if stack.len() >= limits.max_depth {
                     return Err(policy("stanza nested too deeply"));
                 }
-                stack.push(start_element(&reader, &s, limits)?);
+                elements += 1;
+                if elements > limits.max_elements {
+                    return Err(policy(format!(
+                        "more than {} elements in a stanza",
+                        limits.max_elements
+                    )));
+                }
+                if let Some((_, children, _)) = stack.last_mut() {
+                    *children += 1;
+                    if *children > limits.max_children {
+                        return Err(policy(format!(
+                            "more than {} children of an element",
+                            limits.max_children
+                        )));
+                    }
+                }
+                let reset = stack.last().is_some_and(|(_, _, r)| *r);
+                let (el, reset) = start_element(&reader, &s, scope, reset, limits)?;
+                stack.push((el, 0, reset));
             }
             Event::End(_) => {
-                let el = stack.pop().ok_or_else(|| nwf("unbalanced end tag"))?;
+                let (el, _, _) = stack.pop().ok_or_else(|| nwf("unbalanced end tag"))?;
                 match stack.last_mut() {
-                    Some(parent) => parent.push_child(el),
+                    Some((parent, _, _)) => parent.push_child(el),
                     None => return Ok(el),
                 }
             }
             Event::Text(t) => {
-                let parent = stack.last_mut().ok_or_else(|| nwf("stray text"))?;
+                let (parent, _, _) = stack.last_mut().ok_or_else(|| nwf("stray text"))?;
                 parent.push_text(normalize_newlines(utf8(&t)?));
             }
             Event::CData(t) => {
-                let parent = stack.last_mut().ok_or_else(|| nwf("stray CDATA"))?;
+                let (parent, _, _) = stack.last_mut().ok_or_else(|| nwf("stray CDATA"))?;
                 parent.push_text(normalize_newlines(utf8(&t)?));
             }
             Event::GeneralRef(r) => {
-                let parent = stack.last_mut().ok_or_else(|| nwf("stray reference"))?;
+                let (parent, _, _) = stack.last_mut().ok_or_else(|| nwf("stray reference"))?;
                 parent.push_char(resolve_entity(utf8(&r)?)?);
             }
             Event::Comment(_) => return Err(restricted("comments are not allowed")),
@@ -188,19 +247,19 @@ pub(super) fn parse_stanza(
     }
 }
 
+/// One start tag as an element, its namespace resolved in the element's
+/// scope, then the header's. `reset`: an enclosing `xmlns=''` took the
+/// default namespace away. Returns the element and whether the default
+/// namespace is gone for its children.
 fn start_element<R>(
     reader: &NsReader<R>,
     s: &BytesStart<'_>,
+    scope: &Scope,
+    mut reset: bool,
     limits: &Limits,
-) -> Result<Element, StreamError> {
-    let (res, local) = reader.resolve_element(s.name());
-    let ns = match res {
-        ResolveResult::Bound(ns) => unescape_attr(utf8(ns.as_ref())?)?,
-        ResolveResult::Unbound => String::new(),
-        ResolveResult::Unknown(_) => return Err(nwf("undeclared namespace prefix")),
-    };
-    let mut el = Element::new(utf8(local.as_ref())?, ns);
+) -> Result<(Element, bool), StreamError> {
     let mut count = 0;
+    let mut attrs = Vec::new();
     for a in s.attributes() {
         let a = a.map_err(|e| nwf(e.to_string()))?;
         count += 1;
@@ -211,14 +270,34 @@ fn start_element<R>(
             )));
         }
         let value = unescape_attr(utf8(&a.value)?)?;
-        if a.key.as_namespace_binding().is_some() {
-            continue;
-        }
-        if let Some(name) = keep_attr(reader, a.key)? {
-            el.attrs.push((name, value));
+        match a.key.as_namespace_binding() {
+            Some(PrefixDeclaration::Default) => {
+                reset = value.is_empty();
+                namespace_name(value, limits)?;
+            }
+            Some(PrefixDeclaration::Named(_)) => {
+                namespace_name(value, limits)?;
+            }
+            None => {
+                if let Some(name) = keep_attr(reader, a.key, Some(scope))? {
+                    attrs.push((name, value));
+                }
+            }
         }
     }
-    Ok(el)
+    let (res, local) = reader.resolve_element(s.name());
+    let ns = match res {
+        ResolveResult::Bound(ns) => unescape_attr(utf8(ns.as_ref())?)?,
+        ResolveResult::Unbound if reset => String::new(),
+        ResolveResult::Unbound => scope.default.clone(),
+        ResolveResult::Unknown(p) => match scope.prefix(&p) {
+            Some(ns) => ns.to_owned(),
+            None => return Err(nwf("undeclared namespace prefix")),
+        },
+    };
+    let mut el = Element::new(utf8(local.as_ref())?, ns);
+    el.attrs = attrs;
+    Ok((el, reset))
 }
 
 fn utf8(b: &[u8]) -> Result<&str, StreamError> {
