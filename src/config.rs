@@ -148,6 +148,15 @@ pub struct Config {
     pub mqtt_max_packet_size: u32,
     /// QoS 1/2 messages a detached persistent MQTT session may have queued.
     pub mqtt_max_queue: usize,
+    /// MQTT limits (see `mqtt::session::MqttLimits`).
+    pub mqtt_max_connect_size: usize,
+    pub mqtt_max_filters_per_subscribe: usize,
+    pub mqtt_max_subscriptions: usize,
+    pub mqtt_max_topic_levels: usize,
+    pub mqtt_max_topic_length: usize,
+    pub mqtt_max_sessions_per_account: usize,
+    pub mqtt_max_session_expiry: u32,
+    pub mqtt_max_retained: usize,
     /// Bytes a session's queue may hold before its senders are made to wait.
     pub session_queue_high_water: u32,
     /// Seconds a session may drain nothing (with senders waiting) before it
@@ -178,6 +187,14 @@ impl Default for Config {
             mqtt_allow_anonymous: false,
             mqtt_max_packet_size: 1 << 20,
             mqtt_max_queue: 1000,
+            mqtt_max_connect_size: 65_536,
+            mqtt_max_filters_per_subscribe: 32,
+            mqtt_max_subscriptions: 1000,
+            mqtt_max_topic_levels: 32,
+            mqtt_max_topic_length: 1024,
+            mqtt_max_sessions_per_account: 10_000,
+            mqtt_max_session_expiry: 604_800,
+            mqtt_max_retained: 100_000,
             session_queue_high_water: 256 * 1024,
             slow_consumer_timeout: 30,
             log_level: "info".into(),
@@ -221,6 +238,14 @@ struct RawConfig {
     mqtt_allow_anonymous: Option<bool>,
     mqtt_max_packet_size: Option<u32>,
     mqtt_max_queue: Option<usize>,
+    mqtt_max_connect_size: Option<usize>,
+    mqtt_max_filters_per_subscribe: Option<usize>,
+    mqtt_max_subscriptions: Option<usize>,
+    mqtt_max_topic_levels: Option<usize>,
+    mqtt_max_topic_length: Option<usize>,
+    mqtt_max_sessions_per_account: Option<usize>,
+    mqtt_max_session_expiry: Option<u32>,
+    mqtt_max_retained: Option<usize>,
     session_queue_high_water: Option<u32>,
     slow_consumer_timeout: Option<u64>,
     log_level: Option<String>,
@@ -295,13 +320,32 @@ impl Config {
         if let Some(s) = raw.max_stanza_size {
             c.max_stanza_size = s;
         }
+        if let Some(e) = raw.mqtt_max_session_expiry {
+            c.mqtt_max_session_expiry = e;
+        }
         for (value, field) in [
+            (raw.mqtt_max_connect_size, &mut c.mqtt_max_connect_size),
+            (
+                raw.mqtt_max_filters_per_subscribe,
+                &mut c.mqtt_max_filters_per_subscribe,
+            ),
+            (raw.mqtt_max_subscriptions, &mut c.mqtt_max_subscriptions),
+            (raw.mqtt_max_topic_levels, &mut c.mqtt_max_topic_levels),
+            (raw.mqtt_max_topic_length, &mut c.mqtt_max_topic_length),
+            (
+                raw.mqtt_max_sessions_per_account,
+                &mut c.mqtt_max_sessions_per_account,
+            ),
+            (raw.mqtt_max_retained, &mut c.mqtt_max_retained),
             (raw.xml_max_header_size, &mut c.xml_max_header_size),
             (raw.xml_max_depth, &mut c.xml_max_depth),
             (raw.xml_max_attributes, &mut c.xml_max_attributes),
             (raw.xml_max_children, &mut c.xml_max_children),
             (raw.xml_max_elements, &mut c.xml_max_elements),
-            (raw.xml_max_namespace_length, &mut c.xml_max_namespace_length),
+            (
+                raw.xml_max_namespace_length,
+                &mut c.xml_max_namespace_length,
+            ),
         ] {
             if let Some(v) = value {
                 *field = v;
@@ -396,7 +440,25 @@ impl Config {
             ("xml_max_attributes", self.xml_max_attributes, 8),
             ("xml_max_children", self.xml_max_children, 16),
             ("xml_max_elements", self.xml_max_elements, 64),
-            ("xml_max_namespace_length", self.xml_max_namespace_length, 64),
+            (
+                "xml_max_namespace_length",
+                self.xml_max_namespace_length,
+                64,
+            ),
+            ("mqtt_max_connect_size", self.mqtt_max_connect_size, 1024),
+            (
+                "mqtt_max_filters_per_subscribe",
+                self.mqtt_max_filters_per_subscribe,
+                1,
+            ),
+            ("mqtt_max_subscriptions", self.mqtt_max_subscriptions, 1),
+            ("mqtt_max_topic_levels", self.mqtt_max_topic_levels, 1),
+            ("mqtt_max_topic_length", self.mqtt_max_topic_length, 16),
+            (
+                "mqtt_max_sessions_per_account",
+                self.mqtt_max_sessions_per_account,
+                1,
+            ),
         ] {
             if value < least {
                 return Err(ConfigError::new(key, format!("must be at least {least}")));

@@ -26,7 +26,7 @@ use crate::config::{Config, Listener, Module};
 use crate::ctl::{self, CtlContext, LiveServer};
 use crate::mqtt::broker::Broker;
 use crate::mqtt::listener::MqttContext;
-use crate::mqtt::session::MqttSettings;
+use crate::mqtt::session::{MqttLimits, MqttSettings};
 use crate::net::{accept_loop, Acceptor, OpenConns, Stream};
 use crate::oauth::{self, OauthState};
 use crate::session::{FlowLimits, Kick, Protocol, Registry, SystemClock};
@@ -115,7 +115,9 @@ impl Server {
             let auth = Arc::new(AuthCore::new(store.clone(), &c)?);
             // Token ends and account changes end sessions, in every protocol.
             auth.set_events(r.clone());
-            let broker = Arc::new(Broker::new(&c.hosts, store.clone(), r, c.mqtt_max_queue)?);
+            let mut broker = Broker::new(&c.hosts, store.clone(), r, c.mqtt_max_queue)?;
+            broker.max_retained = c.mqtt_max_retained;
+            let broker = Arc::new(broker);
             // Restored sessions expire through the registry's sweep.
             let restored = broker.restore_sessions()?;
             tracing::info!(count = restored, "restored persistent MQTT sessions");
@@ -347,6 +349,16 @@ async fn serve_mqtt(b: Bound, shared: Arc<Shared>) {
             max_packet_size: c.mqtt_max_packet_size,
             receive_maximum: 1024,
             topic_alias_maximum: 64,
+            limits: MqttLimits {
+                max_connect_size: c.mqtt_max_connect_size,
+                max_filters_per_subscribe: c.mqtt_max_filters_per_subscribe,
+                max_subscriptions: c.mqtt_max_subscriptions,
+                max_topic_levels: c.mqtt_max_topic_levels,
+                max_topic_length: c.mqtt_max_topic_length,
+                max_sessions_per_account: c.mqtt_max_sessions_per_account,
+                max_session_expiry: c.mqtt_max_session_expiry,
+                max_retained: c.mqtt_max_retained,
+            },
         }),
         shutdown: shared.shutdown.clone(),
         tls: shared.tls_for(&b),

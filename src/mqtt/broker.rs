@@ -146,6 +146,8 @@ pub struct Broker {
     pub(super) next_seq: AtomicU64,
     /// QoS 1/2 messages a detached persistent session may have queued.
     pub queue_limit: usize,
+    /// Retained topics a domain may hold (`mqtt_max_retained`).
+    pub max_retained: usize,
     pub stats: BrokerStats,
 }
 
@@ -183,6 +185,7 @@ impl Broker {
             next_seq: AtomicU64::new(registry.clock().unix().saturating_mul(1_000_000_000)),
             registry,
             queue_limit,
+            max_retained: 100_000,
             stats: BrokerStats::default(),
         };
         b.load_retained()?;
@@ -437,13 +440,18 @@ impl Broker {
 
     /// Stores (or, with an empty payload, deletes) the retained message of a
     /// topic. The caller waits for a store barrier before acknowledging.
-    pub fn retain(&self, domain: &Domain, msg: &Arc<Routed>) {
+    /// False when the domain already holds `max_retained` topics and this
+    /// would be a new one (nothing is stored then).
+    pub fn retain(&self, domain: &Domain, msg: &Arc<Routed>) -> bool {
+        let max = self.max_retained;
         let topic = &msg.publish.topic;
         let key = retained_key(&domain.name, topic);
         let mut idx = domain.retained.write().unwrap_or_else(|e| e.into_inner());
         if msg.publish.payload.is_empty() {
             idx.remove(topic);
             self.store.delete(Tree::Retained, key);
+        } else if idx.len() >= max && idx.get(topic).is_none() {
+            return false;
         } else {
             let mut p = msg.publish.clone();
             p.retain = true;
@@ -459,19 +467,44 @@ impl Broker {
             }
             idx.set(topic, msg.clone());
         }
+        true
     }
 
     /// The retained messages matching a filter.
-    pub fn retained_for(&self, domain: &Domain, filter: &str) -> Vec<Arc<Routed>> {
+    /// The retained messages matching a filter, as long as they fit in
+    /// `budget` queue bytes (a `#` over a large domain must not copy every
+    /// retained message into one session). True in the second place when
+    /// some did not fit.
+    pub fn retained_for(
+        &self,
+        domain: &Domain,
+        filter: &str,
+        mut budget: u64,
+    ) -> (Vec<Arc<Routed>>, bool) {
         let mut out = Vec::new();
+        let mut cut = false;
         let idx = domain.retained.read().unwrap_or_else(|e| e.into_inner());
         let now = self.now_ms();
         idx.matching(filter, |_, m: &Arc<Routed>| {
-            if m.remaining_expiry(now) != Some(0) {
-                out.push(m.clone());
+            if cut || m.remaining_expiry(now) == Some(0) {
+                return;
             }
+            let cost = (m.publish.payload.len() + m.publish.topic.len() + 64) as u64;
+            if cost > budget {
+                cut = true;
+                return;
+            }
+            budget -= cost;
+            out.push(m.clone());
         });
-        out
+        (out, cut)
+    }
+
+    /// Queue bytes a live session may still take from deliveries that
+    /// cannot wait (retained messages on subscribe).
+    pub fn unwaited_room(&self, slot: &Slot) -> u64 {
+        let hard = u64::from(self.limits().high_water) * u64::from(HARD_FACTOR);
+        hard.saturating_sub(u64::from(slot.lock().queued_bytes()))
     }
 
     /// Sessions (online or not) across all domains.

@@ -467,8 +467,11 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
         };
         if send {
             if will.publish.retain {
-                broker.retain(&a.domain, &will);
-                flush(&broker).await;
+                if broker.retain(&a.domain, &will) {
+                    flush(&broker).await;
+                } else {
+                    tracing::info!(topic = %will.publish.topic, "retained topic quota reached: will not kept");
+                }
             }
             if broker.publish(&a.domain, &will).stored {
                 flush(&broker).await;
@@ -511,6 +514,7 @@ mod tests {
                 max_packet_size: 1024,
                 receive_maximum: 16,
                 topic_alias_maximum: 0,
+                limits: Default::default(),
             }),
             shutdown: tokio_util::sync::CancellationToken::new(),
             tls: None,

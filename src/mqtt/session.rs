@@ -35,6 +35,46 @@ pub struct MqttSettings {
     /// How many unacknowledged incoming QoS 2 messages a client may have.
     pub receive_maximum: u16,
     pub topic_alias_maximum: u16,
+    pub limits: MqttLimits,
+}
+
+/// What one client may cost (each a config key: see `configs/petrel.toml`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttLimits {
+    /// Largest packet before the login succeeded (`mqtt_max_connect_size`).
+    pub max_connect_size: usize,
+    /// Filters one SUBSCRIBE may carry; the rest get 0x97
+    /// (`mqtt_max_filters_per_subscribe`).
+    pub max_filters_per_subscribe: usize,
+    /// Subscriptions one session may hold (`mqtt_max_subscriptions`).
+    pub max_subscriptions: usize,
+    /// Levels of a topic name or filter (`mqtt_max_topic_levels`).
+    pub max_topic_levels: usize,
+    /// Bytes of a topic name or filter (`mqtt_max_topic_length`).
+    pub max_topic_length: usize,
+    /// Sessions (live or kept) of one account, or of the anonymous clients
+    /// of a domain (`mqtt_max_sessions_per_account`).
+    pub max_sessions_per_account: usize,
+    /// The longest Session Expiry Interval granted, seconds; 3.1.1
+    /// persistent sessions get it too (`mqtt_max_session_expiry`).
+    pub max_session_expiry: u32,
+    /// Retained topics per domain (`mqtt_max_retained`).
+    pub max_retained: usize,
+}
+
+impl Default for MqttLimits {
+    fn default() -> Self {
+        MqttLimits {
+            max_connect_size: 64 * 1024,
+            max_filters_per_subscribe: 32,
+            max_subscriptions: 1000,
+            max_topic_levels: 32,
+            max_topic_length: 1024,
+            max_sessions_per_account: 10_000,
+            max_session_expiry: 7 * 24 * 3600,
+            max_retained: 100_000,
+        }
+    }
 }
 
 /// What the listener must do after a call.
@@ -165,9 +205,15 @@ impl Connection {
         }
     }
 
-    /// The largest packet the decoder should accept.
+    /// The largest packet the decoder should accept: before the login
+    /// succeeded, only `max_connect_size` (a stranger's CONNECT is small).
     pub fn max_packet_size(&self) -> usize {
-        self.settings.max_packet_size as usize
+        let max = self.settings.max_packet_size as usize;
+        if self.is_live() {
+            max
+        } else {
+            max.min(self.settings.limits.max_connect_size)
+        }
     }
 
     fn send(&mut self, p: Packet) {
@@ -313,11 +359,17 @@ impl Connection {
             c.client_id = id.clone();
             assigned = Some(id);
         }
-        let expiry = match c.version {
+        let requested = match c.version {
             Version::V5 => c.properties.session_expiry_interval.unwrap_or(0),
             Version::V311 if c.clean_start => 0,
             Version::V311 => u32::MAX,
         };
+        // The server's cap; MQTT 5 is told the value granted (3.2.2.3.2).
+        let expiry = requested.min(self.settings.limits.max_session_expiry);
+        if self.over_session_quota(identity.as_ref(), &host, &c.client_id) {
+            tracing::info!(account = ?identity.as_ref().map(|j| j.to_string()), "MQTT session quota reached");
+            return self.refuse(reason::QUOTA_EXCEEDED);
+        }
         // Sessions belong to an account: the same client id under another
         // account (or anonymous) is another session, never a takeover.
         let (slot, present, generation) =
@@ -343,6 +395,9 @@ impl Connection {
             props.subscription_identifier_available = Some(true);
             props.shared_subscription_available = Some(true);
             props.assigned_client_identifier = assigned;
+            if expiry != requested {
+                props.session_expiry_interval = Some(expiry);
+            }
             if uses_enhanced_auth {
                 props.authentication_method = Some(X_OAUTH2.to_string());
             }
@@ -374,6 +429,23 @@ impl Connection {
         }
         self.pump();
         Next::Continue
+    }
+
+    /// Whether `account` (none: the anonymous clients of `host`) holds as
+    /// many sessions as it may, not counting the one at `client_id` (a
+    /// resumption or takeover adds none).
+    fn over_session_quota(&self, account: Option<&BareJid>, host: &str, client_id: &str) -> bool {
+        let key = account.map_or_else(|| host.to_string(), |a| a.to_string());
+        let max = self.settings.limits.max_sessions_per_account;
+        self.broker.registry().with_account(&key, |all| {
+            all.iter()
+                .filter(|h| {
+                    h.address().protocol() == crate::session::Protocol::Mqtt
+                        && h.address().name() != client_id
+                })
+                .count()
+                >= max
+        })
     }
 
     /// Saves a persistent session's record (the CONNACK/SUBACK waits for the flush).

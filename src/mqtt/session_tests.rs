@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use super::MqttLimits;
 use super::*;
 use crate::auth::test_support::core;
 use crate::config::Config;
@@ -56,6 +57,7 @@ impl World {
                 max_packet_size: 1 << 20,
                 receive_maximum: 16,
                 topic_alias_maximum: 8,
+                limits: Default::default(),
             }),
             token,
             _dir: dir,
@@ -450,5 +452,162 @@ fn re_authentication_swaps_the_token_the_session_ends_with() {
     assert_eq!(
         slot.lock().grant.as_ref().map(|g| g.token_id()),
         Some(fresh.id)
+    );
+}
+
+fn with_limits(f: impl FnOnce(&mut MqttLimits)) -> World {
+    let mut w = World::new();
+    let mut s = (*w.settings).clone();
+    f(&mut s.limits);
+    w.settings = Arc::new(s);
+    w
+}
+
+fn subscribe_many(conn: &mut Connection, filters: &[&str]) -> Vec<u8> {
+    conn.handle(Packet::Subscribe(Subscribe {
+        packet_id: 9,
+        properties: Properties::default(),
+        filters: filters
+            .iter()
+            .map(|f| (f.to_string(), SubscriptionOptions::default()))
+            .collect(),
+    }));
+    match take(conn).remove(0) {
+        Packet::SubAck(a) => a.reason_codes,
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+#[test]
+fn before_login_only_a_small_packet_is_read() {
+    let w = World::new();
+    let conn = w.conn();
+    assert_eq!(conn.max_packet_size(), 64 * 1024);
+    let (conn, _) = w.live("dev", |_| {});
+    assert_eq!(conn.max_packet_size(), 1 << 20);
+}
+
+/// Filters past the per-packet cap get 0x97 unread; a filter named twice
+/// is one subscription; past the per-session cap new filters get 0x97;
+/// over-long or over-deep filters are invalid.
+#[test]
+fn subscribe_is_capped_and_deduplicated() {
+    let w = with_limits(|l| {
+        l.max_filters_per_subscribe = 4;
+        l.max_subscriptions = 3;
+        l.max_topic_levels = 3;
+        l.max_topic_length = 20;
+    });
+    let (mut c, _) = w.live("dev", |_| {});
+    let codes = subscribe_many(&mut c, &["a", "b", "a", "a/b/c/d", "x", "y"]);
+    assert_eq!(
+        codes,
+        vec![
+            0,
+            0,
+            0,
+            reason::TOPIC_FILTER_INVALID,
+            reason::QUOTA_EXCEEDED,
+            reason::QUOTA_EXCEEDED
+        ]
+    );
+    assert_eq!(c.session().unwrap().0.lock().subscriptions.len(), 2);
+    let codes = subscribe_many(&mut c, &["c", "d", "a", &"z".repeat(21)]);
+    assert_eq!(
+        codes,
+        vec![0, reason::QUOTA_EXCEEDED, 0, reason::TOPIC_FILTER_INVALID],
+        "a third fits, a fourth does not, an existing one is replaced"
+    );
+    // A topic name over the limits ends the connection (0x90).
+    assert_eq!(
+        c.handle(publish("a/b/c/d", QoS::AtMostOnce, 0, "x")),
+        Next::Close
+    );
+    assert_eq!(disconnect_code(&mut c), reason::TOPIC_NAME_INVALID);
+}
+
+#[test]
+fn session_expiry_is_capped_and_the_grant_told() {
+    let w = with_limits(|l| l.max_session_expiry = 3600);
+    let (_, ack) = w.live("long", |c| {
+        c.properties.session_expiry_interval = Some(u32::MAX)
+    });
+    assert_eq!(ack.properties.session_expiry_interval, Some(3600));
+    let (_, ack) = w.live("short", |c| c.properties.session_expiry_interval = Some(60));
+    assert_eq!(
+        ack.properties.session_expiry_interval, None,
+        "granted as asked"
+    );
+    let (c, _) = w.live("v3", |c| {
+        c.version = Version::V311;
+        c.clean_start = false;
+        c.properties = Properties::default();
+        c.username = Some("alice".into());
+        c.password = Some(Bytes::from(w.token.clone()));
+    });
+    assert_eq!(
+        c.session().unwrap().0.lock().expiry,
+        3600,
+        "3.1.1 persistent too"
+    );
+}
+
+#[test]
+fn an_account_has_at_most_so_many_sessions() {
+    let w = with_limits(|l| l.max_sessions_per_account = 2);
+    let (_a, _) = w.live("a", |_| {});
+    let (_b, _) = w.live("b", |_| {});
+    let mut c = w.conn();
+    assert_eq!(
+        c.handle(Packet::Connect(w.connect_packet("c"))),
+        Next::Close
+    );
+    assert_eq!(connack_code(&mut c), reason::QUOTA_EXCEEDED);
+    // Taking one of them over adds none.
+    let (_b2, _) = w.live("b", |_| {});
+}
+
+/// Past the retained cap a new retained topic is refused (0x97) but still
+/// routed; a `#` subscription gets retained messages only up to the
+/// session's hard cap.
+#[test]
+fn retained_topics_are_capped_and_delivered_within_a_budget() {
+    let mut w = World::with_limits(FlowLimits {
+        high_water: 4096,
+        slow_consumer: Duration::from_secs(30),
+    });
+    Arc::get_mut(&mut w.broker).unwrap().max_retained = 200;
+    let (mut publ, _) = w.live("pub", |_| {});
+    let retained = |topic: String, pid: u16| {
+        Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic,
+            packet_id: pid,
+            payload: Bytes::from(vec![b'r'; 1000]),
+            ..Publish::default()
+        })
+    };
+    for i in 0..200u16 {
+        publ.handle(retained(format!("r/{i}"), i + 1));
+    }
+    take(&mut publ);
+    publ.handle(retained("r/new".into(), 999));
+    match take(&mut publ).remove(0) {
+        Packet::PubAck(a) => assert_eq!(a.reason_code, reason::QUOTA_EXCEEDED),
+        other => panic!("{other:?}"),
+    }
+    publ.handle(retained("r/7".into(), 1000));
+    match take(&mut publ).remove(0) {
+        Packet::PubAck(a) => assert_eq!(a.reason_code, reason::NO_MATCHING_SUBSCRIBERS),
+        other => panic!("{other:?}"),
+    }
+    let (mut sub, _) = w.live("sub", |_| {});
+    subscribe(&mut sub, "r/#", QoS::AtMostOnce);
+    // 16 x 4 KiB of room: about sixty 1 KB messages, not two hundred.
+    let queued = sub.session().unwrap().0.lock().queue_len();
+    assert!(
+        (50..=70).contains(&queued),
+        "{queued} retained messages queued"
     );
 }

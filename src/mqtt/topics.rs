@@ -44,6 +44,12 @@ pub fn valid_topic_filter(filter: &str) -> bool {
     true
 }
 
+/// Whether a topic name or filter is within `(max bytes, max levels)`
+/// (each level costs a node in the subscription trie).
+pub fn within(topic: &str, (max_len, max_levels): (usize, usize)) -> bool {
+    topic.len() <= max_len && topic.bytes().filter(|b| *b == b'/').count() < max_levels
+}
+
 /// Whether a filter uses the shared subscription syntax (spec 4.8.2).
 pub fn is_shared(filter: &str) -> bool {
     filter.starts_with("$share/")

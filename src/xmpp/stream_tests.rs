@@ -575,15 +575,21 @@ fn header_declarations_apply_without_replay() {
         b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' \
           xmlns:x='urn:example:x' to='example.com' version='1.0'>",
     );
-    p.feed(b"<message><x:data x:attr='dropped' plain='kept'/><none xmlns=''><inner/></none></message>");
+    p.feed(
+        b"<message><x:data x:attr='dropped' plain='kept'/><none xmlns=''><inner/></none></message>",
+    );
     let evs = events_of(&mut p).unwrap();
     let StreamEvent::Stanza(m) = &evs[1] else {
         panic!("{evs:?}")
     };
     assert_eq!(m.ns, "jabber:client");
-    let data = m.child("data", "urn:example:x").expect("prefix from the header");
+    let data = m
+        .child("data", "urn:example:x")
+        .expect("prefix from the header");
     assert_eq!(data.attrs, vec![("plain".to_string(), "kept".to_string())]);
-    let none = m.child("none", "").expect("xmlns='' takes the default away");
+    let none = m
+        .child("none", "")
+        .expect("xmlns='' takes the default away");
     assert!(none.child("inner", "").is_some());
     // A prefix declared nowhere is still an error.
     p.feed(b"<message><y:data/></message>");
@@ -604,7 +610,10 @@ fn amplification_limits() {
     let long = "u".repeat(65);
     let mut p = XmlStream::new(limits);
     p.feed(format!("{HEADER}<m><c xmlns='{long}'/></m>").as_bytes());
-    assert_eq!(events_of(&mut p).unwrap_err().condition(), "policy-violation");
+    assert_eq!(
+        events_of(&mut p).unwrap_err().condition(),
+        "policy-violation"
+    );
     let mut p = XmlStream::new(limits);
     p.feed(
         format!(
@@ -632,7 +641,10 @@ fn amplification_limits() {
     assert_eq!(events_of(&mut p).unwrap().len(), 2);
     let mut p = XmlStream::new(limits);
     p.feed(format!("{HEADER}<m>{}<a><b/></a></m>", "<a><b/><b/></a>".repeat(6)).as_bytes()); // 21
-    assert_eq!(events_of(&mut p).unwrap_err().condition(), "policy-violation");
+    assert_eq!(
+        events_of(&mut p).unwrap_err().condition(),
+        "policy-violation"
+    );
     // A header larger than its limit, though the stanza limit is larger.
     let mut p = XmlStream::new(limits);
     p.feed(format!("<stream:stream a='{}'>", "x".repeat(400)).as_bytes());

@@ -86,6 +86,10 @@ impl Connection {
     }
 
     fn on_publish(&mut self, mut publish: Publish) -> Next {
+        let topic_limits = (
+            self.settings.limits.max_topic_length,
+            self.settings.limits.max_topic_levels,
+        );
         let alias_max = self.settings.topic_alias_maximum;
         let receive_max = self.settings.receive_maximum as usize;
         let l = self.live();
@@ -105,7 +109,9 @@ impl Connection {
                 }
             }
         }
-        if !topics::valid_topic_name(&publish.topic) {
+        if !topics::valid_topic_name(&publish.topic)
+            || !topics::within(&publish.topic, topic_limits)
+        {
             return self.disconnect(reason::TOPIC_NAME_INVALID);
         }
         let (slot, domain, version) = (l.slot.clone(), l.domain.clone(), l.version);
@@ -138,10 +144,15 @@ impl Connection {
         } else {
             let msg = Arc::new(self.broker.routed(publish, slot.id()));
             if msg.publish.retain {
-                self.broker.retain(&domain, &msg);
-                self.needs_flush = true;
+                if self.broker.retain(&domain, &msg) {
+                    self.needs_flush = true;
+                } else {
+                    // Routed, but not kept: the publisher is told (QoS 1/2).
+                    tracing::info!(topic = %msg.publish.topic, "retained topic quota reached");
+                    code = reason::QUOTA_EXCEEDED;
+                }
             }
-            if code == reason::SUCCESS {
+            if code == reason::SUCCESS || code == reason::QUOTA_EXCEEDED {
                 let routing = self.broker.publish(&domain, &msg);
                 self.needs_flush |= routing.stored;
                 // Flow control, whatever the QoS: a subscriber that reads
@@ -149,7 +160,7 @@ impl Connection {
                 if routing.congested.is_some() {
                     self.congested = routing.congested;
                 }
-                if routing.receivers == 0 && version == Version::V5 {
+                if routing.receivers == 0 && version == Version::V5 && code == reason::SUCCESS {
                     code = reason::NO_MATCHING_SUBSCRIBERS;
                 }
             }
@@ -175,18 +186,42 @@ impl Connection {
             let l = self.live();
             (l.slot.clone(), l.domain.clone())
         };
+        let max_filters = self.settings.limits.max_filters_per_subscribe;
+        let max_subs = self.settings.limits.max_subscriptions;
         let sub_id = s.properties.subscription_identifiers.first().copied();
-        let mut codes = Vec::with_capacity(s.filters.len());
-        let mut retained = Vec::new();
-        for (filter, opts) in &s.filters {
-            // A shared subscription is authorized, and matches, by the
-            // filter after its group.
-            let shared = topics::split_shared(filter);
-            if shared.is_some() && opts.no_local {
+        // Filters beyond the per-packet cap are answered 0x97 and not looked
+        // at. A filter named twice is one subscription (3.8.4: the later
+        // replaces the earlier), decided once, at its last occurrence.
+        let taken = s.filters.len().min(max_filters);
+        let mut last: std::collections::HashMap<&str, usize> = Default::default();
+        for (i, (filter, opts)) in s.filters[..taken].iter().enumerate() {
+            if topics::split_shared(filter).is_some() && opts.no_local {
                 // 3.8.3.1: No Local on a shared subscription.
                 return self.disconnect(reason::PROTOCOL_ERROR);
             }
-            let code = if !topics::valid_topic_filter(filter)
+            last.insert(filter.as_str(), i);
+        }
+        let mut codes = vec![reason::QUOTA_EXCEEDED; s.filters.len()];
+        let mut retained = Vec::new();
+        // Retained messages go into the queue without waiting: at most up to
+        // the session's hard cap, the rest stays retained.
+        let mut room = self.broker.unwaited_room(&slot);
+        for (i, (filter, opts)) in s.filters[..taken].iter().enumerate() {
+            if last.get(filter.as_str()) != Some(&i) {
+                continue;
+            }
+            // A shared subscription is authorized, and matches, by the
+            // filter after its group.
+            let shared = topics::split_shared(filter);
+            let is_new = !slot.lock().subscriptions.contains_key(filter.as_str());
+            codes[i] = if !topics::valid_topic_filter(filter)
+                || !topics::within(
+                    filter,
+                    (
+                        self.settings.limits.max_topic_length,
+                        self.settings.limits.max_topic_levels,
+                    ),
+                )
                 || (topics::is_shared(filter) && shared.is_none())
             {
                 reason::TOPIC_FILTER_INVALID
@@ -195,6 +230,9 @@ impl Connection {
                 Action::Subscribe(shared.map_or(filter.as_str(), |(_, f)| f)),
             ) {
                 reason::NOT_AUTHORIZED
+            } else if is_new && slot.lock().subscriptions.len() >= max_subs {
+                tracing::info!(filter = %filter, "MQTT subscription quota reached");
+                reason::QUOTA_EXCEEDED
             } else {
                 let existed = self.broker.subscribe(&domain, &slot, filter, *opts, sub_id);
                 // 4.8.2: no retained messages for a shared subscription.
@@ -205,7 +243,14 @@ impl Connection {
                         RetainHandling::DoNotSend => false,
                     };
                 if send_retained {
-                    for m in self.broker.retained_for(&domain, filter) {
+                    let (found, cut) = self.broker.retained_for(&domain, filter, room);
+                    if cut {
+                        tracing::info!(filter = %filter, "retained messages left out: the session's queue is full");
+                    }
+                    for m in found {
+                        room = room.saturating_sub(
+                            (m.publish.payload.len() + m.publish.topic.len() + 64) as u64,
+                        );
                         let qos = opts.qos.min(m.publish.qos);
                         retained.push(Queued {
                             msg: m,
@@ -218,7 +263,11 @@ impl Connection {
                 }
                 opts.qos as u8
             };
-            codes.push(code);
+        }
+        for (i, (filter, _)) in s.filters[..taken].iter().enumerate() {
+            if let Some(&at) = last.get(filter.as_str()) {
+                codes[i] = codes[at];
+            }
         }
         self.persist_session(&slot, true);
         self.send(Packet::SubAck(SubAck {
@@ -264,6 +313,8 @@ impl Connection {
             if l.expiry == 0 && e != 0 {
                 return self.disconnect(reason::PROTOCOL_ERROR);
             }
+            let e = e.min(self.settings.limits.max_session_expiry);
+            let l = self.live();
             l.expiry = e;
             l.slot.lock().expiry = e;
         }
