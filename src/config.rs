@@ -146,6 +146,12 @@ pub struct Config {
     pub negotiation_timeout: u64,
     pub mqtt_allow_anonymous: bool,
     pub mqtt_max_packet_size: u32,
+    /// Login throttle (see `auth::throttle`).
+    pub login_failures_allowed: u32,
+    pub login_failure_window: u64,
+    pub login_backoff_max: u64,
+    /// Password hashes (PBKDF2) running at once.
+    pub password_hash_concurrency: usize,
     /// QoS 1/2 messages a detached persistent MQTT session may have queued.
     pub mqtt_max_queue: usize,
     /// MQTT limits (see `mqtt::session::MqttLimits`).
@@ -187,6 +193,12 @@ impl Default for Config {
             mqtt_allow_anonymous: false,
             mqtt_max_packet_size: 1 << 20,
             mqtt_max_queue: 1000,
+            login_failures_allowed: 5,
+            login_failure_window: 300,
+            login_backoff_max: 300,
+            password_hash_concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             mqtt_max_connect_size: 65_536,
             mqtt_max_filters_per_subscribe: 32,
             mqtt_max_subscriptions: 1000,
@@ -238,6 +250,10 @@ struct RawConfig {
     mqtt_allow_anonymous: Option<bool>,
     mqtt_max_packet_size: Option<u32>,
     mqtt_max_queue: Option<usize>,
+    login_failures_allowed: Option<u32>,
+    login_failure_window: Option<u64>,
+    login_backoff_max: Option<u64>,
+    password_hash_concurrency: Option<usize>,
     mqtt_max_connect_size: Option<usize>,
     mqtt_max_filters_per_subscribe: Option<usize>,
     mqtt_max_subscriptions: Option<usize>,
@@ -319,6 +335,24 @@ impl Config {
         }
         if let Some(s) = raw.max_stanza_size {
             c.max_stanza_size = s;
+        }
+        if let Some(n) = raw.login_failures_allowed {
+            c.login_failures_allowed = n;
+        }
+        if let Some(w) = raw.login_failure_window {
+            c.login_failure_window = w;
+        }
+        if let Some(b) = raw.login_backoff_max {
+            c.login_backoff_max = b;
+        }
+        if let Some(h) = raw.password_hash_concurrency {
+            if h == 0 {
+                return Err(ConfigError::new(
+                    "password_hash_concurrency",
+                    "must be at least 1",
+                ));
+            }
+            c.password_hash_concurrency = h;
         }
         if let Some(e) = raw.mqtt_max_session_expiry {
             c.mqtt_max_session_expiry = e;

@@ -314,7 +314,14 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
             let Some(io) = Stream::accept(tcp, tls.as_ref()).await else {
                 return;
             };
-            let svc = TowerToHyperService::new(warp::service(routes));
+            // The peer's address rides on every request (the login throttle).
+            let inner = TowerToHyperService::new(warp::service(routes));
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(oauth::PeerIp(peer.ip()));
+                    hyper::service::Service::call(&inner, req)
+                },
+            );
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()

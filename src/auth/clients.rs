@@ -35,12 +35,14 @@ impl AuthCore {
         if secret.is_empty() {
             return Err(AuthError::EmptyPassword);
         }
-        let keys = ScramKeys::derive(
-            ScramHash::Sha256,
-            secret,
-            &random_bytes::<16>(),
-            SCRAM_ITERATIONS,
-        );
+        let keys = self.hash(|| {
+            ScramKeys::derive(
+                ScramHash::Sha256,
+                secret,
+                &random_bytes::<16>(),
+                SCRAM_ITERATIONS,
+            )
+        });
         let rec = ClientRecord {
             name: name.to_string(),
             grant: ClientGrant::Password,
@@ -96,22 +98,35 @@ impl AuthCore {
         }
     }
 
-    /// Checks a client's secret. `Ok(None)` means unknown client or wrong secret
-    /// (indistinguishable to the caller, and equally slow).
+    /// Checks a client's secret, from a client at `peer`. `Ok(None)` means
+    /// unknown client or wrong secret (indistinguishable to the caller, and
+    /// equally slow). Throttled like a password: refused without hashing
+    /// while the address or the client id is blocked.
     pub fn authenticate_client(
         &self,
+        peer: Option<std::net::IpAddr>,
         id: &str,
         secret: &str,
     ) -> Result<Option<ClientRecord>, AuthError> {
+        let name = format!("client:{id}");
+        self.throttle
+            .check(peer, Some(&name), super::now())
+            .map_err(AuthError::Throttled)?;
         let rec = self.client(id)?;
         let keys = match rec.as_ref().and_then(|r| r.secret.as_ref()) {
             Some(s) => from_stored(s),
             None => self.fake_scram(ScramHash::Sha256, id),
         };
-        let ok = keys.verify_password(ScramHash::Sha256, secret);
+        let ok = self.hash(|| keys.verify_password(ScramHash::Sha256, secret));
         Ok(match rec {
-            Some(r) if ok && r.secret.is_some() => Some(r),
-            _ => None,
+            Some(r) if ok && r.secret.is_some() => {
+                self.throttle.succeeded(Some(&name));
+                Some(r)
+            }
+            _ => {
+                self.throttle.failed(peer, Some(&name), super::now());
+                None
+            }
         })
     }
 
@@ -138,9 +153,18 @@ mod tests {
     fn password_clients_authenticate_by_secret() {
         let (a, _d) = core(&Config::default());
         a.add_password_client("app", "My App", "sekrit").unwrap();
-        assert!(a.authenticate_client("app", "sekrit").unwrap().is_some());
-        assert!(a.authenticate_client("app", "nope").unwrap().is_none());
-        assert!(a.authenticate_client("ghost", "sekrit").unwrap().is_none());
+        assert!(a
+            .authenticate_client(None, "app", "sekrit")
+            .unwrap()
+            .is_some());
+        assert!(a
+            .authenticate_client(None, "app", "nope")
+            .unwrap()
+            .is_none());
+        assert!(a
+            .authenticate_client(None, "ghost", "sekrit")
+            .unwrap()
+            .is_none());
         let raw = a
             .store
             .get_blocking(Tree::Clients, b"app")
@@ -148,7 +172,10 @@ mod tests {
             .unwrap();
         assert!(!raw.windows(6).any(|w| w == b"sekrit"));
         a.remove_client("app").unwrap();
-        assert!(a.authenticate_client("app", "sekrit").unwrap().is_none());
+        assert!(a
+            .authenticate_client(None, "app", "sekrit")
+            .unwrap()
+            .is_none());
         assert!(matches!(
             a.remove_client("app"),
             Err(AuthError::NoSuchClient(_))
@@ -165,7 +192,7 @@ mod tests {
             Some("https://app.example/cb")
         );
         assert!(
-            a.authenticate_client("web", "").unwrap().is_none(),
+            a.authenticate_client(None, "web", "").unwrap().is_none(),
             "implicit clients have no secret"
         );
         for bad in [

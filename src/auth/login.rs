@@ -20,6 +20,7 @@
 //! keys and proof are checked by [`super::scram`], also inside the auth core.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::tokens::{Grant, TokenError};
 use super::{AuthCore, AuthError, BareJid};
@@ -37,7 +38,25 @@ pub struct LoginRequest {
     /// The identity the client claimed (a username, an authcid), if any.
     pub claimed: Option<BareJid>,
     pub credential: Credential,
+    /// Where the client connects from (the throttle's other key).
+    pub peer: Option<IpAddr>,
 }
+
+/// Equal when they ask the same of the same account (never comparing the
+/// secrets themselves).
+impl PartialEq for LoginRequest {
+    fn eq(&self, other: &Self) -> bool {
+        self.claimed == other.claimed
+            && self.peer == other.peer
+            && matches!(
+                (&self.credential, &other.credential),
+                (Credential::Token(_), Credential::Token(_))
+                    | (Credential::Password(_), Credential::Password(_))
+            )
+    }
+}
+
+impl Eq for LoginRequest {}
 
 // Hand-written so that passwords and tokens never reach a log.
 impl fmt::Debug for LoginRequest {
@@ -73,12 +92,17 @@ pub enum LoginError {
     /// The store failed: try again later.
     #[error("{0}")]
     Unavailable(String),
+    /// Too many failed attempts from this address or for this account:
+    /// refused without looking, for this long.
+    #[error("too many failed attempts; try again in {} s", .0.as_secs().max(1))]
+    Throttled(std::time::Duration),
 }
 
 /// A password to check for a login, off the async threads.
 pub struct PasswordCheck {
     pub account: BareJid,
     password: String,
+    peer: Option<IpAddr>,
 }
 
 impl PartialEq for PasswordCheck {
@@ -106,25 +130,65 @@ pub enum LoginStep {
 }
 
 impl AuthCore {
-    /// The login decision (see the module docs). Never blocks.
+    /// The login decision (see the module docs). Never blocks. Refused
+    /// without looking while the address or the claimed account is
+    /// throttled; every refusal counts towards the throttle.
     pub fn login(&self, req: LoginRequest) -> LoginStep {
         let LoginRequest {
             claimed,
             credential,
+            peer,
         } = req;
-        match credential {
+        let name = claimed.as_ref().map(|c| c.to_string());
+        if let Err(wait) = self.throttle.check(peer, name.as_deref(), super::now()) {
+            return LoginStep::Done(Err(LoginError::Throttled(wait)));
+        }
+        let step = match credential {
             Credential::Token(token) => LoginStep::Done(self.token_login(&token, claimed.as_ref())),
             Credential::Password(secret) => match self.token_login(&secret, claimed.as_ref()) {
                 Err(LoginError::Token(TokenError::Unknown)) => match claimed {
                     Some(account) => LoginStep::CheckPassword(PasswordCheck {
                         account,
                         password: secret,
+                        peer,
                     }),
                     None => LoginStep::Done(Err(LoginError::NoUser)),
                 },
                 decided => LoginStep::Done(decided),
             },
+        };
+        if let LoginStep::Done(r) = &step {
+            self.count(peer, name.as_deref(), r);
         }
+        step
+    }
+
+    /// Tells the throttle how a decided login went.
+    fn count(&self, peer: Option<IpAddr>, name: Option<&str>, r: &Result<Login, LoginError>) {
+        match r {
+            Ok(l) => self.throttle.succeeded(Some(&l.account.to_string())),
+            Err(LoginError::Unavailable(_) | LoginError::Throttled(_)) => {}
+            Err(_) => self.throttle.failed(peer, name, super::now()),
+        }
+    }
+
+    /// A SCRAM exchange's proof failed (the one secret check that ends in
+    /// the protocol layer rather than here): counted like any failure.
+    pub fn login_failed(&self, peer: Option<IpAddr>, account: Option<&BareJid>) {
+        let name = account.map(|a| a.to_string());
+        self.throttle.failed(peer, name.as_deref(), super::now());
+    }
+
+    /// How long a login from `peer` for `account` would be refused now.
+    pub fn throttled(
+        &self,
+        peer: Option<IpAddr>,
+        account: Option<&BareJid>,
+    ) -> Option<std::time::Duration> {
+        let name = account.map(|a| a.to_string());
+        self.throttle
+            .check(peer, name.as_deref(), super::now())
+            .err()
     }
 
     /// Rule 1 alone, for a live session that presents a fresh token (MQTT
@@ -141,14 +205,17 @@ impl AuthCore {
 
     /// The second step of a password login. Blocking (PBKDF2, a store read).
     pub fn check_login_password(&self, check: PasswordCheck) -> Result<Login, LoginError> {
-        match self.check_password(&check.account, &check.password) {
+        let name = check.account.to_string();
+        let r = match self.check_password(&check.account, &check.password) {
             Ok(()) => Ok(Login {
                 account: check.account,
                 grant: None,
             }),
             Err(AuthError::BadPassword) => Err(LoginError::BadPassword),
             Err(e) => Err(LoginError::Unavailable(e.to_string())),
-        }
+        };
+        self.count(check.peer, Some(&name), &r);
+        r
     }
 
     /// Both steps, for async callers: tokens at once, a password on a
@@ -188,6 +255,7 @@ mod tests {
         match a.login(LoginRequest {
             claimed: claimed.map(jid),
             credential,
+            peer: None,
         }) {
             LoginStep::Done(r) => r,
             LoginStep::CheckPassword(c) => a.check_login_password(c),
@@ -275,6 +343,7 @@ mod tests {
         let r = LoginRequest {
             claimed: Some(jid("a@localhost")),
             credential: Credential::Password("hunter2".into()),
+            peer: None,
         };
         assert!(!format!("{r:?}").contains("hunter2"));
         let (a, _d) = core(&Config::default());

@@ -15,6 +15,7 @@ pub mod login;
 pub mod sasl;
 pub mod scopes;
 pub mod scram;
+pub mod throttle;
 pub mod tokens;
 pub mod users;
 
@@ -66,6 +67,8 @@ pub enum AuthError {
     AccessDenied(String),
     #[error("ttl must be at least 1 second")]
     BadTtl,
+    #[error("too many failed attempts; try again in {} s", .0.as_secs().max(1))]
+    Throttled(std::time::Duration),
 }
 
 /// Seconds since the Unix epoch.
@@ -107,6 +110,10 @@ pub struct AuthCore {
     expiry_changed: tokio::sync::Notify,
     /// Where token ends and account changes are announced.
     events: OnceLock<Arc<dyn AuthEvents>>,
+    /// The brake on guessing, shared by every secret check.
+    throttle: throttle::Throttle,
+    /// Bounds the password hashes running at once.
+    hashing: throttle::HashGate,
     /// A per-server random key (kept in the store): fake SCRAM salts for unknown
     /// users, and the key that signs anti-CSRF values of the sign-in page.
     server_key: [u8; 32],
@@ -138,6 +145,12 @@ impl AuthCore {
             expiries: Mutex::new(BTreeSet::new()),
             expiry_changed: tokio::sync::Notify::new(),
             events: OnceLock::new(),
+            throttle: throttle::Throttle::new(throttle::ThrottleConfig {
+                failures_allowed: config.login_failures_allowed,
+                window: config.login_failure_window,
+                backoff_max: config.login_backoff_max,
+            }),
+            hashing: throttle::HashGate::new(config.password_hash_concurrency),
             server_key,
         };
         core.load_tokens()?;
@@ -159,6 +172,16 @@ impl AuthCore {
         if let Some(e) = self.events.get() {
             e.account_changed(account);
         }
+    }
+
+    /// The brake on guessing (see [`throttle`]).
+    pub fn throttle(&self) -> &throttle::Throttle {
+        &self.throttle
+    }
+
+    /// Runs a password hash under the concurrency bound.
+    pub(crate) fn hash<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.hashing.run(f)
     }
 
     pub fn store(&self) -> &Store {

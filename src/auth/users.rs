@@ -55,7 +55,7 @@ impl AuthCore {
         {
             return Err(AuthError::UserExists(key));
         }
-        let (scram_sha1, scram_sha256) = derive_pair(password);
+        let (scram_sha1, scram_sha256) = self.hash(|| derive_pair(password));
         let rec = UserRecord {
             scram_sha1,
             scram_sha256,
@@ -92,7 +92,7 @@ impl AuthCore {
         let Some(old) = self.user(jid)? else {
             return Err(AuthError::NoSuchUser(key));
         };
-        let (scram_sha1, scram_sha256) = derive_pair(password);
+        let (scram_sha1, scram_sha256) = self.hash(|| derive_pair(password));
         let rec = UserRecord {
             scram_sha1,
             scram_sha256,
@@ -133,21 +133,48 @@ impl AuthCore {
     /// Checks a plaintext password (PLAIN, MQTT password, OAuth password grant).
     /// An unknown user costs the same derivation as a known one, so timing does
     /// not reveal which accounts exist.
+    /// Not throttled: callers facing clients use
+    /// [`AuthCore::check_password_from`] or the login decision.
     pub fn check_password(&self, jid: &BareJid, password: &str) -> Result<(), AuthError> {
-        match self.user(jid)? {
-            Some(u) => {
-                if from_stored(&u.scram_sha256).verify_password(ScramHash::Sha256, password) {
-                    Ok(())
-                } else {
-                    Err(AuthError::BadPassword)
-                }
-            }
+        let keys = match self.user(jid)? {
+            Some(u) => Some(from_stored(&u.scram_sha256)),
+            None => None,
+        };
+        let ok = self.hash(|| match &keys {
+            Some(k) => k.verify_password(ScramHash::Sha256, password),
             None => {
                 let fake = self.fake_scram(ScramHash::Sha256, &jid.to_string());
                 let _ = fake.verify_password(ScramHash::Sha256, password);
-                Err(AuthError::BadPassword)
+                false
             }
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(AuthError::BadPassword)
         }
+    }
+
+    /// [`AuthCore::check_password`] for a client at `peer` (the OAuth
+    /// password grant and sign-in page): refused without hashing while the
+    /// address or the account is throttled; every result counted.
+    pub fn check_password_from(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        jid: &BareJid,
+        password: &str,
+    ) -> Result<(), AuthError> {
+        let name = jid.to_string();
+        self.throttle
+            .check(peer, Some(&name), now())
+            .map_err(AuthError::Throttled)?;
+        let r = self.check_password(jid, password);
+        match &r {
+            Ok(()) => self.throttle.succeeded(Some(&name)),
+            Err(AuthError::BadPassword) => self.throttle.failed(peer, Some(&name), now()),
+            Err(_) => {}
+        }
+        r
     }
 
     /// The stored SCRAM keys of a user for one hash, for the SASL SCRAM exchange.

@@ -15,18 +15,15 @@
 use bytes::Bytes;
 
 use super::codec::{reason, Auth, ConnAck, Connect, Packet, Properties, Version};
-use crate::auth::{
-    AuthCore, BareJid, Credential, Login, LoginError, LoginRequest, LoginStep, PasswordCheck,
-};
+use crate::auth::{AuthCore, BareJid, Credential, LoginError, LoginRequest};
 
 pub const X_OAUTH2: &str = "X-OAUTH2";
 
 /// The outcome of looking at a CONNECT's credentials.
 pub enum Credentials {
-    /// Logged in (a token, or a password already checked).
-    Login(Login),
-    /// A password must be checked (blocking work, off the async threads).
-    Password(PasswordCheck),
+    /// The auth core's login decision is needed (the connection's task
+    /// adds the peer's address and asks it).
+    Login(LoginRequest),
     /// Send AUTH 0x18 with the method and wait for the token.
     AskToken,
     /// No credentials, and anonymous clients are allowed.
@@ -45,6 +42,8 @@ pub fn refusal_code(e: &LoginError) -> u8 {
         LoginError::Token(_) | LoginError::NoUser => reason::NOT_AUTHORIZED,
         LoginError::BadPassword => reason::BAD_USER_NAME_OR_PASSWORD,
         LoginError::Unavailable(_) => reason::SERVER_UNAVAILABLE,
+        // 3.1.1 reads it as 3, "server unavailable".
+        LoginError::Throttled(_) => reason::QUOTA_EXCEEDED,
     }
 }
 
@@ -71,15 +70,6 @@ fn claimed(auth: &AuthCore, c: &Connect, default_host: &str) -> Result<Option<Ba
     }
 }
 
-/// What the auth core's first step decided.
-fn decided(step: LoginStep) -> Credentials {
-    match step {
-        LoginStep::Done(Ok(l)) => Credentials::Login(l),
-        LoginStep::Done(Err(e)) => Credentials::Refused(refusal_code(&e)),
-        LoginStep::CheckPassword(check) => Credentials::Password(check),
-    }
-}
-
 /// Checks a token for a CONNECT (or its AUTH continuation).
 pub fn check_token(auth: &AuthCore, c: &Connect, default_host: &str, token: &[u8]) -> Credentials {
     let Ok(claimed) = claimed(auth, c, default_host) else {
@@ -88,10 +78,11 @@ pub fn check_token(auth: &AuthCore, c: &Connect, default_host: &str, token: &[u8
     let Ok(token) = std::str::from_utf8(token) else {
         return Credentials::Refused(reason::NOT_AUTHORIZED);
     };
-    decided(auth.login(LoginRequest {
+    Credentials::Login(LoginRequest {
         claimed,
         credential: Credential::Token(token.to_string()),
-    }))
+        peer: None,
+    })
 }
 
 /// Decides what a CONNECT's credentials call for.
@@ -124,10 +115,11 @@ pub fn examine(
     let Ok(text) = std::str::from_utf8(password) else {
         return Credentials::Refused(reason::BAD_USER_NAME_OR_PASSWORD);
     };
-    decided(auth.login(LoginRequest {
+    Credentials::Login(LoginRequest {
         claimed,
         credential: Credential::Password(text.to_string()),
-    }))
+        peer: None,
+    })
 }
 
 /// AUTH 0x18 asking for the token.

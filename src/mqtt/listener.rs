@@ -63,19 +63,19 @@ pub fn serve(
     let span = tracing::info_span!("mqtt", %peer, client = tracing::field::Empty);
     // Boxed: the handshakes are large and brief, the idle task small (and the
     // stream moves into the box instead of staying in the task's future).
-    let opening = Box::pin(open(stream, ctx.clone()));
+    let opening = Box::pin(open(stream, peer.ip(), ctx.clone()));
     Traced::new(run(opening, ctx, permit), span)
 }
 
 /// Decodes and handles every whole packet in `buf`, stopping early when a
-/// password must be checked (the caller runs [`check_password`]), the
-/// connection must close, or backpressure holds the rest back.
+/// login must be decided (the caller runs [`login`]), the connection must
+/// close, or backpressure holds the rest back.
 fn handle_buffered(conn: &mut Connection, buf: &mut BytesMut) -> Next {
     loop {
         match codec::decode(buf, conn.version(), conn.max_packet_size()) {
             Ok(Some(p)) => {
                 let next = conn.handle(p);
-                if matches!(next, Next::CheckPassword(_) | Next::Close) {
+                if matches!(next, Next::Login(_) | Next::Close) {
                     return next;
                 }
                 if conn.congested.is_some() {
@@ -90,20 +90,21 @@ fn handle_buffered(conn: &mut Connection, buf: &mut BytesMut) -> Next {
     }
 }
 
-/// Checks a password on a blocking thread, answers the connection, and goes
+/// Asks the auth core's login decision for the connection at `peer` (a
+/// password check on a blocking thread), answers the connection, and goes
 /// on with the buffered packets after it.
-async fn check_password(
+async fn login(
     conn: &mut Connection,
     buf: &mut BytesMut,
     ctx: &MqttContext,
+    peer: std::net::IpAddr,
     mut next: Next,
 ) -> Next {
-    while let Next::CheckPassword(check) = next {
-        let auth = ctx.auth.clone();
-        let result = tokio::task::spawn_blocking(move || auth.check_login_password(*check))
-            .await
-            .unwrap_or_else(|e| Err(crate::auth::LoginError::Unavailable(e.to_string())));
-        next = conn.password_checked(result);
+    while let Next::Login(req) = next {
+        let mut req = *req;
+        req.peer = Some(peer);
+        let result = ctx.auth.login_async(req).await;
+        next = conn.login_decided(result);
         if next == Next::Close || conn.congested.is_some() {
             return next;
         }
@@ -230,6 +231,7 @@ async fn handshake(
     conn: &mut Connection,
     buf: &mut BytesMut,
     ctx: &MqttContext,
+    peer: std::net::IpAddr,
 ) -> bool {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
@@ -238,7 +240,7 @@ async fn handshake(
                 Ok(0) | Err(_) => return false,
                 Ok(_) => {
                     let next = handle_buffered(conn, buf);
-                    check_password(conn, buf, ctx, next).await
+                    login(conn, buf, ctx, peer, next).await
                 }
             },
             _ = tokio::time::sleep_until(deadline) => Next::Close,
@@ -258,13 +260,14 @@ async fn handshake(
 /// connection's wire and live [`Connection`], or nothing when either failed.
 async fn open(
     stream: tokio::net::TcpStream,
+    peer: std::net::IpAddr,
     ctx: Arc<MqttContext>,
 ) -> Option<(Stream, Connection, BytesMut)> {
     let ctx = &*ctx;
     let mut buf = BytesMut::new();
     let mut wire = Stream::accept(stream, ctx.tls.as_ref()).await?;
     let mut conn = Connection::new(ctx.broker.clone(), ctx.auth.clone(), ctx.settings.clone());
-    if handshake(&mut wire, &mut conn, &mut buf, ctx).await {
+    if handshake(&mut wire, &mut conn, &mut buf, ctx, peer).await {
         if buf.is_empty() {
             // The CONNECT's bytes are decoded: an idle connection keeps no
             // read buffer (nor the allocation its packets were split from).
@@ -393,8 +396,9 @@ where
                 }
             }
         };
-        if matches!(next, Next::CheckPassword(_)) {
-            next = Box::pin(check_password(&mut conn, &mut buf, &ctx, next)).await;
+        if matches!(next, Next::Login(_)) {
+            // Logins happen before the session is live; a live one has none.
+            next = Next::Close;
         }
         if conn.congested.is_some() {
             held_back = !buf.is_empty();

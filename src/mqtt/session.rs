@@ -20,7 +20,7 @@ use super::codec::{
 use super::connect::{self, Credentials, X_OAUTH2};
 use super::topics;
 use crate::auth::{
-    self, Action, AuthCore, BareJid, Grant, Login, LoginError, PasswordCheck, Scopes,
+    self, Action, AuthCore, BareJid, Grant, Login, LoginError, LoginRequest, Scopes,
 };
 
 mod live;
@@ -81,9 +81,10 @@ impl Default for MqttLimits {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     Continue,
-    /// Check this password on a blocking thread, then call `password_checked`.
-    /// Boxed: rare, and a `Next` lives in every connection's task.
-    CheckPassword(Box<PasswordCheck>),
+    /// Ask the auth core's login decision (with the peer's address), then
+    /// call `login_decided`. Boxed: rare, and a `Next` lives in every
+    /// connection's task.
+    Login(Box<LoginRequest>),
     /// Write `out` (flushing first if needed), then close.
     Close,
 }
@@ -124,8 +125,8 @@ enum Phase {
     AwaitConnect,
     /// AUTH 0x18 sent; the client's AUTH brings the token.
     AwaitToken(Box<Connect>),
-    /// A password check is running.
-    CheckingPassword(Box<Connect>),
+    /// The login decision is under way.
+    LoggingIn(Box<Connect>),
     Live(Box<Live>),
     Closed,
 }
@@ -276,9 +277,9 @@ impl Connection {
                 Packet::Disconnect(_) => Next::Close,
                 _ => self.refuse(reason::PROTOCOL_ERROR),
             },
-            Phase::CheckingPassword(c) => {
+            Phase::LoggingIn(c) => {
                 // Packets pipelined behind CONNECT before the answer: not allowed.
-                self.phase = Phase::CheckingPassword(c);
+                self.phase = Phase::LoggingIn(c);
                 self.disconnect(reason::PROTOCOL_ERROR)
             }
             Phase::Live(live) => {
@@ -321,18 +322,17 @@ impl Connection {
                 self.phase = Phase::AwaitToken(Box::new(c));
                 Next::Continue
             }
-            Credentials::Password(check) => {
-                self.phase = Phase::CheckingPassword(Box::new(c));
-                Next::CheckPassword(Box::new(check))
+            Credentials::Login(req) => {
+                self.phase = Phase::LoggingIn(Box::new(c));
+                Next::Login(Box::new(req))
             }
-            Credentials::Login(l) => self.accept(c, Some(l.account), l.grant),
             Credentials::Anonymous => self.accept(c, None, None),
         }
     }
 
-    /// The answer to [`Next::CheckPassword`].
-    pub fn password_checked(&mut self, result: Result<Login, LoginError>) -> Next {
-        let Phase::CheckingPassword(c) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+    /// The answer to [`Next::Login`].
+    pub fn login_decided(&mut self, result: Result<Login, LoginError>) -> Next {
+        let Phase::LoggingIn(c) = std::mem::replace(&mut self.phase, Phase::Closed) else {
             return Next::Close;
         };
         match result {

@@ -333,6 +333,7 @@ pub fn submit(
     cookie: Option<&str>,
     body: &[u8],
     secure: bool,
+    peer: Option<std::net::IpAddr>,
 ) -> Response<Bytes> {
     let Ok(params) = parse_form(body) else {
         return error_page(StatusCode::BAD_REQUEST, "A form field is repeated.");
@@ -374,9 +375,20 @@ pub fn submit(
     let Ok(jid) = BareJid::from_user(&username, &state.default_host) else {
         return bad();
     };
-    match state.auth.check_password(&jid, &password) {
+    match state.auth.check_password_from(peer, &jid, &password) {
         Ok(()) => {}
         Err(AuthError::BadPassword) => return bad(),
+        Err(AuthError::Throttled(wait)) => {
+            let mut page = error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed sign-ins. Wait a moment, then go back and try again.",
+            );
+            if let Ok(v) = wait.as_secs().max(1).to_string().parse() {
+                page.headers_mut()
+                    .insert(warp::http::header::RETRY_AFTER, v);
+            }
+            return page;
+        }
         Err(e) => {
             tracing::error!(error = %e, "sign-in");
             return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");

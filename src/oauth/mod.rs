@@ -46,12 +46,19 @@ impl OauthState {
 /// Largest form body accepted.
 const MAX_FORM: u64 = 16 * 1024;
 
+/// The address a request came from, put on it by the accept loop (the
+/// login throttle's key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerIp(pub std::net::IpAddr);
+
 /// An OAuth error reply (RFC 6749 §5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OauthError {
     pub status: StatusCode,
     pub error: &'static str,
     pub description: String,
+    /// Seconds for a `Retry-After` header (a throttled request: 429).
+    pub retry_after: Option<u64>,
 }
 
 impl OauthError {
@@ -60,6 +67,21 @@ impl OauthError {
             status,
             error,
             description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Too many failed attempts from this address or for this account or
+    /// client: 429 with `Retry-After`, and an RFC 6749 error body.
+    pub fn throttled(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs().max(1);
+        OauthError {
+            retry_after: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "invalid_request",
+                format!("too many failed attempts; try again in {secs} s"),
+            )
         }
     }
 
@@ -88,6 +110,9 @@ impl OauthError {
             .header(header::PRAGMA, "no-cache");
         if self.status == StatusCode::UNAUTHORIZED {
             b = b.header(header::WWW_AUTHENTICATE, "Basic realm=\"petrel\"");
+        }
+        if let Some(s) = self.retry_after {
+            b = b.header(header::RETRY_AFTER, s.to_string());
         }
         b.body(Bytes::from(body)).expect("static headers are valid")
     }
@@ -209,6 +234,7 @@ pub fn client_credentials(
 pub fn authenticate_client(
     state: &OauthState,
     creds: Option<ClientCredentials>,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Option<String>, OauthError> {
     match state.client_id_check {
         ClientIdCheck::Deny => Err(OauthError::new(
@@ -221,10 +247,15 @@ pub fn authenticate_client(
             let c = creds
                 .ok_or_else(|| OauthError::invalid_client("client authentication is required"))?;
             let secret = c.secret.as_deref().unwrap_or("");
-            let rec: Option<ClientRecord> =
-                state.auth.authenticate_client(&c.id, secret).map_err(|e| {
-                    tracing::error!(error = %e, "client lookup failed");
-                    OauthError::server_error()
+            let rec: Option<ClientRecord> = state
+                .auth
+                .authenticate_client(peer, &c.id, secret)
+                .map_err(|e| match e {
+                    crate::auth::AuthError::Throttled(wait) => OauthError::throttled(wait),
+                    e => {
+                        tracing::error!(error = %e, "client lookup failed");
+                        OauthError::server_error()
+                    }
                 })?;
             match rec {
                 Some(r) if r.grant == ClientGrant::Password => Ok(Some(c.id)),
@@ -256,6 +287,7 @@ pub fn routes(
         let s = state.clone();
         warp::any().map(move || s.clone())
     };
+    let peer = warp::ext::optional::<PeerIp>().map(|p: Option<PeerIp>| p.map(|p| p.0));
     let form_body = warp::header::optional::<String>("content-type")
         .and(warp::body::content_length_limit(MAX_FORM))
         .and(warp::body::bytes());
@@ -263,26 +295,44 @@ pub fn routes(
     let token = warp::path!("oauth" / "token")
         .and(warp::post())
         .and(with_state.clone())
+        .and(peer)
         .and(warp::header::optional::<String>("authorization"))
         .and(form_body)
-        .then(|state: Arc<OauthState>, authz: Option<String>, ct: Option<String>, body: Bytes| async move {
-            if let Err(e) = check_form_type(ct.as_deref()) {
-                return e.into_response();
-            }
-            blocking(move || token::password_grant(&state, authz.as_deref(), &body)).await.unwrap_or_else(OauthError::into_response)
-        });
+        .then(
+            |state: Arc<OauthState>,
+             peer: Option<std::net::IpAddr>,
+             authz: Option<String>,
+             ct: Option<String>,
+             body: Bytes| async move {
+                if let Err(e) = check_form_type(ct.as_deref()) {
+                    return e.into_response();
+                }
+                blocking(move || token::password_grant(&state, authz.as_deref(), &body, peer))
+                    .await
+                    .unwrap_or_else(OauthError::into_response)
+            },
+        );
 
     let revoke = warp::path!("oauth" / "revoke")
         .and(warp::post())
         .and(with_state.clone())
+        .and(peer)
         .and(warp::header::optional::<String>("authorization"))
         .and(form_body)
-        .then(|state: Arc<OauthState>, authz: Option<String>, ct: Option<String>, body: Bytes| async move {
-            if let Err(e) = check_form_type(ct.as_deref()) {
-                return e.into_response();
-            }
-            blocking(move || token::revoke(&state, authz.as_deref(), &body)).await.unwrap_or_else(OauthError::into_response)
-        });
+        .then(
+            |state: Arc<OauthState>,
+             peer: Option<std::net::IpAddr>,
+             authz: Option<String>,
+             ct: Option<String>,
+             body: Bytes| async move {
+                if let Err(e) = check_form_type(ct.as_deref()) {
+                    return e.into_response();
+                }
+                blocking(move || token::revoke(&state, authz.as_deref(), &body, peer))
+                    .await
+                    .unwrap_or_else(OauthError::into_response)
+            },
+        );
 
     let auth_page_get = warp::path!("oauth" / "authorization_token")
         .and(warp::get())
@@ -296,10 +346,12 @@ pub fn routes(
     let auth_page_post = warp::path!("oauth" / "authorization_token")
         .and(warp::post())
         .and(with_state.clone())
+        .and(peer)
         .and(warp::header::optional::<String>("cookie"))
         .and(form_body)
         .then(
             move |state: Arc<OauthState>,
+                  peer: Option<std::net::IpAddr>,
                   cookie: Option<String>,
                   ct: Option<String>,
                   body: Bytes| async move {
@@ -309,7 +361,8 @@ pub fn routes(
                         "The form must be sent as application/x-www-form-urlencoded.",
                     );
                 }
-                blocking(move || implicit::submit(&state, cookie.as_deref(), &body, secure)).await
+                blocking(move || implicit::submit(&state, cookie.as_deref(), &body, secure, peer))
+                    .await
             },
         );
 

@@ -48,12 +48,13 @@ pub fn password_grant(
     state: &OauthState,
     authorization: Option<&str>,
     body: &[u8],
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Response<Bytes>, OauthError> {
     let form = parse_form(body)?;
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OauthError::invalid_request("grant_type is missing"))?;
-    let client = authenticate_client(state, client_credentials(authorization, &form)?)?;
+    let client = authenticate_client(state, client_credentials(authorization, &form)?, peer)?;
     if grant_type != "password" {
         return Err(OauthError::new(
             StatusCode::BAD_REQUEST,
@@ -74,9 +75,10 @@ pub fn password_grant(
         Ok(j) => j,
         Err(_) => return Err(invalid_grant("wrong username or password")),
     };
-    match state.auth.check_password(&jid, password) {
+    match state.auth.check_password_from(peer, &jid, password) {
         Ok(()) => {}
         Err(AuthError::BadPassword) => return Err(invalid_grant("wrong username or password")),
+        Err(AuthError::Throttled(wait)) => return Err(OauthError::throttled(wait)),
         Err(e) => return Err(internal(e)),
     }
     if !state.auth.may_get_tokens(&jid) {
@@ -105,9 +107,10 @@ pub fn revoke(
     state: &OauthState,
     authorization: Option<&str>,
     body: &[u8],
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Response<Bytes>, OauthError> {
     let form = parse_form(body)?;
-    let client = authenticate_client(state, client_credentials(authorization, &form)?)?;
+    let client = authenticate_client(state, client_credentials(authorization, &form)?, peer)?;
     let token = form
         .get("token")
         .filter(|t| !t.is_empty())

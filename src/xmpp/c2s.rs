@@ -61,6 +61,9 @@ pub enum Output {
     Auth(AuthRequest),
     /// Route this full JID to the connection (replacing a session bound to it).
     Bind(Jid),
+    /// A credential check failed here (a SCRAM proof): tell the auth core's
+    /// login throttle, for this account if known.
+    LoginFailed(Option<BareJid>),
     /// A validated stanza, `from` stamped, for the IM layer.
     Stanza(Element),
     /// Close the connection once everything before is written.
@@ -463,6 +466,16 @@ impl C2s {
                 }
                 Self::send_element(out, &f);
                 self.count_auth_failure(out);
+            }
+            SaslOutcome::ProofFailed { user } => {
+                out.push(Output::LoginFailed(user));
+                self.sasl_outcome(
+                    SaslOutcome::Failure {
+                        error: crate::auth::sasl::SaslError::NotAuthorized,
+                        text: None,
+                    },
+                    out,
+                );
             }
         }
     }

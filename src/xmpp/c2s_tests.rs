@@ -102,6 +102,7 @@ impl Harness {
                     }
                 }
                 Output::Bind(j) => self.bound = Some(j),
+                Output::LoginFailed(_) => {}
                 Output::Stanza(e) => self.stanzas.push(e),
                 Output::Close => self.closed = true,
             }

@@ -81,7 +81,7 @@ pub async fn serve(
                 return;
             };
             let c2s = C2s::new(ctx.hosts.clone(), policy, ctx.registry.entropy().clone());
-            Box::pin(Connection::new(stream, c2s, ctx).run()).await;
+            Box::pin(Connection::new(stream, c2s, ctx, peer.ip()).run()).await;
         }
         .instrument(span)
     })
@@ -115,6 +115,8 @@ enum Wake {
 }
 
 struct Connection {
+    /// Where the client connects from (the login throttle's key).
+    peer: std::net::IpAddr,
     conn: Stream,
     parser: XmlStream,
     c2s: C2s,
@@ -141,9 +143,15 @@ struct Connection {
 impl Connection {
     /// Boxed: an async fn keeps its arguments twice in its future (once as
     /// received, once as the local), so the task holds a pointer instead.
-    fn new(conn: Stream, c2s: C2s, ctx: Arc<XmppContext>) -> Box<Connection> {
+    fn new(
+        conn: Stream,
+        c2s: C2s,
+        ctx: Arc<XmppContext>,
+        peer: std::net::IpAddr,
+    ) -> Box<Connection> {
         let timeout = Duration::from_secs(ctx.negotiation_timeout);
         Box::new(Connection {
+            peer,
             conn,
             parser: XmlStream::new(ctx.limits),
             c2s,
@@ -346,7 +354,7 @@ impl Connection {
                 }
                 Output::ResetParser => self.parser.reset(),
                 Output::Auth(req) => {
-                    let reply = Self::authenticate(self.ctx.auth.clone(), req).await;
+                    let reply = Self::authenticate(self.ctx.auth.clone(), req, self.peer).await;
                     let mut more = Vec::new();
                     self.c2s.auth_reply(reply, &mut more);
                     for m in more.into_iter().rev() {
@@ -354,6 +362,9 @@ impl Connection {
                     }
                 }
                 Output::Bind(jid) => self.bind(jid),
+                Output::LoginFailed(user) => {
+                    self.ctx.auth.login_failed(Some(self.peer), user.as_ref())
+                }
                 Output::Stanza(el) => {
                     let Some(im) = self.bound.as_mut() else {
                         continue;
@@ -414,11 +425,27 @@ impl Connection {
 
     /// Runs a credential check (a free function of the auth core, so no
     /// borrow of the connection lives across the await).
-    async fn authenticate(auth: Arc<crate::auth::AuthCore>, req: AuthRequest) -> sasl::AuthReply {
-        if let AuthRequest::Login(r) = req {
-            // Tokens are checked in memory, a password on a blocking thread.
-            return sasl::AuthReply::Login(auth.login_async(r).await);
-        }
+    async fn authenticate(
+        auth: Arc<crate::auth::AuthCore>,
+        req: AuthRequest,
+        peer: std::net::IpAddr,
+    ) -> sasl::AuthReply {
+        let req = match req {
+            AuthRequest::Login(mut r) => {
+                // Tokens are checked in memory, a password on a blocking thread.
+                r.peer = Some(peer);
+                return sasl::AuthReply::Login(auth.login_async(r).await);
+            }
+            AuthRequest::ScramKeys { user, .. }
+                if auth.throttled(Some(peer), user.as_ref()).is_some() =>
+            {
+                let wait = auth
+                    .throttled(Some(peer), user.as_ref())
+                    .unwrap_or_default();
+                return sasl::AuthReply::ScramKeys(Err(crate::auth::AuthError::Throttled(wait)));
+            }
+            other => other,
+        };
         match tokio::task::spawn_blocking(move || sasl::perform(&auth, req)).await {
             Ok(r) => r,
             Err(_) => sasl::AuthReply::ScramKeys(Err(crate::auth::AuthError::BadPassword)),

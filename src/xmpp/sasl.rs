@@ -131,6 +131,10 @@ pub enum SaslOutcome {
         error: SaslError,
         text: Option<&'static str>,
     },
+    /// A SCRAM proof did not match: `<not-authorized/>`, and the login
+    /// throttle must hear of it (the one credential check that ends here
+    /// rather than in the auth core).
+    ProofFailed { user: Option<BareJid> },
 }
 
 fn fail(error: SaslError) -> SaslOutcome {
@@ -219,7 +223,7 @@ impl Sasl {
                     None => fail(SaslError::NotAuthorized),
                 },
                 Err(SaslError::MalformedRequest(m)) => fail(SaslError::MalformedRequest(m)),
-                Err(_) => fail(SaslError::NotAuthorized),
+                Err(_) => SaslOutcome::ProofFailed { user },
             },
             State::BearerFailed => fail(SaslError::NotAuthorized),
             // A response while we wait for the auth core, or with no exchange.
@@ -258,6 +262,7 @@ impl Sasl {
                 SaslOutcome::NeedAuth(AuthRequest::Login(LoginRequest {
                     claimed: Some(user),
                     credential: Credential::Password(creds.secret),
+                    peer: None,
                 }))
             }
             Mechanism::XOauth2 => {
@@ -280,6 +285,7 @@ impl Sasl {
                 SaslOutcome::NeedAuth(AuthRequest::Login(LoginRequest {
                     claimed: Some(user),
                     credential: Credential::Token(creds.secret),
+                    peer: None,
                 }))
             }
             Mechanism::OauthBearer => {
@@ -301,6 +307,7 @@ impl Sasl {
                 SaslOutcome::NeedAuth(AuthRequest::Login(LoginRequest {
                     claimed: user,
                     credential: Credential::Token(creds.token),
+                    peer: None,
                 }))
             }
             Mechanism::ScramSha1 | Mechanism::ScramSha256 => {
@@ -346,9 +353,14 @@ impl Sasl {
                     grant: l.grant,
                     data: None,
                 },
-                Err(LoginError::Unavailable(_)) => fail(SaslError::TemporaryAuthFailure),
+                Err(LoginError::Unavailable(_) | LoginError::Throttled(_)) => {
+                    fail(SaslError::TemporaryAuthFailure)
+                }
                 Err(_) => fail(SaslError::NotAuthorized),
             },
+            (State::AwaitToken { .. }, AuthReply::Login(Err(LoginError::Throttled(_)))) => {
+                fail(SaslError::TemporaryAuthFailure)
+            }
             (State::AwaitToken { mech, user }, AuthReply::Login(r)) => {
                 let ok = r.ok().and_then(|l| l.grant).filter(|g| {
                     g.owner().domain() == self.domain
@@ -407,6 +419,8 @@ mod tests {
     fn condition(o: &SaslOutcome) -> &'static str {
         match o {
             SaslOutcome::Failure { error, .. } => error.condition(),
+            // What the stream sends for it (and the throttle hears of it).
+            SaslOutcome::ProofFailed { .. } => "not-authorized",
             other => panic!("expected a failure, got {other:?}"),
         }
     }
