@@ -205,6 +205,10 @@ impl AuthCore {
         if ttl == Some(0) {
             return Err(AuthError::BadTtl);
         }
+        // Tokens only for accounts that exist.
+        if !self.user_exists(owner)? {
+            return Err(AuthError::NoSuchUser(owner.to_string()));
+        }
         let expires_in = ttl.unwrap_or(self.oauth_expire).min(self.oauth_expire);
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let hash = hash_token(&token);
@@ -214,7 +218,7 @@ impl AuthCore {
             scopes: scopes.clone().into_vec(),
             client_id: client_id.map(str::to_string),
             issued_at,
-            expires_at: issued_at + expires_in,
+            expires_at: issued_at.saturating_add(expires_in),
             revoked: false,
         };
         self.store.put(Tree::Tokens, hash, records::encode(&rec));
@@ -473,9 +477,17 @@ mod tests {
         BareJid::parse("alice@localhost").unwrap()
     }
 
+    /// An auth core where alice has an account (tokens are only for
+    /// accounts that exist).
+    fn core_with_alice(c: &Config) -> (AuthCore, tempfile::TempDir) {
+        let (a, d) = core(c);
+        a.register(&alice(), "pw").unwrap();
+        (a, d)
+    }
+
     #[test]
     fn issued_tokens_check_and_store_only_hashes() {
-        let (a, _d) = core(&Config::default());
+        let (a, _d) = core_with_alice(&Config::default());
         let t = a
             .issue_token(&alice(), Scopes::sasl_auth(), Some(60), Some("app"))
             .unwrap();
@@ -511,7 +523,7 @@ mod tests {
             oauth_expire: 100,
             ..Config::default()
         };
-        let (a, _d) = core(&c);
+        let (a, _d) = core_with_alice(&c);
         assert_eq!(
             a.issue_token(&alice(), Scopes::sasl_auth(), Some(10_000), None)
                 .unwrap()
@@ -549,7 +561,7 @@ mod tests {
 
     #[test]
     fn revocation_by_text_or_id_ends_grants() {
-        let (a, _d) = core(&Config::default());
+        let (a, _d) = core_with_alice(&Config::default());
         let heard = listen(&a);
         let t1 = a
             .issue_token(&alice(), Scopes::sasl_auth(), None, None)
@@ -577,7 +589,7 @@ mod tests {
 
     #[test]
     fn sweeper_expires_and_tells_sessions() {
-        let (a, _d) = core(&Config::default());
+        let (a, _d) = core_with_alice(&Config::default());
         let heard = listen(&a);
         let t = a
             .issue_token(&alice(), Scopes::sasl_auth(), Some(5), None)
@@ -608,6 +620,7 @@ mod tests {
         {
             let store = Store::open(&StoreKind::Sled, dir.path()).unwrap();
             let a = AuthCore::new(store, &Config::default()).unwrap();
+            a.register(&alice(), "pw").unwrap();
             token = a
                 .issue_token(&alice(), Scopes::sasl_auth(), None, None)
                 .unwrap()

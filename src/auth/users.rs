@@ -98,6 +98,8 @@ impl AuthCore {
             scram_sha256,
             created_at: old.created_at,
         };
+        // A new password ends what the old one (and its tokens) opened.
+        self.revoke_owner(jid)?;
         self.store.put(Tree::Users, key, records::encode(&rec));
         self.store.barrier_blocking()?;
         self.announce_account_change(jid);

@@ -102,7 +102,8 @@ pub fn password_grant(
 }
 
 /// RFC 7009: 200 whether or not the token existed; a token issued to another
-/// client is refused.
+/// client — or to none, by `petrel ctl`, revoked with `ctl` — is refused
+/// (§2.1: the token must have been issued to the client asking).
 pub fn revoke(
     state: &OauthState,
     authorization: Option<&str>,
@@ -116,12 +117,12 @@ pub fn revoke(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OauthError::invalid_request("token is missing"))?;
     // §2.1: the hint may be ignored; we search all (one) token types anyway.
-    if let Some(Some(owner_client)) = state.auth.token_client(token) {
-        if client.as_deref() != Some(owner_client.as_str()) && client.is_some() {
+    if let Some(issued_to) = state.auth.token_client(token) {
+        if issued_to != client {
             return Err(OauthError::new(
                 StatusCode::BAD_REQUEST,
                 "unauthorized_client",
-                "the token was issued to another client",
+                "the token was not issued to this client",
             ));
         }
     }

@@ -79,6 +79,7 @@ fn open_resumes_or_replaces_and_generations_move_on() {
 fn a_token_end_kicks_exactly_the_sessions_holding_it() {
     let (auth, _d) = crate::auth::test_support::core(&crate::config::Config::default());
     let alice = crate::auth::BareJid::parse("alice@localhost").unwrap();
+    auth.register(&alice, "pw").unwrap();
     let t1 = auth
         .issue_token(&alice, crate::auth::Scopes::sasl_auth(), None, None)
         .unwrap();
