@@ -71,6 +71,11 @@ pub struct Listener {
     /// Connections served at once; further ones wait in the kernel's backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections from one address at once (0: no cap). Default: 256 on
+    /// HTTP listeners; none on MQTT and XMPP ones, where whole fleets come
+    /// from behind one carrier NAT.
+    #[serde(default)]
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Listener {
@@ -83,7 +88,16 @@ impl Listener {
             starttls: module == Module::C2s && !tls,
             starttls_required: None,
             max_connections: default_max_connections(),
+            max_connections_per_ip: None,
         }
+    }
+
+    /// The per-address connection cap in force (0: none).
+    pub fn per_ip_cap(&self) -> usize {
+        self.max_connections_per_ip.unwrap_or(match self.module {
+            Module::Http => 256,
+            Module::C2s | Module::Mqtt => 0,
+        })
     }
 
     /// Whether clients must use TLS before authenticating on this c2s listener.
@@ -133,6 +147,8 @@ pub struct Config {
     pub oauth_expire: u64,
     pub oauth_access: OauthAccess,
     pub oauth_client_id_check: ClientIdCheck,
+    /// The RFC 8414 issuer; `None`: each HTTP listener's own URL.
+    pub oauth_issuer: Option<String>,
     pub listen: Vec<Listener>,
     pub max_stanza_size: usize,
     /// XMPP parser limits (see `xmpp::stream::Limits`).
@@ -142,6 +158,11 @@ pub struct Config {
     pub xml_max_children: usize,
     pub xml_max_elements: usize,
     pub xml_max_namespace_length: usize,
+    /// HTTP: seconds for a request's headers, for a whole request (body and
+    /// answer), and between HTTP/2 keep-alive pings.
+    pub http_header_timeout: u64,
+    pub http_request_timeout: u64,
+    pub http2_keep_alive: u64,
     /// XMPP: seconds a connection may take from connecting to a bound resource.
     pub negotiation_timeout: u64,
     pub mqtt_allow_anonymous: bool,
@@ -181,6 +202,7 @@ impl Default for Config {
             oauth_expire: 2_592_000,
             oauth_access: OauthAccess::All,
             oauth_client_id_check: ClientIdCheck::Db,
+            oauth_issuer: None,
             listen: default_listeners(),
             max_stanza_size: 262_144,
             xml_max_header_size: 4096,
@@ -190,6 +212,9 @@ impl Default for Config {
             xml_max_elements: 4096,
             xml_max_namespace_length: 512,
             negotiation_timeout: 60,
+            http_header_timeout: 30,
+            http_request_timeout: 30,
+            http2_keep_alive: 20,
             mqtt_allow_anonymous: false,
             mqtt_max_packet_size: 1 << 20,
             mqtt_max_queue: 1000,
@@ -238,6 +263,7 @@ struct RawConfig {
     oauth_expire: Option<u64>,
     oauth_access: Option<RawAccess>,
     oauth_client_id_check: Option<ClientIdCheck>,
+    oauth_issuer: Option<String>,
     listen: Option<Vec<Listener>>,
     max_stanza_size: Option<usize>,
     xml_max_header_size: Option<usize>,
@@ -247,6 +273,9 @@ struct RawConfig {
     xml_max_elements: Option<usize>,
     xml_max_namespace_length: Option<usize>,
     negotiation_timeout: Option<u64>,
+    http_header_timeout: Option<u64>,
+    http_request_timeout: Option<u64>,
+    http2_keep_alive: Option<u64>,
     mqtt_allow_anonymous: Option<bool>,
     mqtt_max_packet_size: Option<u32>,
     mqtt_max_queue: Option<usize>,
@@ -330,6 +359,18 @@ impl Config {
         if let Some(m) = raw.oauth_client_id_check {
             c.oauth_client_id_check = m;
         }
+        if let Some(i) = raw.oauth_issuer {
+            let ok = (i.starts_with("https://") || i.starts_with("http://"))
+                && !i.contains(['?', '#'])
+                && !i.ends_with('/');
+            if !ok {
+                return Err(ConfigError::new(
+                    "oauth_issuer",
+                    "must be an http(s) URL without query, fragment or trailing slash (RFC 8414)",
+                ));
+            }
+            c.oauth_issuer = Some(i);
+        }
         if let Some(l) = raw.listen {
             c.listen = l;
         }
@@ -387,6 +428,30 @@ impl Config {
         }
         if let Some(t) = raw.negotiation_timeout {
             c.negotiation_timeout = t;
+        }
+        for (key, value, field) in [
+            (
+                "http_header_timeout",
+                raw.http_header_timeout,
+                &mut c.http_header_timeout,
+            ),
+            (
+                "http_request_timeout",
+                raw.http_request_timeout,
+                &mut c.http_request_timeout,
+            ),
+            (
+                "http2_keep_alive",
+                raw.http2_keep_alive,
+                &mut c.http2_keep_alive,
+            ),
+        ] {
+            if let Some(v) = value {
+                if v == 0 {
+                    return Err(ConfigError::new(key, "must be at least 1 second"));
+                }
+                *field = v;
+            }
         }
         if let Some(a) = raw.mqtt_allow_anonymous {
             c.mqtt_allow_anonymous = a;

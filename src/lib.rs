@@ -21,6 +21,7 @@
 pub mod auth;
 pub mod config;
 pub mod ctl;
+pub mod data_dir;
 pub mod loadgen;
 pub mod mqtt;
 pub mod net;

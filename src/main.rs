@@ -160,10 +160,12 @@ fn ctl(config: Config, args: Vec<String>) -> ExitCode {
 
 /// No server runs on this config: open the store and run the command here.
 fn offline(config: &Config, args: &[String]) -> Result<petrel::ctl::socket::Reply, String> {
-    std::fs::create_dir_all(&config.data_dir)
+    petrel::data_dir::prepare(&config.data_dir)
         .map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
     let store =
         petrel::store::Store::open(&config.store, &config.data_dir).map_err(|e| e.to_string())?;
+    petrel::data_dir::tighten(&config.data_dir)
+        .map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
     let auth = petrel::auth::AuthCore::new(store.clone(), config).map_err(|e| e.to_string())?;
     let ctx = petrel::ctl::CtlContext {
         auth: Arc::new(auth),

@@ -94,10 +94,11 @@ impl Server {
     /// Opens the store, loads TLS and binds every listener and the admin socket.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let config = Arc::new(config);
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        let data_dir_error = |source| ServerError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
-        })?;
+        };
+        crate::data_dir::prepare(&config.data_dir).map_err(data_dir_error)?;
         // Opening the store and loading what lives in memory (tokens,
         // retained messages, persistent sessions) reads the store: off the
         // async workers.
@@ -125,6 +126,8 @@ impl Server {
         })
         .await
         .expect("opening the store does not panic")?;
+        // The store's files, as sled made them: owner-only.
+        crate::data_dir::tighten(&config.data_dir).map_err(data_dir_error)?;
         let needs_tls = config.listen.iter().any(|l| l.tls || l.starttls);
         let tls = if needs_tls {
             Some(tls::acceptor(
@@ -281,6 +284,7 @@ impl Shared {
         Acceptor {
             name: b.listener.module.name(),
             max_connections: b.listener.max_connections,
+            max_per_ip: b.listener.per_ip_cap(),
             open: self.open.clone(),
             shutdown: self.shutdown.clone(),
         }
@@ -300,11 +304,22 @@ impl Shared {
 /// warp 0.4 has no TLS: plain or TLS, HTTP/1.1 or h2, with a header timeout
 /// against slow clients and a graceful goodbye at shutdown.
 async fn serve_http(b: Bound, shared: Arc<Shared>) {
-    let state = OauthState::new(shared.auth.clone(), &shared.config);
+    let state = OauthState::new(
+        shared.auth.clone(),
+        &shared.config,
+        b.listener.tls,
+        b.addr.port(),
+    );
     let routes = oauth::routes(state, b.listener.tls);
     let tls = shared.tls_for(&b);
     let shutdown = shared.shutdown.clone();
     let acceptor = shared.acceptor(&b);
+    let c = &shared.config;
+    let (headers, request, ping) = (
+        Duration::from_secs(c.http_header_timeout),
+        Duration::from_secs(c.http_request_timeout),
+        Duration::from_secs(c.http2_keep_alive),
+    );
     accept_loop(b.tcp, acceptor, move |tcp, peer, permit| {
         let routes = routes.clone();
         let tls = tls.clone();
@@ -314,19 +329,37 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
             let Some(io) = Stream::accept(tcp, tls.as_ref()).await else {
                 return;
             };
-            // The peer's address rides on every request (the login throttle).
+            // The peer's address rides on every request (the login
+            // throttle), and a request — its body included — has
+            // `http_request_timeout` to be read and answered.
             let inner = TowerToHyperService::new(warp::service(routes));
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(oauth::PeerIp(peer.ip()));
-                    hyper::service::Service::call(&inner, req)
+                    let call = hyper::service::Service::call(&inner, req);
+                    async move {
+                        match tokio::time::timeout(request, call).await {
+                            Ok(r) => r,
+                            Err(_) => Ok(warp::Reply::into_response(warp::reply::with_status(
+                                "request took too long\n",
+                                warp::http::StatusCode::REQUEST_TIMEOUT,
+                            ))),
+                        }
+                    }
                 },
             );
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
+                .header_read_timeout(headers);
+            // h2: a peer that stops answering pings is dropped.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(ping)
+                .keep_alive_timeout(ping)
+                .max_concurrent_streams(32);
             let conn = builder.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             let result = tokio::select! {

@@ -31,14 +31,25 @@ pub struct OauthState {
     pub auth: Arc<AuthCore>,
     pub client_id_check: ClientIdCheck,
     pub default_host: String,
+    /// The RFC 8414 issuer (and base of the endpoint URLs in the metadata):
+    /// `oauth_issuer`, or this listener's scheme, first host and port.
+    /// Never taken from a request's Host header.
+    pub issuer: String,
 }
 
 impl OauthState {
-    pub fn new(auth: Arc<AuthCore>, config: &Config) -> Arc<OauthState> {
+    /// The state of a listener at `port`, TLS if `secure`.
+    pub fn new(auth: Arc<AuthCore>, config: &Config, secure: bool, port: u16) -> Arc<OauthState> {
+        let scheme = if secure { "https" } else { "http" };
+        let issuer = config
+            .oauth_issuer
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{}:{port}", config.default_host()));
         Arc::new(OauthState {
             auth,
             client_id_check: config.oauth_client_id_check,
             default_host: config.default_host().to_string(),
+            issuer,
         })
     }
 }
@@ -369,10 +380,7 @@ pub fn routes(
     let metadata = warp::path!(".well-known" / "oauth-authorization-server")
         .and(warp::get())
         .and(with_state)
-        .and(warp::header::optional::<String>("host"))
-        .map(move |state: Arc<OauthState>, host: Option<String>| {
-            metadata(&state, host.as_deref(), secure)
-        });
+        .map(move |state: Arc<OauthState>| metadata(&state));
 
     token
         .or(revoke)
@@ -388,15 +396,8 @@ pub fn routes(
 }
 
 /// RFC 8414 metadata describing exactly what this listener serves.
-fn metadata(state: &OauthState, host: Option<&str>, secure: bool) -> Response<Bytes> {
-    let scheme = if secure { "https" } else { "http" };
-    let host = host
-        .filter(|h| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-        })
-        .unwrap_or("localhost");
-    let issuer = format!("{scheme}://{host}");
+fn metadata(state: &OauthState) -> Response<Bytes> {
+    let issuer = &state.issuer;
     let auth_methods: Vec<&str> = match state.client_id_check {
         ClientIdCheck::Allow => vec!["none", "client_secret_basic", "client_secret_post"],
         _ => vec!["client_secret_basic", "client_secret_post"],
