@@ -124,8 +124,15 @@ impl AuthCore {
     /// Blocking (store reads): call it from `spawn_blocking` or outside a runtime.
     pub fn new(store: Store, config: &Config) -> Result<AuthCore, AuthError> {
         let server_key = match store.get_blocking(Tree::Meta, b"server_key")? {
-            Some(k) => records::decode::<StoredKey>("meta", &k)?.key,
-            None => {
+            Some(k) if records::decode::<StoredKey>("meta", &k).is_ok() => {
+                records::decode::<StoredKey>("meta", &k)?.key
+            }
+            // Missing, or unreadable (then logged): a new one. It only
+            // salts fake SCRAM keys and signs sign-in forms in flight.
+            found => {
+                if found.is_some() {
+                    tracing::error!("the stored server key is corrupt; making a new one");
+                }
                 let key = random_bytes::<32>();
                 store.put(
                     Tree::Meta,

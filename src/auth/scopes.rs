@@ -143,6 +143,11 @@ pub fn may(scopes: Option<&Scopes>, action: Action<'_>) -> bool {
 
 /// Whether every topic matched by `inner` is also matched by `outer`.
 pub fn filter_covers(outer: &str, inner: &str) -> bool {
+    // MQTT 4.7.2: a filter starting with a wildcard does not reach topics
+    // starting with '$' (a scope of `+/x` does not cover `$SYS/x`).
+    if inner.starts_with('$') && (outer.starts_with('+') || outer.starts_with('#')) {
+        return false;
+    }
     let mut o = outer.split('/');
     let mut i = inner.split('/');
     loop {
@@ -193,5 +198,16 @@ mod tests {
             !may(Some(&none), Action::Publish("x")),
             "no sasl_auth: nothing"
         );
+    }
+
+    #[test]
+    fn a_wildcard_first_level_does_not_cover_dollar_topics() {
+        assert!(!filter_covers("+/x", "$SYS/x"));
+        assert!(!filter_covers("#", "$SYS/broker/load"));
+        assert!(filter_covers("$SYS/#", "$SYS/broker/load"));
+        assert!(filter_covers("+/x", "a/x"));
+        let s = Scopes::parse("sasl_auth mqtt:subscribe:+/x").unwrap();
+        assert!(!may(Some(&s), Action::Subscribe("$SYS/x")));
+        assert!(may(Some(&s), Action::Subscribe("a/x")));
     }
 }

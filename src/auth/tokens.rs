@@ -141,7 +141,7 @@ impl Grant {
 }
 
 /// A freshly issued token: the only moment its text exists on the server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuedToken {
     pub token: String,
     pub id: String,
@@ -149,6 +149,17 @@ pub struct IssuedToken {
     pub scopes: Scopes,
     pub expires_in: u64,
     pub expires_at: u64,
+}
+
+// Hand-written so that the token itself never reaches a log.
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A token as `oauth_list_tokens` shows it.
@@ -178,7 +189,15 @@ impl AuthCore {
             let Ok(hash) = <[u8; 32]>::try_from(k.as_slice()) else {
                 continue;
             };
-            let rec: TokenRecord = records::decode("tokens", &v)?;
+            // One unreadable record must not keep the server from starting:
+            // skipped (that token no longer works) and logged.
+            let rec: TokenRecord = match records::decode("tokens", &v) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping a stored token");
+                    continue;
+                }
+            };
             // Re-create a missing expiry entry so the sweeper always finds it.
             self.store.put(
                 Tree::TokenExpiry,

@@ -203,7 +203,14 @@ impl Broker {
             let Some(d) = self.domains.get(domain) else {
                 continue;
             };
-            let frame: StoredFrame = records::decode("retained", &v)?;
+            // One unreadable record must not keep the server from starting.
+            let frame: StoredFrame = match records::decode("retained", &v) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping a stored retained message");
+                    continue;
+                }
+            };
             let mut buf = BytesMut::from(&frame.frame[..]);
             if let Ok(Some(Packet::Publish(p))) =
                 codec::decode(&mut buf, Some(Version::V5), usize::MAX)

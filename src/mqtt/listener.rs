@@ -371,7 +371,7 @@ where
             conn.disconnect(reason::SESSION_TAKEN_OVER)
         } else if let Ok(Some(why)) = kick {
             tracing::info!(?why, "MQTT session kicked");
-            conn.disconnect(super::connect::kick_code(why))
+            conn.kicked(why)
         } else if ctx.shutdown.is_cancelled() {
             conn.disconnect(reason::SERVER_SHUTTING_DOWN)
         } else if held_back {

@@ -227,7 +227,15 @@ impl Broker {
                     Err(_) => continue,
                 },
             };
-            let rec: SessionRecord = records::decode("sessions", &v)?;
+            // One unreadable record must not keep the server from starting:
+            // that session is skipped (logged), the others restored.
+            let rec: SessionRecord = match records::decode("sessions", &v) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, client_id, "skipping a stored MQTT session");
+                    continue;
+                }
+            };
             let since = if rec.disconnected_at == 0 {
                 0
             } else {
@@ -281,7 +289,13 @@ impl Broker {
                     continue;
                 };
                 let seq = Some(u64::from_be_bytes(seq_bytes));
-                let frame: StoredFrame = records::decode("mqtt_queue", &mv)?;
+                let frame: StoredFrame = match records::decode("mqtt_queue", &mv) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::error!(error = %e, client_id, "skipping a stored queued message");
+                        continue;
+                    }
+                };
                 let mut buf = BytesMut::from(&frame.frame[..]);
                 match codec::decode(&mut buf, Some(Version::V5), usize::MAX) {
                     Ok(Some(Packet::Publish(p))) => {

@@ -237,6 +237,17 @@ impl Connection {
         Next::Close
     }
 
+    /// Kicked from outside the connection: DISCONNECT with the kick's
+    /// reason. A session whose token ended or whose account changed
+    /// publishes no will: the authority it was given with is gone.
+    pub fn kicked(&mut self, why: crate::session::Kick) -> Next {
+        use crate::session::Kick;
+        if matches!(why, Kick::TokenEnded(_) | Kick::AccountChanged) {
+            self.will_suppressed = true;
+        }
+        self.disconnect(connect::kick_code(why))
+    }
+
     /// A frame could not be decoded: answer with its reason code and close.
     pub fn decode_error(&mut self, e: &DecodeError) -> Next {
         tracing::debug!(error = %e, "MQTT decode error");

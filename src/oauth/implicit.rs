@@ -199,7 +199,7 @@ fn csrf_ok(
     let (nonce, rest) = raw.split_at(16);
     let ts = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
     let t = now();
-    if ts > t + 5 || t - ts > CSRF_LIFETIME {
+    if ts > t.saturating_add(5) || t.saturating_sub(ts) > CSRF_LIFETIME {
         return false;
     }
     let mac_ok: bool = csrf_mac(state.auth.server_key(), nonce, ts, req)

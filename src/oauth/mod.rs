@@ -173,10 +173,19 @@ fn check_form_type(content_type: Option<&str>) -> Result<(), OauthError> {
 }
 
 /// Client credentials as presented: HTTP Basic or form fields (never both).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientCredentials {
     pub id: String,
     pub secret: Option<String>,
+}
+
+// Hand-written so that the secret never reaches a log.
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 fn form_decode(s: &str) -> Option<String> {

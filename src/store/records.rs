@@ -47,12 +47,19 @@ pub struct Layout {
 }
 
 /// SCRAM keys for one hash function (RFC 5802): what a password becomes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredScram {
     pub salt: Vec<u8>,
     pub iterations: u32,
     pub stored_key: Vec<u8>,
     pub server_key: Vec<u8>,
+}
+
+// Hand-written: the keys are as good as the password to a guesser.
+impl std::fmt::Debug for StoredScram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoredScram({} rounds, keys hidden)", self.iterations)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -136,7 +136,10 @@ impl Connection {
                 self.needs_flush = true;
             }
         }
-        let allowed = auth::may(self.scopes(), Action::Publish(&publish.topic));
+        // MQTT 4.7.2: `$` topics are the server's ($SYS and the like), not
+        // the clients' to publish on.
+        let allowed = !publish.topic.starts_with('$')
+            && auth::may(self.scopes(), Action::Publish(&publish.topic));
         let mut code = reason::SUCCESS;
         if !allowed {
             tracing::info!(topic = %publish.topic, "MQTT publish not authorized");
