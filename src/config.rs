@@ -163,6 +163,8 @@ pub struct Config {
     pub http_header_timeout: u64,
     pub http_request_timeout: u64,
     pub http2_keep_alive: u64,
+    /// XMPP: offline messages kept per account.
+    pub max_offline_messages: usize,
     /// XMPP: seconds a connection may take from connecting to a bound resource.
     pub negotiation_timeout: u64,
     pub mqtt_allow_anonymous: bool,
@@ -212,6 +214,7 @@ impl Default for Config {
             xml_max_elements: 4096,
             xml_max_namespace_length: 512,
             negotiation_timeout: 60,
+            max_offline_messages: 500,
             http_header_timeout: 30,
             http_request_timeout: 30,
             http2_keep_alive: 20,
@@ -273,6 +276,7 @@ struct RawConfig {
     xml_max_elements: Option<usize>,
     xml_max_namespace_length: Option<usize>,
     negotiation_timeout: Option<u64>,
+    max_offline_messages: Option<usize>,
     http_header_timeout: Option<u64>,
     http_request_timeout: Option<u64>,
     http2_keep_alive: Option<u64>,
@@ -428,6 +432,9 @@ impl Config {
         }
         if let Some(t) = raw.negotiation_timeout {
             c.negotiation_timeout = t;
+        }
+        if let Some(m) = raw.max_offline_messages {
+            c.max_offline_messages = m;
         }
         for (key, value, field) in [
             (

@@ -160,9 +160,10 @@ impl Server {
             });
         }
         let admin = ctl::socket::bind(&config.data_dir).map_err(ServerError::AdminSocket)?;
-        let xmpp = Arc::new(crate::xmpp::ImServer::new(
+        let xmpp = Arc::new(crate::xmpp::ImServer::with_offline_limit(
             auth.clone(),
             crate::xmpp::Router::new(registry.clone()),
+            config.max_offline_messages,
         ));
         let shared = Arc::new(Shared {
             xmpp,

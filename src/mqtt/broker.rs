@@ -419,7 +419,11 @@ impl Broker {
         let over_hard = live && st.queued_bytes() >= limits.high_water.saturating_mul(HARD_FACTOR);
         let drop_it = match (item.qos, live) {
             (QoS::AtMostOnce, live) => !live || over_hard,
-            (_, false) => st.queue_len() >= self.queue_limit,
+            // A detached session's queue: bounded in count and in bytes.
+            (_, false) => {
+                st.queue_len() >= self.queue_limit
+                    || st.queued_bytes() >= limits.high_water.saturating_mul(HARD_FACTOR)
+            }
             (_, true) => false,
         };
         if drop_it {

@@ -72,13 +72,22 @@ pub struct ImServer {
 }
 
 impl ImServer {
+    /// The IM service; `max_offline` messages kept per offline account.
     pub fn new(auth: Arc<AuthCore>, router: Router) -> ImServer {
+        Self::with_offline_limit(auth, router, super::offline::MAX_PER_ACCOUNT)
+    }
+
+    pub fn with_offline_limit(auth: Arc<AuthCore>, router: Router, max_offline: usize) -> ImServer {
         let store = auth.store().clone();
         let clock = router.registry().clock().clone();
         ImServer {
             router,
             roster: RosterStore::new(store.clone()),
-            offline: OfflineStore::new(store, clock),
+            offline: {
+                let mut o = OfflineStore::new(store, clock);
+                o.max = max_offline;
+                o
+            },
             auth,
         }
     }

@@ -21,7 +21,8 @@ use super::stream::NS_CLIENT;
 use crate::auth::BareJid;
 use crate::store::{records, Store, StoreError, Tree};
 
-/// Messages kept per account; beyond that senders get `resource-constraint`.
+/// Messages kept per account by default (`max_offline_messages`); beyond
+/// that senders get `resource-constraint`.
 pub const MAX_PER_ACCOUNT: usize = 500;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +33,8 @@ struct OfflineRecord {
 
 pub struct OfflineStore {
     store: Store,
+    /// Messages kept per account.
+    pub max: usize,
     clock: Arc<dyn crate::session::Clock>,
     seq: AtomicU32,
 }
@@ -46,6 +49,7 @@ impl OfflineStore {
     pub fn new(store: Store, clock: Arc<dyn crate::session::Clock>) -> OfflineStore {
         OfflineStore {
             store,
+            max: MAX_PER_ACCOUNT,
             clock,
             seq: AtomicU32::new(0),
         }
@@ -59,11 +63,8 @@ impl OfflineStore {
         server: &str,
     ) -> Result<bool, StoreError> {
         let p = prefix(owner);
-        let held = self
-            .store
-            .count_prefix(Tree::Offline, &p, MAX_PER_ACCOUNT)
-            .await?;
-        if held >= MAX_PER_ACCOUNT {
+        let held = self.store.count_prefix(Tree::Offline, &p, self.max).await?;
+        if held >= self.max {
             return Ok(false);
         }
         let micros = self.clock.unix_micros();
