@@ -93,7 +93,9 @@ fn dev_cert(data_dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, TlsError>
     let made =
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::DevCert(e.to_string()))?;
     std::fs::create_dir_all(data_dir).map_err(|e| TlsError::DevCert(e.to_string()))?;
-    std::fs::write(&cert, made.cert.pem()).map_err(|e| TlsError::DevCert(e.to_string()))?;
+    // Private like everything in the data directory (the server alone reads it).
+    write_private(&cert, made.cert.pem().as_bytes())
+        .map_err(|e| TlsError::DevCert(e.to_string()))?;
     write_private(&key, made.signing_key.serialize_pem().as_bytes())
         .map_err(|e| TlsError::DevCert(e.to_string()))?;
     tracing::info!(cert = %cert.display(), "made a development certificate");

@@ -349,6 +349,7 @@ impl AuthCore {
     pub fn token_client(&self, token: &str) -> Option<Option<String>> {
         self.tokens
             .get(&hash_token(token))
+            .filter(|e| !e.revoked.load(Ordering::Acquire) && now() < e.record.expires_at)
             .map(|e| e.record.client_id.clone())
     }
 
@@ -502,6 +503,33 @@ mod tests {
         let (a, d) = core(c);
         a.register(&alice(), "pw").unwrap();
         (a, d)
+    }
+
+    /// A lifetime near `u64::MAX` (a configured `oauth_expire`) saturates
+    /// instead of overflowing; the token never expires then.
+    #[test]
+    fn a_huge_lifetime_saturates() {
+        let (a, _d) = core_with_alice(&Config {
+            oauth_expire: u64::MAX,
+            ..Config::default()
+        });
+        let t = a
+            .issue_token(&alice(), Scopes::sasl_auth(), None, None)
+            .unwrap();
+        assert_eq!(t.expires_at, u64::MAX);
+        assert!(a.check_login_token(&t.token, None).is_ok());
+    }
+
+    /// Printing an issued token (a log line, a panic) shows no token text.
+    #[test]
+    fn debug_output_hides_the_token() {
+        let (a, _d) = core_with_alice(&Config::default());
+        let t = a
+            .issue_token(&alice(), Scopes::sasl_auth(), Some(60), Some("app"))
+            .unwrap();
+        let shown = format!("{t:?} {t:#?}");
+        assert!(!shown.contains(&t.token), "{shown}");
+        assert!(shown.contains(&t.id), "{shown}");
     }
 
     #[test]

@@ -633,3 +633,37 @@ fn retained_topics_are_capped_and_delivered_within_a_budget() {
         "{queued} retained messages queued"
     );
 }
+
+/// A session kicked because its token ended (or its account changed)
+/// leaves without its will; kicked for other reasons (keep-alive, the
+/// server shutting down) it sends it.
+#[test]
+fn a_session_whose_token_ended_has_no_will() {
+    use crate::auth::TokenEnd;
+    use crate::session::Kick;
+    let w = World::new();
+    let with_will = |id: &str| {
+        w.live(id, |c| {
+            c.will = Some(Box::new(crate::mqtt::codec::LastWill {
+                topic: format!("will/{id}"),
+                payload: Bytes::from_static(b"gone"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: Properties::default(),
+            }))
+        })
+        .0
+    };
+    for (why, sends) in [
+        (Kick::TokenEnded(TokenEnd::Revoked), false),
+        (Kick::TokenEnded(TokenEnd::Expired), false),
+        (Kick::AccountChanged, false),
+        (Kick::KeepAlive, true),
+        (Kick::Shutdown, true),
+    ] {
+        let mut c = with_will("w");
+        assert_eq!(c.kicked(why), Next::Close);
+        let after = c.finish(false).expect("a live session leaves an aftermath");
+        assert_eq!(after.will.is_some(), sends, "{why:?}");
+    }
+}

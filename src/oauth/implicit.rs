@@ -184,6 +184,13 @@ fn new_csrf(state: &OauthState, req: &AuthRequest, secure: bool) -> (String, Str
     (URL_SAFE_NO_PAD.encode(raw), cookie)
 }
 
+/// Whether a form stamped at `ts` may still be posted at `now`: at most
+/// `CSRF_LIFETIME` old, at most 5 s ahead (clock steps); any `ts` a
+/// client makes up is answered without overflow.
+fn csrf_fresh(ts: u64, now: u64) -> bool {
+    ts <= now.saturating_add(5) && now.saturating_sub(ts) <= CSRF_LIFETIME
+}
+
 fn csrf_ok(
     state: &OauthState,
     value: &str,
@@ -198,8 +205,7 @@ fn csrf_ok(
     }
     let (nonce, rest) = raw.split_at(16);
     let ts = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
-    let t = now();
-    if ts > t.saturating_add(5) || t.saturating_sub(ts) > CSRF_LIFETIME {
+    if !csrf_fresh(ts, now()) {
         return false;
     }
     let mac_ok: bool = csrf_mac(state.auth.server_key(), nonce, ts, req)
@@ -432,6 +438,20 @@ pub fn submit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csrf_stamps_from_the_future_or_the_past_are_refused_without_overflow() {
+        let t = 1_800_000_000;
+        assert!(csrf_fresh(t, t));
+        assert!(csrf_fresh(t + 3, t), "a little clock skew");
+        assert!(!csrf_fresh(t + 6, t));
+        assert!(csrf_fresh(t - CSRF_LIFETIME, t));
+        assert!(!csrf_fresh(t - CSRF_LIFETIME - 1, t));
+        assert!(!csrf_fresh(u64::MAX, t));
+        assert!(!csrf_fresh(0, t));
+        assert!(csrf_fresh(u64::MAX, u64::MAX));
+        assert!(!csrf_fresh(u64::MAX, 0));
+    }
 
     #[test]
     fn escapes_html() {

@@ -463,6 +463,18 @@ fn rejection_reply(r: Rejection) -> Response<Bytes> {
 mod tests {
     use super::*;
 
+    /// A client secret never reaches a log through `Debug`.
+    #[test]
+    fn client_secrets_are_not_printed() {
+        let c = ClientCredentials {
+            id: "app".into(),
+            secret: Some("s3cr3t-value".into()),
+        };
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(shown.contains("app"), "{shown}");
+    }
+
     #[test]
     fn forms_refuse_repeats_and_basic_decodes_form_encoding() {
         assert!(parse_form(b"a=1&a=2").is_err());

@@ -100,6 +100,22 @@ pub struct TokenRecord {
 mod tests {
     use super::*;
 
+    /// SCRAM keys are as good as a password to a guesser: never printed.
+    #[test]
+    fn scram_keys_are_not_printed() {
+        let k = StoredScram {
+            salt: vec![0xAB; 16],
+            iterations: 4096,
+            stored_key: vec![0xCD; 32],
+            server_key: vec![0xEF; 32],
+        };
+        let shown = format!("{k:?} {k:#?}");
+        for secret in ["cd", "CD", "205", "ef", "EF", "239"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("4096"), "{shown}");
+    }
+
     #[test]
     fn round_trip_and_unknown_version() {
         let t = TokenRecord {

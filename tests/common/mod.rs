@@ -60,13 +60,18 @@ tls = true
 impl Petrel {
     /// Starts a server with `extra` TOML prepended to the standard listeners.
     pub fn start(extra: &str) -> Petrel {
+        Petrel::start_with_listeners(extra, LISTENERS)
+    }
+
+    /// Starts a server with `extra` TOML and the given `[[listen]]` tables.
+    pub fn start_with_listeners(extra: &str, listeners: &str) -> Petrel {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("petrel.toml");
         let data = dir.path().join("data");
         std::fs::write(
             &config,
             format!(
-                "data_dir = {:?}\n{extra}\n{LISTENERS}",
+                "data_dir = {:?}\n{extra}\n{listeners}",
                 data.display().to_string()
             ),
         )
@@ -115,6 +120,21 @@ impl Petrel {
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// The server's resident memory now (`VmRSS`), KiB.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS")
+    }
+
+    /// The server's peak resident memory so far (`VmHWM`), KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM")
     }
 
     pub fn http(&self) -> String {
@@ -236,6 +256,33 @@ pub fn ctl_with(config: &Path, args: &[&str]) -> Output {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap()
+}
+
+/// A field of `/proc/PID/status` given in kB.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A TCP connection to `to` from the loopback address `from` (127.0.0.x):
+/// lets a test be a second client address on one machine.
+pub fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(from, 0)).unwrap();
+        sock.connect(to).await.unwrap()
+    });
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
 }
 
 fn unsafe_kill(pid: u32, sig: i32) {

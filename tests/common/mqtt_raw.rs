@@ -17,7 +17,11 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn connect(addr: SocketAddr, version: Version) -> RawClient {
-        let stream = TcpStream::connect(addr).unwrap();
+        RawClient::over(TcpStream::connect(addr).unwrap(), version)
+    }
+
+    /// A client over an already connected socket.
+    pub fn over(stream: TcpStream, version: Version) -> RawClient {
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
