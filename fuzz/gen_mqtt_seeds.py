@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the seed corpus for the mqtt_decode fuzz target.
+"""Write the seed corpora for the mqtt_decode and mqtt_connection fuzz targets.
 
 Each seed is one selector byte (see fuzz_targets/mqtt_decode.rs: 0 = before
 CONNECT, 1 = MQTT 3.1.1, 2 = MQTT 5, max packet size unlimited) followed by
@@ -135,12 +135,42 @@ def seeds():
         + packet(0xE0, b"\x8e" + props(b"\x1f" + s("taken over"))) + b"\xd0\x00"
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
-    for name, data in seeds():
-        with open(os.path.join(OUT, name), "wb") as f:
+# mqtt_connection seeds: clock step (s), login the harness sends first
+# (0 none, 1 v5 token, 2 3.1.1 token as password, 3 v5 password), then the
+# client's packets after it (see petrel::fuzzing::mqtt_connection).
+NO_LOGIN, V5_TOKEN, V311_TOKEN, V5_PASSWORD = 0, 1, 2, 3
+
+
+def connection_seeds():
+    by_name = dict(seeds())
+    after = lambda name: by_name[name][1:]  # drop the decoder selector
+    yield "seed-v5-session", bytes([0, V5_TOKEN]) + after("seed-v5-subscribe") \
+        + after("seed-v5-publish-qos0") + after("seed-v5-publish-qos1") \
+        + after("seed-v5-publish-qos2") + after("seed-v5-disconnect")
+    yield "seed-v5-retained-and-will-clock", bytes([30, V5_PASSWORD]) \
+        + packet(0x31, s("r/a") + props(message_expiry(60)) + b"kept") \
+        + packet(0x82, u16(2) + props() + s("r/#") + bytes([0b00000001])) \
+        + b"\xc0\x00" * 3 + after("seed-v5-auth")
+    yield "seed-v311-session", bytes([1, V311_TOKEN]) \
+        + packet(0x82, u16(1) + s("home/+/temp") + b"\x01") \
+        + packet(0x32, s("home/kitchen/temp") + u16(2) + b"21.5") \
+        + packet(0x34, s("home/kitchen/temp") + u16(3) + b"22") + packet(0x62, u16(3)) \
+        + packet(0xA2, u16(4) + s("home/+/temp")) + b"\xc0\x00" + b"\xe0\x00"
+    yield "seed-own-connect", bytes([0, NO_LOGIN]) + after("seed-v5-connect-auth")
+    yield "seed-own-connect-311", bytes([0, NO_LOGIN]) + after("seed-v311-connect")
+
+
+def write(out, items):
+    os.makedirs(out, exist_ok=True)
+    for name, data in items:
+        with open(os.path.join(out, name), "wb") as f:
             f.write(data)
-        print(f"{name}: {len(data)} bytes")
+        print(f"{os.path.basename(out)}/{name}: {len(data)} bytes")
+
+
+def main():
+    write(OUT, seeds())
+    write(os.path.join(os.path.dirname(OUT), "mqtt_connection"), connection_seeds())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ pub mod auth;
 pub mod config;
 pub mod ctl;
 pub mod data_dir;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod loadgen;
 pub mod mqtt;
 pub mod net;

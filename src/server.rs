@@ -26,7 +26,7 @@ use crate::config::{Config, Listener, Module};
 use crate::ctl::{self, CtlContext, LiveServer};
 use crate::mqtt::broker::Broker;
 use crate::mqtt::listener::MqttContext;
-use crate::mqtt::session::{MqttLimits, MqttSettings};
+use crate::mqtt::session::MqttSettings;
 use crate::net::{accept_loop, Acceptor, OpenConns, Stream};
 use crate::oauth::{self, OauthState};
 use crate::session::{FlowLimits, Kick, Protocol, Registry, SystemClock};
@@ -384,23 +384,7 @@ async fn serve_mqtt(b: Bound, shared: Arc<Shared>) {
     let ctx = Arc::new(MqttContext {
         broker: shared.broker.clone(),
         auth: shared.auth.clone(),
-        settings: Arc::new(MqttSettings {
-            default_host: c.default_host().to_string(),
-            allow_anonymous: c.mqtt_allow_anonymous,
-            max_packet_size: c.mqtt_max_packet_size,
-            receive_maximum: 1024,
-            topic_alias_maximum: 64,
-            limits: MqttLimits {
-                max_connect_size: c.mqtt_max_connect_size,
-                max_filters_per_subscribe: c.mqtt_max_filters_per_subscribe,
-                max_subscriptions: c.mqtt_max_subscriptions,
-                max_topic_levels: c.mqtt_max_topic_levels,
-                max_topic_length: c.mqtt_max_topic_length,
-                max_sessions_per_account: c.mqtt_max_sessions_per_account,
-                max_session_expiry: c.mqtt_max_session_expiry,
-                max_retained: c.mqtt_max_retained,
-            },
-        }),
+        settings: Arc::new(MqttSettings::from_config(c)),
         shutdown: shared.shutdown.clone(),
         tls: shared.tls_for(&b),
     });
@@ -421,15 +405,7 @@ async fn serve_c2s(b: Bound, shared: Arc<Shared>) {
         tls: shared.tls.clone(),
         shutdown: shared.shutdown.clone(),
         hosts: c.hosts.clone().into(),
-        limits: Limits {
-            max_stanza_size: c.max_stanza_size,
-            max_header_size: c.xml_max_header_size,
-            max_depth: c.xml_max_depth,
-            max_attrs: c.xml_max_attributes,
-            max_children: c.xml_max_children,
-            max_elements: c.xml_max_elements,
-            max_namespace_len: c.xml_max_namespace_length,
-        },
+        limits: Limits::from_config(c),
         negotiation_timeout: c.negotiation_timeout,
     });
     let acceptor = shared.acceptor(&b);

@@ -38,6 +38,29 @@ pub struct MqttSettings {
     pub limits: MqttLimits,
 }
 
+impl MqttSettings {
+    /// The settings a listener runs with, from the config keys.
+    pub fn from_config(c: &crate::config::Config) -> MqttSettings {
+        MqttSettings {
+            default_host: c.default_host().to_string(),
+            allow_anonymous: c.mqtt_allow_anonymous,
+            max_packet_size: c.mqtt_max_packet_size,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            limits: MqttLimits {
+                max_connect_size: c.mqtt_max_connect_size,
+                max_filters_per_subscribe: c.mqtt_max_filters_per_subscribe,
+                max_subscriptions: c.mqtt_max_subscriptions,
+                max_topic_levels: c.mqtt_max_topic_levels,
+                max_topic_length: c.mqtt_max_topic_length,
+                max_sessions_per_account: c.mqtt_max_sessions_per_account,
+                max_session_expiry: c.mqtt_max_session_expiry,
+                max_retained: c.mqtt_max_retained,
+            },
+        }
+    }
+}
+
 /// What one client may cost (each a config key: see `configs/petrel.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttLimits {

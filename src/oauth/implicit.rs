@@ -187,7 +187,7 @@ fn new_csrf(state: &OauthState, req: &AuthRequest, secure: bool) -> (String, Str
 /// Whether a form stamped at `ts` may still be posted at `now`: at most
 /// `CSRF_LIFETIME` old, at most 5 s ahead (clock steps); any `ts` a
 /// client makes up is answered without overflow.
-fn csrf_fresh(ts: u64, now: u64) -> bool {
+pub(crate) fn csrf_fresh(ts: u64, now: u64) -> bool {
     ts <= now.saturating_add(5) && now.saturating_sub(ts) <= CSRF_LIFETIME
 }
 

@@ -17,7 +17,7 @@ const LAYOUT_KEY: &[u8] = b"layout";
 
 /// Migrates `store` to [`CURRENT`] if it is older; refuses a newer one.
 /// Blocking (runs where the store is opened).
-pub(super) fn to_current(store: &Store) -> Result<(), StoreError> {
+pub(crate) fn to_current(store: &Store) -> Result<(), StoreError> {
     let version = match store.get_blocking(Tree::Meta, LAYOUT_KEY)? {
         Some(v) => records::decode::<Layout>("meta", &v)?.version,
         None => 0,

@@ -28,7 +28,7 @@
 
 pub mod backend;
 pub mod memory;
-mod migrate;
+pub(crate) mod migrate;
 pub mod records;
 pub mod sled_backend;
 mod thread;

@@ -70,6 +70,21 @@ pub struct Limits {
     pub max_namespace_len: usize,
 }
 
+impl Limits {
+    /// The parser limits from their config keys.
+    pub fn from_config(c: &crate::config::Config) -> Limits {
+        Limits {
+            max_stanza_size: c.max_stanza_size,
+            max_header_size: c.xml_max_header_size,
+            max_depth: c.xml_max_depth,
+            max_attrs: c.xml_max_attributes,
+            max_children: c.xml_max_children,
+            max_elements: c.xml_max_elements,
+            max_namespace_len: c.xml_max_namespace_length,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -1,0 +1,9 @@
+//! See `petrel::fuzzing::mqtt_connection` for the input layout and the checks.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = petrel::fuzzing::mqtt_connection(data);
+});
