@@ -10,6 +10,13 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
+/// Makes everything this process creates from now on private to its user
+/// (umask 077): the store's files, the certificate, the admin socket at its
+/// bind. Called first thing by `serve` and by `ctl` without a server.
+pub fn private_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
+}
+
 /// Creates `dir` (and its parents) 0700 if missing, and tightens what is
 /// there already.
 pub fn prepare(dir: &Path) -> io::Result<()> {

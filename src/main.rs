@@ -64,6 +64,8 @@ fn init_logging(level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Files, the store and the admin socket: the server's user only.
+    petrel::data_dir::private_umask();
     match cli.command {
         Cmd::Serve { config } => {
             let config = match load_config(config.as_ref()) {
