@@ -435,7 +435,10 @@ pub fn oauth_request(data: &[u8]) {
         return;
     };
     let (header, body) = match rest.iter().position(|&b| b == 0) {
-        Some(i) => (Some(String::from_utf8_lossy(&rest[..i]).into_owned()), &rest[i + 1..]),
+        Some(i) => (
+            Some(String::from_utf8_lossy(&rest[..i]).into_owned()),
+            &rest[i + 1..],
+        ),
         None => (None, rest),
     };
     let w = World::new();
@@ -534,15 +537,21 @@ pub fn stored_records(data: &[u8]) {
         return;
     }
     let config = Config::default();
-    let auth = Arc::new(AuthCore::new(store.clone(), &config).expect("a damaged record stops the start"));
+    let auth =
+        Arc::new(AuthCore::new(store.clone(), &config).expect("a damaged record stops the start"));
     let clock = Arc::new(ManualClock::default());
     let registry = Arc::new(Registry::with_entropy(
         FlowLimits::default(),
         clock,
         Arc::new(CountingEntropy::default()),
     ));
-    let broker = Broker::new(&config.hosts, store.clone(), registry.clone(), config.mqtt_max_queue)
-        .expect("a damaged record stops the broker");
+    let broker = Broker::new(
+        &config.hosts,
+        store.clone(),
+        registry.clone(),
+        config.mqtt_max_queue,
+    )
+    .expect("a damaged record stops the broker");
     broker
         .restore_sessions()
         .expect("a damaged record stops the session restore");

@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use petrel::xmpp::c2s::{C2s, Output, TlsPolicy};
-use petrel::xmpp::sasl::AuthReply;
+use petrel::auth::LoginError;
+use petrel::xmpp::sasl::{AuthReply, AuthRequest};
 use petrel::xmpp::stream::{Limits, StreamEvent, XmlStream, NS_CLIENT};
 
 const HEADER: &[u8] = b"<stream:stream xmlns='jabber:client' \
@@ -27,6 +28,10 @@ fn limits() -> Limits {
         max_stanza_size: 4096,
         max_depth: 8,
         max_attrs: 16,
+        max_header_size: 1024,
+        max_children: 64,
+        max_elements: 256,
+        max_namespace_len: 128,
     }
 }
 
@@ -79,18 +84,24 @@ fuzz_target!(|data: &[u8]| {
             while let Some(o) = (!out.is_empty()).then(|| out.remove(0)) {
                 assert!(!closed, "output after close: {o:?}");
                 match o {
-                    Output::Auth(_) => {
+                    Output::Auth(req) => {
                         // No auth core here: every credential check fails.
+                        let reply = match req {
+                            AuthRequest::Login(_) => AuthReply::Login(Err(LoginError::BadPassword)),
+                            AuthRequest::ScramKeys { .. } => {
+                                AuthReply::ScramKeys(Err(petrel::auth::AuthError::BadPassword))
+                            }
+                        };
                         let mut more = Vec::new();
-                        c2s.auth_reply(
-                            AuthReply::Password(Err(petrel::auth::AuthError::BadPassword)),
-                            &mut more,
-                        );
+                        c2s.auth_reply(reply, &mut more);
                         out.splice(0..0, more);
                     }
                     Output::StartTls | Output::ResetParser => restart = true,
                     Output::Close => closed = true,
-                    Output::Send(_) | Output::Bind(_) | Output::Stanza(_) => {}
+                    Output::Send(_)
+                    | Output::Bind(_)
+                    | Output::Stanza(_)
+                    | Output::LoginFailed(_) => {}
                 }
             }
             if closed {

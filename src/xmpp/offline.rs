@@ -85,7 +85,10 @@ impl OfflineStore {
         Ok(true)
     }
 
-    /// Removes and returns `owner`'s messages, oldest first.
+    /// Removes and returns `owner`'s messages, oldest first. A record that
+    /// is unreadable, or whose stanza is not one well-formed element (a
+    /// damaged disk), is logged and dropped: written out, it would break
+    /// the recipient's stream at every login.
     pub async fn take(&self, owner: &BareJid) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
         for (k, v) in self
@@ -93,9 +96,13 @@ impl OfflineStore {
             .scan_prefix(Tree::Offline, &prefix(owner))
             .await?
         {
-            let rec: OfflineRecord = records::decode("offline", &v)?;
             self.store.delete(Tree::Offline, k);
-            out.push(rec.stanza);
+            match records::decode::<OfflineRecord>("offline", &v) {
+                Ok(rec) if super::stream::is_one_stanza(&rec.stanza) => out.push(rec.stanza),
+                Ok(_) | Err(_) => {
+                    tracing::error!(account = %owner, "skipping an unreadable offline message")
+                }
+            }
         }
         Ok(out)
     }
@@ -113,6 +120,46 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    /// A damaged record (undecodable, or a stanza that is not one
+    /// well-formed element) is dropped; the good ones still arrive.
+    #[tokio::test]
+    async fn damaged_records_are_skipped() {
+        let store = Store::memory();
+        let o = OfflineStore::new(
+            store.clone(),
+            Arc::new(crate::session::SystemClock::default()),
+        );
+        let bob = BareJid::parse("bob@x").unwrap();
+        let key = |n: u8| {
+            let mut k = prefix(&bob);
+            k.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, n, 0, 0, 0, 0]);
+            k
+        };
+        let rec = |s: &str| {
+            records::encode(&OfflineRecord {
+                stanza: s.as_bytes().to_vec(),
+            })
+        };
+        store.put(
+            Tree::Offline,
+            key(1),
+            rec("<message><body>ok</body></message>"),
+        );
+        store.put(Tree::Offline, key(2), rec("<m"));
+        store.put(Tree::Offline, key(3), rec("<a/><b/>"));
+        store.put(Tree::Offline, key(4), b"\x01\xff\xff".to_vec());
+        store.put(Tree::Offline, key(5), rec("<message/>"));
+        let got = o.take(&bob).await.unwrap();
+        assert_eq!(
+            got,
+            vec![
+                b"<message><body>ok</body></message>".to_vec(),
+                b"<message/>".to_vec()
+            ]
+        );
+        assert!(o.take(&bob).await.unwrap().is_empty(), "all removed");
     }
 
     #[tokio::test]

@@ -70,6 +70,30 @@ pub struct Limits {
     pub max_namespace_len: usize,
 }
 
+/// Whether `bytes` are exactly one well-formed stanza (in `jabber:client`),
+/// whatever its size: a check on stored stanzas before they are written.
+pub fn is_one_stanza(bytes: &[u8]) -> bool {
+    const HEADER: &[u8] = b"<stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams'>";
+    let mut p = XmlStream::new(Limits {
+        max_stanza_size: bytes.len() + HEADER.len(),
+        max_header_size: HEADER.len(),
+        max_depth: 256,
+        max_attrs: usize::MAX,
+        max_children: usize::MAX,
+        max_elements: usize::MAX,
+        max_namespace_len: usize::MAX,
+    });
+    p.feed(HEADER);
+    p.feed(bytes);
+    if !matches!(p.next_event(), Ok(Some(StreamEvent::StreamStart { .. }))) {
+        return false;
+    }
+    matches!(p.next_event(), Ok(Some(StreamEvent::Stanza(_))))
+        && matches!(p.next_event(), Ok(None))
+        && p.buffered() == 0
+}
+
 impl Limits {
     /// The parser limits from their config keys.
     pub fn from_config(c: &crate::config::Config) -> Limits {
