@@ -20,14 +20,14 @@ pub(super) fn validate_decl(bytes: &[u8]) -> Result<(), StreamError> {
     if &after[..target_len] != b"xml" {
         return Err(restricted("processing instructions are not allowed"));
     }
-    check_text(bytes)?;
-    let mut reader = quick_xml::Reader::from_reader(bytes);
+    let text = check_text(bytes)?;
+    let mut reader = quick_xml::Reader::from_str(text);
     match reader.read_event().map_err(xml_err)? {
         Event::Decl(d) => {
             d.version().map_err(xml_err)?;
             if let Some(enc) = d.encoding() {
                 let enc = enc.map_err(|e| nwf(e.to_string()))?;
-                if !enc.eq_ignore_ascii_case(b"utf-8") {
+                if !enc.eq_ignore_ascii_case("utf-8") {
                     return Err(StreamError::UnsupportedEncoding(
                         "only UTF-8 is supported".into(),
                     ));
@@ -54,14 +54,14 @@ pub struct Scope {
     /// The header's default namespace (`xmlns`), empty if none.
     default: String,
     /// `prefix -> namespace` for the header's `xmlns:prefix` declarations.
-    prefixes: Vec<(Vec<u8>, String)>,
+    prefixes: Vec<(String, String)>,
 }
 
 impl Scope {
-    fn prefix(&self, p: &[u8]) -> Option<&str> {
+    fn prefix(&self, p: &str) -> Option<&str> {
         self.prefixes
             .iter()
-            .find(|(k, _)| k.as_slice() == p)
+            .find(|(k, _)| k == p)
             .map(|(_, v)| v.as_str())
     }
 }
@@ -78,8 +78,8 @@ fn namespace_name(value: String, limits: &Limits) -> Result<String, StreamError>
 
 /// Parses the complete stream start tag.
 pub(super) fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, StreamError> {
-    check_text(bytes)?;
-    let mut reader = NsReader::from_reader(bytes);
+    let text = check_text(bytes)?;
+    let mut reader = NsReader::from_str(text);
     let start = match reader.read_event().map_err(xml_err)? {
         Event::Start(s) | Event::Empty(s) => s,
         _ => return Err(nwf("malformed stream header")),
@@ -95,11 +95,11 @@ pub(super) fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Stre
         if count > limits.max_attrs {
             return Err(policy("too many attributes on the stream header"));
         }
-        let value = unescape_attr(utf8(&a.value)?)?;
+        let value = unescape_attr(&a.value)?;
         match a.key.as_namespace_binding() {
             Some(PrefixDeclaration::Default) => ns_default = namespace_name(value, limits)?,
             Some(PrefixDeclaration::Named(p)) => {
-                prefixes.push((p.to_vec(), namespace_name(value, limits)?));
+                prefixes.push((p.to_owned(), namespace_name(value, limits)?));
             }
             // Reported after StreamStart, like the namespace errors.
             None => match keep_attr(&reader, a.key, None) {
@@ -111,19 +111,19 @@ pub(super) fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Stre
             },
         }
     }
-    let (res, local) = reader.resolve_element(start.name());
+    let (res, local) = reader.resolver().resolve_element(start.name());
     let ns = match res {
-        ResolveResult::Bound(ns) => Some(unescape_attr(utf8(ns.as_ref())?)?),
+        ResolveResult::Bound(ns) => Some(unescape_attr(ns.as_ref())?),
         ResolveResult::Unbound => Some(String::new()),
         ResolveResult::Unknown(_) => None,
     };
-    let ns_stream_ok = ns.as_deref() == Some(NS_STREAMS) && local.as_ref() == b"stream";
+    let ns_stream_ok = ns.as_deref() == Some(NS_STREAMS) && local.as_ref() == "stream";
     let ns_error = match &ns {
         None => Some(nwf("undeclared namespace prefix on the stream header")),
         Some(ns) if ns != NS_STREAMS => Some(StreamError::InvalidNamespace(format!(
             "stream element must be in {NS_STREAMS}"
         ))),
-        Some(_) if local.as_ref() != b"stream" => Some(StreamError::BadFormat(
+        Some(_) if local.as_ref() != "stream" => Some(StreamError::BadFormat(
             "root element must be <stream:stream>".into(),
         )),
         Some(_) if ns_default != NS_CLIENT => Some(StreamError::InvalidNamespace(format!(
@@ -143,7 +143,7 @@ pub(super) fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Stre
             ns_stream_ok,
         },
         deferred,
-        qname: start.name().as_ref().to_vec(),
+        qname: start.name().as_ref().as_bytes().to_vec(),
         scope,
     })
 }
@@ -159,11 +159,11 @@ fn keep_attr<R>(
     scope: Option<&Scope>,
 ) -> Result<Option<String>, StreamError> {
     let local_name = key.local_name();
-    let local = utf8(local_name.as_ref())?;
+    let local: &str = local_name.as_ref();
     match key.prefix() {
         None => Ok(Some(local.to_owned())),
-        Some(p) if p.as_ref() == b"xml" => Ok(Some(format!("xml:{local}"))),
-        Some(p) => match reader.resolve_attribute(key).0 {
+        Some(p) if p.as_ref() == "xml" => Ok(Some(format!("xml:{local}"))),
+        Some(p) => match reader.resolver().resolve_attribute(key).0 {
             ResolveResult::Unknown(_) if scope.and_then(|s| s.prefix(p.as_ref())).is_none() => {
                 Err(nwf("undeclared namespace prefix"))
             }
@@ -179,9 +179,9 @@ pub(super) fn parse_stanza(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<Element, StreamError> {
-    check_text(bytes)?;
+    let text = check_text(bytes)?;
     // Borrowed events from one slice, no copy per event.
-    let mut reader = NsReader::from_reader(bytes);
+    let mut reader = NsReader::from_str(text);
     let cfg = reader.config_mut();
     cfg.expand_empty_elements = true;
     cfg.check_end_names = true;
@@ -226,15 +226,15 @@ pub(super) fn parse_stanza(
             }
             Event::Text(t) => {
                 let (parent, _, _) = stack.last_mut().ok_or_else(|| nwf("stray text"))?;
-                parent.push_text(normalize_newlines(utf8(&t)?));
+                parent.push_text(normalize_newlines(&t));
             }
             Event::CData(t) => {
                 let (parent, _, _) = stack.last_mut().ok_or_else(|| nwf("stray CDATA"))?;
-                parent.push_text(normalize_newlines(utf8(&t)?));
+                parent.push_text(normalize_newlines(&t));
             }
             Event::GeneralRef(r) => {
                 let (parent, _, _) = stack.last_mut().ok_or_else(|| nwf("stray reference"))?;
-                parent.push_char(resolve_entity(utf8(&r)?)?);
+                parent.push_char(resolve_entity(&r)?);
             }
             Event::Comment(_) => return Err(restricted("comments are not allowed")),
             Event::PI(_) | Event::Decl(_) => {
@@ -269,7 +269,7 @@ fn start_element<R>(
                 limits.max_attrs
             )));
         }
-        let value = unescape_attr(utf8(&a.value)?)?;
+        let value = unescape_attr(&a.value)?;
         match a.key.as_namespace_binding() {
             Some(PrefixDeclaration::Default) => {
                 reset = value.is_empty();
@@ -285,9 +285,9 @@ fn start_element<R>(
             }
         }
     }
-    let (res, local) = reader.resolve_element(s.name());
+    let (res, local) = reader.resolver().resolve_element(s.name());
     let ns = match res {
-        ResolveResult::Bound(ns) => unescape_attr(utf8(ns.as_ref())?)?,
+        ResolveResult::Bound(ns) => unescape_attr(ns.as_ref())?,
         ResolveResult::Unbound if reset => String::new(),
         ResolveResult::Unbound => scope.default.clone(),
         ResolveResult::Unknown(p) => match scope.prefix(&p) {
@@ -295,7 +295,7 @@ fn start_element<R>(
             None => return Err(nwf("undeclared namespace prefix")),
         },
     };
-    let mut el = Element::new(utf8(local.as_ref())?, ns);
+    let mut el = Element::new(local.as_ref(), ns);
     el.attrs = attrs;
     Ok((el, reset))
 }
@@ -304,19 +304,19 @@ fn utf8(b: &[u8]) -> Result<&str, StreamError> {
     std::str::from_utf8(b).map_err(|_| nwf("invalid UTF-8"))
 }
 
-/// Whole-unit check: valid UTF-8 made only of XML 1.0 characters. Done once
-/// per unit so every later conversion can rely on it.
-fn check_text(bytes: &[u8]) -> Result<(), StreamError> {
-    // Printable ASCII with tabs and line ends: valid without decoding.
+/// Whole-unit check: valid UTF-8 made only of XML 1.0 characters, given
+/// back as text. Done once per unit so every later step can rely on it.
+fn check_text(bytes: &[u8]) -> Result<&str, StreamError> {
+    let s = utf8(bytes)?;
+    // Printable ASCII with tabs and line ends: no character to decode.
     if bytes
         .iter()
         .all(|&b| (0x20..0x7F).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'))
     {
-        return Ok(());
+        return Ok(s);
     }
-    let s = utf8(bytes)?;
     if s.chars().all(is_xml_char) {
-        Ok(())
+        Ok(s)
     } else {
         Err(nwf("character not allowed in XML"))
     }
