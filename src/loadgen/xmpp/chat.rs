@@ -276,6 +276,22 @@ async fn login_all(x: &Arc<Xmpp>, n: u64) -> Vec<Option<(XmppClient, u64)>> {
                     x.ctx.error("initial presence: write failed".into());
                     return None;
                 }
+                // The server's echo of it: from then on this resource is
+                // available, so a message to the bare JID reaches it
+                // instead of offline storage (no race with the senders).
+                let echo = tokio::time::timeout(WRITE_STALL, async {
+                    loop {
+                        let el = client.next_element().await?;
+                        if el.name == "presence" {
+                            return Ok::<_, crate::loadgen::xmpp_client::XmppError>(());
+                        }
+                        client.answer(&el);
+                    }
+                });
+                if !matches!(echo.await, Ok(Ok(()))) {
+                    x.ctx.error("initial presence: no echo from the server".into());
+                    return None;
+                }
                 Some((c, client, ns))
             });
             next += 1;
