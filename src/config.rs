@@ -163,6 +163,8 @@ pub struct Config {
     pub http_header_timeout: u64,
     pub http_request_timeout: u64,
     pub http2_keep_alive: u64,
+    /// HTTP: seconds a connection may sit with no request after its last one.
+    pub http_idle_timeout: u64,
     /// XMPP: offline messages kept per account.
     pub max_offline_messages: usize,
     /// XMPP: seconds a connection may take from connecting to a bound resource.
@@ -186,6 +188,8 @@ pub struct Config {
     pub mqtt_max_sessions_per_account: usize,
     pub mqtt_max_session_expiry: u32,
     pub mqtt_max_retained: usize,
+    /// MQTT: bytes of retained messages per domain.
+    pub mqtt_max_retained_bytes: u64,
     /// Bytes a session's queue may hold before its senders are made to wait.
     pub session_queue_high_water: u32,
     /// Seconds a session may drain nothing (with senders waiting) before it
@@ -218,6 +222,7 @@ impl Default for Config {
             http_header_timeout: 30,
             http_request_timeout: 30,
             http2_keep_alive: 20,
+            http_idle_timeout: 120,
             mqtt_allow_anonymous: false,
             mqtt_max_packet_size: 1 << 20,
             mqtt_max_queue: 1000,
@@ -235,6 +240,7 @@ impl Default for Config {
             mqtt_max_sessions_per_account: 10_000,
             mqtt_max_session_expiry: 604_800,
             mqtt_max_retained: 100_000,
+            mqtt_max_retained_bytes: 1 << 30,
             session_queue_high_water: 256 * 1024,
             slow_consumer_timeout: 30,
             log_level: "info".into(),
@@ -280,6 +286,7 @@ struct RawConfig {
     http_header_timeout: Option<u64>,
     http_request_timeout: Option<u64>,
     http2_keep_alive: Option<u64>,
+    http_idle_timeout: Option<u64>,
     mqtt_allow_anonymous: Option<bool>,
     mqtt_max_packet_size: Option<u32>,
     mqtt_max_queue: Option<usize>,
@@ -295,6 +302,7 @@ struct RawConfig {
     mqtt_max_sessions_per_account: Option<usize>,
     mqtt_max_session_expiry: Option<u32>,
     mqtt_max_retained: Option<usize>,
+    mqtt_max_retained_bytes: Option<u64>,
     session_queue_high_water: Option<u32>,
     slow_consumer_timeout: Option<u64>,
     log_level: Option<String>,
@@ -384,11 +392,26 @@ impl Config {
         if let Some(n) = raw.login_failures_allowed {
             c.login_failures_allowed = n;
         }
-        if let Some(w) = raw.login_failure_window {
-            c.login_failure_window = w;
-        }
-        if let Some(b) = raw.login_backoff_max {
-            c.login_backoff_max = b;
+        for (key, value, field) in [
+            (
+                "login_failure_window",
+                raw.login_failure_window,
+                &mut c.login_failure_window,
+            ),
+            (
+                "login_backoff_max",
+                raw.login_backoff_max,
+                &mut c.login_backoff_max,
+            ),
+        ] {
+            if let Some(v) = value {
+                // Zero would switch the brake off unnoticed; a year is
+                // longer than any sensible setting.
+                if !(1..=31_536_000).contains(&v) {
+                    return Err(ConfigError::new(key, "must be 1 to 31536000 seconds"));
+                }
+                *field = v;
+            }
         }
         if let Some(h) = raw.password_hash_concurrency {
             if h == 0 {
@@ -430,6 +453,9 @@ impl Config {
                 *field = v;
             }
         }
+        if let Some(b) = raw.mqtt_max_retained_bytes {
+            c.mqtt_max_retained_bytes = b;
+        }
         if let Some(t) = raw.negotiation_timeout {
             c.negotiation_timeout = t;
         }
@@ -451,6 +477,11 @@ impl Config {
                 "http2_keep_alive",
                 raw.http2_keep_alive,
                 &mut c.http2_keep_alive,
+            ),
+            (
+                "http_idle_timeout",
+                raw.http_idle_timeout,
+                &mut c.http_idle_timeout,
             ),
         ] {
             if let Some(v) = value {

@@ -27,20 +27,45 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
     tighten(dir)
 }
 
-/// `dir` 0700, its files 0600 and its directories 0700, recursively
-/// (symbolic links are left alone).
+/// `dir` 0700, and what Petrel keeps in it — the store (files 0600,
+/// directories 0700, recursively) and the development certificate and
+/// key — owner-only. Nothing else is touched: a `data_dir` pointed at a
+/// directory holding other files by mistake must not have them changed.
 pub fn tighten(dir: &Path) -> io::Result<()> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    for name in OWN_ENTRIES {
+        let path = dir.join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => tighten_tree(&path)?,
+            Ok(m) if m.is_file() => private_file(&path, &m)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What Petrel itself creates in the data directory (the admin socket is
+/// bound 0600 on its own).
+const OWN_ENTRIES: [&str; 3] = ["store", crate::tls::DEV_CERT, crate::tls::DEV_KEY];
+
+fn private_file(path: &Path, m: &fs::Metadata) -> io::Result<()> {
+    if m.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// A directory of Petrel's own: 0700, its files 0600, recursively
+/// (symbolic links are left alone).
+fn tighten_tree(dir: &Path) -> io::Result<()> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            tighten(&entry.path())?;
+            tighten_tree(&entry.path())?;
         } else if kind.is_file() {
-            let mode = entry.metadata()?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600))?;
-            }
+            private_file(&entry.path(), &entry.metadata()?)?;
         }
     }
     Ok(())
@@ -80,5 +105,25 @@ mod tests {
                 & 0o777,
             0o600
         );
+    }
+
+    /// Files that are not Petrel's keep their modes.
+    #[test]
+    fn other_files_are_left_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        prepare(&dir).unwrap();
+        fs::write(dir.join("notes.sh"), "x").unwrap();
+        fs::set_permissions(dir.join("notes.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(dir.join(crate::tls::DEV_KEY), "k").unwrap();
+        fs::set_permissions(
+            dir.join(crate::tls::DEV_KEY),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        prepare(&dir).unwrap();
+        let mode = |n: &str| fs::metadata(dir.join(n)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("notes.sh"), 0o755);
+        assert_eq!(mode(crate::tls::DEV_KEY), 0o600);
     }
 }

@@ -338,7 +338,6 @@ pub fn xmpp_session(data: &[u8]) -> usize {
                         let scopes = c2s.grant().map(|g| g.scopes().clone());
                         alice = Some(im.open_session(jid, user, scopes));
                     }
-                    Output::LoginFailed(_) => {}
                     Output::Stanza(el) => {
                         let Some(s) = alice.as_mut() else {
                             panic!("a stanza came through before binding");

@@ -118,6 +118,8 @@ impl Server {
             auth.set_events(r.clone());
             let mut broker = Broker::new(&c.hosts, store.clone(), r, c.mqtt_max_queue)?;
             broker.max_retained = c.mqtt_max_retained;
+            broker.max_retained_bytes = c.mqtt_max_retained_bytes;
+            broker.max_session_expiry = c.mqtt_max_session_expiry;
             let broker = Arc::new(broker);
             // Restored sessions expire through the registry's sweep.
             let restored = broker.restore_sessions()?;
@@ -316,10 +318,11 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
     let shutdown = shared.shutdown.clone();
     let acceptor = shared.acceptor(&b);
     let c = &shared.config;
-    let (headers, request, ping) = (
+    let (headers, request, ping, idle) = (
         Duration::from_secs(c.http_header_timeout),
         Duration::from_secs(c.http_request_timeout),
         Duration::from_secs(c.http2_keep_alive),
+        Duration::from_secs(c.http_idle_timeout),
     );
     accept_loop(b.tcp, acceptor, move |tcp, peer, permit| {
         let routes = routes.clone();
@@ -327,25 +330,33 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
         let shutdown = shutdown.clone();
         async move {
             let _permit = permit;
-            let Some(io) = Stream::accept(tcp, tls.as_ref()).await else {
+            // The TLS handshake is bounded like the request headers.
+            let Ok(Some(io)) =
+                tokio::time::timeout(headers, Stream::accept(tcp, tls.as_ref())).await
+            else {
                 return;
             };
             // The peer's address rides on every request (the login
             // throttle), and a request — its body included — has
             // `http_request_timeout` to be read and answered.
+            let activity = Arc::new(HttpActivity::default());
             let inner = TowerToHyperService::new(warp::service(routes));
+            let seen = activity.clone();
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(oauth::PeerIp(peer.ip()));
                     let call = hyper::service::Service::call(&inner, req);
+                    let busy = seen.begin();
                     async move {
-                        match tokio::time::timeout(request, call).await {
+                        let r = match tokio::time::timeout(request, call).await {
                             Ok(r) => r,
                             Err(_) => Ok(warp::Reply::into_response(warp::reply::with_status(
                                 "request took too long\n",
                                 warp::http::StatusCode::REQUEST_TIMEOUT,
                             ))),
-                        }
+                        };
+                        drop(busy);
+                        r
                     }
                 },
             );
@@ -369,6 +380,14 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                // Nothing asked for too long: before the first request
+                // (which covers a client that never sends a byte, or half
+                // an HTTP/2 preface) `http_header_timeout`, between requests
+                // `http_idle_timeout` — whatever hyper's own timers cover.
+                _ = activity.idle_for(headers, idle) => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(Duration::from_secs(5), conn).await.unwrap_or(Ok(()))
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "http connection ended with an error");
@@ -376,6 +395,76 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
         }
     })
     .await;
+}
+
+/// An HTTP connection's requests in progress and when the last one began
+/// or ended, for its idle timeout.
+struct HttpActivity {
+    since: tokio::time::Instant,
+    /// Requests in progress.
+    active: std::sync::atomic::AtomicUsize,
+    /// Milliseconds after `since` of the last request's start or end; 0: none yet.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for HttpActivity {
+    fn default() -> Self {
+        HttpActivity {
+            since: tokio::time::Instant::now(),
+            active: Default::default(),
+            last_ms: Default::default(),
+        }
+    }
+}
+
+/// A request in progress (see [`HttpActivity`]).
+struct HttpBusy(Arc<HttpActivity>);
+
+impl Drop for HttpBusy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl HttpActivity {
+    fn touch(&self) {
+        let ms = self.since.elapsed().as_millis().max(1) as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Release);
+    }
+
+    fn begin(self: &Arc<Self>) -> HttpBusy {
+        self.active
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.touch();
+        HttpBusy(self.clone())
+    }
+
+    /// Resolves once no request has been in progress for `first` (before
+    /// any request) or `between` (after one).
+    async fn idle_for(&self, first: Duration, between: Duration) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let last = self.last_ms.load(Ordering::Acquire);
+            let (from, limit) = if last == 0 {
+                (Duration::ZERO, first)
+            } else {
+                (Duration::from_millis(last), between)
+            };
+            tokio::time::sleep_until(self.since + from + limit).await;
+            if self.active.load(Ordering::Acquire) == 0
+                && self.last_ms.load(Ordering::Acquire) == last
+            {
+                return;
+            }
+            if self.active.load(Ordering::Acquire) > 0 {
+                // A request is being served: look again in a second.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// MQTT 3.1.1/5 on plain TCP (1883) or TLS (8883).

@@ -521,8 +521,8 @@ fn per_account_quotas() {
     assert_eq!(connack(fourth.recv()).reason_code, reason::QUOTA_EXCEEDED);
     assert!(fourth.recv().is_none());
 
-    // Retained topics: ten kept, then PUBACK 0x97 for each new one (the
-    // message itself is still routed); 2000 more attempts cost nothing kept.
+    // Retained topics: ten kept, then PUBACK 0x97 for each new one (not
+    // accepted: neither kept nor routed); 2000 more attempts cost nothing.
     let c = &mut live[0];
     for i in 0..2010u16 {
         c.send(&publish(
@@ -829,8 +829,12 @@ port = 0
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
 
-    // The issuer is configured, never taken from Host.
-    let r = common::client()
+    // The issuer is configured, never taken from Host (asked from another
+    // address, so no pooled connection takes a place below).
+    let r = reqwest::blocking::Client::builder()
+        .local_address(ip("127.0.0.3"))
+        .build()
+        .unwrap()
         .get(format!(
             "http://{addr}/.well-known/oauth-authorization-server"
         ))
@@ -915,6 +919,55 @@ fn dollar_topics_are_not_for_clients() {
     });
     assert_eq!(code, reason::NOT_AUTHORIZED);
     mqtt_alive(&mut c, "dollar");
+    // Nor through a will: refused at CONNECT (0x90).
+    let mut w = RawClient::connect(p.mqtt(), Version::V5);
+    let mut conn = match connect_packet("will-sys", Some("X-OAUTH2"), Some(token.as_bytes())) {
+        Packet::Connect(c) => c,
+        _ => unreachable!(),
+    };
+    conn.will = Some(Box::new(LastWill {
+        topic: "$SYS/broker/version".into(),
+        payload: Bytes::from_static(b"fake"),
+        qos: QoS::AtMostOnce,
+        retain: true,
+        properties: Properties::default(),
+    }));
+    w.send(&Packet::Connect(conn));
+    assert_eq!(connack(w.recv()).reason_code, reason::TOPIC_NAME_INVALID);
+    assert!(w.recv().is_none());
+}
+
+/// An HTTP connection that never sends a request (nothing at all, or half
+/// an HTTP/2 preface) is closed after `http_header_timeout`.
+#[test]
+fn silent_http_connections_are_closed() {
+    let p = Petrel::start("http_header_timeout = 1");
+    let addr = p.addrs["http"][0];
+    for first in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(first).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{first:?}: still open after {:?}",
+            started.elapsed()
+        );
+    }
+    let r = common::client()
+        .get(format!(
+            "http://{addr}/.well-known/oauth-authorization-server"
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
 }
 
 /// A token revoked under a live session ends it without its will; the

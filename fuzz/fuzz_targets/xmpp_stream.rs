@@ -89,7 +89,10 @@ fuzz_target!(|data: &[u8]| {
                         let reply = match req {
                             AuthRequest::Login(_) => AuthReply::Login(Err(LoginError::BadPassword)),
                             AuthRequest::ScramKeys { .. } => {
-                                AuthReply::ScramKeys(Err(petrel::auth::AuthError::BadPassword))
+                                AuthReply::ScramKeys(
+                                    Err(petrel::auth::AuthError::BadPassword),
+                                    None,
+                                )
                             }
                         };
                         let mut more = Vec::new();
@@ -98,10 +101,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                     Output::StartTls | Output::ResetParser => restart = true,
                     Output::Close => closed = true,
-                    Output::Send(_)
-                    | Output::Bind(_)
-                    | Output::Stanza(_)
-                    | Output::LoginFailed(_) => {}
+                    Output::Send(_) | Output::Bind(_) | Output::Stanza(_) => {}
                 }
             }
             if closed {

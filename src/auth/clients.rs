@@ -108,9 +108,8 @@ impl AuthCore {
         id: &str,
         secret: &str,
     ) -> Result<Option<ClientRecord>, AuthError> {
-        let name = format!("client:{id}");
-        self.throttle
-            .check(peer, Some(&name), super::now())
+        let ticket = self
+            .begin_check(peer, Some(&format!("client:{id}")))
             .map_err(AuthError::Throttled)?;
         let rec = self.client(id)?;
         let keys = match rec.as_ref().and_then(|r| r.secret.as_ref()) {
@@ -120,11 +119,11 @@ impl AuthCore {
         let ok = self.hash(|| keys.verify_password(ScramHash::Sha256, secret));
         Ok(match rec {
             Some(r) if ok && r.secret.is_some() => {
-                self.throttle.succeeded(Some(&name));
+                ticket.succeeded();
                 Some(r)
             }
             _ => {
-                self.throttle.failed(peer, Some(&name), super::now());
+                ticket.failed();
                 None
             }
         })

@@ -102,7 +102,8 @@ pub enum LoginError {
 pub struct PasswordCheck {
     pub account: BareJid,
     password: String,
-    peer: Option<IpAddr>,
+    /// The check in flight, for the throttle.
+    ticket: super::throttle::Ticket,
 }
 
 impl PartialEq for PasswordCheck {
@@ -119,6 +120,16 @@ impl fmt::Debug for PasswordCheck {
     }
 }
 
+/// Tells the throttle how a decided login went: a refusal of the secret
+/// counts as a failure; a store failure counts neither way.
+fn settle(ticket: super::throttle::Ticket, r: &Result<Login, LoginError>) {
+    match r {
+        Ok(_) => ticket.succeeded(),
+        Err(LoginError::Unavailable(_) | LoginError::Throttled(_)) => drop(ticket),
+        Err(_) => ticket.failed(),
+    }
+}
+
 /// The first step of a login.
 #[derive(Debug)]
 pub enum LoginStep {
@@ -131,52 +142,45 @@ pub enum LoginStep {
 
 impl AuthCore {
     /// The login decision (see the module docs). Never blocks. Refused
-    /// without looking while the address or the claimed account is
-    /// throttled; every refusal counts towards the throttle.
+    /// without looking while the address (for a password, also the
+    /// account) is throttled; every refusal counts towards the throttle.
     pub fn login(&self, req: LoginRequest) -> LoginStep {
         let LoginRequest {
             claimed,
             credential,
             peer,
         } = req;
-        let name = claimed.as_ref().map(|c| c.to_string());
-        if let Err(wait) = self.throttle.check(peer, name.as_deref(), super::now()) {
-            return LoginStep::Done(Err(LoginError::Throttled(wait)));
-        }
-        let step = match credential {
-            Credential::Token(token) => LoginStep::Done(self.token_login(&token, claimed.as_ref())),
+        // Tokens cannot be guessed: a token is checked under the address's
+        // brake only, so failures at an account (anyone's bad guesses) never
+        // lock out the devices that hold its tokens.
+        let ticket = match self.begin_check(peer, None) {
+            Ok(t) => t,
+            Err(wait) => return LoginStep::Done(Err(LoginError::Throttled(wait))),
+        };
+        let decided = match credential {
+            Credential::Token(token) => self.token_login(&token, claimed.as_ref()),
             Credential::Password(secret) => match self.token_login(&secret, claimed.as_ref()) {
                 Err(LoginError::Token(TokenError::Unknown)) => match claimed {
-                    Some(account) => LoginStep::CheckPassword(PasswordCheck {
-                        account,
-                        password: secret,
-                        peer,
-                    }),
-                    None => LoginStep::Done(Err(LoginError::NoUser)),
+                    Some(account) => {
+                        // A password: under the account's brake as well.
+                        drop(ticket);
+                        let name = account.to_string();
+                        return match self.begin_check(peer, Some(&name)) {
+                            Ok(ticket) => LoginStep::CheckPassword(PasswordCheck {
+                                account,
+                                password: secret,
+                                ticket,
+                            }),
+                            Err(wait) => LoginStep::Done(Err(LoginError::Throttled(wait))),
+                        };
+                    }
+                    None => Err(LoginError::NoUser),
                 },
-                decided => LoginStep::Done(decided),
+                decided => decided,
             },
         };
-        if let LoginStep::Done(r) = &step {
-            self.count(peer, name.as_deref(), r);
-        }
-        step
-    }
-
-    /// Tells the throttle how a decided login went.
-    fn count(&self, peer: Option<IpAddr>, name: Option<&str>, r: &Result<Login, LoginError>) {
-        match r {
-            Ok(l) => self.throttle.succeeded(Some(&l.account.to_string())),
-            Err(LoginError::Unavailable(_) | LoginError::Throttled(_)) => {}
-            Err(_) => self.throttle.failed(peer, name, super::now()),
-        }
-    }
-
-    /// A SCRAM exchange's proof failed (the one secret check that ends in
-    /// the protocol layer rather than here): counted like any failure.
-    pub fn login_failed(&self, peer: Option<IpAddr>, account: Option<&BareJid>) {
-        let name = account.map(|a| a.to_string());
-        self.throttle.failed(peer, name.as_deref(), super::now());
+        settle(ticket, &decided);
+        LoginStep::Done(decided)
     }
 
     /// How long a login from `peer` for `account` would be refused now.
@@ -205,7 +209,6 @@ impl AuthCore {
 
     /// The second step of a password login. Blocking (PBKDF2, a store read).
     pub fn check_login_password(&self, check: PasswordCheck) -> Result<Login, LoginError> {
-        let name = check.account.to_string();
         let r = match self.check_password(&check.account, &check.password) {
             Ok(()) => Ok(Login {
                 account: check.account,
@@ -214,7 +217,7 @@ impl AuthCore {
             Err(AuthError::BadPassword) => Err(LoginError::BadPassword),
             Err(e) => Err(LoginError::Unavailable(e.to_string())),
         };
-        self.count(check.peer, Some(&name), &r);
+        settle(check.ticket, &r);
         r
     }
 
@@ -228,9 +231,13 @@ impl AuthCore {
             LoginStep::Done(r) => r,
             LoginStep::CheckPassword(check) => {
                 let auth = self.clone();
-                tokio::task::spawn_blocking(move || auth.check_login_password(check))
-                    .await
-                    .unwrap_or_else(|e| Err(LoginError::Unavailable(e.to_string())))
+                let slot = self.hash_slot().await;
+                tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    auth.check_login_password(check)
+                })
+                .await
+                .unwrap_or_else(|e| Err(LoginError::Unavailable(e.to_string())))
             }
         }
     }
@@ -351,5 +358,66 @@ mod tests {
             panic!("a password check")
         };
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    /// Guesses at an account's password lock the password out for a
+    /// while, never the account's tokens (which cannot be guessed); a
+    /// password check waiting for its hash holds a place in the allowance.
+    #[test]
+    fn password_guesses_do_not_lock_out_tokens() {
+        let (a, _d) = core(&Config::default());
+        a.register(&jid("alice@localhost"), "wonderland").unwrap();
+        let t = a
+            .issue_token(&jid("alice@localhost"), Scopes::sasl_auth(), None, None)
+            .unwrap();
+        let guess = |peer: &str| {
+            a.login(LoginRequest {
+                claimed: Some(jid("alice@localhost")),
+                credential: Credential::Password("guess".into()),
+                peer: Some(peer.parse().unwrap()),
+            })
+        };
+        // Six checks begun at once from six addresses: the sixth is
+        // refused before any hashing (five failures allowed).
+        let pending: Vec<PasswordCheck> = (1..=6)
+            .map(|i| match guess(&format!("192.0.2.{i}")) {
+                LoginStep::CheckPassword(c) => c,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(matches!(
+            guess("192.0.2.7"),
+            LoginStep::Done(Err(LoginError::Throttled(_)))
+        ));
+        for c in pending {
+            assert_eq!(
+                a.check_login_password(c).unwrap_err(),
+                LoginError::BadPassword
+            );
+        }
+        // Past the allowance each failure blocks the account for longer
+        // (1, 2, 4 s): it is soon refused outright.
+        let refused = (8..12).any(|i| match guess(&format!("192.0.2.{i}")) {
+            LoginStep::CheckPassword(c) => {
+                assert!(a.check_login_password(c).is_err());
+                false
+            }
+            LoginStep::Done(r) => matches!(r, Err(LoginError::Throttled(_))),
+        });
+        assert!(refused);
+        // The account's password is blocked (for a second or two); its
+        // token still logs in, in a token mechanism and in the password field.
+        assert!(run(
+            &a,
+            Some("alice@localhost"),
+            Credential::Token(t.token.clone())
+        )
+        .is_ok());
+        assert!(run(
+            &a,
+            Some("alice@localhost"),
+            Credential::Password(t.token.clone())
+        )
+        .is_ok());
     }
 }

@@ -111,9 +111,13 @@ pub struct AuthCore {
     /// Where token ends and account changes are announced.
     events: OnceLock<Arc<dyn AuthEvents>>,
     /// The brake on guessing, shared by every secret check.
-    throttle: throttle::Throttle,
+    throttle: Arc<throttle::Throttle>,
     /// Bounds the password hashes running at once.
     hashing: throttle::HashGate,
+    /// The same bound for async callers, taken before they hand a hash to
+    /// a blocking thread: waiting logins wait as tasks, not as parked
+    /// blocking threads (which the store and admin commands need too).
+    hash_slots: Arc<tokio::sync::Semaphore>,
     /// A per-server random key (kept in the store): fake SCRAM salts for unknown
     /// users, and the key that signs anti-CSRF values of the sign-in page.
     server_key: [u8; 32],
@@ -152,12 +156,15 @@ impl AuthCore {
             expiries: Mutex::new(BTreeSet::new()),
             expiry_changed: tokio::sync::Notify::new(),
             events: OnceLock::new(),
-            throttle: throttle::Throttle::new(throttle::ThrottleConfig {
+            throttle: Arc::new(throttle::Throttle::new(throttle::ThrottleConfig {
                 failures_allowed: config.login_failures_allowed,
                 window: config.login_failure_window,
                 backoff_max: config.login_backoff_max,
-            }),
+            })),
             hashing: throttle::HashGate::new(config.password_hash_concurrency),
+            hash_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.password_hash_concurrency.max(1),
+            )),
             server_key,
         };
         core.load_tokens()?;
@@ -184,6 +191,26 @@ impl AuthCore {
     /// The brake on guessing (see [`throttle`]).
     pub fn throttle(&self) -> &throttle::Throttle {
         &self.throttle
+    }
+
+    /// A place among the password hashes running at once, for async code
+    /// about to run one on a blocking thread (see `password_hash_concurrency`).
+    pub async fn hash_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.hash_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the hash semaphore is never closed")
+    }
+
+    /// Begins a secret check by `peer` for `account` (see
+    /// [`throttle::Throttle::begin`]); `Err(retry after)` when refused.
+    pub fn begin_check(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        account: Option<&str>,
+    ) -> Result<throttle::Ticket, std::time::Duration> {
+        self.throttle.begin(peer, account, now())
     }
 
     /// Runs a password hash under the concurrency bound.

@@ -166,15 +166,14 @@ impl AuthCore {
         jid: &BareJid,
         password: &str,
     ) -> Result<(), AuthError> {
-        let name = jid.to_string();
-        self.throttle
-            .check(peer, Some(&name), now())
+        let ticket = self
+            .begin_check(peer, Some(&jid.to_string()))
             .map_err(AuthError::Throttled)?;
         let r = self.check_password(jid, password);
         match &r {
-            Ok(()) => self.throttle.succeeded(Some(&name)),
-            Err(AuthError::BadPassword) => self.throttle.failed(peer, Some(&name), now()),
-            Err(_) => {}
+            Ok(()) => ticket.succeeded(),
+            Err(AuthError::BadPassword) => ticket.failed(),
+            Err(_) => drop(ticket),
         }
         r
     }

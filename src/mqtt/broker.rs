@@ -36,6 +36,8 @@ pub struct Routed {
     /// When the broker received it (ms on the session clock), for Message
     /// Expiry Interval.
     pub received_ms: u64,
+    /// What holding it costs: payload, topic and properties (computed once).
+    pub bytes: u32,
 }
 
 impl Routed {
@@ -45,10 +47,15 @@ impl Routed {
         publish.properties.subscription_identifiers.clear();
         publish.dup = false;
         publish.packet_id = 0;
+        let bytes = publish.payload.len()
+            + publish.topic.len()
+            + publish.properties.heap_len()
+            + std::mem::size_of::<Routed>();
         Routed {
             publish,
             origin,
             received_ms: now_ms,
+            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
         }
     }
 
@@ -125,6 +132,8 @@ pub struct Domain {
     pub name: Arc<str>,
     pub subs: Subscriptions,
     pub retained: RwLock<RetainedIndex<Arc<Routed>>>,
+    /// Bytes the retained messages hold (changed under `retained`'s write lock).
+    pub retained_bytes: AtomicU64,
 }
 
 /// Counters for `stats` and the benches.
@@ -148,6 +157,11 @@ pub struct Broker {
     pub queue_limit: usize,
     /// Retained topics a domain may hold (`mqtt_max_retained`).
     pub max_retained: usize,
+    /// Bytes of retained messages a domain may hold (`mqtt_max_retained_bytes`).
+    pub max_retained_bytes: u64,
+    /// The longest session expiry granted (`mqtt_max_session_expiry`),
+    /// applied to restored sessions too.
+    pub max_session_expiry: u32,
     pub stats: BrokerStats,
 }
 
@@ -175,6 +189,7 @@ impl Broker {
                     name: Arc::from(h.as_str()),
                     subs: Subscriptions::new(),
                     retained: RwLock::new(RetainedIndex::new()),
+                    retained_bytes: AtomicU64::new(0),
                 }),
             );
         }
@@ -186,6 +201,8 @@ impl Broker {
             registry,
             queue_limit,
             max_retained: 100_000,
+            max_retained_bytes: 1 << 30,
+            max_session_expiry: u32::MAX,
             stats: BrokerStats::default(),
         };
         b.load_retained()?;
@@ -216,10 +233,16 @@ impl Broker {
                 codec::decode(&mut buf, Some(Version::V5), usize::MAX)
             {
                 let topic = p.topic.clone();
-                d.retained
+                let m = Arc::new(self.routed(p, 0));
+                let bytes = u64::from(m.bytes);
+                let old = d
+                    .retained
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .set(&topic, Arc::new(self.routed(p, 0)));
+                    .set(&topic, m);
+                let old = old.map_or(0, |o| u64::from(o.bytes));
+                d.retained_bytes.fetch_add(bytes, Ordering::Relaxed);
+                d.retained_bytes.fetch_sub(old, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -451,19 +474,32 @@ impl Broker {
 
     /// Stores (or, with an empty payload, deletes) the retained message of a
     /// topic. The caller waits for a store barrier before acknowledging.
-    /// False when the domain already holds `max_retained` topics and this
+    /// False when the domain already holds `max_retained` topics (or
+    /// `max_retained_bytes` would be passed) and this
     /// would be a new one (nothing is stored then).
     pub fn retain(&self, domain: &Domain, msg: &Arc<Routed>) -> bool {
         let max = self.max_retained;
         let topic = &msg.publish.topic;
         let key = retained_key(&domain.name, topic);
         let mut idx = domain.retained.write().unwrap_or_else(|e| e.into_inner());
+        let held = domain.retained_bytes.load(Ordering::Relaxed);
+        let old = idx.get(topic).map(|o| u64::from(o.bytes));
         if msg.publish.payload.is_empty() {
             idx.remove(topic);
             self.store.delete(Tree::Retained, key);
-        } else if idx.len() >= max && idx.get(topic).is_none() {
+            domain
+                .retained_bytes
+                .store(held.saturating_sub(old.unwrap_or(0)), Ordering::Relaxed);
+        } else if (idx.len() >= max && old.is_none())
+            || held.saturating_sub(old.unwrap_or(0)) + u64::from(msg.bytes)
+                > self.max_retained_bytes
+        {
             return false;
         } else {
+            domain.retained_bytes.store(
+                held.saturating_sub(old.unwrap_or(0)) + u64::from(msg.bytes),
+                Ordering::Relaxed,
+            );
             let mut p = msg.publish.clone();
             p.retain = true;
             // The stored form is a PUBLISH frame; QoS > 0 needs some packet id
@@ -500,7 +536,8 @@ impl Broker {
             if cut || m.remaining_expiry(now) == Some(0) {
                 return;
             }
-            let cost = (m.publish.payload.len() + m.publish.topic.len() + 64) as u64;
+            // What the message will cost in the queue (as `item_bytes` counts it).
+            let cost = u64::from(m.bytes) + std::mem::size_of::<Queued>() as u64;
             if cost > budget {
                 cut = true;
                 return;

@@ -241,11 +241,13 @@ impl Broker {
             } else {
                 now.saturating_sub(rec.disconnected_at)
             };
-            let left = if rec.expiry == u32::MAX {
+            // Written before `mqtt_max_session_expiry` (or under a larger
+            // one): held to today's cap.
+            let rec_expiry = rec.expiry.min(self.max_session_expiry);
+            let left = if rec_expiry == u32::MAX {
                 u32::MAX
             } else {
-                rec.expiry
-                    .saturating_sub(since.min(u64::from(u32::MAX)) as u32)
+                rec_expiry.saturating_sub(since.min(u64::from(u32::MAX)) as u32)
             };
             let (slot, _, _) = self.open_session(&d, account.as_ref(), client, false);
             if left == 0 {
@@ -255,7 +257,7 @@ impl Broker {
             }
             {
                 let mut st = slot.lock();
-                st.expiry = rec.expiry;
+                st.expiry = rec_expiry;
                 st.stored = true;
             }
             for s in rec.subscriptions {

@@ -332,6 +332,17 @@ impl Connection {
 
     fn on_connect(&mut self, c: Connect) -> Next {
         self.version = Some(c.version);
+        // The will's topic obeys the rules of any PUBLISH: no `$` topics
+        // (the server's), within the length and depth limits.
+        if let Some(w) = &c.will {
+            let l = &self.settings.limits;
+            if w.topic.starts_with('$')
+                || !topics::within(&w.topic, (l.max_topic_length, l.max_topic_levels))
+            {
+                tracing::info!(topic = %w.topic, "MQTT will topic refused");
+                return self.refuse(reason::TOPIC_NAME_INVALID);
+            }
+        }
         let creds = connect::examine(
             &self.auth,
             &c,

@@ -589,9 +589,8 @@ fn an_account_has_at_most_so_many_sessions() {
     let (_b2, _) = w.live("b", |_| {});
 }
 
-/// Past the retained cap a new retained topic is refused (0x97) but still
-/// routed; a `#` subscription gets retained messages only up to the
-/// session's hard cap.
+/// Past the retained cap a new retained topic is refused (0x97); a `#`
+/// subscription gets retained messages only up to the session's hard cap.
 #[test]
 fn retained_topics_are_capped_and_delivered_within_a_budget() {
     let mut w = World::with_limits(FlowLimits {
@@ -626,10 +625,11 @@ fn retained_topics_are_capped_and_delivered_within_a_budget() {
     }
     let (mut sub, _) = w.live("sub", |_| {});
     subscribe(&mut sub, "r/#", QoS::AtMostOnce);
-    // 16 x 4 KiB of room: about sixty 1 KB messages, not two hundred.
+    // 16 x 4 KiB of room: some fifty messages of 1 KB (each counted with
+    // its record), not two hundred.
     let queued = sub.session().unwrap().0.lock().queue_len();
     assert!(
-        (50..=70).contains(&queued),
+        (40..=65).contains(&queued),
         "{queued} retained messages queued"
     );
 }
@@ -665,5 +665,82 @@ fn a_session_whose_token_ended_has_no_will() {
         assert_eq!(c.kicked(why), Next::Close);
         let after = c.finish(false).expect("a live session leaves an aftermath");
         assert_eq!(after.will.is_some(), sends, "{why:?}");
+    }
+}
+
+/// Past the retained byte cap a retained PUBLISH is refused with 0x97 and
+/// not routed (a reason code of 0x80 or more means "not accepted"); a
+/// message's user properties count towards the bytes it holds.
+#[test]
+fn retained_bytes_are_capped_and_a_refused_publish_is_not_routed() {
+    let mut w = World::new();
+    Arc::get_mut(&mut w.broker).unwrap().max_retained_bytes = 60_000;
+    let (mut watcher, _) = w.live("watcher", |_| {});
+    subscribe(&mut watcher, "r/#", QoS::AtMostOnce);
+    let (mut publ, _) = w.live("pub", |_| {});
+    let heavy = |topic: &str, pid: u16| {
+        let mut p = Publish {
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: topic.into(),
+            packet_id: pid,
+            payload: Bytes::from_static(b"x"),
+            ..Publish::default()
+        };
+        // Small payload, some 23 KB of user properties (as held).
+        p.properties.user_properties = (0..300)
+            .map(|i| (format!("k{i:04}"), "v".repeat(25)))
+            .collect();
+        Packet::Publish(p)
+    };
+    let mut codes = Vec::new();
+    for i in 0..4u16 {
+        publ.handle(heavy(&format!("r/{i}"), i + 1));
+        match take(&mut publ).remove(0) {
+            Packet::PubAck(a) => codes.push(a.reason_code),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(codes[..2], [0, 0], "{codes:?}");
+    assert!(
+        codes[2..].iter().all(|&c| c == reason::QUOTA_EXCEEDED),
+        "{codes:?}"
+    );
+    watcher.pump();
+    let got: Vec<String> = take(&mut watcher)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.topic),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, ["r/0", "r/1"], "refused publishes are not routed");
+}
+
+/// A will's topic follows the PUBLISH rules: not a `$` topic, within the
+/// topic limits (CONNACK 0x90 otherwise).
+#[test]
+fn a_will_on_a_dollar_topic_or_too_deep_is_refused() {
+    let w = with_limits(|l| l.max_topic_levels = 4);
+    for topic in ["$SYS/broker/uptime", "a/b/c/d/e"] {
+        let mut c = w.connect_packet("w");
+        c.will = Some(Box::new(crate::mqtt::codec::LastWill {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Properties::default(),
+        }));
+        let mut conn = w.conn();
+        assert_eq!(
+            w.feed(&mut conn, Packet::Connect(c)),
+            Next::Close,
+            "{topic}"
+        );
+        assert_eq!(
+            connack_code(&mut conn),
+            reason::TOPIC_NAME_INVALID,
+            "{topic}"
+        );
     }
 }

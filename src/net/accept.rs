@@ -139,24 +139,21 @@ struct Limit {
 impl Limit {
     /// The entry of `ip` with its count taken, or `None` at the cap.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Arc<Peer>> {
-        let entry = self
-            .by_ip
-            .entry(ip)
-            .or_insert_with(|| {
-                Arc::new(Peer {
-                    ip: Some(ip),
-                    count: AtomicUsize::new(0),
-                    limit: self.clone(),
-                })
+        // Counted under the map entry's lock, as the last release removes
+        // the entry under it: a count is never taken on an entry that is
+        // leaving the map.
+        let entry = self.by_ip.entry(ip).or_insert_with(|| {
+            Arc::new(Peer {
+                ip: Some(ip),
+                count: AtomicUsize::new(0),
+                limit: self.clone(),
             })
-            .clone();
-        // Counted under no lock: two racing connections may both pass at
-        // the cap's edge, never more than one each.
-        if entry.count.fetch_add(1, Ordering::AcqRel) >= self.max_per_ip {
-            entry.release();
+        });
+        if entry.count.load(Ordering::Acquire) >= self.max_per_ip {
             return None;
         }
-        Some(entry)
+        entry.count.fetch_add(1, Ordering::AcqRel);
+        Some(entry.clone())
     }
 }
 
@@ -172,9 +169,9 @@ impl Peer {
         if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             if let Some(ip) = self.ip {
                 // Gone with its last connection (unless one came meanwhile).
-                self.limit
-                    .by_ip
-                    .remove_if(&ip, |_, p| p.count.load(Ordering::Acquire) == 0);
+                self.limit.by_ip.remove_if(&ip, |_, p| {
+                    std::ptr::eq(&**p, self) && p.count.load(Ordering::Acquire) == 0
+                });
             }
         }
     }

@@ -297,6 +297,20 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
         .expect("auth work does not panic")
 }
 
+/// [`blocking`] for work that hashes secrets: it waits for a place among
+/// the hashes first, as a task (see [`AuthCore::hash_slot`]).
+pub async fn hashing<T: Send + 'static>(
+    state: &OauthState,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let slot = state.auth.hash_slot().await;
+    blocking(move || {
+        let _slot = slot;
+        f()
+    })
+    .await
+}
+
 /// Every OAuth route. `secure` says whether this listener speaks TLS (for the
 /// issuer URL in the metadata and the cookie's `Secure` flag).
 pub fn routes(
@@ -327,9 +341,12 @@ pub fn routes(
                 if let Err(e) = check_form_type(ct.as_deref()) {
                     return e.into_response();
                 }
-                blocking(move || token::password_grant(&state, authz.as_deref(), &body, peer))
-                    .await
-                    .unwrap_or_else(OauthError::into_response)
+                let s = state.clone();
+                hashing(&s, move || {
+                    token::password_grant(&state, authz.as_deref(), &body, peer)
+                })
+                .await
+                .unwrap_or_else(OauthError::into_response)
             },
         );
 
@@ -348,9 +365,12 @@ pub fn routes(
                 if let Err(e) = check_form_type(ct.as_deref()) {
                     return e.into_response();
                 }
-                blocking(move || token::revoke(&state, authz.as_deref(), &body, peer))
-                    .await
-                    .unwrap_or_else(OauthError::into_response)
+                let s = state.clone();
+                hashing(&s, move || {
+                    token::revoke(&state, authz.as_deref(), &body, peer)
+                })
+                .await
+                .unwrap_or_else(OauthError::into_response)
             },
         );
 
@@ -381,8 +401,11 @@ pub fn routes(
                         "The form must be sent as application/x-www-form-urlencoded.",
                     );
                 }
-                blocking(move || implicit::submit(&state, cookie.as_deref(), &body, secure, peer))
-                    .await
+                let s = state.clone();
+                hashing(&s, move || {
+                    implicit::submit(&state, cookie.as_deref(), &body, secure, peer)
+                })
+                .await
             },
         );
 

@@ -118,7 +118,9 @@ pub fn revoke(
         .ok_or_else(|| OauthError::invalid_request("token is missing"))?;
     // §2.1: the hint may be ignored; we search all (one) token types anyway.
     if let Some(issued_to) = state.auth.token_client(token) {
-        if issued_to != client {
+        // A token issued to no client (by `ctl`) is revoked with `ctl`,
+        // whoever asks here (without client authentication too).
+        if issued_to.is_none() || issued_to != client {
             return Err(OauthError::new(
                 StatusCode::BAD_REQUEST,
                 "unauthorized_client",

@@ -61,9 +61,6 @@ pub enum Output {
     Auth(AuthRequest),
     /// Route this full JID to the connection (replacing a session bound to it).
     Bind(Jid),
-    /// A credential check failed here (a SCRAM proof): tell the auth core's
-    /// login throttle, for this account if known.
-    LoginFailed(Option<BareJid>),
     /// A validated stanza, `from` stamped, for the IM layer.
     Stanza(Element),
     /// Close the connection once everything before is written.
@@ -467,8 +464,8 @@ impl C2s {
                 Self::send_element(out, &f);
                 self.count_auth_failure(out);
             }
-            SaslOutcome::ProofFailed { user } => {
-                out.push(Output::LoginFailed(user));
+            SaslOutcome::ProofFailed { .. } => {
+                // Counted by the throttle's ticket in the SASL state.
                 self.sasl_outcome(
                     SaslOutcome::Failure {
                         error: crate::auth::sasl::SaslError::NotAuthorized,

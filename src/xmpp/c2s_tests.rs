@@ -102,7 +102,6 @@ impl Harness {
                     }
                 }
                 Output::Bind(j) => self.bound = Some(j),
-                Output::LoginFailed(_) => {}
                 Output::Stanza(e) => self.stanzas.push(e),
                 Output::Close => self.closed = true,
             }

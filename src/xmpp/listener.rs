@@ -362,9 +362,6 @@ impl Connection {
                     }
                 }
                 Output::Bind(jid) => self.bind(jid),
-                Output::LoginFailed(user) => {
-                    self.ctx.auth.login_failed(Some(self.peer), user.as_ref())
-                }
                 Output::Stanza(el) => {
                     let Some(im) = self.bound.as_mut() else {
                         continue;
@@ -436,19 +433,18 @@ impl Connection {
                 r.peer = Some(peer);
                 return sasl::AuthReply::Login(auth.login_async(r).await);
             }
-            AuthRequest::ScramKeys { user, .. }
-                if auth.throttled(Some(peer), user.as_ref()).is_some() =>
-            {
-                let wait = auth
-                    .throttled(Some(peer), user.as_ref())
-                    .unwrap_or_default();
-                return sasl::AuthReply::ScramKeys(Err(crate::auth::AuthError::Throttled(wait)));
-            }
-            other => other,
+            AuthRequest::ScramKeys {
+                user, name, hash, ..
+            } => AuthRequest::ScramKeys {
+                user,
+                name,
+                hash,
+                peer: Some(peer),
+            },
         };
         match tokio::task::spawn_blocking(move || sasl::perform(&auth, req)).await {
             Ok(r) => r,
-            Err(_) => sasl::AuthReply::ScramKeys(Err(crate::auth::AuthError::BadPassword)),
+            Err(_) => sasl::AuthReply::ScramKeys(Err(crate::auth::AuthError::BadPassword), None),
         }
     }
 

@@ -24,6 +24,7 @@ use std::fmt;
 
 use crate::auth::sasl::{self as payload, SaslError};
 use crate::auth::scram::{ScramHash, ScramKeys, ScramServer};
+use crate::auth::throttle::Ticket;
 use crate::auth::{
     AuthCore, AuthError, BareJid, Credential, Grant, Login, LoginError, LoginRequest, LoginStep,
 };
@@ -73,6 +74,8 @@ pub enum AuthRequest {
         user: Option<BareJid>,
         name: String,
         hash: ScramHash,
+        /// The client's address, for the throttle (the connection fills it in).
+        peer: Option<std::net::IpAddr>,
     },
 }
 
@@ -91,7 +94,9 @@ impl fmt::Debug for AuthRequest {
 /// The auth core's answer to an [`AuthRequest`].
 pub enum AuthReply {
     Login(Result<Login, LoginError>),
-    ScramKeys(Result<ScramKeys, AuthError>),
+    /// The keys, and the throttle's ticket for the check: settled when
+    /// the client's proof is checked (dropped if it never comes).
+    ScramKeys(Result<ScramKeys, AuthError>, Option<Ticket>),
 }
 
 /// Runs a request against the auth core. Blocks (PBKDF2, store reads): call it
@@ -103,12 +108,27 @@ pub fn perform(auth: &AuthCore, req: AuthRequest) -> AuthReply {
             LoginStep::Done(r) => r,
             LoginStep::CheckPassword(check) => auth.check_login_password(check),
         }),
-        AuthRequest::ScramKeys { user, name, hash } => {
+        AuthRequest::ScramKeys {
+            user,
+            name,
+            hash,
+            peer,
+        } => {
+            let account = user
+                .as_ref()
+                .map_or_else(|| name.clone(), |u| u.to_string());
+            let ticket = match auth.begin_check(peer, Some(&account)) {
+                Ok(t) => t,
+                Err(wait) => return AuthReply::ScramKeys(Err(AuthError::Throttled(wait)), None),
+            };
             let keys = match user {
                 Some(u) => auth.scram_keys(&u, hash),
                 None => Ok(None),
             };
-            AuthReply::ScramKeys(keys.map(|k| k.unwrap_or_else(|| auth.fake_scram(hash, &name))))
+            AuthReply::ScramKeys(
+                keys.map(|k| k.unwrap_or_else(|| auth.fake_scram(hash, &name))),
+                Some(ticket),
+            )
         }
     }
 }
@@ -157,6 +177,7 @@ enum State {
     AwaitScramFinal {
         scram: Box<ScramServer>,
         user: Option<BareJid>,
+        ticket: Option<Ticket>,
     },
     /// OAUTHBEARER sent its error challenge; the client must answer `%x01`.
     BearerFailed,
@@ -212,18 +233,33 @@ impl Sasl {
         };
         match std::mem::replace(&mut self.state, State::Idle) {
             State::AwaitInitial(mech) => self.initial(mech, &data),
-            State::AwaitScramFinal { mut scram, user } => match scram.client_final(&data) {
+            State::AwaitScramFinal {
+                mut scram,
+                user,
+                ticket,
+            } => match scram.client_final(&data) {
                 Ok(server_final) => match user {
-                    Some(user) => SaslOutcome::Success {
-                        user,
-                        grant: None,
-                        data: Some(server_final),
-                    },
+                    Some(user) => {
+                        if let Some(t) = ticket {
+                            t.succeeded();
+                        }
+                        SaslOutcome::Success {
+                            user,
+                            grant: None,
+                            data: Some(server_final),
+                        }
+                    }
                     // Fake keys cannot verify; this is unreachable in practice.
                     None => fail(SaslError::NotAuthorized),
                 },
+                // A malformed message checked no proof (the ticket is dropped).
                 Err(SaslError::MalformedRequest(m)) => fail(SaslError::MalformedRequest(m)),
-                Err(_) => SaslOutcome::ProofFailed { user },
+                Err(_) => {
+                    if let Some(t) = ticket {
+                        t.failed();
+                    }
+                    SaslOutcome::ProofFailed { user }
+                }
             },
             State::BearerFailed => fail(SaslError::NotAuthorized),
             // A response while we wait for the auth core, or with no exchange.
@@ -331,7 +367,12 @@ impl Sasl {
                     scram,
                     user: user.clone(),
                 };
-                SaslOutcome::NeedAuth(AuthRequest::ScramKeys { user, name, hash })
+                SaslOutcome::NeedAuth(AuthRequest::ScramKeys {
+                    user,
+                    name,
+                    hash,
+                    peer: None,
+                })
             }
         }
     }
@@ -376,10 +417,15 @@ impl Sasl {
                     (None, _) => token_failure(),
                 }
             }
-            (State::AwaitScramKeys { mut scram, user }, AuthReply::ScramKeys(r)) => match r {
+            (State::AwaitScramKeys { mut scram, user }, AuthReply::ScramKeys(r, ticket)) => match r
+            {
                 Ok(keys) => {
                     let first = scram.server_first(&keys);
-                    self.state = State::AwaitScramFinal { scram, user };
+                    self.state = State::AwaitScramFinal {
+                        scram,
+                        user,
+                        ticket,
+                    };
                     SaslOutcome::Challenge(first)
                 }
                 Err(_) => fail(SaslError::TemporaryAuthFailure),
@@ -536,5 +582,75 @@ mod tests {
             SaslOutcome::Success { .. }
         ));
         assert_eq!(condition(&s.abort()), "aborted");
+    }
+
+    /// SCRAM proofs go through the throttle: exchanges begun at once hold
+    /// places in the allowance (the keys are handed out only within it),
+    /// a wrong proof counts, a right one clears the account's count.
+    #[test]
+    fn scram_proofs_are_throttled() {
+        use crate::auth::scram::ScramHash;
+        use crate::loadgen::scram::{SaltedCache, ScramClient};
+        let (auth, _d) = core(&Config::default());
+        auth.register(&BareJid::parse("alice@localhost").unwrap(), "pw")
+            .unwrap();
+        let cache = SaltedCache::default();
+        // Starts an exchange; the client's final message, or the outcome
+        // if the keys were refused.
+        let begin = |pw: &str| -> (Sasl, Result<Vec<u8>, SaslOutcome>) {
+            let mut s = Sasl::new("localhost");
+            let mut c = ScramClient::new(ScramHash::Sha256, "alice", pw);
+            let o = s.start("SCRAM-SHA-256", Some(&b64(&c.client_first())));
+            match drive(&auth, &mut s, o) {
+                SaslOutcome::Challenge(first) => {
+                    let fin = c.client_final(&first, &cache).unwrap();
+                    (s, Ok(fin))
+                }
+                other => (s, Err(other)),
+            }
+        };
+        let mut open: Vec<(Sasl, Vec<u8>)> = (0..6)
+            .map(|_| match begin("wrong") {
+                (s, Ok(fin)) => (s, fin),
+                (_, Err(o)) => panic!("{o:?}"),
+            })
+            .collect();
+        let (_, refused) = begin("pw");
+        assert_eq!(
+            condition(&refused.unwrap_err()),
+            "temporary-auth-failure",
+            "six exchanges in flight: the allowance"
+        );
+        // An exchange abandoned counts nothing; five wrong proofs count.
+        drop(open.pop());
+        for (mut s, fin) in open {
+            assert_eq!(condition(&s.response(&b64(&fin))), "not-authorized");
+        }
+        // One more try after five failures: right, and the count is cleared.
+        let (mut s, fin) = begin("pw");
+        assert!(matches!(
+            s.response(&b64(&fin.unwrap())),
+            SaslOutcome::Success { .. }
+        ));
+        for _ in 0..5 {
+            let (mut s, fin) = begin("wrong");
+            assert_eq!(
+                condition(&s.response(&b64(&fin.unwrap()))),
+                "not-authorized"
+            );
+        }
+        // Past the allowance each failure blocks the account, for longer
+        // each time (1, 2, 4 s): the keys are soon refused.
+        let refused = (0..4).find_map(|_| match begin("wrong") {
+            (mut s, Ok(fin)) => {
+                assert_eq!(condition(&s.response(&b64(&fin))), "not-authorized");
+                None
+            }
+            (_, Err(o)) => Some(o),
+        });
+        assert_eq!(
+            condition(&refused.expect("refused")),
+            "temporary-auth-failure"
+        );
     }
 }

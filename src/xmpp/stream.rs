@@ -75,15 +75,7 @@ pub struct Limits {
 pub fn is_one_stanza(bytes: &[u8]) -> bool {
     const HEADER: &[u8] = b"<stream:stream xmlns='jabber:client' \
         xmlns:stream='http://etherx.jabber.org/streams'>";
-    let mut p = XmlStream::new(Limits {
-        max_stanza_size: bytes.len() + HEADER.len(),
-        max_header_size: HEADER.len(),
-        max_depth: 256,
-        max_attrs: usize::MAX,
-        max_children: usize::MAX,
-        max_elements: usize::MAX,
-        max_namespace_len: usize::MAX,
-    });
+    let mut p = XmlStream::new(Limits::reading_back(bytes.len()));
     p.feed(HEADER);
     p.feed(bytes);
     if !matches!(p.next_event(), Ok(Some(StreamEvent::StreamStart { .. }))) {
@@ -95,6 +87,21 @@ pub fn is_one_stanza(bytes: &[u8]) -> bool {
 }
 
 impl Limits {
+    /// For reading back `len` bytes the server itself wrote (accepted under
+    /// whatever limits were configured then): none but a depth far beyond
+    /// any sensible `xml_max_depth`.
+    pub fn reading_back(len: usize) -> Limits {
+        Limits {
+            max_stanza_size: len.saturating_add(1024),
+            max_header_size: 1024,
+            max_depth: 4096,
+            max_attrs: usize::MAX,
+            max_children: usize::MAX,
+            max_elements: usize::MAX,
+            max_namespace_len: usize::MAX,
+        }
+    }
+
     /// The parser limits from their config keys.
     pub fn from_config(c: &crate::config::Config) -> Limits {
         Limits {
@@ -299,10 +306,9 @@ pub struct XmlStream {
 /// Parses one serialized stanza (as a session queue holds it) back into an
 /// element. `None` if it is not one well-formed `jabber:client` stanza.
 pub fn read_back(bytes: &[u8]) -> Option<crate::xmpp::element::Element> {
-    let mut p = XmlStream::new(Limits {
-        max_stanza_size: bytes.len().max(4096) + 1024,
-        ..Limits::default()
-    });
+    // What the server wrote was accepted under the configured limits,
+    // whatever they are: read back without them.
+    let mut p = XmlStream::new(Limits::reading_back(bytes.len()));
     p.feed(
         b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
     );

@@ -95,7 +95,10 @@ impl Petrel {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("PETREL_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -289,7 +289,8 @@ async fn login_all(x: &Arc<Xmpp>, n: u64) -> Vec<Option<(XmppClient, u64)>> {
                     }
                 });
                 if !matches!(echo.await, Ok(Ok(()))) {
-                    x.ctx.error("initial presence: no echo from the server".into());
+                    x.ctx
+                        .error("initial presence: no echo from the server".into());
                     return None;
                 }
                 Some((c, client, ns))

@@ -32,12 +32,13 @@ pub struct MqttState {
 impl Proto for MqttState {
     type Item = Queued;
 
-    /// A queued message costs its payload and topic (shared between
-    /// subscribers, but each queue holds it alive) plus its own record.
+    /// A queued message costs the message (payload, topic, properties:
+    /// shared between subscribers, but each queue holds it alive) plus its
+    /// own record.
     fn item_bytes(item: &Queued) -> u32 {
-        let p = &item.msg.publish;
-        u32::try_from(p.payload.len() + p.topic.len() + std::mem::size_of::<Queued>())
-            .unwrap_or(u32::MAX)
+        item.msg
+            .bytes
+            .saturating_add(std::mem::size_of::<Queued>() as u32)
     }
 
     /// `localpart:client-id@domain` (the localpart empty for anonymous

@@ -8,7 +8,7 @@ use super::wire::{field_len, put_field, put_fixed_header, Reader};
 use super::{pt, Plan, QoS, Version};
 
 /// CONNECT. `version` is read from the packet (protocol level).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Connect {
     pub version: Version,
     /// Clean Start (v5) / Clean Session (3.1.1).
@@ -23,6 +23,28 @@ pub struct Connect {
     pub will: Option<Box<LastWill>>,
     pub username: Option<String>,
     pub password: Option<Bytes>,
+}
+
+// Hand-written so that the password (often a token) never reaches a log.
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect")
+            .field("version", &self.version)
+            .field("clean_start", &self.clean_start)
+            .field("keep_alive", &self.keep_alive)
+            .field("properties", &self.properties)
+            .field("client_id", &self.client_id)
+            .field("will", &self.will)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &self
+                    .password
+                    .as_ref()
+                    .map(|p| format!("<{} bytes hidden>", p.len())),
+            )
+            .finish()
+    }
 }
 
 /// Will Message from the CONNECT payload (spec 3.1.2.5, 3.1.3.2-3.1.3.4).

@@ -124,7 +124,7 @@ pub(super) const fn allowed(property: u8) -> u16 {
 /// properties (Subscription Identifier in PUBLISH, User Property) are
 /// vectors that keep wire order; empty vectors do not allocate, so a
 /// property-less PUBLISH costs no allocation here.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Properties {
     /// 0x01; `true` = payload is UTF-8 (3.3.2.3.2).
     pub payload_format_indicator: Option<bool>,
@@ -180,6 +180,125 @@ pub struct Properties {
     pub subscription_identifier_available: Option<bool>,
     /// 0x2A.
     pub shared_subscription_available: Option<bool>,
+}
+
+// Hand-written: the properties present, and never the authentication data
+// (it carries tokens) — a packet may be printed in a log or a panic.
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Properties");
+        if let Some(v) = &self.payload_format_indicator {
+            d.field("payload_format_indicator", v);
+        }
+        if let Some(v) = &self.message_expiry_interval {
+            d.field("message_expiry_interval", v);
+        }
+        if let Some(v) = &self.content_type {
+            d.field("content_type", v);
+        }
+        if let Some(v) = &self.response_topic {
+            d.field("response_topic", v);
+        }
+        if let Some(v) = &self.correlation_data {
+            d.field("correlation_data", v);
+        }
+        if let Some(v) = &self.session_expiry_interval {
+            d.field("session_expiry_interval", v);
+        }
+        if let Some(v) = &self.assigned_client_identifier {
+            d.field("assigned_client_identifier", v);
+        }
+        if let Some(v) = &self.server_keep_alive {
+            d.field("server_keep_alive", v);
+        }
+        if let Some(v) = &self.authentication_method {
+            d.field("authentication_method", v);
+        }
+        if let Some(v) = &self.request_problem_information {
+            d.field("request_problem_information", v);
+        }
+        if let Some(v) = &self.will_delay_interval {
+            d.field("will_delay_interval", v);
+        }
+        if let Some(v) = &self.request_response_information {
+            d.field("request_response_information", v);
+        }
+        if let Some(v) = &self.response_information {
+            d.field("response_information", v);
+        }
+        if let Some(v) = &self.server_reference {
+            d.field("server_reference", v);
+        }
+        if let Some(v) = &self.reason_string {
+            d.field("reason_string", v);
+        }
+        if let Some(v) = &self.receive_maximum {
+            d.field("receive_maximum", v);
+        }
+        if let Some(v) = &self.topic_alias_maximum {
+            d.field("topic_alias_maximum", v);
+        }
+        if let Some(v) = &self.topic_alias {
+            d.field("topic_alias", v);
+        }
+        if let Some(v) = &self.maximum_qos {
+            d.field("maximum_qos", v);
+        }
+        if let Some(v) = &self.retain_available {
+            d.field("retain_available", v);
+        }
+        if let Some(v) = &self.maximum_packet_size {
+            d.field("maximum_packet_size", v);
+        }
+        if let Some(v) = &self.wildcard_subscription_available {
+            d.field("wildcard_subscription_available", v);
+        }
+        if let Some(v) = &self.subscription_identifier_available {
+            d.field("subscription_identifier_available", v);
+        }
+        if let Some(v) = &self.shared_subscription_available {
+            d.field("shared_subscription_available", v);
+        }
+        if let Some(v) = &self.authentication_data {
+            d.field(
+                "authentication_data",
+                &format_args!("<{} bytes hidden>", v.len()),
+            );
+        }
+        if !self.subscription_identifiers.is_empty() {
+            d.field("subscription_identifiers", &self.subscription_identifiers);
+        }
+        if !self.user_properties.is_empty() {
+            d.field("user_properties", &self.user_properties);
+        }
+        d.finish()
+    }
+}
+
+impl Properties {
+    /// About how many bytes the variable-length properties hold (strings,
+    /// binary data, user properties, subscription identifiers): what a
+    /// queue or a budget must count besides payload and topic, or a
+    /// message of a million user properties would pass for a small one.
+    pub fn heap_len(&self) -> usize {
+        let s = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+        let b = |o: &Option<Bytes>| o.as_ref().map_or(0, Bytes::len);
+        s(&self.content_type)
+            + s(&self.response_topic)
+            + b(&self.correlation_data)
+            + s(&self.assigned_client_identifier)
+            + s(&self.authentication_method)
+            + b(&self.authentication_data)
+            + s(&self.response_information)
+            + s(&self.server_reference)
+            + s(&self.reason_string)
+            + self.subscription_identifiers.len() * 4
+            + self
+                .user_properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2 * std::mem::size_of::<String>())
+                .sum::<usize>()
+    }
 }
 
 /// Each non-repeatable property may appear once; the spec makes a repeat a

@@ -445,3 +445,30 @@ proptest! {
         let _ = decode(&mut buf, version, usize::MAX);
     }
 }
+
+/// A CONNECT printed (a log line, a panic) shows neither its password nor
+/// its authentication data: both often carry a token.
+#[test]
+fn connect_debug_hides_secrets() {
+    let props = Properties {
+        authentication_method: Some("X-OAUTH2".into()),
+        authentication_data: Some(Bytes::from_static(b"secret-token-1")),
+        ..Properties::default()
+    };
+    let c = Connect {
+        version: Version::V5,
+        clean_start: true,
+        keep_alive: 60,
+        properties: props,
+        client_id: "dev".into(),
+        will: None,
+        username: Some("alice".into()),
+        password: Some(Bytes::from_static(b"secret-token-2")),
+    };
+    let shown = format!("{:?} {:#?}", Packet::Connect(c.clone()), c);
+    assert!(!shown.contains("secret-token"), "{shown}");
+    assert!(
+        shown.contains("X-OAUTH2") && shown.contains("alice"),
+        "{shown}"
+    );
+}

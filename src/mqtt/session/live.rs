@@ -149,13 +149,18 @@ impl Connection {
             if msg.publish.retain {
                 if self.broker.retain(&domain, &msg) {
                     self.needs_flush = true;
-                } else {
-                    // Routed, but not kept: the publisher is told (QoS 1/2).
-                    tracing::info!(topic = %msg.publish.topic, "retained topic quota reached");
+                } else if version == Version::V5 {
+                    // Not accepted (a reason code of 0x80 or more): neither
+                    // kept nor routed, and the publisher is told.
+                    tracing::info!(topic = %msg.publish.topic, "retained quota reached: publish refused");
                     code = reason::QUOTA_EXCEEDED;
+                } else {
+                    // 3.1.1 has no way to say so: routed like a plain
+                    // message, the retained copy not kept (logged).
+                    tracing::warn!(topic = %msg.publish.topic, "retained quota reached: routed without retaining (MQTT 3.1.1)");
                 }
             }
-            if code == reason::SUCCESS || code == reason::QUOTA_EXCEEDED {
+            if code == reason::SUCCESS {
                 let routing = self.broker.publish(&domain, &msg);
                 self.needs_flush |= routing.stored;
                 // Flow control, whatever the QoS: a subscriber that reads
@@ -163,7 +168,7 @@ impl Connection {
                 if routing.congested.is_some() {
                     self.congested = routing.congested;
                 }
-                if routing.receivers == 0 && version == Version::V5 && code == reason::SUCCESS {
+                if routing.receivers == 0 && version == Version::V5 {
                     code = reason::NO_MATCHING_SUBSCRIBERS;
                 }
             }
