@@ -532,18 +532,19 @@ impl Broker {
         let mut cut = false;
         let idx = domain.retained.read().unwrap_or_else(|e| e.into_inner());
         let now = self.now_ms();
-        idx.matching(filter, |_, m: &Arc<Routed>| {
-            if cut || m.remaining_expiry(now) == Some(0) {
-                return;
+        idx.matching_while(filter, |_, m: &Arc<Routed>| {
+            if m.remaining_expiry(now) == Some(0) {
+                return true;
             }
             // What the message will cost in the queue (as `item_bytes` counts it).
             let cost = u64::from(m.bytes) + std::mem::size_of::<Queued>() as u64;
             if cost > budget {
                 cut = true;
-                return;
+                return false;
             }
             budget -= cost;
             out.push(m.clone());
+            true
         });
         (out, cut)
     }

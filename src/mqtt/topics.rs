@@ -478,22 +478,38 @@ impl<V> RetainedIndex<V> {
     /// Visit `(topic, value)` for every stored topic matching `filter` (a
     /// valid topic filter), honouring the `$` rule of spec 4.7.2.
     pub fn matching<'a>(&'a self, filter: &str, mut visit: impl FnMut(&'a str, &'a V)) {
+        self.matching_while(filter, |t, v| {
+            visit(t, v);
+            true
+        });
+    }
+
+    /// [`RetainedIndex::matching`] until `visit` returns false: the walk
+    /// stops there (a budget spent need not visit the rest of the domain).
+    pub fn matching_while<'a>(
+        &'a self,
+        filter: &str,
+        mut visit: impl FnMut(&'a str, &'a V) -> bool,
+    ) {
         let mut stack = vec![Walk::Filter(&self.root, filter.split('/'), true)];
-        let mut report = |node: &'a RNode<V>| {
-            if let Some((t, v)) = &node.value {
-                visit(t, v);
-            }
+        let mut report = |node: &'a RNode<V>| match &node.value {
+            Some((t, v)) => visit(t, v),
+            None => true,
         };
         while let Some(step) = stack.pop() {
             match step {
                 Walk::All(node) => {
-                    report(node);
+                    if !report(node) {
+                        return;
+                    }
                     stack.extend(node.children.values().map(Walk::All));
                 }
                 Walk::Filter(node, mut levels, at_root) => {
                     let level = match levels.next() {
                         None => {
-                            report(node);
+                            if !report(node) {
+                                return;
+                            }
                             continue;
                         }
                         Some(l) => l,
@@ -503,7 +519,9 @@ impl<V> RetainedIndex<V> {
                     match level {
                         "#" => {
                             // "a/#" also matches "a" itself (4.7.1.2).
-                            report(node);
+                            if !report(node) {
+                                return;
+                            }
                             for (name, c) in &node.children {
                                 if !skip(name) {
                                     stack.push(Walk::All(c));
