@@ -315,6 +315,29 @@ enum RawAccess {
     List(Vec<String>),
 }
 
+/// Sets a duration key given in seconds: at least 1, at most `max`.
+fn seconds_in(
+    key: &'static str,
+    value: Option<u64>,
+    field: &mut u64,
+    max: u64,
+) -> Result<(), ConfigError> {
+    if let Some(v) = value {
+        if v == 0 || v > max {
+            return Err(ConfigError::new(
+                key,
+                if max == u64::MAX {
+                    "must be at least 1 second".to_string()
+                } else {
+                    format!("must be 1 to {max} seconds")
+                },
+            ));
+        }
+        *field = v;
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads and checks a TOML file. Relative `data_dir` and `certfiles` stay
     /// relative to the working directory, as ejabberd's do.
@@ -392,27 +415,20 @@ impl Config {
         if let Some(n) = raw.login_failures_allowed {
             c.login_failures_allowed = n;
         }
-        for (key, value, field) in [
-            (
-                "login_failure_window",
-                raw.login_failure_window,
-                &mut c.login_failure_window,
-            ),
-            (
-                "login_backoff_max",
-                raw.login_backoff_max,
-                &mut c.login_backoff_max,
-            ),
-        ] {
-            if let Some(v) = value {
-                // Zero would switch the brake off unnoticed; a year is
-                // longer than any sensible setting.
-                if !(1..=31_536_000).contains(&v) {
-                    return Err(ConfigError::new(key, "must be 1 to 31536000 seconds"));
-                }
-                *field = v;
-            }
-        }
+        // Zero would switch the brake off unnoticed; a year is longer than
+        // any sensible setting.
+        seconds_in(
+            "login_failure_window",
+            raw.login_failure_window,
+            &mut c.login_failure_window,
+            31_536_000,
+        )?;
+        seconds_in(
+            "login_backoff_max",
+            raw.login_backoff_max,
+            &mut c.login_backoff_max,
+            31_536_000,
+        )?;
         if let Some(h) = raw.password_hash_concurrency {
             if h == 0 {
                 return Err(ConfigError::new(
@@ -462,35 +478,30 @@ impl Config {
         if let Some(m) = raw.max_offline_messages {
             c.max_offline_messages = m;
         }
-        for (key, value, field) in [
-            (
-                "http_header_timeout",
-                raw.http_header_timeout,
-                &mut c.http_header_timeout,
-            ),
-            (
-                "http_request_timeout",
-                raw.http_request_timeout,
-                &mut c.http_request_timeout,
-            ),
-            (
-                "http2_keep_alive",
-                raw.http2_keep_alive,
-                &mut c.http2_keep_alive,
-            ),
-            (
-                "http_idle_timeout",
-                raw.http_idle_timeout,
-                &mut c.http_idle_timeout,
-            ),
-        ] {
-            if let Some(v) = value {
-                if v == 0 {
-                    return Err(ConfigError::new(key, "must be at least 1 second"));
-                }
-                *field = v;
-            }
-        }
+        seconds_in(
+            "http_header_timeout",
+            raw.http_header_timeout,
+            &mut c.http_header_timeout,
+            u64::MAX,
+        )?;
+        seconds_in(
+            "http_request_timeout",
+            raw.http_request_timeout,
+            &mut c.http_request_timeout,
+            u64::MAX,
+        )?;
+        seconds_in(
+            "http2_keep_alive",
+            raw.http2_keep_alive,
+            &mut c.http2_keep_alive,
+            u64::MAX,
+        )?;
+        seconds_in(
+            "http_idle_timeout",
+            raw.http_idle_timeout,
+            &mut c.http_idle_timeout,
+            u64::MAX,
+        )?;
         if let Some(a) = raw.mqtt_allow_anonymous {
             c.mqtt_allow_anonymous = a;
         }

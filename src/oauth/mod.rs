@@ -311,6 +311,14 @@ pub async fn hashing<T: Send + 'static>(
     .await
 }
 
+/// An endpoint taking a form: state, Authorization header, body, peer.
+type FormHandler = fn(
+    &OauthState,
+    Option<&str>,
+    &[u8],
+    Option<std::net::IpAddr>,
+) -> Result<Response<Bytes>, OauthError>;
+
 /// Every OAuth route. `secure` says whether this listener speaks TLS (for the
 /// issuer URL in the metadata and the cookie's `Secure` flag).
 pub fn routes(
@@ -326,53 +334,36 @@ pub fn routes(
         .and(warp::body::content_length_limit(MAX_FORM))
         .and(warp::body::bytes());
 
+    // The token and revocation endpoints: a form POST, client
+    // authentication (hashing: under a hash slot), a JSON answer.
+    let form_endpoint = |handler: FormHandler| {
+        with_state
+            .clone()
+            .and(peer)
+            .and(warp::header::optional::<String>("authorization"))
+            .and(form_body)
+            .then(
+                move |state: Arc<OauthState>,
+                      peer: Option<std::net::IpAddr>,
+                      authz: Option<String>,
+                      ct: Option<String>,
+                      body: Bytes| async move {
+                    if let Err(e) = check_form_type(ct.as_deref()) {
+                        return e.into_response();
+                    }
+                    let s = state.clone();
+                    hashing(&s, move || handler(&state, authz.as_deref(), &body, peer))
+                        .await
+                        .unwrap_or_else(OauthError::into_response)
+                },
+            )
+    };
     let token = warp::path!("oauth" / "token")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(peer)
-        .and(warp::header::optional::<String>("authorization"))
-        .and(form_body)
-        .then(
-            |state: Arc<OauthState>,
-             peer: Option<std::net::IpAddr>,
-             authz: Option<String>,
-             ct: Option<String>,
-             body: Bytes| async move {
-                if let Err(e) = check_form_type(ct.as_deref()) {
-                    return e.into_response();
-                }
-                let s = state.clone();
-                hashing(&s, move || {
-                    token::password_grant(&state, authz.as_deref(), &body, peer)
-                })
-                .await
-                .unwrap_or_else(OauthError::into_response)
-            },
-        );
-
+        .and(form_endpoint(token::password_grant));
     let revoke = warp::path!("oauth" / "revoke")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(peer)
-        .and(warp::header::optional::<String>("authorization"))
-        .and(form_body)
-        .then(
-            |state: Arc<OauthState>,
-             peer: Option<std::net::IpAddr>,
-             authz: Option<String>,
-             ct: Option<String>,
-             body: Bytes| async move {
-                if let Err(e) = check_form_type(ct.as_deref()) {
-                    return e.into_response();
-                }
-                let s = state.clone();
-                hashing(&s, move || {
-                    token::revoke(&state, authz.as_deref(), &body, peer)
-                })
-                .await
-                .unwrap_or_else(OauthError::into_response)
-            },
-        );
+        .and(form_endpoint(token::revoke));
 
     let auth_page_get = warp::path!("oauth" / "authorization_token")
         .and(warp::get())
