@@ -66,7 +66,8 @@ impl AuthCore {
         Ok(())
     }
 
-    /// `unregister USER HOST`: removes the account and revokes its tokens.
+    /// `unregister USER HOST`: removes the account, its roster and offline
+    /// messages, and revokes its tokens.
     pub fn unregister(&self, jid: &BareJid) -> Result<(), AuthError> {
         let key = jid.to_string();
         if self
@@ -77,6 +78,16 @@ impl AuthCore {
             return Err(AuthError::NoSuchUser(key));
         }
         self.revoke_owner(jid)?;
+        // What the account kept goes with it (as ejabberd's unregister
+        // does): a later account of the same name inherits no roster and
+        // no offline messages.
+        let mut prefix = key.clone().into_bytes();
+        prefix.push(0);
+        for tree in [Tree::Roster, Tree::Offline] {
+            for (k, _) in self.store.scan_prefix_blocking(tree, &prefix)? {
+                self.store.delete(tree, k);
+            }
+        }
         self.store.barrier_blocking()?;
         // Sessions that logged in with the password end too.
         self.announce_account_change(jid);
@@ -217,6 +228,30 @@ mod tests {
     use super::super::test_support::core;
     use super::*;
     use crate::config::Config;
+
+    /// Unregistering takes the account's roster and offline messages with
+    /// it, and nobody else's.
+    #[test]
+    fn unregister_removes_what_the_account_kept() {
+        let (a, _d) = core(&Config::default());
+        let j = BareJid::parse("alice@localhost").unwrap();
+        a.register(&j, "pw").unwrap();
+        let st = a.store().clone();
+        st.put(Tree::Roster, b"alice@localhost\0bob@localhost".to_vec(), b"r".to_vec());
+        st.put(Tree::Offline, b"alice@localhost\0\x01\x02".to_vec(), b"m".to_vec());
+        st.put(Tree::Roster, b"bob@localhost\0alice@localhost".to_vec(), b"r".to_vec());
+        st.put(Tree::Offline, b"alice@localhost.org\0\x01".to_vec(), b"m".to_vec());
+        a.unregister(&j).unwrap();
+        let keys = |t| {
+            st.scan_prefix_blocking(t, b"")
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(Tree::Roster), vec![b"bob@localhost\0alice@localhost".to_vec()]);
+        assert_eq!(keys(Tree::Offline), vec![b"alice@localhost.org\0\x01".to_vec()]);
+    }
 
     #[test]
     fn register_check_change_unregister() {
