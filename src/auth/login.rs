@@ -183,18 +183,6 @@ impl AuthCore {
         LoginStep::Done(decided)
     }
 
-    /// How long a login from `peer` for `account` would be refused now.
-    pub fn throttled(
-        &self,
-        peer: Option<IpAddr>,
-        account: Option<&BareJid>,
-    ) -> Option<std::time::Duration> {
-        let name = account.map(|a| a.to_string());
-        self.throttle
-            .check(peer, name.as_deref(), super::now())
-            .err()
-    }
-
     /// Rule 1 alone, for a live session that presents a fresh token (MQTT
     /// re-authentication): the token's grant.
     pub fn token_login(&self, token: &str, claimed: Option<&BareJid>) -> Result<Login, LoginError> {

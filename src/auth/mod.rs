@@ -188,11 +188,6 @@ impl AuthCore {
         }
     }
 
-    /// The brake on guessing (see [`throttle`]).
-    pub fn throttle(&self) -> &throttle::Throttle {
-        &self.throttle
-    }
-
     /// A place among the password hashes running at once, for async code
     /// about to run one on a blocking thread (see `password_hash_concurrency`).
     pub async fn hash_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
