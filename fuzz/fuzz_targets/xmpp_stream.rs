@@ -15,8 +15,8 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use petrel::xmpp::c2s::{C2s, Output, TlsPolicy};
 use petrel::auth::LoginError;
+use petrel::xmpp::c2s::{C2s, Output, TlsPolicy};
 use petrel::xmpp::sasl::{AuthReply, AuthRequest};
 use petrel::xmpp::stream::{Limits, StreamEvent, XmlStream, NS_CLIENT};
 
@@ -88,12 +88,10 @@ fuzz_target!(|data: &[u8]| {
                         // No auth core here: every credential check fails.
                         let reply = match req {
                             AuthRequest::Login(_) => AuthReply::Login(Err(LoginError::BadPassword)),
-                            AuthRequest::ScramKeys { .. } => {
-                                AuthReply::ScramKeys(
-                                    Err(petrel::auth::AuthError::BadPassword),
-                                    None,
-                                )
-                            }
+                            AuthRequest::ScramKeys { .. } => AuthReply::ScramKeys(
+                                Err(petrel::auth::AuthError::BadPassword),
+                                None,
+                            ),
                         };
                         let mut more = Vec::new();
                         c2s.auth_reply(reply, &mut more);

@@ -237,10 +237,26 @@ mod tests {
         let j = BareJid::parse("alice@localhost").unwrap();
         a.register(&j, "pw").unwrap();
         let st = a.store().clone();
-        st.put(Tree::Roster, b"alice@localhost\0bob@localhost".to_vec(), b"r".to_vec());
-        st.put(Tree::Offline, b"alice@localhost\0\x01\x02".to_vec(), b"m".to_vec());
-        st.put(Tree::Roster, b"bob@localhost\0alice@localhost".to_vec(), b"r".to_vec());
-        st.put(Tree::Offline, b"alice@localhost.org\0\x01".to_vec(), b"m".to_vec());
+        st.put(
+            Tree::Roster,
+            b"alice@localhost\0bob@localhost".to_vec(),
+            b"r".to_vec(),
+        );
+        st.put(
+            Tree::Offline,
+            b"alice@localhost\0\x01\x02".to_vec(),
+            b"m".to_vec(),
+        );
+        st.put(
+            Tree::Roster,
+            b"bob@localhost\0alice@localhost".to_vec(),
+            b"r".to_vec(),
+        );
+        st.put(
+            Tree::Offline,
+            b"alice@localhost.org\0\x01".to_vec(),
+            b"m".to_vec(),
+        );
         a.unregister(&j).unwrap();
         let keys = |t| {
             st.scan_prefix_blocking(t, b"")
@@ -249,8 +265,14 @@ mod tests {
                 .map(|(k, _)| k)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(keys(Tree::Roster), vec![b"bob@localhost\0alice@localhost".to_vec()]);
-        assert_eq!(keys(Tree::Offline), vec![b"alice@localhost.org\0\x01".to_vec()]);
+        assert_eq!(
+            keys(Tree::Roster),
+            vec![b"bob@localhost\0alice@localhost".to_vec()]
+        );
+        assert_eq!(
+            keys(Tree::Offline),
+            vec![b"alice@localhost.org\0\x01".to_vec()]
+        );
     }
 
     #[test]
