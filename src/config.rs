@@ -149,6 +149,20 @@ pub struct Config {
     pub oauth_client_id_check: ClientIdCheck,
     /// The RFC 8414 issuer; `None`: each HTTP listener's own URL.
     pub oauth_issuer: Option<String>,
+    /// Seconds an access token lives at most when a refresh token comes
+    /// with it (`oauth_expire_with_refresh`): short, since it renews.
+    pub oauth_expire_with_refresh: u64,
+    /// Seconds a refresh token lives (`oauth_refresh_expire`); each
+    /// exchange gives a new one with the full lifetime.
+    pub oauth_refresh_expire: u64,
+    /// The legacy grants RFC 9700 advises against (password, implicit):
+    /// `oauth_legacy_grants = false` turns both off.
+    pub oauth_legacy_grants: bool,
+    /// Seconds an authorization code lives (`oauth_code_expire`, at most 60).
+    pub oauth_code_expire: u64,
+    /// Authorization codes waiting for their exchange, at most
+    /// (`oauth_max_pending_codes`); past it the sign-in page asks to retry.
+    pub oauth_max_pending_codes: usize,
     pub listen: Vec<Listener>,
     pub max_stanza_size: usize,
     /// XMPP parser limits (see `xmpp::stream::Limits`).
@@ -209,6 +223,11 @@ impl Default for Config {
             oauth_access: OauthAccess::All,
             oauth_client_id_check: ClientIdCheck::Db,
             oauth_issuer: None,
+            oauth_expire_with_refresh: 3600,
+            oauth_refresh_expire: 2_592_000,
+            oauth_legacy_grants: true,
+            oauth_code_expire: 60,
+            oauth_max_pending_codes: 10_000,
             listen: default_listeners(),
             max_stanza_size: 262_144,
             xml_max_header_size: 4096,
@@ -273,6 +292,11 @@ struct RawConfig {
     oauth_access: Option<RawAccess>,
     oauth_client_id_check: Option<ClientIdCheck>,
     oauth_issuer: Option<String>,
+    oauth_expire_with_refresh: Option<u64>,
+    oauth_refresh_expire: Option<u64>,
+    oauth_legacy_grants: Option<bool>,
+    oauth_code_expire: Option<u64>,
+    oauth_max_pending_codes: Option<usize>,
     listen: Option<Vec<Listener>>,
     max_stanza_size: Option<usize>,
     xml_max_header_size: Option<usize>,
@@ -405,6 +429,36 @@ impl Config {
                 ));
             }
             c.oauth_issuer = Some(i);
+        }
+        seconds_in(
+            "oauth_expire_with_refresh",
+            raw.oauth_expire_with_refresh,
+            &mut c.oauth_expire_with_refresh,
+            u64::MAX,
+        )?;
+        seconds_in(
+            "oauth_refresh_expire",
+            raw.oauth_refresh_expire,
+            &mut c.oauth_refresh_expire,
+            u64::MAX,
+        )?;
+        if let Some(b) = raw.oauth_legacy_grants {
+            c.oauth_legacy_grants = b;
+        }
+        seconds_in(
+            "oauth_code_expire",
+            raw.oauth_code_expire,
+            &mut c.oauth_code_expire,
+            60,
+        )?;
+        if let Some(n) = raw.oauth_max_pending_codes {
+            if n == 0 {
+                return Err(ConfigError::new(
+                    "oauth_max_pending_codes",
+                    "must be at least 1",
+                ));
+            }
+            c.oauth_max_pending_codes = n;
         }
         if let Some(l) = raw.listen {
             c.listen = l;

@@ -429,7 +429,7 @@ fn check_parses(stanza: &[u8]) {
 /// Checks: no panic; every error is a 4xx with an RFC 6749 error code;
 /// nothing answers 500.
 pub fn oauth_request(data: &[u8]) {
-    use crate::oauth::{implicit, token, OauthState};
+    use crate::oauth::{authorize, token, OauthState};
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
@@ -472,14 +472,14 @@ pub fn oauth_request(data: &[u8]) {
         }
     };
     match which % 6 {
-        0 => check(token::password_grant(&state, header.as_deref(), body, peer)),
+        0 => check(token::token_endpoint(&state, header.as_deref(), body, peer)),
         1 => check(token::revoke(&state, header.as_deref(), body, peer)),
         2 => {
-            let resp = implicit::show(&state, &String::from_utf8_lossy(body), which & 0x80 != 0);
+            let resp = authorize::show(&state, &String::from_utf8_lossy(body), which & 0x80 != 0);
             assert!(resp.status().as_u16() < 500, "{resp:?}");
         }
         3 => {
-            let resp = implicit::submit(&state, header.as_deref(), body, false, peer);
+            let resp = authorize::submit(&state, header.as_deref(), body, false, peer);
             assert!(resp.status().as_u16() < 500, "{resp:?}");
         }
         4 => {
@@ -494,7 +494,7 @@ pub fn oauth_request(data: &[u8]) {
                 let ts = u64::from_be_bytes(body[..8].try_into().expect("8"));
                 let now = u64::from_be_bytes(body[8..16].try_into().expect("8"));
                 // Stamps from any time are judged without overflow.
-                let fresh = implicit::csrf_fresh(ts, now);
+                let fresh = authorize::csrf_fresh(ts, now);
                 assert!(!fresh || ts <= now.saturating_add(5));
             }
         }

@@ -39,6 +39,11 @@ fn fragment(location: &str) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
+fn url_query(location: &str) -> std::collections::HashMap<String, String> {
+    let (_, q) = location.split_once('?').expect("query");
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+}
+
 #[test]
 fn sign_in_redirects_with_the_token_in_the_fragment() {
     let p = setup();
@@ -191,13 +196,29 @@ fn no_open_redirect() {
 fn request_errors_go_back_to_the_registered_uri() {
     let p = setup();
     let r = client()
-        .get(format!("{}/oauth/authorization_token?response_type=code&client_id=web&redirect_uri={}&state=s1", p.http(), urlenc(CB)))
+        .get(format!("{}/oauth/authorization_token?response_type=id_token&client_id=web&redirect_uri={}&state=s1", p.http(), urlenc(CB)))
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 302);
     let f = fragment(r.headers()["location"].to_str().unwrap());
     assert_eq!(f["error"], "unsupported_response_type");
     assert_eq!(f["state"], "s1");
+    // An implicit client may not ask for a code: told in the query (the
+    // code flow's response mode), with the issuer (RFC 9207).
+    let r = client()
+        .get(format!(
+            "{}/oauth/authorize?response_type=code&client_id=web&redirect_uri={}&state=s2",
+            p.http(),
+            urlenc(CB)
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let q: std::collections::HashMap<String, String> = url_query(&loc);
+    assert_eq!(q["error"], "unauthorized_client", "{loc}");
+    assert_eq!(q["state"], "s2");
+    assert!(q["iss"].starts_with("http://"), "{loc}");
     let r = client()
         .get(format!(
             "{}/oauth/authorization_token?response_type=token&client_id=web&scope=bogus",
@@ -284,7 +305,13 @@ fn revocation_endpoint() {
         ],
     );
     assert_eq!(s, 200);
-    assert_eq!(p.ctl_ok(&["oauth_list_tokens"]).trim(), "");
+    // The password client got a refresh token too; revoking the access
+    // token leaves it (RFC 7009 §2.1 makes that the server's choice).
+    let left = p.ctl_ok(&["oauth_list_tokens"]);
+    assert!(
+        !left.trim().is_empty() && left.lines().all(|l| l.ends_with(" refresh")),
+        "only the refresh token is left: {left}"
+    );
     // Unknown or already revoked: still 200 (RFC 7009 §2.2).
     let (s, _, _) = post_form(
         &url,

@@ -25,15 +25,23 @@ fn password_grant_returns_a_token_over_http_and_https() {
         assert_eq!(headers["pragma"], "no-cache");
         assert_eq!(body["token_type"], "bearer");
         assert_eq!(body["scope"], "sasl_auth");
-        assert_eq!(body["expires_in"], 2_592_000);
+        // A registered password client gets a refresh token, and so a
+        // short-lived access token (oauth_expire_with_refresh).
+        assert_eq!(body["expires_in"], 3600);
         assert!(body["access_token"].as_str().unwrap().len() >= 32);
+        assert!(body["refresh_token"].as_str().unwrap().len() >= 32);
     }
-    // Two tokens, listed by id, never by their text.
+    // Two access and two refresh tokens, listed by id, never by their text.
     let list = p.ctl_ok(&["oauth_list_tokens"]);
-    assert_eq!(list.lines().count(), 2, "{list}");
+    assert_eq!(list.lines().count(), 4, "{list}");
+    assert_eq!(
+        list.lines().filter(|l| l.ends_with(" refresh")).count(),
+        2,
+        "{list}"
+    );
     for line in list.lines() {
         let cols: Vec<&str> = line.split(' ').collect();
-        assert_eq!(cols.len(), 4, "{line}");
+        assert!(cols.len() == 4 || cols[4] == "refresh", "{line}");
         assert_eq!(cols[1], "alice@localhost");
         assert_eq!(cols[2], "sasl_auth");
         assert!(cols[3].ends_with('Z'));
@@ -86,10 +94,16 @@ fn error_replies_follow_rfc6749() {
         (400, Some("invalid_request")),
         "no grant_type"
     );
-    let (s, _, v) = post_form(&url, &with(&[("grant_type", "authorization_code")]));
+    let (s, _, v) = post_form(&url, &with(&[("grant_type", "urn:example:unknown")]));
     assert_eq!(
         (s, v["error"].as_str()),
         (400, Some("unsupported_grant_type"))
+    );
+    let (s, _, v) = post_form(&url, &with(&[("grant_type", "authorization_code")]));
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "a password client may not use the code grant"
     );
     let (s, _, v) = post_form(
         &url,
@@ -267,7 +281,9 @@ fn a_short_ttl_token_expires() {
     assert_eq!(v["expires_in"], 1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        if p.ctl_ok(&["oauth_list_tokens"]).trim().is_empty() {
+        // The refresh token beside it lives on (oauth_refresh_expire).
+        let list = p.ctl_ok(&["oauth_list_tokens"]);
+        if list.lines().all(|l| l.ends_with(" refresh")) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "token never expired");
@@ -334,14 +350,27 @@ fn metadata_describes_what_is_served() {
     assert_eq!(v["token_endpoint"], format!("{issuer}/oauth/token"));
     assert_eq!(
         v["authorization_endpoint"],
-        format!("{issuer}/oauth/authorization_token")
+        format!("{issuer}/oauth/authorize")
     );
     assert_eq!(v["revocation_endpoint"], format!("{issuer}/oauth/revoke"));
     assert_eq!(
         v["grant_types_supported"],
-        serde_json::json!(["password", "implicit"])
+        serde_json::json!([
+            "authorization_code",
+            "refresh_token",
+            "password",
+            "implicit"
+        ])
     );
-    assert_eq!(v["response_types_supported"], serde_json::json!(["token"]));
+    assert_eq!(
+        v["response_types_supported"],
+        serde_json::json!(["code", "token"])
+    );
+    assert_eq!(
+        v["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(v["authorization_response_iss_parameter_supported"], true);
     assert!(v["scopes_supported"]
         .as_array()
         .unwrap()

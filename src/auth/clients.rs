@@ -29,29 +29,10 @@ fn valid_redirect_uri(uri: &str) -> bool {
 impl AuthCore {
     /// `oauth_add_client_password CLIENT_ID CLIENT_NAME SECRET` (replaces an existing one).
     pub fn add_password_client(&self, id: &str, name: &str, secret: &str) -> Result<(), AuthError> {
-        if !valid_client_id(id) {
-            return Err(AuthError::BadClientId);
-        }
         if secret.is_empty() {
             return Err(AuthError::EmptyPassword);
         }
-        let keys = self.hash(|| {
-            ScramKeys::derive(
-                ScramHash::Sha256,
-                secret,
-                &random_bytes::<16>(),
-                SCRAM_ITERATIONS,
-            )
-        });
-        let rec = ClientRecord {
-            name: name.to_string(),
-            grant: ClientGrant::Password,
-            redirect_uri: None,
-            secret: Some(to_stored(keys)),
-        };
-        self.store.put(Tree::Clients, id, records::encode(&rec));
-        self.store.barrier_blocking()?;
-        Ok(())
+        self.put_client(id, name, ClientGrant::Password, None, Some(secret))
     }
 
     /// `oauth_add_client_implicit CLIENT_ID CLIENT_NAME REDIRECT_URI`.
@@ -61,17 +42,72 @@ impl AuthCore {
         name: &str,
         redirect_uri: &str,
     ) -> Result<(), AuthError> {
+        self.put_client(id, name, ClientGrant::Implicit, Some(redirect_uri), None)
+    }
+
+    /// `oauth_add_client_public CLIENT_ID CLIENT_NAME REDIRECT_URI`: an app
+    /// that cannot keep a secret (mobile, browser, device): authorization
+    /// code with PKCE, the device grant, refresh tokens.
+    pub fn add_public_client(
+        &self,
+        id: &str,
+        name: &str,
+        redirect_uri: &str,
+    ) -> Result<(), AuthError> {
+        self.put_client(id, name, ClientGrant::Public, Some(redirect_uri), None)
+    }
+
+    /// `oauth_add_client_confidential CLIENT_ID CLIENT_NAME SECRET
+    /// REDIRECT_URI`: a server-side app: authorization code (PKCE if it
+    /// starts with it), refresh tokens, client credentials.
+    pub fn add_confidential_client(
+        &self,
+        id: &str,
+        name: &str,
+        secret: &str,
+        redirect_uri: &str,
+    ) -> Result<(), AuthError> {
+        if secret.is_empty() {
+            return Err(AuthError::EmptyPassword);
+        }
+        self.put_client(
+            id,
+            name,
+            ClientGrant::Confidential,
+            Some(redirect_uri),
+            Some(secret),
+        )
+    }
+
+    fn put_client(
+        &self,
+        id: &str,
+        name: &str,
+        grant: ClientGrant,
+        redirect_uri: Option<&str>,
+        secret: Option<&str>,
+    ) -> Result<(), AuthError> {
         if !valid_client_id(id) {
             return Err(AuthError::BadClientId);
         }
-        if !valid_redirect_uri(redirect_uri) {
+        if redirect_uri.is_some_and(|u| !valid_redirect_uri(u)) {
             return Err(AuthError::BadRedirectUri);
         }
+        let secret = secret.map(|secret| {
+            to_stored(self.hash(|| {
+                ScramKeys::derive(
+                    ScramHash::Sha256,
+                    secret,
+                    &random_bytes::<16>(),
+                    SCRAM_ITERATIONS,
+                )
+            }))
+        });
         let rec = ClientRecord {
             name: name.to_string(),
-            grant: ClientGrant::Implicit,
-            redirect_uri: Some(redirect_uri.to_string()),
-            secret: None,
+            grant,
+            redirect_uri: redirect_uri.map(str::to_string),
+            secret,
         };
         self.store.put(Tree::Clients, id, records::encode(&rec));
         self.store.barrier_blocking()?;

@@ -10,6 +10,7 @@
 //! on `spawn_blocking`. Token checks ([`AuthCore::check_token`]) touch memory only.
 
 pub mod clients;
+pub mod codes;
 pub mod jid;
 pub mod login;
 pub mod sasl;
@@ -33,7 +34,9 @@ use crate::store::{Store, StoreError, Tree};
 pub use jid::BareJid;
 pub use login::{Credential, Login, LoginError, LoginRequest, LoginStep, PasswordCheck};
 pub use scopes::{may, Action, Scopes};
-pub use tokens::{Grant, IssuedToken, TokenEnd, TokenError, TokenInfo};
+pub use tokens::{
+    Grant, IssuedRefresh, IssuedToken, RefreshError, TokenEnd, TokenError, TokenInfo, TokenSpec,
+};
 
 /// PBKDF2 rounds for new SCRAM keys: RFC 7677's minimum, which is what clients expect.
 pub const SCRAM_ITERATIONS: u32 = 4096;
@@ -101,6 +104,12 @@ pub struct AuthCore {
     store: Store,
     hosts: Vec<String>,
     oauth_expire: u64,
+    oauth_expire_with_refresh: u64,
+    oauth_refresh_expire: u64,
+    /// Authorization codes waiting for their exchange, by SHA-256.
+    codes: DashMap<[u8; 32], codes::CodeEntry>,
+    code_expire: u64,
+    max_pending_codes: usize,
     access: OauthAccess,
     /// Every live token by SHA-256 of its text: the login path's only lookup.
     tokens: DashMap<[u8; 32], Arc<tokens::LiveToken>>,
@@ -151,6 +160,11 @@ impl AuthCore {
             store,
             hosts: config.hosts.clone(),
             oauth_expire: config.oauth_expire,
+            oauth_expire_with_refresh: config.oauth_expire_with_refresh,
+            oauth_refresh_expire: config.oauth_refresh_expire,
+            codes: DashMap::new(),
+            code_expire: config.oauth_code_expire,
+            max_pending_codes: config.oauth_max_pending_codes,
             access: config.oauth_access.clone(),
             tokens: DashMap::new(),
             expiries: Mutex::new(BTreeSet::new()),

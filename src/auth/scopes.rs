@@ -74,6 +74,24 @@ impl Scopes {
     pub fn into_vec(self) -> Vec<String> {
         self.0
     }
+
+    /// Whether every scope here is granted by `granted`: the same scope,
+    /// or an MQTT topic scope whose filter is covered by a granted one of
+    /// the same action (a refresh may narrow, never widen).
+    pub fn within(&self, granted: &Scopes) -> bool {
+        self.0.iter().all(|s| {
+            granted.has(s)
+                || ["mqtt:publish:", "mqtt:subscribe:"].iter().any(|p| {
+                    s.strip_prefix(p).is_some_and(|inner| {
+                        granted
+                            .0
+                            .iter()
+                            .filter_map(|g| g.strip_prefix(p))
+                            .any(|outer| filter_covers(outer, inner))
+                    })
+                })
+        })
+    }
 }
 
 impl fmt::Display for Scopes {

@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 
 use super::scopes::{Scopes, SASL_AUTH};
 use super::{now, random_bytes, AuthCore, AuthError, BareJid};
-use crate::store::records::{self, TokenRecord};
+use crate::store::records::{self, TokenGrant, TokenKind, TokenRecord};
 use crate::store::{StoreError, Tree};
 
 const ID_BYTES: usize = 8;
@@ -59,6 +59,8 @@ pub struct LiveToken {
     revoked: AtomicBool,
     /// Set by the expiry task when the deadline passed.
     expired: AtomicBool,
+    /// A refresh token exchanged once: set by the one exchange that wins.
+    rotated: AtomicBool,
 }
 
 impl LiveToken {
@@ -71,6 +73,7 @@ impl LiveToken {
             scopes,
             revoked: AtomicBool::new(record.revoked),
             expired: AtomicBool::new(false),
+            rotated: AtomicBool::new(record.rotated),
             record,
         })
     }
@@ -149,6 +152,78 @@ pub struct IssuedToken {
     pub scopes: Scopes,
     pub expires_in: u64,
     pub expires_at: u64,
+    /// The refresh token issued with it, if the client may have one.
+    pub refresh: Option<IssuedRefresh>,
+    /// The authorization the tokens belong to.
+    pub family: [u8; 16],
+}
+
+/// A refresh token as issued (its text exists only here, like a token's).
+#[derive(Clone)]
+pub struct IssuedRefresh {
+    pub token: String,
+    pub id: String,
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for IssuedRefresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedRefresh")
+            .field("id", &self.id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to issue: an access token for `owner` (and a refresh token when
+/// `refresh`), in `family` or a new one.
+#[derive(Debug, Clone)]
+pub struct TokenSpec<'a> {
+    pub owner: &'a BareJid,
+    pub scopes: Scopes,
+    /// Seconds asked for, capped at `oauth_expire`; absent: `oauth_expire`,
+    /// or `oauth_expire_with_refresh` when a refresh token comes along.
+    pub ttl: Option<u64>,
+    pub client_id: Option<&'a str>,
+    pub grant: TokenGrant,
+    pub refresh: bool,
+    pub family: Option<[u8; 16]>,
+}
+
+impl<'a> TokenSpec<'a> {
+    /// An access token alone, as the password grant and `ctl` issue it.
+    pub fn access(
+        owner: &'a BareJid,
+        scopes: Scopes,
+        ttl: Option<u64>,
+        client_id: Option<&'a str>,
+        grant: TokenGrant,
+    ) -> TokenSpec<'a> {
+        TokenSpec {
+            owner,
+            scopes,
+            ttl,
+            client_id,
+            grant,
+            refresh: false,
+            family: None,
+        }
+    }
+}
+
+/// Why a refresh token was not exchanged (all `invalid_grant` but the last).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    #[error("unknown, expired or revoked refresh token")]
+    Invalid,
+    #[error("the refresh token was issued to another client")]
+    WrongClient,
+    #[error("the refresh token was already used: every token of its authorization is revoked")]
+    Replayed,
+    #[error("the account may no longer get tokens")]
+    AccountGone,
+    #[error("the scope asked goes beyond the scope granted")]
+    ScopeTooWide,
 }
 
 // Hand-written so that the token itself never reaches a log.
@@ -171,6 +246,8 @@ pub struct TokenInfo {
     pub client_id: Option<String>,
     pub expires_at: u64,
     pub revoked: bool,
+    pub kind: TokenKind,
+    pub grant: TokenGrant,
 }
 
 fn hash_token(token: &str) -> [u8; 32] {
@@ -191,7 +268,7 @@ impl AuthCore {
             };
             // One unreadable record must not keep the server from starting:
             // skipped (that token no longer works) and logged.
-            let rec: TokenRecord = match records::decode("tokens", &v) {
+            let rec: TokenRecord = match records::decode_token(&v) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "skipping a stored token");
@@ -220,46 +297,196 @@ impl AuthCore {
         ttl: Option<u64>,
         client_id: Option<&str>,
     ) -> Result<IssuedToken, AuthError> {
+        self.issue(TokenSpec::access(
+            owner,
+            scopes,
+            ttl,
+            client_id,
+            TokenGrant::Ctl,
+        ))
+    }
+
+    /// Issues what `spec` asks for, durable on return: an access token,
+    /// and a refresh token beside it when `spec.refresh`.
+    pub fn issue(&self, spec: TokenSpec<'_>) -> Result<IssuedToken, AuthError> {
+        let owner = spec.owner;
         self.check_host(owner)?;
-        if ttl == Some(0) {
+        if spec.ttl == Some(0) {
             return Err(AuthError::BadTtl);
         }
         // Tokens only for accounts that exist.
         if !self.user_exists(owner)? {
             return Err(AuthError::NoSuchUser(owner.to_string()));
         }
-        let expires_in = ttl.unwrap_or(self.oauth_expire).min(self.oauth_expire);
+        // With a refresh token the default is short (it renews); a
+        // lifetime asked for explicitly (`ttl`, ejabberd's) is granted up
+        // to `oauth_expire` either way.
+        let default = if spec.refresh {
+            self.oauth_expire.min(self.oauth_expire_with_refresh)
+        } else {
+            self.oauth_expire
+        };
+        let expires_in = spec.ttl.unwrap_or(default).min(self.oauth_expire);
+        let family = spec.family.unwrap_or_else(random_bytes::<16>);
+        let issued_at = now();
+        let record = |kind, expires_at| TokenRecord {
+            owner: owner.to_string(),
+            scopes: spec.scopes.clone().into_vec(),
+            client_id: spec.client_id.map(str::to_string),
+            issued_at,
+            expires_at,
+            revoked: false,
+            kind,
+            grant: spec.grant,
+            family: Some(family),
+            rotated: false,
+        };
+        let (token, access) = self.put_token(record(
+            TokenKind::Access,
+            issued_at.saturating_add(expires_in),
+        ));
+        let refresh = if spec.refresh {
+            let (token, live) = self.put_token(record(
+                TokenKind::Refresh,
+                issued_at.saturating_add(self.oauth_refresh_expire),
+            ));
+            Some((token, live))
+        } else {
+            None
+        };
+        self.store.barrier_blocking()?;
+        let expires_at = access.record.expires_at;
+        let id = access.id();
+        self.track(access);
+        let refresh = refresh.map(|(token, live)| {
+            let r = IssuedRefresh {
+                token,
+                id: live.id(),
+                expires_at: live.record.expires_at,
+            };
+            self.track(live);
+            r
+        });
+        Ok(IssuedToken {
+            token,
+            id,
+            owner: owner.clone(),
+            scopes: spec.scopes,
+            expires_in,
+            expires_at,
+            refresh,
+            family,
+        })
+    }
+
+    /// A new random token with `rec`, queued for the store (the caller
+    /// waits for the barrier, then [`Self::track`]s it).
+    fn put_token(&self, rec: TokenRecord) -> (String, LiveToken) {
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let hash = hash_token(&token);
-        let issued_at = now();
-        let rec = TokenRecord {
-            owner: owner.to_string(),
-            scopes: scopes.clone().into_vec(),
-            client_id: client_id.map(str::to_string),
-            issued_at,
-            expires_at: issued_at.saturating_add(expires_in),
-            revoked: false,
-        };
-        self.store.put(Tree::Tokens, hash, records::encode(&rec));
+        self.store
+            .put(Tree::Tokens, hash, records::encode_token(&rec));
         self.store.put(
             Tree::TokenExpiry,
             expiry_key(rec.expires_at, &hash),
             Vec::new(),
         );
-        self.store.barrier_blocking()?;
-        let expires_at = rec.expires_at;
-        let live = LiveToken::new(hash, rec).expect("owner is a valid JID");
-        let id = live.id();
+        (
+            token,
+            LiveToken::new(hash, rec).expect("owner is a valid JID"),
+        )
+    }
+
+    /// Makes a stored token known to checks and to the expiry task.
+    fn track(&self, live: LiveToken) {
+        let (expires_at, hash) = (live.record.expires_at, live.hash);
         self.tokens.insert(hash, Arc::new(live));
         self.track_expiry(expires_at, hash);
-        Ok(IssuedToken {
-            token,
-            id,
-            owner: owner.clone(),
+    }
+
+    /// The refresh grant (RFC 6749 §6) with rotation: `token` must be a
+    /// live refresh token issued to `client_id`; it is spent, and a new
+    /// access token and refresh token of the same family come back. A
+    /// refresh token presented a second time revokes its whole family
+    /// (RFC 9700 §4.14.2) and every session holding one of its tokens ends.
+    /// `scopes`, when given, must be within those granted.
+    pub fn refresh(
+        &self,
+        token: &str,
+        client_id: &str,
+        scopes: Option<Scopes>,
+    ) -> Result<IssuedToken, RefreshError> {
+        let hash = hash_token(token);
+        let live = self
+            .tokens
+            .get(&hash)
+            .map(|e| Arc::clone(e.value()))
+            .filter(|l| bool::from(l.hash.ct_eq(&hash)) && l.record.kind == TokenKind::Refresh)
+            .ok_or(RefreshError::Invalid)?;
+        if live.record.client_id.as_deref() != Some(client_id) {
+            return Err(RefreshError::WrongClient);
+        }
+        if live.revoked.load(Ordering::Acquire) || now() >= live.record.expires_at {
+            return Err(RefreshError::Invalid);
+        }
+        let granted = Scopes::from_stored(live.record.scopes.clone());
+        let scopes = match scopes {
+            Some(s) if !s.within(&granted) => return Err(RefreshError::ScopeTooWide),
+            Some(s) => s,
+            None => granted,
+        };
+        // Exactly one exchange spends the token; any other is a replay.
+        if live
+            .rotated
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            tracing::warn!(token_id = %live.id(), owner = %live.owner, client = client_id,
+                "a spent refresh token was presented again: revoking its family");
+            if let Some(f) = live.record.family {
+                self.revoke_family(&f);
+                let _ = self.store.barrier_blocking();
+            }
+            return Err(RefreshError::Replayed);
+        }
+        let mut rec = live.record.clone();
+        rec.rotated = true;
+        self.store
+            .put(Tree::Tokens, live.hash, records::encode_token(&rec));
+        if !self.may_get_tokens(&live.owner) {
+            return Err(RefreshError::AccountGone);
+        }
+        self.issue(TokenSpec {
+            owner: &live.owner,
             scopes,
-            expires_in,
-            expires_at,
+            ttl: None,
+            client_id: Some(client_id),
+            grant: TokenGrant::RefreshToken,
+            refresh: true,
+            family: live.record.family,
         })
+        .map_err(|e| {
+            tracing::info!(error = %e, "refresh refused");
+            RefreshError::AccountGone
+        })
+    }
+
+    /// Revokes every live token of a family (announcing each to its sessions).
+    pub fn revoke_family(&self, family: &[u8; 16]) -> usize {
+        let members: Vec<Arc<LiveToken>> = self
+            .tokens
+            .iter()
+            .filter(|e| e.record.family.as_ref() == Some(family))
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        let mut n = 0;
+        for live in members {
+            if !live.revoked.load(Ordering::Acquire) {
+                self.revoke_live(&live);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The one token check both protocols call. `claimed` is the identity the client
@@ -278,7 +505,8 @@ impl AuthCore {
             .ok_or(TokenError::Unknown)?;
         // The map lookup is by hash, so its timing says nothing about the token's
         // text; this comparison makes the match itself constant-time as well.
-        if !bool::from(live.hash.ct_eq(&hash)) {
+        // A refresh token is for the token endpoint only, never a login.
+        if !bool::from(live.hash.ct_eq(&hash)) || live.record.kind == TokenKind::Refresh {
             return Err(TokenError::Unknown);
         }
         if live.revoked.load(Ordering::Acquire) {
@@ -321,6 +549,8 @@ impl AuthCore {
                 client_id: e.record.client_id.clone(),
                 expires_at: e.record.expires_at,
                 revoked: false,
+                kind: e.record.kind,
+                grant: e.record.grant,
             })
             .collect();
         out.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
@@ -364,7 +594,7 @@ impl AuthCore {
             Some(live)
                 if !live.revoked.load(Ordering::Acquire) && now() < live.record.expires_at =>
             {
-                self.revoke_live(&live);
+                self.revoke_with_family(&live);
                 self.store.barrier_blocking()?;
                 Ok(true)
             }
@@ -379,7 +609,7 @@ impl AuthCore {
             Some(live)
                 if !live.revoked.load(Ordering::Acquire) && now() < live.record.expires_at =>
             {
-                self.revoke_live(&live);
+                self.revoke_with_family(&live);
                 self.store.barrier_blocking()?;
                 Ok(true)
             }
@@ -387,11 +617,22 @@ impl AuthCore {
         }
     }
 
+    /// Revokes a live token; a refresh token takes its whole family with
+    /// it (RFC 7009 §2.1: the access tokens of the same authorization).
+    fn revoke_with_family(&self, live: &LiveToken) {
+        match live.record.family {
+            Some(f) if live.record.kind == TokenKind::Refresh => {
+                self.revoke_family(&f);
+            }
+            _ => self.revoke_live(live),
+        }
+    }
+
     fn revoke_live(&self, live: &LiveToken) {
         let mut rec = live.record.clone();
         rec.revoked = true;
         self.store
-            .put(Tree::Tokens, live.hash, records::encode(&rec));
+            .put(Tree::Tokens, live.hash, records::encode_token(&rec));
         live.revoked.store(true, Ordering::Release);
         self.announce_token_end(live.key(), TokenEnd::Revoked);
     }
@@ -468,6 +709,7 @@ impl AuthCore {
             tokio::pin!(wake);
             wake.as_mut().enable();
             let now = super::now();
+            self.sweep_codes(now);
             let n = self.sweep_expired(now);
             if n > 0 {
                 tracing::info!(count = n, "expired tokens");

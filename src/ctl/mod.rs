@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crate::auth::{AuthCore, AuthError, BareJid, Scopes};
 use crate::session::Registry;
+use crate::store::records::TokenKind;
 use crate::store::Tree;
 
 /// What a command can reach. `live` is set when a server runs the command.
@@ -99,6 +100,20 @@ pub const COMMANDS: &[Command] = &[
         rest: false,
         help: "register a client for the implicit grant",
         run: add_client_implicit,
+    },
+    Command {
+        name: "oauth_add_client_public",
+        args: &["CLIENT_ID", "CLIENT_NAME", "REDIRECT_URI"],
+        rest: false,
+        help: "register a public client (authorization code with PKCE, device grant, refresh)",
+        run: add_client_public,
+    },
+    Command {
+        name: "oauth_add_client_confidential",
+        args: &["CLIENT_ID", "CLIENT_NAME", "SECRET", "REDIRECT_URI"],
+        rest: false,
+        help: "register a confidential client (authorization code, refresh, client credentials)",
+        run: add_client_confidential,
     },
     Command {
         name: "oauth_remove_client",
@@ -240,6 +255,26 @@ fn add_client_implicit(ctx: &CtlContext, a: &[String]) -> Outcome {
     Ok(format!("Client {} registered (implicit grant)", a[0]))
 }
 
+fn add_client_public(ctx: &CtlContext, a: &[String]) -> Outcome {
+    ctx.auth
+        .add_public_client(&a[0], &a[1], &a[2])
+        .map_err(refuse)?;
+    Ok(format!(
+        "Client {} registered (public: authorization code with PKCE, device grant, refresh)",
+        a[0]
+    ))
+}
+
+fn add_client_confidential(ctx: &CtlContext, a: &[String]) -> Outcome {
+    ctx.auth
+        .add_confidential_client(&a[0], &a[1], &a[2], &a[3])
+        .map_err(refuse)?;
+    Ok(format!(
+        "Client {} registered (confidential: authorization code, refresh, client credentials)",
+        a[0]
+    ))
+}
+
 fn remove_client(ctx: &CtlContext, a: &[String]) -> Outcome {
     ctx.auth.remove_client(&a[0]).map_err(refuse)?;
     Ok(format!("Client {} removed", a[0]))
@@ -267,8 +302,15 @@ fn list_tokens(ctx: &CtlContext, _: &[String]) -> Outcome {
         .list_tokens()
         .iter()
         .map(|t| {
+            // A refresh token is marked in a fifth field (the first four
+            // are ejabberdctl's).
+            let refresh = if t.kind == TokenKind::Refresh {
+                " refresh"
+            } else {
+                ""
+            };
             format!(
-                "{} {} {} {}",
+                "{} {} {} {}{refresh}",
                 t.id,
                 t.owner,
                 t.scopes.join(";"),

@@ -1,7 +1,10 @@
 //! OAuth 2 over HTTP (warp): the routes of RFC 6749, 7009 and 8414 that Petrel serves.
 //!
-//! - `POST /oauth/token` — password grant ([`token`]);
-//! - `GET|POST /oauth/authorization_token` — the implicit grant's sign-in page ([`implicit`]);
+//! - `POST /oauth/token` — the password, authorization code (PKCE) and
+//!   refresh grants ([`token`]);
+//! - `GET|POST /oauth/authorize` (and `/oauth/authorization_token`,
+//!   ejabberd's path) — the sign-in and consent page of the code and
+//!   implicit grants ([`authorize`]);
 //! - `POST /oauth/revoke` — RFC 7009 revocation;
 //! - `GET /.well-known/oauth-authorization-server` — RFC 8414 metadata.
 //!
@@ -9,7 +12,7 @@
 //! on a blocking thread (password hashing and store flushes block). Every error is
 //! RFC 6749 §5.2 JSON with its proper status, never an empty reply.
 
-pub mod implicit;
+pub mod authorize;
 pub mod token;
 
 use std::collections::HashMap;
@@ -35,6 +38,8 @@ pub struct OauthState {
     /// `oauth_issuer`, or this listener's scheme, first host and port.
     /// Never taken from a request's Host header.
     pub issuer: String,
+    /// The password and implicit grants are served (`oauth_legacy_grants`).
+    pub legacy_grants: bool,
 }
 
 impl OauthState {
@@ -50,6 +55,7 @@ impl OauthState {
             client_id_check: config.oauth_client_id_check,
             default_host: config.default_host().to_string(),
             issuer,
+            legacy_grants: config.oauth_legacy_grants,
         })
     }
 }
@@ -290,6 +296,75 @@ pub fn authenticate_client(
     }
 }
 
+/// The registered client a request speaks for (the grants past the
+/// legacy two: code, refresh, client credentials, device), authenticated as
+/// its kind requires: a client with a secret must present it (throttled
+/// like a password), a public client names itself and presents none.
+pub fn registered_client(
+    state: &OauthState,
+    creds: Option<ClientCredentials>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(String, ClientRecord), OauthError> {
+    let c = creds.ok_or_else(|| {
+        OauthError::invalid_client(
+            "client_id (and, for a confidential client, its secret) is required",
+        )
+    })?;
+    let rec = state.auth.client(&c.id).map_err(|e| {
+        tracing::error!(error = %e, "client lookup failed");
+        OauthError::server_error()
+    })?;
+    match rec {
+        Some(r) if r.secret.is_some() => {
+            let secret = c.secret.as_deref().ok_or_else(|| {
+                OauthError::invalid_client("this client must authenticate with its secret")
+            })?;
+            match state.auth.authenticate_client(peer, &c.id, secret) {
+                Ok(Some(r)) => Ok((c.id, r)),
+                Ok(None) => Err(OauthError::invalid_client("unknown client or wrong secret")),
+                Err(crate::auth::AuthError::Throttled(wait)) => Err(OauthError::throttled(wait)),
+                Err(e) => {
+                    tracing::error!(error = %e, "client authentication failed");
+                    Err(OauthError::server_error())
+                }
+            }
+        }
+        Some(_) if c.secret.is_some() => {
+            Err(OauthError::invalid_client("a public client has no secret"))
+        }
+        Some(r) => Ok((c.id, r)),
+        None => Err(OauthError::invalid_client("unknown client or wrong secret")),
+    }
+}
+
+/// Whether a client of this kind may use `grant_type` at the token endpoint.
+pub fn client_may(kind: ClientGrant, grant_type: &str) -> bool {
+    matches!(
+        (kind, grant_type),
+        (
+            ClientGrant::Password,
+            "password" | "refresh_token" | "client_credentials"
+        ) | (
+            ClientGrant::Public,
+            "authorization_code" | "refresh_token" | DEVICE_GRANT
+        ) | (
+            ClientGrant::Confidential,
+            "authorization_code" | "refresh_token" | "client_credentials"
+        )
+    )
+}
+
+/// RFC 8628's grant type.
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+pub fn unauthorized_client(grant_type: &str) -> OauthError {
+    OauthError::new(
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+        format!("this client may not use the {grant_type} grant"),
+    )
+}
+
 /// Runs blocking auth work off the async threads.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f)
@@ -360,21 +435,25 @@ pub fn routes(
     };
     let token = warp::path!("oauth" / "token")
         .and(warp::post())
-        .and(form_endpoint(token::password_grant));
+        .and(form_endpoint(token::token_endpoint));
     let revoke = warp::path!("oauth" / "revoke")
         .and(warp::post())
         .and(form_endpoint(token::revoke));
 
-    let auth_page_get = warp::path!("oauth" / "authorization_token")
+    // The sign-in page, at the standard path and at ejabberd's.
+    let page_path = warp::path!("oauth" / "authorize")
+        .or(warp::path!("oauth" / "authorization_token"))
+        .unify();
+    let auth_page_get = page_path
         .and(warp::get())
         .and(with_state.clone())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .then(move |state: Arc<OauthState>, query: String| async move {
             // The client lookup reads the store: off the async workers.
-            blocking(move || implicit::show(&state, &query, secure)).await
+            blocking(move || authorize::show(&state, &query, secure)).await
         });
 
-    let auth_page_post = warp::path!("oauth" / "authorization_token")
+    let auth_page_post = page_path
         .and(warp::post())
         .and(with_state.clone())
         .and(peer)
@@ -387,14 +466,14 @@ pub fn routes(
                   ct: Option<String>,
                   body: Bytes| async move {
                 if check_form_type(ct.as_deref()).is_err() {
-                    return implicit::error_page(
+                    return authorize::error_page(
                         StatusCode::BAD_REQUEST,
                         "The form must be sent as application/x-www-form-urlencoded.",
                     );
                 }
                 let s = state.clone();
                 hashing(&s, move || {
-                    implicit::submit(&state, cookie.as_deref(), &body, secure, peer)
+                    authorize::submit(&state, cookie.as_deref(), &body, secure, peer)
                 })
                 .await
             },
@@ -423,17 +502,26 @@ fn metadata(state: &OauthState) -> Response<Bytes> {
     let issuer = &state.issuer;
     let auth_methods: Vec<&str> = match state.client_id_check {
         ClientIdCheck::Allow => vec!["none", "client_secret_basic", "client_secret_post"],
-        _ => vec!["client_secret_basic", "client_secret_post"],
+        // Public clients name themselves without a secret.
+        _ => vec!["client_secret_basic", "client_secret_post", "none"],
     };
+    let mut response_types = vec!["code"];
+    let mut grants = vec!["authorization_code", "refresh_token"];
+    if state.legacy_grants {
+        response_types.push("token");
+        grants.extend(["password", "implicit"]);
+    }
     json_response(json!({
         "issuer": issuer,
-        "authorization_endpoint": format!("{issuer}/oauth/authorization_token"),
+        "authorization_endpoint": format!("{issuer}/oauth/authorize"),
         "token_endpoint": format!("{issuer}/oauth/token"),
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
         "scopes_supported": scopes::SUPPORTED,
-        "response_types_supported": ["token"],
-        "response_modes_supported": ["fragment"],
-        "grant_types_supported": ["password", "implicit"],
+        "response_types_supported": response_types,
+        "response_modes_supported": ["query", "fragment"],
+        "grant_types_supported": grants,
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
         "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
     }))

@@ -4,10 +4,16 @@ use bytes::Bytes;
 use serde_json::json;
 use warp::http::{Response, StatusCode};
 
+use std::collections::HashMap;
+
 use super::{
-    authenticate_client, client_credentials, json_response, parse_form, OauthError, OauthState,
+    authenticate_client, client_credentials, client_may, json_response, parse_form,
+    registered_client, unauthorized_client, OauthError, OauthState,
 };
-use crate::auth::{AuthError, BareJid, Scopes};
+use crate::auth::codes::{CodeError, Exchange};
+use crate::auth::{AuthError, BareJid, IssuedToken, RefreshError, Scopes, TokenSpec};
+use crate::config::ClientIdCheck;
+use crate::store::records::{ClientGrant, TokenGrant};
 
 fn invalid_grant(d: impl Into<String>) -> OauthError {
     OauthError::new(StatusCode::BAD_REQUEST, "invalid_grant", d)
@@ -43,8 +49,8 @@ pub fn parse_scope(v: Option<&String>) -> Result<Scopes, OauthError> {
     Ok(s)
 }
 
-/// The whole password grant, from raw form to reply.
-pub fn password_grant(
+/// `POST /oauth/token`: every grant, from raw form to reply.
+pub fn token_endpoint(
     state: &OauthState,
     authorization: Option<&str>,
     body: &[u8],
@@ -54,14 +60,36 @@ pub fn password_grant(
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OauthError::invalid_request("grant_type is missing"))?;
-    let client = authenticate_client(state, client_credentials(authorization, &form)?, peer)?;
-    if grant_type != "password" {
-        return Err(OauthError::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            format!("grant_type {grant_type} is not supported here; use password (or the implicit grant's sign-in page)"),
-        ));
+    let creds = client_credentials(authorization, &form)?;
+    match grant_type.as_str() {
+        "password" if state.legacy_grants => password_grant(state, creds, &form, peer),
+        "refresh_token" => refresh_grant(state, creds, &form, peer),
+        "authorization_code" => code_grant(state, creds, &form, peer),
+        other => {
+            // The client is still authenticated first when it tried to:
+            // a wrong secret reads the same whatever the grant.
+            if creds.as_ref().is_some_and(|c| c.secret.is_some()) {
+                registered_client(state, creds, peer)?;
+            }
+            Err(OauthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!("grant_type {other} is not supported here"),
+            ))
+        }
     }
+}
+
+/// The password grant (RFC 6749 §4.3). A client registered for it
+/// (`oauth_client_id_check = db`) also gets a refresh token.
+fn password_grant(
+    state: &OauthState,
+    creds: Option<super::ClientCredentials>,
+    form: &HashMap<String, String>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Response<Bytes>, OauthError> {
+    let refresh = state.client_id_check == ClientIdCheck::Db;
+    let client = authenticate_client(state, creds, peer)?;
     let username = form
         .get("username")
         .filter(|u| !u.is_empty())
@@ -86,19 +114,98 @@ pub fn password_grant(
             "the account {jid} may not get tokens (oauth_access)"
         )));
     }
-    let issued = match state.auth.issue_token(&jid, scopes, ttl, client.as_deref()) {
+    let issued = match state.auth.issue(TokenSpec {
+        refresh: refresh && client.is_some(),
+        ..TokenSpec::access(&jid, scopes, ttl, client.as_deref(), TokenGrant::Password)
+    }) {
         Ok(t) => t,
         // A hosted-domain check failure reads as bad credentials: the account cannot exist.
         Err(AuthError::UnknownHost(_)) => return Err(invalid_grant("wrong username or password")),
         Err(e) => return Err(internal(e)),
     };
     tracing::info!(owner = %jid, token_id = %issued.id, client = ?client, "issued a token (password grant)");
-    Ok(json_response(json!({
+    Ok(token_response(&issued))
+}
+
+/// The token endpoint's success body (RFC 6749 §5.1).
+pub fn token_response(issued: &IssuedToken) -> Response<Bytes> {
+    let mut body = json!({
         "access_token": issued.token,
         "token_type": "bearer",
         "scope": issued.scopes.to_string(),
         "expires_in": issued.expires_in,
-    })))
+    });
+    if let Some(r) = &issued.refresh {
+        body["refresh_token"] = json!(r.token);
+    }
+    json_response(body)
+}
+
+/// The refresh grant (RFC 6749 §6) with rotation (RFC 9700 §4.14.2).
+fn refresh_grant(
+    state: &OauthState,
+    creds: Option<super::ClientCredentials>,
+    form: &HashMap<String, String>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Response<Bytes>, OauthError> {
+    let (client_id, client) = registered_client(state, creds, peer)?;
+    if !client_may(client.grant, "refresh_token") {
+        return Err(unauthorized_client("refresh_token"));
+    }
+    let token = form
+        .get("refresh_token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OauthError::invalid_request("refresh_token is missing"))?;
+    let scopes = match form.get("scope") {
+        Some(s) if !s.trim().is_empty() => Some(parse_scope(Some(s))?),
+        _ => None,
+    };
+    match state.auth.refresh(token, &client_id, scopes) {
+        Ok(issued) => {
+            tracing::info!(owner = %issued.owner, token_id = %issued.id, client = %client_id, "issued a token (refresh grant)");
+            Ok(token_response(&issued))
+        }
+        Err(RefreshError::ScopeTooWide) => Err(OauthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            RefreshError::ScopeTooWide.to_string(),
+        )),
+        Err(e) => Err(invalid_grant(e.to_string())),
+    }
+}
+
+/// The authorization code grant (RFC 6749 §4.1.3) with PKCE (RFC 7636).
+fn code_grant(
+    state: &OauthState,
+    creds: Option<super::ClientCredentials>,
+    form: &HashMap<String, String>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Response<Bytes>, OauthError> {
+    let (client_id, client) = registered_client(state, creds, peer)?;
+    if !client_may(client.grant, "authorization_code") {
+        return Err(unauthorized_client("authorization_code"));
+    }
+    let code = form
+        .get("code")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| OauthError::invalid_request("code is missing"))?;
+    let x = Exchange {
+        code,
+        client_id: &client_id,
+        redirect_uri: form.get("redirect_uri").map(String::as_str),
+        verifier: form.get("code_verifier").map(String::as_str),
+    };
+    match state
+        .auth
+        .exchange_code(x, client_may(client.grant, "refresh_token"))
+    {
+        Ok(issued) => {
+            tracing::info!(owner = %issued.owner, token_id = %issued.id, client = %client_id, "issued a token (authorization code)");
+            Ok(token_response(&issued))
+        }
+        Err(e @ CodeError::MalformedVerifier) => Err(OauthError::invalid_request(e.to_string())),
+        Err(e) => Err(invalid_grant(e.to_string())),
+    }
 }
 
 /// RFC 7009: 200 whether or not the token existed; a token issued to another
@@ -111,7 +218,20 @@ pub fn revoke(
     peer: Option<std::net::IpAddr>,
 ) -> Result<Response<Bytes>, OauthError> {
     let form = parse_form(body)?;
-    let client = authenticate_client(state, client_credentials(authorization, &form)?, peer)?;
+    let creds = client_credentials(authorization, &form)?;
+    // Public and confidential clients authenticate as at the token
+    // endpoint; password clients (and any client under
+    // `oauth_client_id_check = allow`) as for the password grant.
+    let kind = creds
+        .as_ref()
+        .and_then(|c| state.auth.client(&c.id).ok().flatten())
+        .map(|r| r.grant);
+    let client = match kind {
+        Some(ClientGrant::Public | ClientGrant::Confidential) => {
+            Some(registered_client(state, creds, peer)?.0)
+        }
+        _ => authenticate_client(state, creds, peer)?,
+    };
     let token = form
         .get("token")
         .filter(|t| !t.is_empty())

@@ -71,8 +71,17 @@ pub struct UserRecord {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientGrant {
+    /// `oauth_add_client_password`: password, client credentials and
+    /// refresh grants, authenticated by its secret.
     Password,
+    /// `oauth_add_client_implicit`: the implicit grant's sign-in page.
     Implicit,
+    /// `oauth_add_client_public`: no secret; authorization code with PKCE
+    /// (required) and the device grant, refresh tokens.
+    Public,
+    /// `oauth_add_client_confidential`: a secret and a redirect URI;
+    /// authorization code, refresh and client credentials grants.
+    Confidential,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,10 +89,49 @@ pub struct ClientRecord {
     pub name: String,
     pub grant: ClientGrant,
     pub redirect_uri: Option<String>,
-    /// Hashed like a password; `None` for implicit clients, which have no secret.
+    /// Hashed like a password; `None` for implicit and public clients,
+    /// which have no secret.
     pub secret: Option<StoredScram>,
 }
 
+/// What a token is for: logging in (access) or getting new tokens (refresh).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TokenKind {
+    #[default]
+    Access,
+    Refresh,
+}
+
+/// How a token was obtained (shown in listings and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TokenGrant {
+    /// `petrel ctl oauth_issue_token` (and tokens stored before grants were recorded).
+    #[default]
+    Ctl,
+    Password,
+    Implicit,
+    AuthorizationCode,
+    RefreshToken,
+    DeviceCode,
+    ClientCredentials,
+}
+
+impl TokenGrant {
+    /// The RFC name of the grant (`ctl` for tokens issued by the admin).
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenGrant::Ctl => "ctl",
+            TokenGrant::Password => "password",
+            TokenGrant::Implicit => "implicit",
+            TokenGrant::AuthorizationCode => "authorization_code",
+            TokenGrant::RefreshToken => "refresh_token",
+            TokenGrant::DeviceCode => "urn:ietf:params:oauth:grant-type:device_code",
+            TokenGrant::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+/// A token (stored version 2: version 1 lacked everything after `revoked`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     /// Bare JID of the owner.
@@ -94,6 +142,59 @@ pub struct TokenRecord {
     pub expires_at: u64,
     /// Kept until expiry so that a revoked token is reported as revoked.
     pub revoked: bool,
+    pub kind: TokenKind,
+    pub grant: TokenGrant,
+    /// The tokens of one authorization (a refresh chain and the access
+    /// tokens it gave) share a family: a replayed refresh token or
+    /// authorization code revokes them all.
+    pub family: Option<[u8; 16]>,
+    /// A refresh token already exchanged for new ones: kept until its
+    /// expiry, so that presenting it again is seen as a replay.
+    pub rotated: bool,
+}
+
+/// Version 1 of [`TokenRecord`], as stored before refresh tokens.
+#[derive(Serialize, Deserialize)]
+struct TokenRecordV1 {
+    owner: String,
+    scopes: Vec<String>,
+    client_id: Option<String>,
+    issued_at: u64,
+    expires_at: u64,
+    revoked: bool,
+}
+
+/// The version [`encode_token`] writes.
+pub const TOKEN_VERSION: u8 = 2;
+
+pub fn encode_token(record: &TokenRecord) -> Vec<u8> {
+    let mut out = vec![TOKEN_VERSION];
+    out.extend(postcard::to_allocvec(record).expect("records are plain data"));
+    out
+}
+
+/// Reads a token record of either version.
+pub fn decode_token(bytes: &[u8]) -> Result<TokenRecord, StoreError> {
+    let corrupt = StoreError::Corrupt { tree: "tokens" };
+    match bytes.split_first() {
+        Some((&TOKEN_VERSION, rest)) => postcard::from_bytes(rest).map_err(|_| corrupt),
+        Some((&VERSION, rest)) => {
+            let v1: TokenRecordV1 = postcard::from_bytes(rest).map_err(|_| corrupt)?;
+            Ok(TokenRecord {
+                owner: v1.owner,
+                scopes: v1.scopes,
+                client_id: v1.client_id,
+                issued_at: v1.issued_at,
+                expires_at: v1.expires_at,
+                revoked: v1.revoked,
+                kind: TokenKind::Access,
+                grant: TokenGrant::Ctl,
+                family: None,
+                rotated: false,
+            })
+        }
+        _ => Err(corrupt),
+    }
 }
 
 #[cfg(test)]
@@ -118,21 +219,70 @@ mod tests {
 
     #[test]
     fn round_trip_and_unknown_version() {
-        let t = TokenRecord {
-            owner: "a@x".into(),
-            scopes: vec!["sasl_auth".into()],
-            client_id: None,
-            issued_at: 1,
-            expires_at: 2,
-            revoked: false,
+        let u = UserRecord {
+            scram_sha1: StoredScram {
+                salt: vec![1],
+                iterations: 2,
+                stored_key: vec![3],
+                server_key: vec![4],
+            },
+            scram_sha256: StoredScram {
+                salt: vec![5],
+                iterations: 6,
+                stored_key: vec![7],
+                server_key: vec![8],
+            },
+            created_at: 9,
         };
-        let bytes = encode(&t);
+        let bytes = encode(&u);
         assert_eq!(bytes[0], VERSION);
-        assert_eq!(decode::<TokenRecord>("tokens", &bytes).unwrap(), t);
+        assert_eq!(decode::<UserRecord>("users", &bytes).unwrap().created_at, 9);
         let mut other = bytes.clone();
         other[0] = 99;
-        assert!(decode::<TokenRecord>("tokens", &other).is_err());
-        assert!(decode::<TokenRecord>("tokens", &[]).is_err());
-        assert!(decode::<TokenRecord>("tokens", &bytes[..3]).is_err());
+        assert!(decode::<UserRecord>("users", &other).is_err());
+        assert!(decode::<UserRecord>("users", &[]).is_err());
+        assert!(decode::<UserRecord>("users", &bytes[..3]).is_err());
+    }
+
+    /// Tokens stored by an older Petrel (version 1) still read, as access
+    /// tokens issued by the admin; version 2 round-trips.
+    #[test]
+    fn token_records_of_both_versions_read() {
+        let v1 = TokenRecordV1 {
+            owner: "a@x".into(),
+            scopes: vec!["sasl_auth".into()],
+            client_id: Some("app".into()),
+            issued_at: 1,
+            expires_at: 2,
+            revoked: true,
+        };
+        let bytes = encode(&v1);
+        let t = decode_token(&bytes).unwrap();
+        assert_eq!(
+            (
+                t.owner.as_str(),
+                t.client_id.as_deref(),
+                t.expires_at,
+                t.revoked
+            ),
+            ("a@x", Some("app"), 2, true)
+        );
+        assert_eq!(
+            (t.kind, t.grant, t.family, t.rotated),
+            (TokenKind::Access, TokenGrant::Ctl, None, false)
+        );
+        let t2 = TokenRecord {
+            kind: TokenKind::Refresh,
+            grant: TokenGrant::AuthorizationCode,
+            family: Some([7; 16]),
+            rotated: true,
+            ..t
+        };
+        let bytes = encode_token(&t2);
+        assert_eq!(bytes[0], TOKEN_VERSION);
+        assert_eq!(decode_token(&bytes).unwrap(), t2);
+        assert!(decode_token(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_token(&[99, 0]).is_err());
+        assert!(decode_token(&[]).is_err());
     }
 }

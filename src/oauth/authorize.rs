@@ -1,11 +1,18 @@
-//! The implicit grant (RFC 6749 §4.2): a sign-in page that works without
-//! JavaScript, and its POST that redirects with the token in the fragment.
+//! The authorization endpoint: one sign-in and consent page, plain HTML
+//! that works without JavaScript, for two grants:
 //!
-//! Safety rules: the client must be a registered implicit client and
-//! `redirect_uri` must equal its registered URI exactly, or an error page is shown
-//! and nothing redirects (no open redirect). The form carries an anti-CSRF value
-//! signed with the server key and bound to a cookie (double submit), valid for
-//! ten minutes.
+//! - `response_type=code` (RFC 6749 §4.1) for public and confidential
+//!   clients, with PKCE (RFC 7636, S256 only; required of public clients):
+//!   the POST redirects with `?code=…&state=…&iss=…` (RFC 9207);
+//! - `response_type=token`, the implicit grant (§4.2) for implicit
+//!   clients, while `oauth_legacy_grants` is on: the token in the fragment.
+//!
+//! The page shows the client's name and the scopes asked; the user signs in
+//! and allows, or denies (`error=access_denied`). Safety rules: the client
+//! must be registered for the grant and `redirect_uri` must equal its
+//! registered URI exactly, or an error page is shown and nothing redirects
+//! (no open redirect). The form carries an anti-CSRF value signed with the
+//! server key and bound to a cookie (double submit), valid for ten minutes.
 
 use std::collections::HashMap;
 
@@ -19,6 +26,7 @@ use warp::http::{header, Response, StatusCode};
 
 use super::token::{parse_scope, parse_ttl};
 use super::{parse_form, OauthState};
+use crate::auth::codes::{valid_pkce_value, CodeGrant};
 use crate::auth::{now, random_bytes, AuthError, BareJid};
 use crate::config::ClientIdCheck;
 use crate::store::records::ClientGrant;
@@ -35,6 +43,8 @@ struct AuthRequest {
     scope: String,
     state: Option<String>,
     ttl: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
 }
 
 impl AuthRequest {
@@ -46,8 +56,29 @@ impl AuthRequest {
             scope: m.get("scope").cloned().unwrap_or_default(),
             state: m.get("state").cloned(),
             ttl: m.get("ttl").cloned(),
+            code_challenge: m.get("code_challenge").cloned(),
+            code_challenge_method: m.get("code_challenge_method").cloned(),
         }
     }
+
+    fn is_code(&self) -> bool {
+        self.response_type == "code"
+    }
+
+    /// Where the form posts: the endpoint of its grant.
+    fn action(&self) -> &'static str {
+        if self.is_code() {
+            "/oauth/authorize"
+        } else {
+            "/oauth/authorization_token"
+        }
+    }
+}
+
+/// The client a request names, as the page needs it.
+struct Client {
+    name: String,
+    grant: ClientGrant,
 }
 
 fn escape(s: &str) -> String {
@@ -106,19 +137,10 @@ fn redirect(location: String) -> Response<Bytes> {
         .expect("URL-encoded location is a valid header")
 }
 
-/// `redirect_uri#k=v&…`, every value URL-encoded (RFC 6749 §4.2.2).
-fn fragment_redirect(uri: &str, params: &[(&str, &str)]) -> Response<Bytes> {
-    let mut f = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params {
-        f.append_pair(k, v);
-    }
-    redirect(format!("{uri}#{}", f.finish()))
-}
-
 /// Checks client and redirect URI. `Err` is the page to show (never a redirect).
 #[allow(clippy::result_large_err)] // an error page is the normal outcome here, not a rare one
-fn check_client(state: &OauthState, req: &AuthRequest) -> Result<String, Response<Bytes>> {
-    if state.client_id_check == ClientIdCheck::Deny {
+fn check_client(state: &OauthState, req: &AuthRequest) -> Result<Client, Response<Bytes>> {
+    if state.client_id_check == ClientIdCheck::Deny && !req.is_code() {
         return Err(error_page(
             StatusCode::FORBIDDEN,
             "This server does not issue tokens to applications (oauth_client_id_check = deny).",
@@ -140,10 +162,12 @@ fn check_client(state: &OauthState, req: &AuthRequest) -> Result<String, Respons
             ));
         }
     };
-    let Some(client) = client.filter(|c| c.grant == ClientGrant::Implicit) else {
+    // Any client with a redirect URI: one that may not use the grant it
+    // asks for is told so at its redirect URI (`unauthorized_client`).
+    let Some(client) = client.filter(|c| c.grant != ClientGrant::Password) else {
         return Err(error_page(
             StatusCode::BAD_REQUEST,
-            "Unknown application: no implicit-grant client is registered with this client_id.",
+            "Unknown application: no client is registered with this client_id for this kind of request.",
         ));
     };
     let registered = client.redirect_uri.unwrap_or_default();
@@ -153,7 +177,10 @@ fn check_client(state: &OauthState, req: &AuthRequest) -> Result<String, Respons
             "The redirect_uri does not match the one registered for this application.",
         ));
     }
-    Ok(client.name)
+    Ok(Client {
+        name: client.name,
+        grant: client.grant,
+    })
 }
 
 fn csrf_mac(key: &[u8; 32], nonce: &[u8], ts: u64, req: &AuthRequest) -> [u8; 16] {
@@ -164,6 +191,10 @@ fn csrf_mac(key: &[u8; 32], nonce: &[u8], ts: u64, req: &AuthRequest) -> [u8; 16
     m.update(req.client_id.as_bytes());
     m.update(b"\0");
     m.update(req.redirect_uri.as_bytes());
+    m.update(b"\0");
+    m.update(req.response_type.as_bytes());
+    m.update(b"\0");
+    m.update(req.code_challenge.as_deref().unwrap_or("").as_bytes());
     m.finalize().into_bytes()[..16]
         .try_into()
         .expect("16 of 32 bytes")
@@ -249,7 +280,10 @@ fn form(
     if let Some(e) = error {
         body.push_str(&format!("<p class=\"error\">{}</p>", escape(e)));
     }
-    body.push_str("<form method=\"post\" action=\"/oauth/authorization_token\">");
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"{}\">",
+        req.action()
+    ));
     for (k, v) in [
         ("response_type", &req.response_type),
         ("client_id", &req.client_id),
@@ -264,11 +298,18 @@ fn form(
     if let Some(t) = &req.ttl {
         body.push_str(&hidden("ttl", t));
     }
+    if let Some(c) = &req.code_challenge {
+        body.push_str(&hidden("code_challenge", c));
+    }
+    if let Some(m) = &req.code_challenge_method {
+        body.push_str(&hidden("code_challenge_method", m));
+    }
     body.push_str(&hidden("csrf", &csrf));
     body.push_str(&format!(
         "<label for=\"username\">Account (user@domain)</label><input type=\"text\" id=\"username\" name=\"username\" value=\"{}\" autocomplete=\"username\" required>\
 <label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
-<button type=\"submit\">Sign in and allow</button></form>",
+<button type=\"submit\" name=\"decision\" value=\"allow\">Sign in and allow</button> \
+<button type=\"submit\" name=\"decision\" value=\"deny\" formnovalidate>Deny</button></form>",
         escape(username)
     ));
     let status = if error.is_some() {
@@ -279,20 +320,103 @@ fn form(
     page(status, "Sign in", &body, Some(cookie))
 }
 
-/// Errors the client should hear about once the redirect URI is trusted (§4.2.2.1).
-fn request_error(req: &AuthRequest, redirect_uri: &str) -> Option<Response<Bytes>> {
+/// The redirect carrying an authorization response: the query for the
+/// code grant (with `iss`, RFC 9207), the fragment for the implicit grant.
+fn respond(
+    state: &OauthState,
+    req: &AuthRequest,
+    uri: &str,
+    params: &[(&str, &str)],
+) -> Response<Bytes> {
+    let mut f = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        f.append_pair(k, v);
+    }
+    if let Some(s) = &req.state {
+        f.append_pair("state", s);
+    }
+    if req.is_code() {
+        f.append_pair("iss", &state.issuer);
+        let sep = if uri.contains('?') { '&' } else { '?' };
+        redirect(format!("{uri}{sep}{}", f.finish()))
+    } else {
+        redirect(format!("{uri}#{}", f.finish()))
+    }
+}
+
+/// Errors the client should hear about once the redirect URI is trusted
+/// (§4.1.2.1, §4.2.2.1).
+fn request_error(
+    state: &OauthState,
+    req: &AuthRequest,
+    client: &Client,
+    uri: &str,
+) -> Option<Response<Bytes>> {
     let err = |code: &str, d: &str| {
-        let mut p = vec![("error", code), ("error_description", d)];
-        if let Some(s) = &req.state {
-            p.push(("state", s.as_str()));
-        }
-        fragment_redirect(redirect_uri, &p)
+        respond(
+            state,
+            req,
+            uri,
+            &[("error", code), ("error_description", d)],
+        )
     };
-    if req.response_type != "token" {
+    match req.response_type.as_str() {
+        "code" => {}
+        "token" if state.legacy_grants => {}
+        _ => {
+            return Some(err(
+                "unsupported_response_type",
+                if state.legacy_grants {
+                    "response_type must be code (or token, for an implicit client)"
+                } else {
+                    "response_type must be code"
+                },
+            ))
+        }
+    }
+    let fits = if req.is_code() {
+        matches!(
+            client.grant,
+            ClientGrant::Public | ClientGrant::Confidential
+        )
+    } else {
+        client.grant == ClientGrant::Implicit
+    };
+    if !fits {
         return Some(err(
-            "unsupported_response_type",
-            "only response_type=token is served",
+            "unauthorized_client",
+            "this client is not registered for this response_type",
         ));
+    }
+    if req.is_code() {
+        match (&req.code_challenge, req.code_challenge_method.as_deref()) {
+            (None, None) if client.grant == ClientGrant::Public => {
+                return Some(err(
+                    "invalid_request",
+                    "PKCE is required of a public client: send code_challenge and code_challenge_method=S256",
+                ))
+            }
+            (None, None) => {}
+            (Some(c), Some("S256")) if valid_pkce_value(c) => {}
+            (Some(_), Some("S256")) => {
+                return Some(err(
+                    "invalid_request",
+                    "code_challenge must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~",
+                ))
+            }
+            (None, Some(_)) => {
+                return Some(err(
+                    "invalid_request",
+                    "code_challenge_method without code_challenge",
+                ))
+            }
+            _ => {
+                return Some(err(
+                    "invalid_request",
+                    "only code_challenge_method=S256 is supported",
+                ))
+            }
+        }
     }
     if let Err(e) = parse_scope(Some(&req.scope)) {
         return Some(err("invalid_scope", &e.description));
@@ -303,21 +427,21 @@ fn request_error(req: &AuthRequest, redirect_uri: &str) -> Option<Response<Bytes
     None
 }
 
-/// `GET /oauth/authorization_token?…`
+/// `GET /oauth/authorize?…` and `GET /oauth/authorization_token?…`
 pub fn show(state: &OauthState, query: &str, secure: bool) -> Response<Bytes> {
     let Ok(params) = parse_form(query.as_bytes()) else {
         return error_page(StatusCode::BAD_REQUEST, "A request parameter is repeated.");
     };
     let req = AuthRequest::from_map(&params);
-    let app = match check_client(state, &req) {
-        Ok(a) => a,
+    let client = match check_client(state, &req) {
+        Ok(c) => c,
         Err(page) => return page,
     };
     let uri = registered_uri(state, &req);
-    if let Some(r) = request_error(&req, &uri) {
+    if let Some(r) = request_error(state, &req, &client, &uri) {
         return r;
     }
-    form(state, &req, &app, None, "", secure)
+    form(state, &req, &client.name, None, "", secure)
 }
 
 fn registered_uri(state: &OauthState, req: &AuthRequest) -> String {
@@ -333,7 +457,8 @@ fn registered_uri(state: &OauthState, req: &AuthRequest) -> String {
         .unwrap_or_default()
 }
 
-/// `POST /oauth/authorization_token`: check, issue, redirect.
+/// The POST of the page: check, then redirect with a code or a token (or
+/// `access_denied`).
 pub fn submit(
     state: &OauthState,
     cookie: Option<&str>,
@@ -345,8 +470,8 @@ pub fn submit(
         return error_page(StatusCode::BAD_REQUEST, "A form field is repeated.");
     };
     let req = AuthRequest::from_map(&params);
-    let app = match check_client(state, &req) {
-        Ok(a) => a,
+    let client = match check_client(state, &req) {
+        Ok(c) => c,
         Err(page) => return page,
     };
     let uri = registered_uri(state, &req);
@@ -361,8 +486,20 @@ pub fn submit(
             "The sign-in form expired or did not come from this server. Go back and reload it.",
         );
     }
-    if let Some(r) = request_error(&req, &uri) {
+    if let Some(r) = request_error(state, &req, &client, &uri) {
         return r;
+    }
+    if params.get("decision").map(String::as_str) == Some("deny") {
+        tracing::info!(client = %req.client_id, "authorization denied by the user");
+        return respond(
+            state,
+            &req,
+            &uri,
+            &[
+                ("error", "access_denied"),
+                ("error_description", "the user denied the request"),
+            ],
+        );
     }
     let username = params.get("username").cloned().unwrap_or_default();
     let password = params.get("password").cloned().unwrap_or_default();
@@ -372,7 +509,7 @@ pub fn submit(
         form(
             state,
             &req,
-            &app,
+            &client.name,
             Some("Wrong account or password."),
             &username,
             secure,
@@ -400,19 +537,50 @@ pub fn submit(
             return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");
         }
     }
-    let mut params: Vec<(&str, &str)> = Vec::new();
     if !state.auth.may_get_tokens(&jid) {
-        params.push(("error", "access_denied"));
-        params.push(("error_description", "this account may not get tokens"));
-        if let Some(s) = &req.state {
-            params.push(("state", s));
-        }
-        return fragment_redirect(&uri, &params);
+        return respond(
+            state,
+            &req,
+            &uri,
+            &[
+                ("error", "access_denied"),
+                ("error_description", "this account may not get tokens"),
+            ],
+        );
     }
-    let issued = match state
-        .auth
-        .issue_token(&jid, scopes, ttl, Some(&req.client_id))
-    {
+    if req.is_code() {
+        let code = state.auth.new_code(CodeGrant {
+            owner: jid.clone(),
+            client_id: req.client_id.clone(),
+            redirect_uri: Some(req.redirect_uri.clone()).filter(|u| !u.is_empty()),
+            scopes,
+            ttl,
+            challenge: req.code_challenge.clone(),
+        });
+        let Some(code) = code else {
+            return respond(
+                state,
+                &req,
+                &uri,
+                &[
+                    ("error", "temporarily_unavailable"),
+                    (
+                        "error_description",
+                        "too many sign-ins in progress; try again",
+                    ),
+                ],
+            );
+        };
+        tracing::info!(owner = %jid, client = %req.client_id, "issued an authorization code");
+        return respond(state, &req, &uri, &[("code", &code)]);
+    }
+    let issued = match state.auth.issue(crate::auth::TokenSpec::access(
+        &jid,
+        scopes,
+        ttl,
+        Some(&req.client_id),
+        crate::store::records::TokenGrant::Implicit,
+    )) {
         Ok(t) => t,
         Err(AuthError::UnknownHost(_)) => return bad(),
         Err(e) => {
@@ -423,16 +591,17 @@ pub fn submit(
     tracing::info!(owner = %jid, token_id = %issued.id, client = %req.client_id, "issued a token (implicit grant)");
     let expires_in = issued.expires_in.to_string();
     let scope = issued.scopes.to_string();
-    params.extend([
-        ("access_token", issued.token.as_str()),
-        ("token_type", "bearer"),
-        ("expires_in", expires_in.as_str()),
-        ("scope", scope.as_str()),
-    ]);
-    if let Some(s) = &req.state {
-        params.push(("state", s));
-    }
-    fragment_redirect(&uri, &params)
+    respond(
+        state,
+        &req,
+        &uri,
+        &[
+            ("access_token", issued.token.as_str()),
+            ("token_type", "bearer"),
+            ("expires_in", expires_in.as_str()),
+            ("scope", scope.as_str()),
+        ],
+    )
 }
 
 #[cfg(test)]
