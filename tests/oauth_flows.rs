@@ -96,6 +96,20 @@ except OAuthError as e:
 print(json.dumps(out))
 "#;
 
+/// RFC 7662 through authlib: a resource server (the confidential client)
+/// asks about tokens.
+const AUTHLIB_INTROSPECT: &str = r#"
+import sys, json
+from authlib.integrations.requests_client import OAuth2Session
+base, client_id, secret = sys.argv[1:4]
+s = OAuth2Session(client_id, secret)
+out = []
+for t in sys.argv[4:]:
+    r = s.introspect_token(base + "/oauth/introspect", token=t)
+    out.append([r.status_code, r.json()])
+print(json.dumps(out))
+"#;
+
 fn run(script: &str, args: &[&str]) -> serde_json::Value {
     let (ok, out, err) = run_script(script, args, Duration::from_secs(60));
     assert!(ok, "authlib script failed: {err}\n{out}");
@@ -197,6 +211,44 @@ fn code_with_pkce_refresh_rotation_and_replays_through_authlib() {
     let refresh = r["first"]["refresh_token"].as_str().unwrap().to_string();
     assert_eq!(mqtt_login(&p, &access), 0);
     assert!(xmpp_login(&p, &access));
+    let r = run(
+        AUTHLIB_INTROSPECT,
+        &[
+            &p.http(),
+            "backend",
+            "backend-secret",
+            &access,
+            &refresh,
+            "bogus",
+        ],
+    );
+    let (a, rf, bogus) = (&r[0], &r[1], &r[2]);
+    assert_eq!(a[0], 200, "{r}");
+    assert_eq!(a[1]["active"], true, "{r}");
+    assert_eq!(a[1]["sub"], "alice@localhost", "{r}");
+    assert_eq!(a[1]["username"], "alice", "{r}");
+    assert_eq!(a[1]["client_id"], "mobile", "{r}");
+    assert_eq!(a[1]["scope"], "sasl_auth", "{r}");
+    assert_eq!(a[1]["token_type"], "bearer", "{r}");
+    assert!(a[1]["exp"].as_u64().unwrap() > a[1]["iat"].as_u64().unwrap());
+    assert_eq!(rf[1]["token_type"], "refresh_token", "{r}");
+    assert_eq!(bogus[1], serde_json::json!({"active": false}), "{r}");
+    // Introspection is for clients with a secret.
+    let (s, _, v) = post_form(
+        &format!("{}/oauth/introspect", p.http()),
+        &[("token", access.as_str()), ("client_id", "mobile")],
+    );
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")));
+    let (s, _, v) = post_form(
+        &format!("{}/oauth/introspect", p.http()),
+        &[
+            ("token", access.as_str()),
+            ("client_id", "backend"),
+            ("client_secret", "wrong"),
+        ],
+    );
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")));
+
     // A refresh token is not a login token.
     assert_ne!(mqtt_login(&p, &refresh), 0);
     assert!(!xmpp_login(&p, &refresh));
@@ -225,6 +277,12 @@ fn code_with_pkce_refresh_rotation_and_replays_through_authlib() {
     assert_ne!(mqtt_login(&p, &access), 0);
     assert_ne!(mqtt_login(&p, second), 0);
     assert!(!xmpp_login(&p, second));
+    let r = run(
+        AUTHLIB_INTROSPECT,
+        &[&p.http(), "backend", "backend-secret", &access, second],
+    );
+    assert_eq!(r[0][1]["active"], false, "{r}");
+    assert_eq!(r[1][1]["active"], false, "{r}");
 }
 
 #[test]

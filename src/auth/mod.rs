@@ -35,7 +35,8 @@ pub use jid::BareJid;
 pub use login::{Credential, Login, LoginError, LoginRequest, LoginStep, PasswordCheck};
 pub use scopes::{may, Action, Scopes};
 pub use tokens::{
-    Grant, IssuedRefresh, IssuedToken, RefreshError, TokenEnd, TokenError, TokenInfo, TokenSpec,
+    Grant, Introspection, IssuedRefresh, IssuedToken, RefreshError, TokenEnd, TokenError,
+    TokenInfo, TokenSpec,
 };
 
 /// PBKDF2 rounds for new SCRAM keys: RFC 7677's minimum, which is what clients expect.

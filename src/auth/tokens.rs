@@ -250,6 +250,18 @@ pub struct TokenInfo {
     pub grant: TokenGrant,
 }
 
+/// A live token as RFC 7662 introspection describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Introspection {
+    pub owner: String,
+    pub scopes: Scopes,
+    pub client_id: Option<String>,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    pub kind: TokenKind,
+    pub id: String,
+}
+
 fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -573,6 +585,26 @@ impl AuthCore {
         self.tokens
             .get(&hash_token(token_or_id))
             .map(|e| Arc::clone(e.value()))
+    }
+
+    /// RFC 7662: what a live token (given by its text) is, or `None` when
+    /// it is unknown, expired, revoked or a spent refresh token.
+    pub fn introspect(&self, token: &str) -> Option<Introspection> {
+        let hash = hash_token(token);
+        let live = self.tokens.get(&hash).map(|e| Arc::clone(e.value()))?;
+        let alive = bool::from(live.hash.ct_eq(&hash))
+            && !live.revoked.load(Ordering::Acquire)
+            && !live.rotated.load(Ordering::Acquire)
+            && now() < live.record.expires_at;
+        alive.then(|| Introspection {
+            owner: live.record.owner.clone(),
+            scopes: Scopes::from_stored(live.record.scopes.clone()),
+            client_id: live.record.client_id.clone(),
+            issued_at: live.record.issued_at,
+            expires_at: live.record.expires_at,
+            kind: live.record.kind,
+            id: live.id(),
+        })
     }
 
     /// The client a token (given by its text) was issued to, if it is known here.

@@ -6,6 +6,7 @@
 //!   ejabberd's path) — the sign-in and consent page of the code and
 //!   implicit grants ([`authorize`]);
 //! - `POST /oauth/revoke` — RFC 7009 revocation;
+//! - `POST /oauth/introspect` — RFC 7662 introspection;
 //! - `GET /.well-known/oauth-authorization-server` — RFC 8414 metadata.
 //!
 //! Handlers parse the request into plain values and call [`crate::auth::AuthCore`]
@@ -439,6 +440,9 @@ pub fn routes(
     let revoke = warp::path!("oauth" / "revoke")
         .and(warp::post())
         .and(form_endpoint(token::revoke));
+    let introspect = warp::path!("oauth" / "introspect")
+        .and(warp::post())
+        .and(form_endpoint(token::introspect));
 
     // The sign-in page, at the standard path and at ejabberd's.
     let page_path = warp::path!("oauth" / "authorize")
@@ -487,6 +491,8 @@ pub fn routes(
     token
         .or(revoke)
         .unify()
+        .or(introspect)
+        .unify()
         .or(auth_page_get)
         .unify()
         .or(auth_page_post)
@@ -516,6 +522,8 @@ fn metadata(state: &OauthState) -> Response<Bytes> {
         "authorization_endpoint": format!("{issuer}/oauth/authorize"),
         "token_endpoint": format!("{issuer}/oauth/token"),
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+        "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": scopes::SUPPORTED,
         "response_types_supported": response_types,
         "response_modes_supported": ["query", "fragment"],

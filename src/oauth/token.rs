@@ -13,7 +13,7 @@ use super::{
 use crate::auth::codes::{CodeError, Exchange};
 use crate::auth::{AuthError, BareJid, IssuedToken, RefreshError, Scopes, TokenSpec};
 use crate::config::ClientIdCheck;
-use crate::store::records::{ClientGrant, TokenGrant};
+use crate::store::records::{ClientGrant, TokenGrant, TokenKind};
 
 fn invalid_grant(d: impl Into<String>) -> OauthError {
     OauthError::new(StatusCode::BAD_REQUEST, "invalid_grant", d)
@@ -258,6 +258,48 @@ pub fn revoke(
         .header("cache-control", "no-store")
         .body(Bytes::new())
         .expect("static headers"))
+}
+
+/// `POST /oauth/introspect` (RFC 7662), for resource servers: a client
+/// with a secret (password or confidential) authenticates; the answer for
+/// any token it names is `{"active": false}` unless the token is live.
+pub fn introspect(
+    state: &OauthState,
+    authorization: Option<&str>,
+    body: &[u8],
+    peer: Option<std::net::IpAddr>,
+) -> Result<Response<Bytes>, OauthError> {
+    let form = parse_form(body)?;
+    let (client_id, client) =
+        registered_client(state, client_credentials(authorization, &form)?, peer)?;
+    if client.secret.is_none() {
+        return Err(OauthError::invalid_client(
+            "introspection is for clients that authenticate with a secret",
+        ));
+    }
+    let token = form
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OauthError::invalid_request("token is missing"))?;
+    let Some(t) = state.auth.introspect(token) else {
+        return Ok(json_response(json!({ "active": false })));
+    };
+    tracing::debug!(client = %client_id, token_id = %t.id, "introspected a token");
+    let username = t.owner.split('@').next().unwrap_or_default().to_string();
+    let mut body = json!({
+        "active": true,
+        "scope": t.scopes.to_string(),
+        "username": username,
+        "sub": t.owner,
+        "token_type": if t.kind == TokenKind::Refresh { "refresh_token" } else { "bearer" },
+        "exp": t.expires_at,
+        "iat": t.issued_at,
+        "iss": state.issuer,
+    });
+    if let Some(c) = t.client_id {
+        body["client_id"] = json!(c);
+    }
+    Ok(json_response(body))
 }
 
 #[cfg(test)]
