@@ -342,3 +342,42 @@ fn authorization_request_errors() {
     ));
     assert_eq!(r.status().as_u16(), 200);
 }
+
+/// MQTT.js keeps its session across a token renewal: refresh grant, AUTH
+/// 0x19 with the new access token, the old one revoked, messages still
+/// flowing on the same connection.
+#[test]
+fn mqttjs_reauthenticates_with_a_refreshed_token() {
+    if !common::have_program("node") {
+        return;
+    }
+    let p = setup();
+    let r = run(
+        AUTHLIB_CODE_FLOW,
+        &[
+            &p.http(),
+            "mobile",
+            "-",
+            CB,
+            "alice@localhost",
+            "wonderland",
+            "sasl_auth",
+            "0",
+        ],
+    );
+    let access = r["first"]["access_token"].as_str().unwrap();
+    let refresh = r["first"]["refresh_token"].as_str().unwrap();
+    let port = p.mqtt().port().to_string();
+    let (ok, out, err) = common::node::run_js(
+        "mqtt_reauth_flow.js",
+        &[&port, &p.http(), "mobile", access, refresh],
+    );
+    assert!(ok, "{out} {err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["connack"], 0, "{r}");
+    assert_eq!(r["refreshed"], true, "{r}");
+    assert_eq!(r["reauth"], 0, "AUTH 0x00 after AUTH 0x19: {r}");
+    assert_eq!(r["revoked"], 200, "{r}");
+    assert_eq!(r["got"], serde_json::json!(["before", "after"]), "{r}");
+    assert_eq!(r["error"], serde_json::Value::Null, "{r}");
+}
