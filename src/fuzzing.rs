@@ -494,7 +494,7 @@ pub fn oauth_request(data: &[u8]) {
                 let ts = u64::from_be_bytes(body[..8].try_into().expect("8"));
                 let now = u64::from_be_bytes(body[8..16].try_into().expect("8"));
                 // Stamps from any time are judged without overflow.
-                let fresh = authorize::csrf_fresh(ts, now);
+                let fresh = crate::oauth::pages::csrf_fresh(ts, now);
                 assert!(!fresh || ts <= now.saturating_add(5));
             }
         }

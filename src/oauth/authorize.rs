@@ -16,23 +16,16 @@
 
 use std::collections::HashMap;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
-use warp::http::{header, Response, StatusCode};
+use warp::http::{Response, StatusCode};
 
+use super::pages::{csrf_ok, error_page, escape, new_csrf, page, redirect, sign_in, SignInFailure};
 use super::token::{parse_scope, parse_ttl};
 use super::{parse_form, OauthState};
 use crate::auth::codes::{valid_pkce_value, CodeGrant};
-use crate::auth::{now, random_bytes, AuthError, BareJid};
+use crate::auth::AuthError;
 use crate::config::ClientIdCheck;
 use crate::store::records::ClientGrant;
-
-const CSRF_COOKIE: &str = "petrel_csrf";
-const CSRF_LIFETIME: u64 = 600;
 
 /// The parameters of an authorization request that travel through the form.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +58,16 @@ impl AuthRequest {
         self.response_type == "code"
     }
 
+    /// What the anti-CSRF value is bound to.
+    fn binding(&self) -> [&str; 4] {
+        [
+            &self.client_id,
+            &self.redirect_uri,
+            &self.response_type,
+            self.code_challenge.as_deref().unwrap_or(""),
+        ]
+    }
+
     /// Where the form posts: the endpoint of its grant.
     fn action(&self) -> &'static str {
         if self.is_code() {
@@ -79,62 +82,6 @@ impl AuthRequest {
 struct Client {
     name: String,
     grant: ClientGrant,
-}
-
-fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-fn page(status: StatusCode, title: &str, body: &str, cookie: Option<String>) -> Response<Bytes> {
-    let html = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-<title>{t}</title><style>body{{font-family:system-ui,sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem;color:#222}}\
-label{{display:block;margin:.8rem 0 .2rem}}input[type=text],input[type=password]{{width:100%;padding:.5rem;box-sizing:border-box}}\
-button{{margin-top:1.2rem;padding:.5rem 1.2rem}}.error{{color:#a00}}.scope{{font-family:monospace}}</style></head>\
-<body><h1>{t}</h1>{body}</body></html>\n",
-        t = escape(title)
-    );
-    let mut b = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .header("x-frame-options", "DENY")
-        .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
-        .header("referrer-policy", "no-referrer");
-    if let Some(c) = cookie {
-        b = b.header(header::SET_COOKIE, c);
-    }
-    b.body(Bytes::from(html)).expect("static headers")
-}
-
-/// An error page that redirects nowhere.
-pub fn error_page(status: StatusCode, message: &str) -> Response<Bytes> {
-    page(
-        status,
-        "Sign-in error",
-        &format!("<p class=\"error\">{}</p>", escape(message)),
-        None,
-    )
-}
-
-fn redirect(location: String) -> Response<Bytes> {
-    Response::builder()
-        .status(StatusCode::FOUND)
-        .header(header::LOCATION, location)
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Bytes::new())
-        .expect("URL-encoded location is a valid header")
 }
 
 /// Checks client and redirect URI. `Err` is the page to show (never a redirect).
@@ -183,75 +130,6 @@ fn check_client(state: &OauthState, req: &AuthRequest) -> Result<Client, Respons
     })
 }
 
-fn csrf_mac(key: &[u8; 32], nonce: &[u8], ts: u64, req: &AuthRequest) -> [u8; 16] {
-    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    m.update(b"petrel-csrf\0");
-    m.update(nonce);
-    m.update(&ts.to_be_bytes());
-    m.update(req.client_id.as_bytes());
-    m.update(b"\0");
-    m.update(req.redirect_uri.as_bytes());
-    m.update(b"\0");
-    m.update(req.response_type.as_bytes());
-    m.update(b"\0");
-    m.update(req.code_challenge.as_deref().unwrap_or("").as_bytes());
-    m.finalize().into_bytes()[..16]
-        .try_into()
-        .expect("16 of 32 bytes")
-}
-
-/// A fresh anti-CSRF form value and the cookie that goes with it.
-fn new_csrf(state: &OauthState, req: &AuthRequest, secure: bool) -> (String, String) {
-    let nonce = random_bytes::<16>();
-    let ts = now();
-    let mut raw = nonce.to_vec();
-    raw.extend_from_slice(&ts.to_be_bytes());
-    raw.extend_from_slice(&csrf_mac(state.auth.server_key(), &nonce, ts, req));
-    let cookie = format!(
-        "{CSRF_COOKIE}={}; Path=/oauth; HttpOnly; SameSite=Strict; Max-Age={CSRF_LIFETIME}{}",
-        URL_SAFE_NO_PAD.encode(nonce),
-        if secure { "; Secure" } else { "" }
-    );
-    (URL_SAFE_NO_PAD.encode(raw), cookie)
-}
-
-/// Whether a form stamped at `ts` may still be posted at `now`: at most
-/// `CSRF_LIFETIME` old, at most 5 s ahead (clock steps); any `ts` a
-/// client makes up is answered without overflow.
-pub(crate) fn csrf_fresh(ts: u64, now: u64) -> bool {
-    ts <= now.saturating_add(5) && now.saturating_sub(ts) <= CSRF_LIFETIME
-}
-
-fn csrf_ok(
-    state: &OauthState,
-    value: &str,
-    cookie_header: Option<&str>,
-    req: &AuthRequest,
-) -> bool {
-    let Ok(raw) = URL_SAFE_NO_PAD.decode(value) else {
-        return false;
-    };
-    if raw.len() != 40 {
-        return false;
-    }
-    let (nonce, rest) = raw.split_at(16);
-    let ts = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
-    if !csrf_fresh(ts, now()) {
-        return false;
-    }
-    let mac_ok: bool = csrf_mac(state.auth.server_key(), nonce, ts, req)
-        .ct_eq(&rest[8..])
-        .into();
-    let cookie_nonce = cookie_header.and_then(|h| {
-        h.split(';')
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == CSRF_COOKIE)
-            .and_then(|(_, v)| URL_SAFE_NO_PAD.decode(v).ok())
-    });
-    let cookie_ok = cookie_nonce.is_some_and(|c| bool::from(c.as_slice().ct_eq(nonce)));
-    mac_ok && cookie_ok
-}
-
 fn form(
     state: &OauthState,
     req: &AuthRequest,
@@ -260,7 +138,7 @@ fn form(
     username: &str,
     secure: bool,
 ) -> Response<Bytes> {
-    let (csrf, cookie) = new_csrf(state, req, secure);
+    let (csrf, cookie) = new_csrf(state, &req.binding(), secure);
     let hidden = |k: &str, v: &str| {
         format!(
             "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
@@ -317,7 +195,9 @@ fn form(
     } else {
         StatusCode::OK
     };
-    page(status, "Sign in", &body, Some(cookie))
+    // The browser follows the POST's redirect to the client: allowed.
+    let target = origin_of(&registered_uri(state, req));
+    page(status, "Sign in", &body, Some(cookie), target.as_deref())
 }
 
 /// The redirect carrying an authorization response: the query for the
@@ -444,6 +324,13 @@ pub fn show(state: &OauthState, query: &str, secure: bool) -> Response<Bytes> {
     form(state, &req, &client.name, None, "", secure)
 }
 
+/// `scheme://host[:port]` of an absolute http(s) URI.
+fn origin_of(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty() && matches!(scheme, "http" | "https")).then(|| format!("{scheme}://{host}"))
+}
+
 fn registered_uri(state: &OauthState, req: &AuthRequest) -> String {
     if !req.redirect_uri.is_empty() {
         return req.redirect_uri.clone();
@@ -479,7 +366,7 @@ pub fn submit(
         state,
         params.get("csrf").map(String::as_str).unwrap_or(""),
         cookie,
-        &req,
+        &req.binding(),
     ) {
         return error_page(
             StatusCode::FORBIDDEN,
@@ -515,28 +402,11 @@ pub fn submit(
             secure,
         )
     };
-    let Ok(jid) = BareJid::from_user(&username, &state.default_host) else {
-        return bad();
+    let jid = match sign_in(state, peer, &username, &password) {
+        Ok(j) => j,
+        Err(SignInFailure::Wrong) => return bad(),
+        Err(SignInFailure::Page(p)) => return *p,
     };
-    match state.auth.check_password_from(peer, &jid, &password) {
-        Ok(()) => {}
-        Err(AuthError::BadPassword) => return bad(),
-        Err(AuthError::Throttled(wait)) => {
-            let mut page = error_page(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many failed sign-ins. Wait a moment, then go back and try again.",
-            );
-            if let Ok(v) = wait.as_secs().max(1).to_string().parse() {
-                page.headers_mut()
-                    .insert(warp::http::header::RETRY_AFTER, v);
-            }
-            return page;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "sign-in");
-            return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");
-        }
-    }
     if !state.auth.may_get_tokens(&jid) {
         return respond(
             state,
@@ -602,31 +472,4 @@ pub fn submit(
             ("scope", scope.as_str()),
         ],
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csrf_stamps_from_the_future_or_the_past_are_refused_without_overflow() {
-        let t = 1_800_000_000;
-        assert!(csrf_fresh(t, t));
-        assert!(csrf_fresh(t + 3, t), "a little clock skew");
-        assert!(!csrf_fresh(t + 6, t));
-        assert!(csrf_fresh(t - CSRF_LIFETIME, t));
-        assert!(!csrf_fresh(t - CSRF_LIFETIME - 1, t));
-        assert!(!csrf_fresh(u64::MAX, t));
-        assert!(!csrf_fresh(0, t));
-        assert!(csrf_fresh(u64::MAX, u64::MAX));
-        assert!(!csrf_fresh(u64::MAX, 0));
-    }
-
-    #[test]
-    fn escapes_html() {
-        assert_eq!(
-            escape("<a href='x'>&\"</a>"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
-        );
-    }
 }

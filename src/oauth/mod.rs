@@ -14,6 +14,7 @@
 //! RFC 6749 §5.2 JSON with its proper status, never an empty reply.
 
 pub mod authorize;
+pub mod pages;
 pub mod token;
 
 use std::collections::HashMap;
@@ -470,7 +471,7 @@ pub fn routes(
                   ct: Option<String>,
                   body: Bytes| async move {
                 if check_form_type(ct.as_deref()).is_err() {
-                    return authorize::error_page(
+                    return pages::error_page(
                         StatusCode::BAD_REQUEST,
                         "The form must be sent as application/x-www-form-urlencoded.",
                     );
