@@ -163,6 +163,11 @@ pub struct Config {
     /// Authorization codes waiting for their exchange, at most
     /// (`oauth_max_pending_codes`); past it the sign-in page asks to retry.
     pub oauth_max_pending_codes: usize,
+    /// Seconds a device authorization waits for the user
+    /// (`oauth_device_code_expire`).
+    pub oauth_device_code_expire: u64,
+    /// Seconds a device waits between polls (`oauth_device_interval`).
+    pub oauth_device_interval: u64,
     pub listen: Vec<Listener>,
     pub max_stanza_size: usize,
     /// XMPP parser limits (see `xmpp::stream::Limits`).
@@ -228,6 +233,8 @@ impl Default for Config {
             oauth_legacy_grants: true,
             oauth_code_expire: 60,
             oauth_max_pending_codes: 10_000,
+            oauth_device_code_expire: 600,
+            oauth_device_interval: 5,
             listen: default_listeners(),
             max_stanza_size: 262_144,
             xml_max_header_size: 4096,
@@ -297,6 +304,8 @@ struct RawConfig {
     oauth_legacy_grants: Option<bool>,
     oauth_code_expire: Option<u64>,
     oauth_max_pending_codes: Option<usize>,
+    oauth_device_code_expire: Option<u64>,
+    oauth_device_interval: Option<u64>,
     listen: Option<Vec<Listener>>,
     max_stanza_size: Option<usize>,
     xml_max_header_size: Option<usize>,
@@ -460,6 +469,18 @@ impl Config {
             }
             c.oauth_max_pending_codes = n;
         }
+        seconds_in(
+            "oauth_device_code_expire",
+            raw.oauth_device_code_expire,
+            &mut c.oauth_device_code_expire,
+            86_400,
+        )?;
+        seconds_in(
+            "oauth_device_interval",
+            raw.oauth_device_interval,
+            &mut c.oauth_device_interval,
+            3600,
+        )?;
         if let Some(l) = raw.listen {
             c.listen = l;
         }

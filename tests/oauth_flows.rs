@@ -381,3 +381,169 @@ fn mqttjs_reauthenticates_with_a_refreshed_token() {
     assert_eq!(r["got"], serde_json::json!(["before", "after"]), "{r}");
     assert_eq!(r["error"], serde_json::Value::Null, "{r}");
 }
+
+/// RFC 8628 by hand (Python `requests`): the device asks, polls, the user
+/// answers on the verification page (read and posted as a browser would),
+/// the device gets its tokens; and the other answers on the way.
+const DEVICE_FLOW: &str = r#"
+import sys, json, re, html, time
+import requests
+base, client_id, user, password = sys.argv[1:5]
+TOKEN, GRANT = base + "/oauth/token", "urn:ietf:params:oauth:grant-type:device_code"
+out = {}
+def start(scope="sasl_auth"):
+    r = requests.post(base + "/oauth/device_authorization", data={"client_id": client_id, "scope": scope})
+    return r.status_code, r.json()
+def poll(dc):
+    r = requests.post(TOKEN, data={"grant_type": GRANT, "device_code": dc, "client_id": client_id})
+    return r.status_code, r.json()
+def answer(d, decision, pw):
+    b = requests.Session()
+    page = b.get(d["verification_uri_complete"])
+    fields = {html.unescape(n): html.unescape(v) for n, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)}
+    r = b.post(d["verification_uri"], data=dict(fields, username=user, password=pw, decision=decision))
+    return page, r
+s, d = start()
+out["start"] = [s, sorted(d.keys()), d["user_code"], d["interval"], d["expires_in"], d["verification_uri"]]
+out["first_poll"] = poll(d["device_code"])
+out["too_soon"] = poll(d["device_code"])
+s2, d2 = start()
+page, r = answer(d2, "allow", "wrong")
+out["page_shows"] = ["Device Test App" in page.text, "sasl_auth" in page.text, d2["user_code"] in page.text]
+out["wrong_password"] = r.status_code
+page, r = answer(d2, "allow", password)
+out["allowed_page"] = [r.status_code, "connected" in r.text]
+deadline = time.time() + 20
+while True:
+    s, t = poll(d2["device_code"])
+    if s == 200 or t.get("error") != "authorization_pending" or time.time() > deadline:
+        break
+    time.sleep(d2["interval"])
+out["token"] = [s, t.get("access_token"), t.get("refresh_token"), t.get("token_type")]
+out["reused"] = poll(d2["device_code"])
+s3, d3 = start()
+answer(d3, "deny", "")
+time.sleep(d3["interval"])
+out["denied"] = poll(d3["device_code"])
+b = requests.Session()
+r = b.get(base + "/oauth/device", params={"user_code": "BCDF-GHJK"})
+out["unknown_code"] = [r.status_code, "unknown" in r.text]
+print(json.dumps(out))
+"#;
+
+#[test]
+fn device_grant_by_hand() {
+    let p = Petrel::start("login_failures_allowed = 100\noauth_device_interval = 1");
+    p.ctl_ok(&["register", "alice", "localhost", "wonderland"]);
+    p.ctl_ok(&["oauth_add_client_public", "tv", "Device Test App", CB]);
+    p.ctl_ok(&["oauth_add_client_confidential", "backend", "B", "s", CB]);
+    let r = run(
+        DEVICE_FLOW,
+        &[&p.http(), "tv", "alice@localhost", "wonderland"],
+    );
+    let start = &r["start"];
+    assert_eq!(start[0], 200, "{r}");
+    assert_eq!(
+        start[1],
+        serde_json::json!([
+            "device_code",
+            "expires_in",
+            "interval",
+            "user_code",
+            "verification_uri",
+            "verification_uri_complete"
+        ])
+    );
+    let user_code = start[2].as_str().unwrap();
+    assert_eq!(user_code.len(), 9, "{user_code}");
+    assert_eq!(&user_code[4..5], "-");
+    assert!(user_code
+        .chars()
+        .filter(|c| *c != '-')
+        .all(|c| "BCDFGHJKLMNPQRSTVWXZ".contains(c)));
+    assert_eq!((start[3].as_u64(), start[4].as_u64()), (Some(1), Some(600)));
+    // The issuer's URL (this listener's first host: localhost).
+    let port = p.http().rsplit(':').next().unwrap().to_string();
+    assert_eq!(start[5], format!("http://localhost:{port}/oauth/device"));
+    let err = |v: &serde_json::Value| {
+        (
+            v[0].as_u64().unwrap(),
+            v[1]["error"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(
+        err(&r["first_poll"]),
+        (400, "authorization_pending".into()),
+        "{r}"
+    );
+    assert_eq!(err(&r["too_soon"]), (400, "slow_down".into()), "{r}");
+    assert_eq!(
+        r["page_shows"],
+        serde_json::json!([true, true, true]),
+        "{r}"
+    );
+    assert_eq!(r["wrong_password"], 403, "{r}");
+    assert_eq!(r["allowed_page"], serde_json::json!([200, true]), "{r}");
+    assert_eq!(r["token"][0], 200, "{r}");
+    assert_eq!(r["token"][3], "bearer", "{r}");
+    assert!(
+        r["token"][2].is_string(),
+        "a public client gets a refresh token: {r}"
+    );
+    assert_eq!(err(&r["reused"]), (400, "invalid_grant".into()), "{r}");
+    assert_eq!(err(&r["denied"]), (400, "access_denied".into()), "{r}");
+    assert_eq!(r["unknown_code"], serde_json::json!([400, true]), "{r}");
+    let token = r["token"][1].as_str().unwrap();
+    assert_eq!(mqtt_login(&p, token), 0);
+    assert!(xmpp_login(&p, token));
+
+    // The grant's other errors.
+    let url = format!("{}/oauth/device_authorization", p.http());
+    let (s, _, v) = post_form(&url, &[("client_id", "backend"), ("client_secret", "s")]);
+    assert_eq!((s, v["error"].as_str()), (400, Some("unauthorized_client")));
+    let (s, _, v) = post_form(&url, &[("client_id", "nobody")]);
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")));
+    let (s, _, v) = post_form(&url, &[("client_id", "tv"), ("scope", "root")]);
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")));
+    let (s, _, v) = post_form(
+        &format!("{}/oauth/token", p.http()),
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", "tv"),
+        ],
+    );
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")));
+}
+
+/// A device code nobody answers ends with `expired_token`.
+#[test]
+fn device_codes_expire() {
+    let p = Petrel::start("oauth_device_code_expire = 1\noauth_device_interval = 1");
+    p.ctl_ok(&["oauth_add_client_public", "tv", "Device Test App", CB]);
+    let (s, _, d) = post_form(
+        &format!("{}/oauth/device_authorization", p.http()),
+        &[("client_id", "tv")],
+    );
+    assert_eq!(s, 200, "{d}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, _, v) = post_form(
+            &format!("{}/oauth/token", p.http()),
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", d["device_code"].as_str().unwrap()),
+                ("client_id", "tv"),
+            ],
+        );
+        assert_eq!(s, 400);
+        if v["error"] == "expired_token" {
+            break;
+        }
+        assert!(
+            ["authorization_pending", "slow_down"].contains(&v["error"].as_str().unwrap()),
+            "{v}"
+        );
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+}

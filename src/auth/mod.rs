@@ -11,6 +11,7 @@
 
 pub mod clients;
 pub mod codes;
+pub mod device;
 pub mod jid;
 pub mod login;
 pub mod sasl;
@@ -111,6 +112,12 @@ pub struct AuthCore {
     codes: DashMap<[u8; 32], codes::CodeEntry>,
     code_expire: u64,
     max_pending_codes: usize,
+    /// Device authorizations (RFC 8628), by SHA-256 of the device code,
+    /// and their user codes.
+    devices: DashMap<[u8; 32], device::DeviceEntry>,
+    user_codes: DashMap<String, [u8; 32]>,
+    device_expire: u64,
+    device_interval: u64,
     access: OauthAccess,
     /// Every live token by SHA-256 of its text: the login path's only lookup.
     tokens: DashMap<[u8; 32], Arc<tokens::LiveToken>>,
@@ -166,6 +173,10 @@ impl AuthCore {
             codes: DashMap::new(),
             code_expire: config.oauth_code_expire,
             max_pending_codes: config.oauth_max_pending_codes,
+            devices: DashMap::new(),
+            user_codes: DashMap::new(),
+            device_expire: config.oauth_device_code_expire,
+            device_interval: config.oauth_device_interval,
             access: config.oauth_access.clone(),
             tokens: DashMap::new(),
             expiries: Mutex::new(BTreeSet::new()),

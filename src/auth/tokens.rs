@@ -742,6 +742,7 @@ impl AuthCore {
             wake.as_mut().enable();
             let now = super::now();
             self.sweep_codes(now);
+            self.sweep_devices(now.saturating_mul(1000));
             let n = self.sweep_expired(now);
             if n > 0 {
                 tracing::info!(count = n, "expired tokens");

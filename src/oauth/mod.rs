@@ -7,6 +7,8 @@
 //!   implicit grants ([`authorize`]);
 //! - `POST /oauth/revoke` — RFC 7009 revocation;
 //! - `POST /oauth/introspect` — RFC 7662 introspection;
+//! - `POST /oauth/device_authorization`, `GET|POST /oauth/device` — the
+//!   RFC 8628 device grant and its verification page ([`device`]);
 //! - `GET /.well-known/oauth-authorization-server` — RFC 8414 metadata.
 //!
 //! Handlers parse the request into plain values and call [`crate::auth::AuthCore`]
@@ -14,6 +16,7 @@
 //! RFC 6749 §5.2 JSON with its proper status, never an empty reply.
 
 pub mod authorize;
+pub mod device;
 pub mod pages;
 pub mod token;
 
@@ -444,6 +447,44 @@ pub fn routes(
     let introspect = warp::path!("oauth" / "introspect")
         .and(warp::post())
         .and(form_endpoint(token::introspect));
+    let device_authorization = warp::path!("oauth" / "device_authorization")
+        .and(warp::post())
+        .and(form_endpoint(device::authorization));
+    let device_get = warp::path!("oauth" / "device")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(peer)
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .then(
+            move |state: Arc<OauthState>, peer: Option<std::net::IpAddr>, query: String| async move {
+                blocking(move || device::show(&state, &query, secure, peer)).await
+            },
+        );
+    let device_post = warp::path!("oauth" / "device")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(peer)
+        .and(warp::header::optional::<String>("cookie"))
+        .and(form_body)
+        .then(
+            move |state: Arc<OauthState>,
+                  peer: Option<std::net::IpAddr>,
+                  cookie: Option<String>,
+                  ct: Option<String>,
+                  body: Bytes| async move {
+                if check_form_type(ct.as_deref()).is_err() {
+                    return pages::error_page(
+                        StatusCode::BAD_REQUEST,
+                        "The form must be sent as application/x-www-form-urlencoded.",
+                    );
+                }
+                let s = state.clone();
+                hashing(&s, move || {
+                    device::submit(&state, cookie.as_deref(), &body, secure, peer)
+                })
+                .await
+            },
+        );
 
     // The sign-in page, at the standard path and at ejabberd's.
     let page_path = warp::path!("oauth" / "authorize")
@@ -494,6 +535,12 @@ pub fn routes(
         .unify()
         .or(introspect)
         .unify()
+        .or(device_authorization)
+        .unify()
+        .or(device_get)
+        .unify()
+        .or(device_post)
+        .unify()
         .or(auth_page_get)
         .unify()
         .or(auth_page_post)
@@ -513,7 +560,7 @@ fn metadata(state: &OauthState) -> Response<Bytes> {
         _ => vec!["client_secret_basic", "client_secret_post", "none"],
     };
     let mut response_types = vec!["code"];
-    let mut grants = vec!["authorization_code", "refresh_token"];
+    let mut grants = vec!["authorization_code", "refresh_token", DEVICE_GRANT];
     if state.legacy_grants {
         response_types.push("token");
         grants.extend(["password", "implicit"]);
@@ -524,6 +571,7 @@ fn metadata(state: &OauthState) -> Response<Bytes> {
         "token_endpoint": format!("{issuer}/oauth/token"),
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
         "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+        "device_authorization_endpoint": format!("{issuer}/oauth/device_authorization"),
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": scopes::SUPPORTED,
         "response_types_supported": response_types,

@@ -65,6 +65,7 @@ pub fn token_endpoint(
         "password" if state.legacy_grants => password_grant(state, creds, &form, peer),
         "refresh_token" => refresh_grant(state, creds, &form, peer),
         "authorization_code" => code_grant(state, creds, &form, peer),
+        super::DEVICE_GRANT => super::device::device_grant(state, creds, &form, peer),
         other => {
             // The client is still authenticated first when it tried to:
             // a wrong secret reads the same whatever the grant.
