@@ -18,7 +18,7 @@ use petrel::mqtt::codec::{Packet, Version};
 
 /// Drives one authorization in Chromium. The app's redirect URI is served
 /// by a small HTTP server in the script, so the browser lands on a real
-/// page. argv: base, client id, redirect port, query extras, username,
+/// page. argv: the page's URL, the redirect port (0: none), username,
 /// password, decision (allow / deny), screenshot prefix.
 const BROWSER_FLOW: &str = r#"
 import sys, json, threading, http.server, os
@@ -27,14 +27,16 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from selenium.webdriver.support import expected_conditions as EC
-base, client_id, cb_port, extra, user, password, decision, shots = sys.argv[1:9]
+url, cb_port, user, password, decision, shots = sys.argv[1:7]
 class Cb(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200); self.send_header("content-type", "text/html"); self.end_headers()
         self.wfile.write(b"<html><body><h1>app callback</h1></body></html>")
     def log_message(self, *a): pass
-srv = http.server.HTTPServer(("127.0.0.1", int(cb_port)), Cb)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
+srv = None
+if cb_port != "0":
+    srv = http.server.HTTPServer(("127.0.0.1", int(cb_port)), Cb)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
 o = webdriver.ChromeOptions()
 for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=800,900"):
     o.add_argument(a)
@@ -43,7 +45,7 @@ d = webdriver.Chrome(service=Service(os.environ.get("PETREL_CHROMEDRIVER", "/usr
 out = {}
 try:
     d.set_page_load_timeout(20)
-    d.get(base + "/oauth/authorize?client_id=" + client_id + extra)
+    d.get(url)
     out["title"] = d.title
     out["text"] = d.find_element(By.TAG_NAME, "body").text
     d.save_screenshot(shots + "-page.png")
@@ -62,7 +64,8 @@ try:
     d.save_screenshot(shots + "-after.png")
 finally:
     d.quit()
-    srv.shutdown()
+    if srv:
+        srv.shutdown()
 print(json.dumps(out))
 "#;
 
@@ -132,10 +135,8 @@ fn code_flow_in_chromium() {
         form_urlencoded::byte_serialize(cb.as_bytes()).collect::<String>()
     );
     let r = browse(&[
-        &p.http(),
-        "phone",
+        &format!("{}/oauth/authorize?client_id=phone{extra}", p.http()),
         &port.to_string(),
-        &extra,
         "alice@localhost",
         "wonderland",
         "allow",
@@ -168,10 +169,8 @@ fn code_flow_in_chromium() {
 
     // Deny: back to the app with access_denied, no code.
     let r = browse(&[
-        &p.http(),
-        "phone",
+        &format!("{}/oauth/authorize?client_id=phone{extra}", p.http()),
         &port.to_string(),
-        &extra,
         "",
         "",
         "deny",
@@ -202,10 +201,8 @@ fn implicit_flow_in_chromium() {
     );
     // A wrong password first: the form again, with the error.
     let r = browse(&[
-        &p.http(),
-        "web",
+        &format!("{}/oauth/authorize?client_id=web{extra}", p.http()),
         &port.to_string(),
-        &extra,
         "alice@localhost",
         "wrong",
         "allow",
@@ -219,10 +216,8 @@ fn implicit_flow_in_chromium() {
         "{r}"
     );
     let r = browse(&[
-        &p.http(),
-        "web",
+        &format!("{}/oauth/authorize?client_id=web{extra}", p.http()),
         &port.to_string(),
-        &extra,
         "alice@localhost",
         "wonderland",
         "allow",
@@ -235,6 +230,64 @@ fn implicit_flow_in_chromium() {
     let mut c = RawClient::connect(p.mqtt(), Version::V5);
     c.send(&connect_packet(
         "browser",
+        Some("X-OAUTH2"),
+        Some(token.as_bytes()),
+    ));
+    assert!(matches!(c.recv(), Some(Packet::ConnAck(a)) if a.reason_code == 0));
+}
+
+#[test]
+fn device_verification_in_chromium() {
+    if !chromium_available() {
+        return;
+    }
+    let p = Petrel::start("oauth_device_interval = 1");
+    p.ctl_ok(&["register", "alice", "localhost", "wonderland"]);
+    p.ctl_ok(&[
+        "oauth_add_client_public",
+        "tv",
+        "Living Room TV",
+        "http://127.0.0.1:9/cb",
+    ]);
+    let (s, _, d) = common::post_form(
+        &format!("{}/oauth/device_authorization", p.http()),
+        &[("client_id", "tv"), ("scope", "sasl_auth")],
+    );
+    assert_eq!(s, 200, "{d}");
+    // The complete URI, as a phone would open it from a QR code.
+    let url = d["verification_uri_complete"].as_str().unwrap();
+    let r = browse(&[
+        url,
+        "0",
+        "alice@localhost",
+        "wonderland",
+        "allow",
+        &artifacts("oauth-device"),
+    ]);
+    let text = r["text"].as_str().unwrap();
+    assert!(text.contains("Living Room TV"), "{text}");
+    assert!(text.contains(d["user_code"].as_str().unwrap()), "{text}");
+    assert!(text.contains("sasl_auth"), "{text}");
+    assert!(
+        r["after_text"]
+            .as_str()
+            .unwrap()
+            .contains("connected to alice@localhost"),
+        "{r}"
+    );
+    let (s, _, t) = common::post_form(
+        &format!("{}/oauth/token", p.http()),
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", d["device_code"].as_str().unwrap()),
+            ("client_id", "tv"),
+        ],
+    );
+    assert_eq!(s, 200, "{t}");
+    let token = t["access_token"].as_str().unwrap();
+    let mut c = RawClient::connect(p.mqtt(), Version::V5);
+    c.send(&connect_packet(
+        "tv",
         Some("X-OAUTH2"),
         Some(token.as_bytes()),
     ));
