@@ -810,6 +810,29 @@ mod tests {
         );
         let e = Config::parse("negotiation_timeout = 0").unwrap_err();
         assert_eq!(e.key, "negotiation_timeout");
+        // The OAuth keys as documented are the defaults.
+        let oauth = |c: &Config| {
+            (
+                c.oauth_legacy_grants,
+                c.oauth_expire_with_refresh,
+                c.oauth_refresh_expire,
+                c.oauth_code_expire,
+                c.oauth_max_pending_codes,
+                c.oauth_device_code_expire,
+                c.oauth_device_interval,
+            )
+        };
+        assert_eq!(oauth(&c), oauth(&d));
+        for bad in [
+            "oauth_code_expire = 61",
+            "oauth_code_expire = 0",
+            "oauth_max_pending_codes = 0",
+            "oauth_device_interval = 0",
+            "oauth_refresh_expire = 0",
+        ] {
+            let e = Config::parse(bad).unwrap_err();
+            assert!(bad.starts_with(&e.key), "{bad}: {e}");
+        }
     }
 
     #[test]
