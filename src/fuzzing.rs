@@ -422,10 +422,12 @@ fn check_parses(stanza: &[u8]) {
 // --------------------------------------------------------------- OAuth ----
 
 /// The OAuth endpoints' parsing, from raw request parts: byte 0 picks the
-/// endpoint (token, revoke, sign-in page, sign-in form, the ttl/scope/
-/// CSRF-stamp parsers); the rest is split at the first NUL into a header
-/// (Authorization or Cookie) and the body or query. A password client
-/// `app` (secret `s`) and an implicit client `web` are registered.
+/// endpoint (token — every grant —, revoke, sign-in page, sign-in form, the
+/// ttl/scope/CSRF-stamp parsers, introspection, device authorization, the
+/// device page and its form); the rest is split at the first NUL into a
+/// header (Authorization or Cookie) and the body or query. A password
+/// client `app` (secret `s`), an implicit client `web`, a public client
+/// `pub` and a confidential client `conf` (secret `s`) are registered.
 /// Checks: no panic; every error is a 4xx with an RFC 6749 error code;
 /// nothing answers 500.
 pub fn oauth_request(data: &[u8]) {
@@ -447,6 +449,10 @@ pub fn oauth_request(data: &[u8]) {
         let auth = AuthCore::new(Store::memory(), &Config::default()).expect("auth core");
         auth.add_password_client("app", "App", "s").expect("client");
         auth.add_implicit_client("web", "Web", "https://app.example/cb")
+            .expect("client");
+        auth.add_public_client("pub", "Public", "https://app.example/cb")
+            .expect("client");
+        auth.add_confidential_client("conf", "Conf", "s", "https://app.example/cb")
             .expect("client");
         auth.store()
             .scan_prefix_blocking(Tree::Clients, b"")
@@ -471,7 +477,7 @@ pub fn oauth_request(data: &[u8]) {
             assert!(body["error"].is_string(), "{body}");
         }
     };
-    match which % 6 {
+    match which % 9 {
         0 => check(token::token_endpoint(&state, header.as_deref(), body, peer)),
         1 => check(token::revoke(&state, header.as_deref(), body, peer)),
         2 => {
@@ -480,6 +486,21 @@ pub fn oauth_request(data: &[u8]) {
         }
         3 => {
             let resp = authorize::submit(&state, header.as_deref(), body, false, peer);
+            assert!(resp.status().as_u16() < 500, "{resp:?}");
+        }
+        6 => check(token::introspect(&state, header.as_deref(), body, peer)),
+        7 => check(crate::oauth::device::authorization(
+            &state,
+            header.as_deref(),
+            body,
+            peer,
+        )),
+        8 => {
+            let resp = if which & 0x80 != 0 {
+                crate::oauth::device::show(&state, &String::from_utf8_lossy(body), false, peer)
+            } else {
+                crate::oauth::device::submit(&state, header.as_deref(), body, false, peer)
+            };
             assert!(resp.status().as_u16() < 500, "{resp:?}");
         }
         4 => {
