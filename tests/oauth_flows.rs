@@ -547,3 +547,58 @@ fn device_codes_expire() {
         std::thread::sleep(Duration::from_millis(1100));
     }
 }
+
+/// `oauth_legacy_grants = false` (RFC 9700): no password grant, no
+/// implicit grant, and the metadata says so.
+#[test]
+fn legacy_grants_can_be_turned_off() {
+    let p = Petrel::start("oauth_legacy_grants = false");
+    p.ctl_ok(&["register", "alice", "localhost", "wonderland"]);
+    p.ctl_ok(&["oauth_add_client_password", "app", "App", "app-secret"]);
+    p.ctl_ok(&["oauth_add_client_implicit", "web", "Web", CB]);
+    let (s, v) = common::password_grant(&p.http(), "alice@localhost", "wonderland", &[]);
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    let cb = form_urlencoded::byte_serialize(CB.as_bytes()).collect::<String>();
+    let r = client()
+        .get(format!(
+            "{}/oauth/authorize?response_type=token&client_id=web&redirect_uri={cb}&state=s",
+            p.http()
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    let loc = r.headers()["location"].to_str().unwrap();
+    assert!(loc.contains("error=unsupported_response_type"), "{loc}");
+    let m: serde_json::Value = client()
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            p.http()
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        m["grant_types_supported"],
+        serde_json::json!([
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ])
+    );
+    assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
+    // Every endpoint the metadata names answers (not 404).
+    for ep in [
+        "token_endpoint",
+        "revocation_endpoint",
+        "introspection_endpoint",
+        "device_authorization_endpoint",
+    ] {
+        let url = m[ep].as_str().unwrap().replace("localhost", "127.0.0.1");
+        let r = client().post(url).form(&[("x", "y")]).send().unwrap();
+        assert_ne!(r.status().as_u16(), 404, "{ep}");
+    }
+}
