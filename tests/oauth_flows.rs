@@ -116,6 +116,24 @@ fn run(script: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("bad output {out} / {err}"))
 }
 
+/// alice through [`AUTHLIB_CODE_FLOW`] for `client_id` (`secret` "-" for
+/// none); `replay`: present the code a second time at the end.
+fn code_flow(p: &Petrel, client_id: &str, secret: &str, replay: bool) -> serde_json::Value {
+    run(
+        AUTHLIB_CODE_FLOW,
+        &[
+            &p.http(),
+            client_id,
+            secret,
+            CB,
+            "alice@localhost",
+            "wonderland",
+            "sasl_auth",
+            if replay { "1" } else { "0" },
+        ],
+    )
+}
+
 fn mqtt_login(p: &Petrel, token: &str) -> u8 {
     let mut c = RawClient::connect(p.mqtt(), Version::V5);
     c.send(&connect_packet(
@@ -155,19 +173,7 @@ fn setup() -> Petrel {
 fn code_with_pkce_refresh_rotation_and_replays_through_authlib() {
     let p = setup();
     for (client_id, secret) in [("mobile", "-"), ("backend", "backend-secret")] {
-        let r = run(
-            AUTHLIB_CODE_FLOW,
-            &[
-                &p.http(),
-                client_id,
-                secret,
-                CB,
-                "alice@localhost",
-                "wonderland",
-                "sasl_auth",
-                "1",
-            ],
-        );
+        let r = code_flow(&p, client_id, secret, true);
         assert_eq!(r["page_status"], 200, "{r}");
         assert_eq!(r["deny"], serde_json::json!([302, true]), "{r}");
         assert_eq!(r["page_names_client"], true, "{r}");
@@ -191,19 +197,7 @@ fn code_with_pkce_refresh_rotation_and_replays_through_authlib() {
     }
 
     // A fresh authorization, then refresh, replay and the family's end.
-    let r = run(
-        AUTHLIB_CODE_FLOW,
-        &[
-            &p.http(),
-            "mobile",
-            "-",
-            CB,
-            "alice@localhost",
-            "wonderland",
-            "sasl_auth",
-            "0",
-        ],
-    );
+    let r = code_flow(&p, "mobile", "-", false);
     let access = r["first"]["access_token"]
         .as_str()
         .unwrap_or_else(|| panic!("{r}"))
@@ -352,19 +346,7 @@ fn mqttjs_reauthenticates_with_a_refreshed_token() {
         return;
     }
     let p = setup();
-    let r = run(
-        AUTHLIB_CODE_FLOW,
-        &[
-            &p.http(),
-            "mobile",
-            "-",
-            CB,
-            "alice@localhost",
-            "wonderland",
-            "sasl_auth",
-            "0",
-        ],
-    );
+    let r = code_flow(&p, "mobile", "-", false);
     let access = r["first"]["access_token"].as_str().unwrap();
     let refresh = r["first"]["refresh_token"].as_str().unwrap();
     let port = p.mqtt().port().to_string();

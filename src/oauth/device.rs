@@ -16,8 +16,8 @@ use super::pages::{
 };
 use super::token::{parse_scope, token_response};
 use super::{
-    client_credentials, client_may, json_response, parse_form, registered_client,
-    unauthorized_client, OauthError, OauthState, DEVICE_GRANT,
+    client_credentials, client_for, client_may, json_response, parse_form, required, OauthError,
+    OauthState, DEVICE_GRANT,
 };
 use crate::auth::device::{normalize_user_code, show_user_code, DeviceAsk};
 
@@ -36,11 +36,12 @@ pub fn authorization(
     peer: Option<std::net::IpAddr>,
 ) -> Result<Response<Bytes>, OauthError> {
     let form = parse_form(body)?;
-    let (client_id, client) =
-        registered_client(state, client_credentials(authorization, &form)?, peer)?;
-    if !client_may(client.grant, DEVICE_GRANT) {
-        return Err(unauthorized_client(DEVICE_GRANT));
-    }
+    let (client_id, _) = client_for(
+        state,
+        client_credentials(authorization, &form)?,
+        peer,
+        DEVICE_GRANT,
+    )?;
     let scopes = parse_scope(form.get("scope"))?;
     let Some(start) = state.auth.new_device(&client_id, scopes, now_ms()) else {
         return Err(OauthError::new(
@@ -68,14 +69,8 @@ pub fn device_grant(
     form: &HashMap<String, String>,
     peer: Option<std::net::IpAddr>,
 ) -> Result<Response<Bytes>, OauthError> {
-    let (client_id, client) = registered_client(state, creds, peer)?;
-    if !client_may(client.grant, DEVICE_GRANT) {
-        return Err(unauthorized_client(DEVICE_GRANT));
-    }
-    let code = form
-        .get("device_code")
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| OauthError::invalid_request("device_code is missing"))?;
+    let (client_id, client) = client_for(state, creds, peer, DEVICE_GRANT)?;
+    let code = required(form, "device_code")?;
     let refresh = client_may(client.grant, "refresh_token");
     match state.auth.poll_device(code, &client_id, now_ms(), refresh) {
         Ok(issued) => {

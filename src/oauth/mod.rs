@@ -342,6 +342,28 @@ pub fn registered_client(
     }
 }
 
+/// [`registered_client`], which must also be allowed `grant_type`.
+pub fn client_for(
+    state: &OauthState,
+    creds: Option<ClientCredentials>,
+    peer: Option<std::net::IpAddr>,
+    grant_type: &str,
+) -> Result<(String, ClientRecord), OauthError> {
+    let (id, client) = registered_client(state, creds, peer)?;
+    if !client_may(client.grant, grant_type) {
+        return Err(unauthorized_client(grant_type));
+    }
+    Ok((id, client))
+}
+
+/// A form parameter that must be present and not empty.
+pub fn required<'a>(form: &'a HashMap<String, String>, key: &str) -> Result<&'a str, OauthError> {
+    form.get(key)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| OauthError::invalid_request(format!("{key} is missing")))
+}
+
 /// Whether a client of this kind may use `grant_type` at the token endpoint.
 pub fn client_may(kind: ClientGrant, grant_type: &str) -> bool {
     matches!(
@@ -399,6 +421,10 @@ type FormHandler = fn(
     Option<std::net::IpAddr>,
 ) -> Result<Response<Bytes>, OauthError>;
 
+/// A sign-in page's form: state, Cookie header, body, TLS, peer.
+type PageHandler =
+    fn(&OauthState, Option<&str>, &[u8], bool, Option<std::net::IpAddr>) -> Response<Bytes>;
+
 /// Every OAuth route. `secure` says whether this listener speaks TLS (for the
 /// issuer URL in the metadata and the cookie's `Secure` flag).
 pub fn routes(
@@ -438,6 +464,34 @@ pub fn routes(
                 },
             )
     };
+    // The sign-in pages' forms: a form POST with the anti-CSRF cookie,
+    // a password check (under a hash slot), an HTML answer.
+    let page_form = |handler: PageHandler| {
+        with_state
+            .clone()
+            .and(peer)
+            .and(warp::header::optional::<String>("cookie"))
+            .and(form_body)
+            .then(
+                move |state: Arc<OauthState>,
+                      peer: Option<std::net::IpAddr>,
+                      cookie: Option<String>,
+                      ct: Option<String>,
+                      body: Bytes| async move {
+                    if check_form_type(ct.as_deref()).is_err() {
+                        return pages::error_page(
+                            StatusCode::BAD_REQUEST,
+                            "The form must be sent as application/x-www-form-urlencoded.",
+                        );
+                    }
+                    let s = state.clone();
+                    hashing(&s, move || {
+                        handler(&state, cookie.as_deref(), &body, secure, peer)
+                    })
+                    .await
+                },
+            )
+    };
     let token = warp::path!("oauth" / "token")
         .and(warp::post())
         .and(form_endpoint(token::token_endpoint));
@@ -462,29 +516,7 @@ pub fn routes(
         );
     let device_post = warp::path!("oauth" / "device")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(peer)
-        .and(warp::header::optional::<String>("cookie"))
-        .and(form_body)
-        .then(
-            move |state: Arc<OauthState>,
-                  peer: Option<std::net::IpAddr>,
-                  cookie: Option<String>,
-                  ct: Option<String>,
-                  body: Bytes| async move {
-                if check_form_type(ct.as_deref()).is_err() {
-                    return pages::error_page(
-                        StatusCode::BAD_REQUEST,
-                        "The form must be sent as application/x-www-form-urlencoded.",
-                    );
-                }
-                let s = state.clone();
-                hashing(&s, move || {
-                    device::submit(&state, cookie.as_deref(), &body, secure, peer)
-                })
-                .await
-            },
-        );
+        .and(page_form(device::submit));
 
     // The sign-in page, at the standard path and at ejabberd's.
     let page_path = warp::path!("oauth" / "authorize")
@@ -501,29 +533,7 @@ pub fn routes(
 
     let auth_page_post = page_path
         .and(warp::post())
-        .and(with_state.clone())
-        .and(peer)
-        .and(warp::header::optional::<String>("cookie"))
-        .and(form_body)
-        .then(
-            move |state: Arc<OauthState>,
-                  peer: Option<std::net::IpAddr>,
-                  cookie: Option<String>,
-                  ct: Option<String>,
-                  body: Bytes| async move {
-                if check_form_type(ct.as_deref()).is_err() {
-                    return pages::error_page(
-                        StatusCode::BAD_REQUEST,
-                        "The form must be sent as application/x-www-form-urlencoded.",
-                    );
-                }
-                let s = state.clone();
-                hashing(&s, move || {
-                    authorize::submit(&state, cookie.as_deref(), &body, secure, peer)
-                })
-                .await
-            },
-        );
+        .and(page_form(authorize::submit));
 
     let metadata = warp::path!(".well-known" / "oauth-authorization-server")
         .and(warp::get())

@@ -7,8 +7,8 @@ use warp::http::{Response, StatusCode};
 use std::collections::HashMap;
 
 use super::{
-    authenticate_client, client_credentials, client_may, json_response, parse_form,
-    registered_client, unauthorized_client, OauthError, OauthState,
+    authenticate_client, client_credentials, client_for, client_may, json_response, parse_form,
+    registered_client, required, OauthError, OauthState,
 };
 use crate::auth::codes::{CodeError, Exchange};
 use crate::auth::{AuthError, BareJid, IssuedToken, RefreshError, Scopes, TokenSpec};
@@ -149,14 +149,8 @@ fn refresh_grant(
     form: &HashMap<String, String>,
     peer: Option<std::net::IpAddr>,
 ) -> Result<Response<Bytes>, OauthError> {
-    let (client_id, client) = registered_client(state, creds, peer)?;
-    if !client_may(client.grant, "refresh_token") {
-        return Err(unauthorized_client("refresh_token"));
-    }
-    let token = form
-        .get("refresh_token")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| OauthError::invalid_request("refresh_token is missing"))?;
+    let (client_id, _) = client_for(state, creds, peer, "refresh_token")?;
+    let token = required(form, "refresh_token")?;
     let scopes = match form.get("scope") {
         Some(s) if !s.trim().is_empty() => Some(parse_scope(Some(s))?),
         _ => None,
@@ -182,14 +176,8 @@ fn code_grant(
     form: &HashMap<String, String>,
     peer: Option<std::net::IpAddr>,
 ) -> Result<Response<Bytes>, OauthError> {
-    let (client_id, client) = registered_client(state, creds, peer)?;
-    if !client_may(client.grant, "authorization_code") {
-        return Err(unauthorized_client("authorization_code"));
-    }
-    let code = form
-        .get("code")
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| OauthError::invalid_request("code is missing"))?;
+    let (client_id, client) = client_for(state, creds, peer, "authorization_code")?;
+    let code = required(form, "code")?;
     let x = Exchange {
         code,
         client_id: &client_id,
@@ -278,10 +266,7 @@ pub fn introspect(
             "introspection is for clients that authenticate with a secret",
         ));
     }
-    let token = form
-        .get("token")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| OauthError::invalid_request("token is missing"))?;
+    let token = required(&form, "token")?;
     let Some(t) = state.auth.introspect(token) else {
         return Ok(json_response(json!({ "active": false })));
     };
