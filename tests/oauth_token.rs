@@ -358,6 +358,7 @@ fn metadata_describes_what_is_served() {
         serde_json::json!([
             "authorization_code",
             "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code",
             "password",
             "implicit"
         ])
