@@ -168,6 +168,11 @@ pub struct Config {
     pub oauth_device_code_expire: u64,
     /// Seconds a device waits between polls (`oauth_device_interval`).
     pub oauth_device_interval: u64,
+    /// Device authorizations pending from one address (IPv6: one /64)
+    /// at most (`oauth_max_device_codes_per_ip`).
+    pub oauth_max_device_codes_per_ip: u32,
+    /// Bytes of the `scope` parameter at most (`oauth_max_scope_length`).
+    pub oauth_max_scope_length: usize,
     pub listen: Vec<Listener>,
     pub max_stanza_size: usize,
     /// XMPP parser limits (see `xmpp::stream::Limits`).
@@ -235,6 +240,8 @@ impl Default for Config {
             oauth_max_pending_codes: 10_000,
             oauth_device_code_expire: 600,
             oauth_device_interval: 5,
+            oauth_max_device_codes_per_ip: 20,
+            oauth_max_scope_length: 1024,
             listen: default_listeners(),
             max_stanza_size: 262_144,
             xml_max_header_size: 4096,
@@ -306,6 +313,8 @@ struct RawConfig {
     oauth_max_pending_codes: Option<usize>,
     oauth_device_code_expire: Option<u64>,
     oauth_device_interval: Option<u64>,
+    oauth_max_device_codes_per_ip: Option<u32>,
+    oauth_max_scope_length: Option<usize>,
     listen: Option<Vec<Listener>>,
     max_stanza_size: Option<usize>,
     xml_max_header_size: Option<usize>,
@@ -481,6 +490,24 @@ impl Config {
             &mut c.oauth_device_interval,
             3600,
         )?;
+        if let Some(n) = raw.oauth_max_device_codes_per_ip {
+            if n == 0 {
+                return Err(ConfigError::new(
+                    "oauth_max_device_codes_per_ip",
+                    "must be at least 1",
+                ));
+            }
+            c.oauth_max_device_codes_per_ip = n;
+        }
+        if let Some(n) = raw.oauth_max_scope_length {
+            if n < 9 {
+                return Err(ConfigError::new(
+                    "oauth_max_scope_length",
+                    "must be at least 9 (room for sasl_auth)",
+                ));
+            }
+            c.oauth_max_scope_length = n;
+        }
         if let Some(l) = raw.listen {
             c.listen = l;
         }
@@ -820,6 +847,8 @@ mod tests {
                 c.oauth_max_pending_codes,
                 c.oauth_device_code_expire,
                 c.oauth_device_interval,
+                c.oauth_max_device_codes_per_ip,
+                c.oauth_max_scope_length,
             )
         };
         assert_eq!(oauth(&c), oauth(&d));

@@ -226,6 +226,7 @@ fn implicit_flow_in_chromium() {
     let url = r["url"].as_str().unwrap();
     assert!(url.starts_with(&cb), "{r}");
     assert_eq!(query_param(url, "state").as_deref(), Some("st2"));
+    assert!(query_param(url, "iss").is_some(), "RFC 9207 iss: {url}");
     let token = query_param(url, "access_token").expect("token in the fragment");
     let mut c = RawClient::connect(p.mqtt(), Version::V5);
     c.send(&connect_packet(

@@ -225,7 +225,11 @@ fn code_with_pkce_refresh_rotation_and_replays_through_authlib() {
     assert_eq!(a[1]["scope"], "sasl_auth", "{r}");
     assert_eq!(a[1]["token_type"], "bearer", "{r}");
     assert!(a[1]["exp"].as_u64().unwrap() > a[1]["iat"].as_u64().unwrap());
-    assert_eq!(rf[1]["token_type"], "refresh_token", "{r}");
+    assert_eq!(
+        rf[1],
+        serde_json::json!({"active": false}),
+        "another client's refresh token is not active to a resource server: {r}"
+    );
     assert_eq!(bogus[1], serde_json::json!({"active": false}), "{r}");
     // Introspection is for clients with a secret.
     let (s, _, v) = post_form(
@@ -583,4 +587,66 @@ fn legacy_grants_can_be_turned_off() {
         let r = client().post(url).form(&[("x", "y")]).send().unwrap();
         assert_ne!(r.status().as_u16(), 404, "{ep}");
     }
+}
+
+/// A refresh may narrow the access token's rights, never widen them (a
+/// topic limit dropped is a widening); the refresh chain keeps what was
+/// granted; a refresh token is active in introspection only to its client.
+#[test]
+fn refresh_narrows_by_rights_and_keeps_the_grant() {
+    let p = setup();
+    p.ctl_ok(&["oauth_add_client_password", "app", "App", "app-secret"]);
+    let (s, v) = common::password_grant(
+        &p.http(),
+        "alice@localhost",
+        "wonderland",
+        &[("scope", "sasl_auth mqtt:publish:dev/#")],
+    );
+    assert_eq!(s, 200, "{v}");
+    let url = format!("{}/oauth/token", p.http());
+    let refresh = |token: &str, scope: &str| {
+        post_form(
+            &url,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token),
+                ("scope", scope),
+                ("client_id", "app"),
+                ("client_secret", "app-secret"),
+            ],
+        )
+    };
+    let r1 = v["refresh_token"].as_str().unwrap();
+    let (s, _, w) = refresh(r1, "sasl_auth");
+    assert_eq!(
+        (s, w["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{w}"
+    );
+    let (s, _, w) = refresh(r1, "sasl_auth mqtt:publish:dev/42");
+    assert_eq!(s, 200, "the refused widening did not spend it: {w}");
+    assert_eq!(w["scope"], "sasl_auth mqtt:publish:dev/42");
+    let r2 = w["refresh_token"].as_str().unwrap();
+    let ask = |client: &str, secret: &str, token: &str| {
+        post_form(
+            &format!("{}/oauth/introspect", p.http()),
+            &[
+                ("token", token),
+                ("client_id", client),
+                ("client_secret", secret),
+            ],
+        )
+        .2
+    };
+    let mine = ask("app", "app-secret", r2);
+    assert_eq!(mine["active"], true, "{mine}");
+    assert_eq!(mine["scope"], "sasl_auth mqtt:publish:dev/#", "{mine}");
+    assert_eq!(mine["token_type"], "refresh_token");
+    assert_eq!(
+        ask("backend", "backend-secret", r2),
+        serde_json::json!({"active": false})
+    );
+    // The chain can still give the whole grant back.
+    let (s, _, w) = refresh(r2, "sasl_auth mqtt:publish:dev/#");
+    assert_eq!(s, 200, "{w}");
 }

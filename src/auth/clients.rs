@@ -59,7 +59,7 @@ impl AuthCore {
 
     /// `oauth_add_client_confidential CLIENT_ID CLIENT_NAME SECRET
     /// REDIRECT_URI`: a server-side app: authorization code (PKCE if it
-    /// starts with it), refresh tokens, client credentials.
+    /// starts with it), refresh tokens.
     pub fn add_confidential_client(
         &self,
         id: &str,

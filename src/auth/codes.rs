@@ -15,7 +15,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{now, random_bytes, AuthCore, BareJid, IssuedToken, Scopes, TokenSpec};
+use super::{now, random_bytes, AuthCore, AuthError, BareJid, IssuedToken, Scopes, TokenSpec};
 use crate::store::records::TokenGrant;
 
 /// What a code stands for, as the sign-in page granted it.
@@ -71,6 +71,9 @@ pub enum CodeError {
     AccountGone,
     #[error("code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~")]
     MalformedVerifier,
+    /// The store failed (a server error, not the client's).
+    #[error("internal error")]
+    Internal,
 }
 
 /// RFC 7636 §4.1: 43 to 128 unreserved characters. The same rule holds
@@ -140,6 +143,9 @@ impl AuthCore {
             if e.spent {
                 let family = e.family;
                 drop(e);
+                // Forgotten after the first replay: more replays are cheap
+                // unknown codes, not a scan and a flush each.
+                self.codes.remove(&hash_code(x.code));
                 let n = self.revoke_family(&family);
                 let _ = self.store.barrier_blocking();
                 tracing::warn!(
@@ -175,11 +181,15 @@ impl AuthCore {
             client_id: Some(x.client_id),
             grant: TokenGrant::AuthorizationCode,
             refresh,
+            refresh_scopes: None,
             family: Some(family),
         })
-        .map_err(|e| {
-            tracing::info!(error = %e, "code exchange refused");
-            CodeError::AccountGone
+        .map_err(|e| match e {
+            AuthError::NoSuchUser(_) | AuthError::FamilyRevoked => CodeError::AccountGone,
+            e => {
+                tracing::error!(error = %e, "code exchange failed");
+                CodeError::Internal
+            }
         })
     }
 
@@ -250,6 +260,12 @@ mod tests {
             CodeError::Replayed
         );
         assert!(a.check_login_token(&t.token, None).is_err(), "revoked");
+        assert_eq!(
+            a.exchange_code(exchange(&code, Some(VERIFIER)), true)
+                .unwrap_err(),
+            CodeError::Invalid,
+            "forgotten after the first replay"
+        );
         let r = t.refresh.unwrap();
         assert!(a.refresh(&r.token, "app", None).is_err(), "refresh revoked");
     }

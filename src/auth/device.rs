@@ -9,11 +9,13 @@
 //! Time is passed in (milliseconds) so that polling intervals and
 //! `slow_down` are decided without a clock here.
 
+use std::net::IpAddr;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::{random_bytes, AuthCore, BareJid, IssuedToken, Scopes, TokenSpec};
+use super::{random_bytes, AuthCore, AuthError, BareJid, IssuedToken, Scopes, TokenSpec};
 use crate::store::records::TokenGrant;
 
 /// RFC 8628 §6.1: consonants only (no vowels: no words), no look-alikes.
@@ -29,6 +31,8 @@ enum State {
 }
 
 pub(super) struct DeviceEntry {
+    /// Who asked (its /64 for IPv6): a per-address count is kept.
+    peer: Option<IpAddr>,
     client_id: String,
     scopes: Scopes,
     user_code: String,
@@ -50,8 +54,9 @@ pub struct DeviceStart {
 
 impl std::fmt::Debug for DeviceStart {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither code: both act for someone while they live.
         f.debug_struct("DeviceStart")
-            .field("user_code", &self.user_code)
+            .field("expires_in", &self.expires_in)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +83,9 @@ pub enum PollError {
     Invalid,
     #[error("the account may no longer get tokens")]
     AccountGone,
+    /// The store failed (a server error, not the client's).
+    #[error("internal error")]
+    Internal,
 }
 
 impl PollError {
@@ -89,6 +97,7 @@ impl PollError {
             PollError::Denied => "access_denied",
             PollError::Expired => "expired_token",
             PollError::Invalid | PollError::AccountGone => "invalid_grant",
+            PollError::Internal => "server_error",
         }
     }
 }
@@ -127,14 +136,30 @@ fn hash(code: &str) -> [u8; 32] {
 }
 
 impl AuthCore {
-    /// Starts a device authorization for `client_id`, or `None` when too
-    /// many are pending (the endpoint answers `slow_down`-like 503).
-    pub fn new_device(&self, client_id: &str, scopes: Scopes, now_ms: u64) -> Option<DeviceStart> {
+    /// Starts a device authorization for `client_id`, asked from `peer`;
+    /// `None` when too many are pending, in all or from this address (the
+    /// endpoint answers 503).
+    pub fn new_device(
+        &self,
+        client_id: &str,
+        scopes: Scopes,
+        now_ms: u64,
+        peer: Option<IpAddr>,
+    ) -> Option<DeviceStart> {
         if self.devices.len() >= self.max_pending_codes {
-            self.sweep_devices(now_ms);
+            // Full: what has expired goes first, grace or not.
+            self.drop_devices(|e| now_ms < e.expires_ms);
             if self.devices.len() >= self.max_pending_codes {
                 return None;
             }
+        }
+        let peer = peer.map(super::throttle::peer_key);
+        if let Some(p) = peer {
+            let mut n = self.device_peers.entry(p).or_insert(0);
+            if *n >= self.max_devices_per_ip {
+                return None;
+            }
+            *n += 1;
         }
         let device_code = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let key = hash(&device_code);
@@ -149,6 +174,7 @@ impl AuthCore {
         self.devices.insert(
             key,
             DeviceEntry {
+                peer,
                 client_id: client_id.to_string(),
                 scopes,
                 user_code: user_code.clone(),
@@ -239,34 +265,57 @@ impl AuthCore {
             client_id: Some(client_id),
             grant: TokenGrant::DeviceCode,
             refresh,
+            refresh_scopes: None,
             family: None,
         })
-        .map_err(|e| {
-            tracing::info!(error = %e, "device grant refused");
-            PollError::AccountGone
+        .map_err(|e| match e {
+            AuthError::NoSuchUser(_) | AuthError::FamilyRevoked => PollError::AccountGone,
+            e => {
+                tracing::error!(error = %e, "device grant failed");
+                PollError::Internal
+            }
         })
     }
 
     fn forget_device(&self, key: &[u8; 32], user_code: &str) {
-        self.devices.remove(key);
+        if let Some((_, e)) = self.devices.remove(key) {
+            self.uncount_peer(e.peer);
+        }
         self.user_codes.remove(user_code);
+    }
+
+    fn uncount_peer(&self, peer: Option<IpAddr>) {
+        if let Some(p) = peer {
+            if let dashmap::mapref::entry::Entry::Occupied(mut o) = self.device_peers.entry(p) {
+                *o.get_mut() -= 1;
+                if *o.get() == 0 {
+                    o.remove();
+                }
+            }
+        }
+    }
+
+    /// Forgets the device authorizations `keep` refuses.
+    fn drop_devices(&self, keep: impl Fn(&DeviceEntry) -> bool) {
+        let mut gone = Vec::new();
+        self.devices.retain(|_, e| {
+            let k = keep(e);
+            if !k {
+                gone.push((e.user_code.clone(), e.peer));
+            }
+            k
+        });
+        for (c, peer) in gone {
+            self.user_codes.remove(&c);
+            self.uncount_peer(peer);
+        }
     }
 
     /// Forgets device authorizations past their time (kept a while after
     /// expiry, so that a late poll hears `expired_token`).
     pub fn sweep_devices(&self, now_ms: u64) {
         let grace = self.device_expire.saturating_mul(1000);
-        let mut gone = Vec::new();
-        self.devices.retain(|_, e| {
-            let keep = now_ms < e.expires_ms.saturating_add(grace);
-            if !keep {
-                gone.push(e.user_code.clone());
-            }
-            keep
-        });
-        for c in gone {
-            self.user_codes.remove(&c);
-        }
+        self.drop_devices(|e| now_ms < e.expires_ms.saturating_add(grace));
     }
 }
 
@@ -312,7 +361,7 @@ mod tests {
     fn polling_pending_slow_down_approval_and_single_use() {
         let (a, _d, alice) = setup();
         let t0 = 1_000_000;
-        let s = a.new_device("tv", Scopes::sasl_auth(), t0).unwrap();
+        let s = a.new_device("tv", Scopes::sasl_auth(), t0, None).unwrap();
         assert_eq!((s.interval, s.expires_in), (5, 600));
         let code = normalize_user_code(&s.user_code).unwrap();
         assert_eq!(
@@ -361,7 +410,7 @@ mod tests {
     #[test]
     fn denial_and_expiry() {
         let (a, _d, _alice) = setup();
-        let s = a.new_device("tv", Scopes::sasl_auth(), 0).unwrap();
+        let s = a.new_device("tv", Scopes::sasl_auth(), 0, None).unwrap();
         let code = normalize_user_code(&s.user_code).unwrap();
         assert!(a.device_answer(&code, None, 1));
         assert_eq!(
@@ -369,7 +418,7 @@ mod tests {
                 .unwrap_err(),
             PollError::Denied
         );
-        let s = a.new_device("tv", Scopes::sasl_auth(), 0).unwrap();
+        let s = a.new_device("tv", Scopes::sasl_auth(), 0, None).unwrap();
         let late = 600_000;
         assert_eq!(
             a.poll_device(&s.device_code, "tv", late, false)
@@ -385,5 +434,39 @@ mod tests {
             PollError::Invalid
         );
         assert!(a.devices.is_empty() && a.user_codes.is_empty());
+    }
+
+    /// One address may hold `oauth_max_device_codes_per_ip` pending codes;
+    /// at the global cap, expired ones make room first.
+    #[test]
+    fn pending_codes_are_capped_per_address_and_in_all() {
+        let (a, _d) = core(&Config {
+            oauth_max_device_codes_per_ip: 2,
+            oauth_max_pending_codes: 3,
+            ..Config::default()
+        });
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let s = || Scopes::sasl_auth();
+        let first = a.new_device("tv", s(), 0, ip("192.0.2.1")).unwrap();
+        assert!(a.new_device("tv", s(), 0, ip("192.0.2.1")).is_some());
+        assert!(
+            a.new_device("tv", s(), 0, ip("192.0.2.1")).is_none(),
+            "per address"
+        );
+        assert!(a.new_device("tv", s(), 0, ip("2001:db8::1")).is_some());
+        assert!(
+            a.new_device("tv", s(), 0, ip("2001:db8::2")).is_none(),
+            "same /64, and full"
+        );
+        // Answered and polled: its place is free again.
+        let code = normalize_user_code(&first.user_code).unwrap();
+        assert!(a.device_answer(&code, None, 1));
+        assert!(a.poll_device(&first.device_code, "tv", 1, false).is_err());
+        assert!(a.new_device("tv", s(), 2, ip("192.0.2.1")).is_some());
+        // Full of live codes; once they expire, new ones fit at once.
+        assert!(a.new_device("tv", s(), 3, ip("198.51.100.1")).is_none());
+        assert!(a
+            .new_device("tv", s(), 600_001, ip("198.51.100.1"))
+            .is_some());
     }
 }

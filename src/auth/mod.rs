@@ -74,6 +74,8 @@ pub enum AuthError {
     BadTtl,
     #[error("too many failed attempts; try again in {} s", .0.as_secs().max(1))]
     Throttled(std::time::Duration),
+    #[error("the authorization was revoked")]
+    FamilyRevoked,
 }
 
 /// Seconds since the Unix epoch.
@@ -110,12 +112,17 @@ pub struct AuthCore {
     oauth_refresh_expire: u64,
     /// Authorization codes waiting for their exchange, by SHA-256.
     codes: DashMap<[u8; 32], codes::CodeEntry>,
+    /// Token families revoked, until their tokens could no longer live.
+    revoked_families: DashMap<[u8; 16], u64>,
     code_expire: u64,
     max_pending_codes: usize,
     /// Device authorizations (RFC 8628), by SHA-256 of the device code,
     /// and their user codes.
     devices: DashMap<[u8; 32], device::DeviceEntry>,
     user_codes: DashMap<String, [u8; 32]>,
+    /// Pending device authorizations per address (IPv6 by its /64).
+    device_peers: DashMap<std::net::IpAddr, u32>,
+    max_devices_per_ip: u32,
     device_expire: u64,
     device_interval: u64,
     access: OauthAccess,
@@ -171,10 +178,13 @@ impl AuthCore {
             oauth_expire_with_refresh: config.oauth_expire_with_refresh,
             oauth_refresh_expire: config.oauth_refresh_expire,
             codes: DashMap::new(),
+            revoked_families: DashMap::new(),
             code_expire: config.oauth_code_expire,
             max_pending_codes: config.oauth_max_pending_codes,
             devices: DashMap::new(),
             user_codes: DashMap::new(),
+            device_peers: DashMap::new(),
+            max_devices_per_ip: config.oauth_max_device_codes_per_ip,
             device_expire: config.oauth_device_code_expire,
             device_interval: config.oauth_device_interval,
             access: config.oauth_access.clone(),

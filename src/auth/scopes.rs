@@ -75,21 +75,27 @@ impl Scopes {
         self.0
     }
 
-    /// Whether every scope here is granted by `granted`: the same scope,
-    /// or an MQTT topic scope whose filter is covered by a granted one of
-    /// the same action (a refresh may narrow, never widen).
+    /// Whether a token with these scopes may do nothing that one with
+    /// `granted` may not (RFC 6749 §6: a refresh may narrow, never widen).
+    /// Rights, not strings, are compared: the MQTT topic scopes and
+    /// `xmpp:roster:read` are limits, so dropping one would widen.
     pub fn within(&self, granted: &Scopes) -> bool {
-        self.0.iter().all(|s| {
-            granted.has(s)
-                || ["mqtt:publish:", "mqtt:subscribe:"].iter().any(|p| {
-                    s.strip_prefix(p).is_some_and(|inner| {
-                        granted
-                            .0
-                            .iter()
-                            .filter_map(|g| g.strip_prefix(p))
-                            .any(|outer| filter_covers(outer, inner))
-                    })
-                })
+        if self.has(SASL_AUTH) && !granted.has(SASL_AUTH) {
+            return false;
+        }
+        if granted.has(ROSTER_READ) && !self.has(ROSTER_READ) {
+            return false;
+        }
+        [PUBLISH_PREFIX, SUBSCRIBE_PREFIX].iter().all(|p| {
+            let mine: Vec<&str> = self.0.iter().filter_map(|s| s.strip_prefix(p)).collect();
+            let theirs: Vec<&str> = granted.0.iter().filter_map(|s| s.strip_prefix(p)).collect();
+            // No limit granted: any (or none) asked. A limit granted: a
+            // limit asked, each filter inside a granted one.
+            theirs.is_empty()
+                || (!mine.is_empty()
+                    && mine
+                        .iter()
+                        .all(|m| theirs.iter().any(|t| filter_covers(t, m))))
         })
     }
 }
@@ -182,6 +188,38 @@ pub fn filter_covers(outer: &str, inner: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Narrowing is judged by rights: dropping a limit widens.
+    #[test]
+    fn within_compares_rights() {
+        let s = |t: &str| Scopes::parse(t).unwrap();
+        let granted = s("sasl_auth mqtt:publish:dev/42/# xmpp:roster:read");
+        assert!(granted.within(&granted));
+        assert!(s("sasl_auth mqtt:publish:dev/42/t xmpp:roster:read").within(&granted));
+        assert!(
+            s("sasl_auth mqtt:publish:dev/42/# xmpp:roster:read mqtt:subscribe:a/#")
+                .within(&granted),
+            "a new limit narrows"
+        );
+        assert!(
+            !s("sasl_auth xmpp:roster:read").within(&granted),
+            "no publish limit: wider"
+        );
+        assert!(
+            !s("sasl_auth mqtt:publish:dev/42/#").within(&granted),
+            "roster write: wider"
+        );
+        assert!(!s("sasl_auth mqtt:publish:dev/# xmpp:roster:read").within(&granted));
+        assert!(
+            s("mqtt:publish:dev/42/# xmpp:roster:read").within(&granted),
+            "no login: narrower"
+        );
+        assert!(
+            !s("sasl_auth").within(&s("xmpp:roster:read")),
+            "login not granted"
+        );
+        assert!(s("sasl_auth mqtt:subscribe:x/#").within(&s("sasl_auth")));
+    }
 
     #[test]
     fn parse_accepts_both_separators_and_refuses_unknown() {

@@ -115,7 +115,7 @@ pub struct Throttle {
 
 /// One address's key: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64
 /// (one host holds a whole /64).
-fn peer_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn peer_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -187,6 +187,9 @@ pub struct TokenSpec<'a> {
     pub client_id: Option<&'a str>,
     pub grant: TokenGrant,
     pub refresh: bool,
+    /// The refresh token's scopes when they differ from the access
+    /// token's (a refresh that narrows: the chain keeps what was granted).
+    pub refresh_scopes: Option<Scopes>,
     pub family: Option<[u8; 16]>,
 }
 
@@ -206,6 +209,7 @@ impl<'a> TokenSpec<'a> {
             client_id,
             grant,
             refresh: false,
+            refresh_scopes: None,
             family: None,
         }
     }
@@ -224,6 +228,9 @@ pub enum RefreshError {
     AccountGone,
     #[error("the scope asked goes beyond the scope granted")]
     ScopeTooWide,
+    /// The store failed; the refresh token was not spent.
+    #[error("internal error")]
+    Internal,
 }
 
 // Hand-written so that the token itself never reaches a log.
@@ -341,9 +348,9 @@ impl AuthCore {
         let expires_in = spec.ttl.unwrap_or(default).min(self.oauth_expire);
         let family = spec.family.unwrap_or_else(random_bytes::<16>);
         let issued_at = now();
-        let record = |kind, expires_at| TokenRecord {
+        let record = |kind, expires_at, scopes: &Scopes| TokenRecord {
             owner: owner.to_string(),
-            scopes: spec.scopes.clone().into_vec(),
+            scopes: scopes.clone().into_vec(),
             client_id: spec.client_id.map(str::to_string),
             issued_at,
             expires_at,
@@ -356,11 +363,13 @@ impl AuthCore {
         let (token, access) = self.put_token(record(
             TokenKind::Access,
             issued_at.saturating_add(expires_in),
+            &spec.scopes,
         ));
         let refresh = if spec.refresh {
             let (token, live) = self.put_token(record(
                 TokenKind::Refresh,
                 issued_at.saturating_add(self.oauth_refresh_expire),
+                spec.refresh_scopes.as_ref().unwrap_or(&spec.scopes),
             ));
             Some((token, live))
         } else {
@@ -369,16 +378,25 @@ impl AuthCore {
         self.store.barrier_blocking()?;
         let expires_at = access.record.expires_at;
         let id = access.id();
-        self.track(access);
+        let mut tracked = vec![self.track(access)];
         let refresh = refresh.map(|(token, live)| {
             let r = IssuedRefresh {
                 token,
                 id: live.id(),
                 expires_at: live.record.expires_at,
             };
-            self.track(live);
+            tracked.push(self.track(live));
             r
         });
+        // A revocation of the family that ran while these were being
+        // stored could not see them: they go the same way now.
+        if self.revoked_families.contains_key(&family) {
+            for live in tracked {
+                self.revoke_live(&live);
+            }
+            self.store.barrier_blocking()?;
+            return Err(AuthError::FamilyRevoked);
+        }
         Ok(IssuedToken {
             token,
             id,
@@ -410,10 +428,12 @@ impl AuthCore {
     }
 
     /// Makes a stored token known to checks and to the expiry task.
-    fn track(&self, live: LiveToken) {
+    fn track(&self, live: LiveToken) -> Arc<LiveToken> {
         let (expires_at, hash) = (live.record.expires_at, live.hash);
-        self.tokens.insert(hash, Arc::new(live));
+        let live = Arc::new(live);
+        self.tokens.insert(hash, live.clone());
         self.track_expiry(expires_at, hash);
+        live
     }
 
     /// The refresh grant (RFC 6749 §6) with rotation: `token` must be a
@@ -445,7 +465,7 @@ impl AuthCore {
         let scopes = match scopes {
             Some(s) if !s.within(&granted) => return Err(RefreshError::ScopeTooWide),
             Some(s) => s,
-            None => granted,
+            None => granted.clone(),
         };
         // Exactly one exchange spends the token; any other is a replay.
         if live
@@ -468,23 +488,42 @@ impl AuthCore {
         if !self.may_get_tokens(&live.owner) {
             return Err(RefreshError::AccountGone);
         }
-        self.issue(TokenSpec {
+        let issued = self.issue(TokenSpec {
             owner: &live.owner,
             scopes,
             ttl: None,
             client_id: Some(client_id),
             grant: TokenGrant::RefreshToken,
             refresh: true,
+            // The chain keeps what was granted; only this access token is
+            // narrowed.
+            refresh_scopes: Some(granted),
             family: live.record.family,
-        })
-        .map_err(|e| {
-            tracing::info!(error = %e, "refresh refused");
-            RefreshError::AccountGone
-        })
+        });
+        match issued {
+            Ok(t) => Ok(t),
+            Err(AuthError::NoSuchUser(_) | AuthError::FamilyRevoked) => {
+                Err(RefreshError::AccountGone)
+            }
+            Err(e) => {
+                // Not spent after all: the client may try again.
+                tracing::error!(error = %e, "refresh failed");
+                rec.rotated = false;
+                self.store
+                    .put(Tree::Tokens, live.hash, records::encode_token(&rec));
+                live.rotated.store(false, Ordering::Release);
+                Err(RefreshError::Internal)
+            }
+        }
     }
 
-    /// Revokes every live token of a family (announcing each to its sessions).
+    /// Revokes every live token of a family (announcing each to its
+    /// sessions). The family is remembered as revoked for as long as a
+    /// token of it could live, so that tokens being issued into it at this
+    /// moment are revoked as soon as they are stored.
     pub fn revoke_family(&self, family: &[u8; 16]) -> usize {
+        let until = now().saturating_add(self.oauth_expire.max(self.oauth_refresh_expire));
+        self.revoked_families.insert(*family, until);
         let members: Vec<Arc<LiveToken>> = self
             .tokens
             .iter()
@@ -742,6 +781,7 @@ impl AuthCore {
             wake.as_mut().enable();
             let now = super::now();
             self.sweep_codes(now);
+            self.revoked_families.retain(|_, until| *until > now);
             self.sweep_devices(now.saturating_mul(1000));
             let n = self.sweep_expired(now);
             if n > 0 {

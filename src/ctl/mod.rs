@@ -112,7 +112,7 @@ pub const COMMANDS: &[Command] = &[
         name: "oauth_add_client_confidential",
         args: &["CLIENT_ID", "CLIENT_NAME", "SECRET", "REDIRECT_URI"],
         rest: false,
-        help: "register a confidential client (authorization code, refresh, client credentials)",
+        help: "register a confidential client (authorization code, refresh)",
         run: add_client_confidential,
     },
     Command {
@@ -270,7 +270,7 @@ fn add_client_confidential(ctx: &CtlContext, a: &[String]) -> Outcome {
         .add_confidential_client(&a[0], &a[1], &a[2], &a[3])
         .map_err(refuse)?;
     Ok(format!(
-        "Client {} registered (confidential: authorization code, refresh, client credentials)",
+        "Client {} registered (confidential: authorization code, refresh)",
         a[0]
     ))
 }

@@ -3,7 +3,8 @@
 //!
 //! - `response_type=code` (RFC 6749 §4.1) for public and confidential
 //!   clients, with PKCE (RFC 7636, S256 only; required of public clients):
-//!   the POST redirects with `?code=…&state=…&iss=…` (RFC 9207);
+//!   the POST redirects with `?code=…&state=…&iss=…` (RFC 9207; `iss` in
+//!   every response);
 //! - `response_type=token`, the implicit grant (§4.2) for implicit
 //!   clients, while `oauth_legacy_grants` is on: the token in the fragment.
 //!
@@ -20,7 +21,7 @@ use bytes::Bytes;
 use warp::http::{Response, StatusCode};
 
 use super::pages::{csrf_ok, error_page, escape, new_csrf, page, redirect, sign_in, SignInFailure};
-use super::token::{parse_scope, parse_ttl};
+use super::token::parse_ttl;
 use super::{parse_form, OauthState};
 use crate::auth::codes::{valid_pkce_value, CodeGrant};
 use crate::auth::AuthError;
@@ -200,8 +201,9 @@ fn form(
     page(status, "Sign in", &body, Some(cookie), target.as_deref())
 }
 
-/// The redirect carrying an authorization response: the query for the
-/// code grant (with `iss`, RFC 9207), the fragment for the implicit grant.
+/// The redirect carrying an authorization response (with `iss`, RFC
+/// 9207): the query for the code grant, the fragment for the implicit
+/// grant.
 fn respond(
     state: &OauthState,
     req: &AuthRequest,
@@ -215,8 +217,9 @@ fn respond(
     if let Some(s) = &req.state {
         f.append_pair("state", s);
     }
+    // RFC 9207: who answers, for every response (mix-up defence).
+    f.append_pair("iss", &state.issuer);
     if req.is_code() {
-        f.append_pair("iss", &state.issuer);
         let sep = if uri.contains('?') { '&' } else { '?' };
         redirect(format!("{uri}{sep}{}", f.finish()))
     } else {
@@ -298,7 +301,7 @@ fn request_error(
             }
         }
     }
-    if let Err(e) = parse_scope(Some(&req.scope)) {
+    if let Err(e) = state.scope(Some(&req.scope)) {
         return Some(err("invalid_scope", &e.description));
     }
     if let Err(e) = parse_ttl(req.ttl.as_ref()) {
@@ -390,7 +393,9 @@ pub fn submit(
     }
     let username = params.get("username").cloned().unwrap_or_default();
     let password = params.get("password").cloned().unwrap_or_default();
-    let scopes = parse_scope(Some(&req.scope)).expect("checked by request_error");
+    let scopes = state
+        .scope(Some(&req.scope))
+        .expect("checked by request_error");
     let ttl = parse_ttl(req.ttl.as_ref()).expect("checked by request_error");
     let bad = || {
         form(

@@ -14,12 +14,12 @@ use warp::http::{Response, StatusCode};
 use super::pages::{
     csrf_ok, error_page, escape, new_csrf, page, sign_in, throttled_page, SignInFailure,
 };
-use super::token::{parse_scope, token_response};
+use super::token::token_response;
 use super::{
     client_credentials, client_for, client_may, json_response, parse_form, required, OauthError,
     OauthState, DEVICE_GRANT,
 };
-use crate::auth::device::{normalize_user_code, show_user_code, DeviceAsk};
+use crate::auth::device::{normalize_user_code, show_user_code, DeviceAsk, PollError};
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -42,8 +42,8 @@ pub fn authorization(
         peer,
         DEVICE_GRANT,
     )?;
-    let scopes = parse_scope(form.get("scope"))?;
-    let Some(start) = state.auth.new_device(&client_id, scopes, now_ms()) else {
+    let scopes = state.scope(form.get("scope"))?;
+    let Some(start) = state.auth.new_device(&client_id, scopes, now_ms(), peer) else {
         return Err(OauthError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -51,7 +51,8 @@ pub fn authorization(
         ));
     };
     let uri = format!("{}/oauth/device", state.issuer);
-    tracing::info!(client = %client_id, user_code = %start.user_code, "device authorization started");
+    // Never the user code: whoever reads it could answer for the user.
+    tracing::info!(client = %client_id, "device authorization started");
     Ok(json_response(json!({
         "device_code": start.device_code,
         "user_code": start.user_code,
@@ -77,6 +78,7 @@ pub fn device_grant(
             tracing::info!(owner = %issued.owner, token_id = %issued.id, client = %client_id, "issued a token (device grant)");
             Ok(token_response(&issued))
         }
+        Err(PollError::Internal) => Err(OauthError::server_error()),
         Err(e) => Err(OauthError::new(
             StatusCode::BAD_REQUEST,
             e.code(),

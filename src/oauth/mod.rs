@@ -45,6 +45,8 @@ pub struct OauthState {
     pub issuer: String,
     /// The password and implicit grants are served (`oauth_legacy_grants`).
     pub legacy_grants: bool,
+    /// `oauth_max_scope_length`.
+    pub max_scope_length: usize,
 }
 
 impl OauthState {
@@ -61,7 +63,21 @@ impl OauthState {
             default_host: config.default_host().to_string(),
             issuer,
             legacy_grants: config.oauth_legacy_grants,
+            max_scope_length: config.oauth_max_scope_length,
         })
+    }
+
+    /// A request's `scope` ([`token::parse_scope`]), at most
+    /// `oauth_max_scope_length` bytes.
+    pub fn scope(&self, v: Option<&String>) -> Result<crate::auth::Scopes, OauthError> {
+        if v.is_some_and(|s| s.len() > self.max_scope_length) {
+            return Err(OauthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                format!("scope is over {} bytes", self.max_scope_length),
+            ));
+        }
+        token::parse_scope(v)
     }
 }
 
@@ -368,16 +384,15 @@ pub fn required<'a>(form: &'a HashMap<String, String>, key: &str) -> Result<&'a 
 pub fn client_may(kind: ClientGrant, grant_type: &str) -> bool {
     matches!(
         (kind, grant_type),
-        (
-            ClientGrant::Password,
-            "password" | "refresh_token" | "client_credentials"
-        ) | (
-            ClientGrant::Public,
-            "authorization_code" | "refresh_token" | DEVICE_GRANT
-        ) | (
-            ClientGrant::Confidential,
-            "authorization_code" | "refresh_token" | "client_credentials"
-        )
+        (ClientGrant::Password, "password" | "refresh_token")
+            | (
+                ClientGrant::Public,
+                "authorization_code" | "refresh_token" | DEVICE_GRANT
+            )
+            | (
+                ClientGrant::Confidential,
+                "authorization_code" | "refresh_token"
+            )
     )
 }
 
@@ -570,9 +585,11 @@ fn metadata(state: &OauthState) -> Response<Bytes> {
         _ => vec!["client_secret_basic", "client_secret_post", "none"],
     };
     let mut response_types = vec!["code"];
+    let mut response_modes = vec!["query"];
     let mut grants = vec!["authorization_code", "refresh_token", DEVICE_GRANT];
     if state.legacy_grants {
         response_types.push("token");
+        response_modes.push("fragment");
         grants.extend(["password", "implicit"]);
     }
     json_response(json!({
@@ -585,7 +602,7 @@ fn metadata(state: &OauthState) -> Response<Bytes> {
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": scopes::SUPPORTED,
         "response_types_supported": response_types,
-        "response_modes_supported": ["query", "fragment"],
+        "response_modes_supported": response_modes,
         "grant_types_supported": grants,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,

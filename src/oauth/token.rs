@@ -98,7 +98,7 @@ fn password_grant(
     let password = form
         .get("password")
         .ok_or_else(|| OauthError::invalid_request("password is missing"))?;
-    let scopes = parse_scope(form.get("scope"))?;
+    let scopes = state.scope(form.get("scope"))?;
     let ttl = parse_ttl(form.get("ttl"))?;
     let jid = match BareJid::from_user(username, &state.default_host) {
         Ok(j) => j,
@@ -152,7 +152,7 @@ fn refresh_grant(
     let (client_id, _) = client_for(state, creds, peer, "refresh_token")?;
     let token = required(form, "refresh_token")?;
     let scopes = match form.get("scope") {
-        Some(s) if !s.trim().is_empty() => Some(parse_scope(Some(s))?),
+        Some(s) if !s.trim().is_empty() => Some(state.scope(Some(s))?),
         _ => None,
     };
     match state.auth.refresh(token, &client_id, scopes) {
@@ -165,6 +165,7 @@ fn refresh_grant(
             "invalid_scope",
             RefreshError::ScopeTooWide.to_string(),
         )),
+        Err(RefreshError::Internal) => Err(OauthError::server_error()),
         Err(e) => Err(invalid_grant(e.to_string())),
     }
 }
@@ -193,6 +194,7 @@ fn code_grant(
             Ok(token_response(&issued))
         }
         Err(e @ CodeError::MalformedVerifier) => Err(OauthError::invalid_request(e.to_string())),
+        Err(CodeError::Internal) => Err(OauthError::server_error()),
         Err(e) => Err(invalid_grant(e.to_string())),
     }
 }
@@ -267,7 +269,13 @@ pub fn introspect(
         ));
     }
     let token = required(&form, "token")?;
-    let Some(t) = state.auth.introspect(token) else {
+    // A refresh token is active only to the client it was issued to: a
+    // resource server must never take one for a bearer token.
+    let Some(t) = state
+        .auth
+        .introspect(token)
+        .filter(|t| t.kind == TokenKind::Access || t.client_id.as_deref() == Some(&client_id))
+    else {
         return Ok(json_response(json!({ "active": false })));
     };
     tracing::debug!(client = %client_id, token_id = %t.id, "introspected a token");

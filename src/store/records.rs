@@ -71,8 +71,8 @@ pub struct UserRecord {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientGrant {
-    /// `oauth_add_client_password`: password, client credentials and
-    /// refresh grants, authenticated by its secret.
+    /// `oauth_add_client_password`: password and refresh grants,
+    /// authenticated by its secret.
     Password,
     /// `oauth_add_client_implicit`: the implicit grant's sign-in page.
     Implicit,
@@ -80,7 +80,7 @@ pub enum ClientGrant {
     /// (required) and the device grant, refresh tokens.
     Public,
     /// `oauth_add_client_confidential`: a secret and a redirect URI;
-    /// authorization code, refresh and client credentials grants.
+    /// authorization code and refresh grants.
     Confidential,
 }
 
