@@ -185,9 +185,16 @@ impl AuthCore {
             family: Some(family),
         })
         .map_err(|e| match e {
-            AuthError::NoSuchUser(_) | AuthError::FamilyRevoked => CodeError::AccountGone,
+            AuthError::NoSuchUser(_) | AuthError::UnknownHost(_) | AuthError::FamilyRevoked => {
+                CodeError::AccountGone
+            }
             e => {
                 tracing::error!(error = %e, "code exchange failed");
+                // The server failed, not the client: the code may be
+                // exchanged again (if no replay came meanwhile).
+                if let Some(mut c) = self.codes.get_mut(&hash_code(x.code)) {
+                    c.spent = false;
+                }
                 CodeError::Internal
             }
         })

@@ -28,6 +28,9 @@ enum State {
     Pending,
     Approved(BareJid),
     Denied,
+    /// An approved poll is being answered (its tokens stored): other polls
+    /// wait as for a pending one.
+    Issuing(BareJid),
 }
 
 pub(super) struct DeviceEntry {
@@ -155,11 +158,13 @@ impl AuthCore {
         }
         let peer = peer.map(super::throttle::peer_key);
         if let Some(p) = peer {
-            let mut n = self.device_peers.entry(p).or_insert(0);
-            if *n >= self.max_devices_per_ip {
-                return None;
+            if !self.count_peer(p) {
+                // This address's expired ones make room first.
+                self.drop_devices(|e| e.peer != Some(p) || now_ms < e.expires_ms);
+                if !self.count_peer(p) {
+                    return None;
+                }
             }
-            *n += 1;
         }
         let device_code = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let key = hash(&device_code);
@@ -243,22 +248,25 @@ impl AuthCore {
                 e.interval_ms = e.interval_ms.saturating_add(SLOW_DOWN_MS);
                 return Err(PollError::SlowDown);
             }
-            if e.state == State::Pending {
-                return Err(PollError::Pending);
-            }
-            let (state, code, scopes) = (e.state.clone(), e.user_code.clone(), e.scopes.clone());
-            drop(e);
-            // Answered: used once, the next poll with it is an unknown code.
-            self.forget_device(&key, &code);
-            match state {
-                State::Approved(owner) => (owner, scopes),
-                _ => return Err(PollError::Denied),
+            match e.state.clone() {
+                State::Pending | State::Issuing(_) => return Err(PollError::Pending),
+                State::Denied => {
+                    let code = e.user_code.clone();
+                    drop(e);
+                    self.forget_device(&key, &code);
+                    return Err(PollError::Denied);
+                }
+                State::Approved(owner) => {
+                    e.state = State::Issuing(owner.clone());
+                    (owner, e.scopes.clone())
+                }
             }
         };
         if !self.may_get_tokens(&owner) {
+            self.forget_device_by_key(&key);
             return Err(PollError::AccountGone);
         }
-        self.issue(TokenSpec {
+        let issued = self.issue(TokenSpec {
             owner: &owner,
             scopes,
             ttl: None,
@@ -267,14 +275,35 @@ impl AuthCore {
             refresh,
             refresh_scopes: None,
             family: None,
-        })
-        .map_err(|e| match e {
-            AuthError::NoSuchUser(_) | AuthError::FamilyRevoked => PollError::AccountGone,
-            e => {
-                tracing::error!(error = %e, "device grant failed");
-                PollError::Internal
+        });
+        match issued {
+            // Used once: the next poll with it is an unknown code.
+            Ok(t) => {
+                self.forget_device_by_key(&key);
+                Ok(t)
             }
-        })
+            Err(
+                AuthError::NoSuchUser(_) | AuthError::UnknownHost(_) | AuthError::FamilyRevoked,
+            ) => {
+                self.forget_device_by_key(&key);
+                Err(PollError::AccountGone)
+            }
+            Err(e) => {
+                // The server failed, not the device: the next poll tries again.
+                tracing::error!(error = %e, "device grant failed");
+                if let Some(mut d) = self.devices.get_mut(&key) {
+                    d.state = State::Approved(owner);
+                }
+                Err(PollError::Internal)
+            }
+        }
+    }
+
+    fn forget_device_by_key(&self, key: &[u8; 32]) {
+        let code = self.devices.get(key).map(|e| e.user_code.clone());
+        if let Some(code) = code {
+            self.forget_device(key, &code);
+        }
     }
 
     fn forget_device(&self, key: &[u8; 32], user_code: &str) {
@@ -282,6 +311,16 @@ impl AuthCore {
             self.uncount_peer(e.peer);
         }
         self.user_codes.remove(user_code);
+    }
+
+    /// Counts one more pending authorization for `p`, unless it has its fill.
+    fn count_peer(&self, p: IpAddr) -> bool {
+        let mut n = self.device_peers.entry(p).or_insert(0);
+        if *n >= self.max_devices_per_ip {
+            return false;
+        }
+        *n += 1;
+        true
     }
 
     fn uncount_peer(&self, peer: Option<IpAddr>) {
@@ -463,6 +502,14 @@ mod tests {
         assert!(a.device_answer(&code, None, 1));
         assert!(a.poll_device(&first.device_code, "tv", 1, false).is_err());
         assert!(a.new_device("tv", s(), 2, ip("192.0.2.1")).is_some());
+        // The address's own expired ones make room for it at once.
+        let (b, _d2) = core(&Config {
+            oauth_max_device_codes_per_ip: 1,
+            ..Config::default()
+        });
+        assert!(b.new_device("tv", s(), 0, ip("192.0.2.9")).is_some());
+        assert!(b.new_device("tv", s(), 1, ip("192.0.2.9")).is_none());
+        assert!(b.new_device("tv", s(), 600_000, ip("192.0.2.9")).is_some());
         // Full of live codes; once they expire, new ones fit at once.
         assert!(a.new_device("tv", s(), 3, ip("198.51.100.1")).is_none());
         assert!(a

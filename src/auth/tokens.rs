@@ -502,16 +502,26 @@ impl AuthCore {
         });
         match issued {
             Ok(t) => Ok(t),
-            Err(AuthError::NoSuchUser(_) | AuthError::FamilyRevoked) => {
-                Err(RefreshError::AccountGone)
-            }
+            Err(
+                AuthError::NoSuchUser(_) | AuthError::UnknownHost(_) | AuthError::FamilyRevoked,
+            ) => Err(RefreshError::AccountGone),
             Err(e) => {
-                // Not spent after all: the client may try again.
                 tracing::error!(error = %e, "refresh failed");
+                // Revoked meanwhile (a replay, a revocation): stays so.
+                if live.revoked.load(Ordering::Acquire) {
+                    return Err(RefreshError::Invalid);
+                }
+                // Not spent after all: the client may try again.
                 rec.rotated = false;
                 self.store
                     .put(Tree::Tokens, live.hash, records::encode_token(&rec));
                 live.rotated.store(false, Ordering::Release);
+                if live.revoked.load(Ordering::Acquire) {
+                    // A revocation raced the undo: write it again.
+                    rec.revoked = true;
+                    self.store
+                        .put(Tree::Tokens, live.hash, records::encode_token(&rec));
+                }
                 Err(RefreshError::Internal)
             }
         }
