@@ -119,16 +119,24 @@ fn query_param(url: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// A server with alice and one client registered by `command` (a ctl
+/// command taking a redirect URI last), whose redirect URI is on a free
+/// local port: (server, that port, the redirect URI).
+fn server_with_client(command: &str, id: &str, name: &str) -> (Petrel, u16, String) {
+    let p = Petrel::start("");
+    p.ctl_ok(&["register", "alice", "localhost", "wonderland"]);
+    let port = free_port();
+    let cb = format!("http://127.0.0.1:{port}/cb");
+    p.ctl_ok(&[command, id, name, &cb]);
+    (p, port, cb)
+}
+
 #[test]
 fn code_flow_in_chromium() {
     if !chromium_available() {
         return;
     }
-    let p = Petrel::start("");
-    p.ctl_ok(&["register", "alice", "localhost", "wonderland"]);
-    let port = free_port();
-    let cb = format!("http://127.0.0.1:{port}/cb");
-    p.ctl_ok(&["oauth_add_client_public", "phone", "Browser Test App", &cb]);
+    let (p, port, cb) = server_with_client("oauth_add_client_public", "phone", "Browser Test App");
     let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
     let extra = format!(
         "&response_type=code&redirect_uri={}&scope=sasl_auth&state=st1&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
@@ -190,11 +198,7 @@ fn implicit_flow_in_chromium() {
     if !chromium_available() {
         return;
     }
-    let p = Petrel::start("");
-    p.ctl_ok(&["register", "alice", "localhost", "wonderland"]);
-    let port = free_port();
-    let cb = format!("http://127.0.0.1:{port}/cb");
-    p.ctl_ok(&["oauth_add_client_implicit", "web", "Implicit Test App", &cb]);
+    let (p, port, cb) = server_with_client("oauth_add_client_implicit", "web", "Implicit Test App");
     let extra = format!(
         "&response_type=token&redirect_uri={}&state=st2",
         form_urlencoded::byte_serialize(cb.as_bytes()).collect::<String>()
