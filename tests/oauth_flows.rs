@@ -650,3 +650,42 @@ fn refresh_narrows_by_rights_and_keeps_the_grant() {
     let (s, _, w) = refresh(r2, "sasl_auth mqtt:publish:dev/#");
     assert_eq!(s, 200, "{w}");
 }
+
+/// Refresh tokens are listed (marked `refresh`) and revoked like tokens:
+/// by id with ctl, or by the client at `/oauth/revoke` with
+/// `token_type_hint=refresh_token`; either takes the access tokens of its
+/// authorization with it.
+#[test]
+fn refresh_tokens_are_listed_and_revoked_with_their_family() {
+    let p = setup();
+    let r = code_flow(&p, "mobile", "-", false);
+    let access = r["first"]["access_token"].as_str().unwrap().to_string();
+    let list = p.ctl_ok(&["oauth_list_tokens"]);
+    let refresh_id = list
+        .lines()
+        .find(|l| l.ends_with(" refresh"))
+        .unwrap_or_else(|| panic!("{list}"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(mqtt_login(&p, &access), 0);
+    p.ctl_ok(&["oauth_revoke_token", &refresh_id]);
+    assert_eq!(mqtt_login(&p, &access), 0x87, "the family went with it");
+    assert_eq!(p.ctl_ok(&["oauth_list_tokens"]).trim(), "");
+
+    let r = code_flow(&p, "mobile", "-", false);
+    let access = r["first"]["access_token"].as_str().unwrap();
+    let refresh = r["first"]["refresh_token"].as_str().unwrap();
+    let (s, _, _) = post_form(
+        &format!("{}/oauth/revoke", p.http()),
+        &[
+            ("token", refresh),
+            ("token_type_hint", "refresh_token"),
+            ("client_id", "mobile"),
+        ],
+    );
+    assert_eq!(s, 200);
+    assert!(!xmpp_login(&p, access));
+    assert_eq!(p.ctl_ok(&["oauth_list_tokens"]).trim(), "");
+}
