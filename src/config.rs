@@ -211,6 +211,9 @@ pub struct Config {
     pub mqtt_max_topic_length: usize,
     pub mqtt_max_sessions_per_account: usize,
     pub mqtt_max_session_expiry: u32,
+    /// MQTT: the longest keep-alive a client may use, seconds; 0: no cap
+    /// (`mqtt_max_keepalive`).
+    pub mqtt_max_keepalive: u16,
     pub mqtt_max_retained: usize,
     /// MQTT: bytes of retained messages per domain.
     pub mqtt_max_retained_bytes: u64,
@@ -272,6 +275,7 @@ impl Default for Config {
             mqtt_max_topic_length: 1024,
             mqtt_max_sessions_per_account: 10_000,
             mqtt_max_session_expiry: 604_800,
+            mqtt_max_keepalive: 0,
             mqtt_max_retained: 100_000,
             mqtt_max_retained_bytes: 1 << 30,
             session_queue_high_water: 256 * 1024,
@@ -343,6 +347,7 @@ struct RawConfig {
     mqtt_max_topic_length: Option<usize>,
     mqtt_max_sessions_per_account: Option<usize>,
     mqtt_max_session_expiry: Option<u32>,
+    mqtt_max_keepalive: Option<u16>,
     mqtt_max_retained: Option<usize>,
     mqtt_max_retained_bytes: Option<u64>,
     session_queue_high_water: Option<u32>,
@@ -542,6 +547,9 @@ impl Config {
         }
         if let Some(e) = raw.mqtt_max_session_expiry {
             c.mqtt_max_session_expiry = e;
+        }
+        if let Some(k) = raw.mqtt_max_keepalive {
+            c.mqtt_max_keepalive = k;
         }
         for (value, field) in [
             (raw.mqtt_max_connect_size, &mut c.mqtt_max_connect_size),

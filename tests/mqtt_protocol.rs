@@ -251,3 +251,75 @@ fn bad_input_before_connect_closes_the_connection() {
         "closed too early"
     );
 }
+
+/// `mqtt_max_keepalive`: an MQTT 5 client asking for a longer keep-alive,
+/// or none, is given the cap as Server Keep Alive (§3.2.2.3.14) and held to
+/// it (DISCONNECT 0x8D when silent for 1.5 times it); one within the cap is
+/// left alone; a 3.1.1 client over the cap is refused (it cannot be told),
+/// as Mosquitto does.
+#[test]
+fn server_keep_alive_caps_the_keep_alive() {
+    let p = Petrel::start("mqtt_max_keepalive = 1\nmqtt_allow_anonymous = true");
+    let connect = |version: Version, keep_alive: u16| {
+        let mut c = RawClient::connect(p.mqtt(), version);
+        let mut pkt = connect_packet(&format!("ka-{keep_alive}"), None, None);
+        if let Packet::Connect(c) = &mut pkt {
+            c.version = version;
+            c.keep_alive = keep_alive;
+        }
+        c.send(&pkt);
+        let ack = match c.recv() {
+            Some(Packet::ConnAck(a)) => a,
+            other => panic!("expected CONNACK, got {other:?}"),
+        };
+        (c, ack)
+    };
+    let (mut silent, ack) = connect(Version::V5, 0);
+    assert_eq!(ack.reason_code, 0);
+    assert_eq!(ack.properties.server_keep_alive, Some(1));
+    // Silent past 1.5 s: the server ends it.
+    match silent.recv() {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason::KEEP_ALIVE_TIMEOUT),
+        other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
+    }
+    let (_, ack) = connect(Version::V5, 1);
+    assert_eq!(ack.properties.server_keep_alive, None, "within the cap");
+    let (_, ack) = connect(Version::V5, 600);
+    assert_eq!(ack.properties.server_keep_alive, Some(1));
+    let (_, ack) = connect(Version::V311, 600);
+    assert_eq!(
+        ack.reason_code,
+        reason::CLIENT_IDENTIFIER_NOT_VALID,
+        "3.1.1: return code 2"
+    );
+}
+
+/// paho-mqtt takes the server's keep-alive and pings at that pace: with a
+/// cap of 1 s it stays connected while idle for three seconds, though it
+/// asked for 60.
+#[test]
+fn paho_follows_the_server_keep_alive() {
+    let p = Petrel::start("mqtt_max_keepalive = 1\nmqtt_allow_anonymous = true");
+    let script = r#"
+import sys, time, json, paho.mqtt.client as mqtt
+res = {"server_keep_alive": None, "disconnected": None}
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-ka", protocol=mqtt.MQTTv5)
+def on_connect(c, u, f, rc, props): res["server_keep_alive"] = getattr(props, "ServerKeepAlive", None)
+def on_disconnect(c, u, f, rc, props): res["disconnected"] = rc.value
+c.on_connect, c.on_disconnect = on_connect, on_disconnect
+c.connect("127.0.0.1", int(sys.argv[1]), keepalive=60)
+c.loop_start()
+time.sleep(3)
+c.loop_stop()
+print(json.dumps(res))
+"#;
+    let (ok, out, err) = common::python::run_script(
+        script,
+        &[&p.mqtt().port().to_string()],
+        std::time::Duration::from_secs(30),
+    );
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["server_keep_alive"], 1, "{r}");
+    assert_eq!(r["disconnected"], serde_json::Value::Null, "{r}");
+}

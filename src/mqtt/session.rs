@@ -55,6 +55,7 @@ impl MqttSettings {
                 max_topic_length: c.mqtt_max_topic_length,
                 max_sessions_per_account: c.mqtt_max_sessions_per_account,
                 max_session_expiry: c.mqtt_max_session_expiry,
+                max_keepalive: c.mqtt_max_keepalive,
                 max_retained: c.mqtt_max_retained,
             },
         }
@@ -81,6 +82,10 @@ pub struct MqttLimits {
     /// The longest Session Expiry Interval granted, seconds; 3.1.1
     /// persistent sessions get it too (`mqtt_max_session_expiry`).
     pub max_session_expiry: u32,
+    /// The longest keep-alive, seconds; 0: none (`mqtt_max_keepalive`).
+    /// An MQTT 5 client asking for more (or for none) is told this one
+    /// as Server Keep Alive; a 3.1.1 client is refused (it cannot be told).
+    pub max_keepalive: u16,
     /// Retained topics per domain (`mqtt_max_retained`).
     pub max_retained: usize,
 }
@@ -95,6 +100,7 @@ impl Default for MqttLimits {
             max_topic_length: 1024,
             max_sessions_per_account: 10_000,
             max_session_expiry: 7 * 24 * 3600,
+            max_keepalive: 0,
             max_retained: 100_000,
         }
     }
@@ -411,6 +417,21 @@ impl Connection {
         };
         // The server's cap; MQTT 5 is told the value granted (3.2.2.3.2).
         let expiry = requested.min(self.settings.limits.max_session_expiry);
+        // MQTT 5 §3.2.2.3.14: the server may set the keep-alive.
+        let max_ka = self.settings.limits.max_keepalive;
+        let keep_alive = if max_ka > 0 && (c.keep_alive == 0 || c.keep_alive > max_ka) {
+            if c.version == Version::V311 {
+                // As Mosquitto does: 3.1.1 has no way to tell the client.
+                tracing::info!(
+                    keep_alive = c.keep_alive,
+                    "MQTT 3.1.1 keep-alive over mqtt_max_keepalive: refused"
+                );
+                return self.refuse(reason::CLIENT_IDENTIFIER_NOT_VALID);
+            }
+            max_ka
+        } else {
+            c.keep_alive
+        };
         if self.over_session_quota(identity.as_ref(), &host, &c.client_id) {
             tracing::info!(account = ?identity.as_ref().map(|j| j.to_string()), "MQTT session quota reached");
             return self.refuse(reason::QUOTA_EXCEEDED);
@@ -424,7 +445,7 @@ impl Connection {
             // What the registry's sweep watches for this connection.
             let mut st = slot.lock();
             st.expiry = expiry;
-            st.keep_alive = c.keep_alive;
+            st.keep_alive = keep_alive;
         }
         // The session now ends when its token does.
         self.broker.registry().set_grant(&slot, grant.clone());
@@ -443,6 +464,9 @@ impl Connection {
             if expiry != requested {
                 props.session_expiry_interval = Some(expiry);
             }
+            if keep_alive != c.keep_alive {
+                props.server_keep_alive = Some(keep_alive);
+            }
             if uses_enhanced_auth {
                 props.authentication_method = Some(X_OAUTH2.to_string());
             }
@@ -459,7 +483,7 @@ impl Connection {
             generation,
             grant,
             version: c.version,
-            keep_alive: c.keep_alive,
+            keep_alive,
             will: c.will.take(),
             client_receive_max: c.properties.receive_maximum.unwrap_or(u16::MAX).max(1),
             client_max_packet: c.properties.maximum_packet_size,
