@@ -323,3 +323,96 @@ print(json.dumps(res))
     assert_eq!(r["server_keep_alive"], 1, "{r}");
     assert_eq!(r["disconnected"], serde_json::Value::Null, "{r}");
 }
+
+/// A client that goes over the server's Receive Maximum with QoS 2
+/// publishes, and answers the PUBRECs one by one as it reads them (as the
+/// Paho interoperability client does), still reads the DISCONNECT 0x93
+/// that explains it: the server closes lingering — reading and dropping
+/// what the client still sends — instead of resetting the connection
+/// under its last packet.
+#[test]
+fn receive_maximum_exceeded_is_told_before_the_close() {
+    use petrel::mqtt::codec::{self, Ack, Publish, QoS};
+    use std::io::{Read, Write};
+    let p = Petrel::start("mqtt_allow_anonymous = true");
+    let mut s = std::net::TcpStream::connect(p.mqtt()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let encode = |pkt: &Packet| {
+        let mut out = bytes::BytesMut::new();
+        codec::encode(pkt, Version::V5, &mut out).unwrap();
+        out
+    };
+    // Reads exactly one packet (no read-ahead: what is not read stays in
+    // the socket, as with a client that reads packet by packet).
+    let read_packet = |s: &mut std::net::TcpStream| -> Option<Packet> {
+        let mut head = vec![0u8; 2];
+        s.read_exact(&mut head).ok()?;
+        let mut len = usize::from(head[1] & 0x7f);
+        let mut shift = 7;
+        let mut last = head[1];
+        while last & 0x80 != 0 {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).ok()?;
+            head.push(b[0]);
+            len |= usize::from(b[0] & 0x7f) << shift;
+            shift += 7;
+            last = b[0];
+        }
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).ok()?;
+        head.extend_from_slice(&body);
+        let mut buf = bytes::BytesMut::from(&head[..]);
+        codec::decode(&mut buf, Some(Version::V5), usize::MAX).unwrap()
+    };
+    s.write_all(&encode(&connect_packet("flood", None, None)))
+        .unwrap();
+    let max = match read_packet(&mut s) {
+        Some(Packet::ConnAck(a)) => a.properties.receive_maximum.unwrap_or(u16::MAX),
+        other => panic!("expected CONNACK, got {other:?}"),
+    };
+    let mut burst = bytes::BytesMut::new();
+    for id in 1..=max + 1 {
+        burst.extend_from_slice(&encode(&Packet::Publish(Publish {
+            qos: QoS::ExactlyOnce,
+            topic: "flood/t".into(),
+            packet_id: id,
+            payload: Bytes::from_static(b"x"),
+            ..Publish::default()
+        })));
+    }
+    s.write_all(&burst).unwrap();
+    // The server has ended the session (its answers wait unread here).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while p.ctl_ok(&["connected_users"]).contains("flood") {
+        assert!(std::time::Instant::now() < deadline, "never disconnected");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut pubrecs = 0;
+    loop {
+        match read_packet(&mut s) {
+            Some(Packet::PubRec(a)) => {
+                pubrecs += 1;
+                let rel = Packet::PubRel(Ack {
+                    packet_id: a.packet_id,
+                    reason_code: 0,
+                    properties: Properties::default(),
+                });
+                // A client that fails on a write error (Paho's does) must
+                // not meet one before it has read why it was cut off.
+                s.write_all(&encode(&rel))
+                    .expect("the server still reads while it closes");
+            }
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason_code, reason::RECEIVE_MAXIMUM_EXCEEDED);
+                break;
+            }
+            other => panic!("after {pubrecs} PUBRECs: {other:?}"),
+        }
+    }
+    assert_eq!(
+        pubrecs,
+        usize::from(max),
+        "one PUBREC per publish within the maximum"
+    );
+}

@@ -275,7 +275,6 @@ async fn open(
         }
         Some((wire, conn, buf))
     } else {
-        let _ = tokio::time::timeout(GOODBYE, wire.shutdown()).await;
         // A connection can fail after going live (a CONNACK that could not
         // be written, a bad packet right behind CONNECT): its session still
         // goes offline, with its will and expiry, like any other.
@@ -283,6 +282,7 @@ async fn open(
             .session()
             .is_some_and(|(slot, mine)| slot.generation() != mine);
         go_offline(conn, &ctx.broker, taken_over);
+        Box::pin(wire.close(GOODBYE)).await;
         None
     }
 }
@@ -422,10 +422,10 @@ where
         slot.unregister(mine);
         taken_over |= slot.generation() != mine;
     }
-    Box::pin(tokio::time::timeout(GOODBYE, wire.shutdown()))
-        .await
-        .ok();
+    // The session goes offline first: a peer slow to close delays
+    // nobody's will or takeover.
     go_offline(conn, &ctx.broker, taken_over);
+    Box::pin(wire.close(GOODBYE)).await;
 }
 
 /// The session of a closed connection goes offline; its will and, for a

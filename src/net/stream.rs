@@ -195,7 +195,34 @@ impl Stream {
     pub async fn shutdown(&mut self) {
         let _ = AsyncWriteExt::shutdown(self).await;
     }
+
+    /// A lingering close: the writing side is shut, then what the peer
+    /// still sends is read and dropped until it closes too — for at most
+    /// `within` and [`LINGER_BYTES`]. Closing a socket with unread input
+    /// resets the connection, and a reset can destroy our last bytes (an
+    /// MQTT DISCONNECT with its reason, a stream error) before the peer
+    /// reads them; a peer still busy sending (a burst of publishes) would
+    /// never learn why it was cut off.
+    pub async fn close(&mut self, within: std::time::Duration) {
+        let _ = tokio::time::timeout(within, async {
+            if AsyncWriteExt::shutdown(self).await.is_err() {
+                return;
+            }
+            let mut scratch = [0u8; 1024];
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                match tokio::io::AsyncReadExt::read(self, &mut scratch).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+    }
 }
+
+/// Bytes a closing connection may still send us, read and dropped.
+pub const LINGER_BYTES: usize = 256 * 1024;
 
 impl AsyncRead for Stream {
     fn poll_read(

@@ -522,7 +522,7 @@ impl Connection {
             tracing::info!("session closed");
         }
         let _ = self.flush().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.shutdown()).await;
+        self.conn.close(Duration::from_secs(2)).await;
     }
 }
 
