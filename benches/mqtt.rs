@@ -87,6 +87,7 @@ fn bench_encode_fanout(c: &mut Criterion) {
             dup: false,
             subscription_identifiers: Some(&sub_ids),
             message_expiry: None,
+            topic_alias: None,
         };
         // 3.1.1 subscriber downgraded to QoS 0 (properties dropped).
         let v311 = Delivery {
@@ -96,6 +97,7 @@ fn bench_encode_fanout(c: &mut Criterion) {
             dup: false,
             subscription_identifiers: None,
             message_expiry: None,
+            topic_alias: None,
         };
         for (name, d, v) in [
             ("V5_qos1_subid", v5, Version::V5),

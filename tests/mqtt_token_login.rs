@@ -321,3 +321,56 @@ fn mqttjs_answers_the_servers_auth_continue_with_the_token() {
     let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(r["error"], "135", "0x87 after the exchange: {r}");
 }
+
+/// Server topic aliases (MQTT 5 3.3.2.3.4) towards MQTT.js, which allows
+/// two: each topic goes once with a new alias, then as the alias alone; a
+/// third topic takes over the least recently used alias; MQTT.js resolves
+/// every message to its topic.
+#[test]
+fn mqttjs_resolves_the_servers_topic_aliases() {
+    if !have_program("node") {
+        return;
+    }
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let port = p.mqtt().port().to_string();
+    let (ok, out, err) = common::node::run_js("mqtt_topic_alias.js", &[&port, &token]);
+    assert!(ok, "{out} {err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["connack"], 0, "{r}");
+    let got: Vec<(String, String, Option<u64>, String)> = r["got"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g[0].as_str().unwrap_or("").to_string(),
+                g[1].as_str().unwrap().to_string(),
+                g[2].as_u64(),
+                g[3].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("ta/a", Some(1), true),
+        ("ta/a", Some(1), false),
+        ("ta/b", Some(2), true),
+        ("ta/a", Some(1), false),
+        ("ta/c", Some(2), true), // b was used least recently
+        ("ta/c", Some(2), false),
+        ("ta/b", Some(1), true), // now a was
+    ];
+    assert_eq!(got.len(), expect.len(), "{r}");
+    for (i, ((topic, payload, alias, wire), (want, want_alias, named))) in
+        got.iter().zip(expect).enumerate()
+    {
+        assert_eq!(payload, &format!("m{i}"), "{r}");
+        assert_eq!(topic, want, "MQTT.js resolved message {i}: {r}");
+        assert_eq!(*alias, want_alias, "alias of message {i}: {r}");
+        assert_eq!(
+            !wire.is_empty(),
+            named,
+            "topic on the wire for message {i}: {r}"
+        );
+    }
+}

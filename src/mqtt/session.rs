@@ -132,6 +132,59 @@ pub struct Aftermath {
 #[cfg(test)]
 pub const LIVE_SIZE: usize = std::mem::size_of::<Live>();
 
+/// Topic aliases towards one client: at most the client's Topic Alias
+/// Maximum and the server's own (`topic_alias_maximum`), the least
+/// recently used one reassigned when all are taken. Empty (no allocation)
+/// for a client that allows none.
+#[derive(Default)]
+pub(crate) struct OutAliases {
+    max: u16,
+    /// (topic, alias, last use)
+    table: Vec<(String, u16, u64)>,
+    uses: u64,
+}
+
+impl OutAliases {
+    fn new(max: u16) -> OutAliases {
+        OutAliases {
+            max,
+            ..OutAliases::default()
+        }
+    }
+
+    /// The alias for `topic`, and whether the topic must go with it (a
+    /// new or reassigned alias); `None` when the client allows none.
+    /// Nothing changes until [`Self::sent`]: a message chosen for and then
+    /// not sent must not leave the client an alias it never saw.
+    pub(crate) fn choose(&self, topic: &str) -> Option<(u16, bool)> {
+        if self.max == 0 || topic.is_empty() {
+            return None;
+        }
+        if let Some(e) = self.table.iter().find(|e| e.0 == topic) {
+            return Some((e.1, false));
+        }
+        if self.table.len() < usize::from(self.max) {
+            return Some((self.table.len() as u16 + 1, true));
+        }
+        self.table.iter().min_by_key(|e| e.2).map(|e| (e.1, true))
+    }
+
+    /// `topic` went out with `alias` (as [`Self::choose`] said).
+    pub(crate) fn sent(&mut self, topic: &str, (alias, with_topic): (u16, bool)) {
+        self.uses += 1;
+        let now = self.uses;
+        match self.table.iter_mut().find(|e| e.1 == alias) {
+            Some(e) => {
+                if with_topic {
+                    e.0 = topic.to_string();
+                }
+                e.2 = now;
+            }
+            None => self.table.push((topic.to_string(), alias, now)),
+        }
+    }
+}
+
 struct Live {
     domain: Arc<Domain>,
     slot: Arc<Slot>,
@@ -146,6 +199,8 @@ struct Live {
     /// Topic aliases the client set (at most `topic_alias_maximum`, a few
     /// dozen: a list costs less than a map in every connection).
     aliases: Vec<(u16, String)>,
+    /// The topic aliases this server set towards the client (3.3.2.3.4).
+    out_aliases: OutAliases,
     uses_enhanced_auth: bool,
     expiry: u32,
 }
@@ -488,6 +543,14 @@ impl Connection {
             client_receive_max: c.properties.receive_maximum.unwrap_or(u16::MAX).max(1),
             client_max_packet: c.properties.maximum_packet_size,
             aliases: Vec::new(),
+            out_aliases: OutAliases::new(if c.version == Version::V5 {
+                c.properties
+                    .topic_alias_maximum
+                    .unwrap_or(0)
+                    .min(self.settings.topic_alias_maximum)
+            } else {
+                0
+            }),
             uses_enhanced_auth,
             expiry,
         };
@@ -568,6 +631,8 @@ impl Connection {
                         dup: true,
                         subscription_identifiers: ids,
                         message_expiry: f.item.msg.remaining_expiry(now),
+                        // A resend on a new connection names its topic.
+                        topic_alias: None,
                     };
                     let _ = codec::encode_publish(&f.item.msg.publish, &d, version, &mut self.out);
                 }
@@ -589,7 +654,7 @@ impl Connection {
     /// Moves queued messages into `out` within the client's Receive Maximum.
     /// Returns true when more are waiting (call again after writing).
     pub fn pump(&mut self) -> bool {
-        let Phase::Live(l) = &self.phase else {
+        let Phase::Live(l) = &mut self.phase else {
             return false;
         };
         if l.slot.generation() != l.generation {
@@ -634,6 +699,7 @@ impl Connection {
                 subscription_identifiers: ids,
                 // 3.3.2.3.3: minus the time it waited here.
                 message_expiry: expiry_left,
+                topic_alias: l.out_aliases.choose(&item.msg.publish.topic),
             };
             if let Some(max) = max_packet {
                 // Spec 3.1.2.11.4: never send a packet over the client's maximum; drop it.
@@ -648,6 +714,9 @@ impl Connection {
             }
             if codec::encode_publish(&item.msg.publish, &d, version, &mut self.out).is_err() {
                 continue;
+            }
+            if let Some(a) = d.topic_alias {
+                l.out_aliases.sent(&item.msg.publish.topic, a);
             }
             self.broker
                 .stats

@@ -132,17 +132,21 @@ impl Properties {
     /// Write the block; `content_len` is the value `content_len()` returned.
     /// Properties go out in identifier order (any order is valid, 2.2.2.2).
     pub(super) fn write(&self, content_len: usize, out: &mut BytesMut) {
-        self.write_with(content_len, &self.subscription_identifiers, None, out)
+        self.write_with(content_len, &self.subscription_identifiers, None, None, out)
     }
 
     /// `write` with the Subscription Identifiers replaced by `sub_ids` and
     /// the Message Expiry Interval's value (if present) by `expiry_left`
     /// (same size on the wire, so `content_len` holds).
+    ///
+    /// `alias` adds a Topic Alias (the caller counted its 3 bytes in
+    /// `content_len`): the server's own alias towards one client.
     pub(super) fn write_with(
         &self,
         content_len: usize,
         sub_ids: &[u32],
         expiry_left: Option<u32>,
+        alias: Option<u16>,
         out: &mut BytesMut,
     ) {
         put_varint(out, content_len);
@@ -228,7 +232,7 @@ impl Properties {
         strp(out, id::REASON_STRING, &self.reason_string);
         u16p(out, id::RECEIVE_MAXIMUM, self.receive_maximum);
         u16p(out, id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        u16p(out, id::TOPIC_ALIAS, self.topic_alias);
+        u16p(out, id::TOPIC_ALIAS, self.topic_alias.or(alias));
         byte(out, id::MAXIMUM_QOS, self.maximum_qos);
         byte(out, id::RETAIN_AVAILABLE, b(self.retain_available));
         for (k, v) in &self.user_properties {

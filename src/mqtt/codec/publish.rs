@@ -37,6 +37,10 @@ pub struct Delivery<'a> {
     /// Replaces the Message Expiry Interval's value when the publish has one:
     /// the time it has left after waiting in the server (3.3.2.3.3).
     pub message_expiry: Option<u32>,
+    /// A Topic Alias towards this client (3.3.2.3.4), and whether the topic
+    /// goes too (the alias is new or reassigned) or is left empty. Only for
+    /// a publish that carries no alias of its own.
+    pub topic_alias: Option<(u16, bool)>,
 }
 
 impl<'a> Delivery<'a> {
@@ -49,7 +53,14 @@ impl<'a> Delivery<'a> {
             dup: p.dup,
             subscription_identifiers: None,
             message_expiry: None,
+            topic_alias: None,
         }
+    }
+
+    /// The alias to write, if any (never over the publish's own).
+    fn alias(&self, p: &Publish, v: Version) -> Option<(u16, bool)> {
+        self.topic_alias
+            .filter(|_| v == Version::V5 && p.properties.topic_alias.is_none())
     }
 }
 
@@ -108,7 +119,12 @@ impl Publish {
 
     pub(super) fn plan(&self, d: &Delivery<'_>, v: Version) -> Result<Plan, EncodeError> {
         let mut plan = Plan::default();
-        let mut n = field_len(self.topic.len())?;
+        let alias = d.alias(self, v);
+        let topic_len = match alias {
+            Some((_, false)) => 0,
+            _ => self.topic.len(),
+        };
+        let mut n = field_len(topic_len)?;
         if d.qos != QoS::AtMostOnce {
             if d.packet_id == 0 {
                 return Err(EncodeError::ZeroPacketId);
@@ -121,7 +137,8 @@ impl Publish {
             let ids = d
                 .subscription_identifiers
                 .unwrap_or(&self.properties.subscription_identifiers);
-            plan.props = self.properties.content_len_with(C::Publish, ids)?;
+            plan.props = self.properties.content_len_with(C::Publish, ids)?
+                + if alias.is_some() { 3 } else { 0 };
             n += varint_len(plan.props) + plan.props;
         }
         plan.remaining = n + self.payload.len();
@@ -132,7 +149,11 @@ impl Publish {
         let first =
             pt::PUBLISH << 4 | u8::from(d.dup) << 3 | (d.qos as u8) << 1 | u8::from(d.retain);
         put_fixed_header(out, first, plan.remaining);
-        put_field(out, self.topic.as_bytes());
+        let alias = d.alias(self, v);
+        match alias {
+            Some((_, false)) => put_field(out, b""),
+            _ => put_field(out, self.topic.as_bytes()),
+        }
         if d.qos != QoS::AtMostOnce {
             out.put_u16(d.packet_id);
         }
@@ -140,8 +161,13 @@ impl Publish {
             let ids = d
                 .subscription_identifiers
                 .unwrap_or(&self.properties.subscription_identifiers);
-            self.properties
-                .write_with(plan.props, ids, d.message_expiry, out);
+            self.properties.write_with(
+                plan.props,
+                ids,
+                d.message_expiry,
+                alias.map(|(a, _)| a),
+                out,
+            );
         }
         out.put_slice(&self.payload);
     }
@@ -297,6 +323,7 @@ mod tests {
             dup: false,
             subscription_identifiers: Some(&ids),
             message_expiry: Some(3),
+            topic_alias: None,
         };
         let mut out = BytesMut::from(&b"queued"[..]);
         encode_publish(&p, &d, Version::V5, &mut out).unwrap();
@@ -329,5 +356,42 @@ mod tests {
             )
             .unwrap()
         );
+    }
+
+    /// A server topic alias: the first send names the topic, a later one
+    /// only the alias; sizes agree with what is written; 3.1.1 gets none.
+    #[test]
+    fn server_topic_alias_on_the_wire() {
+        let p = Publish {
+            qos: QoS::AtMostOnce,
+            topic: "sensors/t1".into(),
+            payload: Bytes::from_static(b"21.5"),
+            ..Default::default()
+        };
+        for (with_topic, want_topic) in [(true, "sensors/t1"), (false, "")] {
+            let d = Delivery {
+                topic_alias: Some((3, with_topic)),
+                ..Delivery::of(&p)
+            };
+            let mut out = BytesMut::new();
+            encode_publish(&p, &d, Version::V5, &mut out).unwrap();
+            assert_eq!(out.len(), publish_encoded_len(&p, &d, Version::V5).unwrap());
+            let Some(Packet::Publish(got)) =
+                decode(&mut out, Some(Version::V5), usize::MAX).unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(got.topic, want_topic);
+            assert_eq!(got.properties.topic_alias, Some(3));
+            assert_eq!(got.payload, p.payload);
+            let mut old = BytesMut::new();
+            encode_publish(&p, &d, Version::V311, &mut old).unwrap();
+            let Some(Packet::Publish(got)) =
+                decode(&mut old, Some(Version::V311), usize::MAX).unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(got.topic, "sensors/t1", "3.1.1: no aliases");
+        }
     }
 }
