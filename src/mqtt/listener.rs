@@ -282,6 +282,7 @@ async fn open(
             .session()
             .is_some_and(|(slot, mine)| slot.generation() != mine);
         go_offline(conn, &ctx.broker, taken_over);
+        drop(buf);
         Box::pin(wire.close(GOODBYE)).await;
         None
     }
@@ -425,6 +426,8 @@ where
     // The session goes offline first: a peer slow to close delays
     // nobody's will or takeover.
     go_offline(conn, &ctx.broker, taken_over);
+    // No read buffer kept through the linger.
+    drop(std::mem::take(&mut buf));
     Box::pin(wire.close(GOODBYE)).await;
 }
 

@@ -139,16 +139,15 @@ pub const LIVE_SIZE: usize = std::mem::size_of::<Live>();
 #[derive(Default)]
 pub(crate) struct OutAliases {
     max: u16,
-    /// (topic, alias, last use)
-    table: Vec<(String, u16, u64)>,
-    uses: u64,
+    /// (topic, alias), most recently used last.
+    table: Vec<(String, u16)>,
 }
 
 impl OutAliases {
     fn new(max: u16) -> OutAliases {
         OutAliases {
             max,
-            ..OutAliases::default()
+            table: Vec::new(),
         }
     }
 
@@ -166,21 +165,23 @@ impl OutAliases {
         if self.table.len() < usize::from(self.max) {
             return Some((self.table.len() as u16 + 1, true));
         }
-        self.table.iter().min_by_key(|e| e.2).map(|e| (e.1, true))
+        self.table.first().map(|e| (e.1, true))
     }
 
-    /// `topic` went out with `alias` (as [`Self::choose`] said).
+    /// `topic` went out with `alias` (as [`Self::choose`] said): it becomes
+    /// the most recently used.
     pub(crate) fn sent(&mut self, topic: &str, (alias, with_topic): (u16, bool)) {
-        self.uses += 1;
-        let now = self.uses;
-        match self.table.iter_mut().find(|e| e.1 == alias) {
-            Some(e) => {
+        match self.table.iter().position(|e| e.1 == alias) {
+            Some(i) => {
+                let mut e = self.table.remove(i);
                 if with_topic {
-                    e.0 = topic.to_string();
+                    // The old topic's buffer is reused.
+                    e.0.clear();
+                    e.0.push_str(topic);
                 }
-                e.2 = now;
+                self.table.push(e);
             }
-            None => self.table.push((topic.to_string(), alias, now)),
+            None => self.table.push((topic.to_string(), alias)),
         }
     }
 }
@@ -691,7 +692,7 @@ impl Connection {
                 st.alloc_pid().unwrap_or(0)
             };
             let ids = (!item.sub_ids.is_empty()).then_some(item.sub_ids.as_slice());
-            let d = Delivery {
+            let mut d = Delivery {
                 qos: item.qos,
                 packet_id: pid,
                 retain: item.retain,
@@ -702,10 +703,17 @@ impl Connection {
                 topic_alias: l.out_aliases.choose(&item.msg.publish.topic),
             };
             if let Some(max) = max_packet {
+                let fits = |d: &Delivery<'_>| {
+                    codec::publish_encoded_len(&item.msg.publish, d, version)
+                        .is_ok_and(|n| n <= max as usize)
+                };
+                // A new alias adds its 3 bytes to the topic: without it
+                // the message may still fit.
+                if !fits(&d) && matches!(d.topic_alias, Some((_, true))) {
+                    d.topic_alias = None;
+                }
                 // Spec 3.1.2.11.4: never send a packet over the client's maximum; drop it.
-                if codec::publish_encoded_len(&item.msg.publish, &d, version)
-                    .map_or(true, |n| n > max as usize)
-                {
+                if !fits(&d) {
                     if let Some(seq) = item.seq {
                         self.broker.unstore_queued(&slot, seq);
                     }

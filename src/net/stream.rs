@@ -208,10 +208,10 @@ impl Stream {
             if AsyncWriteExt::shutdown(self).await.is_err() {
                 return;
             }
-            let mut scratch = [0u8; 1024];
+            // Read into the per-thread scratch buffer, dropped at once.
             let mut left = LINGER_BYTES;
             while left > 0 {
-                match tokio::io::AsyncReadExt::read(self, &mut scratch).await {
+                match std::future::poll_fn(|cx| self.poll_read_with(cx, |_| {})).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => left = left.saturating_sub(n),
                 }
