@@ -415,7 +415,9 @@ fn a_queued_message_goes_out_with_the_expiry_it_has_left_or_not_at_all() {
         Some(Packet::Publish(m)) => {
             assert_eq!(m.topic, "exp/long");
             let left = m.properties.message_expiry_interval.expect("expiry kept");
-            assert!((25..=28).contains(&left), "expiry left {left}, sent 30");
+            // At least 2.2 s waited; the session clock (read as of its last
+            // sweep) may lag a busy machine by a second.
+            assert!((24..=29).contains(&left), "expiry left {left}, sent 30");
         }
         other => panic!("expected the long-lived message, got {other:?}"),
     }
