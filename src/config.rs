@@ -362,6 +362,22 @@ enum RawAccess {
     List(Vec<String>),
 }
 
+/// Sets a count key: at least `min`.
+fn at_least<T: PartialOrd + Copy + std::fmt::Display>(
+    key: &'static str,
+    value: Option<T>,
+    field: &mut T,
+    min: T,
+) -> Result<(), ConfigError> {
+    if let Some(v) = value {
+        if v < min {
+            return Err(ConfigError::new(key, format!("must be at least {min}")));
+        }
+        *field = v;
+    }
+    Ok(())
+}
+
 /// Sets a duration key given in seconds: at least 1, at most `max`.
 fn seconds_in(
     key: &'static str,
@@ -474,15 +490,12 @@ impl Config {
             &mut c.oauth_code_expire,
             60,
         )?;
-        if let Some(n) = raw.oauth_max_pending_codes {
-            if n == 0 {
-                return Err(ConfigError::new(
-                    "oauth_max_pending_codes",
-                    "must be at least 1",
-                ));
-            }
-            c.oauth_max_pending_codes = n;
-        }
+        at_least(
+            "oauth_max_pending_codes",
+            raw.oauth_max_pending_codes,
+            &mut c.oauth_max_pending_codes,
+            1,
+        )?;
         seconds_in(
             "oauth_device_code_expire",
             raw.oauth_device_code_expire,
@@ -495,24 +508,19 @@ impl Config {
             &mut c.oauth_device_interval,
             3600,
         )?;
-        if let Some(n) = raw.oauth_max_device_codes_per_ip {
-            if n == 0 {
-                return Err(ConfigError::new(
-                    "oauth_max_device_codes_per_ip",
-                    "must be at least 1",
-                ));
-            }
-            c.oauth_max_device_codes_per_ip = n;
-        }
-        if let Some(n) = raw.oauth_max_scope_length {
-            if n < 9 {
-                return Err(ConfigError::new(
-                    "oauth_max_scope_length",
-                    "must be at least 9 (room for sasl_auth)",
-                ));
-            }
-            c.oauth_max_scope_length = n;
-        }
+        at_least(
+            "oauth_max_device_codes_per_ip",
+            raw.oauth_max_device_codes_per_ip,
+            &mut c.oauth_max_device_codes_per_ip,
+            1,
+        )?;
+        // Room for `sasl_auth` at least.
+        at_least(
+            "oauth_max_scope_length",
+            raw.oauth_max_scope_length,
+            &mut c.oauth_max_scope_length,
+            9,
+        )?;
         if let Some(l) = raw.listen {
             c.listen = l;
         }
