@@ -357,7 +357,7 @@ pub fn have_program(name: &str) -> bool {
             std::env::var("PETREL_REQUIRE_PEERS").as_deref() != Ok("1"),
             "{name} is required (PETREL_REQUIRE_PEERS=1) but not installed"
         );
-        eprintln!("SKIPPED: {name} is not installed (apt-get install mosquitto-clients)");
+        eprintln!("SKIPPED: {name} is not installed (README lists the test peers and how to install them)");
     }
     found
 }
