@@ -14,6 +14,7 @@ pub mod codes;
 pub mod device;
 pub mod jid;
 pub mod login;
+pub mod refresh;
 pub mod sasl;
 pub mod scopes;
 pub mod scram;
@@ -34,10 +35,10 @@ use crate::store::{Store, StoreError, Tree};
 
 pub use jid::BareJid;
 pub use login::{Credential, Login, LoginError, LoginRequest, LoginStep, PasswordCheck};
+pub use refresh::RefreshError;
 pub use scopes::{may, Action, Scopes};
 pub use tokens::{
-    Grant, Introspection, IssuedRefresh, IssuedToken, RefreshError, TokenEnd, TokenError,
-    TokenInfo, TokenSpec,
+    Grant, Introspection, IssuedRefresh, IssuedToken, TokenEnd, TokenError, TokenInfo, TokenSpec,
 };
 
 /// PBKDF2 rounds for new SCRAM keys: RFC 7677's minimum, which is what clients expect.

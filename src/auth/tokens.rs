@@ -52,15 +52,15 @@ pub enum TokenError {
 
 /// One token in memory: its record and whether it has ended.
 pub struct LiveToken {
-    hash: [u8; 32],
-    record: TokenRecord,
-    owner: BareJid,
+    pub(super) hash: [u8; 32],
+    pub(super) record: TokenRecord,
+    pub(super) owner: BareJid,
     scopes: Scopes,
-    revoked: AtomicBool,
+    pub(super) revoked: AtomicBool,
     /// Set by the expiry task when the deadline passed.
     expired: AtomicBool,
     /// A refresh token exchanged once: set by the one exchange that wins.
-    rotated: AtomicBool,
+    pub(super) rotated: AtomicBool,
 }
 
 impl LiveToken {
@@ -215,24 +215,6 @@ impl<'a> TokenSpec<'a> {
     }
 }
 
-/// Why a refresh token was not exchanged (all `invalid_grant` but the last).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RefreshError {
-    #[error("unknown, expired or revoked refresh token")]
-    Invalid,
-    #[error("the refresh token was issued to another client")]
-    WrongClient,
-    #[error("the refresh token was already used: every token of its authorization is revoked")]
-    Replayed,
-    #[error("the account may no longer get tokens")]
-    AccountGone,
-    #[error("the scope asked goes beyond the scope granted")]
-    ScopeTooWide,
-    /// The store failed; the refresh token was not spent.
-    #[error("internal error")]
-    Internal,
-}
-
 // Hand-written so that the token itself never reaches a log.
 impl std::fmt::Debug for IssuedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -269,7 +251,7 @@ pub struct Introspection {
     pub id: String,
 }
 
-fn hash_token(token: &str) -> [u8; 32] {
+pub(super) fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -436,120 +418,6 @@ impl AuthCore {
         live
     }
 
-    /// The refresh grant (RFC 6749 §6) with rotation: `token` must be a
-    /// live refresh token issued to `client_id`; it is spent, and a new
-    /// access token and refresh token of the same family come back. A
-    /// refresh token presented a second time revokes its whole family
-    /// (RFC 9700 §4.14.2) and every session holding one of its tokens ends.
-    /// `scopes`, when given, must be within those granted.
-    pub fn refresh(
-        &self,
-        token: &str,
-        client_id: &str,
-        scopes: Option<Scopes>,
-    ) -> Result<IssuedToken, RefreshError> {
-        let hash = hash_token(token);
-        let live = self
-            .tokens
-            .get(&hash)
-            .map(|e| Arc::clone(e.value()))
-            .filter(|l| bool::from(l.hash.ct_eq(&hash)) && l.record.kind == TokenKind::Refresh)
-            .ok_or(RefreshError::Invalid)?;
-        if live.record.client_id.as_deref() != Some(client_id) {
-            return Err(RefreshError::WrongClient);
-        }
-        if live.revoked.load(Ordering::Acquire) || now() >= live.record.expires_at {
-            return Err(RefreshError::Invalid);
-        }
-        let granted = Scopes::from_stored(live.record.scopes.clone());
-        let scopes = match scopes {
-            Some(s) if !s.within(&granted) => return Err(RefreshError::ScopeTooWide),
-            Some(s) => s,
-            None => granted.clone(),
-        };
-        // Exactly one exchange spends the token; any other is a replay.
-        if live
-            .rotated
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            tracing::warn!(token_id = %live.id(), owner = %live.owner, client = client_id,
-                "a spent refresh token was presented again: revoking its family");
-            if let Some(f) = live.record.family {
-                self.revoke_family(&f);
-                let _ = self.store.barrier_blocking();
-            }
-            return Err(RefreshError::Replayed);
-        }
-        let mut rec = live.record.clone();
-        rec.rotated = true;
-        self.store
-            .put(Tree::Tokens, live.hash, records::encode_token(&rec));
-        if !self.may_get_tokens(&live.owner) {
-            return Err(RefreshError::AccountGone);
-        }
-        let issued = self.issue(TokenSpec {
-            owner: &live.owner,
-            scopes,
-            ttl: None,
-            client_id: Some(client_id),
-            grant: TokenGrant::RefreshToken,
-            refresh: true,
-            // The chain keeps what was granted; only this access token is
-            // narrowed.
-            refresh_scopes: Some(granted),
-            family: live.record.family,
-        });
-        match issued {
-            Ok(t) => Ok(t),
-            Err(
-                AuthError::NoSuchUser(_) | AuthError::UnknownHost(_) | AuthError::FamilyRevoked,
-            ) => Err(RefreshError::AccountGone),
-            Err(e) => {
-                tracing::error!(error = %e, "refresh failed");
-                // Revoked meanwhile (a replay, a revocation): stays so.
-                if live.revoked.load(Ordering::Acquire) {
-                    return Err(RefreshError::Invalid);
-                }
-                // Not spent after all: the client may try again.
-                rec.rotated = false;
-                self.store
-                    .put(Tree::Tokens, live.hash, records::encode_token(&rec));
-                live.rotated.store(false, Ordering::Release);
-                if live.revoked.load(Ordering::Acquire) {
-                    // A revocation raced the undo: write it again.
-                    rec.revoked = true;
-                    self.store
-                        .put(Tree::Tokens, live.hash, records::encode_token(&rec));
-                }
-                Err(RefreshError::Internal)
-            }
-        }
-    }
-
-    /// Revokes every live token of a family (announcing each to its
-    /// sessions). The family is remembered as revoked for as long as a
-    /// token of it could live, so that tokens being issued into it at this
-    /// moment are revoked as soon as they are stored.
-    pub fn revoke_family(&self, family: &[u8; 16]) -> usize {
-        let until = now().saturating_add(self.oauth_expire.max(self.oauth_refresh_expire));
-        self.revoked_families.insert(*family, until);
-        let members: Vec<Arc<LiveToken>> = self
-            .tokens
-            .iter()
-            .filter(|e| e.record.family.as_ref() == Some(family))
-            .map(|e| Arc::clone(e.value()))
-            .collect();
-        let mut n = 0;
-        for live in members {
-            if !live.revoked.load(Ordering::Acquire) {
-                self.revoke_live(&live);
-                n += 1;
-            }
-        }
-        n
-    }
-
     /// The one token check both protocols call. `claimed` is the identity the client
     /// asserted, if any; it must be the token's owner. `scope` must be granted.
     pub fn check_token(
@@ -709,7 +577,7 @@ impl AuthCore {
         }
     }
 
-    fn revoke_live(&self, live: &LiveToken) {
+    pub(super) fn revoke_live(&self, live: &LiveToken) {
         let mut rec = live.record.clone();
         rec.revoked = true;
         self.store
@@ -812,208 +680,5 @@ impl AuthCore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::test_support::core;
-    use super::*;
-    use crate::config::Config;
-    use crate::store::{Store, StoreKind};
-
-    fn alice() -> BareJid {
-        BareJid::parse("alice@localhost").unwrap()
-    }
-
-    /// An auth core where alice has an account (tokens are only for
-    /// accounts that exist).
-    fn core_with_alice(c: &Config) -> (AuthCore, tempfile::TempDir) {
-        let (a, d) = core(c);
-        a.register(&alice(), "pw").unwrap();
-        (a, d)
-    }
-
-    /// A lifetime near `u64::MAX` (a configured `oauth_expire`) saturates
-    /// instead of overflowing; the token never expires then.
-    #[test]
-    fn a_huge_lifetime_saturates() {
-        let (a, _d) = core_with_alice(&Config {
-            oauth_expire: u64::MAX,
-            ..Config::default()
-        });
-        let t = a
-            .issue_token(&alice(), Scopes::sasl_auth(), None, None)
-            .unwrap();
-        assert_eq!(t.expires_at, u64::MAX);
-        assert!(a.check_login_token(&t.token, None).is_ok());
-    }
-
-    /// Printing an issued token (a log line, a panic) shows no token text.
-    #[test]
-    fn debug_output_hides_the_token() {
-        let (a, _d) = core_with_alice(&Config::default());
-        let t = a
-            .issue_token(&alice(), Scopes::sasl_auth(), Some(60), Some("app"))
-            .unwrap();
-        let shown = format!("{t:?} {t:#?}");
-        assert!(!shown.contains(&t.token), "{shown}");
-        assert!(shown.contains(&t.id), "{shown}");
-    }
-
-    #[test]
-    fn issued_tokens_check_and_store_only_hashes() {
-        let (a, _d) = core_with_alice(&Config::default());
-        let t = a
-            .issue_token(&alice(), Scopes::sasl_auth(), Some(60), Some("app"))
-            .unwrap();
-        assert!(t.token.len() >= 43);
-        assert_eq!(t.expires_in, 60);
-        let g = a.check_login_token(&t.token, Some(&alice())).unwrap();
-        assert_eq!(g.owner(), &alice());
-        assert_eq!(g.token_id(), t.id);
-        assert!(a.check_login_token(&t.token, None).is_ok());
-        let bob = BareJid::parse("bob@localhost").unwrap();
-        assert_eq!(
-            a.check_login_token(&t.token, Some(&bob)).unwrap_err(),
-            TokenError::WrongOwner
-        );
-        assert_eq!(
-            a.check_login_token("nope", None).unwrap_err(),
-            TokenError::Unknown
-        );
-        assert_eq!(
-            a.check_token(&t.token, None, "xmpp:roster:read")
-                .unwrap_err(),
-            TokenError::MissingScope("xmpp:roster:read".into())
-        );
-        for (k, v) in a.store.scan_prefix_blocking(Tree::Tokens, b"").unwrap() {
-            assert!(!k.windows(t.token.len()).any(|w| w == t.token.as_bytes()));
-            assert!(!v.windows(t.token.len()).any(|w| w == t.token.as_bytes()));
-        }
-    }
-
-    #[test]
-    fn ttl_is_capped_and_zero_refused() {
-        let c = Config {
-            oauth_expire: 100,
-            ..Config::default()
-        };
-        let (a, _d) = core_with_alice(&c);
-        assert_eq!(
-            a.issue_token(&alice(), Scopes::sasl_auth(), Some(10_000), None)
-                .unwrap()
-                .expires_in,
-            100
-        );
-        assert_eq!(
-            a.issue_token(&alice(), Scopes::sasl_auth(), None, None)
-                .unwrap()
-                .expires_in,
-            100
-        );
-        assert!(matches!(
-            a.issue_token(&alice(), Scopes::sasl_auth(), Some(0), None),
-            Err(AuthError::BadTtl)
-        ));
-    }
-
-    /// Records what the auth core announces.
-    #[derive(Default)]
-    pub(crate) struct Heard(pub std::sync::Mutex<Vec<(u64, TokenEnd)>>);
-
-    impl super::super::AuthEvents for Heard {
-        fn token_ended(&self, key: u64, end: TokenEnd) {
-            self.0.lock().unwrap().push((key, end));
-        }
-        fn account_changed(&self, _: &BareJid) {}
-    }
-
-    fn listen(a: &AuthCore) -> Arc<Heard> {
-        let heard = Arc::new(Heard::default());
-        a.set_events(heard.clone());
-        heard
-    }
-
-    #[test]
-    fn revocation_by_text_or_id_ends_grants() {
-        let (a, _d) = core_with_alice(&Config::default());
-        let heard = listen(&a);
-        let t1 = a
-            .issue_token(&alice(), Scopes::sasl_auth(), None, None)
-            .unwrap();
-        let t2 = a
-            .issue_token(&alice(), Scopes::sasl_auth(), None, None)
-            .unwrap();
-        let g1 = a.check_login_token(&t1.token, None).unwrap();
-        assert_eq!(a.list_tokens().len(), 2);
-        assert!(a.revoke_token(&t1.token).unwrap());
-        assert_eq!(g1.end(), Some(TokenEnd::Revoked));
-        assert_eq!(
-            *heard.0.lock().unwrap(),
-            vec![(g1.key(), TokenEnd::Revoked)]
-        );
-        assert_eq!(
-            a.check_login_token(&t1.token, None).unwrap_err(),
-            TokenError::Revoked
-        );
-        assert!(!a.revoke_token(&t1.token).unwrap(), "already revoked");
-        assert!(a.revoke_token(&t2.id).unwrap());
-        assert!(a.list_tokens().is_empty());
-        assert!(!a.revoke_token("0000000000000000").unwrap());
-    }
-
-    #[test]
-    fn sweeper_expires_and_tells_sessions() {
-        let (a, _d) = core_with_alice(&Config::default());
-        let heard = listen(&a);
-        let t = a
-            .issue_token(&alice(), Scopes::sasl_auth(), Some(5), None)
-            .unwrap();
-        let keep = a
-            .issue_token(&alice(), Scopes::sasl_auth(), Some(500), None)
-            .unwrap();
-        let g = a.check_login_token(&t.token, None).unwrap();
-        assert_eq!(a.sweep_expired(t.expires_at - 1), 0);
-        assert_eq!(g.end(), None);
-        assert!(heard.0.lock().unwrap().is_empty());
-        assert_eq!(a.sweep_expired(t.expires_at), 1);
-        assert_eq!(g.end(), Some(TokenEnd::Expired));
-        assert_eq!(*heard.0.lock().unwrap(), vec![(g.key(), TokenEnd::Expired)]);
-        assert_eq!(
-            a.check_login_token(&t.token, None).unwrap_err(),
-            TokenError::Unknown
-        );
-        assert!(a.check_login_token(&keep.token, None).is_ok());
-        assert_eq!(a.store.len_blocking(Tree::Tokens).unwrap(), 1);
-        assert_eq!(a.store.len_blocking(Tree::TokenExpiry).unwrap(), 1);
-    }
-
-    #[test]
-    fn tokens_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let token;
-        {
-            let store = Store::open(&StoreKind::Sled, dir.path()).unwrap();
-            let a = AuthCore::new(store, &Config::default()).unwrap();
-            a.register(&alice(), "pw").unwrap();
-            token = a
-                .issue_token(&alice(), Scopes::sasl_auth(), None, None)
-                .unwrap()
-                .token;
-        }
-        let store = Store::open(&StoreKind::Sled, dir.path()).unwrap();
-        let a = AuthCore::new(store, &Config::default()).unwrap();
-        assert!(a.check_login_token(&token, None).is_ok());
-    }
-
-    #[test]
-    fn unregister_revokes_the_accounts_tokens() {
-        let (a, _d) = core(&Config::default());
-        a.register(&alice(), "pw").unwrap();
-        let t = a
-            .issue_token(&alice(), Scopes::sasl_auth(), None, None)
-            .unwrap();
-        a.unregister(&alice()).unwrap();
-        assert_eq!(
-            a.check_login_token(&t.token, None).unwrap_err(),
-            TokenError::Revoked
-        );
-    }
-}
+#[path = "tokens_tests.rs"]
+mod tests;

@@ -1,0 +1,96 @@
+use super::*;
+
+#[test]
+fn empty_file_is_the_defaults() {
+    let c = Config::parse("").unwrap();
+    assert_eq!(c.hosts, vec!["localhost"]);
+    assert_eq!(c.oauth_expire, 2_592_000);
+    assert!(c
+        .listen
+        .iter()
+        .any(|l| l.module == Module::Http && l.port == 5280 && !l.tls));
+    assert!(c
+        .listen
+        .iter()
+        .any(|l| l.module == Module::Http && l.port == 5443 && l.tls));
+    assert_eq!(c.oauth_client_id_check, ClientIdCheck::Db);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let e = Config::parse("oauth_expire = \"soon\"").unwrap_err();
+    assert_eq!(e.key, "oauth_expire");
+    let e = Config::parse("[[listen]]\nmodule = \"http\"\nport = 99999\n").unwrap_err();
+    assert_eq!(e.key, "listen[0].port");
+    let e = Config::parse("[[listen]]\nmodule = \"smtp\"\nport = 25\n").unwrap_err();
+    assert_eq!(e.key, "listen[0].module");
+    let e = Config::parse("oauth_client_id_check = \"maybe\"").unwrap_err();
+    assert_eq!(e.key, "oauth_client_id_check");
+    let e = Config::parse("unknown_key = 1").unwrap_err();
+    assert!(e.to_string().contains("unknown_key"), "{e}");
+    let e = Config::parse("oauth_access = \"some\"").unwrap_err();
+    assert_eq!(e.key, "oauth_access");
+    let e = Config::parse("hosts = []").unwrap_err();
+    assert_eq!(e.key, "hosts");
+}
+
+#[test]
+fn c2s_listeners_and_the_documented_file() {
+    let c = Config::parse(include_str!("../configs/petrel.toml")).unwrap();
+    let d = Config::default();
+    assert_eq!(c.negotiation_timeout, d.negotiation_timeout);
+    assert_eq!(c.max_stanza_size, d.max_stanza_size);
+    let ports = |c: &Config| -> Vec<(u16, bool, bool)> {
+        c.listen
+            .iter()
+            .map(|l| (l.port, l.tls, l.starttls))
+            .collect()
+    };
+    assert_eq!(ports(&c), ports(&d));
+    let starttls = d.listen.iter().find(|l| l.port == 5222).unwrap();
+    assert!(
+        starttls.starttls && !starttls.requires_starttls(),
+        "loopback"
+    );
+    let e = Config::parse("negotiation_timeout = 0").unwrap_err();
+    assert_eq!(e.key, "negotiation_timeout");
+    // The OAuth keys as documented are the defaults.
+    let oauth = |c: &Config| {
+        (
+            c.oauth_legacy_grants,
+            c.oauth_expire_with_refresh,
+            c.oauth_refresh_expire,
+            c.oauth_code_expire,
+            c.oauth_max_pending_codes,
+            c.oauth_device_code_expire,
+            c.oauth_device_interval,
+            c.oauth_max_device_codes_per_ip,
+            c.oauth_max_scope_length,
+        )
+    };
+    assert_eq!(oauth(&c), oauth(&d));
+    for bad in [
+        "oauth_code_expire = 61",
+        "oauth_code_expire = 0",
+        "oauth_max_pending_codes = 0",
+        "oauth_device_interval = 0",
+        "oauth_refresh_expire = 0",
+    ] {
+        let e = Config::parse(bad).unwrap_err();
+        assert!(bad.starts_with(&e.key), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn access_list_and_listeners() {
+    let c = Config::parse(
+        "oauth_access = [\"Alice@Localhost\"]\n[[listen]]\nmodule = \"http\"\nport = 0\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.oauth_access,
+        OauthAccess::Only(vec!["alice@localhost".into()])
+    );
+    assert_eq!(c.listen.len(), 1);
+    assert!(c.listen[0].ip.is_loopback());
+}
