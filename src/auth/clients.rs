@@ -29,9 +29,6 @@ fn valid_redirect_uri(uri: &str) -> bool {
 impl AuthCore {
     /// `oauth_add_client_password CLIENT_ID CLIENT_NAME SECRET` (replaces an existing one).
     pub fn add_password_client(&self, id: &str, name: &str, secret: &str) -> Result<(), AuthError> {
-        if secret.is_empty() {
-            return Err(AuthError::EmptyPassword);
-        }
         self.put_client(id, name, ClientGrant::Password, None, Some(secret))
     }
 
@@ -67,9 +64,6 @@ impl AuthCore {
         secret: &str,
         redirect_uri: &str,
     ) -> Result<(), AuthError> {
-        if secret.is_empty() {
-            return Err(AuthError::EmptyPassword);
-        }
         self.put_client(
             id,
             name,
@@ -92,6 +86,9 @@ impl AuthCore {
         }
         if redirect_uri.is_some_and(|u| !valid_redirect_uri(u)) {
             return Err(AuthError::BadRedirectUri);
+        }
+        if secret == Some("") {
+            return Err(AuthError::EmptyPassword);
         }
         let secret = secret.map(|secret| {
             to_stored(self.hash(|| {
