@@ -374,3 +374,83 @@ fn mqttjs_resolves_the_servers_topic_aliases() {
         );
     }
 }
+
+/// Protocol scopes: a token scoped `mqtt` (with a topic limit) logs in over
+/// MQTT (paho-mqtt) and publishes within its limit, but is refused over
+/// XMPP with `<not-authorized/>`; one scoped `xmpp` is refused over MQTT.
+#[test]
+fn protocol_scopes_choose_the_protocol() {
+    let p = Petrel::start("").with_user_and_client();
+    let mqtt_only = p.token("alice@localhost", 3600, "mqtt mqtt:publish:sensors/#");
+    let r = paho(&p, &mqtt_only, "-");
+    assert_eq!(r["connack"], 0, "{r}");
+    assert_eq!(r["got"].as_array().map(Vec::len), Some(3), "{r}");
+    let mut x = common::xmpp::Raw::connect(p.addrs["c2s"][0]);
+    let reply = x.try_auth("X-OAUTH2", format!("\0alice\0{mqtt_only}").as_bytes());
+    assert!(reply.contains("<not-authorized/>"), "{reply}");
+    let xmpp_only = p.token("alice@localhost", 3600, "xmpp");
+    assert_eq!(paho(&p, &xmpp_only, "-")["connack"], 0x87);
+    let mut x = common::xmpp::Raw::connect(p.addrs["c2s"][0]);
+    let reply = x.try_auth("X-OAUTH2", format!("\0alice\0{xmpp_only}").as_bytes());
+    assert!(reply.contains("<success"), "{reply}");
+}
+
+/// paho-mqtt: a persistent session subscribed to `a/#` and `b/#` goes
+/// offline; messages for both are queued; it comes back with a token that
+/// may read only `a/#`: the `b/` message is dropped, not delivered.
+const PAHO_NARROWER_RESUME: &str = r#"
+import sys, time, json, paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+port, wide, narrow = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+res = {"got": []}
+def session(token, cid, clean):
+    state = {"connack": None, "sub": None}
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+    def on_connect(c, u, f, rc, props): state["connack"] = [rc.value, f.session_present]
+    def on_subscribe(c, u, mid, codes, props): state["sub"] = [x.value for x in codes]
+    c.on_connect, c.on_subscribe = on_connect, on_subscribe
+    c.on_message = lambda c, u, m: res["got"].append(m.topic)
+    p = Properties(PacketTypes.CONNECT)
+    p.AuthenticationMethod = "X-OAUTH2"
+    p.AuthenticationData = token.encode()
+    p.SessionExpiryInterval = 300
+    c.connect("127.0.0.1", port, clean_start=clean, properties=p)
+    c.loop_start()
+    deadline = time.time() + 10
+    while state["connack"] is None and time.time() < deadline: time.sleep(0.02)
+    return c, state
+c, st = session(wide, "narrowed", True)
+c.subscribe([("a/#", 1), ("b/#", 1)])
+deadline = time.time() + 10
+while st["sub"] is None and time.time() < deadline: time.sleep(0.02)
+res["sub"] = st["sub"]
+c.disconnect(); c.loop_stop()
+pub, _ = session(wide, "publisher", True)
+for t in ("a/1", "b/1", "a/end"):
+    pub.publish(t, "x", qos=1).wait_for_publish(5)
+pub.disconnect(); pub.loop_stop()
+c, st = session(narrow, "narrowed", False)
+res["connack"] = st["connack"]
+deadline = time.time() + 10
+while "a/end" not in res["got"] and time.time() < deadline: time.sleep(0.02)
+c.disconnect(); c.loop_stop()
+print(json.dumps(res))
+"#;
+
+#[test]
+fn a_narrower_token_on_resume_drops_what_it_may_not_read() {
+    let p = Petrel::start("").with_user_and_client();
+    let wide = p.token("alice@localhost", 3600, "sasl_auth");
+    let narrow = p.token("alice@localhost", 3600, "mqtt mqtt:subscribe:a/#");
+    let (ok, out, err) = run_script(
+        PAHO_NARROWER_RESUME,
+        &[&p.mqtt().port().to_string(), &wide, &narrow],
+        Duration::from_secs(60),
+    );
+    assert!(ok, "paho script failed: {err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["sub"], serde_json::json!([1, 1]), "{r}");
+    assert_eq!(r["connack"], serde_json::json!([0, true]), "{r}");
+    assert_eq!(r["got"], serde_json::json!(["a/1", "a/end"]), "{r}");
+}

@@ -110,6 +110,57 @@ for t in sys.argv[4:]:
 print(json.dumps(out))
 "#;
 
+/// The client credentials grant through authlib (the confidential client,
+/// a public one refused, a wrong secret refused); the service's token then
+/// logs in over MQTT 3.1.1 with paho-mqtt (token as password) and
+/// publishes a command that alice's device, logged in with her own token,
+/// receives.
+const AUTHLIB_CLIENT_CREDENTIALS: &str = r#"
+import sys, json, time
+import requests
+import paho.mqtt.client as mqtt
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.integrations.base_client.errors import OAuthError
+base, port, alice_token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+out = {}
+s = OAuth2Session("backend", "backend-secret", scope="mqtt mqtt:publish:devices/#")
+tok = s.fetch_token(base + "/oauth/token", grant_type="client_credentials")
+out["token"] = {k: tok.get(k) for k in ("access_token", "refresh_token", "expires_in", "scope", "token_type")}
+r = requests.post(base + "/oauth/token", data={"grant_type": "client_credentials"}, auth=("backend", "wrong"))
+out["wrong_secret"] = [r.status_code, r.json().get("error"), r.headers.get("WWW-Authenticate", "")[:5]]
+r = requests.post(base + "/oauth/token", data={"grant_type": "client_credentials", "client_id": "mobile"})
+out["public_client"] = [r.status_code, r.json().get("error")]
+r = requests.post(base + "/oauth/token", data={"grant_type": "client_credentials", "scope": "admin"}, auth=("backend", "backend-secret"))
+out["bad_scope"] = [r.status_code, r.json().get("error")]
+got, acks = [], {}
+def client(cid, user, password):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv311)
+    c.username_pw_set(user, password)
+    def on_connect(c, u, f, rc, props): acks[cid] = rc.value
+    c.on_connect = on_connect
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    deadline = time.time() + 10
+    while cid not in acks and time.time() < deadline: time.sleep(0.02)
+    return c
+device = client("device-42", "alice", alice_token)
+device.on_message = lambda c, u, m: got.append([m.topic, m.payload.decode(), m.qos])
+subscribed = []
+device.on_subscribe = lambda c, u, mid, codes, props: subscribed.append([x.value for x in codes])
+device.subscribe("devices/42/#", qos=1)
+deadline = time.time() + 10
+while not subscribed and time.time() < deadline: time.sleep(0.02)
+service = client("backend-1", "backend", tok["access_token"])
+out["connack"] = acks.get("backend-1")
+if out["connack"] == 0:
+    service.publish("devices/42/cmd", "reboot", qos=1).wait_for_publish(5)
+    while not got and time.time() < deadline: time.sleep(0.02)
+out["got"] = got
+for c in (device, service):
+    c.disconnect(); c.loop_stop()
+print(json.dumps(out))
+"#;
+
 fn run(script: &str, args: &[&str]) -> serde_json::Value {
     let (ok, out, err) = run_script(script, args, Duration::from_secs(60));
     assert!(ok, "authlib script failed: {err}\n{out}");
@@ -569,7 +620,8 @@ fn legacy_grants_can_be_turned_off() {
         serde_json::json!([
             "authorization_code",
             "refresh_token",
-            "urn:ietf:params:oauth:grant-type:device_code"
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "client_credentials"
         ])
     );
     assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
@@ -584,6 +636,68 @@ fn legacy_grants_can_be_turned_off() {
         let r = client().post(url).form(&[("x", "y")]).send().unwrap();
         assert_ne!(r.status().as_u16(), 404, "{ep}");
     }
+}
+
+/// Client credentials: the token's principal is the client itself
+/// (`backend@localhost`); it logs in over MQTT and publishes what its
+/// scopes allow; it has no XMPP account; no account may take its name.
+#[test]
+fn client_credentials_for_a_service() {
+    let p = setup();
+    let alice = p.token("alice@localhost", 600, "sasl_auth");
+    let r = run(
+        AUTHLIB_CLIENT_CREDENTIALS,
+        &[&p.http(), &p.mqtt().port().to_string(), &alice],
+    );
+    let t = &r["token"];
+    assert_eq!(t["token_type"], "bearer", "{r}");
+    assert_eq!(t["scope"], "mqtt mqtt:publish:devices/#");
+    assert!(
+        t["refresh_token"].is_null(),
+        "RFC 6749 §4.4.3: no refresh token"
+    );
+    assert_eq!(r["wrong_secret"][0], 401);
+    assert_eq!(r["wrong_secret"][1], "invalid_client");
+    assert_eq!(
+        r["public_client"],
+        serde_json::json!([400, "unauthorized_client"])
+    );
+    assert_eq!(r["bad_scope"], serde_json::json!([400, "invalid_scope"]));
+    assert_eq!(r["connack"], 0, "{r}");
+    assert_eq!(
+        r["got"],
+        serde_json::json!([["devices/42/cmd", "reboot", 1]])
+    );
+    let token = t["access_token"].as_str().unwrap();
+    // MQTT 5 enhanced authentication too.
+    let mut c = RawClient::connect(p.mqtt(), Version::V5);
+    c.send(&connect_packet(
+        "svc",
+        Some("X-OAUTH2"),
+        Some(token.as_bytes()),
+    ));
+    assert!(matches!(c.recv(), Some(Packet::ConnAck(a)) if a.reason_code == 0));
+    // No XMPP: the principal is no account.
+    let mut x = Raw::connect(p.addrs["c2s"][0]);
+    let reply = x.try_auth("X-OAUTH2", format!("\0backend\0{token}").as_bytes());
+    assert!(reply.contains("<not-authorized/>"), "{reply}");
+    // Its name is taken.
+    let out = p.ctl(&["register", "backend", "localhost", "pw"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("principal of the OAuth client backend"),
+        "{out:?}"
+    );
+    let listed = p.ctl_ok(&["oauth_list_tokens"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(" backend@localhost mqtt;mqtt:publish:devices/# ")),
+        "{listed}"
+    );
+    // Removing the client ends its token.
+    p.ctl_ok(&["oauth_remove_client", "backend"]);
+    assert_eq!(mqtt_login(&p, token), 0x87);
 }
 
 /// A refresh may narrow the access token's rights, never widen them (a

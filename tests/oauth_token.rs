@@ -359,6 +359,7 @@ fn metadata_describes_what_is_served() {
             "authorization_code",
             "refresh_token",
             "urn:ietf:params:oauth:grant-type:device_code",
+            "client_credentials",
             "password",
             "implicit"
         ])

@@ -2,9 +2,15 @@
 
 use super::scram::{ScramHash, ScramKeys};
 use super::users::{from_stored, to_stored};
-use super::{random_bytes, AuthCore, AuthError, SCRAM_ITERATIONS};
+use super::{random_bytes, AuthCore, AuthError, BareJid, SCRAM_ITERATIONS};
 use crate::store::records::{self, ClientGrant, ClientRecord};
 use crate::store::Tree;
+
+/// Whether clients of this kind may use the client credentials grant
+/// (those with a secret to authenticate by: RFC 6749 §4.4).
+pub fn has_principal(kind: ClientGrant) -> bool {
+    matches!(kind, ClientGrant::Password | ClientGrant::Confidential)
+}
 
 fn valid_client_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 255 && id.chars().all(|c| c.is_ascii_graphic())
@@ -111,7 +117,8 @@ impl AuthCore {
         Ok(())
     }
 
-    /// `oauth_remove_client CLIENT_ID`.
+    /// `oauth_remove_client CLIENT_ID`: the client and every token issued
+    /// to it (live sessions holding one end).
     pub fn remove_client(&self, id: &str) -> Result<(), AuthError> {
         if self
             .store
@@ -120,8 +127,46 @@ impl AuthCore {
         {
             return Err(AuthError::NoSuchClient(id.to_string()));
         }
+        self.revoke_client_tokens(id);
         self.store.barrier_blocking()?;
         Ok(())
+    }
+
+    /// The principal of client `id`'s own tokens (the client credentials
+    /// grant, RFC 6749 §4.4): the client itself, named as a JID so that
+    /// MQTT places it in a domain — the client id when it is a JID of a
+    /// hosted domain (`backend@example.org`), else `<client id>@<first
+    /// host>`. It is no account: it has no password, roster or XMPP login.
+    pub fn service_principal(&self, id: &str) -> Result<BareJid, AuthError> {
+        let jid = if id.contains('@') {
+            BareJid::parse(id)
+        } else {
+            BareJid::new(id, &self.hosts()[0])
+        }
+        .map_err(|_| AuthError::NoServiceName(id.to_string()))?;
+        self.check_host(&jid)
+            .map_err(|_| AuthError::NoServiceName(id.to_string()))?;
+        Ok(jid)
+    }
+
+    /// The client, able to use client credentials, whose principal is
+    /// `jid` (an account may not take that name).
+    pub(super) fn client_named(&self, jid: &BareJid) -> Result<Option<String>, AuthError> {
+        let full = jid.to_string();
+        let mut ids = vec![full];
+        if jid.domain() == self.hosts()[0] {
+            ids.push(jid.local().to_string());
+        }
+        for id in ids {
+            if let Some(rec) = self.client(&id)? {
+                if has_principal(rec.grant)
+                    && self.service_principal(&id).ok().as_ref() == Some(jid)
+                {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        Ok(None)
     }
 
     pub fn client(&self, id: &str) -> Result<Option<ClientRecord>, AuthError> {
@@ -246,5 +291,90 @@ mod tests {
             a.add_password_client("has space", "n", "s"),
             Err(AuthError::BadClientId)
         ));
+    }
+
+    /// A client's own principal: named by the client id, never an
+    /// account's name, logging in over MQTT only; removing the client
+    /// ends its tokens.
+    #[test]
+    fn client_credentials_principals() {
+        use crate::auth::{Credential, LoginRequest, LoginStep, Protocol, Scopes, TokenSpec};
+        use crate::store::records::TokenGrant;
+        let config = Config {
+            hosts: vec!["example.org".into(), "other.org".into()],
+            ..Config::default()
+        };
+        let (a, _d) = core(&config);
+        a.add_confidential_client("backend", "Backend", "s3", "https://b.example/cb")
+            .unwrap();
+        a.add_password_client("bot@other.org", "Bot", "s4").unwrap();
+        a.add_public_client("app", "App", "https://a.example/cb")
+            .unwrap();
+        let backend = a.service_principal("backend").unwrap();
+        assert_eq!(backend.to_string(), "backend@example.org");
+        assert_eq!(
+            a.service_principal("bot@other.org").unwrap().to_string(),
+            "bot@other.org"
+        );
+        assert!(matches!(
+            a.service_principal("x@elsewhere.net"),
+            Err(AuthError::NoServiceName(_))
+        ));
+        assert!(matches!(
+            a.service_principal("a:b"),
+            Err(AuthError::NoServiceName(_))
+        ));
+        // No account may take a principal's name; a public client has none.
+        for name in ["backend@example.org", "bot@other.org"] {
+            assert!(matches!(
+                a.register(&BareJid::parse(name).unwrap(), "pw"),
+                Err(AuthError::NameHeldByClient { .. })
+            ));
+        }
+        a.register(&BareJid::parse("backend@other.org").unwrap(), "pw")
+            .unwrap();
+        a.register(&BareJid::parse("app@example.org").unwrap(), "pw")
+            .unwrap();
+        let issue = |owner: &BareJid, scopes: &str, client: &str| {
+            a.issue(TokenSpec::access(
+                owner,
+                Scopes::parse(scopes).unwrap(),
+                None,
+                Some(client),
+                TokenGrant::ClientCredentials,
+            ))
+        };
+        // An account of the principal's name (made before the client was).
+        a.add_password_client("app@example.org", "Taken", "s5")
+            .unwrap();
+        assert!(matches!(
+            issue(
+                &BareJid::parse("app@example.org").unwrap(),
+                "sasl_auth",
+                "app@example.org"
+            ),
+            Err(AuthError::ServiceNameTaken(_))
+        ));
+        let t = issue(&backend, "sasl_auth", "backend").unwrap();
+        let login = |protocol| match a.login(LoginRequest {
+            claimed: None,
+            credential: Credential::Token(t.token.clone()),
+            peer: None,
+            protocol,
+        }) {
+            LoginStep::Done(r) => r,
+            LoginStep::CheckPassword(_) => panic!("a token is no password"),
+        };
+        assert_eq!(login(Protocol::Mqtt).unwrap().account, backend);
+        assert_eq!(
+            login(Protocol::Xmpp).unwrap_err(),
+            crate::auth::LoginError::Token(crate::auth::TokenError::ServicePrincipal)
+        );
+        a.remove_client("backend").unwrap();
+        assert_eq!(
+            login(Protocol::Mqtt).unwrap_err(),
+            crate::auth::LoginError::Token(crate::auth::TokenError::Revoked),
+            "a removed client's tokens end"
+        );
     }
 }

@@ -210,6 +210,7 @@ impl AuthCore {
 mod tests {
     use super::super::test_support::core;
     use super::*;
+    use crate::auth::Protocol;
     use crate::config::Config;
 
     /// RFC 7636 appendix B's example.
@@ -259,14 +260,19 @@ mod tests {
         let t = a
             .exchange_code(exchange(&code, Some(VERIFIER)), true)
             .unwrap();
-        assert!(a.check_login_token(&t.token, Some(&alice)).is_ok());
+        assert!(a
+            .check_login_token(&t.token, Some(&alice), Protocol::Mqtt)
+            .is_ok());
         assert!(t.refresh.is_some());
         assert_eq!(
             a.exchange_code(exchange(&code, Some(VERIFIER)), true)
                 .unwrap_err(),
             CodeError::Replayed
         );
-        assert!(a.check_login_token(&t.token, None).is_err(), "revoked");
+        assert!(
+            a.check_login_token(&t.token, None, Protocol::Mqtt).is_err(),
+            "revoked"
+        );
         assert_eq!(
             a.exchange_code(exchange(&code, Some(VERIFIER)), true)
                 .unwrap_err(),

@@ -362,6 +362,7 @@ impl AuthCore {
 mod tests {
     use super::super::test_support::core;
     use super::*;
+    use crate::auth::Protocol;
     use crate::config::Config;
 
     fn setup() -> (AuthCore, tempfile::TempDir, BareJid) {
@@ -436,7 +437,9 @@ mod tests {
         let t = a
             .poll_device(&s.device_code, "tv", t0 + 60_000, true)
             .unwrap();
-        assert!(a.check_login_token(&t.token, Some(&alice)).is_ok());
+        assert!(a
+            .check_login_token(&t.token, Some(&alice), Protocol::Mqtt)
+            .is_ok());
         assert!(t.refresh.is_some());
         assert_eq!(
             a.poll_device(&s.device_code, "tv", t0 + 120_000, true)

@@ -22,6 +22,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::scopes::Protocol;
 use super::tokens::{Grant, TokenError};
 use super::{AuthCore, AuthError, BareJid};
 
@@ -40,6 +41,8 @@ pub struct LoginRequest {
     pub credential: Credential,
     /// Where the client connects from (the throttle's other key).
     pub peer: Option<IpAddr>,
+    /// What the client logs into (a token must be scoped for it).
+    pub protocol: Protocol,
 }
 
 /// Equal when they ask the same of the same account (never comparing the
@@ -48,6 +51,7 @@ impl PartialEq for LoginRequest {
     fn eq(&self, other: &Self) -> bool {
         self.claimed == other.claimed
             && self.peer == other.peer
+            && self.protocol == other.protocol
             && matches!(
                 (&self.credential, &other.credential),
                 (Credential::Token(_), Credential::Token(_))
@@ -65,7 +69,11 @@ impl fmt::Debug for LoginRequest {
             Credential::Token(_) => "token",
             Credential::Password(_) => "password",
         };
-        write!(f, "LoginRequest({kind}, claimed={:?})", self.claimed)
+        write!(
+            f,
+            "LoginRequest({kind}, claimed={:?}, {:?})",
+            self.claimed, self.protocol
+        )
     }
 }
 
@@ -149,6 +157,7 @@ impl AuthCore {
             claimed,
             credential,
             peer,
+            protocol,
         } = req;
         // Tokens cannot be guessed: a token is checked under the address's
         // brake only, so failures at an account (anyone's bad guesses) never
@@ -158,26 +167,28 @@ impl AuthCore {
             Err(wait) => return LoginStep::Done(Err(LoginError::Throttled(wait))),
         };
         let decided = match credential {
-            Credential::Token(token) => self.token_login(&token, claimed.as_ref()),
-            Credential::Password(secret) => match self.token_login(&secret, claimed.as_ref()) {
-                Err(LoginError::Token(TokenError::Unknown)) => match claimed {
-                    Some(account) => {
-                        // A password: under the account's brake as well.
-                        drop(ticket);
-                        let name = account.to_string();
-                        return match self.begin_check(peer, Some(&name)) {
-                            Ok(ticket) => LoginStep::CheckPassword(PasswordCheck {
-                                account,
-                                password: secret,
-                                ticket,
-                            }),
-                            Err(wait) => LoginStep::Done(Err(LoginError::Throttled(wait))),
-                        };
-                    }
-                    None => Err(LoginError::NoUser),
-                },
-                decided => decided,
-            },
+            Credential::Token(token) => self.token_login(&token, claimed.as_ref(), protocol),
+            Credential::Password(secret) => {
+                match self.token_login(&secret, claimed.as_ref(), protocol) {
+                    Err(LoginError::Token(TokenError::Unknown)) => match claimed {
+                        Some(account) => {
+                            // A password: under the account's brake as well.
+                            drop(ticket);
+                            let name = account.to_string();
+                            return match self.begin_check(peer, Some(&name)) {
+                                Ok(ticket) => LoginStep::CheckPassword(PasswordCheck {
+                                    account,
+                                    password: secret,
+                                    ticket,
+                                }),
+                                Err(wait) => LoginStep::Done(Err(LoginError::Throttled(wait))),
+                            };
+                        }
+                        None => Err(LoginError::NoUser),
+                    },
+                    decided => decided,
+                }
+            }
         };
         settle(ticket, &decided);
         LoginStep::Done(decided)
@@ -185,9 +196,14 @@ impl AuthCore {
 
     /// Rule 1 alone, for a live session that presents a fresh token (MQTT
     /// re-authentication): the token's grant.
-    pub fn token_login(&self, token: &str, claimed: Option<&BareJid>) -> Result<Login, LoginError> {
+    pub fn token_login(
+        &self,
+        token: &str,
+        claimed: Option<&BareJid>,
+        protocol: Protocol,
+    ) -> Result<Login, LoginError> {
         let grant = self
-            .check_login_token(token.trim(), claimed)
+            .check_login_token(token.trim(), claimed, protocol)
             .map_err(LoginError::Token)?;
         Ok(Login {
             account: grant.owner().clone(),
@@ -251,6 +267,7 @@ mod tests {
             claimed: claimed.map(jid),
             credential,
             peer: None,
+            protocol: Protocol::Mqtt,
         }) {
             LoginStep::Done(r) => r,
             LoginStep::CheckPassword(c) => a.check_login_password(c),
@@ -339,6 +356,7 @@ mod tests {
             claimed: Some(jid("a@localhost")),
             credential: Credential::Password("hunter2".into()),
             peer: None,
+            protocol: Protocol::Xmpp,
         };
         assert!(!format!("{r:?}").contains("hunter2"));
         let (a, _d) = core(&Config::default());
@@ -363,6 +381,7 @@ mod tests {
                 claimed: Some(jid("alice@localhost")),
                 credential: Credential::Password("guess".into()),
                 peer: Some(peer.parse().unwrap()),
+                protocol: Protocol::Xmpp,
             })
         };
         // Six checks begun at once from six addresses: the sixth is

@@ -36,7 +36,7 @@ use crate::store::{Store, StoreError, Tree};
 pub use jid::BareJid;
 pub use login::{Credential, Login, LoginError, LoginRequest, LoginStep, PasswordCheck};
 pub use refresh::RefreshError;
-pub use scopes::{may, Action, Scopes};
+pub use scopes::{may, Action, Protocol, Scopes};
 pub use tokens::{
     Grant, Introspection, IssuedRefresh, IssuedToken, TokenEnd, TokenError, TokenInfo, TokenSpec,
 };
@@ -77,6 +77,15 @@ pub enum AuthError {
     Throttled(std::time::Duration),
     #[error("the authorization was revoked")]
     FamilyRevoked,
+    /// The client id cannot name a principal (client credentials).
+    #[error("client id {0} names no principal: it must be a valid JID localpart, or a JID of a hosted domain")]
+    NoServiceName(String),
+    /// An account holds the name of a client's principal.
+    #[error("{0} is an account's name, so the client of that name gets no tokens of its own")]
+    ServiceNameTaken(String),
+    /// A client that may use client credentials holds an account's name.
+    #[error("{jid} is the principal of the OAuth client {client}")]
+    NameHeldByClient { jid: String, client: String },
 }
 
 /// Seconds since the Unix epoch.

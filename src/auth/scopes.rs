@@ -3,6 +3,8 @@
 //! Known scopes:
 //! - `sasl_auth`: the token may log in over XMPP and MQTT. Alone, it may do all
 //!   that its owner may do in the owner's own domain.
+//! - `mqtt`, `xmpp`: the token may log in over that protocol only (and do
+//!   there all that `sasl_auth` would); `mqtt xmpp` is `sasl_auth`.
 //! - `mqtt:publish:FILTER`: publishing is limited to topics matching FILTER
 //!   (an MQTT topic filter; several such scopes widen each other).
 //! - `mqtt:subscribe:FILTER`: subscribing is limited to filters inside FILTER.
@@ -19,9 +21,29 @@ const PUBLISH_PREFIX: &str = "mqtt:publish:";
 const SUBSCRIBE_PREFIX: &str = "mqtt:subscribe:";
 const ROSTER_READ: &str = "xmpp:roster:read";
 
+/// A protocol a session speaks and a token logs into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Xmpp = 0,
+    Mqtt = 1,
+}
+
+impl Protocol {
+    /// Its name, which is also the scope that lets a token log in over
+    /// this protocol alone.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Xmpp => "xmpp",
+            Protocol::Mqtt => "mqtt",
+        }
+    }
+}
+
 /// What the README lists, for error messages and RFC 8414 metadata.
 pub const SUPPORTED: &[&str] = &[
     SASL_AUTH,
+    "mqtt",
+    "xmpp",
     "mqtt:publish:FILTER",
     "mqtt:subscribe:FILTER",
     ROSTER_READ,
@@ -67,6 +89,12 @@ impl Scopes {
         self.0.iter().any(|s| s == scope)
     }
 
+    /// Whether a token with these scopes may log in over `protocol`:
+    /// `sasl_auth` (both) or the protocol's own scope.
+    pub fn logs_into(&self, protocol: Protocol) -> bool {
+        self.has(SASL_AUTH) || self.has(protocol.name())
+    }
+
     pub fn as_slice(&self) -> &[String] {
         &self.0
     }
@@ -80,7 +108,10 @@ impl Scopes {
     /// Rights, not strings, are compared: the MQTT topic scopes and
     /// `xmpp:roster:read` are limits, so dropping one would widen.
     pub fn within(&self, granted: &Scopes) -> bool {
-        if self.has(SASL_AUTH) && !granted.has(SASL_AUTH) {
+        if [Protocol::Mqtt, Protocol::Xmpp]
+            .into_iter()
+            .any(|p| self.logs_into(p) && !granted.logs_into(p))
+        {
             return false;
         }
         if granted.has(ROSTER_READ) && !self.has(ROSTER_READ) {
@@ -108,7 +139,7 @@ impl fmt::Display for Scopes {
 }
 
 fn known(s: &str) -> bool {
-    if s == SASL_AUTH || s == ROSTER_READ {
+    if [SASL_AUTH, ROSTER_READ, "mqtt", "xmpp"].contains(&s) {
         return true;
     }
     if let Some(filter) = s
@@ -137,7 +168,11 @@ pub enum Action<'a> {
 /// password login, which may do everything its account may.
 pub fn may(scopes: Option<&Scopes>, action: Action<'_>) -> bool {
     let Some(scopes) = scopes else { return true };
-    if !scopes.has(SASL_AUTH) {
+    let protocol = match action {
+        Action::Publish(_) | Action::Subscribe(_) => Protocol::Mqtt,
+        Action::RosterRead | Action::RosterWrite | Action::Send => Protocol::Xmpp,
+    };
+    if !scopes.logs_into(protocol) {
         return false;
     }
     let family = |prefix: &str| {
@@ -219,6 +254,30 @@ mod tests {
             "login not granted"
         );
         assert!(s("sasl_auth mqtt:subscribe:x/#").within(&s("sasl_auth")));
+        assert!(s("mqtt").within(&s("sasl_auth")), "one protocol of two");
+        assert!(s("mqtt xmpp").within(&s("sasl_auth")));
+        assert!(s("sasl_auth").within(&s("mqtt xmpp")), "the same rights");
+        assert!(!s("xmpp").within(&s("mqtt")), "another protocol: wider");
+        assert!(!s("sasl_auth").within(&s("mqtt")));
+    }
+
+    /// `mqtt` and `xmpp` each open one protocol, with its full rights there.
+    #[test]
+    fn protocol_scopes_open_one_protocol() {
+        let m = Scopes::parse("mqtt mqtt:publish:devices/42/#").unwrap();
+        assert!(m.logs_into(Protocol::Mqtt));
+        assert!(!m.logs_into(Protocol::Xmpp));
+        assert!(may(Some(&m), Action::Publish("devices/42/t")));
+        assert!(!may(Some(&m), Action::Publish("devices/43/t")));
+        assert!(may(Some(&m), Action::Subscribe("a/#")));
+        assert!(!may(Some(&m), Action::Send));
+        assert!(!may(Some(&m), Action::RosterRead));
+        let x = Scopes::parse("xmpp").unwrap();
+        assert!(x.logs_into(Protocol::Xmpp) && !x.logs_into(Protocol::Mqtt));
+        assert!(may(Some(&x), Action::Send) && may(Some(&x), Action::RosterWrite));
+        assert!(!may(Some(&x), Action::Publish("a")));
+        let both = Scopes::parse("sasl_auth").unwrap();
+        assert!(both.logs_into(Protocol::Mqtt) && both.logs_into(Protocol::Xmpp));
     }
 
     #[test]

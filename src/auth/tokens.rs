@@ -21,7 +21,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::scopes::{Scopes, SASL_AUTH};
+use super::scopes::{Protocol, Scopes, SASL_AUTH};
 use super::{now, random_bytes, AuthCore, AuthError, BareJid};
 use crate::store::records::{self, TokenGrant, TokenKind, TokenRecord};
 use crate::store::{StoreError, Tree};
@@ -48,6 +48,10 @@ pub enum TokenError {
     WrongOwner,
     #[error("token lacks scope {0}")]
     MissingScope(String),
+    /// A client-credentials token, whose principal is a client, not an
+    /// account, presented for an XMPP login.
+    #[error("a client's own token (client credentials) has no XMPP account")]
+    ServicePrincipal,
 }
 
 /// One token in memory: its record and whether it has ended.
@@ -315,8 +319,14 @@ impl AuthCore {
         if spec.ttl == Some(0) {
             return Err(AuthError::BadTtl);
         }
-        // Tokens only for accounts that exist.
-        if !self.user_exists(owner)? {
+        // Tokens only for accounts that exist; a client's own tokens only
+        // for a name no account holds.
+        let account = self.user_exists(owner)?;
+        if spec.grant == TokenGrant::ClientCredentials {
+            if account {
+                return Err(AuthError::ServiceNameTaken(owner.to_string()));
+            }
+        } else if !account {
             return Err(AuthError::NoSuchUser(owner.to_string()));
         }
         // With a refresh token the default is short (it renews); a
@@ -426,6 +436,40 @@ impl AuthCore {
         claimed: Option<&BareJid>,
         scope: &str,
     ) -> Result<Grant, TokenError> {
+        let live = self.live_token(token, claimed)?;
+        if !live.scopes.has(scope) {
+            return Err(TokenError::MissingScope(scope.to_string()));
+        }
+        Ok(Grant { live })
+    }
+
+    /// A login check over `protocol`: the token must carry `sasl_auth` or
+    /// the protocol's own scope; a client's own token (client credentials)
+    /// has no XMPP account and logs in over MQTT only.
+    pub fn check_login_token(
+        &self,
+        token: &str,
+        claimed: Option<&BareJid>,
+        protocol: Protocol,
+    ) -> Result<Grant, TokenError> {
+        let live = self.live_token(token, claimed)?;
+        if !live.scopes.logs_into(protocol) {
+            let wanted = format!("{SASL_AUTH} or {}", protocol.name());
+            return Err(TokenError::MissingScope(wanted));
+        }
+        if protocol == Protocol::Xmpp && live.record.grant == TokenGrant::ClientCredentials {
+            return Err(TokenError::ServicePrincipal);
+        }
+        Ok(Grant { live })
+    }
+
+    /// A live access token: known, neither revoked nor expired, and
+    /// `claimed`'s if a claim was made.
+    fn live_token(
+        &self,
+        token: &str,
+        claimed: Option<&BareJid>,
+    ) -> Result<Arc<LiveToken>, TokenError> {
         let hash = hash_token(token);
         let live = self
             .tokens
@@ -449,19 +493,7 @@ impl AuthCore {
                 return Err(TokenError::WrongOwner);
             }
         }
-        if !live.scopes.has(scope) {
-            return Err(TokenError::MissingScope(scope.to_string()));
-        }
-        Ok(Grant { live })
-    }
-
-    /// A login check: the token must carry `sasl_auth`.
-    pub fn check_login_token(
-        &self,
-        token: &str,
-        claimed: Option<&BareJid>,
-    ) -> Result<Grant, TokenError> {
-        self.check_token(token, claimed, SASL_AUTH)
+        Ok(live)
     }
 
     /// Tokens that are neither expired nor revoked, oldest expiry first.
@@ -598,6 +630,20 @@ impl AuthCore {
             self.revoke_live(&live);
         }
         Ok(())
+    }
+
+    /// Revokes every token issued to client `id` (the client was removed:
+    /// what it was given stops working, its own tokens first of all).
+    pub(super) fn revoke_client_tokens(&self, id: &str) {
+        let theirs: Vec<Arc<LiveToken>> = self
+            .tokens
+            .iter()
+            .filter(|e| e.record.client_id.as_deref() == Some(id))
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        for live in theirs {
+            self.revoke_live(&live);
+        }
     }
 
     fn track_expiry(&self, expires_at: u64, hash: [u8; 32]) {

@@ -27,7 +27,7 @@ fn a_huge_lifetime_saturates() {
         .issue_token(&alice(), Scopes::sasl_auth(), None, None)
         .unwrap();
     assert_eq!(t.expires_at, u64::MAX);
-    assert!(a.check_login_token(&t.token, None).is_ok());
+    assert!(a.check_login_token(&t.token, None, Protocol::Mqtt).is_ok());
 }
 
 /// Printing an issued token (a log line, a panic) shows no token text.
@@ -50,17 +50,21 @@ fn issued_tokens_check_and_store_only_hashes() {
         .unwrap();
     assert!(t.token.len() >= 43);
     assert_eq!(t.expires_in, 60);
-    let g = a.check_login_token(&t.token, Some(&alice())).unwrap();
+    let g = a
+        .check_login_token(&t.token, Some(&alice()), Protocol::Mqtt)
+        .unwrap();
     assert_eq!(g.owner(), &alice());
     assert_eq!(g.token_id(), t.id);
-    assert!(a.check_login_token(&t.token, None).is_ok());
+    assert!(a.check_login_token(&t.token, None, Protocol::Mqtt).is_ok());
     let bob = BareJid::parse("bob@localhost").unwrap();
     assert_eq!(
-        a.check_login_token(&t.token, Some(&bob)).unwrap_err(),
+        a.check_login_token(&t.token, Some(&bob), Protocol::Mqtt)
+            .unwrap_err(),
         TokenError::WrongOwner
     );
     assert_eq!(
-        a.check_login_token("nope", None).unwrap_err(),
+        a.check_login_token("nope", None, Protocol::Mqtt)
+            .unwrap_err(),
         TokenError::Unknown
     );
     assert_eq!(
@@ -126,7 +130,9 @@ fn revocation_by_text_or_id_ends_grants() {
     let t2 = a
         .issue_token(&alice(), Scopes::sasl_auth(), None, None)
         .unwrap();
-    let g1 = a.check_login_token(&t1.token, None).unwrap();
+    let g1 = a
+        .check_login_token(&t1.token, None, Protocol::Mqtt)
+        .unwrap();
     assert_eq!(a.list_tokens().len(), 2);
     assert!(a.revoke_token(&t1.token).unwrap());
     assert_eq!(g1.end(), Some(TokenEnd::Revoked));
@@ -135,7 +141,8 @@ fn revocation_by_text_or_id_ends_grants() {
         vec![(g1.key(), TokenEnd::Revoked)]
     );
     assert_eq!(
-        a.check_login_token(&t1.token, None).unwrap_err(),
+        a.check_login_token(&t1.token, None, Protocol::Mqtt)
+            .unwrap_err(),
         TokenError::Revoked
     );
     assert!(!a.revoke_token(&t1.token).unwrap(), "already revoked");
@@ -154,7 +161,7 @@ fn sweeper_expires_and_tells_sessions() {
     let keep = a
         .issue_token(&alice(), Scopes::sasl_auth(), Some(500), None)
         .unwrap();
-    let g = a.check_login_token(&t.token, None).unwrap();
+    let g = a.check_login_token(&t.token, None, Protocol::Mqtt).unwrap();
     assert_eq!(a.sweep_expired(t.expires_at - 1), 0);
     assert_eq!(g.end(), None);
     assert!(heard.0.lock().unwrap().is_empty());
@@ -162,10 +169,13 @@ fn sweeper_expires_and_tells_sessions() {
     assert_eq!(g.end(), Some(TokenEnd::Expired));
     assert_eq!(*heard.0.lock().unwrap(), vec![(g.key(), TokenEnd::Expired)]);
     assert_eq!(
-        a.check_login_token(&t.token, None).unwrap_err(),
+        a.check_login_token(&t.token, None, Protocol::Mqtt)
+            .unwrap_err(),
         TokenError::Unknown
     );
-    assert!(a.check_login_token(&keep.token, None).is_ok());
+    assert!(a
+        .check_login_token(&keep.token, None, Protocol::Mqtt)
+        .is_ok());
     assert_eq!(a.store.len_blocking(Tree::Tokens).unwrap(), 1);
     assert_eq!(a.store.len_blocking(Tree::TokenExpiry).unwrap(), 1);
 }
@@ -185,7 +195,7 @@ fn tokens_survive_a_reopen() {
     }
     let store = Store::open(&StoreKind::Sled, dir.path()).unwrap();
     let a = AuthCore::new(store, &Config::default()).unwrap();
-    assert!(a.check_login_token(&token, None).is_ok());
+    assert!(a.check_login_token(&token, None, Protocol::Mqtt).is_ok());
 }
 
 #[test]
@@ -197,7 +207,8 @@ fn unregister_revokes_the_accounts_tokens() {
         .unwrap();
     a.unregister(&alice()).unwrap();
     assert_eq!(
-        a.check_login_token(&t.token, None).unwrap_err(),
+        a.check_login_token(&t.token, None, Protocol::Mqtt)
+            .unwrap_err(),
         TokenError::Revoked
     );
 }

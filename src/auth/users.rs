@@ -55,6 +55,9 @@ impl AuthCore {
         {
             return Err(AuthError::UserExists(key));
         }
+        if let Some(client) = self.client_named(jid)? {
+            return Err(AuthError::NameHeldByClient { jid: key, client });
+        }
         let (scram_sha1, scram_sha256) = self.hash(|| derive_pair(password));
         let rec = UserRecord {
             scram_sha1,

@@ -15,7 +15,7 @@
 use bytes::Bytes;
 
 use super::codec::{reason, Auth, ConnAck, Connect, Packet, Properties, Version};
-use crate::auth::{AuthCore, BareJid, Credential, LoginError, LoginRequest};
+use crate::auth::{AuthCore, BareJid, Credential, LoginError, LoginRequest, Protocol};
 
 pub const X_OAUTH2: &str = "X-OAUTH2";
 
@@ -82,6 +82,7 @@ pub fn check_token(auth: &AuthCore, c: &Connect, default_host: &str, token: &[u8
         claimed,
         credential: Credential::Token(token.to_string()),
         peer: None,
+        protocol: Protocol::Mqtt,
     })
 }
 
@@ -119,6 +120,7 @@ pub fn examine(
         claimed,
         credential: Credential::Password(text.to_string()),
         peer: None,
+        protocol: Protocol::Mqtt,
     })
 }
 

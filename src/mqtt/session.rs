@@ -545,16 +545,20 @@ impl Connection {
     }
 
     /// A new grant may allow less: subscriptions it would refuse now go
-    /// (after a resume or a re-authentication with a narrower token).
+    /// (after a resume or a re-authentication with a narrower token), and
+    /// so do the messages queued or in flight on topics it may not read
+    /// (they are dropped, with a log line, not delivered).
     fn drop_unauthorized_subscriptions(&mut self) {
         let Phase::Live(l) = &self.phase else { return };
         let (slot, domain) = (l.slot.clone(), l.domain.clone());
-        let scopes = l.grant.as_ref().map(|g| g.scopes().clone());
+        let Some(scopes) = l.grant.as_ref().map(|g| g.scopes().clone()) else {
+            return;
+        };
         let filters: Vec<String> = slot.lock().subscriptions.keys().cloned().collect();
         let mut dropped = false;
         for f in filters {
             let inner = topics::split_shared(&f).map_or(f.as_str(), |(_, inner)| inner);
-            if !auth::may(scopes.as_ref(), Action::Subscribe(inner)) {
+            if !auth::may(Some(&scopes), Action::Subscribe(inner)) {
                 self.broker.unsubscribe(&domain, &slot, &f);
                 dropped = true;
             }
@@ -562,6 +566,39 @@ impl Connection {
         if dropped {
             self.persist_session(&slot, true);
         }
+        let readable = |m: &Routed| auth::may(Some(&scopes), Action::Subscribe(&m.publish.topic));
+        let (gone, unsent) = {
+            let mut st = slot.lock();
+            let gone = st.take_unwanted(|q| readable(&q.msg));
+            let unsent: Vec<u16> = st
+                .inflight
+                .iter()
+                .filter(|(_, f)| f.stage == Stage::Published && !readable(&f.item.msg))
+                .map(|(pid, _)| *pid)
+                .collect();
+            let unsent: Vec<InFlight> = unsent
+                .iter()
+                .filter_map(|pid| st.inflight.remove(pid))
+                .collect();
+            (gone, unsent)
+        };
+        if gone.is_empty() && unsent.is_empty() {
+            return;
+        }
+        tracing::info!(
+            queued = gone.len(),
+            in_flight = unsent.len(),
+            "MQTT messages dropped: the session's new token may not read their topics"
+        );
+        for q in gone {
+            if let Some(seq) = q.seq {
+                self.broker.unstore_queued(&slot, seq);
+            }
+        }
+        for f in unsent {
+            self.done_with(&slot, Some(f));
+        }
+        self.needs_flush = true;
     }
 
     /// After a resume: re-send unacknowledged PUBLISHes (DUP) and PUBRELs.

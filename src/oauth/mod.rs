@@ -384,15 +384,16 @@ pub fn required<'a>(form: &'a HashMap<String, String>, key: &str) -> Result<&'a 
 pub fn client_may(kind: ClientGrant, grant_type: &str) -> bool {
     matches!(
         (kind, grant_type),
-        (ClientGrant::Password, "password" | "refresh_token")
-            | (
-                ClientGrant::Public,
-                "authorization_code" | "refresh_token" | DEVICE_GRANT
-            )
-            | (
-                ClientGrant::Confidential,
-                "authorization_code" | "refresh_token"
-            )
+        (
+            ClientGrant::Password,
+            "password" | "refresh_token" | "client_credentials"
+        ) | (
+            ClientGrant::Public,
+            "authorization_code" | "refresh_token" | DEVICE_GRANT
+        ) | (
+            ClientGrant::Confidential,
+            "authorization_code" | "refresh_token" | "client_credentials"
+        )
     )
 }
 
@@ -586,7 +587,12 @@ fn metadata(state: &OauthState) -> Response<Bytes> {
     };
     let mut response_types = vec!["code"];
     let mut response_modes = vec!["query"];
-    let mut grants = vec!["authorization_code", "refresh_token", DEVICE_GRANT];
+    let mut grants = vec![
+        "authorization_code",
+        "refresh_token",
+        DEVICE_GRANT,
+        "client_credentials",
+    ];
     if state.legacy_grants {
         response_types.push("token");
         response_modes.push("fragment");

@@ -66,6 +66,7 @@ pub fn token_endpoint(
         "refresh_token" => refresh_grant(state, creds, &form, peer),
         "authorization_code" => code_grant(state, creds, &form, peer),
         super::DEVICE_GRANT => super::device::device_grant(state, creds, &form, peer),
+        "client_credentials" => client_credentials_grant(state, creds, &form, peer),
         other => {
             // The client is still authenticated first when it tried to:
             // a wrong secret reads the same whatever the grant.
@@ -125,6 +126,42 @@ fn password_grant(
         Err(e) => return Err(internal(e)),
     };
     tracing::info!(owner = %jid, token_id = %issued.id, client = ?client, "issued a token (password grant)");
+    Ok(token_response(&issued))
+}
+
+/// The client credentials grant (RFC 6749 §4.4): a token whose principal
+/// is the client itself (see [`crate::auth::AuthCore::service_principal`]),
+/// with no refresh token (§4.4.3: the client asks again).
+fn client_credentials_grant(
+    state: &OauthState,
+    creds: Option<super::ClientCredentials>,
+    form: &HashMap<String, String>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Response<Bytes>, OauthError> {
+    let (client_id, _) = client_for(state, creds, peer, "client_credentials")?;
+    let scopes = state.scope(form.get("scope"))?;
+    let ttl = parse_ttl(form.get("ttl"))?;
+    let refuse = |e: AuthError| {
+        OauthError::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            e.to_string(),
+        )
+    };
+    let principal = state.auth.service_principal(&client_id).map_err(refuse)?;
+    let spec = TokenSpec::access(
+        &principal,
+        scopes,
+        ttl,
+        Some(&client_id),
+        TokenGrant::ClientCredentials,
+    );
+    let issued = match state.auth.issue(spec) {
+        Ok(t) => t,
+        Err(e @ AuthError::ServiceNameTaken(_)) => return Err(refuse(e)),
+        Err(e) => return Err(internal(e)),
+    };
+    tracing::info!(owner = %principal, token_id = %issued.id, client = %client_id, "issued a token (client credentials)");
     Ok(token_response(&issued))
 }
 

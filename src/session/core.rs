@@ -152,6 +152,22 @@ impl<P: Proto> State<P> {
         self.online && self.kick.is_none() && self.queued_bytes >= limits.high_water
     }
 
+    /// Takes the queued items `keep` refuses out of the queue, in order.
+    pub fn take_unwanted(&mut self, mut keep: impl FnMut(&P::Item) -> bool) -> Vec<P::Item> {
+        let mut gone = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for item in self.queue.drain(..) {
+            if keep(&item) {
+                kept.push_back(item);
+            } else {
+                self.queued_bytes = self.queued_bytes.saturating_sub(P::item_bytes(&item));
+                gone.push(item);
+            }
+        }
+        self.queue = kept;
+        gone
+    }
+
     /// Takes everything queued (a session that ends hands it on).
     pub fn take_queue(&mut self) -> VecDeque<P::Item> {
         self.queued_bytes = 0;

@@ -30,21 +30,9 @@ pub use registry::{Open, Opened, Registry};
 
 use std::sync::Arc;
 
-/// Which protocol a session speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Xmpp = 0,
-    Mqtt = 1,
-}
-
-impl Protocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Xmpp => "xmpp",
-            Protocol::Mqtt => "mqtt",
-        }
-    }
-}
+/// Which protocol a session speaks (the auth core's: a token is scoped
+/// by protocol too).
+pub use crate::auth::Protocol;
 
 /// Why a session is ended from outside its own task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

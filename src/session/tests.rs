@@ -86,8 +86,12 @@ fn a_token_end_kicks_exactly_the_sessions_holding_it() {
     let t2 = auth
         .issue_token(&alice, crate::auth::Scopes::sasl_auth(), None, None)
         .unwrap();
-    let g1 = auth.check_login_token(&t1.token, None).unwrap();
-    let g2 = auth.check_login_token(&t2.token, None).unwrap();
+    let g1 = auth
+        .check_login_token(&t1.token, None, Protocol::Mqtt)
+        .unwrap();
+    let g2 = auth
+        .check_login_token(&t2.token, None, Protocol::Mqtt)
+        .unwrap();
     let r = Arc::new(registry(Arc::default()));
     auth.set_events(r.clone());
     let mqtt = r

@@ -27,6 +27,7 @@ use crate::auth::scram::{ScramHash, ScramKeys, ScramServer};
 use crate::auth::throttle::Ticket;
 use crate::auth::{
     AuthCore, AuthError, BareJid, Credential, Grant, Login, LoginError, LoginRequest, LoginStep,
+    Protocol,
 };
 
 /// The mechanisms offered, strongest first.
@@ -299,6 +300,7 @@ impl Sasl {
                     claimed: Some(user),
                     credential: Credential::Password(creds.secret),
                     peer: None,
+                    protocol: Protocol::Xmpp,
                 }))
             }
             Mechanism::XOauth2 => {
@@ -322,6 +324,7 @@ impl Sasl {
                     claimed: Some(user),
                     credential: Credential::Token(creds.secret),
                     peer: None,
+                    protocol: Protocol::Xmpp,
                 }))
             }
             Mechanism::OauthBearer => {
@@ -344,6 +347,7 @@ impl Sasl {
                     claimed: user,
                     credential: Credential::Token(creds.token),
                     peer: None,
+                    protocol: Protocol::Xmpp,
                 }))
             }
             Mechanism::ScramSha1 | Mechanism::ScramSha256 => {

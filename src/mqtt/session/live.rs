@@ -342,9 +342,10 @@ impl Connection {
         // Enhanced authentication means the session logged in with a token,
         // so its owner is the account a new token must belong to.
         let owner = l.grant.as_ref().map(|g| g.owner().clone());
-        let checked = std::str::from_utf8(&token)
-            .ok()
-            .map(|t| self.auth.token_login(t, owner.as_ref()));
+        let checked = std::str::from_utf8(&token).ok().map(|t| {
+            self.auth
+                .token_login(t, owner.as_ref(), auth::Protocol::Mqtt)
+        });
         match checked {
             Some(Ok(auth::Login { grant: Some(g), .. })) => {
                 tracing::info!(token = %g.token_id(), "MQTT re-authenticated");
