@@ -214,6 +214,8 @@ pub struct Config {
     /// MQTT: the longest keep-alive a client may use, seconds; 0: no cap
     /// (`mqtt_max_keepalive`).
     pub mqtt_max_keepalive: u16,
+    /// MQTT access rules (`[[mqtt_acl]]`, `mqtt_acl_default`).
+    pub mqtt_acl: crate::mqtt::acl::Acl,
     pub mqtt_max_retained: usize,
     /// MQTT: bytes of retained messages per domain.
     pub mqtt_max_retained_bytes: u64,
@@ -276,6 +278,7 @@ impl Default for Config {
             mqtt_max_sessions_per_account: 10_000,
             mqtt_max_session_expiry: 604_800,
             mqtt_max_keepalive: 0,
+            mqtt_acl: crate::mqtt::acl::Acl::default(),
             mqtt_max_retained: 100_000,
             mqtt_max_retained_bytes: 1 << 30,
             session_queue_high_water: 256 * 1024,
@@ -348,6 +351,8 @@ struct RawConfig {
     mqtt_max_sessions_per_account: Option<usize>,
     mqtt_max_session_expiry: Option<u32>,
     mqtt_max_keepalive: Option<u16>,
+    mqtt_acl: Option<Vec<crate::mqtt::acl::RawRule>>,
+    mqtt_acl_default: Option<crate::mqtt::acl::Permission>,
     mqtt_max_retained: Option<usize>,
     mqtt_max_retained_bytes: Option<u64>,
     session_queue_high_water: Option<u32>,
@@ -558,6 +563,14 @@ impl Config {
         }
         if let Some(k) = raw.mqtt_max_keepalive {
             c.mqtt_max_keepalive = k;
+        }
+        if raw.mqtt_acl.is_some() || raw.mqtt_acl_default.is_some() {
+            let default = raw
+                .mqtt_acl_default
+                .unwrap_or(crate::mqtt::acl::Permission::Allow);
+            c.mqtt_acl =
+                crate::mqtt::acl::Acl::new(raw.mqtt_acl.as_deref().unwrap_or(&[]), default)
+                    .map_err(|e| ConfigError::new("mqtt_acl", e))?;
         }
         for (value, field) in [
             (raw.mqtt_max_connect_size, &mut c.mqtt_max_connect_size),

@@ -119,6 +119,7 @@ impl Server {
             let mut broker = Broker::new(&c.hosts, store.clone(), r, c.mqtt_max_queue)?;
             broker.max_retained = c.mqtt_max_retained;
             broker.max_retained_bytes = c.mqtt_max_retained_bytes;
+            broker.acl = c.mqtt_acl.clone();
             broker.max_session_expiry = c.mqtt_max_session_expiry;
             let broker = Arc::new(broker);
             // Restored sessions expire through the registry's sweep.

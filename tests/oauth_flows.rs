@@ -132,6 +132,10 @@ r = requests.post(base + "/oauth/token", data={"grant_type": "client_credentials
 out["public_client"] = [r.status_code, r.json().get("error")]
 r = requests.post(base + "/oauth/token", data={"grant_type": "client_credentials", "scope": "admin"}, auth=("backend", "backend-secret"))
 out["bad_scope"] = [r.status_code, r.json().get("error")]
+r = requests.post(base + "/oauth/token", data={"grant_type": "client_credentials", "scope": "sasl_auth"}, auth=("backend", "backend-secret"))
+out["xmpp_scope"] = [r.status_code, r.json().get("error")]
+r = requests.post(base + "/oauth/token", data={"grant_type": "client_credentials"}, auth=("backend", "backend-secret"))
+out["default"] = [r.status_code, r.json().get("scope"), r.json().get("expires_in")]
 got, acks = [], {}
 def client(cid, user, password):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv311)
@@ -663,6 +667,12 @@ fn client_credentials_for_a_service() {
         serde_json::json!([400, "unauthorized_client"])
     );
     assert_eq!(r["bad_scope"], serde_json::json!([400, "invalid_scope"]));
+    assert_eq!(r["xmpp_scope"], serde_json::json!([400, "invalid_scope"]));
+    assert_eq!(
+        r["default"],
+        serde_json::json!([200, "mqtt", 3600]),
+        "MQTT only, short-lived"
+    );
     assert_eq!(r["connack"], 0, "{r}");
     assert_eq!(
         r["got"],
@@ -677,7 +687,7 @@ fn client_credentials_for_a_service() {
         Some(token.as_bytes()),
     ));
     assert!(matches!(c.recv(), Some(Packet::ConnAck(a)) if a.reason_code == 0));
-    // No XMPP: the principal is no account.
+    // No XMPP: the principal is no account (its token cannot even ask).
     let mut x = Raw::connect(p.addrs["c2s"][0]);
     let reply = x.try_auth("X-OAUTH2", format!("\0backend\0{token}").as_bytes());
     assert!(reply.contains("<not-authorized/>"), "{reply}");

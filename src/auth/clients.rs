@@ -96,6 +96,17 @@ impl AuthCore {
         if secret == Some("") {
             return Err(AuthError::EmptyPassword);
         }
+        // Two clients never share one principal (one MQTT identity).
+        if has_principal(grant) {
+            if let Ok(principal) = self.service_principal(id) {
+                if let Some(other) = self.client_named(&principal, Some(id))? {
+                    return Err(AuthError::NameHeldByClient {
+                        jid: principal.to_string(),
+                        client: other,
+                    });
+                }
+            }
+        }
         let secret = secret.map(|secret| {
             to_stored(self.hash(|| {
                 ScramKeys::derive(
@@ -114,12 +125,19 @@ impl AuthCore {
         };
         self.store.put(Tree::Clients, id, records::encode(&rec));
         self.store.barrier_blocking()?;
+        // A client registered again starts afresh: what its own principal
+        // was given before goes (its kind or name may have changed).
+        self.revoke_client_tokens(id, true);
+        self.removed_clients.remove(id);
         Ok(())
     }
 
     /// `oauth_remove_client CLIENT_ID`: the client and every token issued
     /// to it (live sessions holding one end).
     pub fn remove_client(&self, id: &str) -> Result<(), AuthError> {
+        // Marked first: a grant that authenticated before the deletion and
+        // issues after the sweep below sees the mark ([`Self::issue`]).
+        self.removed_clients.insert(id.to_string(), ());
         if self
             .store
             .take_blocking(Tree::Clients, id.as_bytes())?
@@ -127,9 +145,14 @@ impl AuthCore {
         {
             return Err(AuthError::NoSuchClient(id.to_string()));
         }
-        self.revoke_client_tokens(id);
+        self.revoke_client_tokens(id, false);
         self.store.barrier_blocking()?;
         Ok(())
+    }
+
+    /// Whether client `id` was removed (and not added again).
+    pub(super) fn client_removed(&self, id: &str) -> bool {
+        self.removed_clients.contains_key(id)
     }
 
     /// The principal of client `id`'s own tokens (the client credentials
@@ -150,20 +173,20 @@ impl AuthCore {
     }
 
     /// The client, able to use client credentials, whose principal is
-    /// `jid` (an account may not take that name).
-    pub(super) fn client_named(&self, jid: &BareJid) -> Result<Option<String>, AuthError> {
-        let full = jid.to_string();
-        let mut ids = vec![full];
-        if jid.domain() == self.hosts()[0] {
-            ids.push(jid.local().to_string());
-        }
-        for id in ids {
-            if let Some(rec) = self.client(&id)? {
-                if has_principal(rec.grant)
-                    && self.service_principal(&id).ok().as_ref() == Some(jid)
-                {
-                    return Ok(Some(id));
-                }
+    /// `jid` (an account may not take that name), other than `except`.
+    pub(super) fn client_named(
+        &self,
+        jid: &BareJid,
+        except: Option<&str>,
+    ) -> Result<Option<String>, AuthError> {
+        // Every client's principal is compared (client ids fold case and
+        // may be JIDs): a scan of a small tree, at registrations only.
+        for (id, rec) in self.clients()? {
+            if Some(id.as_str()) != except
+                && has_principal(rec.grant)
+                && self.service_principal(&id).ok().as_ref() == Some(jid)
+            {
+                return Ok(Some(id));
             }
         }
         Ok(None)
@@ -375,6 +398,43 @@ mod tests {
             login(Protocol::Mqtt).unwrap_err(),
             crate::auth::LoginError::Token(crate::auth::TokenError::Revoked),
             "a removed client's tokens end"
+        );
+        assert!(
+            matches!(
+                issue(&backend, "mqtt", "backend"),
+                Err(AuthError::NoSuchClient(_))
+            ),
+            "a grant that authenticated before the removal gets nothing"
+        );
+
+        // Client ids fold case like JIDs: one principal, one holder.
+        a.add_confidential_client("Svc", "Svc", "s6", "https://b.example/cb")
+            .unwrap();
+        assert!(matches!(
+            a.register(&BareJid::parse("svc@example.org").unwrap(), "pw"),
+            Err(AuthError::NameHeldByClient { .. })
+        ));
+        assert!(matches!(
+            a.add_password_client("svc@example.org", "Svc 2", "s7"),
+            Err(AuthError::NameHeldByClient { .. })
+        ));
+        a.add_confidential_client("Svc", "Svc again", "s8", "https://b.example/cb")
+            .expect("the same client may be registered again");
+        // Registered again as a client without a principal: its own tokens end.
+        let svc = a.service_principal("Svc").unwrap();
+        let t = issue(&svc, "mqtt", "Svc").unwrap();
+        a.add_public_client("Svc", "Svc", "https://b.example/cb")
+            .unwrap();
+        assert!(a.check_login_token(&t.token, None, Protocol::Mqtt).is_err());
+        // An account created where a principal's tokens live (the name
+        // freed some other way: hosts reordered) ends those tokens.
+        let free = BareJid::parse("free@example.org").unwrap();
+        let t = issue(&free, "mqtt", "gone").unwrap();
+        a.register(&free, "pw").unwrap();
+        assert_eq!(
+            a.check_login_token(&t.token, None, Protocol::Mqtt)
+                .unwrap_err(),
+            crate::auth::TokenError::Revoked
         );
     }
 }

@@ -185,9 +185,10 @@ impl AuthCore {
             family: Some(family),
         })
         .map_err(|e| match e {
-            AuthError::NoSuchUser(_) | AuthError::UnknownHost(_) | AuthError::FamilyRevoked => {
-                CodeError::AccountGone
-            }
+            AuthError::NoSuchUser(_)
+            | AuthError::UnknownHost(_)
+            | AuthError::FamilyRevoked
+            | AuthError::NoSuchClient(_) => CodeError::AccountGone,
             e => {
                 tracing::error!(error = %e, "code exchange failed");
                 // The server failed, not the client: the code may be

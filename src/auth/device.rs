@@ -283,7 +283,10 @@ impl AuthCore {
                 Ok(t)
             }
             Err(
-                AuthError::NoSuchUser(_) | AuthError::UnknownHost(_) | AuthError::FamilyRevoked,
+                AuthError::NoSuchUser(_)
+                | AuthError::UnknownHost(_)
+                | AuthError::FamilyRevoked
+                | AuthError::NoSuchClient(_),
             ) => {
                 self.forget_device_by_key(&key);
                 Err(PollError::AccountGone)

@@ -124,6 +124,9 @@ pub struct AuthCore {
     codes: DashMap<[u8; 32], codes::CodeEntry>,
     /// Token families revoked, until their tokens could no longer live.
     revoked_families: DashMap<[u8; 16], u64>,
+    /// Clients being or having been removed (until re-added): a token
+    /// issued to one while it was removed is revoked at once.
+    removed_clients: DashMap<String, ()>,
     code_expire: u64,
     max_pending_codes: usize,
     /// Device authorizations (RFC 8628), by SHA-256 of the device code,
@@ -189,6 +192,7 @@ impl AuthCore {
             oauth_refresh_expire: config.oauth_refresh_expire,
             codes: DashMap::new(),
             revoked_families: DashMap::new(),
+            removed_clients: DashMap::new(),
             code_expire: config.oauth_code_expire,
             max_pending_codes: config.oauth_max_pending_codes,
             devices: DashMap::new(),

@@ -99,7 +99,10 @@ impl AuthCore {
         match issued {
             Ok(t) => Ok(t),
             Err(
-                AuthError::NoSuchUser(_) | AuthError::UnknownHost(_) | AuthError::FamilyRevoked,
+                AuthError::NoSuchUser(_)
+                | AuthError::UnknownHost(_)
+                | AuthError::FamilyRevoked
+                | AuthError::NoSuchClient(_),
             ) => Err(RefreshError::AccountGone),
             Err(e) => {
                 tracing::error!(error = %e, "refresh failed");

@@ -114,8 +114,12 @@ impl Scopes {
         {
             return false;
         }
-        if granted.has(ROSTER_READ) && !self.has(ROSTER_READ) {
+        // A protocol the token does not log into: its limits do not matter.
+        if self.logs_into(Protocol::Xmpp) && granted.has(ROSTER_READ) && !self.has(ROSTER_READ) {
             return false;
+        }
+        if !self.logs_into(Protocol::Mqtt) {
+            return true;
         }
         [PUBLISH_PREFIX, SUBSCRIBE_PREFIX].iter().all(|p| {
             let mine: Vec<&str> = self.0.iter().filter_map(|s| s.strip_prefix(p)).collect();
@@ -259,6 +263,15 @@ mod tests {
         assert!(s("sasl_auth").within(&s("mqtt xmpp")), "the same rights");
         assert!(!s("xmpp").within(&s("mqtt")), "another protocol: wider");
         assert!(!s("sasl_auth").within(&s("mqtt")));
+        assert!(
+            s("xmpp").within(&s("sasl_auth mqtt:publish:a/#")),
+            "no MQTT login: its topic limits do not matter"
+        );
+        assert!(
+            s("mqtt").within(&s("sasl_auth xmpp:roster:read")),
+            "no XMPP login: the roster limit does not matter"
+        );
+        assert!(!s("mqtt").within(&s("sasl_auth mqtt:publish:a/#")));
     }
 
     /// `mqtt` and `xmpp` each open one protocol, with its full rights there.

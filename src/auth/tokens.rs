@@ -186,7 +186,8 @@ pub struct TokenSpec<'a> {
     pub owner: &'a BareJid,
     pub scopes: Scopes,
     /// Seconds asked for, capped at `oauth_expire`; absent: `oauth_expire`,
-    /// or `oauth_expire_with_refresh` when a refresh token comes along.
+    /// or `oauth_expire_with_refresh` when a refresh token comes along and
+    /// for a client's own (client credentials) token.
     pub ttl: Option<u64>,
     pub client_id: Option<&'a str>,
     pub grant: TokenGrant,
@@ -332,7 +333,8 @@ impl AuthCore {
         // With a refresh token the default is short (it renews); a
         // lifetime asked for explicitly (`ttl`, ejabberd's) is granted up
         // to `oauth_expire` either way.
-        let default = if spec.refresh {
+        // A client's own token is short too: the client simply asks again.
+        let default = if spec.refresh || spec.grant == TokenGrant::ClientCredentials {
             self.oauth_expire.min(self.oauth_expire_with_refresh)
         } else {
             self.oauth_expire
@@ -380,14 +382,24 @@ impl AuthCore {
             tracked.push(self.track(live));
             r
         });
-        // A revocation of the family that ran while these were being
-        // stored could not see them: they go the same way now.
-        if self.revoked_families.contains_key(&family) {
+        // A revocation of the family, a removal of the client, or (for a
+        // client's own token) an account taking the principal's name, that
+        // ran while these were being stored could not see them: they go
+        // the same way now.
+        let client_gone = spec.client_id.is_some_and(|c| self.client_removed(c));
+        let name_taken = spec.grant == TokenGrant::ClientCredentials && self.user_exists(owner)?;
+        if self.revoked_families.contains_key(&family) || client_gone || name_taken {
             for live in tracked {
                 self.revoke_live(&live);
             }
             self.store.barrier_blocking()?;
-            return Err(AuthError::FamilyRevoked);
+            return Err(if client_gone {
+                AuthError::NoSuchClient(spec.client_id.unwrap_or_default().to_string())
+            } else if name_taken {
+                AuthError::ServiceNameTaken(owner.to_string())
+            } else {
+                AuthError::FamilyRevoked
+            });
         }
         Ok(IssuedToken {
             token,
@@ -619,6 +631,20 @@ impl AuthCore {
     }
 
     /// Revokes every token of an account (when it is unregistered).
+    /// Revokes the client-credentials tokens whose principal is `jid` (an
+    /// account of that name now exists: no service may act as it).
+    pub(super) fn revoke_principal(&self, jid: &BareJid) {
+        let theirs: Vec<Arc<LiveToken>> = self
+            .tokens
+            .iter()
+            .filter(|e| e.owner == *jid && e.record.grant == TokenGrant::ClientCredentials)
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        for live in theirs {
+            self.revoke_live(&live);
+        }
+    }
+
     pub(super) fn revoke_owner(&self, owner: &BareJid) -> Result<(), AuthError> {
         let mine: Vec<Arc<LiveToken>> = self
             .tokens
@@ -633,12 +659,16 @@ impl AuthCore {
     }
 
     /// Revokes every token issued to client `id` (the client was removed:
-    /// what it was given stops working, its own tokens first of all).
-    pub(super) fn revoke_client_tokens(&self, id: &str) {
+    /// what it was given stops working), or only its own (client
+    /// credentials) tokens when `own_only`.
+    pub(super) fn revoke_client_tokens(&self, id: &str, own_only: bool) {
         let theirs: Vec<Arc<LiveToken>> = self
             .tokens
             .iter()
-            .filter(|e| e.record.client_id.as_deref() == Some(id))
+            .filter(|e| {
+                e.record.client_id.as_deref() == Some(id)
+                    && (!own_only || e.record.grant == TokenGrant::ClientCredentials)
+            })
             .map(|e| Arc::clone(e.value()))
             .collect();
         for live in theirs {

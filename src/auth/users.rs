@@ -55,7 +55,7 @@ impl AuthCore {
         {
             return Err(AuthError::UserExists(key));
         }
-        if let Some(client) = self.client_named(jid)? {
+        if let Some(client) = self.client_named(jid, None)? {
             return Err(AuthError::NameHeldByClient { jid: key, client });
         }
         let (scram_sha1, scram_sha256) = self.hash(|| derive_pair(password));
@@ -65,6 +65,10 @@ impl AuthCore {
             created_at: now(),
         };
         self.store.put(Tree::Users, key, records::encode(&rec));
+        self.store.barrier_blocking()?;
+        // However the name was free (a client removed, its id's case, the
+        // hosts reordered): a service's tokens never act as this account.
+        self.revoke_principal(jid);
         self.store.barrier_blocking()?;
         Ok(())
     }

@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::BytesMut;
 
+use super::acl::{Acl, Request, Who};
 use super::codec::{self, Packet, Publish, QoS, SubscriptionOptions, Version};
 use super::subscriptions::Subscriptions;
 use super::topics::RetainedIndex;
@@ -163,6 +164,8 @@ pub struct Broker {
     /// applied to restored sessions too.
     pub max_session_expiry: u32,
     pub stats: BrokerStats,
+    /// The access rules (`[[mqtt_acl]]`), checked beside token scopes.
+    pub acl: Acl,
 }
 
 fn retained_key(domain: &str, topic: &str) -> Vec<u8> {
@@ -203,6 +206,7 @@ impl Broker {
             max_retained: 100_000,
             max_retained_bytes: 1 << 30,
             max_session_expiry: u32::MAX,
+            acl: Acl::default(),
             stats: BrokerStats::default(),
         };
         b.load_retained()?;
@@ -391,7 +395,15 @@ impl Broker {
     pub fn publish(&self, domain: &Domain, msg: &Arc<Routed>) -> Routing {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let p = &msg.publish;
-        let targets = domain.subs.targets(&p.topic, msg.origin, p.qos, p.retain);
+        let mut targets = domain.subs.targets(&p.topic, msg.origin, p.qos, p.retain);
+        if self.acl.checks_reads() {
+            // A subscriber an access rule forbids to read the topic does
+            // not get it (a `#` does not undo a deny).
+            targets.retain(|t| {
+                self.acl
+                    .allows(Who::of(t.slot.address()), Request::Read, &p.topic)
+            });
+        }
         let mut out = Routing {
             receivers: targets.len(),
             ..Routing::default()
@@ -525,15 +537,19 @@ impl Broker {
     pub fn retained_for(
         &self,
         domain: &Domain,
+        who: Who<'_>,
         filter: &str,
         mut budget: u64,
     ) -> (Vec<Arc<Routed>>, bool) {
+        let check_reads = self.acl.checks_reads();
         let mut out = Vec::new();
         let mut cut = false;
         let idx = domain.retained.read().unwrap_or_else(|e| e.into_inner());
         let now = self.now_ms();
         idx.matching_while(filter, |_, m: &Arc<Routed>| {
-            if m.remaining_expiry(now) == Some(0) {
+            if m.remaining_expiry(now) == Some(0)
+                || (check_reads && !self.acl.allows(who, Request::Read, &m.publish.topic))
+            {
                 return true;
             }
             // What the message will cost in the queue (as `item_bytes` counts it).

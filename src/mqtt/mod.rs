@@ -9,6 +9,7 @@
 //! - [`session`]: the sans-I/O connection state machine;
 //! - [`listener`]: the thin socket loop around it.
 
+pub mod acl;
 pub mod broker;
 pub mod codec;
 pub mod connect;

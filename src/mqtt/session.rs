@@ -546,8 +546,8 @@ impl Connection {
 
     /// A new grant may allow less: subscriptions it would refuse now go
     /// (after a resume or a re-authentication with a narrower token), and
-    /// so do the messages queued or in flight on topics it may not read
-    /// (they are dropped, with a log line, not delivered).
+    /// so do the messages queued on topics it may not read (they are
+    /// dropped, with a log line, not delivered).
     fn drop_unauthorized_subscriptions(&mut self) {
         let Phase::Live(l) = &self.phase else { return };
         let (slot, domain) = (l.slot.clone(), l.domain.clone());
@@ -566,37 +566,22 @@ impl Connection {
         if dropped {
             self.persist_session(&slot, true);
         }
+        // Queued, not yet sent: dropped. What is in flight was sent under
+        // the old token and its packet ids are the client's too: the
+        // protocol's handshake finishes it.
         let readable = |m: &Routed| auth::may(Some(&scopes), Action::Subscribe(&m.publish.topic));
-        let (gone, unsent) = {
-            let mut st = slot.lock();
-            let gone = st.take_unwanted(|q| readable(&q.msg));
-            let unsent: Vec<u16> = st
-                .inflight
-                .iter()
-                .filter(|(_, f)| f.stage == Stage::Published && !readable(&f.item.msg))
-                .map(|(pid, _)| *pid)
-                .collect();
-            let unsent: Vec<InFlight> = unsent
-                .iter()
-                .filter_map(|pid| st.inflight.remove(pid))
-                .collect();
-            (gone, unsent)
-        };
-        if gone.is_empty() && unsent.is_empty() {
+        let gone = slot.lock().take_unwanted(|q| readable(&q.msg));
+        if gone.is_empty() {
             return;
         }
         tracing::info!(
             queued = gone.len(),
-            in_flight = unsent.len(),
             "MQTT messages dropped: the session's new token may not read their topics"
         );
         for q in gone {
             if let Some(seq) = q.seq {
                 self.broker.unstore_queued(&slot, seq);
             }
-        }
-        for f in unsent {
-            self.done_with(&slot, Some(f));
         }
         self.needs_flush = true;
     }
@@ -811,10 +796,15 @@ impl Connection {
             _ => None,
         };
         // A will a token was not allowed to publish is not published either.
+        // Nor one an access rule forbids.
         let will = will.filter(|(m, _)| {
             auth::may(
                 l.grant.as_ref().map(|g| g.scopes()),
                 Action::Publish(&m.publish.topic),
+            ) && self.broker.acl.allows(
+                crate::mqtt::acl::Who::of(l.slot.address()),
+                crate::mqtt::acl::Request::Publish,
+                &m.publish.topic,
             )
         });
         Some(Aftermath {

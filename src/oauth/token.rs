@@ -139,7 +139,22 @@ fn client_credentials_grant(
     peer: Option<std::net::IpAddr>,
 ) -> Result<Response<Bytes>, OauthError> {
     let (client_id, _) = client_for(state, creds, peer, "client_credentials")?;
-    let scopes = state.scope(form.get("scope"))?;
+    // A client's own token logs in over MQTT only: `mqtt` unless asked
+    // otherwise, and never what would promise XMPP.
+    let scopes = match form.get("scope").filter(|s| !s.trim().is_empty()) {
+        None => Scopes::parse("mqtt").expect("a known scope"),
+        Some(s) => {
+            let scopes = state.scope(Some(s))?;
+            if scopes.has("sasl_auth") || scopes.has("xmpp") {
+                return Err(OauthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    "a client's own token logs in over MQTT only: ask for mqtt, not sasl_auth or xmpp",
+                ));
+            }
+            scopes
+        }
+    };
     let ttl = parse_ttl(form.get("ttl"))?;
     let refuse = |e: AuthError| {
         OauthError::new(
@@ -149,6 +164,9 @@ fn client_credentials_grant(
         )
     };
     let principal = state.auth.service_principal(&client_id).map_err(refuse)?;
+    if !state.auth.may_get_tokens(&principal) {
+        return Err(refuse(AuthError::AccessDenied(principal.to_string())));
+    }
     let spec = TokenSpec::access(
         &principal,
         scopes,
@@ -159,6 +177,10 @@ fn client_credentials_grant(
     let issued = match state.auth.issue(spec) {
         Ok(t) => t,
         Err(e @ AuthError::ServiceNameTaken(_)) => return Err(refuse(e)),
+        // Removed while this request was under way.
+        Err(AuthError::NoSuchClient(_)) => {
+            return Err(OauthError::invalid_client("unknown client or wrong secret"))
+        }
         Err(e) => return Err(internal(e)),
     };
     tracing::info!(owner = %principal, token_id = %issued.id, client = %client_id, "issued a token (client credentials)");

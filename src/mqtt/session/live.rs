@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::mqtt::acl::{Request, Who};
 
 impl Connection {
     pub(super) fn on_live(&mut self, p: Packet) -> Next {
@@ -138,12 +139,20 @@ impl Connection {
         }
         // MQTT 4.7.2: `$` topics are the server's ($SYS and the like), not
         // the clients' to publish on.
-        let allowed = !publish.topic.starts_with('$')
-            && auth::may(self.scopes(), Action::Publish(&publish.topic));
+        let refused = if publish.topic.starts_with('$')
+            || !auth::may(self.scopes(), Action::Publish(&publish.topic))
+        {
+            Some(reason::NOT_AUTHORIZED)
+        } else {
+            self.broker
+                .acl
+                .check(Who::of(slot.address()), Request::Publish, &publish.topic)
+                .err()
+        };
         let mut code = reason::SUCCESS;
-        if !allowed {
+        if let Some(refusal) = refused {
             tracing::info!(topic = %publish.topic, "MQTT publish not authorized");
-            code = reason::NOT_AUTHORIZED;
+            code = refusal;
         } else {
             let msg = Arc::new(self.broker.routed(publish, slot.id()));
             if msg.publish.retain {
@@ -238,6 +247,13 @@ impl Connection {
                 Action::Subscribe(shared.map_or(filter.as_str(), |(_, f)| f)),
             ) {
                 reason::NOT_AUTHORIZED
+            } else if let Err(refusal) = self.broker.acl.check(
+                Who::of(slot.address()),
+                Request::Subscribe,
+                shared.map_or(filter.as_str(), |(_, f)| f),
+            ) {
+                tracing::info!(filter = %filter, "MQTT subscribe refused by an access rule");
+                refusal
             } else if is_new && slot.lock().subscriptions.len() >= max_subs {
                 tracing::info!(filter = %filter, "MQTT subscription quota reached");
                 reason::QUOTA_EXCEEDED
@@ -251,7 +267,9 @@ impl Connection {
                         RetainHandling::DoNotSend => false,
                     };
                 if send_retained {
-                    let (found, cut) = self.broker.retained_for(&domain, filter, room);
+                    let (found, cut) =
+                        self.broker
+                            .retained_for(&domain, Who::of(slot.address()), filter, room);
                     if cut {
                         tracing::info!(filter = %filter, "retained messages left out: the session's queue is full");
                     }
