@@ -233,12 +233,12 @@ impl Acl {
     pub fn check(&self, who: Who<'_>, req: Request, topic: &str) -> Result<(), u8> {
         let mut allowed = false;
         for r in &self.rules {
-            let action_fits = match (r.action, req) {
-                (RuleAction::All, _) => true,
-                (RuleAction::Publish, Request::Publish) => true,
-                (RuleAction::Subscribe, Request::Subscribe | Request::Read) => true,
-                _ => false,
-            };
+            let action_fits = matches!(
+                (r.action, req),
+                (RuleAction::All, _)
+                    | (RuleAction::Publish, Request::Publish)
+                    | (RuleAction::Subscribe, Request::Subscribe | Request::Read)
+            );
             if !action_fits || !r.is_for(who) {
                 continue;
             }
