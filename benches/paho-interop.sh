@@ -24,9 +24,11 @@ else
 fi
 
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-petrel="$root/target/release/petrel"
 logs="$root/target/paho-interop"
 mkdir -p "$logs"
+# A copy: a rebuild while the runs go on does not change what is measured.
+petrel="$logs/petrel"
+cp "$root/target/release/petrel" "$petrel"
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

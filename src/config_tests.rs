@@ -35,6 +35,25 @@ fn errors_name_the_key() {
 }
 
 #[test]
+fn the_paho_interop_file_parses() {
+    use crate::mqtt::acl::{Request, Who};
+    let c = Config::parse(include_str!("../configs/paho-interop.toml")).unwrap();
+    assert!(c.mqtt_allow_anonymous);
+    assert_eq!(c.mqtt_max_keepalive, 60);
+    let anyone = Who {
+        account: "",
+        client_id: "myclientid",
+        domain: "localhost",
+    };
+    assert_eq!(
+        c.mqtt_acl
+            .check(anyone, Request::Subscribe, "test/nosubscribe"),
+        Err(0x80)
+    );
+    assert!(c.mqtt_acl.allows(anyone, Request::Subscribe, "#"));
+}
+
+#[test]
 fn c2s_listeners_and_the_documented_file() {
     let c = Config::parse(include_str!("../configs/petrel.toml")).unwrap();
     let d = Config::default();

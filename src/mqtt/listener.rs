@@ -6,6 +6,7 @@
 //! Acknowledgements that depend on a store write go out only after the store is
 //! flushed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -292,29 +293,92 @@ async fn open(
 enum Wake {
     /// Bytes arrived (appended to the read buffer).
     Read,
+    /// Bytes holding a SUBSCRIBE arrived: counted in
+    /// [`SUBSCRIBES_BEING_READ`] until handled.
+    ReadSubscribe,
     /// End of stream or a read error.
     Closed,
     /// The session has something for it (messages, a takeover, a kick).
     Session,
 }
 
+/// When a connection steps aside for others (see [`poll_idle`]). One
+/// byte: it lives in every connection's future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Turn(u8);
+
+impl Turn {
+    const NONE: Turn = Turn(0);
+    /// A batch was handled: others go before the next read.
+    const AFTER_BATCH: Turn = Turn(1);
+    /// A batch holding a PUBLISH was read; others went first `n` times:
+    /// route it once no SUBSCRIBE read elsewhere is being installed.
+    fn route(n: u8) -> Turn {
+        Turn(2 + n)
+    }
+}
+
+/// Connections that have read a batch holding a SUBSCRIBE and not yet
+/// handled it (process-wide: only a hint to publishers, see [`poll_idle`]).
+static SUBSCRIBES_BEING_READ: AtomicUsize = AtomicUsize::new(0);
+
+/// How many turns a PUBLISH batch gives up at most waiting for SUBSCRIBEs
+/// read elsewhere (bounded: a stream of subscribers never starves it).
+const MAX_ROUTE_TURNS: u8 = 8;
+
 /// Waits, without storing a future, for the socket or the session: the one
 /// await an idle connection sits in.
+///
+/// Order across connections: a SUBSCRIBE the server has read must be in
+/// force for a PUBLISH read after it on another connection — what a
+/// single-threaded broker's order of reads gives, and what clients that
+/// publish without waiting for the subscriber's SUBACK rely on. A
+/// subscription is installed as soon as it is decoded, with no await
+/// before; a batch holding a PUBLISH is routed only after the connection
+/// gave its turn to the tasks woken with it (so a SUBSCRIBE on the same
+/// worker is read and installed first) and, while another connection is
+/// between reading a SUBSCRIBE and installing it, a few turns more.
 fn poll_idle(
     cx: &mut std::task::Context<'_>,
     slot: &super::broker::Slot,
     mine: u64,
     wire: &mut Stream,
     buf: &mut BytesMut,
-    yield_first: &mut bool,
+    turn: &mut Turn,
 ) -> Poll<Wake> {
-    if std::mem::take(yield_first) {
+    let taken = std::mem::take(turn);
+    let route = taken.0.checked_sub(2);
+    match route {
         // After a read, others first: a publisher whose socket never runs
         // dry would otherwise keep its worker for a whole cooperative budget
         // (128 reads of up to 64 KiB) and overrun the queues of the
         // subscribers it wakes. They get a turn after each batch it brings.
-        cx.waker().wake_by_ref();
-        return Poll::Pending;
+        None if taken == Turn::AFTER_BATCH => {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        None => {}
+        Some(n @ (0 | 2)) => {
+            // Behind whatever the driver poll just woke (which a woken
+            // task would otherwise overtake).
+            *turn = Turn::route(n + 1);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Some(1) => {
+            // Once more past a poll of the driver.
+            *turn = Turn::route(2);
+            let _ = std::future::Future::poll(std::pin::pin!(tokio::task::yield_now()), cx);
+            return Poll::Pending;
+        }
+        Some(n) => {
+            if n < MAX_ROUTE_TURNS && SUBSCRIBES_BEING_READ.load(Ordering::Acquire) > 0 {
+                *turn = Turn::route(n + 1);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            return Poll::Ready(Wake::Read);
+        }
     }
     // A batch of queued messages spends one unit of tokio's cooperative
     // budget (given back if nothing happens), so that a connection its
@@ -328,7 +392,20 @@ fn poll_idle(
         Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(Wake::Closed),
         Poll::Ready(Ok(_)) => {
             coop.made_progress();
-            *yield_first = true;
+            *turn = Turn::AFTER_BATCH;
+            if codec::holds_subscribe(buf) {
+                // Handled at once; publishers elsewhere wait for it.
+                SUBSCRIBES_BEING_READ.fetch_add(1, Ordering::AcqRel);
+                return Poll::Ready(Wake::ReadSubscribe);
+            }
+            if codec::holds_publish(buf) {
+                // First turn: until this worker has polled the I/O driver
+                // (tokio's yield_now defers the wake until then), so that
+                // sockets that became readable before this read are seen.
+                *turn = Turn::route(0);
+                let _ = std::future::Future::poll(std::pin::pin!(tokio::task::yield_now()), cx);
+                return Poll::Pending;
+            }
             Poll::Ready(Wake::Read)
         }
         Poll::Pending if session => {
@@ -354,7 +431,7 @@ where
     }
     let mut taken_over = false;
     let mut held_back = false;
-    let mut yield_first = false;
+    let mut turn = Turn::NONE;
     // The live loop waits on two things only, polled in place so that no
     // future is stored while idle: the socket and the session's waker.
     // Keep-alive, token ends and shutdown arrive as kicks from the broker's
@@ -383,13 +460,20 @@ where
                 .store(ctx.broker.now_ms(), std::sync::atomic::Ordering::Relaxed);
             handle_buffered(&mut conn, &mut buf)
         } else {
-            let (w, b, y) = (&mut wire, &mut buf, &mut yield_first);
+            let (w, b, y) = (&mut wire, &mut buf, &mut turn);
             match std::future::poll_fn(move |cx| poll_idle(cx, slot, mine, w, b, y)).await {
                 Wake::Closed => break,
                 Wake::Read => {
                     slot.last_rx
                         .store(ctx.broker.now_ms(), std::sync::atomic::Ordering::Relaxed);
                     handle_buffered(&mut conn, &mut buf)
+                }
+                Wake::ReadSubscribe => {
+                    slot.last_rx
+                        .store(ctx.broker.now_ms(), std::sync::atomic::Ordering::Relaxed);
+                    let next = handle_buffered(&mut conn, &mut buf);
+                    SUBSCRIBES_BEING_READ.fetch_sub(1, Ordering::AcqRel);
+                    next
                 }
                 Wake::Session => {
                     conn.pump();

@@ -203,6 +203,44 @@ fn check_first_byte(first: u8, version: Option<Version>) -> Result<(), DecodeErr
     }
 }
 
+/// Whether the frames at the front of `buf` include a PUBLISH, looking at
+/// fixed headers only (cheap; a malformed length stops the walk, and
+/// [`decode`] then says what is wrong).
+pub fn holds_publish(buf: &[u8]) -> bool {
+    holds(buf, packet_type::PUBLISH)
+}
+
+/// [`holds_publish`] for SUBSCRIBE.
+pub fn holds_subscribe(buf: &[u8]) -> bool {
+    holds(buf, packet_type::SUBSCRIBE)
+}
+
+fn holds(buf: &[u8], kind: u8) -> bool {
+    let mut at = 0;
+    while let Some(&first) = buf.get(at) {
+        if first >> 4 == kind {
+            return true;
+        }
+        let mut len: usize = 0;
+        let mut shift = 0;
+        let mut i = at + 1;
+        loop {
+            let Some(&b) = buf.get(i) else { return false };
+            len |= usize::from(b & 0x7F) << shift;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 21 {
+                return false;
+            }
+        }
+        at = i + len;
+    }
+    false
+}
+
 /// Decode one packet from the front of `buf`.
 ///
 /// * `version`: `None` until CONNECT was accepted; then only CONNECT is

@@ -472,3 +472,29 @@ fn connect_debug_hides_secrets() {
         "{shown}"
     );
 }
+
+#[test]
+fn holds_publish_walks_fixed_headers() {
+    // PINGREQ, then PUBACK (4 bytes), then a PUBLISH.
+    let ping = [0xC0, 0x00];
+    let puback = [0x40, 0x02, 0x00, 0x01];
+    let publish = [0x30, 0x03, 0x00, 0x01, b'a'];
+    assert!(!holds_publish(&ping));
+    assert!(!holds_publish(&[ping.as_slice(), &puback].concat()));
+    assert!(holds_publish(
+        &[ping.as_slice(), &puback, &publish].concat()
+    ));
+    assert!(holds_publish(&publish[..1]), "the type byte is enough");
+    // A long SUBSCRIBE (two-byte length) followed by a PUBLISH.
+    let mut sub = vec![0x82, 0x80, 0x01];
+    sub.extend(std::iter::repeat_n(0u8, 128));
+    assert!(!holds_publish(&sub));
+    assert!(holds_subscribe(&sub));
+    sub.extend(publish);
+    assert!(holds_publish(&sub));
+    assert!(
+        !holds_publish(&[0x82, 0xFF, 0xFF, 0xFF, 0xFF, 0x30]),
+        "bad length"
+    );
+    assert!(!holds_publish(&[]));
+}
