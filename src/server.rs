@@ -314,7 +314,17 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
         b.listener.tls,
         b.addr.port(),
     );
-    let routes = oauth::routes(state, b.listener.tls);
+    // MQTT over WebSocket at /mqtt (TLS here is the HTTPS listener's).
+    let mqtt_ctx = Arc::new(MqttContext {
+        broker: shared.broker.clone(),
+        auth: shared.auth.clone(),
+        settings: Arc::new(MqttSettings::from_config(&shared.config)),
+        shutdown: shared.shutdown.clone(),
+        tls: None,
+    });
+    let mqtt_ws =
+        crate::mqtt::websocket::route(mqtt_ctx, shared.config.mqtt_max_packet_size as usize);
+    let routes = warp::Filter::or(mqtt_ws, oauth::routes(state, b.listener.tls));
     let tls = shared.tls_for(&b);
     let shutdown = shared.shutdown.clone();
     let acceptor = shared.acceptor(&b);
@@ -330,7 +340,9 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         async move {
-            let _permit = permit;
+            // Held here, or by the MQTT connection an upgrade to /mqtt
+            // becomes.
+            let permit = Arc::new(std::sync::Mutex::new(Some(permit)));
             // The TLS handshake is bounded like the request headers.
             let Ok(Some(io)) =
                 tokio::time::timeout(headers, Stream::accept(tcp, tls.as_ref())).await
@@ -346,6 +358,10 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(oauth::PeerIp(peer.ip()));
+                    req.extensions_mut().insert(crate::mqtt::websocket::WsConn {
+                        peer,
+                        permit: permit.clone(),
+                    });
                     let call = hyper::service::Service::call(&inner, req);
                     let busy = seen.begin();
                     async move {
@@ -373,7 +389,7 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
                 .keep_alive_interval(ping)
                 .keep_alive_timeout(ping)
                 .max_concurrent_streams(32);
-            let conn = builder.serve_connection(TokioIo::new(io), svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

@@ -454,3 +454,58 @@ fn a_narrower_token_on_resume_drops_what_it_may_not_read() {
     assert_eq!(r["connack"], serde_json::json!([0, true]), "{r}");
     assert_eq!(r["got"], serde_json::json!(["a/1", "a/end"]), "{r}");
 }
+
+/// MQTT over WebSocket at `/mqtt`: MQTT.js over `ws://` (the HTTP
+/// listener) and `wss://` (the HTTPS one), logging in with a token,
+/// exchanging messages with an MQTT.js client on TCP.
+#[test]
+fn mqttjs_over_websocket_ws_and_wss() {
+    if !have_program("node") {
+        return;
+    }
+    let p = Petrel::start("").with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let port = p.mqtt().port().to_string();
+    for base in [p.http(), p.https()] {
+        let url = format!("{}/mqtt", base.replacen("http", "ws", 1));
+        let (ok, out, err) = common::node::run_js("mqtt_websocket.js", &[&url, &port, &token]);
+        assert!(ok, "{url}: {out} {err}");
+        let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(r["connack"], 0, "{r}");
+        let mut got: Vec<String> = r["got"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| format!("{}={}", g[0].as_str().unwrap(), g[1].as_str().unwrap()))
+            .collect();
+        got.sort();
+        assert_eq!(got, ["ws/other=from tcp", "ws/self=from ws"], "{r}");
+        assert_eq!(r["tcpGot"], serde_json::json!([["tcp/x", "to tcp"]]), "{r}");
+    }
+    // The handshake selects the `mqtt` subprotocol (MQTT 5 §6.0).
+    {
+        use std::io::{Read, Write};
+        let addr = p.http().trim_start_matches("http://").to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Protocol: mqttv3.1, mqtt\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("sec-websocket-protocol: mqtt\r\n"), "{head}");
+    }
+    // A bad token over WebSocket is refused like over TCP.
+    let url = format!("{}/mqtt", p.http().replacen("http", "ws", 1));
+    let (ok, out, _) = common::node::run_js("mqtt_websocket.js", &[&url, &port, "nope"]);
+    assert!(!ok, "{out}");
+}

@@ -264,9 +264,18 @@ async fn open(
     peer: std::net::IpAddr,
     ctx: Arc<MqttContext>,
 ) -> Option<(Stream, Connection, BytesMut)> {
+    let wire = Stream::accept(stream, ctx.tls.as_ref()).await?;
+    open_wire(wire, peer, ctx).await
+}
+
+/// The MQTT handshake on a stream already open (TCP, TLS, WebSocket).
+async fn open_wire(
+    mut wire: Stream,
+    peer: std::net::IpAddr,
+    ctx: Arc<MqttContext>,
+) -> Option<(Stream, Connection, BytesMut)> {
     let ctx = &*ctx;
     let mut buf = BytesMut::new();
-    let mut wire = Stream::accept(stream, ctx.tls.as_ref()).await?;
     let mut conn = Connection::new(ctx.broker.clone(), ctx.auth.clone(), ctx.settings.clone());
     if handshake(&mut wire, &mut conn, &mut buf, ctx, peer).await {
         if buf.is_empty() {
@@ -287,6 +296,19 @@ async fn open(
         Box::pin(wire.close(GOODBYE)).await;
         None
     }
+}
+
+/// MQTT over an already open stream (a WebSocket at `/mqtt`, MQTT 5 §6):
+/// the same login, limits and sessions as over TCP.
+pub fn serve_stream(
+    wire: Stream,
+    peer: std::net::SocketAddr,
+    ctx: Arc<MqttContext>,
+    permit: ConnPermit,
+) -> impl std::future::Future<Output = ()> + Send {
+    let span = tracing::info_span!("mqtt-ws", %peer, client = tracing::field::Empty);
+    let opening = Box::pin(open_wire(wire, peer.ip(), ctx.clone()));
+    Traced::new(run(opening, ctx, permit), span)
 }
 
 /// What woke an idle connection.

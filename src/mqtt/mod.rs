@@ -18,3 +18,4 @@ pub mod persist;
 pub mod session;
 pub mod subscriptions;
 pub mod topics;
+pub mod websocket;

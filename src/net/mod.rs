@@ -6,8 +6,9 @@
 //!   back-off when accepting fails (out of file descriptors), and the count
 //!   of open connections that a graceful shutdown drains;
 //! - [`stream`]: [`Stream`], the one byte-stream type that plain TCP, TLS
-//!   (direct or after STARTTLS) and any other transport (WebSocket next) fit,
-//!   read through a per-thread scratch buffer so an idle connection holds none;
+//!   (direct or after STARTTLS) and any other transport fit, read through a
+//!   per-thread scratch buffer so an idle connection holds none;
+//! - [`websocket`]: a WebSocket (binary messages) as such a byte stream;
 //! - [`Traced`]: a future inside a tracing span that costs one pointer when
 //!   the span is disabled.
 //!
@@ -17,6 +18,7 @@
 pub mod accept;
 pub mod stream;
 mod traced;
+pub mod websocket;
 
 pub use accept::{accept_loop, Acceptor, ConnPermit, OpenConns};
 pub use stream::{Io, Stream, HANDSHAKE_TIMEOUT};

@@ -1,0 +1,69 @@
+//! MQTT over WebSocket (MQTT 5 §6) at `/mqtt` on the HTTP listeners (TLS
+//! on the HTTPS one): the upgrade, the `mqtt` subprotocol, message and
+//! frame size bounds, then the same connection task as TCP
+//! ([`super::listener::serve_stream`]) — the same login, limits and
+//! sessions.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use warp::reply::Reply;
+use warp::Filter;
+
+use super::listener::{serve_stream, MqttContext};
+use crate::net::websocket::WsStream;
+use crate::net::{ConnPermit, Stream};
+
+/// What the HTTP connection hands to an upgrade: the peer, and the
+/// connection's permit (the upgraded connection keeps counting against
+/// the listener's `max_connections` once hyper lets go of it).
+#[derive(Clone)]
+pub struct WsConn {
+    pub peer: SocketAddr,
+    pub permit: Arc<Mutex<Option<ConnPermit>>>,
+}
+
+/// The `/mqtt` route. `max_packet` bounds WebSocket messages and frames
+/// (the MQTT packet limit, a little header room beside it).
+pub fn route(
+    ctx: Arc<MqttContext>,
+    max_packet: usize,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let max = max_packet.saturating_add(64);
+    warp::path("mqtt")
+        .and(warp::path::end())
+        .and(warp::ws())
+        .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .and(warp::ext::optional::<WsConn>())
+        .map(
+            move |ws: warp::ws::Ws, protocols: Option<String>, conn: Option<WsConn>| {
+                let ctx = ctx.clone();
+                let reply = ws.max_message_size(max).max_frame_size(max).on_upgrade(
+                    move |socket| async move {
+                        let (peer, permit) = match conn {
+                            Some(c) => {
+                                let taken =
+                                    c.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
+                                (c.peer, taken)
+                            }
+                            None => (SocketAddr::from(([0, 0, 0, 0], 0)), None),
+                        };
+                        let permit = permit.unwrap_or_else(ConnPermit::detached);
+                        let wire = Stream::Boxed(Box::new(WsStream::new(socket)));
+                        serve_stream(wire, peer, ctx, permit).await
+                    },
+                );
+                // §6.0: the subprotocol is "mqtt" (a client that offers none
+                // is served without one).
+                let offered = protocols
+                    .as_deref()
+                    .is_some_and(|p| p.split(',').any(|x| x.trim() == "mqtt"));
+                if offered {
+                    warp::reply::with_header(reply, "sec-websocket-protocol", "mqtt")
+                        .into_response()
+                } else {
+                    reply.into_response()
+                }
+            },
+        )
+}
