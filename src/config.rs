@@ -214,6 +214,8 @@ pub struct Config {
     /// MQTT: the longest keep-alive a client may use, seconds; 0: no cap
     /// (`mqtt_max_keepalive`).
     pub mqtt_max_keepalive: u16,
+    /// Seconds between `$SYS/broker/…` updates; 0: none (`mqtt_sys_interval`).
+    pub mqtt_sys_interval: u64,
     /// MQTT access rules (`[[mqtt_acl]]`, `mqtt_acl_default`).
     pub mqtt_acl: crate::mqtt::acl::Acl,
     pub mqtt_max_retained: usize,
@@ -278,6 +280,7 @@ impl Default for Config {
             mqtt_max_sessions_per_account: 10_000,
             mqtt_max_session_expiry: 604_800,
             mqtt_max_keepalive: 0,
+            mqtt_sys_interval: 10,
             mqtt_acl: crate::mqtt::acl::Acl::default(),
             mqtt_max_retained: 100_000,
             mqtt_max_retained_bytes: 1 << 30,
@@ -351,6 +354,7 @@ struct RawConfig {
     mqtt_max_sessions_per_account: Option<usize>,
     mqtt_max_session_expiry: Option<u32>,
     mqtt_max_keepalive: Option<u16>,
+    mqtt_sys_interval: Option<u64>,
     mqtt_acl: Option<Vec<crate::mqtt::acl::RawRule>>,
     mqtt_acl_default: Option<crate::mqtt::acl::Permission>,
     mqtt_max_retained: Option<usize>,
@@ -563,6 +567,15 @@ impl Config {
         }
         if let Some(k) = raw.mqtt_max_keepalive {
             c.mqtt_max_keepalive = k;
+        }
+        if let Some(i) = raw.mqtt_sys_interval {
+            if i > 86_400 {
+                return Err(ConfigError::new(
+                    "mqtt_sys_interval",
+                    "must be 0 (off) to 86400 seconds",
+                ));
+            }
+            c.mqtt_sys_interval = i;
         }
         if raw.mqtt_acl.is_some() || raw.mqtt_acl_default.is_some() {
             let default = raw

@@ -232,6 +232,7 @@ impl Server {
             shared.registry.clone(),
             shared.broker.clone(),
             shared.shutdown.clone(),
+            shared.config.mqtt_sys_interval,
         ));
 
         shutdown.await;
@@ -264,13 +265,27 @@ impl Server {
 /// Twice a second: keep-alive deadlines of live sessions and the expiry of
 /// detached ones, for every session (so no idle connection needs a timer of
 /// its own). Token ends do not wait for it: they arrive as events.
-async fn sweep(registry: Arc<Registry>, broker: Arc<Broker>, shutdown: CancellationToken) {
+/// Every `sys_interval` seconds (0: never) it also publishes the `$SYS`
+/// statistics.
+async fn sweep(
+    registry: Arc<Registry>,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    sys_interval: u64,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    let mut next_sys = started;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if sys_interval > 0 && Instant::now() >= next_sys {
+            next_sys += Duration::from_secs(sys_interval);
+            let online = registry.online_by_domain(Protocol::Mqtt);
+            broker.publish_sys(started.elapsed().as_secs(), &online);
         }
         let expired = registry.sweep();
         // Only MQTT sessions outlive their connections today.

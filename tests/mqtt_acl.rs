@@ -189,3 +189,57 @@ fn a_bad_rule_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mqtt_acl") && err.contains("rule 1"), "{err}");
 }
+
+/// `$SYS/broker/…` statistics, published every `mqtt_sys_interval`
+/// seconds as retained messages: mosquitto_sub reads them; an access rule
+/// can deny them.
+#[test]
+fn sys_topics_are_published_and_can_be_denied() {
+    if !have_program("mosquitto_sub") {
+        assert!(
+            std::env::var_os("PETREL_REQUIRE_PEERS").is_none(),
+            "mosquitto_sub is required"
+        );
+        return;
+    }
+    let p = Petrel::start(
+        "mqtt_sys_interval = 1\n\
+         [[mqtt_acl]]\npermission = \"deny\"\naction = \"subscribe\"\ntopic = \"$SYS/#\"\naccount = \"bob@localhost\"\n",
+    )
+    .with_user_and_client();
+    p.ctl_ok(&["register", "bob", "localhost", "builder"]);
+    let sub = |user: &str, token: &str| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &p.mqtt().port().to_string()])
+            .args(["-V", "mqttv5", "-u", user, "-P", token, "-v"])
+            .args(["-t", "$SYS/broker/#", "-C", "6", "-W", "10"])
+            .output()
+            .unwrap()
+    };
+    let alice = p.token("alice@localhost", 3600, "sasl_auth");
+    let out = sub("alice", &alice);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "$SYS/broker/version petrel {}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(text.contains("$SYS/broker/uptime "), "{text}");
+    // mosquitto_sub itself is connected while it reads.
+    assert!(text.contains("$SYS/broker/clients/connected "), "{text}");
+    assert!(text.contains("$SYS/broker/messages/received "), "{text}");
+    let bob = p.token("bob@localhost", 3600, "sasl_auth");
+    let out = sub("bob", &bob);
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("denied") || err.contains("not authorized"),
+        "{err}"
+    );
+}

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::BytesMut;
 
@@ -166,6 +166,8 @@ pub struct Broker {
     pub stats: BrokerStats,
     /// The access rules (`[[mqtt_acl]]`), checked beside token scopes.
     pub acl: Acl,
+    /// The `$SYS` values last published, by domain and topic.
+    sys_last: Mutex<HashMap<(String, &'static str), String>>,
 }
 
 fn retained_key(domain: &str, topic: &str) -> Vec<u8> {
@@ -207,6 +209,7 @@ impl Broker {
             max_retained_bytes: 1 << 30,
             max_session_expiry: u32::MAX,
             acl: Acl::default(),
+            sys_last: Mutex::new(HashMap::new()),
             stats: BrokerStats::default(),
         };
         b.load_retained()?;
@@ -394,6 +397,12 @@ impl Broker {
     /// Retained handling is the caller's ([`Broker::retain`]).
     pub fn publish(&self, domain: &Domain, msg: &Arc<Routed>) -> Routing {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.route(domain, msg)
+    }
+
+    /// [`Broker::publish`] without counting the message as received (the
+    /// server's own `$SYS` messages).
+    fn route(&self, domain: &Domain, msg: &Arc<Routed>) -> Routing {
         let p = &msg.publish;
         let mut targets = domain.subs.targets(&p.topic, msg.origin, p.qos, p.retain);
         if self.acl.checks_reads() {
@@ -570,6 +579,57 @@ impl Broker {
     pub fn unwaited_room(&self, slot: &Slot) -> u64 {
         let hard = u64::from(self.limits().high_water) * u64::from(HARD_FACTOR);
         hard.saturating_sub(u64::from(slot.lock().queued_bytes()))
+    }
+
+    /// Publishes the `$SYS/broker/…` statistics of every domain as
+    /// retained QoS 0 messages, those whose value changed since the last
+    /// time (kept in memory only: they are made again after a restart).
+    /// `online` counts each domain's connected MQTT clients.
+    pub fn publish_sys(&self, uptime_secs: u64, online: &HashMap<String, usize>) {
+        let received = self.stats.received.load(Ordering::Relaxed);
+        let sent = self.stats.delivered.load(Ordering::Relaxed);
+        let mut last = self.sys_last.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, domain) in &self.domains {
+            let retained = domain
+                .retained
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .len();
+            let values = [
+                (
+                    "$SYS/broker/version",
+                    format!("petrel {}", env!("CARGO_PKG_VERSION")),
+                ),
+                ("$SYS/broker/uptime", format!("{uptime_secs} seconds")),
+                (
+                    "$SYS/broker/clients/connected",
+                    online.get(name).copied().unwrap_or(0).to_string(),
+                ),
+                ("$SYS/broker/messages/received", received.to_string()),
+                ("$SYS/broker/messages/sent", sent.to_string()),
+                ("$SYS/broker/retained messages/count", retained.to_string()),
+            ];
+            for (topic, value) in values {
+                let key = (name.clone(), topic);
+                if last.get(&key) == Some(&value) {
+                    continue;
+                }
+                let publish = Publish {
+                    topic: topic.into(),
+                    payload: bytes::Bytes::from(value.clone().into_bytes()),
+                    retain: true,
+                    ..Publish::default()
+                };
+                let msg = Arc::new(self.routed(publish, 0));
+                domain
+                    .retained
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set(topic, msg.clone());
+                self.route(domain, &msg);
+                last.insert(key, value);
+            }
+        }
     }
 
     /// Sessions (online or not) across all domains.

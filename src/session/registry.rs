@@ -3,6 +3,7 @@
 //! bare-JID routing, account-wide kicks) and by token (ending a token ends
 //! its sessions).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -368,6 +369,18 @@ impl Registry {
     /// Sessions of `protocol` in the registry (attached or lingering).
     pub fn len(&self, protocol: Protocol) -> usize {
         self.table(protocol).len()
+    }
+
+    /// Sessions of `protocol` with a live connection, by domain.
+    pub fn online_by_domain(&self, protocol: Protocol) -> HashMap<String, usize> {
+        let mut out: HashMap<String, usize> = HashMap::new();
+        for h in self.table(protocol).iter() {
+            if h.value().is_online() {
+                *out.entry(h.value().address().domain().to_string())
+                    .or_default() += 1;
+            }
+        }
+        out
     }
 
     /// Sessions with a live connection, every protocol.
