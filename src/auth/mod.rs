@@ -15,6 +15,7 @@ pub mod device;
 pub mod jid;
 pub mod login;
 pub mod refresh;
+mod revoke;
 pub mod sasl;
 pub mod scopes;
 pub mod scram;

@@ -531,7 +531,7 @@ impl AuthCore {
     }
 
     /// Finds the token named by its text or by its id.
-    fn find(&self, token_or_id: &str) -> Option<Arc<LiveToken>> {
+    pub(super) fn find(&self, token_or_id: &str) -> Option<Arc<LiveToken>> {
         if token_or_id.len() == ID_BYTES * 2 {
             if let Ok(prefix) = hex::decode(token_or_id) {
                 if let Some(e) = self
@@ -574,106 +574,6 @@ impl AuthCore {
             .get(&hash_token(token))
             .filter(|e| !e.revoked.load(Ordering::Acquire) && now() < e.record.expires_at)
             .map(|e| e.record.client_id.clone())
-    }
-
-    /// Revokes a token given by its text only (the HTTP revocation endpoint:
-    /// ids are shown in listings and logs, so they must not act as the token).
-    pub fn revoke_token_text(&self, token: &str) -> Result<bool, AuthError> {
-        let live = self
-            .tokens
-            .get(&hash_token(token))
-            .map(|e| Arc::clone(e.value()));
-        match live {
-            Some(live)
-                if !live.revoked.load(Ordering::Acquire) && now() < live.record.expires_at =>
-            {
-                self.revoke_with_family(&live);
-                self.store.barrier_blocking()?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    /// Revokes a token given by text or id. `Ok(false)`: no such live token
-    /// (unknown, already revoked, or expired but not yet swept).
-    pub fn revoke_token(&self, token_or_id: &str) -> Result<bool, AuthError> {
-        match self.find(token_or_id) {
-            Some(live)
-                if !live.revoked.load(Ordering::Acquire) && now() < live.record.expires_at =>
-            {
-                self.revoke_with_family(&live);
-                self.store.barrier_blocking()?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    /// Revokes a live token; a refresh token takes its whole family with
-    /// it (RFC 7009 §2.1: the access tokens of the same authorization).
-    fn revoke_with_family(&self, live: &LiveToken) {
-        match live.record.family {
-            Some(f) if live.record.kind == TokenKind::Refresh => {
-                self.revoke_family(&f);
-            }
-            _ => self.revoke_live(live),
-        }
-    }
-
-    pub(super) fn revoke_live(&self, live: &LiveToken) {
-        let mut rec = live.record.clone();
-        rec.revoked = true;
-        self.store
-            .put(Tree::Tokens, live.hash, records::encode_token(&rec));
-        live.revoked.store(true, Ordering::Release);
-        self.announce_token_end(live.key(), TokenEnd::Revoked);
-    }
-
-    /// Revokes every token of an account (when it is unregistered).
-    /// Revokes the client-credentials tokens whose principal is `jid` (an
-    /// account of that name now exists: no service may act as it).
-    pub(super) fn revoke_principal(&self, jid: &BareJid) {
-        let theirs: Vec<Arc<LiveToken>> = self
-            .tokens
-            .iter()
-            .filter(|e| e.owner == *jid && e.record.grant == TokenGrant::ClientCredentials)
-            .map(|e| Arc::clone(e.value()))
-            .collect();
-        for live in theirs {
-            self.revoke_live(&live);
-        }
-    }
-
-    pub(super) fn revoke_owner(&self, owner: &BareJid) -> Result<(), AuthError> {
-        let mine: Vec<Arc<LiveToken>> = self
-            .tokens
-            .iter()
-            .filter(|e| e.owner == *owner)
-            .map(|e| Arc::clone(e.value()))
-            .collect();
-        for live in mine {
-            self.revoke_live(&live);
-        }
-        Ok(())
-    }
-
-    /// Revokes every token issued to client `id` (the client was removed:
-    /// what it was given stops working), or only its own (client
-    /// credentials) tokens when `own_only`.
-    pub(super) fn revoke_client_tokens(&self, id: &str, own_only: bool) {
-        let theirs: Vec<Arc<LiveToken>> = self
-            .tokens
-            .iter()
-            .filter(|e| {
-                e.record.client_id.as_deref() == Some(id)
-                    && (!own_only || e.record.grant == TokenGrant::ClientCredentials)
-            })
-            .map(|e| Arc::clone(e.value()))
-            .collect();
-        for live in theirs {
-            self.revoke_live(&live);
-        }
     }
 
     fn track_expiry(&self, expires_at: u64, hash: [u8; 32]) {
