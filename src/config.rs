@@ -214,6 +214,10 @@ pub struct Config {
     /// MQTT: the longest keep-alive a client may use, seconds; 0: no cap
     /// (`mqtt_max_keepalive`).
     pub mqtt_max_keepalive: u16,
+    /// Largest WebSocket frame MQTT over WebSocket takes
+    /// (`mqtt_ws_max_frame_size`): memory a peer pins per connection
+    /// before it logs in, as `mqtt_max_connect_size` does on TCP.
+    pub mqtt_ws_max_frame_size: usize,
     /// Seconds between `$SYS/broker/…` updates; 0: none (`mqtt_sys_interval`).
     pub mqtt_sys_interval: u64,
     /// MQTT access rules (`[[mqtt_acl]]`, `mqtt_acl_default`).
@@ -280,6 +284,7 @@ impl Default for Config {
             mqtt_max_sessions_per_account: 10_000,
             mqtt_max_session_expiry: 604_800,
             mqtt_max_keepalive: 0,
+            mqtt_ws_max_frame_size: 65_536,
             mqtt_sys_interval: 10,
             mqtt_acl: crate::mqtt::acl::Acl::default(),
             mqtt_max_retained: 100_000,
@@ -355,6 +360,7 @@ struct RawConfig {
     mqtt_max_session_expiry: Option<u32>,
     mqtt_max_keepalive: Option<u16>,
     mqtt_sys_interval: Option<u64>,
+    mqtt_ws_max_frame_size: Option<usize>,
     mqtt_acl: Option<Vec<crate::mqtt::acl::RawRule>>,
     mqtt_acl_default: Option<crate::mqtt::acl::Permission>,
     mqtt_max_retained: Option<usize>,
@@ -568,6 +574,12 @@ impl Config {
         if let Some(k) = raw.mqtt_max_keepalive {
             c.mqtt_max_keepalive = k;
         }
+        at_least(
+            "mqtt_ws_max_frame_size",
+            raw.mqtt_ws_max_frame_size,
+            &mut c.mqtt_ws_max_frame_size,
+            256,
+        )?;
         if let Some(i) = raw.mqtt_sys_interval {
             if i > 86_400 {
                 return Err(ConfigError::new(

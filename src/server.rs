@@ -283,7 +283,7 @@ async fn sweep(
             _ = tick.tick() => {}
         }
         if sys_interval > 0 && Instant::now() >= next_sys {
-            next_sys += Duration::from_secs(sys_interval);
+            next_sys = Instant::now() + Duration::from_secs(sys_interval);
             let online = registry.online_by_domain(Protocol::Mqtt);
             broker.publish_sys(started.elapsed().as_secs(), &online);
         }
@@ -337,8 +337,11 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
         shutdown: shared.shutdown.clone(),
         tls: None,
     });
-    let mqtt_ws =
-        crate::mqtt::websocket::route(mqtt_ctx, shared.config.mqtt_max_packet_size as usize);
+    let mqtt_ws = crate::mqtt::websocket::route(
+        mqtt_ctx,
+        shared.config.mqtt_max_packet_size as usize,
+        shared.config.mqtt_ws_max_frame_size,
+    );
     let routes = warp::Filter::or(mqtt_ws, oauth::routes(state, b.listener.tls));
     let tls = shared.tls_for(&b);
     let shutdown = shared.shutdown.clone();

@@ -75,6 +75,8 @@ struct Rule {
     /// The filter's levels; a level holding `%u`, `%c` or `%d` is
     /// substituted per request.
     levels: Vec<String>,
+    /// The filter as written (what a rule without placeholders matches).
+    topic: String,
     templated: bool,
     account: Option<String>,
     client_id: Option<String>,
@@ -122,6 +124,8 @@ pub enum Request {
 pub struct Acl {
     rules: Vec<Rule>,
     default: Permission,
+    /// Whether a delivery can be refused (see [`Acl::checks_reads`]).
+    reads_checked: bool,
 }
 
 impl Default for Acl {
@@ -130,6 +134,7 @@ impl Default for Acl {
         Acl {
             rules: Vec::new(),
             default: Permission::Allow,
+            reads_checked: false,
         }
     }
 }
@@ -158,6 +163,8 @@ fn glob(pattern: &str, text: &str) -> bool {
 fn safe(v: &str) -> bool {
     !v.is_empty() && !v.contains(['/', '+', '#'])
 }
+
+use std::borrow::Cow;
 
 impl Acl {
     /// Checks and builds the rules; the error says which rule and why.
@@ -204,23 +211,29 @@ impl Acl {
                 action: r.action,
                 reason_code,
                 levels: r.topic.split('/').map(str::to_string).collect(),
+                topic: r.topic.clone(),
                 templated,
-                account: r.account.clone(),
+                // Accounts and domains are case-folded, as JIDs are.
+                account: r.account.as_deref().map(str::to_lowercase),
                 client_id: r.client_id.clone(),
-                domain: r.domain.clone(),
+                domain: r.domain.as_deref().map(str::to_lowercase),
             });
         }
-        Ok(Acl { rules, default })
+        let reads_checked = default == Permission::Deny
+            || rules
+                .iter()
+                .any(|r| r.permission == Permission::Deny && r.action != RuleAction::Publish);
+        Ok(Acl {
+            rules,
+            default,
+            reads_checked,
+        })
     }
 
     /// Whether any message delivery could be refused (else reading is not
     /// checked at all: the broker's fast path).
     pub fn checks_reads(&self) -> bool {
-        self.default == Permission::Deny
-            || self
-                .rules
-                .iter()
-                .any(|r| r.permission == Permission::Deny && r.action != RuleAction::Publish)
+        self.reads_checked
     }
 
     /// Whether `who` may do `req` on `topic` (a topic name for publish and
@@ -277,24 +290,36 @@ impl Rule {
 
     /// The filter for `who`; `None` when an allow rule cannot be
     /// substituted safely (a deny rule then widens the level to `+`).
-    fn filter(&self, who: Who<'_>, deny: bool) -> Option<String> {
+    fn filter<'r>(&'r self, who: Who<'_>, deny: bool) -> Option<Cow<'r, str>> {
         if !self.templated {
-            return Some(self.levels.join("/"));
+            return Some(Cow::Borrowed(&self.topic));
         }
         let mut out = Vec::with_capacity(self.levels.len());
         for level in &self.levels {
+            // One pass over the level as written: a value is never read
+            // again for placeholders (an account named `%c` stays `%c`).
+            let mut text = String::with_capacity(level.len());
             let mut unsafe_value = false;
-            let mut text = level.clone();
-            for (tag, value) in [
-                ("%u", who.local()),
-                ("%c", Some(who.client_id)),
-                ("%d", Some(who.domain)),
-            ] {
-                if text.contains(tag) {
-                    match value {
-                        Some(v) if safe(v) => text = text.replace(tag, v),
-                        _ => unsafe_value = true,
+            let mut chars = level.chars();
+            while let Some(ch) = chars.next() {
+                if ch != '%' {
+                    text.push(ch);
+                    continue;
+                }
+                let rest = chars.as_str();
+                let value = match rest.chars().next() {
+                    Some('u') => who.local(),
+                    Some('c') => Some(who.client_id),
+                    Some('d') => Some(who.domain),
+                    _ => {
+                        text.push('%');
+                        continue;
                     }
+                };
+                chars.next();
+                match value {
+                    Some(v) if safe(v) => text.push_str(v),
+                    _ => unsafe_value = true,
                 }
             }
             if unsafe_value {
@@ -305,7 +330,7 @@ impl Rule {
             }
             out.push(text);
         }
-        Some(out.join("/"))
+        Some(Cow::Owned(out.join("/")))
     }
 }
 
@@ -401,6 +426,19 @@ mod tests {
             ..ANON
         };
         assert!(!acl.allows(sneaky, Request::Publish, "devices/dev+/state"));
+        // A value is never read again for placeholders.
+        let sly = Who {
+            account: "%c@example.org",
+            client_id: "bob",
+            domain: "example.org",
+        };
+        assert!(!acl.allows(sly, Request::Publish, "users/bob/x"));
+        assert!(acl.allows(sly, Request::Publish, "users/%c/x"));
+        // Account and domain patterns fold case, as JIDs do.
+        let mut upper = rule(Deny, RuleAction::All, "x");
+        upper.account = Some("Alice@Example.ORG".into());
+        let d = Acl::new(&[upper], Allow).unwrap();
+        assert!(!d.allows(ALICE, Request::Publish, "x"));
         // A deny with an unsafe value fails closed: the level becomes +.
         let d = Acl::new(&[rule(Deny, RuleAction::Publish, "secret/%u")], Allow).unwrap();
         assert!(!d.allows(ANON, Request::Publish, "secret/anything"));

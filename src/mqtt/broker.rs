@@ -135,6 +135,9 @@ pub struct Domain {
     pub retained: RwLock<RetainedIndex<Arc<Routed>>>,
     /// Bytes the retained messages hold (changed under `retained`'s write lock).
     pub retained_bytes: AtomicU64,
+    /// How many of the retained topics are the server's `$SYS` ones (not
+    /// the clients': outside `mqtt_max_retained` and the count shown).
+    pub sys_retained: AtomicU64,
 }
 
 /// Counters for `stats` and the benches.
@@ -195,6 +198,7 @@ impl Broker {
                     subs: Subscriptions::new(),
                     retained: RwLock::new(RetainedIndex::new()),
                     retained_bytes: AtomicU64::new(0),
+                    sys_retained: AtomicU64::new(0),
                 }),
             );
         }
@@ -404,15 +408,20 @@ impl Broker {
     /// server's own `$SYS` messages).
     fn route(&self, domain: &Domain, msg: &Arc<Routed>) -> Routing {
         let p = &msg.publish;
-        let mut targets = domain.subs.targets(&p.topic, msg.origin, p.qos, p.retain);
-        if self.acl.checks_reads() {
+        let targets = if self.acl.checks_reads() {
             // A subscriber an access rule forbids to read the topic does
-            // not get it (a `#` does not undo a deny).
-            targets.retain(|t| {
+            // not get it (a `#` does not undo a deny); a shared group's
+            // turn goes to a member that may.
+            let readable = |slot: &Slot| {
                 self.acl
-                    .allows(Who::of(t.slot.address()), Request::Read, &p.topic)
-            });
-        }
+                    .allows(Who::of(slot.address()), Request::Read, &p.topic)
+            };
+            domain
+                .subs
+                .targets_for(&p.topic, msg.origin, p.qos, p.retain, &readable)
+        } else {
+            domain.subs.targets(&p.topic, msg.origin, p.qos, p.retain)
+        };
         let mut out = Routing {
             receivers: targets.len(),
             ..Routing::default()
@@ -505,13 +514,16 @@ impl Broker {
         let mut idx = domain.retained.write().unwrap_or_else(|e| e.into_inner());
         let held = domain.retained_bytes.load(Ordering::Relaxed);
         let old = idx.get(topic).map(|o| u64::from(o.bytes));
+        let held_topics = idx
+            .len()
+            .saturating_sub(domain.sys_retained.load(Ordering::Relaxed) as usize);
         if msg.publish.payload.is_empty() {
             idx.remove(topic);
             self.store.delete(Tree::Retained, key);
             domain
                 .retained_bytes
                 .store(held.saturating_sub(old.unwrap_or(0)), Ordering::Relaxed);
-        } else if (idx.len() >= max && old.is_none())
+        } else if (held_topics >= max && old.is_none())
             || held.saturating_sub(old.unwrap_or(0)) + u64::from(msg.bytes)
                 > self.max_retained_bytes
         {
@@ -590,11 +602,13 @@ impl Broker {
         let sent = self.stats.delivered.load(Ordering::Relaxed);
         let mut last = self.sys_last.lock().unwrap_or_else(|e| e.into_inner());
         for (name, domain) in &self.domains {
+            // The clients' retained messages, not these.
             let retained = domain
                 .retained
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .len();
+                .len()
+                .saturating_sub(domain.sys_retained.load(Ordering::Relaxed) as usize);
             let values = [
                 (
                     "$SYS/broker/version",
@@ -621,11 +635,13 @@ impl Broker {
                     ..Publish::default()
                 };
                 let msg = Arc::new(self.routed(publish, 0));
-                domain
-                    .retained
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .set(topic, msg.clone());
+                {
+                    let mut idx = domain.retained.write().unwrap_or_else(|e| e.into_inner());
+                    if idx.get(topic).is_none() {
+                        domain.sys_retained.fetch_add(1, Ordering::Relaxed);
+                    }
+                    idx.set(topic, msg.clone());
+                }
                 self.route(domain, &msg);
                 last.insert(key, value);
             }

@@ -344,6 +344,15 @@ impl Turn {
 /// handled it (process-wide: only a hint to publishers, see [`poll_idle`]).
 static SUBSCRIBES_BEING_READ: AtomicUsize = AtomicUsize::new(0);
 
+/// One count of [`SUBSCRIBES_BEING_READ`], given back when dropped.
+struct SubscribeRead;
+
+impl Drop for SubscribeRead {
+    fn drop(&mut self) {
+        SUBSCRIBES_BEING_READ.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// How many turns a PUBLISH batch gives up at most waiting for SUBSCRIBEs
 /// read elsewhere (bounded: a stream of subscribers never starves it).
 const MAX_ROUTE_TURNS: u8 = 8;
@@ -493,9 +502,9 @@ where
                 Wake::ReadSubscribe => {
                     slot.last_rx
                         .store(ctx.broker.now_ms(), std::sync::atomic::Ordering::Relaxed);
-                    let next = handle_buffered(&mut conn, &mut buf);
-                    SUBSCRIBES_BEING_READ.fetch_sub(1, Ordering::AcqRel);
-                    next
+                    // Counted off however the handling ends (a panic too).
+                    let _counted = SubscribeRead;
+                    handle_buffered(&mut conn, &mut buf)
                 }
                 Wake::Session => {
                     conn.pump();

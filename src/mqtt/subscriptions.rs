@@ -98,8 +98,22 @@ impl Subscriptions {
     /// granted, every subscription identifier). `origin` is skipped by
     /// No Local subscriptions.
     pub fn targets(&self, topic: &str, origin: u64, qos: QoS, retain: bool) -> Vec<Target> {
+        self.targets_for(topic, origin, qos, retain, &|_| true)
+    }
+
+    /// [`Subscriptions::targets`] among the sessions `readable` accepts
+    /// (the access rules): a shared group's turn goes to a member that may
+    /// read the topic.
+    pub fn targets_for(
+        &self,
+        topic: &str,
+        origin: u64,
+        qos: QoS,
+        retain: bool,
+        readable: &dyn Fn(&Slot) -> bool,
+    ) -> Vec<Target> {
         let add = |out: &mut Vec<Target>, e: &SubEntry| {
-            if e.opts.no_local && e.slot.id() == origin {
+            if (e.opts.no_local && e.slot.id() == origin) || !readable(&e.slot) {
                 return;
             }
             out.push(Target {
@@ -129,7 +143,7 @@ impl Subscriptions {
                 .matches(topic, |_, e| add(&mut out, e));
         }
         if shared {
-            for e in self.shared_pick(topic) {
+            for e in self.shared_pick(topic, readable) {
                 add(&mut out, &e);
             }
         }
@@ -155,12 +169,16 @@ impl Subscriptions {
 impl Subscriptions {
     /// One member of each shared group with a filter matching `topic`: the
     /// next connected one in turn, or any when none is connected.
-    fn shared_pick(&self, topic: &str) -> Vec<SubEntry> {
+    fn shared_pick(&self, topic: &str, readable: &dyn Fn(&Slot) -> bool) -> Vec<SubEntry> {
         let mut members: Vec<(Arc<str>, SubEntry)> = Vec::new();
         self.shared
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .matches(topic, |(g, _), e| members.push((g.clone(), e.clone())));
+            .matches(topic, |(g, _), e| {
+                if readable(&e.slot) {
+                    members.push((g.clone(), e.clone()));
+                }
+            });
         if members.is_empty() {
             return Vec::new();
         }

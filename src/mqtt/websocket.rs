@@ -23,13 +23,16 @@ pub struct WsConn {
     pub permit: Arc<Mutex<Option<ConnPermit>>>,
 }
 
-/// The `/mqtt` route. `max_packet` bounds WebSocket messages and frames
-/// (the MQTT packet limit, a little header room beside it).
+/// The `/mqtt` route. A WebSocket message may be as large as an MQTT
+/// packet (`max_packet`); a frame at most `max_frame` (the WebSocket layer
+/// reserves a frame's announced length as soon as it reads its header, so
+/// this is what a peer can pin before it logs in).
 pub fn route(
     ctx: Arc<MqttContext>,
     max_packet: usize,
+    max_frame: usize,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    let max = max_packet.saturating_add(64);
+    let max_frame = max_frame.min(max_packet);
     warp::path("mqtt")
         .and(warp::path::end())
         .and(warp::ws())
@@ -38,8 +41,10 @@ pub fn route(
         .map(
             move |ws: warp::ws::Ws, protocols: Option<String>, conn: Option<WsConn>| {
                 let ctx = ctx.clone();
-                let reply = ws.max_message_size(max).max_frame_size(max).on_upgrade(
-                    move |socket| async move {
+                let reply = ws
+                    .max_message_size(max_packet)
+                    .max_frame_size(max_frame)
+                    .on_upgrade(move |socket| async move {
                         let (peer, permit) = match conn {
                             Some(c) => {
                                 let taken =
@@ -51,8 +56,7 @@ pub fn route(
                         let permit = permit.unwrap_or_else(ConnPermit::detached);
                         let wire = Stream::Boxed(Box::new(WsStream::new(socket)));
                         serve_stream(wire, peer, ctx, permit).await
-                    },
-                );
+                    });
                 // §6.0: the subprotocol is "mqtt" (a client that offers none
                 // is served without one).
                 let offered = protocols

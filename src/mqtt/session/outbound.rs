@@ -38,7 +38,14 @@ impl Connection {
         // Queued, not yet sent: dropped. What is in flight was sent under
         // the old token and its packet ids are the client's too: the
         // protocol's handshake finishes it.
-        let readable = |m: &Routed| auth::may(Some(&scopes), Action::Subscribe(&m.publish.topic));
+        let who = crate::mqtt::acl::Who::of(slot.address());
+        let readable = |m: &Routed| {
+            auth::may(Some(&scopes), Action::Subscribe(&m.publish.topic))
+                && self
+                    .broker
+                    .acl
+                    .allows(who, crate::mqtt::acl::Request::Read, &m.publish.topic)
+        };
         let gone = slot.lock().take_unwanted(|q| readable(&q.msg));
         if gone.is_empty() {
             return;
