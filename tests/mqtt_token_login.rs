@@ -455,6 +455,28 @@ fn a_narrower_token_on_resume_drops_what_it_may_not_read() {
     assert_eq!(r["got"], serde_json::json!(["a/1", "a/end"]), "{r}");
 }
 
+/// A WebSocket upgrade to `/mqtt` offering `mqttv3.1, mqtt`: the stream
+/// and the response head (lower case).
+fn ws_handshake(p: &Petrel) -> (std::net::TcpStream, String) {
+    use std::io::{Read, Write};
+    let addr = p.http().trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: mqttv3.1, mqtt\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    (s, String::from_utf8_lossy(&head).to_lowercase())
+}
+
 /// MQTT over WebSocket at `/mqtt`: MQTT.js over `ws://` (the HTTP
 /// listener) and `wss://` (the HTTPS one), logging in with a token,
 /// exchanging messages with an MQTT.js client on TCP.
@@ -483,26 +505,26 @@ fn mqttjs_over_websocket_ws_and_wss() {
         assert_eq!(r["tcpGot"], serde_json::json!([["tcp/x", "to tcp"]]), "{r}");
     }
     // The handshake selects the `mqtt` subprotocol (MQTT 5 §6.0).
+    let (_s, head) = ws_handshake(&p);
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("sec-websocket-protocol: mqtt\r\n"), "{head}");
+    // A frame announcing more than `mqtt_ws_max_frame_size` before any
+    // login is refused before anything is reserved for it: the
+    // connection closes, and the server goes on serving.
     {
         use std::io::{Read, Write};
-        let addr = p.http().trim_start_matches("http://").to_string();
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Protocol: mqttv3.1, mqtt\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap() == 1 {
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head).to_lowercase();
-        assert!(head.starts_with("http/1.1 101"), "{head}");
-        assert!(head.contains("sec-websocket-protocol: mqtt\r\n"), "{head}");
+        let (mut s, _) = ws_handshake(&p);
+        let mut frame = vec![0x82, 0x80 | 127];
+        frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        s.write_all(&frame).unwrap();
+        // At once, not at the CONNECT timeout (10 s).
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        let r = s.read_to_end(&mut rest);
+        assert!(r.is_ok(), "the server kept waiting for the frame: {r:?}");
+        // Nothing but (at most) a close frame came back.
+        assert!(rest.is_empty() || rest[0] == 0x88, "{rest:?}");
     }
     // A bad token over WebSocket is refused like over TCP.
     let url = format!("{}/mqtt", p.http().replacen("http", "ws", 1));
