@@ -326,6 +326,23 @@ fn client_id_check_allow_and_deny() {
         ],
     );
     assert_eq!(s, 200, "{v}");
+    // Under allow an unregistered id is accepted, but not one just removed
+    // (its tokens were revoked): invalid_client, not a server error.
+    p.ctl_ok(&["oauth_remove_client", "app"]);
+    let (s, _, v) = post_form(
+        &format!("{}/oauth/token", p.http()),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice@localhost"),
+            ("password", "wonderland"),
+            ("client_id", "app"),
+        ],
+    );
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{v}"
+    );
     drop(p);
     let p = Petrel::start("oauth_client_id_check = \"deny\"").with_user_and_client();
     let (s, v) = password_grant(&p.http(), "alice@localhost", "wonderland", &[]);
@@ -387,4 +404,33 @@ fn metadata_describes_what_is_served() {
             .unwrap();
         assert_ne!(r.status().as_u16(), 404, "{ep}");
     }
+}
+
+/// Guessing a secret for a client id that does not exist is answered like a
+/// wrong secret for one that does (401 invalid_client) and throttled the
+/// same way, so the answers tell a guesser nothing about which ids exist.
+#[test]
+fn secret_guessing_for_an_unknown_client_is_throttled() {
+    let p = Petrel::start("").with_user_and_client();
+    let mut codes = Vec::new();
+    for _ in 0..30 {
+        let (s, _, v) = post_form(
+            &format!("{}/oauth/token", p.http()),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "nobody"),
+                ("client_secret", "guess"),
+            ],
+        );
+        codes.push((s, v["error"].as_str().unwrap_or_default().to_owned()));
+        if s == 429 {
+            break;
+        }
+    }
+    assert_eq!(codes[0], (401, "invalid_client".to_owned()), "{codes:?}");
+    assert_eq!(
+        codes.last().map(|c| c.0),
+        Some(429),
+        "no throttling after 30 guesses: {codes:?}"
+    );
 }

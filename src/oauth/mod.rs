@@ -354,7 +354,18 @@ pub fn registered_client(
             Err(OauthError::invalid_client("a public client has no secret"))
         }
         Some(r) => Ok((c.id, r)),
-        None => Err(OauthError::invalid_client("unknown client or wrong secret")),
+        None => {
+            if let Some(secret) = c.secret.as_deref() {
+                // As slow as a wrong secret for a known client, and counted
+                // by the throttle the same way.
+                if let Err(crate::auth::AuthError::Throttled(wait)) =
+                    state.auth.authenticate_client(peer, &c.id, secret)
+                {
+                    return Err(OauthError::throttled(wait));
+                }
+            }
+            Err(OauthError::invalid_client("unknown client or wrong secret"))
+        }
     }
 }
 

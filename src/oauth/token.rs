@@ -123,6 +123,12 @@ fn password_grant(
         Ok(t) => t,
         // A hosted-domain check failure reads as bad credentials: the account cannot exist.
         Err(AuthError::UnknownHost(_)) => return Err(invalid_grant("wrong username or password")),
+        // A client id that was removed (with `oauth_client_id_check =
+        // "allow"` the id need not be registered, but one just removed
+        // gets no tokens).
+        Err(AuthError::NoSuchClient(_)) => {
+            return Err(OauthError::invalid_client("unknown client or wrong secret"))
+        }
         Err(e) => return Err(internal(e)),
     };
     tracing::info!(owner = %jid, token_id = %issued.id, client = ?client, "issued a token (password grant)");
