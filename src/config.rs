@@ -193,6 +193,11 @@ pub struct Config {
     pub max_offline_messages: usize,
     /// XMPP: seconds a connection may take from connecting to a bound resource.
     pub negotiation_timeout: u64,
+    /// XMPP: presence stanzas (one per sender) held back for a client that
+    /// said it is inactive (XEP-0352) before they are written anyway.
+    pub csi_max_held: usize,
+    /// XMPP: JIDs one account may block (XEP-0191).
+    pub max_blocklist_items: usize,
     pub mqtt_allow_anonymous: bool,
     pub mqtt_max_packet_size: u32,
     /// Login throttle (see `auth::throttle`).
@@ -262,6 +267,8 @@ impl Default for Config {
             xml_max_elements: 4096,
             xml_max_namespace_length: 512,
             negotiation_timeout: 60,
+            csi_max_held: 500,
+            max_blocklist_items: 1000,
             max_offline_messages: 500,
             http_header_timeout: 30,
             http_request_timeout: 30,
@@ -339,6 +346,8 @@ struct RawConfig {
     xml_max_elements: Option<usize>,
     xml_max_namespace_length: Option<usize>,
     negotiation_timeout: Option<u64>,
+    csi_max_held: Option<usize>,
+    max_blocklist_items: Option<usize>,
     max_offline_messages: Option<usize>,
     http_header_timeout: Option<u64>,
     http_request_timeout: Option<u64>,
@@ -633,6 +642,12 @@ impl Config {
         }
         if let Some(m) = raw.max_offline_messages {
             c.max_offline_messages = m;
+        }
+        if let Some(m) = raw.csi_max_held {
+            c.csi_max_held = m;
+        }
+        if let Some(m) = raw.max_blocklist_items {
+            c.max_blocklist_items = m;
         }
         seconds_in(
             "http_header_timeout",

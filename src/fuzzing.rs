@@ -333,6 +333,7 @@ pub fn xmpp_session(data: &[u8]) -> usize {
                             queue.push_front(m);
                         }
                     }
+                    Output::ClientState(_) => {}
                     Output::Bind(jid) => {
                         let user = c2s.user().cloned().expect("bound after login");
                         let scopes = c2s.grant().map(|g| g.scopes().clone());

@@ -163,11 +163,13 @@ impl Server {
             });
         }
         let admin = ctl::socket::bind(&config.data_dir).map_err(ServerError::AdminSocket)?;
-        let xmpp = Arc::new(crate::xmpp::ImServer::with_offline_limit(
+        let mut xmpp = crate::xmpp::ImServer::with_offline_limit(
             auth.clone(),
             crate::xmpp::Router::new(registry.clone()),
             config.max_offline_messages,
-        ));
+        );
+        xmpp.blocks.max_items = config.max_blocklist_items;
+        let xmpp = Arc::new(xmpp);
         let shared = Arc::new(Shared {
             xmpp,
             config,
@@ -531,6 +533,7 @@ async fn serve_c2s(b: Bound, shared: Arc<Shared>) {
         hosts: c.hosts.clone().into(),
         limits: Limits::from_config(c),
         negotiation_timeout: c.negotiation_timeout,
+        csi_max_held: c.csi_max_held,
     });
     let acceptor = shared.acceptor(&b);
     crate::xmpp::listener::serve(b.tcp, b.listener, acceptor, ctx).await;

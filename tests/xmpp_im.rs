@@ -417,3 +417,65 @@ fn a_reader_that_stops_reading_is_cut_off_without_stalling_the_sender() {
     assert_eq!(p.ctl_ok(&["connected_users"]).trim(), "alice@localhost/a");
     drop(slow);
 }
+
+/// XEP-0191 on presence: a block hides presence both ways (broadcasts and
+/// the answers to a new session's probes), sends the blocked contact an
+/// unavailable presence, and an unblock sends the current presence both
+/// ways.
+#[test]
+fn blocking_hides_presence_both_ways_until_unblocked() {
+    let p = server();
+    let mut alice = login(&p, "alice", "a");
+    alice.available();
+    let mut bob = login(&p, "bob", "b");
+    bob.available();
+    // Mutual subscription.
+    subscribe(&mut alice, &mut bob, "alice@localhost", "bob@localhost");
+    subscribe(&mut bob, &mut alice, "bob@localhost", "alice@localhost");
+    alice.send("<presence><show>chat</show></presence>");
+    expect_presence(&mut bob, &["from='alice@localhost/a'", "<show>chat</show>"]);
+
+    alice.send(
+        "<iq type='set' id='bl'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>",
+    );
+    assert!(alice.expect("id='bl'").contains("type='result'"));
+    expect_presence(
+        &mut bob,
+        &["from='alice@localhost/a'", "type='unavailable'"],
+    );
+    bob.send("<presence><show>away</show></presence>");
+    alice.send("<presence><show>dnd</show></presence>");
+    assert!(!alice.drain_for(Duration::from_millis(300)).contains("away"));
+    assert!(!bob.drain_for(Duration::from_millis(300)).contains("dnd"));
+    // A new session of bob is not told alice's presence, nor she his.
+    let mut bob2 = login(&p, "bob", "b2");
+    bob2.send("<presence><show>xa</show></presence>");
+    assert!(!bob2
+        .drain_for(Duration::from_millis(300))
+        .contains("from='alice@localhost/a'"));
+    assert!(!alice.drain_for(Duration::from_millis(300)).contains("xa"));
+
+    alice.send(
+        "<iq type='set' id='ub'><unblock xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></unblock></iq>",
+    );
+    assert!(alice.expect("id='ub'").contains("type='result'"));
+    expect_presence(&mut bob, &["from='alice@localhost/a'", "<show>dnd</show>"]);
+    expect_presence(&mut bob2, &["from='alice@localhost/a'", "<show>dnd</show>"]);
+    let seen = [
+        expect_presence(&mut alice, &["from='bob@localhost/"]),
+        expect_presence(&mut alice, &["from='bob@localhost/"]),
+    ]
+    .join("");
+    assert!(
+        seen.contains("<show>away</show>") && seen.contains("<show>xa</show>"),
+        "{seen}"
+    );
+}
+
+/// `asker` (account `from`) subscribes to `to`, whose session approves.
+fn subscribe(asker: &mut Raw, answerer: &mut Raw, from: &str, to: &str) {
+    asker.send(&format!("<presence to='{to}' type='subscribe'/>"));
+    expect_presence(answerer, &["type='subscribe'"]);
+    answerer.send(&format!("<presence to='{from}' type='subscribed'/>"));
+    expect_presence(asker, &["type='subscribed'"]);
+}

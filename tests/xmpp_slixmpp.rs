@@ -5,95 +5,13 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::python::run_script;
+use common::slixmpp::run;
 use common::{password_grant, Petrel};
-
-/// Shared by every script: a client factory and small async helpers.
-/// Certificates are not verified (the server runs on a development cert).
-const PRELUDE: &str = r#"
-import asyncio, ssl, sys
-import slixmpp
-
-HOST = sys.argv[1]
-STARTTLS_PORT = int(sys.argv[2])
-TLS_PORT = int(sys.argv[3])
-ARGS = sys.argv[4:]
-
-def make(jid, password='', mech=None, token=None, direct_tls=False):
-    kw = {'sasl_mech': mech} if mech else {}
-    c = slixmpp.ClientXMPP(jid, password, **kw)
-    if token:
-        c.credentials['access_token'] = token
-    c.ssl_context.check_hostname = False
-    c.ssl_context.verify_mode = ssl.CERT_NONE
-    if direct_tls:
-        c.enable_starttls = False
-        c.enable_plaintext = False
-        c.enable_direct_tls = True
-    else:
-        c.enable_direct_tls = False
-        c.enable_starttls = True
-    c.register_plugin('xep_0030')
-    c.register_plugin('xep_0199')
-    c.register_plugin('xep_0092')
-    c._port = TLS_PORT if direct_tls else STARTTLS_PORT
-    return c
-
-async def online(c, timeout=20):
-    loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-    def ok(_):
-        if not fut.done(): fut.set_result(True)
-    def bad(_):
-        if not fut.done(): fut.set_exception(RuntimeError('failed_auth'))
-    c.add_event_handler('session_start', ok)
-    c.add_event_handler('failed_auth', bad)
-    c.connect(HOST, c._port)
-    await asyncio.wait_for(fut, timeout)
-    return c
-
-def encrypted(c):
-    return 'starttls' in c.features or isinstance(
-        c.transport.get_extra_info('ssl_object'), ssl.SSLObject)
-
-def mech(c):
-    return c.plugin['feature_mechanisms'].mech.name
-
-async def next_event(c, name, pred=lambda _: True, timeout=15):
-    loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-    def h(x):
-        if not fut.done() and pred(x): fut.set_result(x)
-    c.add_event_handler(name, h)
-    try:
-        return await asyncio.wait_for(fut, timeout)
-    finally:
-        c.del_event_handler(name, h)
-
-def run(main):
-    asyncio.run(asyncio.wait_for(main(), 60))
-"#;
-
-fn script(body: &str) -> String {
-    format!("{PRELUDE}\n{body}\n")
-}
 
 fn server() -> Petrel {
     let p = Petrel::start("").with_user_and_client();
     p.ctl_ok(&["register", "bob", "localhost", "builder"]);
     p
-}
-
-fn run(p: &Petrel, body: &str, extra: &[&str]) -> String {
-    let starttls = p.addrs["c2s"][0].port().to_string();
-    let tls = p.addrs["c2s"][1].port().to_string();
-    let mut args = vec!["127.0.0.1", starttls.as_str(), tls.as_str()];
-    args.extend_from_slice(extra);
-    let (ok, out, err) = run_script(&script(body), &args, Duration::from_secs(90));
-    assert!(ok, "script failed\nstdout:\n{out}\nstderr:\n{err}");
-    out
 }
 
 #[test]

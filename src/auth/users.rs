@@ -87,10 +87,10 @@ impl AuthCore {
         self.revoke_owner(jid)?;
         // What the account kept goes with it (as ejabberd's unregister
         // does): a later account of the same name inherits no roster and
-        // no offline messages.
+        // no offline messages or block list.
         let mut prefix = key.clone().into_bytes();
         prefix.push(0);
-        for tree in [Tree::Roster, Tree::Offline] {
+        for tree in [Tree::Roster, Tree::Offline, Tree::Blocklist] {
             for (k, _) in self.store.scan_prefix_blocking(tree, &prefix)? {
                 self.store.delete(tree, k);
             }
@@ -236,8 +236,8 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    /// Unregistering takes the account's roster and offline messages with
-    /// it, and nobody else's.
+    /// Unregistering takes the account's roster, offline messages and block
+    /// list with it, and nobody else's.
     #[test]
     fn unregister_removes_what_the_account_kept() {
         let (a, _d) = core(&Config::default());
@@ -260,6 +260,11 @@ mod tests {
             b"r".to_vec(),
         );
         st.put(
+            Tree::Blocklist,
+            b"alice@localhost\0mallory@localhost".to_vec(),
+            Vec::new(),
+        );
+        st.put(
             Tree::Offline,
             b"alice@localhost.org\0\x01".to_vec(),
             b"m".to_vec(),
@@ -276,6 +281,7 @@ mod tests {
             keys(Tree::Roster),
             vec![b"bob@localhost\0alice@localhost".to_vec()]
         );
+        assert!(keys(Tree::Blocklist).is_empty());
         assert_eq!(
             keys(Tree::Offline),
             vec![b"alice@localhost.org\0\x01".to_vec()]

@@ -64,10 +64,12 @@ pub enum Tree {
     Offline,
     /// XMPP rosters: `owner NUL contact` -> `RosterItem`.
     Roster,
+    /// XMPP block lists (XEP-0191): `owner NUL jid` -> nothing.
+    Blocklist,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Users,
         Tree::Clients,
         Tree::Tokens,
@@ -78,6 +80,7 @@ impl Tree {
         Tree::MqttQueue,
         Tree::Offline,
         Tree::Roster,
+        Tree::Blocklist,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +95,7 @@ impl Tree {
             Tree::MqttQueue => "mqtt_queue",
             Tree::Offline => "offline",
             Tree::Roster => "roster",
+            Tree::Blocklist => "blocklist",
         }
     }
 

@@ -27,7 +27,7 @@ use super::element::Element;
 use super::sasl::{AuthReply, AuthRequest, Mechanism, Sasl, SaslOutcome};
 use super::stanza::{
     error_reply, iq_result, stream_error_bytes, valid_resource, Jid, StanzaError, StreamCondition,
-    NS_BIND, NS_SASL, NS_SESSION, NS_TLS,
+    NS_BIND, NS_CSI, NS_SASL, NS_SESSION, NS_TLS,
 };
 use super::stream::{StreamError, StreamEvent, NS_CLIENT};
 use crate::auth::sasl::encode_base64_payload;
@@ -63,6 +63,8 @@ pub enum Output {
     Bind(Jid),
     /// A validated stanza, `from` stamped, for the IM layer.
     Stanza(Element),
+    /// XEP-0352: the client is active (`true`) or inactive.
+    ClientState(bool),
     /// Close the connection once everything before is written.
     Close,
 }
@@ -306,6 +308,7 @@ impl C2s {
                 Element::new("session", NS_SESSION)
                     .with_child(Element::new("optional", NS_SESSION)),
             );
+            f.push_child(Element::new("csi", NS_CSI));
         }
         // Written under the stream prefix our header declared.
         let mut b = b"<stream:features>".to_vec();
@@ -329,6 +332,13 @@ impl C2s {
         }
         if el.ns == NS_SASL && self.auth.is_none() {
             return self.sasl_element(&el, out);
+        }
+        if el.ns == NS_CSI
+            && self.auth.is_some()
+            && matches!(el.name.as_str(), "active" | "inactive")
+        {
+            out.push(Output::ClientState(el.name == "active"));
+            return;
         }
         let is_stanza =
             el.ns == NS_CLIENT && matches!(el.name.as_str(), "message" | "presence" | "iq");

@@ -24,6 +24,8 @@ struct Harness {
     /// Everything written, as text.
     sent: String,
     stanzas: Vec<Element>,
+    /// XEP-0352 states, `true` = active.
+    states: Vec<bool>,
     bound: Option<Jid>,
     closed: bool,
     starttls: bool,
@@ -46,6 +48,7 @@ impl Harness {
             ),
             sent: String::new(),
             stanzas: Vec::new(),
+            states: Vec::new(),
             bound: None,
             closed: false,
             starttls: false,
@@ -103,6 +106,7 @@ impl Harness {
                 }
                 Output::Bind(j) => self.bound = Some(j),
                 Output::Stanza(e) => self.stanzas.push(e),
+                Output::ClientState(a) => self.states.push(a),
                 Output::Close => self.closed = true,
             }
         }
@@ -125,6 +129,10 @@ impl Harness {
 
     fn bind(&mut self) {
         self.login();
+        self.bind_only();
+    }
+
+    fn bind_only(&mut self) {
         let r = self.input(
             "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
              <resource>desk</resource></bind></iq>",
@@ -215,6 +223,29 @@ fn stanzas_are_stamped_and_checked() {
     assert!(r.contains("<bad-request"), "{r}");
     assert_eq!(h.stanzas.len(), 1);
     assert!(!h.closed);
+}
+
+#[test]
+fn client_state_after_login() {
+    let mut h = Harness::plain();
+    h.input(HEADER);
+    let r = h.input("<inactive xmlns='urn:xmpp:csi:0'/>");
+    assert!(
+        r.contains("<unsupported-stanza-type"),
+        "not offered before login: {r}"
+    );
+    let mut h = Harness::plain();
+    h.login();
+    assert!(
+        h.sent.contains("<csi xmlns='urn:xmpp:csi:0'/>"),
+        "offered with bind"
+    );
+    h.bind_only();
+    h.input("<inactive xmlns='urn:xmpp:csi:0'/><active xmlns='urn:xmpp:csi:0'/>");
+    assert_eq!(h.states, [false, true]);
+    assert!(!h.closed);
+    let r = h.input("<sleepy xmlns='urn:xmpp:csi:0'/>");
+    assert!(r.contains("<unsupported-stanza-type"), "{r}");
 }
 
 #[test]

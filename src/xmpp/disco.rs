@@ -3,6 +3,8 @@
 //! an account's bare JID, its roster (from the owner only) and discovery.
 //! Anything else is `service-unavailable` (RFC 6120 §8.3.3.19).
 
+use super::blocking::NS_BLOCKING;
+use super::carbons::NS_CARBONS;
 use super::element::Element;
 use super::im::{Effects, ImServer, ImSession};
 use super::stanza::{
@@ -17,6 +19,8 @@ const SERVER_FEATURES: &[&str] = &[
     NS_PING,
     NS_VERSION,
     "msgoffline",
+    NS_CARBONS,
+    NS_BLOCKING,
 ];
 
 /// Features an account advertises on its behalf.
@@ -43,7 +47,7 @@ fn payload(iq: &Element) -> Option<&Element> {
 
 impl ImServer {
     /// An iq to a hosted domain itself.
-    pub(crate) fn server_iq(&self, _s: &mut ImSession, iq: &Element, fx: &mut Effects) {
+    pub(crate) fn server_iq(&self, s: &mut ImSession, iq: &Element, fx: &mut Effects) {
         let ty = iq.attr("type").unwrap_or("");
         if !matches!(ty, "get" | "set") {
             return;
@@ -57,6 +61,10 @@ impl ImServer {
             }
             ("get", NS_DISCO_ITEMS, "query") => Some(Element::new("query", NS_DISCO_ITEMS)),
             ("get", NS_PING, "ping") => None,
+            ("set", NS_CARBONS, "enable" | "disable") => {
+                Self::set_carbons(s, p);
+                None
+            }
             ("get", NS_VERSION, "query") => Some(
                 Element::new("query", NS_VERSION)
                     .with_child(Element::new("name", NS_VERSION).with_text("Petrel"))
@@ -85,6 +93,11 @@ impl ImServer {
         match (p.ns.as_str(), p.name.as_str()) {
             (NS_ROSTER, "query") if own => self.roster_iq(s, iq, fx).await,
             (NS_PING, "ping") if own && get => fx.reply(iq_result(iq, None)),
+            (NS_BLOCKING, _) if own => self.blocking_iq(s, iq, p, fx).await,
+            (NS_CARBONS, "enable" | "disable") if own && !get => {
+                Self::set_carbons(s, p);
+                fx.reply(iq_result(iq, None));
+            }
             (NS_DISCO_INFO | NS_DISCO_ITEMS, "query")
                 if get && self.may_discover(s, target).await =>
             {
@@ -97,6 +110,12 @@ impl ImServer {
             }
             _ => fx.error(iq, StanzaError::ServiceUnavailable),
         }
+    }
+
+    /// XEP-0280 §4–5: this session's carbons on or off (asking twice is
+    /// no error).
+    fn set_carbons(s: &ImSession, p: &Element) {
+        s.route.lock().carbons = p.name == "enable";
     }
 
     /// The owner, and contacts the owner lets see its presence, may discover

@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::blocking::{blocked_error, BlockStore};
+use super::carbons::Carbon;
 use super::element::Element;
 use super::offline::OfflineStore;
 use super::roster::RosterStore;
@@ -68,6 +70,7 @@ pub struct ImServer {
     pub router: Router,
     pub(crate) roster: RosterStore,
     pub(crate) offline: OfflineStore,
+    pub(crate) blocks: BlockStore,
     auth: Arc<AuthCore>,
 }
 
@@ -83,6 +86,7 @@ impl ImServer {
         ImServer {
             router,
             roster: RosterStore::new(store.clone()),
+            blocks: BlockStore::new(store.clone(), super::blocking::MAX_ITEMS),
             offline: {
                 let mut o = OfflineStore::new(store, clock);
                 o.max = max_offline;
@@ -90,6 +94,13 @@ impl ImServer {
             },
             auth,
         }
+    }
+
+    /// A random id for a server-made iq push.
+    pub(crate) fn push_id(&self) -> String {
+        hex::encode(crate::session::random::<4>(
+            self.router.registry().entropy().as_ref(),
+        ))
     }
 
     pub fn is_hosted(&self, domain: &str) -> bool {
@@ -137,6 +148,7 @@ impl ImServer {
             .with_attr("from", s.jid.to_string());
         self.broadcast_unavailable(&mut s, &bye, &mut fx).await;
         self.router.unbind(&s.route);
+        self.forget_blocklist(&s.user.to_string()).await;
         if !left.is_empty() {
             tracing::info!(
                 stanzas = left.len(),
@@ -215,7 +227,7 @@ impl ImServer {
             .unwrap_or_else(|| s.jid.bare())
     }
 
-    /// RFC 6121 §8.5.
+    /// RFC 6121 §8.5, with XEP-0280 carbons.
     async fn message(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
         let to = Self::target(s, &el);
         if !self.is_hosted(to.domain()) {
@@ -232,38 +244,73 @@ impl ImServer {
             }
             return;
         };
+        if let Some(why) = self.blocked(s, &to).await {
+            if let Some(e) = blocked_error(&el, why) {
+                fx.reply(e);
+            }
+            return;
+        }
+        let carbons = super::carbons::eligible(&el, ty);
+        if carbons && bare != s.user {
+            // To the sender's other resources (a message to its own account
+            // is copied as received, below).
+            self.router.carbon_copies(
+                Carbon::Sent,
+                &s.user.to_string(),
+                &[s.route.id()],
+                ty,
+                &el,
+                &mut fx.congested,
+            );
+        }
         let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
+        let key = bare.to_string();
+        // The recipient's sessions that got the message itself.
+        let mut got: Vec<u64> = Vec::new();
         if to.resource().is_some() {
             if let Some(route) = self.router.route(&to.to_string()) {
                 if self
                     .router
                     .deliver(&route, bytes.clone(), &mut fx.congested)
                 {
-                    return;
+                    got.push(route.id());
                 }
             }
             // §8.5.3.2.1: an absent resource is treated like the bare JID,
             // except for groupchat and errors.
-            match ty {
-                "groupchat" => return fx.error(&el, StanzaError::ServiceUnavailable),
-                "error" => return,
-                _ => {}
-            }
-        }
-        let key = bare.to_string();
-        match ty {
-            "groupchat" => fx.error(&el, StanzaError::ServiceUnavailable),
-            "headline" => {
-                self.router.deliver_to_all(&key, &bytes, &mut fx.congested);
-            }
-            "error" => {
-                self.router.deliver_to_best(&key, &bytes, &mut fx.congested);
-            }
-            _ => {
-                if self.router.deliver_to_best(&key, &bytes, &mut fx.congested) == 0 {
-                    self.store_offline(&bare, &el, fx).await;
+            if got.is_empty() {
+                match ty {
+                    "groupchat" => return fx.error(&el, StanzaError::ServiceUnavailable),
+                    "error" => return,
+                    _ => {}
                 }
             }
+        }
+        if got.is_empty() {
+            match ty {
+                "groupchat" => return fx.error(&el, StanzaError::ServiceUnavailable),
+                "headline" => {
+                    self.router.deliver_to_all(&key, &bytes, &mut fx.congested);
+                    return;
+                }
+                "error" => {
+                    self.router.deliver_to_best(&key, &bytes, &mut fx.congested);
+                    return;
+                }
+                _ => {
+                    got = self
+                        .router
+                        .deliver_to_best_ids(&key, &bytes, &mut fx.congested);
+                    if got.is_empty() {
+                        self.store_offline(&bare, &el, fx).await;
+                    }
+                }
+            }
+        }
+        if carbons {
+            got.push(s.route.id());
+            self.router
+                .carbon_copies(Carbon::Received, &key, &got, ty, &el, &mut fx.congested);
         }
     }
 
@@ -296,6 +343,14 @@ impl ImServer {
         let Some(bare) = to.to_bare() else {
             return self.server_iq(s, &el, fx);
         };
+        if let Some(why) = self.blocked(s, &to).await {
+            if request {
+                if let Some(e) = blocked_error(&el, why) {
+                    fx.reply(e);
+                }
+            }
+            return;
+        }
         if to.resource().is_some() {
             let delivered = self.router.route(&to.to_string()).is_some_and(|route| {
                 self.router.deliver(

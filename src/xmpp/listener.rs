@@ -49,6 +49,9 @@ pub struct XmppContext {
     pub limits: Limits,
     /// Seconds a connection may take from connecting to a bound resource.
     pub negotiation_timeout: u64,
+    /// XEP-0352: presence stanzas held back for an inactive client before
+    /// they are all written anyway.
+    pub csi_max_held: usize,
 }
 
 /// Serves one c2s listener until shutdown.
@@ -138,6 +141,11 @@ struct Connection {
     /// Alternates which source a bound session's wait looks at first, so
     /// neither a chatty client nor a busy queue starves the other.
     route_first: bool,
+    /// XEP-0352: the client said it is inactive.
+    inactive: bool,
+    /// Presence held back while inactive: the latest from each sender,
+    /// oldest first.
+    held: Vec<(String, bytes::Bytes)>,
 }
 
 impl Connection {
@@ -163,6 +171,8 @@ impl Connection {
             unwritten: Vec::new(),
             closing: false,
             route_first: false,
+            inactive: false,
+            held: Vec::new(),
         })
     }
 
@@ -214,6 +224,15 @@ impl Connection {
         while self.wbuf.len() < 64 * 1024 {
             match route.pop(&limits, now) {
                 Some(b) => {
+                    if self.inactive {
+                        if let Some(from) = holdable_presence(&b) {
+                            self.hold(from, b);
+                            continue;
+                        }
+                        // Anything else goes out at once, after what was
+                        // held (kept in order).
+                        self.release_held();
+                    }
                     self.wbuf.extend_from_slice(&b);
                     // Kept until written: if the write fails, it is routed
                     // again when the session closes.
@@ -228,6 +247,26 @@ impl Connection {
         // More than a batch waits: look again after writing this one.
         route.wake();
         None
+    }
+
+    /// Holds back a presence while the client is inactive: a newer one from
+    /// the same sender replaces the older; past `csi_max_held` senders
+    /// everything goes out.
+    fn hold(&mut self, from: String, b: bytes::Bytes) {
+        if let Some(i) = self.held.iter().position(|(f, _)| *f == from) {
+            self.held.remove(i);
+        }
+        self.held.push((from, b));
+        if self.held.len() > self.ctx.csi_max_held {
+            self.release_held();
+        }
+    }
+
+    /// Writes what was held back.
+    fn release_held(&mut self) {
+        for (_, b) in std::mem::take(&mut self.held) {
+            self.wbuf.extend_from_slice(&b);
+        }
     }
 
     /// Until a resource is bound (or the stream ends): the socket, the
@@ -382,6 +421,12 @@ impl Connection {
                         self.wait_for_room(target).await;
                     }
                 }
+                Output::ClientState(active) => {
+                    self.inactive = !active;
+                    if active {
+                        self.release_held();
+                    }
+                }
                 Output::Close => self.closing = true,
             }
         }
@@ -531,6 +576,20 @@ async fn kicked(route: Option<(Arc<Route>, u64)>) {
     match route {
         Some((r, gen)) => std::future::poll_fn(|cx| r.poll_kicked(gen, cx)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The sender of an available or unavailable presence (what an inactive
+/// client need not see at once, XEP-0352 §5); `None` for anything else,
+/// subscription requests included.
+fn holdable_presence(b: &[u8]) -> Option<String> {
+    if !b.starts_with(b"<presence") {
+        return None;
+    }
+    let el = super::stream::read_back(b)?;
+    match el.attr("type") {
+        None | Some("unavailable") => el.attr("from").map(str::to_owned),
+        _ => None,
     }
 }
 

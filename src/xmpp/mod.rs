@@ -13,14 +13,17 @@
 //!   and stream errors;
 //! - [`im`]: what happens to a checked stanza — message routing here,
 //!   [`presence`] and subscriptions, [`roster`], [`offline`] messages and the
-//!   iqs the server answers itself ([`disco`]);
+//!   iqs the server answers itself ([`disco`]); [`carbons`] copies chats to
+//!   the account's other resources; [`blocking`] keeps block lists;
 //! - [`router`]: the lock-free routing table (full JID → session queue, bare
 //!   JID → resources) that makes delivery to an online user a memory-only
 //!   `try_send`.
 //!
 //! Only hosted domains are served; there is no server-to-server.
 
+pub mod blocking;
 pub mod c2s;
+pub mod carbons;
 pub mod disco;
 pub mod element;
 pub mod im;

@@ -39,6 +39,12 @@ impl ImServer {
     pub(crate) async fn presence(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
         let ty = el.attr("type").unwrap_or("").to_owned();
         let to = el.attr("to").and_then(|t| Jid::parse(t).ok());
+        if let Some(t) = &to {
+            if self.blocked(s, t).await.is_some() {
+                // XEP-0191 §3.4–3.5: presence either way is dropped.
+                return;
+            }
+        }
         match (ty.as_str(), to) {
             ("", None) => self.broadcast_available(s, el, fx).await,
             ("unavailable", None) => self.broadcast_unavailable(s, &el, fx).await,
@@ -83,7 +89,7 @@ impl ImServer {
             Err(e) => return fx.internal(&el, e),
         };
         for (contact, item) in items.iter().filter(|(_, i)| !i.hidden) {
-            if item.subscription.has_from() {
+            if item.subscription.has_from() && !self.presence_blocked(&s.user, contact).await {
                 for r in self.router.routes(contact) {
                     if r.is_available() {
                         self.router.deliver_element(&r, &el, &mut fx.congested);
@@ -112,6 +118,9 @@ impl ImServer {
             .collect();
         others.push(s.user.to_string());
         for contact in others {
+            if self.presence_blocked(&s.user, &contact).await {
+                continue;
+            }
             for r in self.router.routes(&contact) {
                 if r.id() == s.route.id() {
                     continue;
@@ -123,6 +132,9 @@ impl ImServer {
             }
         }
         for (contact, _) in items.iter().filter(|(_, i)| i.pending_in) {
+            if self.presence_blocked(&s.user, contact).await {
+                continue;
+            }
             fx.reply(presence(
                 contact,
                 Some(&s.user.to_string()),
@@ -172,7 +184,10 @@ impl ImServer {
         };
         if was_available {
             for (contact, item) in items {
-                if !item.hidden && item.subscription.has_from() {
+                if !item.hidden
+                    && item.subscription.has_from()
+                    && !self.presence_blocked(&s.user, &contact).await
+                {
                     for r in self.router.routes(&contact) {
                         if r.is_available() {
                             send(&r);

@@ -201,15 +201,7 @@ impl ImServer {
         };
         let push = Element::new("iq", NS_CLIENT)
             .with_attr("type", "set")
-            .with_attr(
-                "id",
-                format!(
-                    "push{}",
-                    hex::encode(crate::session::random::<4>(
-                        self.router.registry().entropy().as_ref()
-                    ))
-                ),
-            )
+            .with_attr("id", format!("push{}", self.push_id()))
             .with_child(Element::new("query", NS_ROSTER).with_child(el));
         for r in self.router.routes(&owner.to_string()) {
             if r.is_interested() {

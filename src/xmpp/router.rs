@@ -41,6 +41,10 @@ pub struct XmppState {
     pub presence: PresenceState,
     /// Asked for the roster, so gets roster pushes (RFC 6121 §2.1.6).
     pub interested: bool,
+    /// Enabled message carbons (XEP-0280).
+    pub carbons: bool,
+    /// Asked for the block list, so gets its pushes (XEP-0191 §3.2).
+    pub blocklist_interested: bool,
 }
 
 impl Proto for XmppState {
@@ -81,6 +85,10 @@ impl Session<XmppState> {
 
     pub fn is_interested(&self) -> bool {
         self.lock().interested
+    }
+
+    pub fn carbons_enabled(&self) -> bool {
+        self.lock().carbons
     }
 
     /// The last available presence it broadcast.
@@ -191,22 +199,37 @@ impl Router {
     /// Delivers to the account's available resources of highest non-negative
     /// priority (RFC 6121 §8.5.2.1.1). Returns how many got it.
     pub fn deliver_to_best(&self, bare: &str, bytes: &Bytes, cong: &mut Congestion) -> usize {
+        self.deliver_to_best_ids(bare, bytes, cong).len()
+    }
+
+    /// [`Router::deliver_to_best`], returning the ids of the sessions that
+    /// got it (allocating only when one did).
+    pub fn deliver_to_best_ids(
+        &self,
+        bare: &str,
+        bytes: &Bytes,
+        cong: &mut Congestion,
+    ) -> Vec<u64> {
         let mut best: Option<i8> = None;
         self.each_route(bare, |_, r| {
             if let Some(p) = r.available_priority().filter(|p| *p >= 0) {
                 best = best.max(Some(p));
             }
         });
-        let Some(best) = best else { return 0 };
-        let mut n = 0;
+        let Some(best) = best else {
+            return Vec::new();
+        };
+        let mut got = Vec::new();
         self.each_route(bare, |h, r| {
             if r.available_priority() == Some(best) {
                 if let Ok(route) = h.clone().into_any().downcast::<Route>() {
-                    n += usize::from(self.deliver(&route, bytes.clone(), cong));
+                    if self.deliver(&route, bytes.clone(), cong) {
+                        got.push(route.id());
+                    }
                 }
             }
         });
-        n
+        got
     }
 
     /// Delivers to every available resource with non-negative priority.

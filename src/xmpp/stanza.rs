@@ -26,6 +26,8 @@ pub const NS_PING: &str = "urn:xmpp:ping";
 pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub const NS_DELAY: &str = "urn:xmpp:delay";
+/// XEP-0352 Client State Indication.
+pub const NS_CSI: &str = "urn:xmpp:csi:0";
 
 /// Longest part of a JID, in bytes (RFC 7622 §3).
 const MAX_PART: usize = 1023;

@@ -5,6 +5,7 @@
 pub mod mqtt_raw;
 pub mod node;
 pub mod python;
+pub mod slixmpp;
 pub mod xmpp;
 
 use std::collections::HashMap;

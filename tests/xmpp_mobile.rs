@@ -1,0 +1,262 @@
+//! XMPP for phones and several devices, with slixmpp's own XEP plugins as
+//! the independent client: message carbons (XEP-0280, with the private and
+//! no-copy hints), client state indication (XEP-0352) and the blocking
+//! command (XEP-0191).
+
+mod common;
+
+use common::slixmpp::run;
+use common::Petrel;
+
+fn server() -> Petrel {
+    let p = Petrel::start("").with_user_and_client();
+    p.ctl_ok(&["register", "bob", "localhost", "builder"]);
+    p
+}
+
+#[test]
+fn carbons_copy_both_sides_to_the_other_resources() {
+    let p = server();
+    let out = run(
+        &p,
+        r#"
+from slixmpp import Message
+async def main():
+    phone = make('alice@localhost/phone', 'wonderland', mech='SCRAM-SHA-256')
+    laptop = make('alice@localhost/laptop', 'wonderland', mech='SCRAM-SHA-256')
+    old = make('alice@localhost/old', 'wonderland', mech='SCRAM-SHA-256')
+    for c in (phone, laptop):
+        c.register_plugin('xep_0280')
+    bob = make('bob@localhost/desk', 'builder', mech='SCRAM-SHA-256')
+    for c in (phone, laptop, old, bob):
+        await online(c)
+    info = await bob.plugin['xep_0030'].get_info(jid='localhost')
+    print('server carbons', 'urn:xmpp:carbons:2' in info['disco_info']['features'])
+    await phone.plugin['xep_0280'].enable()
+    await laptop.plugin['xep_0280'].enable()
+    # The phone is the one that gets messages to the bare JID.
+    phone.send_presence(ppriority=5); laptop.send_presence(ppriority=1)
+    old.send_presence(ppriority=0); bob.send_presence()
+    await asyncio.sleep(0.3)
+    seen_old = []
+    old.add_event_handler('message', lambda m: seen_old.append(m['body']))
+    old.add_event_handler('carbon_received', lambda m: seen_old.append('carbon'))
+
+    # bob -> alice: the phone gets it, the laptop a received carbon.
+    direct = asyncio.ensure_future(next_event(phone, 'message'))
+    carbon = asyncio.ensure_future(next_event(laptop, 'carbon_received'))
+    bob.send_message(mto='alice@localhost', mbody='to alice', mtype='chat')
+    m = await direct
+    print('phone got', m['body'])
+    c = await carbon
+    print('laptop received carbon from', c['from'], 'of', c['carbon_received']['body'],
+          'from', c['carbon_received']['from'], 'to', c['carbon_received']['to'])
+
+    # phone -> bob: bob gets it, the laptop a sent carbon; a private message
+    # first is not copied.
+    carbon = asyncio.ensure_future(next_event(laptop, 'carbon_sent'))
+    got = asyncio.ensure_future(next_event(bob, 'message', lambda m: m['body'] == 'public'))
+    private = phone.make_message(mto='bob@localhost', mbody='private', mtype='chat')
+    private.append(phone.plugin['xep_0280'].stanza.PrivateCarbon())
+    nocopy = ET.Element('{urn:xmpp:hints}no-copy')
+    private.xml.append(nocopy)
+    private.send()
+    hint_only = phone.make_message(mto='bob@localhost', mbody='hint only', mtype='chat')
+    hint_only.xml.append(ET.Element('{urn:xmpp:hints}no-copy'))
+    hint_only.send()
+    phone.send_message(mto='bob@localhost', mbody='public', mtype='chat')
+    c = await carbon
+    print('laptop sent carbon from', c['from'], 'of', c['carbon_sent']['body'],
+          'to', c['carbon_sent']['to'])
+    await got
+
+    # To a full JID: the other carbon-enabled resource gets a copy.
+    carbon = asyncio.ensure_future(next_event(phone, 'carbon_received'))
+    bob.send_message(mto='alice@localhost/laptop', mbody='to the laptop', mtype='chat')
+    c = await carbon
+    print('phone received carbon of', c['carbon_received']['body'])
+    # Headlines are not copied; carbons off again stops them.
+    await laptop.plugin['xep_0280'].disable()
+    later = asyncio.ensure_future(next_event(laptop, 'carbon_received', timeout=1.5))
+    bob.send_message(mto='alice@localhost', mbody='after disable', mtype='chat')
+    try:
+        await later
+        print('laptop still gets carbons')
+    except asyncio.TimeoutError:
+        print('laptop gets no carbons after disable')
+    print('old saw', seen_old)
+    for c in (phone, laptop, old, bob):
+        c.disconnect()
+import xml.etree.ElementTree as ET
+run(main)
+"#,
+        &[],
+    );
+    assert!(out.contains("server carbons True"), "{out}");
+    assert!(out.contains("phone got to alice"), "{out}");
+    assert!(
+        out.contains(
+            "laptop received carbon from alice@localhost of to alice from bob@localhost/desk to alice@localhost"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("laptop sent carbon from alice@localhost of public to bob@localhost"),
+        "the private and no-copy messages are not copied: {out}"
+    );
+    assert!(
+        out.contains("phone received carbon of to the laptop"),
+        "{out}"
+    );
+    assert!(
+        out.contains("laptop gets no carbons after disable"),
+        "{out}"
+    );
+    // A resource that never enabled carbons sees none, and (priority 0)
+    // none of the messages to the bare JID either.
+    assert!(out.contains("old saw []"), "{out}");
+}
+
+#[test]
+fn an_inactive_client_gets_presence_late_and_messages_at_once() {
+    let p = server();
+    let out = run(
+        &p,
+        r#"
+async def main():
+    alice = make('alice@localhost/phone', 'wonderland', mech='SCRAM-SHA-256')
+    alice.register_plugin('xep_0352')
+    bob = make('bob@localhost/desk', 'builder', mech='SCRAM-SHA-256')
+    await online(alice); await online(bob)
+    print('csi offered', alice.plugin['xep_0352'].enabled)
+    echo = asyncio.ensure_future(next_event(alice, 'presence'))
+    alice.send_presence()
+    await echo
+    seen = []
+    alice.add_event_handler('presence', lambda p: seen.append(('presence', p['from'].full, p['status'])))
+    alice.add_event_handler('message', lambda m: seen.append(('message', m['body'])))
+    alice.plugin['xep_0352'].send_inactive()
+    await asyncio.sleep(0.3)
+    for i in range(1, 4):
+        bob.send_presence(pto='alice@localhost/phone', pstatus='status %d' % i)
+    await asyncio.sleep(1.0)
+    print('while inactive', seen)
+    got = asyncio.ensure_future(next_event(alice, 'message'))
+    bob.send_message(mto='alice@localhost/phone', mbody='wake up', mtype='chat')
+    await got
+    print('after a message', seen)
+    seen.clear()
+    bob.send_presence(pto='alice@localhost/phone', pstatus='status 4')
+    await asyncio.sleep(0.5)
+    print('held again', seen)
+    alice.plugin['xep_0352'].send_active()
+    await next_event(alice, 'presence')
+    print('after active', seen)
+    alice.disconnect(); bob.disconnect()
+run(main)
+"#,
+        &[],
+    );
+    assert!(out.contains("csi offered True"), "{out}");
+    assert!(out.contains("while inactive []"), "held back: {out}");
+    assert!(
+        out.contains(
+            "after a message [('presence', 'bob@localhost/desk', 'status 3'), ('message', 'wake up')]"
+        ),
+        "only the latest presence, before the message: {out}"
+    );
+    assert!(out.contains("held again []"), "{out}");
+    assert!(
+        out.contains("after active [('presence', 'bob@localhost/desk', 'status 4')]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn blocking_stops_stanzas_both_ways_and_is_pushed_and_kept() {
+    let p = server();
+    let out = run(
+        &p,
+        r#"
+def error_of(m):
+    e = m['error']
+    blocked = m.xml.find('{jabber:client}error/{urn:xmpp:blocking:errors}blocked') is not None
+    return '%s%s' % (e['condition'], ' blocked' if blocked else '')
+
+async def main():
+    phone = make('alice@localhost/phone', 'wonderland', mech='SCRAM-SHA-256')
+    laptop = make('alice@localhost/laptop', 'wonderland', mech='SCRAM-SHA-256')
+    for c in (phone, laptop):
+        c.register_plugin('xep_0191')
+    bob = make('bob@localhost/desk', 'builder', mech='SCRAM-SHA-256')
+    for c in (phone, laptop, bob):
+        await online(c)
+    info = await bob.plugin['xep_0030'].get_info(jid='localhost')
+    print('server blocking', 'urn:xmpp:blocking' in info['disco_info']['features'])
+    phone.send_presence(ppriority=1); laptop.send_presence(); bob.send_presence()
+    print('empty list', await laptop.plugin['xep_0191'].get_blocked_jids())
+    pushed = asyncio.ensure_future(next_event(laptop, 'blocked'))
+    await phone.plugin['xep_0191'].block(['bob@localhost', 'spam.example'])
+    push = await pushed
+    print('laptop pushed', sorted(str(i['jid']) for i in push['block']))
+
+    err = asyncio.ensure_future(next_event(bob, 'message_error'))
+    bob.send_message(mto='alice@localhost', mbody='let me in', mtype='chat')
+    print('bob gets', error_of(await err))
+    err = asyncio.ensure_future(next_event(phone, 'message_error'))
+    phone.send_message(mto='bob@localhost/desk', mbody='hi bob', mtype='chat')
+    print('alice gets', error_of(await err))
+    try:
+        await bob['xep_0030'].get_info(jid='alice@localhost/phone', timeout=5)
+        print('bob iq answered')
+    except slixmpp.exceptions.IqError as e:
+        print('bob iq', e.iq['error']['condition'])
+
+    # The list is kept: a new session reads it from the store.
+    laptop.disconnect(); phone.disconnect()
+    await asyncio.sleep(0.5)
+    again = make('alice@localhost/tablet', 'wonderland', mech='SCRAM-SHA-256')
+    again.register_plugin('xep_0191')
+    await online(again)
+    again.send_presence()
+    print('kept', sorted(j.full for j in await again.plugin['xep_0191'].get_blocked_jids()))
+    err = asyncio.ensure_future(next_event(bob, 'message_error'))
+    bob.send_message(mto='alice@localhost', mbody='still?', mtype='chat')
+    print('bob still gets', error_of(await err))
+
+    pushed = asyncio.ensure_future(next_event(again, 'unblocked'))
+    iq = again.make_iq_set(); iq.enable('unblock')
+    await iq.send()
+    push = await pushed
+    print('unblock all pushed', len(push['unblock']))
+    got = asyncio.ensure_future(next_event(again, 'message'))
+    bob.send_message(mto='alice@localhost', mbody='hello again', mtype='chat')
+    print('alice got', (await got)['body'])
+    try:
+        iq = again.make_iq_set(); iq.enable('block')
+        await iq.send()
+    except slixmpp.exceptions.IqError as e:
+        print('empty block', e.iq['error']['condition'])
+    again.disconnect(); bob.disconnect()
+run(main)
+"#,
+        &[],
+    );
+    assert!(out.contains("server blocking True"), "{out}");
+    assert!(out.contains("empty list set()"), "{out}");
+    assert!(
+        out.contains("laptop pushed ['bob@localhost', 'spam.example']"),
+        "{out}"
+    );
+    assert!(out.contains("bob gets service-unavailable"), "{out}");
+    assert!(out.contains("alice gets not-acceptable blocked"), "{out}");
+    assert!(out.contains("bob iq service-unavailable"), "{out}");
+    assert!(
+        out.contains("kept ['bob@localhost', 'spam.example']"),
+        "{out}"
+    );
+    assert!(out.contains("bob still gets service-unavailable"), "{out}");
+    assert!(out.contains("unblock all pushed 0"), "{out}");
+    assert!(out.contains("alice got hello again"), "{out}");
+    assert!(out.contains("empty block bad-request"), "{out}");
+}
