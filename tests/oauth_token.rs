@@ -252,6 +252,15 @@ fn error_replies_follow_rfc6749() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 413);
+    // The same for the pages' forms, whose paths also have a GET route.
+    for page in ["/oauth/authorize", "/oauth/device"] {
+        let r = client()
+            .post(format!("{}{page}", p.http()))
+            .form(&[("user_code", big.as_str())])
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 413, "{page}");
+    }
     // And nothing was issued by any of that.
     assert_eq!(p.ctl_ok(&["oauth_list_tokens"]).trim(), "");
 }

@@ -629,13 +629,10 @@ fn metadata(state: &OauthState) -> Response<Bytes> {
 }
 
 fn rejection_reply(r: Rejection) -> Response<Bytes> {
+    // The body checks first: they only run once a route's method matched,
+    // so a POST to a path that also has a GET route is not answered 405.
     let (status, text) = if r.is_not_found() {
         (StatusCode::NOT_FOUND, "no such endpoint".to_string())
-    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed on this endpoint".to_string(),
-        )
     } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -645,6 +642,11 @@ fn rejection_reply(r: Rejection) -> Response<Bytes> {
         (
             StatusCode::LENGTH_REQUIRED,
             "Content-Length is required".to_string(),
+        )
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this endpoint".to_string(),
         )
     } else {
         (StatusCode::BAD_REQUEST, format!("{r:?}"))
