@@ -198,6 +198,13 @@ pub struct Config {
     pub csi_max_held: usize,
     /// XMPP: JIDs one account may block (XEP-0191).
     pub max_blocklist_items: usize,
+    /// XMPP: seconds a session whose connection was lost waits for a
+    /// XEP-0198 resumption (0: resumption off).
+    pub resume_timeout: u64,
+    /// XMPP: stanzas and bytes sent to a client and not yet acknowledged
+    /// (XEP-0198) before the session is ended.
+    pub sm_max_unacked: usize,
+    pub sm_max_unacked_bytes: usize,
     pub mqtt_allow_anonymous: bool,
     pub mqtt_max_packet_size: u32,
     /// Login throttle (see `auth::throttle`).
@@ -269,6 +276,9 @@ impl Default for Config {
             negotiation_timeout: 60,
             csi_max_held: 500,
             max_blocklist_items: 1000,
+            resume_timeout: 300,
+            sm_max_unacked: 5000,
+            sm_max_unacked_bytes: 4 * 1024 * 1024,
             max_offline_messages: 500,
             http_header_timeout: 30,
             http_request_timeout: 30,
@@ -348,6 +358,9 @@ struct RawConfig {
     negotiation_timeout: Option<u64>,
     csi_max_held: Option<usize>,
     max_blocklist_items: Option<usize>,
+    resume_timeout: Option<u64>,
+    sm_max_unacked: Option<usize>,
+    sm_max_unacked_bytes: Option<usize>,
     max_offline_messages: Option<usize>,
     http_header_timeout: Option<u64>,
     http_request_timeout: Option<u64>,
@@ -648,6 +661,15 @@ impl Config {
         }
         if let Some(m) = raw.max_blocklist_items {
             c.max_blocklist_items = m;
+        }
+        if let Some(t) = raw.resume_timeout {
+            c.resume_timeout = t;
+        }
+        if let Some(m) = raw.sm_max_unacked {
+            c.sm_max_unacked = m;
+        }
+        if let Some(m) = raw.sm_max_unacked_bytes {
+            c.sm_max_unacked_bytes = m;
         }
         seconds_in(
             "http_header_timeout",

@@ -333,7 +333,11 @@ pub fn xmpp_session(data: &[u8]) -> usize {
                             queue.push_front(m);
                         }
                     }
-                    Output::ClientState(_) => {}
+                    Output::ClientState(_)
+                    | Output::Reply(_)
+                    | Output::SmEnable { .. }
+                    | Output::SmAck(_)
+                    | Output::SmResume { .. } => {}
                     Output::Bind(jid) => {
                         let user = c2s.user().cloned().expect("bound after login");
                         let scopes = c2s.grant().map(|g| g.scopes().clone());

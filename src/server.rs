@@ -534,6 +534,12 @@ async fn serve_c2s(b: Bound, shared: Arc<Shared>) {
         limits: Limits::from_config(c),
         negotiation_timeout: c.negotiation_timeout,
         csi_max_held: c.csi_max_held,
+        resume_timeout: c.resume_timeout,
+        sm_limits: crate::xmpp::sm::SmLimits {
+            max_stanzas: c.sm_max_unacked,
+            max_bytes: c.sm_max_unacked_bytes,
+        },
+        resumable: Default::default(),
     });
     let acceptor = shared.acceptor(&b);
     crate::xmpp::listener::serve(b.tcp, b.listener, acceptor, ctx).await;

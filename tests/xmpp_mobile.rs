@@ -1,7 +1,7 @@
 //! XMPP for phones and several devices, with slixmpp's own XEP plugins as
 //! the independent client: message carbons (XEP-0280, with the private and
-//! no-copy hints), client state indication (XEP-0352) and the blocking
-//! command (XEP-0191).
+//! no-copy hints), client state indication (XEP-0352), the blocking
+//! command (XEP-0191) and stream management with resumption (XEP-0198).
 
 mod common;
 
@@ -259,4 +259,54 @@ run(main)
     assert!(out.contains("unblock all pushed 0"), "{out}");
     assert!(out.contains("alice got hello again"), "{out}");
     assert!(out.contains("empty block bad-request"), "{out}");
+}
+
+#[test]
+fn stream_management_resumes_after_a_dropped_connection() {
+    let p = server();
+    let out = run(
+        &p,
+        r#"
+async def main():
+    alice = make('alice@localhost/phone', 'wonderland', mech='SCRAM-SHA-256')
+    alice.register_plugin('xep_0198')
+    enabled = asyncio.ensure_future(next_event(alice, 'sm_enabled'))
+    await online(alice)
+    await enabled
+    sm = alice.plugin['xep_0198']
+    print('resumable', bool(sm.sm_id))
+    bob = make('bob@localhost/desk', 'builder', mech='SCRAM-SHA-256')
+    await online(bob)
+    got = []
+    alice.add_event_handler('message', lambda m: got.append(m['body']))
+    starts = []
+    alice.add_event_handler('session_start', lambda _: starts.append(1))
+    # The radio drops: no </stream>, the socket just goes.
+    lost = asyncio.ensure_future(next_event(alice, 'disconnected'))
+    alice.transport.abort()
+    await lost
+    for i in range(3):
+        bob.send_message(mto='alice@localhost/phone', mbody='gap %d' % i, mtype='chat')
+    await bob.plugin['xep_0199'].ping('localhost', timeout=10)
+    resumed = asyncio.ensure_future(next_event(alice, 'session_resumed'))
+    alice.connect(HOST, alice._port)
+    await resumed
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(got) < 3 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    print('after resume', got, 'new sessions', len(starts))
+    alice.send_message(mto='bob@localhost/desk', mbody='back', mtype='chat')
+    m = await next_event(bob, 'message')
+    print('bob got', m['body'])
+    alice.disconnect(); bob.disconnect()
+run(main)
+"#,
+        &[],
+    );
+    assert!(out.contains("resumable True"), "{out}");
+    assert!(
+        out.contains("after resume ['gap 0', 'gap 1', 'gap 2'] new sessions 0"),
+        "{out}"
+    );
+    assert!(out.contains("bob got back"), "{out}");
 }

@@ -25,8 +25,9 @@ use bytes::Bytes;
 
 use super::element::Element;
 use super::sasl::{AuthReply, AuthRequest, Mechanism, Sasl, SaslOutcome};
+use super::sm::{self, NS_SM};
 use super::stanza::{
-    error_reply, iq_result, stream_error_bytes, valid_resource, Jid, StanzaError, StreamCondition,
+    error_reply, iq_result, stream_error_with, valid_resource, Jid, StanzaError, StreamCondition,
     NS_BIND, NS_CSI, NS_SASL, NS_SESSION, NS_TLS,
 };
 use super::stream::{StreamError, StreamEvent, NS_CLIENT};
@@ -65,6 +66,17 @@ pub enum Output {
     Stanza(Element),
     /// XEP-0352: the client is active (`true`) or inactive.
     ClientState(bool),
+    /// A stanza for the client itself (an error or a result the stream
+    /// answers without the IM layer): counted by stream management.
+    Reply(Bytes),
+    /// XEP-0198: the client enabled stream management (the inbound count
+    /// starts); `resume` if it asked for resumption.
+    SmEnable { resume: bool },
+    /// XEP-0198: the client handled `h` stanzas in all.
+    SmAck(u32),
+    /// XEP-0198: resume the session `previd` (after authentication, instead
+    /// of binding); the client handled `h` of its stanzas.
+    SmResume { previd: String, h: u32 },
     /// Close the connection once everything before is written.
     Close,
 }
@@ -107,6 +119,9 @@ pub struct C2s {
     jid_text: String,
     /// Stream ids and generated resources (the caller's random source).
     entropy: std::sync::Arc<dyn crate::session::Entropy>,
+    /// XEP-0198: stanzas received since stream management was enabled
+    /// (mod 2^32); `None` while it is not.
+    sm_in: Option<u32>,
 }
 
 impl C2s {
@@ -129,7 +144,13 @@ impl C2s {
             auth_failures: 0,
             jid: None,
             jid_text: String::new(),
+            sm_in: None,
         }
+    }
+
+    /// XEP-0198: stanzas handled since stream management was enabled.
+    pub fn sm_handled(&self) -> Option<u32> {
+        self.sm_in
     }
 
     /// Whether the stream is still waiting for a header (the negotiation timer).
@@ -169,6 +190,11 @@ impl C2s {
         Self::send(out, el.to_bytes(NS_CLIENT));
     }
 
+    /// A stanza for the client (stream management counts it).
+    fn reply(out: &mut Vec<Output>, el: &Element) {
+        out.push(Output::Reply(el.to_bytes(NS_CLIENT).into()));
+    }
+
     fn header(&mut self, out: &mut Vec<Output>, from: &str) {
         let id = hex::encode(crate::session::random::<8>(self.entropy.as_ref()));
         let mut h = Vec::with_capacity(200);
@@ -187,6 +213,17 @@ impl C2s {
     /// Ends the stream with a stream error (sending our header first if the
     /// client's was never answered, as RFC 6120 §4.9.1.2 asks).
     pub fn fail_stream(&mut self, cond: StreamCondition, text: &str, out: &mut Vec<Output>) {
+        self.fail_stream_with(cond, text, None, out);
+    }
+
+    /// [`C2s::fail_stream`] with an application-specific condition element.
+    pub fn fail_stream_with(
+        &mut self,
+        cond: StreamCondition,
+        text: &str,
+        app: Option<Element>,
+        out: &mut Vec<Output>,
+    ) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -194,7 +231,7 @@ impl C2s {
             let from = self.domain.clone().unwrap_or_else(|| self.hosts[0].clone());
             self.header(out, &from);
         }
-        Self::send(out, stream_error_bytes(cond, text));
+        Self::send(out, stream_error_with(cond, text, app));
         out.push(Output::Close);
         self.phase = Phase::Closed;
     }
@@ -309,6 +346,7 @@ impl C2s {
                     .with_child(Element::new("optional", NS_SESSION)),
             );
             f.push_child(Element::new("csi", NS_CSI));
+            f.push_child(Element::new("sm", NS_SM));
         }
         // Written under the stream prefix our header declared.
         let mut b = b"<stream:features>".to_vec();
@@ -333,6 +371,9 @@ impl C2s {
         if el.ns == NS_SASL && self.auth.is_none() {
             return self.sasl_element(&el, out);
         }
+        if el.ns == NS_SM && self.auth.is_some() {
+            return self.sm_element(&el, out);
+        }
         if el.ns == NS_CSI
             && self.auth.is_some()
             && matches!(el.name.as_str(), "active" | "inactive")
@@ -356,6 +397,11 @@ impl C2s {
                 out,
             );
         }
+        if self.jid.is_some() {
+            if let Some(h) = &mut self.sm_in {
+                *h = h.wrapping_add(1);
+            }
+        }
         if el.name == "iq" && el.attr("type") == Some("set") {
             if let Some(bind) = el.child("bind", NS_BIND) {
                 let resource = bind
@@ -366,7 +412,7 @@ impl C2s {
             if el.child("session", NS_SESSION).is_some() {
                 let mut r = iq_result(&el, None);
                 r.remove_attr("from");
-                return Self::send_element(out, &r);
+                return Self::reply(out, &r);
             }
         }
         if self.jid.is_none() {
@@ -377,6 +423,59 @@ impl C2s {
             );
         }
         self.stanza(el, out);
+    }
+
+    /// XEP-0198 elements (after authentication).
+    fn sm_element(&mut self, el: &Element, out: &mut Vec<Output>) {
+        let unexpected =
+            |out: &mut Vec<Output>| Self::send(out, sm::failed("unexpected-request", None));
+        match el.name.as_str() {
+            "enable" => {
+                // After binding, once.
+                if self.jid.is_none() || self.sm_in.is_some() {
+                    return unexpected(out);
+                }
+                self.sm_in = Some(0);
+                let resume = matches!(el.attr("resume"), Some("true" | "1"));
+                out.push(Output::SmEnable { resume });
+            }
+            "r" => match self.sm_in {
+                Some(h) => Self::send(out, sm::answer(h)),
+                None => unexpected(out),
+            },
+            "a" => {
+                if self.sm_in.is_none() {
+                    return unexpected(out);
+                }
+                match el.attr("h").and_then(|h| h.parse::<u32>().ok()) {
+                    Some(h) => out.push(Output::SmAck(h)),
+                    None => self.fail_stream(
+                        StreamCondition::BadFormat,
+                        "<a/> needs h, a number below 2^32",
+                        out,
+                    ),
+                }
+            }
+            "resume" => {
+                // Instead of binding: a bound stream has its own session.
+                if self.jid.is_some() || self.sm_in.is_some() {
+                    return unexpected(out);
+                }
+                let h = el.attr("h").and_then(|h| h.parse::<u32>().ok());
+                match (el.attr("previd"), h) {
+                    (Some(p), Some(h)) if !p.is_empty() => out.push(Output::SmResume {
+                        previd: p.to_owned(),
+                        h,
+                    }),
+                    _ => Self::send(out, sm::failed("bad-request", None)),
+                }
+            }
+            _ => self.fail_stream(
+                StreamCondition::UnsupportedStanzaType,
+                "unknown stream management element",
+                out,
+            ),
+        }
     }
 
     fn starttls(&mut self, out: &mut Vec<Output>) {
@@ -524,7 +623,7 @@ impl C2s {
             Element::new("bind", NS_BIND)
                 .with_child(Element::new("jid", NS_BIND).with_text(jid.to_string())),
         );
-        Self::send_element(out, &r);
+        Self::reply(out, &r);
         self.jid_text = jid.to_string();
         self.jid = Some(jid);
     }
@@ -535,7 +634,7 @@ impl C2s {
         s.remove_attr("from");
         s.remove_attr("to");
         if let Some(e) = error_reply(&s, err, None) {
-            Self::send_element(out, &e);
+            Self::reply(out, &e);
         }
     }
 
@@ -548,7 +647,7 @@ impl C2s {
             el.remove_attr("from");
             el.remove_attr("to");
             if let Some(e) = error_reply(&el, StanzaError::JidMalformed, None) {
-                Self::send_element(out, &e);
+                Self::reply(out, &e);
             }
             return;
         }
@@ -580,7 +679,7 @@ impl C2s {
         };
         if !valid {
             if let Some(e) = error_reply(&el, StanzaError::BadRequest, None) {
-                Self::send_element(out, &e);
+                Self::reply(out, &e);
             }
             return;
         }

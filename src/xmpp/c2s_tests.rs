@@ -26,6 +26,8 @@ struct Harness {
     stanzas: Vec<Element>,
     /// XEP-0352 states, `true` = active.
     states: Vec<bool>,
+    /// XEP-0198 requests, as text.
+    sm: Vec<String>,
     bound: Option<Jid>,
     closed: bool,
     starttls: bool,
@@ -49,6 +51,7 @@ impl Harness {
             sent: String::new(),
             stanzas: Vec::new(),
             states: Vec::new(),
+            sm: Vec::new(),
             bound: None,
             closed: false,
             starttls: false,
@@ -107,6 +110,10 @@ impl Harness {
                 Output::Bind(j) => self.bound = Some(j),
                 Output::Stanza(e) => self.stanzas.push(e),
                 Output::ClientState(a) => self.states.push(a),
+                Output::Reply(b) => self.sent.push_str(std::str::from_utf8(&b).unwrap()),
+                Output::SmEnable { resume } => self.sm.push(format!("enable {resume}")),
+                Output::SmAck(h) => self.sm.push(format!("ack {h}")),
+                Output::SmResume { previd, h } => self.sm.push(format!("resume {previd} {h}")),
                 Output::Close => self.closed = true,
             }
         }
@@ -246,6 +253,41 @@ fn client_state_after_login() {
     assert!(!h.closed);
     let r = h.input("<sleepy xmlns='urn:xmpp:csi:0'/>");
     assert!(r.contains("<unsupported-stanza-type"), "{r}");
+}
+
+#[test]
+fn stream_management_elements() {
+    const SM: &str = "xmlns='urn:xmpp:sm:3'";
+    let mut h = Harness::plain();
+    h.login();
+    assert!(
+        h.sent.contains("<sm xmlns='urn:xmpp:sm:3'/>"),
+        "offered with bind"
+    );
+    // Resumption instead of binding; enable only after binding.
+    h.input(&format!("<resume {SM} previd='abc' h='7'/>"));
+    assert_eq!(h.sm, ["resume abc 7"]);
+    let r = h.input(&format!("<resume {SM} h='7'/>"));
+    assert!(r.contains("<bad-request"), "{r}");
+    let r = h.input(&format!("<enable {SM} resume='true'/>"));
+    assert!(r.contains("<unexpected-request"), "before bind: {r}");
+    h.bind_only();
+    h.input(&format!("<enable {SM} resume='true'/>"));
+    assert_eq!(h.sm[1], "enable true");
+    let r = h.input(&format!("<enable {SM}/>"));
+    assert!(r.contains("<unexpected-request"), "twice: {r}");
+    let r = h.input(&format!("<resume {SM} previd='abc' h='0'/>"));
+    assert!(r.contains("<unexpected-request"), "after bind: {r}");
+    // Every stanza counts, the refused ones too.
+    h.input("<message to='bob@localhost'><body>1</body></message><presence/>");
+    h.input("<presence type='bogus'/>");
+    let r = h.input(&format!("<r {SM}/>"));
+    assert!(r.contains("<a xmlns='urn:xmpp:sm:3' h='3'/>"), "{r}");
+    h.input(&format!("<a {SM} h='2'/>"));
+    assert_eq!(h.sm[2], "ack 2");
+    let r = h.input(&format!("<a {SM} h='-1'/>"));
+    assert!(r.contains("<bad-format"), "{r}");
+    assert!(h.closed);
 }
 
 #[test]

@@ -169,7 +169,10 @@ impl ImServer {
         match el.name.as_str() {
             "message" => {
                 let ty = el.attr("type").unwrap_or("normal");
-                if matches!(ty, "chat" | "normal" | "headline") {
+                // A carbon is a copy: the message itself went elsewhere.
+                let carbon = el.child("sent", super::carbons::NS_CARBONS).is_some()
+                    || el.child("received", super::carbons::NS_CARBONS).is_some();
+                if !carbon && matches!(ty, "chat" | "normal" | "headline") {
                     let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
                     let key = s.user.to_string();
                     if self.router.deliver_to_best(&key, &bytes, &mut fx.congested) == 0 {

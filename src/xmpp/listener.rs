@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
@@ -27,6 +29,7 @@ use super::c2s::{C2s, Output, TlsPolicy};
 use super::im::{ImServer, ImSession};
 use super::router::Route;
 use super::sasl::{self, AuthRequest};
+use super::sm::{self, SmLimits, StreamMgmt, NS_SM};
 use super::stanza::StreamCondition;
 use super::stream::{Limits, XmlStream};
 use crate::auth::AuthCore;
@@ -36,6 +39,8 @@ use crate::session::{Kick, Registry};
 
 /// How long a write may stall before the peer is given up on.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a resuming connection waits for the session's task to take it.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every c2s connection task shares.
 pub struct XmppContext {
@@ -52,6 +57,50 @@ pub struct XmppContext {
     /// XEP-0352: presence stanzas held back for an inactive client before
     /// they are all written anyway.
     pub csi_max_held: usize,
+    /// XEP-0198: seconds a session whose connection was lost waits for a
+    /// resumption (0: no resumption).
+    pub resume_timeout: u64,
+    /// XEP-0198: bounds of a session's unacknowledged stanzas.
+    pub sm_limits: SmLimits,
+    /// XEP-0198: resumable sessions by resumption id.
+    pub resumable: DashMap<String, SmHandle>,
+}
+
+/// How a new connection reaches the task of a resumable session.
+pub struct SmHandle {
+    account: crate::auth::BareJid,
+    tx: mpsc::Sender<Box<Resumption>>,
+}
+
+/// A new connection asks to resume a session (XEP-0198 §5): its socket and
+/// parser go to the session's task, which answers whether it took them.
+pub struct Resumption {
+    stream: Stream,
+    parser: XmlStream,
+    peer: std::net::IpAddr,
+    /// Stanzas the client handled.
+    h: u32,
+    /// The new login's token.
+    grant: Option<crate::auth::Grant>,
+    done: oneshot::Sender<Result<(), Refused>>,
+}
+
+/// A resumption the session refused: the socket and parser back, and the
+/// `<failed/>` to send.
+struct Refused {
+    stream: Stream,
+    parser: XmlStream,
+    failed: Vec<u8>,
+}
+
+/// The XEP-0198 `<enabled/>` answer.
+fn enabled(id: Option<&str>, max: u64) -> Vec<u8> {
+    match id {
+        Some(id) => {
+            format!("<enabled xmlns='{NS_SM}' id='{id}' resume='true' max='{max}'/>").into_bytes()
+        }
+        None => format!("<enabled xmlns='{NS_SM}'/>").into_bytes(),
+    }
 }
 
 /// Serves one c2s listener until shutdown.
@@ -115,6 +164,10 @@ enum Wake {
     Read(io::Result<usize>),
     /// The session has news: stanzas queued, a kick, a takeover.
     Session,
+    /// A new connection resumes this session (XEP-0198).
+    Resume(Box<Resumption>),
+    /// Detached, and no resumption came in time.
+    Expired,
 }
 
 struct Connection {
@@ -141,6 +194,15 @@ struct Connection {
     /// Alternates which source a bound session's wait looks at first, so
     /// neither a chatty client nor a busy queue starves the other.
     route_first: bool,
+    /// XEP-0198 on this stream (boxed: absent unless enabled).
+    sm: Option<Box<StreamMgmt>>,
+    /// Resumptions of this session arrive here (when resumable).
+    resumptions: Option<mpsc::Receiver<Box<Resumption>>>,
+    /// The connection was lost and the session waits for a resumption
+    /// until this deadline.
+    detached: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The unacknowledged queue went over its limits.
+    sm_overflow: bool,
     /// XEP-0352: the client said it is inactive.
     inactive: bool,
     /// Presence held back while inactive: the latest from each sender,
@@ -171,6 +233,10 @@ impl Connection {
             unwritten: Vec::new(),
             closing: false,
             route_first: false,
+            sm: None,
+            resumptions: None,
+            detached: None,
+            sm_overflow: false,
             inactive: false,
             held: Vec::new(),
         })
@@ -186,8 +252,18 @@ impl Connection {
         tracing::debug!("connected");
         Box::pin(self.negotiate()).await;
         while !self.closing {
-            match self.wait_bound().await {
-                Wake::Read(Ok(0) | Err(_)) => break,
+            let wake = if self.detached.is_some() {
+                self.wait_detached().await
+            } else {
+                self.wait_bound().await
+            };
+            match wake {
+                Wake::Read(Ok(0) | Err(_)) => {
+                    if self.detach() {
+                        continue;
+                    }
+                    break;
+                }
                 Wake::Read(Ok(_)) => {
                     Box::pin(self.drain_parser()).await;
                     self.parser.release_idle_buffer();
@@ -197,8 +273,40 @@ impl Connection {
                         Box::pin(self.execute(out)).await;
                     }
                 }
+                Wake::Resume(r) => Box::pin(self.adopt(r)).await,
+                Wake::Expired => {
+                    tracing::info!("no resumption in time: the session ends");
+                    break;
+                }
+            }
+            if self.sm_overflow {
+                self.sm_overflow = false;
+                let mut out = Vec::new();
+                self.c2s.fail_stream(
+                    StreamCondition::PolicyViolation,
+                    "too many unacknowledged stanzas",
+                    &mut out,
+                );
+                Box::pin(self.execute(out)).await;
+                // A detached session ends here too.
+                self.closing = true;
+            }
+            if self.detached.is_some() {
+                // Nobody to write to: what matters is in the unacknowledged
+                // queue.
+                self.wbuf.clear();
+                continue;
+            }
+            if !self.closing && self.sm.as_ref().is_some_and(|s| s.wants_ack()) {
+                self.wbuf.extend_from_slice(sm::REQUEST);
+                if let Some(s) = self.sm.as_mut() {
+                    s.r_outstanding = true;
+                }
             }
             if !self.wbuf.is_empty() && Box::pin(self.flush()).await.is_err() {
+                if self.detach() {
+                    continue;
+                }
                 break;
             }
         }
@@ -233,10 +341,7 @@ impl Connection {
                         // held (kept in order).
                         self.release_held();
                     }
-                    self.wbuf.extend_from_slice(&b);
-                    // Kept until written: if the write fails, it is routed
-                    // again when the session closes.
-                    self.unwritten.push(b);
+                    self.emit(b, true);
                 }
                 None => {
                     route.lock().release_idle_queue();
@@ -265,8 +370,123 @@ impl Connection {
     /// Writes what was held back.
     fn release_held(&mut self) {
         for (_, b) in std::mem::take(&mut self.held) {
+            self.emit(b, false);
+        }
+    }
+
+    /// A stanza for the client: into the write buffer, and kept until the
+    /// client acknowledges it (stream management) or, for one `queued` for
+    /// the session by others, until it is written — either way routed again
+    /// if the session ends first.
+    fn emit(&mut self, b: bytes::Bytes, queued: bool) {
+        self.wbuf.extend_from_slice(&b);
+        if let Some(sm) = self.sm.as_mut() {
+            self.sm_overflow |= !sm.sent(b);
+        } else if queued {
+            self.unwritten.push(b);
+        }
+    }
+
+    /// The connection is lost: a resumable session waits for a resumption
+    /// (XEP-0198 §5) instead of ending. False if it cannot.
+    fn detach(&mut self) -> bool {
+        let resumable = self.sm.as_ref().is_some_and(|s| s.id.is_some());
+        if !resumable || self.c2s.is_closed() || self.closing || self.ctx.shutdown.is_cancelled() {
+            return false;
+        }
+        if self.detached.is_none() {
+            tracing::info!(
+                unacked = self.sm.as_ref().map_or(0, |s| s.unacked_len()),
+                "connection lost: the session waits for a resumption"
+            );
+            let timeout = Duration::from_secs(self.ctx.resume_timeout);
+            self.detached = Some(Box::pin(tokio::time::sleep(timeout)));
+        }
+        self.conn = Stream::Gone;
+        self.wbuf.clear();
+        true
+    }
+
+    /// A detached session's wait: a resumption, news for the session (what
+    /// is queued goes to the unacknowledged queue), or the deadline.
+    fn wait_detached(&mut self) -> impl Future<Output = Wake> + '_ {
+        let Connection {
+            route,
+            resumptions,
+            detached,
+            ..
+        } = self;
+        std::future::poll_fn(move |cx| {
+            if let Some(rx) = resumptions.as_mut() {
+                if let Poll::Ready(Some(r)) = rx.poll_recv(cx) {
+                    return Poll::Ready(Wake::Resume(r));
+                }
+            }
+            let (route, gen) = route.as_ref().expect("bound");
+            if route.register(*gen, cx.waker()) {
+                return Poll::Ready(Wake::Session);
+            }
+            if let Some(d) = detached.as_mut() {
+                if d.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Expired);
+                }
+            }
+            Poll::Pending
+        })
+    }
+
+    /// Takes over a new connection that resumes this session: its socket
+    /// replaces ours (a live old one is dropped), the client hears
+    /// `<resumed/>` and gets again what it did not acknowledge, in order.
+    async fn adopt(&mut self, r: Box<Resumption>) {
+        let r = *r;
+        let Some(sm) = self.sm.as_mut() else {
+            return;
+        };
+        if let Err(e) = sm.ack(r.h) {
+            tracing::info!(
+                h = r.h,
+                sent = e.sent,
+                "a resumption acknowledged more than was sent"
+            );
+            let _ = r.done.send(Err(Refused {
+                stream: r.stream,
+                parser: r.parser,
+                failed: sm::failed("unexpected-request", self.c2s.sm_handled()),
+            }));
+            return;
+        }
+        let resend: Vec<bytes::Bytes> = sm.unacked().cloned().collect();
+        let previd = sm.id.clone().unwrap_or_default();
+        sm.r_outstanding = false;
+        if r.done.send(Ok(())).is_err() {
+            // The new connection's task is gone: nothing to take over.
+            return;
+        }
+        self.conn = r.stream;
+        self.parser = r.parser;
+        self.peer = r.peer;
+        self.detached = None;
+        self.wbuf.clear();
+        self.inactive = false;
+        if let Some((route, _)) = &self.route {
+            self.ctx.registry.set_grant(route, r.grant.clone());
+        }
+        if let Some(im) = self.bound.as_mut() {
+            im.scopes = r.grant.as_ref().map(|g| g.scopes().clone());
+        }
+        tracing::info!(resent = resend.len(), "session resumed");
+        let h = self.c2s.sm_handled().unwrap_or(0);
+        self.wbuf.extend_from_slice(
+            format!("<resumed xmlns='{NS_SM}' previd='{previd}' h='{h}'/>").as_bytes(),
+        );
+        for b in resend {
             self.wbuf.extend_from_slice(&b);
         }
+        // What was held back goes out now; the new stream starts active.
+        self.release_held();
+        // Stanzas the client sent right after <resume/>.
+        Box::pin(self.drain_parser()).await;
     }
 
     /// Until a resource is bound (or the stream ends): the socket, the
@@ -306,9 +526,15 @@ impl Connection {
             conn,
             parser,
             route,
+            resumptions,
             ..
         } = self;
         std::future::poll_fn(move |cx| {
+            if let Some(rx) = resumptions.as_mut() {
+                if let Poll::Ready(Some(r)) = rx.poll_recv(cx) {
+                    return Poll::Ready(Wake::Resume(r));
+                }
+            }
             let (route, gen) = route.as_ref().expect("bound");
             let mut session = None;
             if route_first && route.register(*gen, cx.waker()) {
@@ -415,10 +641,37 @@ impl Connection {
                         }
                     }
                     for r in fx.replies {
-                        self.wbuf.extend_from_slice(&r);
+                        self.emit(r, false);
                     }
                     if let Some(target) = fx.congested {
                         self.wait_for_room(target).await;
+                    }
+                }
+                Output::Reply(b) => self.emit(b, false),
+                Output::SmEnable { resume } => self.enable_sm(resume),
+                Output::SmAck(h) => {
+                    let Some(sm) = self.sm.as_mut() else { continue };
+                    if let Err(e) = sm.ack(h) {
+                        let app = super::element::Element::new("handled-count-too-high", NS_SM)
+                            .with_attr("h", h.to_string())
+                            .with_attr("send-count", e.sent.to_string());
+                        let mut more = Vec::new();
+                        self.c2s.fail_stream_with(
+                            StreamCondition::UndefinedCondition,
+                            "acknowledged more stanzas than were sent",
+                            Some(app),
+                            &mut more,
+                        );
+                        for m in more.into_iter().rev() {
+                            queue.push_front(m);
+                        }
+                    }
+                }
+                Output::SmResume { previd, h } => {
+                    if self.resume(previd, h).await {
+                        // The socket now belongs to the resumed session.
+                        self.closing = true;
+                        return;
                     }
                 }
                 Output::ClientState(active) => {
@@ -429,6 +682,82 @@ impl Connection {
                 }
                 Output::Close => self.closing = true,
             }
+        }
+    }
+
+    /// XEP-0198 `<enable/>`: stream management from here on; with
+    /// resumption, the session is findable by a fresh id.
+    fn enable_sm(&mut self, resume: bool) {
+        let resumable = resume && self.ctx.resume_timeout > 0;
+        let id = resumable.then(|| {
+            hex::encode(crate::session::random::<16>(
+                self.ctx.registry.entropy().as_ref(),
+            ))
+        });
+        if let (Some(id), Some(im)) = (&id, self.bound.as_ref()) {
+            let (tx, rx) = mpsc::channel(1);
+            self.ctx.resumable.insert(
+                id.clone(),
+                SmHandle {
+                    account: im.user.clone(),
+                    tx,
+                },
+            );
+            self.resumptions = Some(rx);
+        }
+        self.wbuf
+            .extend_from_slice(&enabled(id.as_deref(), self.ctx.resume_timeout));
+        self.sm = Some(Box::new(StreamMgmt::new(id, self.ctx.sm_limits)));
+    }
+
+    /// XEP-0198 `<resume/>` on a new stream: hands this connection to the
+    /// session's task. True when it took it (this task is done); false
+    /// after a `<failed/>` (the client may bind instead).
+    async fn resume(&mut self, previd: String, h: u32) -> bool {
+        let tx = self
+            .ctx
+            .resumable
+            .get(&previd)
+            .filter(|e| Some(&e.account) == self.c2s.user())
+            .map(|e| e.tx.clone());
+        let Some(tx) = tx else {
+            self.wbuf
+                .extend_from_slice(&sm::failed("item-not-found", None));
+            return false;
+        };
+        if self.flush().await.is_err() {
+            self.closing = true;
+            return false;
+        }
+        let (done, answer) = oneshot::channel();
+        let r = Box::new(Resumption {
+            stream: std::mem::replace(&mut self.conn, Stream::Gone),
+            parser: std::mem::replace(&mut self.parser, XmlStream::new(self.ctx.limits)),
+            peer: self.peer,
+            h,
+            grant: self.c2s.grant().cloned(),
+            done,
+        });
+        if let Err(e) = tx.try_send(r) {
+            // The session is ending, or another resumption is under way.
+            let r = e.into_inner();
+            self.conn = r.stream;
+            self.parser = r.parser;
+            self.wbuf
+                .extend_from_slice(&sm::failed("item-not-found", None));
+            return false;
+        }
+        match tokio::time::timeout(HANDOVER_TIMEOUT, answer).await {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(refused))) => {
+                self.conn = refused.stream;
+                self.parser = refused.parser;
+                self.wbuf.extend_from_slice(&refused.failed);
+                false
+            }
+            // The session ended holding the socket, or is stuck: this
+            // connection cannot go on.
+            _ => true,
         }
     }
 
@@ -554,6 +883,33 @@ impl Connection {
     }
 
     async fn finish(mut self: Box<Self>) {
+        if let Some(rx) = self.resumptions.as_mut() {
+            // No resumption reaches this session any more; one that was on
+            // its way gets its socket back and a <failed/>.
+            rx.close();
+            while let Ok(r) = rx.try_recv() {
+                let _ = r.done.send(Err(Refused {
+                    stream: r.stream,
+                    parser: r.parser,
+                    failed: sm::failed("item-not-found", None),
+                }));
+            }
+        }
+        if let Some(sm) = self.sm.as_mut() {
+            if let Some(id) = &sm.id {
+                self.ctx.resumable.remove(id);
+            }
+            // Not acknowledged: back in front of the queue, for
+            // close_session to route again (messages to other resources or
+            // offline storage, requests answered with an error).
+            let unacked = sm.take_unacked();
+            if let Some(im) = self.bound.as_ref() {
+                let mut st = im.route.lock();
+                for b in unacked.into_iter().rev() {
+                    st.requeue_front(b);
+                }
+            }
+        }
         if let Some(im) = self.bound.take() {
             if !self.unwritten.is_empty() {
                 // Taken from the queue but never written: back in front of

@@ -33,6 +33,7 @@ pub mod presence;
 pub mod roster;
 pub mod router;
 pub mod sasl;
+pub mod sm;
 pub mod stanza;
 pub mod stream;
 

@@ -272,6 +272,7 @@ pub enum StreamCondition {
     UnsupportedEncoding,
     UnsupportedStanzaType,
     UnsupportedVersion,
+    UndefinedCondition,
 }
 
 impl StreamCondition {
@@ -292,6 +293,7 @@ impl StreamCondition {
             StreamCondition::UnsupportedEncoding => "unsupported-encoding",
             StreamCondition::UnsupportedStanzaType => "unsupported-stanza-type",
             StreamCondition::UnsupportedVersion => "unsupported-version",
+            StreamCondition::UndefinedCondition => "undefined-condition",
         }
     }
 
@@ -312,13 +314,21 @@ impl StreamCondition {
 /// `<stream:error>` with its condition and an explanation, followed by the
 /// closing tag: a stream error always ends the stream.
 pub fn stream_error_bytes(cond: StreamCondition, text: &str) -> Vec<u8> {
-    let err = Element::new("error", NS_STREAMS)
+    stream_error_with(cond, text, None)
+}
+
+/// [`stream_error_bytes`] with an application-specific condition element.
+pub fn stream_error_with(cond: StreamCondition, text: &str, app: Option<Element>) -> Vec<u8> {
+    let mut err = Element::new("error", NS_STREAMS)
         .with_child(Element::new(cond.name(), NS_STREAM_ERRORS))
         .with_child(
             Element::new("text", NS_STREAM_ERRORS)
                 .with_attr("xml:lang", "en")
                 .with_text(text),
         );
+    if let Some(app) = app {
+        err.push_child(app);
+    }
     // Written as stream:error so that it is in the streams namespace under
     // the prefix our header declared.
     let mut out = Vec::with_capacity(160);

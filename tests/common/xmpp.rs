@@ -207,6 +207,34 @@ impl Raw {
         c
     }
 
+    /// Authenticated (PLAIN) and restarted, not bound: features returned.
+    pub fn authenticated(addr: SocketAddr, user: &str, password: &str) -> (Raw, String) {
+        let mut c = Raw::connect(addr);
+        let r = c.try_auth("PLAIN", format!("\0{user}\0{password}").as_bytes());
+        assert!(r.contains("<success"), "{r}");
+        let f = c.open("localhost");
+        (c, f)
+    }
+
+    /// The connection dies: no `</stream>`, the socket just goes.
+    pub fn kill(self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Everything received so far and not consumed, after waiting until
+    /// `needle` arrives (left in the buffer).
+    pub fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while find(&self.pending, needle.as_bytes()).is_none() {
+            assert!(
+                !self.closed && Instant::now() < deadline,
+                "expected {needle:?}; got {:?}",
+                String::from_utf8_lossy(&self.pending)
+            );
+            self.fill();
+        }
+    }
+
     /// A bound session with a token (X-OAUTH2).
     pub fn login_token(addr: SocketAddr, user: &str, token: &str, resource: &str) -> Raw {
         let mut c = Raw::connect(addr);
