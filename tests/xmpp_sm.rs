@@ -181,3 +181,54 @@ fn the_server_asks_for_acks_and_answers_requests() {
     alice.send(&format!("<r {SM}/>"));
     assert!(alice.expect("/>").contains("h='1'"), "the ping counted");
 }
+
+/// A new bind of the resource and a resumption of its detached session,
+/// racing: whatever the order, one session is left — the new bind's — and
+/// the resumption either fails or is ended by the bind with `<conflict/>`.
+#[test]
+fn a_takeover_racing_a_resumption_leaves_one_session() {
+    let p = server("");
+    let addr = c2s(&p);
+    let mut outcomes = Vec::new();
+    for round in 0..8 {
+        let (alice, id) = alice_with_sm(&p);
+        alice.kill();
+        // Both authenticated, then the bind and the resume sent at once.
+        let (mut resumer, _) = Raw::authenticated(addr, "alice", "wonderland");
+        let (mut binder, _) = Raw::authenticated(addr, "alice", "wonderland");
+        let binder = std::thread::spawn(move || {
+            binder.send(&common::xmpp::bind("phone"));
+            assert!(binder.expect("</iq>").contains("type='result'"));
+            binder
+        });
+        resumer.send(&format!("<resume {SM} previd='{id}' h='0'/>"));
+        let mut binder = binder.join().unwrap();
+        let r = resumer.drain_for(Duration::from_millis(300));
+        let outcome = if r.contains("<failed") {
+            "failed"
+        } else if r.is_empty() && resumer.closed {
+            // Resumed, and taken over before <resumed/> was written.
+            "closed"
+        } else {
+            assert!(r.contains("<resumed"), "round {round}: {r}");
+            // Resumed first: the bind then took the session over.
+            let rest = r + &resumer.read_to_close();
+            assert!(rest.contains("<conflict"), "round {round}: {rest}");
+            "resumed then replaced"
+        };
+        outcomes.push(outcome);
+        binder.ping(&format!("alive{round}"));
+        let listed = p.ctl_ok(&["connected_users"]);
+        assert_eq!(
+            listed
+                .lines()
+                .filter(|l| l.trim() == "alice@localhost/phone")
+                .count(),
+            1,
+            "round {round}: {listed}"
+        );
+        drop(binder);
+        wait_listed(&p, "alice@localhost/phone", false);
+    }
+    eprintln!("outcomes: {outcomes:?}");
+}

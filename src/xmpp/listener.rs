@@ -354,6 +354,13 @@ impl Connection {
         None
     }
 
+    /// The session was taken over or kicked: this task must end it.
+    fn must_leave(&self) -> bool {
+        self.route
+            .as_ref()
+            .is_some_and(|(r, gen)| r.generation() != *gen || r.lock().kick.is_some())
+    }
+
     /// Holds back a presence while the client is inactive: a newer one from
     /// the same sender replaces the older; past `csi_max_held` senders
     /// everything goes out.
@@ -391,7 +398,12 @@ impl Connection {
     /// (XEP-0198 §5) instead of ending. False if it cannot.
     fn detach(&mut self) -> bool {
         let resumable = self.sm.as_ref().is_some_and(|s| s.id.is_some());
-        if !resumable || self.c2s.is_closed() || self.closing || self.ctx.shutdown.is_cancelled() {
+        if !resumable
+            || self.c2s.is_closed()
+            || self.closing
+            || self.ctx.shutdown.is_cancelled()
+            || self.must_leave()
+        {
             return false;
         }
         if self.detached.is_none() {
@@ -440,6 +452,16 @@ impl Connection {
     /// `<resumed/>` and gets again what it did not acknowledge, in order.
     async fn adopt(&mut self, r: Box<Resumption>) {
         let r = *r;
+        if self.must_leave() {
+            // Taken over by a new bind (or kicked) before the resumption
+            // came: there is nothing to resume.
+            let _ = r.done.send(Err(Refused {
+                stream: r.stream,
+                parser: r.parser,
+                failed: sm::failed("item-not-found", None),
+            }));
+            return;
+        }
         let Some(sm) = self.sm.as_mut() else {
             return;
         };
