@@ -205,6 +205,13 @@ pub struct Config {
     /// (XEP-0198) before the session is ended.
     pub sm_max_unacked: usize,
     pub sm_max_unacked_bytes: usize,
+    /// XMPP: what an account archives unless its preferences say otherwise
+    /// (XEP-0313: always, roster, never).
+    pub mam_default: crate::xmpp::mam::Policy,
+    /// XMPP: archive query results per page at most.
+    pub mam_max_page: usize,
+    /// XMPP: days archived messages are kept (0: for ever).
+    pub mam_retention_days: u64,
     pub mqtt_allow_anonymous: bool,
     pub mqtt_max_packet_size: u32,
     /// Login throttle (see `auth::throttle`).
@@ -279,6 +286,9 @@ impl Default for Config {
             resume_timeout: 300,
             sm_max_unacked: 5000,
             sm_max_unacked_bytes: 4 * 1024 * 1024,
+            mam_default: crate::xmpp::mam::Policy::Always,
+            mam_max_page: 250,
+            mam_retention_days: 0,
             max_offline_messages: 500,
             http_header_timeout: 30,
             http_request_timeout: 30,
@@ -361,6 +371,9 @@ struct RawConfig {
     resume_timeout: Option<u64>,
     sm_max_unacked: Option<usize>,
     sm_max_unacked_bytes: Option<usize>,
+    mam_default: Option<String>,
+    mam_max_page: Option<usize>,
+    mam_retention_days: Option<u64>,
     max_offline_messages: Option<usize>,
     http_header_timeout: Option<u64>,
     http_request_timeout: Option<u64>,
@@ -670,6 +683,17 @@ impl Config {
         }
         if let Some(m) = raw.sm_max_unacked_bytes {
             c.sm_max_unacked_bytes = m;
+        }
+        if let Some(d) = raw.mam_default {
+            c.mam_default = crate::xmpp::mam::Policy::parse(&d).ok_or_else(|| {
+                ConfigError::new("mam_default", "must be \"always\", \"roster\" or \"never\"")
+            })?;
+        }
+        if let Some(m) = raw.mam_max_page {
+            c.mam_max_page = m;
+        }
+        if let Some(d) = raw.mam_retention_days {
+            c.mam_retention_days = d;
         }
         seconds_in(
             "http_header_timeout",

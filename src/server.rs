@@ -169,6 +169,8 @@ impl Server {
             config.max_offline_messages,
         );
         xmpp.blocks.max_items = config.max_blocklist_items;
+        xmpp.mam.default = config.mam_default;
+        xmpp.mam.max_page = config.mam_max_page;
         let xmpp = Arc::new(xmpp);
         let shared = Arc::new(Shared {
             xmpp,
@@ -230,6 +232,11 @@ impl Server {
         });
         let admin_task = tokio::spawn(ctl::socket::serve(admin, ctx));
         let expiry = tokio::spawn(shared.auth.clone().run_expiry(shared.shutdown.clone()));
+        let archive_pruner = tokio::spawn(prune_archives(
+            shared.xmpp.clone(),
+            shared.shutdown.clone(),
+            shared.config.mam_retention_days,
+        ));
         let sweeper = tokio::spawn(sweep(
             shared.registry.clone(),
             shared.broker.clone(),
@@ -251,6 +258,7 @@ impl Server {
         }
         let _ = sweeper.await;
         let _ = expiry.await;
+        let _ = archive_pruner.await;
         if tokio::time::timeout(DRAIN_TIMEOUT, shared.open.drained())
             .await
             .is_err()
@@ -261,6 +269,36 @@ impl Server {
         store.barrier().await?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// XEP-0313 retention: at start and then hourly, archived messages older
+/// than `retention_days` (0: kept for ever) are deleted.
+async fn prune_archives(
+    im: Arc<crate::xmpp::ImServer>,
+    shutdown: CancellationToken,
+    retention_days: u64,
+) {
+    if retention_days == 0 {
+        return;
+    }
+    loop {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let cutoff = now_ms.saturating_sub(retention_days.saturating_mul(86_400_000));
+        match im.mam.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deleted = n,
+                "archived messages past mam_retention_days deleted"
+            ),
+            Err(e) => tracing::error!(error = %e, "could not prune the archives"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! XMPP for phones and several devices, with slixmpp's own XEP plugins as
 //! the independent client: message carbons (XEP-0280, with the private and
 //! no-copy hints), client state indication (XEP-0352), the blocking
-//! command (XEP-0191) and stream management with resumption (XEP-0198).
+//! command (XEP-0191), stream management with resumption (XEP-0198) and the
+//! message archive (XEP-0313 with XEP-0359 stanza ids and XEP-0059 paging).
 
 mod common;
 
@@ -309,4 +310,133 @@ run(main)
         "{out}"
     );
     assert!(out.contains("bob got back"), "{out}");
+}
+
+#[test]
+fn the_archive_keeps_both_sides_pages_and_follows_preferences() {
+    let p = server();
+    let out = run(
+        &p,
+        r#"
+async def main():
+    alice = make('alice@localhost/phone', 'wonderland', mech='SCRAM-SHA-256')
+    bob = make('bob@localhost/desk', 'builder', mech='SCRAM-SHA-256')
+    for c in (alice, bob):
+        c.register_plugin('xep_0313'); c.register_plugin('xep_0059')
+        await online(c)
+        c.send_presence()
+    info = await alice.plugin['xep_0030'].get_info(jid='alice@localhost')
+    print('account mam', 'urn:xmpp:mam:2' in info['disco_info']['features'])
+    ids = []
+    def got(m):
+        sid = m.xml.find('{urn:xmpp:sid:0}stanza-id')
+        if sid is not None:
+            ids.append((sid.get('by'), sid.get('id')))
+    bob.add_event_handler('message', got)
+    news = asyncio.ensure_future(next_event(bob, 'message', lambda m: m['body'] == 'news'))
+    for i in range(5):
+        m = alice.make_message(mto='bob@localhost', mbody='a%d' % i, mtype='chat')
+        # A stanza id from a client is not trusted: the server's replaces it.
+        fake = ET.SubElement(m.xml, '{urn:xmpp:sid:0}stanza-id')
+        fake.set('by', 'bob@localhost'); fake.set('id', 'forged')
+        m.send()
+    alice.send_message(mto='bob@localhost', mbody='news', mtype='headline')
+    # bob answers once he has them all.
+    await news
+    for i in range(2):
+        done = asyncio.ensure_future(next_event(alice, 'message'))
+        bob.send_message(mto='alice@localhost', mbody='b%d' % i, mtype='chat')
+        await done
+    print('stanza ids', len(ids), all(by == 'bob@localhost' and len(i) == 16 for by, i in ids))
+
+    r = await alice.plugin['xep_0313'].retrieve()
+    res = r['mam']['results']
+    print('all', [m['mam_result']['forwarded']['stanza']['body'] for m in res],
+          'complete', r['mam_fin']['complete'])
+    r = await alice.plugin['xep_0313'].retrieve(with_jid=JID('carol@localhost'))
+    print('with carol', len(r['mam']['results']), r['mam_fin']['complete'])
+    pages = []
+    async for m in alice.plugin['xep_0313'].iterate(rsm={'max': 3}):
+        pages.append(m['mam_result']['forwarded']['stanza']['body'])
+    print('paged', pages)
+    newest = []
+    async for m in alice.plugin['xep_0313'].iterate(reverse=True, rsm={'max': 3}, total=4):
+        newest.append(m['mam_result']['forwarded']['stanza']['body'])
+    print('newest first', newest)
+    r = await bob.plugin['xep_0313'].retrieve(with_jid=JID('alice@localhost'))
+    print('bob has', [m['mam_result']['forwarded']['stanza']['body'] for m in r['mam']['results']])
+
+    # Preferences: alice archives nothing more with bob.
+    iq = alice.make_iq_set()
+    prefs = ET.SubElement(iq.xml, '{urn:xmpp:mam:2}prefs')
+    prefs.set('default', 'always')
+    never = ET.SubElement(prefs, '{urn:xmpp:mam:2}never')
+    ET.SubElement(never, '{urn:xmpp:mam:2}jid').text = 'bob@localhost'
+    r = await iq.send()
+    print('prefs set', r.xml.find('{urn:xmpp:mam:2}prefs/{urn:xmpp:mam:2}never/{urn:xmpp:mam:2}jid').text)
+    done = asyncio.ensure_future(next_event(bob, 'message'))
+    alice.send_message(mto='bob@localhost', mbody='off the record', mtype='chat')
+    await done
+    r = await alice.plugin['xep_0313'].retrieve()
+    print('alice after prefs', len(r['mam']['results']))
+    r = await bob.plugin['xep_0313'].retrieve()
+    print('bob after prefs', len(r['mam']['results']))
+    try:
+        iq = alice.make_iq_set()
+        q = ET.SubElement(iq.xml, '{urn:xmpp:mam:2}query')
+        s = ET.SubElement(q, '{http://jabber.org/protocol/rsm}set')
+        ET.SubElement(s, '{http://jabber.org/protocol/rsm}after').text = '00000000000000ff'
+        await iq.send()
+        print('unknown id answered')
+    except slixmpp.exceptions.IqError as e:
+        print('unknown id', e.iq['error']['condition'])
+    alice.disconnect(); bob.disconnect()
+import xml.etree.ElementTree as ET
+from slixmpp import JID
+run(main)
+"#,
+        &[],
+    );
+    assert!(out.contains("account mam True"), "{out}");
+    assert!(out.contains("stanza ids 5 True"), "{out}");
+    assert!(
+        out.contains("all ['a0', 'a1', 'a2', 'a3', 'a4', 'b0', 'b1'] complete true"),
+        "the headline is not archived: {out}"
+    );
+    assert!(out.contains("with carol 0 true"), "{out}");
+    assert!(
+        out.contains("paged ['a0', 'a1', 'a2', 'a3', 'a4', 'b0', 'b1']"),
+        "{out}"
+    );
+    assert!(
+        out.contains("newest first ['b1', 'b0', 'a4', 'a3']"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bob has ['a0', 'a1', 'a2', 'a3', 'a4', 'b0', 'b1']"),
+        "{out}"
+    );
+    assert!(out.contains("prefs set bob@localhost"), "{out}");
+    assert!(out.contains("alice after prefs 7"), "{out}");
+    assert!(out.contains("bob after prefs 8"), "{out}");
+    assert!(out.contains("unknown id item-not-found"), "{out}");
+
+    // The archive goes with the account.
+    p.ctl_ok(&["unregister", "alice", "localhost"]);
+    p.ctl_ok(&["register", "alice", "localhost", "wonderland"]);
+    let out = run(
+        &p,
+        r#"
+async def main():
+    alice = make('alice@localhost/phone', 'wonderland', mech='SCRAM-SHA-256')
+    alice.register_plugin('xep_0313')
+    await online(alice)
+    r = await alice.plugin['xep_0313'].retrieve()
+    print('after re-registering', len(r['mam']['results']))
+    alice.disconnect()
+run(main)
+"#,
+        &[],
+    );
+    assert!(out.contains("after re-registering 0"), "{out}");
 }

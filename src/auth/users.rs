@@ -87,14 +87,15 @@ impl AuthCore {
         self.revoke_owner(jid)?;
         // What the account kept goes with it (as ejabberd's unregister
         // does): a later account of the same name inherits no roster and
-        // no offline messages or block list.
+        // no offline messages, block list or archive.
         let mut prefix = key.clone().into_bytes();
         prefix.push(0);
-        for tree in [Tree::Roster, Tree::Offline, Tree::Blocklist] {
+        for tree in [Tree::Roster, Tree::Offline, Tree::Blocklist, Tree::Archive] {
             for (k, _) in self.store.scan_prefix_blocking(tree, &prefix)? {
                 self.store.delete(tree, k);
             }
         }
+        self.store.delete(Tree::MamPrefs, key.as_bytes().to_vec());
         self.store.barrier_blocking()?;
         // Sessions that logged in with the password end too.
         self.announce_account_change(jid);

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use super::{KeyValue, StoreError, Tree};
+use super::{KeyRange, KeyValue, StoreError, Tree};
 
 /// A future a backend returns; it runs on the store thread only, so it need
 /// not be `Send`.
@@ -39,6 +39,13 @@ pub trait Backend: Send + 'static {
         tree: Tree,
         end: &'a [u8],
         limit: usize,
+    ) -> BackendFuture<'a, Vec<KeyValue>>;
+    /// Entries with `from <= key < to`, in key order (or reverse order),
+    /// at most `limit`.
+    fn scan_range<'a>(
+        &'a mut self,
+        tree: Tree,
+        range: &'a KeyRange,
     ) -> BackendFuture<'a, Vec<KeyValue>>;
     /// How many keys start with `prefix`, counting at most `limit`.
     fn count_prefix<'a>(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::backend::{Backend, BackendFuture, Write};
-use super::{KeyValue, Tree};
+use super::{KeyRange, KeyValue, Tree};
 
 #[derive(Default)]
 pub struct MemoryBackend {
@@ -71,6 +71,21 @@ impl Backend for MemoryBackend {
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        ready(v)
+    }
+
+    fn scan_range<'a>(
+        &'a mut self,
+        tree: Tree,
+        r: &'a KeyRange,
+    ) -> BackendFuture<'a, Vec<KeyValue>> {
+        let range = self.tree(tree).range(r.from.clone()..r.to.clone());
+        let pick = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+        let v = if r.reverse {
+            range.rev().take(r.limit).map(pick).collect()
+        } else {
+            range.take(r.limit).map(pick).collect()
+        };
         ready(v)
     }
 

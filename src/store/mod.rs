@@ -66,10 +66,15 @@ pub enum Tree {
     Roster,
     /// XMPP block lists (XEP-0191): `owner NUL jid` -> nothing.
     Blocklist,
+    /// XMPP message archives (XEP-0313): `owner NUL id (u64 BE)` ->
+    /// `ArchivedMessage`.
+    Archive,
+    /// XMPP archiving preferences: `owner` -> `Prefs`.
+    MamPrefs,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Users,
         Tree::Clients,
         Tree::Tokens,
@@ -81,6 +86,8 @@ impl Tree {
         Tree::Offline,
         Tree::Roster,
         Tree::Blocklist,
+        Tree::Archive,
+        Tree::MamPrefs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +103,8 @@ impl Tree {
             Tree::Offline => "offline",
             Tree::Roster => "roster",
             Tree::Blocklist => "blocklist",
+            Tree::Archive => "archive",
+            Tree::MamPrefs => "mam_prefs",
         }
     }
 
@@ -119,6 +128,16 @@ pub enum StoreError {
 }
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Keys `from <= key < to`, at most `limit`, ascending or (`reverse`)
+/// descending: one page of a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub from: Vec<u8>,
+    pub to: Vec<u8>,
+    pub limit: usize,
+    pub reverse: bool,
+}
 
 /// Which backend the `store` config key names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +187,11 @@ pub(crate) enum Op {
         Tree,
         Vec<u8>,
         usize,
+        oneshot::Sender<Result<Vec<KeyValue>, StoreError>>,
+    ),
+    ScanRange(
+        Tree,
+        KeyRange,
         oneshot::Sender<Result<Vec<KeyValue>, StoreError>>,
     ),
     CountPrefix(
@@ -314,6 +338,15 @@ impl Store {
             .await
     }
 
+    /// One page of a key range (see [`KeyRange`]).
+    pub async fn scan_range(
+        &self,
+        tree: Tree,
+        range: KeyRange,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.ask(|tx| Op::ScanRange(tree, range, tx)).await
+    }
+
     /// How many keys start with `prefix`, counting at most `limit`.
     pub async fn count_prefix(
         &self,
@@ -351,6 +384,15 @@ impl Store {
         prefix: &[u8],
     ) -> Result<Vec<KeyValue>, StoreError> {
         self.ask_blocking(|tx| Op::ScanPrefix(tree, prefix.to_vec(), tx))
+    }
+
+    /// [`Store::scan_range`] on a blocking thread.
+    pub fn scan_range_blocking(
+        &self,
+        tree: Tree,
+        range: KeyRange,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.ask_blocking(|tx| Op::ScanRange(tree, range, tx))
     }
 
     /// [`Store::scan_below`] on a blocking thread.

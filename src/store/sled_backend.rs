@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::backend::{Backend, BackendFuture, Write};
-use super::{KeyValue, StoreError, Tree};
+use super::{KeyRange, KeyValue, StoreError, Tree};
 
 pub struct SledBackend {
     db: sled::Db,
@@ -135,6 +135,19 @@ impl Backend for SledBackend {
         limit: usize,
     ) -> BackendFuture<'a, Vec<KeyValue>> {
         done(Self::collect(self.tree(tree).range(..end).take(limit)))
+    }
+
+    fn scan_range<'a>(
+        &'a mut self,
+        tree: Tree,
+        r: &'a KeyRange,
+    ) -> BackendFuture<'a, Vec<KeyValue>> {
+        let range = self.tree(tree).range(r.from.as_slice()..r.to.as_slice());
+        done(if r.reverse {
+            Self::collect(range.rev().take(r.limit))
+        } else {
+            Self::collect(range.take(r.limit))
+        })
     }
 
     fn count_prefix<'a>(

@@ -23,6 +23,25 @@ fn behaves(s: &Store) {
         .map(|(k, _)| k)
         .collect();
     assert_eq!(below, vec![vec![0, 1], vec![0, 2]]);
+    let range = |from: &[u8], to: &[u8], limit, reverse| -> Vec<Vec<u8>> {
+        s.scan_range_blocking(
+            Tree::TokenExpiry,
+            KeyRange {
+                from: from.to_vec(),
+                to: to.to_vec(),
+                limit,
+                reverse,
+            },
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+    };
+    assert_eq!(range(&[0, 1], &[0, 9], 10, false), [vec![0, 1], vec![0, 2]]);
+    assert_eq!(range(&[0, 2], &[1], 10, false), [vec![0, 2], vec![0, 9]]);
+    assert_eq!(range(&[0], &[1], 2, true), [vec![0, 9], vec![0, 2]]);
+    assert_eq!(range(&[0], &[1], 1, false), [vec![0, 1]]);
     assert_eq!(s.len_blocking(Tree::TokenExpiry).unwrap(), 3);
     assert_eq!(
         s.take_blocking(Tree::Users, b"a@x").unwrap().as_deref(),

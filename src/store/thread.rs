@@ -92,6 +92,9 @@ impl Worker {
             Op::ScanBelow(t, end, limit, tx) => {
                 let _ = tx.send(b.scan_below(t, &end, limit).await);
             }
+            Op::ScanRange(t, r, tx) => {
+                let _ = tx.send(b.scan_range(t, &r).await);
+            }
             Op::CountPrefix(t, p, limit, tx) => {
                 let _ = tx.send(b.count_prefix(t, &p, limit).await);
             }

@@ -3,9 +3,8 @@
 //!
 //! The list is stored one record per item in the store's `Blocklist` tree,
 //! keyed `owner NUL jid`, and kept in memory while the account has a session
-//! online, so the checks on the routing path read no disk for online users.
-//! A change and a load of the same account are serialized by a striped lock,
-//! so memory never holds a list older than the store's.
+//! online ([`AccountCache`]), so the checks on the routing path read no disk
+//! for online users.
 //!
 //! An item is matched as XEP-0016 §2.1 says: `user@domain/resource` that
 //! JID only, `user@domain` any of its resources, `domain/resource` and
@@ -23,9 +22,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use dashmap::DashMap;
-use tokio::sync::Mutex;
-
+use super::account_cache::AccountCache;
 use super::element::Element;
 use super::im::{Effects, ImServer, ImSession};
 use super::stanza::{error_reply, iq_result, Jid, StanzaError};
@@ -90,11 +87,11 @@ fn key(owner: &str, item: &str) -> Vec<u8> {
     k
 }
 
-/// Block lists over the store, cached for accounts with a session online.
+/// Block lists over the store, kept in memory for accounts with a session
+/// online ([`AccountCache`]).
 pub struct BlockStore {
     store: Store,
-    locks: Vec<Mutex<()>>,
-    cache: DashMap<String, Arc<BlockList>>,
+    cache: AccountCache<BlockList>,
     /// Items one list may hold (`max_blocklist_items`).
     pub max_items: usize,
 }
@@ -109,17 +106,9 @@ impl BlockStore {
     pub fn new(store: Store, max_items: usize) -> BlockStore {
         BlockStore {
             store,
-            locks: (0..64).map(|_| Mutex::new(())).collect(),
-            cache: DashMap::new(),
+            cache: AccountCache::default(),
             max_items,
         }
-    }
-
-    fn lock_for(&self, owner: &str) -> &Mutex<()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        owner.hash(&mut h);
-        &self.locks[(h.finish() as usize) % self.locks.len()]
     }
 
     async fn read(&self, owner: &str) -> Result<BlockList, StoreError> {
@@ -141,21 +130,10 @@ impl BlockStore {
         owner: &str,
         online: impl Fn() -> bool,
     ) -> Result<Arc<BlockList>, StoreError> {
-        if let Some(l) = self.cache.get(owner) {
-            return Ok(l.clone());
-        }
-        let _g = self.lock_for(owner).lock().await;
-        if let Some(l) = self.cache.get(owner) {
-            return Ok(l.clone());
-        }
-        let list = Arc::new(self.read(owner).await?);
-        if online() {
-            self.cache.insert(owner.to_owned(), list.clone());
-        }
-        Ok(list)
+        self.cache.get(owner, || self.read(owner), online).await
     }
 
-    /// Adds `add` (or, with `block` false, removes `items`; all when empty).
+    /// Adds `items` (or, with `block` false, removes them; all when empty).
     /// `Ok(None)` when the list would exceed `max_items`.
     pub async fn change(
         &self,
@@ -163,9 +141,9 @@ impl BlockStore {
         block: bool,
         items: Vec<String>,
     ) -> Result<Option<Changed>, StoreError> {
-        let _g = self.lock_for(owner).lock().await;
-        let mut list = match self.cache.get(owner) {
-            Some(l) => (**l).clone(),
+        let _g = self.cache.lock(owner).await;
+        let mut list = match self.cache.cached(owner) {
+            Some(l) => (*l).clone(),
             None => self.read(owner).await?,
         };
         let mut changed = Changed {
@@ -200,22 +178,14 @@ impl BlockStore {
                 changed.removed.push(i);
             }
         }
-        if let Some(mut e) = self.cache.get_mut(owner) {
-            *e = Arc::new(list);
-        }
+        self.cache.changed(owner, Arc::new(list));
         Ok(Some(changed))
     }
 
     /// The account's last session closed: its list leaves memory, unless
     /// `online` says a session came back meanwhile.
     pub async fn forget(&self, owner: &str, online: impl Fn() -> bool) {
-        if !self.cache.contains_key(owner) {
-            return;
-        }
-        let _g = self.lock_for(owner).lock().await;
-        if !online() {
-            self.cache.remove(owner);
-        }
+        self.cache.forget(owner, online).await;
     }
 
     /// Lists held in memory.
@@ -254,7 +224,7 @@ pub fn blocked_error(stanza: &Element, why: Blocked) -> Option<Element> {
 
 impl ImServer {
     /// Whether any account has a session online.
-    fn online(&self, bare: &str) -> bool {
+    pub(crate) fn online(&self, bare: &str) -> bool {
         !self.router.routes(bare).is_empty()
     }
 

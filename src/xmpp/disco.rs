@@ -7,6 +7,7 @@ use super::blocking::NS_BLOCKING;
 use super::carbons::NS_CARBONS;
 use super::element::Element;
 use super::im::{Effects, ImServer, ImSession};
+use super::mam::{NS_MAM, NS_SID};
 use super::stanza::{
     iq_result, StanzaError, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_ROSTER, NS_VERSION,
 };
@@ -24,7 +25,7 @@ const SERVER_FEATURES: &[&str] = &[
 ];
 
 /// Features an account advertises on its behalf.
-const ACCOUNT_FEATURES: &[&str] = &[NS_DISCO_INFO, NS_DISCO_ITEMS];
+const ACCOUNT_FEATURES: &[&str] = &[NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_SID];
 
 fn info(category: &str, kind: &str, name: Option<&str>, features: &[&str]) -> Element {
     let mut identity = Element::new("identity", NS_DISCO_INFO)
@@ -94,6 +95,7 @@ impl ImServer {
             (NS_ROSTER, "query") if own => self.roster_iq(s, iq, fx).await,
             (NS_PING, "ping") if own && get => fx.reply(iq_result(iq, None)),
             (NS_BLOCKING, _) if own => self.blocking_iq(s, iq, p, fx).await,
+            (NS_MAM, "query" | "prefs") if own => self.mam_iq(s, iq, p, fx).await,
             (NS_CARBONS, "enable" | "disable") if own && !get => {
                 Self::set_carbons(s, p);
                 fx.reply(iq_result(iq, None));

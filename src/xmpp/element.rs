@@ -148,6 +148,12 @@ impl Element {
         })
     }
 
+    /// Removes every child element `name` in namespace `ns`.
+    pub fn remove_children(&mut self, name: &str, ns: &str) {
+        self.children
+            .retain(|n| !matches!(n, Node::Element(e) if e.is(name, ns)));
+    }
+
     /// All child elements `name` in namespace `ns`.
     pub fn children_named<'a>(
         &'a self,

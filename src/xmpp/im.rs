@@ -26,6 +26,7 @@ use bytes::Bytes;
 use super::blocking::{blocked_error, BlockStore};
 use super::carbons::Carbon;
 use super::element::Element;
+use super::mam::{Archive, NS_SID};
 use super::offline::OfflineStore;
 use super::roster::RosterStore;
 use super::router::{Congestion, Route, Router};
@@ -71,6 +72,7 @@ pub struct ImServer {
     pub(crate) roster: RosterStore,
     pub(crate) offline: OfflineStore,
     pub(crate) blocks: BlockStore,
+    pub(crate) mam: Archive,
     auth: Arc<AuthCore>,
 }
 
@@ -87,6 +89,7 @@ impl ImServer {
             router,
             roster: RosterStore::new(store.clone()),
             blocks: BlockStore::new(store.clone(), super::blocking::MAX_ITEMS),
+            mam: Archive::new(store.clone(), clock.clone()),
             offline: {
                 let mut o = OfflineStore::new(store, clock);
                 o.max = max_offline;
@@ -149,6 +152,8 @@ impl ImServer {
         self.broadcast_unavailable(&mut s, &bye, &mut fx).await;
         self.router.unbind(&s.route);
         self.forget_blocklist(&s.user.to_string()).await;
+        let owner = s.user.to_string();
+        self.mam.forget(&owner, || self.online(&owner)).await;
         if !left.is_empty() {
             tracing::info!(
                 stanzas = left.len(),
@@ -231,15 +236,18 @@ impl ImServer {
     }
 
     /// RFC 6121 §8.5, with XEP-0280 carbons.
-    async fn message(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
+    async fn message(&self, s: &mut ImSession, mut el: Element, fx: &mut Effects) {
         let to = Self::target(s, &el);
         if !self.is_hosted(to.domain()) {
             return fx.error(&el, StanzaError::RemoteServerNotFound);
         }
-        let ty = el
-            .attr("type")
-            .filter(|t| matches!(*t, "chat" | "groupchat" | "headline" | "error"))
-            .unwrap_or("normal");
+        let ty = match el.attr("type") {
+            Some("chat") => "chat",
+            Some("groupchat") => "groupchat",
+            Some("headline") => "headline",
+            Some("error") => "error",
+            _ => "normal",
+        };
         let Some(bare) = to.to_bare() else {
             // To the server itself: no message service here.
             if matches!(ty, "normal" | "chat") {
@@ -253,6 +261,8 @@ impl ImServer {
             }
             return;
         }
+        // XEP-0359 §5: stanza ids are the server's to give.
+        el.remove_children("stanza-id", NS_SID);
         let carbons = super::carbons::eligible(&el, ty);
         if carbons && bare != s.user {
             // To the sender's other resources (a message to its own account
@@ -266,10 +276,24 @@ impl ImServer {
                 &mut fx.congested,
             );
         }
+        // XEP-0313: the recipient's archive id travels with the message; the
+        // sender's copy is archived as sent.
+        let archive_id = Self::archivable(&el, ty).then(|| self.mam.next_id());
+        // The sender's id is taken now too, so both archives order the
+        // message where it was routed.
+        let as_sent = archive_id.map(|_| (self.mam.next_id(), el.clone()));
+        if let Some(id) = archive_id {
+            el.push_child(
+                Element::new("stanza-id", NS_SID)
+                    .with_attr("by", bare.to_string())
+                    .with_attr("id", super::mam::id_text(id)),
+            );
+        }
         let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
         let key = bare.to_string();
         // The recipient's sessions that got the message itself.
         let mut got: Vec<u64> = Vec::new();
+        let mut stored = false;
         if to.resource().is_some() {
             if let Some(route) = self.router.route(&to.to_string()) {
                 if self
@@ -305,31 +329,50 @@ impl ImServer {
                         .router
                         .deliver_to_best_ids(&key, &bytes, &mut fx.congested);
                     if got.is_empty() {
-                        self.store_offline(&bare, &el, fx).await;
+                        stored = self.store_offline(&bare, &el, fx).await;
                     }
                 }
             }
         }
+        let delivered = !got.is_empty() || stored;
         if carbons {
             got.push(s.route.id());
             self.router
                 .carbon_copies(Carbon::Received, &key, &got, ty, &el, &mut fx.congested);
         }
+        if let (Some(id), Some((own, as_sent)), true) = (archive_id, as_sent, delivered) {
+            if self.archives_with(&bare, &s.jid).await {
+                self.mam.put(&key, id, &s.jid.to_string(), false, &el);
+            }
+            if bare != s.user && self.archives_with(&s.user, &to).await {
+                self.mam
+                    .put(&s.user.to_string(), own, &to.to_string(), true, &as_sent);
+            }
+        }
     }
 
-    async fn store_offline(&self, bare: &BareJid, el: &Element, fx: &mut Effects) {
+    /// Keeps a message for an account with no available resource; true
+    /// when it was stored.
+    async fn store_offline(&self, bare: &BareJid, el: &Element, fx: &mut Effects) -> bool {
         if !self.account_exists(bare).await {
-            return fx.error(el, StanzaError::ServiceUnavailable);
+            fx.error(el, StanzaError::ServiceUnavailable);
+            return false;
         }
         // Only messages with content; chat states and receipts alone are not
         // worth keeping (XEP-0160 §3 leaves this to the server).
         if el.child("body", NS_CLIENT).is_none() {
-            return;
+            return false;
         }
         match self.offline.push(bare, el, &self.auth.hosts()[0]).await {
-            Ok(true) => {}
-            Ok(false) => fx.error(el, StanzaError::ResourceConstraint),
-            Err(e) => fx.internal(el, e),
+            Ok(true) => true,
+            Ok(false) => {
+                fx.error(el, StanzaError::ResourceConstraint);
+                false
+            }
+            Err(e) => {
+                fx.internal(el, e);
+                false
+            }
         }
     }
 

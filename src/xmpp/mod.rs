@@ -21,6 +21,7 @@
 //!
 //! Only hosted domains are served; there is no server-to-server.
 
+pub mod account_cache;
 pub mod blocking;
 pub mod c2s;
 pub mod carbons;
@@ -28,6 +29,8 @@ pub mod disco;
 pub mod element;
 pub mod im;
 pub mod listener;
+pub mod mam;
+pub mod mam_iq;
 pub mod offline;
 pub mod presence;
 pub mod roster;
