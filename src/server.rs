@@ -73,6 +73,8 @@ pub struct Shared {
     pub open: Arc<OpenConns>,
     /// XMPP: the routing table, rosters and offline messages of every c2s listener.
     pub xmpp: Arc<crate::xmpp::ImServer>,
+    /// XMPP: resumable sessions (XEP-0198) of every c2s listener.
+    pub xmpp_resumable: Arc<dashmap::DashMap<String, crate::xmpp::listener::SmHandle>>,
 }
 
 struct Bound {
@@ -174,6 +176,7 @@ impl Server {
         let xmpp = Arc::new(xmpp);
         let shared = Arc::new(Shared {
             xmpp,
+            xmpp_resumable: Default::default(),
             config,
             auth,
             registry,
@@ -577,7 +580,7 @@ async fn serve_c2s(b: Bound, shared: Arc<Shared>) {
             max_stanzas: c.sm_max_unacked,
             max_bytes: c.sm_max_unacked_bytes,
         },
-        resumable: Default::default(),
+        resumable: shared.xmpp_resumable.clone(),
     });
     let acceptor = shared.acceptor(&b);
     crate::xmpp::listener::serve(b.tcp, b.listener, acceptor, ctx).await;

@@ -278,10 +278,16 @@ impl ImServer {
         }
         // XEP-0313: the recipient's archive id travels with the message; the
         // sender's copy is archived as sent.
-        let archive_id = Self::archivable(&el, ty).then(|| self.mam.next_id());
+        // Only a message the recipient archives gets its archive id.
+        let archive_id = if Self::archivable(&el, ty) && self.archives_with(&bare, &s.jid).await {
+            Some(self.mam.next_id())
+        } else {
+            None
+        };
+        let sender_may_archive = Self::archivable(&el, ty) && bare != s.user;
         // The sender's id is taken now too, so both archives order the
         // message where it was routed.
-        let as_sent = archive_id.map(|_| (self.mam.next_id(), el.clone()));
+        let as_sent = sender_may_archive.then(|| (self.mam.next_id(), el.clone()));
         if let Some(id) = archive_id {
             el.push_child(
                 Element::new("stanza-id", NS_SID)
@@ -340,13 +346,15 @@ impl ImServer {
             self.router
                 .carbon_copies(Carbon::Received, &key, &got, ty, &el, &mut fx.congested);
         }
-        if let (Some(id), Some((own, as_sent)), true) = (archive_id, as_sent, delivered) {
-            if self.archives_with(&bare, &s.jid).await {
+        if delivered {
+            if let Some(id) = archive_id {
                 self.mam.put(&key, id, &s.jid.to_string(), false, &el);
             }
-            if bare != s.user && self.archives_with(&s.user, &to).await {
-                self.mam
-                    .put(&s.user.to_string(), own, &to.to_string(), true, &as_sent);
+            if let Some((own, as_sent)) = as_sent {
+                if self.archives_with(&s.user, &to).await {
+                    self.mam
+                        .put(&s.user.to_string(), own, &to.to_string(), true, &as_sent);
+                }
             }
         }
     }

@@ -39,6 +39,9 @@ use crate::session::{Kick, Registry};
 
 /// How long a write may stall before the peer is given up on.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of presence held back for an inactive client (XEP-0352) before it
+/// is all written anyway.
+const HELD_BYTES: usize = 256 * 1024;
 /// How long a resuming connection waits for the session's task to take it.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -62,8 +65,9 @@ pub struct XmppContext {
     pub resume_timeout: u64,
     /// XEP-0198: bounds of a session's unacknowledged stanzas.
     pub sm_limits: SmLimits,
-    /// XEP-0198: resumable sessions by resumption id.
-    pub resumable: DashMap<String, SmHandle>,
+    /// XEP-0198: resumable sessions by resumption id, shared by every c2s
+    /// listener (a session begun on 5222 may resume on 5223).
+    pub resumable: Arc<DashMap<String, SmHandle>>,
 }
 
 /// How a new connection reaches the task of a resumable session.
@@ -327,6 +331,12 @@ impl Connection {
             self.kicked(why, &mut out);
             return Some(out);
         }
+        if self.detached.is_none() && self.sm.as_ref().is_some_and(|s| !s.within_limits()) {
+            // Too much unacknowledged: take nothing more from the queue (its
+            // senders wait, as for any slow reader) until the client's next
+            // <a/> makes room; the run loop asks for it.
+            return None;
+        }
         let limits = *self.ctx.registry.limits();
         let now = self.ctx.registry.now_ms();
         while self.wbuf.len() < 64 * 1024 {
@@ -369,7 +379,8 @@ impl Connection {
             self.held.remove(i);
         }
         self.held.push((from, b));
-        if self.held.len() > self.ctx.csi_max_held {
+        let bytes: usize = self.held.iter().map(|(_, b)| b.len()).sum();
+        if self.held.len() > self.ctx.csi_max_held || bytes > HELD_BYTES {
             self.release_held();
         }
     }
@@ -388,7 +399,9 @@ impl Connection {
     fn emit(&mut self, b: bytes::Bytes, queued: bool) {
         self.wbuf.extend_from_slice(&b);
         if let Some(sm) = self.sm.as_mut() {
-            self.sm_overflow |= !sm.sent(b);
+            // Over the limits a connected client is not cut off (the queue
+            // stops being taken from); a detached session ends.
+            self.sm_overflow |= !sm.sent(b) && self.detached.is_some();
         } else if queued {
             self.unwritten.push(b);
         }
@@ -673,7 +686,15 @@ impl Connection {
                 Output::SmEnable { resume } => self.enable_sm(resume),
                 Output::SmAck(h) => {
                     let Some(sm) = self.sm.as_mut() else { continue };
-                    if let Err(e) = sm.ack(h) {
+                    let was_full = !sm.within_limits();
+                    let acked = sm.ack(h);
+                    if was_full && sm.within_limits() {
+                        // Room again: take from the queue.
+                        if let Some((route, _)) = &self.route {
+                            route.wake();
+                        }
+                    }
+                    if let Err(e) = acked {
                         let app = super::element::Element::new("handled-count-too-high", NS_SM)
                             .with_attr("h", h.to_string())
                             .with_attr("send-count", e.sent.to_string());

@@ -41,7 +41,10 @@ pub const NS_DATA: &str = "jabber:x:data";
 /// Records read for one query at most, matching or not: a query over a
 /// large archive with a rare `with` stops there (and says it is not
 /// complete).
-const MAX_SCANNED: usize = 20_000;
+const MAX_SCANNED: usize = 5_000;
+/// Bytes of messages one page carries at most (the page is cut short and
+/// not `complete` past it).
+const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Which messages an account archives by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,7 +307,9 @@ impl Archive {
         let chunk = (q.max + 1).clamp(16, 512);
         let mut scanned = 0;
         let mut exhausted = false;
-        while items.len() <= q.max && scanned < MAX_SCANNED && lo < hi {
+        let mut bytes = 0usize;
+        let mut full = false;
+        while items.len() <= q.max && scanned < MAX_SCANNED && lo < hi && !full {
             let got = self
                 .store
                 .scan_range(
@@ -329,6 +334,11 @@ impl Archive {
                 }
                 let m: ArchivedMessage = records::decode("archive", &v)?;
                 if q.with.as_ref().is_none_or(|w| matches_with(&m.remote, w)) {
+                    bytes += m.stanza.len();
+                    if bytes > MAX_PAGE_BYTES && !items.is_empty() {
+                        full = true;
+                        break;
+                    }
                     items.push((id, m));
                     if items.len() > q.max {
                         break;
@@ -340,7 +350,7 @@ impl Archive {
                 break;
             }
         }
-        let complete = items.len() <= q.max && (exhausted || lo >= hi);
+        let complete = !full && items.len() <= q.max && (exhausted || lo >= hi);
         items.truncate(q.max);
         if q.backwards {
             items.reverse();
