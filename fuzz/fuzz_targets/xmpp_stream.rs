@@ -99,7 +99,14 @@ fuzz_target!(|data: &[u8]| {
                     }
                     Output::StartTls | Output::ResetParser => restart = true,
                     Output::Close => closed = true,
-                    Output::Send(_) | Output::Bind(_) | Output::Stanza(_) => {}
+                    Output::Send(_)
+                    | Output::Reply(_)
+                    | Output::Bind(_)
+                    | Output::Stanza(_)
+                    | Output::ClientState(_)
+                    | Output::SmEnable { .. }
+                    | Output::SmAck(_)
+                    | Output::SmResume { .. } => {}
                 }
             }
             if closed {
