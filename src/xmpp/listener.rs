@@ -442,10 +442,8 @@ impl Connection {
             ..
         } = self;
         std::future::poll_fn(move |cx| {
-            if let Some(rx) = resumptions.as_mut() {
-                if let Poll::Ready(Some(r)) = rx.poll_recv(cx) {
-                    return Poll::Ready(Wake::Resume(r));
-                }
+            if let Some(r) = poll_resumption(resumptions, cx) {
+                return Poll::Ready(Wake::Resume(r));
             }
             let (route, gen) = route.as_ref().expect("bound");
             if route.register(*gen, cx.waker()) {
@@ -565,10 +563,8 @@ impl Connection {
             ..
         } = self;
         std::future::poll_fn(move |cx| {
-            if let Some(rx) = resumptions.as_mut() {
-                if let Poll::Ready(Some(r)) = rx.poll_recv(cx) {
-                    return Poll::Ready(Wake::Resume(r));
-                }
+            if let Some(r) = poll_resumption(resumptions, cx) {
+                return Poll::Ready(Wake::Resume(r));
             }
             let (route, gen) = route.as_ref().expect("bound");
             let mut session = None;
@@ -975,6 +971,18 @@ async fn kicked(route: Option<(Arc<Route>, u64)>) {
     match route {
         Some((r, gen)) => std::future::poll_fn(|cx| r.poll_kicked(gen, cx)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A resumption of this session that has arrived, if one has (registering
+/// the waker otherwise).
+fn poll_resumption(
+    rx: &mut Option<mpsc::Receiver<Box<Resumption>>>,
+    cx: &mut Context<'_>,
+) -> Option<Box<Resumption>> {
+    match rx.as_mut()?.poll_recv(cx) {
+        Poll::Ready(r) => r,
+        Poll::Pending => None,
     }
 }
 
