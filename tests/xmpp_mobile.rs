@@ -38,7 +38,7 @@ async def main():
     # The phone is the one that gets messages to the bare JID.
     phone.send_presence(ppriority=5); laptop.send_presence(ppriority=1)
     old.send_presence(ppriority=0); bob.send_presence()
-    await asyncio.sleep(0.3)
+    await settled(phone, laptop, old, bob)
     seen_old = []
     old.add_event_handler('message', lambda m: seen_old.append(m['body']))
     old.add_event_handler('carbon_received', lambda m: seen_old.append('carbon'))
@@ -137,10 +137,12 @@ async def main():
     alice.add_event_handler('presence', lambda p: seen.append(('presence', p['from'].full, p['status'])))
     alice.add_event_handler('message', lambda m: seen.append(('message', m['body'])))
     alice.plugin['xep_0352'].send_inactive()
-    await asyncio.sleep(0.3)
+    await settled(alice)
     for i in range(1, 4):
         bob.send_presence(pto='alice@localhost/phone', pstatus='status %d' % i)
-    await asyncio.sleep(1.0)
+    # bob's presences were routed before his ping's answer; alice's ping
+    # answer follows anything that was not held for her.
+    await settled(bob, alice)
     print('while inactive', seen)
     got = asyncio.ensure_future(next_event(alice, 'message'))
     bob.send_message(mto='alice@localhost/phone', mbody='wake up', mtype='chat')
@@ -148,7 +150,7 @@ async def main():
     print('after a message', seen)
     seen.clear()
     bob.send_presence(pto='alice@localhost/phone', pstatus='status 4')
-    await asyncio.sleep(0.5)
+    await settled(bob, alice)
     print('held again', seen)
     alice.plugin['xep_0352'].send_active()
     await next_event(alice, 'presence')
@@ -214,8 +216,9 @@ async def main():
         print('bob iq', e.iq['error']['condition'])
 
     # The list is kept: a new session reads it from the store.
+    gone = [asyncio.ensure_future(next_event(c, 'disconnected')) for c in (laptop, phone)]
     laptop.disconnect(); phone.disconnect()
-    await asyncio.sleep(0.5)
+    await asyncio.gather(*gone)
     again = make('alice@localhost/tablet', 'wonderland', mech='SCRAM-SHA-256')
     again.register_plugin('xep_0191')
     await online(again)
@@ -279,7 +282,12 @@ async def main():
     bob = make('bob@localhost/desk', 'builder', mech='SCRAM-SHA-256')
     await online(bob)
     got = []
-    alice.add_event_handler('message', lambda m: got.append(m['body']))
+    all_three = asyncio.Event()
+    def on_message(m):
+        got.append(m['body'])
+        if len(got) >= 3:
+            all_three.set()
+    alice.add_event_handler('message', on_message)
     starts = []
     alice.add_event_handler('session_start', lambda _: starts.append(1))
     # The radio drops: no </stream>, the socket just goes.
@@ -292,9 +300,10 @@ async def main():
     resumed = asyncio.ensure_future(next_event(alice, 'session_resumed'))
     alice.connect(HOST, alice._port)
     await resumed
-    deadline = asyncio.get_running_loop().time() + 10
-    while len(got) < 3 and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
+    try:
+        await asyncio.wait_for(all_three.wait(), 10)
+    except asyncio.TimeoutError:
+        pass
     print('after resume', got, 'new sessions', len(starts))
     alice.send_message(mto='bob@localhost/desk', mbody='back', mtype='chat')
     m = await next_event(bob, 'message')

@@ -70,6 +70,12 @@ async def next_event(c, name, pred=lambda _: True, timeout=15):
     finally:
         c.del_event_handler(name, h)
 
+async def settled(*clients):
+    # One ping round trip per client: the server has handled what each
+    # sent before it (a condition, not a fixed wait).
+    for c in clients:
+        await c.plugin['xep_0199'].ping('localhost', timeout=10)
+
 def run(main):
     asyncio.run(asyncio.wait_for(main(), 60))
 "#;
