@@ -37,13 +37,16 @@ use crate::config::Listener;
 use crate::net::{accept_loop, Acceptor, Stream};
 use crate::session::{Kick, Registry};
 
+/// XEP-0198 resumption: how a session's task outlives its socket.
+mod resume;
+pub use resume::SmHandle;
+use resume::{poll_resumption, Refused, Resumption};
+
 /// How long a write may stall before the peer is given up on.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes of presence held back for an inactive client (XEP-0352) before it
 /// is all written anyway.
 const HELD_BYTES: usize = 256 * 1024;
-/// How long a resuming connection waits for the session's task to take it.
-const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every c2s connection task shares.
 pub struct XmppContext {
@@ -68,43 +71,6 @@ pub struct XmppContext {
     /// XEP-0198: resumable sessions by resumption id, shared by every c2s
     /// listener (a session begun on 5222 may resume on 5223).
     pub resumable: Arc<DashMap<String, SmHandle>>,
-}
-
-/// How a new connection reaches the task of a resumable session.
-pub struct SmHandle {
-    account: crate::auth::BareJid,
-    tx: mpsc::Sender<Box<Resumption>>,
-}
-
-/// A new connection asks to resume a session (XEP-0198 §5): its socket and
-/// parser go to the session's task, which answers whether it took them.
-pub struct Resumption {
-    stream: Stream,
-    parser: XmlStream,
-    peer: std::net::IpAddr,
-    /// Stanzas the client handled.
-    h: u32,
-    /// The new login's token.
-    grant: Option<crate::auth::Grant>,
-    done: oneshot::Sender<Result<(), Refused>>,
-}
-
-/// A resumption the session refused: the socket and parser back, and the
-/// `<failed/>` to send.
-struct Refused {
-    stream: Stream,
-    parser: XmlStream,
-    failed: Vec<u8>,
-}
-
-/// The XEP-0198 `<enabled/>` answer.
-fn enabled(id: Option<&str>, max: u64) -> Vec<u8> {
-    match id {
-        Some(id) => {
-            format!("<enabled xmlns='{NS_SM}' id='{id}' resume='true' max='{max}'/>").into_bytes()
-        }
-        None => format!("<enabled xmlns='{NS_SM}'/>").into_bytes(),
-    }
 }
 
 /// Serves one c2s listener until shutdown.
@@ -407,121 +373,6 @@ impl Connection {
         }
     }
 
-    /// The connection is lost: a resumable session waits for a resumption
-    /// (XEP-0198 §5) instead of ending. False if it cannot.
-    fn detach(&mut self) -> bool {
-        let resumable = self.sm.as_ref().is_some_and(|s| s.id.is_some());
-        if !resumable
-            || self.c2s.is_closed()
-            || self.closing
-            || self.ctx.shutdown.is_cancelled()
-            || self.must_leave()
-        {
-            return false;
-        }
-        if self.detached.is_none() {
-            tracing::info!(
-                unacked = self.sm.as_ref().map_or(0, |s| s.unacked_len()),
-                "connection lost: the session waits for a resumption"
-            );
-            let timeout = Duration::from_secs(self.ctx.resume_timeout);
-            self.detached = Some(Box::pin(tokio::time::sleep(timeout)));
-        }
-        self.conn = Stream::Gone;
-        self.wbuf.clear();
-        true
-    }
-
-    /// A detached session's wait: a resumption, news for the session (what
-    /// is queued goes to the unacknowledged queue), or the deadline.
-    fn wait_detached(&mut self) -> impl Future<Output = Wake> + '_ {
-        let Connection {
-            route,
-            resumptions,
-            detached,
-            ..
-        } = self;
-        std::future::poll_fn(move |cx| {
-            if let Some(r) = poll_resumption(resumptions, cx) {
-                return Poll::Ready(Wake::Resume(r));
-            }
-            let (route, gen) = route.as_ref().expect("bound");
-            if route.register(*gen, cx.waker()) {
-                return Poll::Ready(Wake::Session);
-            }
-            if let Some(d) = detached.as_mut() {
-                if d.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Expired);
-                }
-            }
-            Poll::Pending
-        })
-    }
-
-    /// Takes over a new connection that resumes this session: its socket
-    /// replaces ours (a live old one is dropped), the client hears
-    /// `<resumed/>` and gets again what it did not acknowledge, in order.
-    async fn adopt(&mut self, r: Box<Resumption>) {
-        let r = *r;
-        if self.must_leave() {
-            // Taken over by a new bind (or kicked) before the resumption
-            // came: there is nothing to resume.
-            let _ = r.done.send(Err(Refused {
-                stream: r.stream,
-                parser: r.parser,
-                failed: sm::failed("item-not-found", None),
-            }));
-            return;
-        }
-        let Some(sm) = self.sm.as_mut() else {
-            return;
-        };
-        if let Err(e) = sm.ack(r.h) {
-            tracing::info!(
-                h = r.h,
-                sent = e.sent,
-                "a resumption acknowledged more than was sent"
-            );
-            let _ = r.done.send(Err(Refused {
-                stream: r.stream,
-                parser: r.parser,
-                failed: sm::failed("unexpected-request", self.c2s.sm_handled()),
-            }));
-            return;
-        }
-        let resend: Vec<bytes::Bytes> = sm.unacked().cloned().collect();
-        let previd = sm.id.clone().unwrap_or_default();
-        sm.r_outstanding = false;
-        if r.done.send(Ok(())).is_err() {
-            // The new connection's task is gone: nothing to take over.
-            return;
-        }
-        self.conn = r.stream;
-        self.parser = r.parser;
-        self.peer = r.peer;
-        self.detached = None;
-        self.wbuf.clear();
-        self.inactive = false;
-        if let Some((route, _)) = &self.route {
-            self.ctx.registry.set_grant(route, r.grant.clone());
-        }
-        if let Some(im) = self.bound.as_mut() {
-            im.scopes = r.grant.as_ref().map(|g| g.scopes().clone());
-        }
-        tracing::info!(resent = resend.len(), "session resumed");
-        let h = self.c2s.sm_handled().unwrap_or(0);
-        self.wbuf.extend_from_slice(
-            format!("<resumed xmlns='{NS_SM}' previd='{previd}' h='{h}'/>").as_bytes(),
-        );
-        for b in resend {
-            self.wbuf.extend_from_slice(&b);
-        }
-        // What was held back goes out now; the new stream starts active.
-        self.release_held();
-        // Stanzas the client sent right after <resume/>.
-        Box::pin(self.drain_parser()).await;
-    }
-
     /// Until a resource is bound (or the stream ends): the socket, the
     /// deadline and shutdown.
     async fn negotiate(&mut self) {
@@ -724,82 +575,6 @@ impl Connection {
         }
     }
 
-    /// XEP-0198 `<enable/>`: stream management from here on; with
-    /// resumption, the session is findable by a fresh id.
-    fn enable_sm(&mut self, resume: bool) {
-        let resumable = resume && self.ctx.resume_timeout > 0;
-        let id = resumable.then(|| {
-            hex::encode(crate::session::random::<16>(
-                self.ctx.registry.entropy().as_ref(),
-            ))
-        });
-        if let (Some(id), Some(im)) = (&id, self.bound.as_ref()) {
-            let (tx, rx) = mpsc::channel(1);
-            self.ctx.resumable.insert(
-                id.clone(),
-                SmHandle {
-                    account: im.user.clone(),
-                    tx,
-                },
-            );
-            self.resumptions = Some(rx);
-        }
-        self.wbuf
-            .extend_from_slice(&enabled(id.as_deref(), self.ctx.resume_timeout));
-        self.sm = Some(Box::new(StreamMgmt::new(id, self.ctx.sm_limits)));
-    }
-
-    /// XEP-0198 `<resume/>` on a new stream: hands this connection to the
-    /// session's task. True when it took it (this task is done); false
-    /// after a `<failed/>` (the client may bind instead).
-    async fn resume(&mut self, previd: String, h: u32) -> bool {
-        let tx = self
-            .ctx
-            .resumable
-            .get(&previd)
-            .filter(|e| Some(&e.account) == self.c2s.user())
-            .map(|e| e.tx.clone());
-        let Some(tx) = tx else {
-            self.wbuf
-                .extend_from_slice(&sm::failed("item-not-found", None));
-            return false;
-        };
-        if self.flush().await.is_err() {
-            self.closing = true;
-            return false;
-        }
-        let (done, answer) = oneshot::channel();
-        let r = Box::new(Resumption {
-            stream: std::mem::replace(&mut self.conn, Stream::Gone),
-            parser: std::mem::replace(&mut self.parser, XmlStream::new(self.ctx.limits)),
-            peer: self.peer,
-            h,
-            grant: self.c2s.grant().cloned(),
-            done,
-        });
-        if let Err(e) = tx.try_send(r) {
-            // The session is ending, or another resumption is under way.
-            let r = e.into_inner();
-            self.conn = r.stream;
-            self.parser = r.parser;
-            self.wbuf
-                .extend_from_slice(&sm::failed("item-not-found", None));
-            return false;
-        }
-        match tokio::time::timeout(HANDOVER_TIMEOUT, answer).await {
-            Ok(Ok(Ok(()))) => true,
-            Ok(Ok(Err(refused))) => {
-                self.conn = refused.stream;
-                self.parser = refused.parser;
-                self.wbuf.extend_from_slice(&refused.failed);
-                false
-            }
-            // The session ended holding the socket, or is stuck: this
-            // connection cannot go on.
-            _ => true,
-        }
-    }
-
     /// Flow control: the stanza just handled filled `target`'s queue to its
     /// high-water mark, so nothing more is read from this client until the
     /// queue has room (or `target`, draining nothing, is cut off). Meanwhile
@@ -971,18 +746,6 @@ async fn kicked(route: Option<(Arc<Route>, u64)>) {
     match route {
         Some((r, gen)) => std::future::poll_fn(|cx| r.poll_kicked(gen, cx)).await,
         None => std::future::pending().await,
-    }
-}
-
-/// A resumption of this session that has arrived, if one has (registering
-/// the waker otherwise).
-fn poll_resumption(
-    rx: &mut Option<mpsc::Receiver<Box<Resumption>>>,
-    cx: &mut Context<'_>,
-) -> Option<Box<Resumption>> {
-    match rx.as_mut()?.poll_recv(cx) {
-        Poll::Ready(r) => r,
-        Poll::Pending => None,
     }
 }
 
