@@ -212,6 +212,12 @@ pub struct Config {
     pub mam_max_page: usize,
     /// XMPP: days archived messages are kept (0: for ever).
     pub mam_retention_days: u64,
+    /// XMPP: seconds a XEP-0484 FAST token lives (a login with one that has
+    /// less than half of this left gets a new one).
+    pub fast_token_expire: u64,
+    /// XMPP: FAST tokens one account may hold, all its client installations
+    /// together (the oldest are revoked first).
+    pub fast_max_tokens: usize,
     pub mqtt_allow_anonymous: bool,
     pub mqtt_max_packet_size: u32,
     /// Login throttle (see `auth::throttle`).
@@ -289,6 +295,9 @@ impl Default for Config {
             mam_default: crate::xmpp::mam::Policy::Always,
             mam_max_page: 250,
             mam_retention_days: 0,
+            // Prosody's default: three weeks.
+            fast_token_expire: 21 * 86_400,
+            fast_max_tokens: 32,
             max_offline_messages: 500,
             http_header_timeout: 30,
             http_request_timeout: 30,
@@ -374,6 +383,8 @@ struct RawConfig {
     mam_default: Option<String>,
     mam_max_page: Option<usize>,
     mam_retention_days: Option<u64>,
+    fast_token_expire: Option<u64>,
+    fast_max_tokens: Option<usize>,
     max_offline_messages: Option<usize>,
     http_header_timeout: Option<u64>,
     http_request_timeout: Option<u64>,
@@ -694,6 +705,21 @@ impl Config {
         }
         if let Some(d) = raw.mam_retention_days {
             c.mam_retention_days = d;
+        }
+        if let Some(t) = raw.fast_token_expire {
+            if t == 0 {
+                return Err(ConfigError::new(
+                    "fast_token_expire",
+                    "must be at least 1 second",
+                ));
+            }
+            c.fast_token_expire = t;
+        }
+        if let Some(m) = raw.fast_max_tokens {
+            if m == 0 {
+                return Err(ConfigError::new("fast_max_tokens", "must be at least 1"));
+            }
+            c.fast_max_tokens = m;
         }
         seconds_in(
             "http_header_timeout",

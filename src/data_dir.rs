@@ -46,7 +46,12 @@ pub fn tighten(dir: &Path) -> io::Result<()> {
 
 /// What Petrel itself creates in the data directory (the admin socket is
 /// bound 0600 on its own).
-const OWN_ENTRIES: [&str; 3] = ["store", crate::tls::DEV_CERT, crate::tls::DEV_KEY];
+const OWN_ENTRIES: [&str; 4] = [
+    "store",
+    crate::tls::DEV_CERT,
+    crate::tls::DEV_KEY,
+    crate::auth::fast::FAST_KEY_FILE,
+];
 
 fn private_file(path: &Path, m: &fs::Metadata) -> io::Result<()> {
     if m.permissions().mode() & 0o077 != 0 {

@@ -12,6 +12,7 @@
 pub mod clients;
 pub mod codes;
 pub mod device;
+pub mod fast;
 pub mod jid;
 pub mod login;
 pub mod refresh;
@@ -87,6 +88,9 @@ pub enum AuthError {
     /// A client that may use client credentials holds an account's name.
     #[error("{jid} is the principal of the OAuth client {client}")]
     NameHeldByClient { jid: String, client: String },
+    /// Something the operation needs is missing (the FAST key file).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Seconds since the Unix epoch.
@@ -159,6 +163,8 @@ pub struct AuthCore {
     /// A per-server random key (kept in the store): fake SCRAM salts for unknown
     /// users, and the key that signs anti-CSRF values of the sign-in page.
     server_key: [u8; 32],
+    /// XEP-0484 FAST tokens: the key that derives them, their index.
+    fast: fast::FastState,
 }
 
 impl AuthCore {
@@ -217,6 +223,7 @@ impl AuthCore {
                 config.password_hash_concurrency.max(1),
             )),
             server_key,
+            fast: fast::FastState::new(config),
         };
         core.load_tokens()?;
         Ok(core)
@@ -313,6 +320,10 @@ pub(crate) mod test_support {
     /// dir for callers that want one beside it).
     pub fn core(config: &Config) -> (AuthCore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        (AuthCore::new(Store::memory(), config).unwrap(), dir)
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..config.clone()
+        };
+        (AuthCore::new(Store::memory(), &config).unwrap(), dir)
     }
 }

@@ -113,6 +113,14 @@ impl std::fmt::Debug for Grant {
 }
 
 impl Grant {
+    pub(super) fn of(live: Arc<LiveToken>) -> Grant {
+        Grant { live }
+    }
+
+    pub(super) fn live(&self) -> &Arc<LiveToken> {
+        &self.live
+    }
+
     pub fn owner(&self) -> &BareJid {
         &self.live.owner
     }
@@ -289,7 +297,9 @@ impl AuthCore {
             );
             if let Some(live) = LiveToken::new(hash, rec) {
                 self.track_expiry(live.record.expires_at, hash);
-                self.tokens.insert(hash, Arc::new(live));
+                let live = Arc::new(live);
+                self.index_fast(&live);
+                self.tokens.insert(hash, live);
             }
         }
         Ok(())
@@ -353,6 +363,7 @@ impl AuthCore {
             grant: spec.grant,
             family: Some(family),
             rotated: false,
+            fast: None,
         };
         let (token, access) = self.put_token(record(
             TokenKind::Access,
@@ -417,6 +428,11 @@ impl AuthCore {
     /// waits for the barrier, then [`Self::track`]s it).
     fn put_token(&self, rec: TokenRecord) -> (String, LiveToken) {
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
+        self.put_token_text(token, rec)
+    }
+
+    /// [`Self::put_token`] for a token whose text the caller made.
+    pub(super) fn put_token_text(&self, token: String, rec: TokenRecord) -> (String, LiveToken) {
         let hash = hash_token(&token);
         self.store
             .put(Tree::Tokens, hash, records::encode_token(&rec));
@@ -432,7 +448,7 @@ impl AuthCore {
     }
 
     /// Makes a stored token known to checks and to the expiry task.
-    fn track(&self, live: LiveToken) -> Arc<LiveToken> {
+    pub(super) fn track(&self, live: LiveToken) -> Arc<LiveToken> {
         let (expires_at, hash) = (live.record.expires_at, live.hash);
         let live = Arc::new(live);
         self.tokens.insert(hash, live.clone());
@@ -491,7 +507,11 @@ impl AuthCore {
         // The map lookup is by hash, so its timing says nothing about the token's
         // text; this comparison makes the match itself constant-time as well.
         // A refresh token is for the token endpoint only, never a login.
-        if !bool::from(live.hash.ct_eq(&hash)) || live.record.kind == TokenKind::Refresh {
+        // A FAST token works with its own mechanism only (XEP-0484 §4).
+        if !bool::from(live.hash.ct_eq(&hash))
+            || live.record.kind == TokenKind::Refresh
+            || live.record.fast.is_some()
+        {
             return Err(TokenError::Unknown);
         }
         if live.revoked.load(Ordering::Acquire) {

@@ -114,6 +114,9 @@ pub enum TokenGrant {
     RefreshToken,
     DeviceCode,
     ClientCredentials,
+    /// XEP-0484 FAST: a token a client asked for in its SASL2 login, for
+    /// its next logins (`HT-SHA-256-*`).
+    Fast,
 }
 
 impl TokenGrant {
@@ -127,6 +130,7 @@ impl TokenGrant {
             TokenGrant::RefreshToken => "refresh_token",
             TokenGrant::DeviceCode => "urn:ietf:params:oauth:grant-type:device_code",
             TokenGrant::ClientCredentials => "client_credentials",
+            TokenGrant::Fast => "fast",
         }
     }
 }
@@ -151,6 +155,36 @@ pub struct TokenRecord {
     /// A refresh token already exchanged for new ones: kept until its
     /// expiry, so that presenting it again is seen as a replay.
     pub rotated: bool,
+    /// A XEP-0484 FAST token: what it is bound to and what derives its text.
+    pub fast: Option<FastBinding>,
+}
+
+/// What binds a FAST token (XEP-0484) and lets the server derive its text
+/// again (the `HT-*` mechanisms key an HMAC with the token itself, so the
+/// server needs it at login; it keeps only this nonce, and the token is
+/// HMAC(fast key, nonce) with a key kept outside the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastBinding {
+    /// The SASL2 `<user-agent id>` of the client installation.
+    pub agent: String,
+    /// The mechanism the token was requested for (it works with no other).
+    pub mechanism: String,
+    pub nonce: [u8; 16],
+}
+
+/// Version 2 of [`TokenRecord`], as stored before FAST tokens.
+#[derive(Serialize, Deserialize)]
+struct TokenRecordV2 {
+    owner: String,
+    scopes: Vec<String>,
+    client_id: Option<String>,
+    issued_at: u64,
+    expires_at: u64,
+    revoked: bool,
+    kind: TokenKind,
+    grant: TokenGrant,
+    family: Option<[u8; 16]>,
+    rotated: bool,
 }
 
 /// Version 1 of [`TokenRecord`], as stored before refresh tokens.
@@ -165,7 +199,7 @@ struct TokenRecordV1 {
 }
 
 /// The version [`encode_token`] writes.
-pub const TOKEN_VERSION: u8 = 2;
+pub const TOKEN_VERSION: u8 = 3;
 
 pub fn encode_token(record: &TokenRecord) -> Vec<u8> {
     let mut out = vec![TOKEN_VERSION];
@@ -178,6 +212,22 @@ pub fn decode_token(bytes: &[u8]) -> Result<TokenRecord, StoreError> {
     let corrupt = StoreError::Corrupt { tree: "tokens" };
     match bytes.split_first() {
         Some((&TOKEN_VERSION, rest)) => postcard::from_bytes(rest).map_err(|_| corrupt),
+        Some((2, rest)) => {
+            let v2: TokenRecordV2 = postcard::from_bytes(rest).map_err(|_| corrupt)?;
+            Ok(TokenRecord {
+                owner: v2.owner,
+                scopes: v2.scopes,
+                client_id: v2.client_id,
+                issued_at: v2.issued_at,
+                expires_at: v2.expires_at,
+                revoked: v2.revoked,
+                kind: v2.kind,
+                grant: v2.grant,
+                family: v2.family,
+                rotated: v2.rotated,
+                fast: None,
+            })
+        }
         Some((&VERSION, rest)) => {
             let v1: TokenRecordV1 = postcard::from_bytes(rest).map_err(|_| corrupt)?;
             Ok(TokenRecord {
@@ -191,6 +241,7 @@ pub fn decode_token(bytes: &[u8]) -> Result<TokenRecord, StoreError> {
                 grant: TokenGrant::Ctl,
                 family: None,
                 rotated: false,
+                fast: None,
             })
         }
         _ => Err(corrupt),
