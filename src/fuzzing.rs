@@ -337,7 +337,8 @@ pub fn xmpp_session(data: &[u8]) -> usize {
                     | Output::Reply(_)
                     | Output::SmEnable { .. }
                     | Output::SmAck(_)
-                    | Output::SmResume { .. } => {}
+                    | Output::SmResume { .. }
+                    | Output::Sasl2(_) => {}
                     Output::Bind(jid) => {
                         let user = c2s.user().cloned().expect("bound after login");
                         let scopes = c2s.grant().map(|g| g.scopes().clone());

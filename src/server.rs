@@ -75,6 +75,32 @@ pub struct Shared {
     pub xmpp: Arc<crate::xmpp::ImServer>,
     /// XMPP: resumable sessions (XEP-0198) of every c2s listener.
     pub xmpp_resumable: Arc<dashmap::DashMap<String, crate::xmpp::listener::SmHandle>>,
+    /// The RFC 8414 metadata URL of this server's OAuth endpoints (XEP-0493),
+    /// if it serves them: `oauth_issuer`'s, else the first HTTPS (or HTTP)
+    /// listener's as bound.
+    pub oauth_metadata: Option<Arc<str>>,
+}
+
+/// Where the RFC 8414 metadata document is served (see
+/// [`Shared::oauth_metadata`]); the issuer is computed as the OAuth routes
+/// compute it.
+fn oauth_metadata_url(config: &Config, bound: &[Bound]) -> Option<Arc<str>> {
+    let issuer = match &config.oauth_issuer {
+        Some(i) => i.trim_end_matches('/').to_string(),
+        None => {
+            let http = |tls: bool| {
+                bound
+                    .iter()
+                    .find(|b| b.listener.module == Module::Http && b.listener.tls == tls)
+            };
+            let (b, scheme) = match http(true) {
+                Some(b) => (b, "https"),
+                None => (http(false)?, "http"),
+            };
+            format!("{scheme}://{}:{}", config.default_host(), b.addr.port())
+        }
+    };
+    Some(format!("{issuer}/.well-known/oauth-authorization-server").into())
 }
 
 struct Bound {
@@ -174,7 +200,9 @@ impl Server {
         xmpp.mam.default = config.mam_default;
         xmpp.mam.max_page = config.mam_max_page;
         let xmpp = Arc::new(xmpp);
+        let oauth_metadata = oauth_metadata_url(&config, &bound);
         let shared = Arc::new(Shared {
+            oauth_metadata,
             xmpp,
             xmpp_resumable: Default::default(),
             config,
@@ -581,6 +609,7 @@ async fn serve_c2s(b: Bound, shared: Arc<Shared>) {
             max_bytes: c.sm_max_unacked_bytes,
         },
         resumable: shared.xmpp_resumable.clone(),
+        oauth_metadata: shared.oauth_metadata.clone(),
     });
     let acceptor = shared.acceptor(&b);
     crate::xmpp::listener::serve(b.tcp, b.listener, acceptor, ctx).await;

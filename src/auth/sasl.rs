@@ -321,14 +321,17 @@ pub fn parse_oauthbearer(payload: &[u8]) -> Result<BearerCreds, SaslError> {
 }
 
 /// `"Bearer" 1*SP b64token` (RFC 6750 §2.1).
+/// An empty token (XEP-0493 §3.3: a client with none yet asks where to get
+/// one) is returned as the empty string.
 fn parse_bearer_value(value: &str) -> Result<String, SaslError> {
-    let (scheme, rest) = value
-        .split_once(' ')
-        .ok_or(malformed("auth is not a Bearer credential"))?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(malformed("auth is not a Bearer credential"));
     }
     let token = rest.trim_start_matches(' ');
+    if token.is_empty() {
+        return Ok(String::new());
+    }
     let body = token.trim_end_matches('=');
     let ok = !body.is_empty()
         && body
@@ -354,11 +357,26 @@ pub fn is_oauthbearer_error_ack(payload: &[u8]) -> bool {
 /// §3.2.2), e.g. `{"status":"invalid_token","scope":"xmpp"}`. The caller
 /// base64-encodes it into a `<challenge/>`.
 pub fn oauthbearer_failure_json(status: &str, scope: Option<&str>) -> String {
+    oauthbearer_failure_json_with(status, scope, None)
+}
+
+/// [`oauthbearer_failure_json`] with the RFC 7628 `openid-configuration`
+/// member: where a client finds the authorization server's metadata
+/// (XEP-0493 §6 asks for it, pointing at the RFC 8414 document).
+pub fn oauthbearer_failure_json_with(
+    status: &str,
+    scope: Option<&str>,
+    openid_configuration: Option<&str>,
+) -> String {
     let mut out = String::from("{\"status\":");
     push_json_string(&mut out, status);
     if let Some(scope) = scope {
         out.push_str(",\"scope\":");
         push_json_string(&mut out, scope);
+    }
+    if let Some(url) = openid_configuration {
+        out.push_str(",\"openid-configuration\":");
+        push_json_string(&mut out, url);
     }
     out.push('}');
     out
@@ -459,6 +477,13 @@ mod tests {
         let c = parse_oauthbearer(b"y,a=a=2Cb=3Dc,\x01auth=BEARER t\x01\x01").unwrap();
         assert_eq!(c.authzid.as_deref(), Some("a,b=c"));
         assert!(!format!("{c:?}").contains("\"t\""));
+        // XEP-0493: no token yet, to learn where to get one.
+        for empty in [
+            &b"n,,\x01auth=Bearer\x01\x01"[..],
+            b"n,,\x01auth=Bearer \x01\x01",
+        ] {
+            assert_eq!(parse_oauthbearer(empty).unwrap().token, "");
+        }
     }
 
     #[test]
@@ -467,7 +492,6 @@ mod tests {
             b"n,,\x01\x01",                                   // missing auth
             b"n,,\x01host=x\x01\x01",                         // missing auth
             b"n,,\x01auth=Basic abc\x01\x01",                 // wrong scheme
-            b"n,,\x01auth=Bearer\x01\x01",                    // no token
             b"n,,\x01auth=Bearer a b\x01\x01",                // bad token chars
             b"n,,\x01auth=Bearer a\x01",                      // missing final %x01
             b"n,,auth=Bearer a\x01\x01",                      // missing first %x01
@@ -501,6 +525,10 @@ mod tests {
             r#"{"status":"invalid_token","scope":"xmpp \"x\""}"#
         );
         assert_eq!(oauthbearer_failure_json("401", None), r#"{"status":"401"}"#);
+        assert_eq!(
+            oauthbearer_failure_json_with("invalid_token", None, Some("https://h/.well-known/x")),
+            r#"{"status":"invalid_token","openid-configuration":"https://h/.well-known/x"}"#
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   (an MQTT topic filter; several such scopes widen each other).
 //! - `mqtt:subscribe:FILTER`: subscribing is limited to filters inside FILTER.
 //! - `xmpp:roster:read`: the roster may be read but not changed.
+//! - `xmpp:client:normal` (XEP-0493 §5): an XMPP client's ordinary access,
+//!   here the same as `xmpp`.
 //!
 //! A family of fine scopes narrows only its own kind of action: a token with
 //! `sasl_auth mqtt:publish:devices/42/#` may subscribe anywhere in its domain but
@@ -20,6 +22,8 @@ pub const SASL_AUTH: &str = "sasl_auth";
 const PUBLISH_PREFIX: &str = "mqtt:publish:";
 const SUBSCRIBE_PREFIX: &str = "mqtt:subscribe:";
 const ROSTER_READ: &str = "xmpp:roster:read";
+/// XEP-0493's scope for an XMPP client: logs in over XMPP.
+pub const XMPP_CLIENT_NORMAL: &str = "xmpp:client:normal";
 
 /// A protocol a session speaks and a token logs into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,6 +51,7 @@ pub const SUPPORTED: &[&str] = &[
     "mqtt:publish:FILTER",
     "mqtt:subscribe:FILTER",
     ROSTER_READ,
+    XMPP_CLIENT_NORMAL,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +97,9 @@ impl Scopes {
     /// Whether a token with these scopes may log in over `protocol`:
     /// `sasl_auth` (both) or the protocol's own scope.
     pub fn logs_into(&self, protocol: Protocol) -> bool {
-        self.has(SASL_AUTH) || self.has(protocol.name())
+        self.has(SASL_AUTH)
+            || self.has(protocol.name())
+            || (protocol == Protocol::Xmpp && self.has(XMPP_CLIENT_NORMAL))
     }
 
     pub fn as_slice(&self) -> &[String] {
@@ -143,7 +150,7 @@ impl fmt::Display for Scopes {
 }
 
 fn known(s: &str) -> bool {
-    if [SASL_AUTH, ROSTER_READ, "mqtt", "xmpp"].contains(&s) {
+    if [SASL_AUTH, ROSTER_READ, "mqtt", "xmpp", XMPP_CLIENT_NORMAL].contains(&s) {
         return true;
     }
     if let Some(filter) = s

@@ -89,6 +89,24 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// RFC 9266 `tls-exporter` channel-binding data: 32 bytes of keying
+    /// material exported under `EXPORTER-Channel-Binding`. TLS 1.3 only
+    /// (in TLS 1.2 it is safe only with the extended master secret, which
+    /// cannot be checked here); `None` otherwise.
+    pub fn channel_binding_exporter(&self) -> Option<Vec<u8>> {
+        let Stream::Tls(t) = self else {
+            return None;
+        };
+        let (_, conn) = t.get_ref();
+        if conn.protocol_version() != Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_3) {
+            return None;
+        }
+        let mut out = vec![0u8; 32];
+        conn.export_keying_material(&mut out[..], b"EXPORTER-Channel-Binding", None)
+            .ok()?;
+        Some(out)
+    }
+
     /// Waits for bytes and hands what arrived to `f` (a borrow of the
     /// per-thread scratch buffer, valid only during the call). `Ready(Ok(0))`
     /// is end of stream. Spends tokio's cooperative budget, so a client whose

@@ -25,12 +25,14 @@ use bytes::Bytes;
 
 use super::element::Element;
 use super::sasl::{AuthReply, AuthRequest, Mechanism, Sasl, SaslOutcome};
+use super::sasl2::{self, Inline, NS_SASL2};
 use super::sm::{self, NS_SM};
 use super::stanza::{
     error_reply, iq_result, stream_error_with, valid_resource, Jid, StanzaError, StreamCondition,
     NS_BIND, NS_CSI, NS_SASL, NS_SESSION, NS_TLS,
 };
 use super::stream::{StreamError, StreamEvent, NS_CLIENT};
+use crate::auth::fast::HtMechanism;
 use crate::auth::sasl::encode_base64_payload;
 use crate::auth::{BareJid, Grant, TokenEnd};
 
@@ -77,8 +79,30 @@ pub enum Output {
     /// XEP-0198: resume the session `previd` (after authentication, instead
     /// of binding); the client handled `h` of its stanzas.
     SmResume { previd: String, h: u32 },
+    /// XEP-0388: SASL2 authentication succeeded. Carry out what the client
+    /// asked for inline (resumption, Bind 2, FAST tokens), then send
+    /// `<success/>` and [`C2s::features_bytes`]. No stream restart.
+    Sasl2(Box<Sasl2Done>),
     /// Close the connection once everything before is written.
     Close,
+}
+
+/// A SASL2 success, for the connection task to finish (see [`Output::Sasl2`]).
+#[derive(Debug)]
+pub struct Sasl2Done {
+    /// The mechanism's additional data.
+    pub data: Option<Vec<u8>>,
+    /// What the `<authenticate/>` asked for besides authentication.
+    pub inline: Inline,
+    /// A FAST login: its mechanism, the installation its token is bound
+    /// to, and whether the token is due for rotation.
+    pub fast: Option<(HtMechanism, String, bool)>,
+}
+
+/// A SASL2 exchange under way: what its `<authenticate/>` asked for.
+struct Sasl2Pending {
+    inline: Inline,
+    fast: Option<HtMechanism>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +146,10 @@ pub struct C2s {
     /// XEP-0198: stanzas received since stream management was enabled
     /// (mod 2^32); `None` while it is not.
     sm_in: Option<u32>,
+    /// The SASL2 exchange under way, if the client chose SASL2.
+    sasl2: Option<Box<Sasl2Pending>>,
+    /// The OAuth metadata URL (RFC 8414) OAUTHBEARER's error names.
+    oauth_metadata: Option<std::sync::Arc<str>>,
 }
 
 impl C2s {
@@ -145,7 +173,16 @@ impl C2s {
             jid: None,
             jid_text: String::new(),
             sm_in: None,
+            sasl2: None,
+            oauth_metadata: None,
         }
+    }
+
+    /// XEP-0493: the RFC 8414 metadata document a failed OAUTHBEARER
+    /// login points to (`openid-configuration`).
+    pub fn with_oauth_metadata(mut self, url: Option<std::sync::Arc<str>>) -> C2s {
+        self.oauth_metadata = url;
+        self
     }
 
     /// XEP-0198: stanzas handled since stream management was enabled.
@@ -323,6 +360,23 @@ impl C2s {
     }
 
     fn features(&mut self, out: &mut Vec<Output>) {
+        let b = self.features_bytes();
+        Self::send(out, b);
+    }
+
+    /// The XEP-0484 mechanisms offered: `tls-exporter` binding on TLS.
+    fn fast_offered(&self) -> &'static [HtMechanism] {
+        if self.tls.secure {
+            &[HtMechanism::Exporter, HtMechanism::None]
+        } else {
+            &[HtMechanism::None]
+        }
+    }
+
+    /// The stream features for where the stream stands: before
+    /// authentication, after it (binding), or — after SASL2 with Bind 2 or
+    /// a resumption — what is left to negotiate.
+    pub fn features_bytes(&self) -> Vec<u8> {
         let mut f = Element::new("features", super::stream::NS_STREAMS);
         if self.auth.is_none() {
             if !self.tls.secure && self.tls.starttls {
@@ -338,6 +392,12 @@ impl C2s {
                     m.push_child(Element::new("mechanism", NS_SASL).with_text(mech.name()));
                 }
                 f.push_child(m);
+                f.push_child(sasl2::feature(self.fast_offered()));
+            }
+        } else if self.jid.is_some() {
+            f.push_child(Element::new("csi", NS_CSI));
+            if self.sm_in.is_none() {
+                f.push_child(Element::new("sm", NS_SM));
             }
         } else {
             f.push_child(Element::new("bind", NS_BIND));
@@ -354,7 +414,7 @@ impl C2s {
             c.write_to(&mut b, NS_CLIENT);
         }
         b.extend_from_slice(b"</stream:features>");
-        Self::send(out, b);
+        b
     }
 
     fn sasl_allowed(&self) -> bool {
@@ -370,6 +430,9 @@ impl C2s {
         }
         if el.ns == NS_SASL && self.auth.is_none() {
             return self.sasl_element(&el, out);
+        }
+        if el.ns == NS_SASL2 && self.auth.is_none() {
+            return self.sasl2_element(&el, out);
         }
         if el.ns == NS_SM && self.auth.is_some() {
             return self.sm_element(&el, out);
@@ -504,9 +567,10 @@ impl C2s {
             return self.count_auth_failure(out);
         }
         let domain = self.domain.clone().unwrap_or_default();
+        let metadata = self.oauth_metadata.clone();
         let sasl = self
             .sasl
-            .get_or_insert_with(|| Box::new(Sasl::new(&domain)));
+            .get_or_insert_with(|| Box::new(Sasl::new(&domain).with_metadata(metadata)));
         let outcome = match el.name.as_str() {
             "auth" => {
                 let text = el.text();
@@ -526,6 +590,105 @@ impl C2s {
         self.sasl_outcome(outcome, out);
     }
 
+    /// XEP-0388 elements before authentication.
+    fn sasl2_element(&mut self, el: &Element, out: &mut Vec<Output>) {
+        use crate::auth::sasl::SaslError;
+        if !self.sasl_allowed() {
+            Self::send_element(out, &sasl2::failure("encryption-required", None));
+            return self.count_auth_failure(out);
+        }
+        let domain = self.domain.clone().unwrap_or_default();
+        let offered = self.fast_offered();
+        let metadata = self.oauth_metadata.clone();
+        let sasl = self
+            .sasl
+            .get_or_insert_with(|| Box::new(Sasl::new(&domain).with_metadata(metadata)));
+        let outcome = match el.name.as_str() {
+            "authenticate" => match sasl2::parse_authenticate(el) {
+                Err(why) => {
+                    self.sasl2 = Some(Box::new(Sasl2Pending {
+                        inline: Inline::default(),
+                        fast: None,
+                    }));
+                    SaslOutcome::Failure {
+                        error: SaslError::MalformedRequest(why),
+                        text: Some(why),
+                    }
+                }
+                Ok(a) => {
+                    let ht = HtMechanism::from_name(&a.mechanism);
+                    let outcome = match (ht, a.inline.fast) {
+                        (Some(m), Some(_)) if offered.contains(&m) => {
+                            sasl.start_fast(m, a.initial.as_deref())
+                        }
+                        (None, None) => {
+                            // An empty <initial-response/> is an empty
+                            // response, which SASL1 spells "=".
+                            let initial =
+                                a.initial
+                                    .as_deref()
+                                    .map(|t| if t.is_empty() { "=" } else { t });
+                            sasl.start(&a.mechanism, initial)
+                        }
+                        _ => SaslOutcome::Failure {
+                            error: SaslError::InvalidMechanism,
+                            text: Some(
+                                "FAST mechanisms need <fast/>, and <fast/> a FAST mechanism",
+                            ),
+                        },
+                    };
+                    self.sasl2 = Some(Box::new(Sasl2Pending {
+                        inline: a.inline,
+                        fast: ht,
+                    }));
+                    outcome
+                }
+            },
+            "response" => sasl.response(&el.text()),
+            "abort" => sasl.abort(),
+            _ => {
+                return self.fail_stream(
+                    StreamCondition::UnsupportedStanzaType,
+                    "unknown SASL2 element",
+                    out,
+                )
+            }
+        };
+        self.sasl_outcome(outcome, out);
+    }
+
+    /// XEP-0386 Bind 2: binds a resource made from the client's tag (and
+    /// its installation, for a stable one); the full JID.
+    pub fn bind_inline(&mut self, tag: Option<&str>, agent: Option<&str>) -> Option<Jid> {
+        if self.jid.is_some() {
+            return None;
+        }
+        let user = self.auth.as_ref()?.user.clone();
+        let entropy = self.entropy.clone();
+        let resource = sasl2::resource(&user.to_string(), tag, agent, || {
+            crate::session::random::<6>(entropy.as_ref())
+        });
+        let jid = Jid::full(&user, &resource);
+        self.jid_text = jid.to_string();
+        self.jid = Some(jid.clone());
+        Some(jid)
+    }
+
+    /// Stream management enabled inline (Bind 2): the inbound count starts.
+    pub fn sm_enabled_inline(&mut self) {
+        if self.jid.is_some() && self.sm_in.is_none() {
+            self.sm_in = Some(0);
+        }
+    }
+
+    /// The login's token ended at the client's request (a FAST token it
+    /// invalidated): the session no longer hangs on it.
+    pub fn drop_grant(&mut self) {
+        if let Some(a) = self.auth.as_mut() {
+            a.grant = None;
+        }
+    }
+
     /// The auth core's answer to an [`Output::Auth`].
     pub fn auth_reply(&mut self, reply: AuthReply, out: &mut Vec<Output>) {
         if self.phase == Phase::Closed {
@@ -540,6 +703,9 @@ impl C2s {
 
     fn sasl_outcome(&mut self, outcome: SaslOutcome, out: &mut Vec<Output>) {
         match outcome {
+            SaslOutcome::Challenge(data) if self.sasl2.is_some() => {
+                Self::send_element(out, &sasl2::challenge(&data));
+            }
             SaslOutcome::Challenge(data) => {
                 let mut c = Element::new("challenge", NS_SASL);
                 if !data.is_empty() {
@@ -548,7 +714,28 @@ impl C2s {
                 Self::send_element(out, &c);
             }
             SaslOutcome::NeedAuth(req) => out.push(Output::Auth(req)),
-            SaslOutcome::Success { user, grant, data } => {
+            SaslOutcome::Success {
+                user,
+                grant,
+                data,
+                fast,
+            } if self.sasl2.is_some() => {
+                let p = self.sasl2.take().expect("checked");
+                self.auth = Some(Box::new(Authenticated { user, grant }));
+                self.sasl = None;
+                let fast = match (p.fast, fast) {
+                    (Some(m), Some((agent, rotate))) => Some((m, agent, rotate)),
+                    _ => None,
+                };
+                out.push(Output::Sasl2(Box::new(Sasl2Done {
+                    data,
+                    inline: p.inline,
+                    fast,
+                })));
+            }
+            SaslOutcome::Success {
+                user, grant, data, ..
+            } => {
                 let mut s = Element::new("success", NS_SASL);
                 if let Some(d) = data {
                     s.push_text(encode_base64_payload(&d));
@@ -559,6 +746,11 @@ impl C2s {
                 self.sasl = None;
                 self.phase = Phase::AwaitHeader;
                 self.header_sent = false;
+            }
+            SaslOutcome::Failure { error, text } if self.sasl2.is_some() => {
+                self.sasl2 = None;
+                Self::send_element(out, &sasl2::failure(error.condition(), text));
+                self.count_auth_failure(out);
             }
             SaslOutcome::Failure { error, text } => {
                 let mut f = Element::new("failure", NS_SASL)

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use super::*;
+use crate::auth::fast::HtMechanism;
 use crate::auth::test_support::core;
 use crate::auth::{AuthCore, Scopes};
 use crate::config::Config;
@@ -31,6 +32,8 @@ struct Harness {
     bound: Option<Jid>,
     closed: bool,
     starttls: bool,
+    /// SASL2 successes handed to the connection.
+    sasl2: Vec<Sasl2Done>,
 }
 
 impl Harness {
@@ -55,6 +58,7 @@ impl Harness {
             bound: None,
             closed: false,
             starttls: false,
+            sasl2: Vec::new(),
         }
     }
 
@@ -114,6 +118,7 @@ impl Harness {
                 Output::SmEnable { resume } => self.sm.push(format!("enable {resume}")),
                 Output::SmAck(h) => self.sm.push(format!("ack {h}")),
                 Output::SmResume { previd, h } => self.sm.push(format!("resume {previd} {h}")),
+                Output::Sasl2(d) => self.sasl2.push(*d),
                 Output::Close => self.closed = true,
             }
         }
@@ -419,4 +424,159 @@ fn aborts_and_refusals_before_tls_count_as_failures() {
     }
     assert!(h.input(auth).contains("<policy-violation"));
     assert!(h.closed);
+}
+
+fn sasl2_auth(mech: &str, payload: &[u8], inline: &str) -> String {
+    format!(
+        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='{mech}'>\
+         <initial-response>{}</initial-response>\
+         <user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'/>{inline}</authenticate>",
+        STANDARD.encode(payload)
+    )
+}
+
+/// XEP-0388: offered beside SASL1 with its inline features; a success is
+/// handed to the connection without a stream restart, a failure is SASL2's.
+#[test]
+fn sasl2_login_with_bind2_and_no_restart() {
+    let mut h = Harness::plain();
+    let r = h.input(HEADER);
+    assert!(
+        r.contains("<authentication xmlns='urn:xmpp:sasl:2'><mechanism>SCRAM-SHA-256</mechanism>"),
+        "{r}"
+    );
+    for inline in [
+        "<bind xmlns='urn:xmpp:bind:0'><inline><feature var='urn:xmpp:carbons:2'/>\
+         <feature var='urn:xmpp:csi:0'/><feature var='urn:xmpp:sm:3'/></inline></bind>",
+        "<sm xmlns='urn:xmpp:sm:3'/>",
+        "<fast xmlns='urn:xmpp:fast:0'><mechanism>HT-SHA-256-NONE</mechanism></fast>",
+    ] {
+        assert!(r.contains(inline), "{inline}: {r}");
+    }
+    // Channel binding is offered on TLS only.
+    assert!(!r.contains("HT-SHA-256-EXPR"), "{r}");
+    let r = h.input(&sasl2_auth("PLAIN", b"\0alice\0nope", ""));
+    assert!(
+        r.contains("<failure xmlns='urn:xmpp:sasl:2'><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"),
+        "{r}"
+    );
+    let r = h.input(&sasl2_auth(
+        "PLAIN",
+        b"\0alice\0pw",
+        "<bind xmlns='urn:xmpp:bind:0'><tag>App</tag><enable xmlns='urn:xmpp:sm:3'/></bind>\
+         <request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>",
+    ));
+    // Nothing written yet: the connection writes <success/> with the results.
+    assert_eq!(r, "");
+    let d = h.sasl2.pop().expect("a SASL2 success");
+    let b = d.inline.bind.expect("bind asked for");
+    assert_eq!((b.tag.as_deref(), b.sm), (Some("App"), Some(false)));
+    assert_eq!(d.inline.request_token, Some(HtMechanism::None));
+    assert!(d.fast.is_none());
+    let jid = h
+        .c2s
+        .bind_inline(b.tag.as_deref(), d.inline.agent.as_deref())
+        .unwrap();
+    assert!(jid.to_string().starts_with("alice@localhost/App."), "{jid}");
+    assert!(h.c2s.bind_inline(None, None).is_none(), "bound once");
+    h.c2s.sm_enabled_inline();
+    let f = String::from_utf8(h.c2s.features_bytes()).unwrap();
+    assert_eq!(
+        f,
+        "<stream:features><csi xmlns='urn:xmpp:csi:0'/></stream:features>"
+    );
+    // The same stream goes on: stanzas are stamped with the new JID.
+    h.input("<message to='bob@localhost'><body>hi</body></message>");
+    assert_eq!(h.stanzas[0].attr("from"), Some(jid.to_string().as_str()));
+    assert_eq!(h.c2s.sm_handled(), Some(1));
+}
+
+/// XEP-0484: a FAST mechanism only with <fast/>, one round trip, the
+/// server's proof as additional data; a bad proof fails like a bad token.
+#[test]
+fn sasl2_fast_login() {
+    use hmac::{Hmac, Mac};
+    let mut h = Harness::plain();
+    let alice = BareJid::parse("alice@localhost").unwrap();
+    let t = h
+        .auth
+        .issue_fast(
+            &alice,
+            "d4565fa7-4d72-4749-b3d3-740edbf87770",
+            HtMechanism::None,
+            Scopes::sasl_auth(),
+            None,
+        )
+        .unwrap();
+    let mac = |msg: &[u8]| {
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(t.token.as_bytes()).unwrap();
+        m.update(msg);
+        m.finalize().into_bytes().to_vec()
+    };
+    let mut good = b"alice\0".to_vec();
+    good.extend(mac(b"Initiator"));
+    h.input(HEADER);
+    let r = h.input(&sasl2_auth("HT-SHA-256-NONE", &good, ""));
+    assert!(r.contains("<invalid-mechanism"), "without <fast/>: {r}");
+    let mut bad = b"alice\0".to_vec();
+    bad.extend(mac(b"Initiatos"));
+    let r = h.input(&sasl2_auth(
+        "HT-SHA-256-NONE",
+        &bad,
+        "<fast xmlns='urn:xmpp:fast:0'/>",
+    ));
+    assert!(r.contains("<not-authorized"), "{r}");
+    let r = h.input(&sasl2_auth(
+        "HT-SHA-256-NONE",
+        &good,
+        "<fast xmlns='urn:xmpp:fast:0' invalidate='true'/>",
+    ));
+    assert_eq!(r, "");
+    let d = h.sasl2.pop().expect("a SASL2 success");
+    assert_eq!(d.data, Some(mac(b"Responder")));
+    let (m, agent, rotate) = d.fast.expect("a FAST login");
+    assert_eq!(
+        (m, agent.as_str(), rotate),
+        (
+            HtMechanism::None,
+            "d4565fa7-4d72-4749-b3d3-740edbf87770",
+            false
+        )
+    );
+    assert_eq!(d.inline.fast, Some(true));
+    assert!(h.c2s.grant().is_some());
+}
+
+/// XEP-0493: OAUTHBEARER's error names the OAuth metadata document.
+#[test]
+fn oauthbearer_error_points_to_the_metadata() {
+    let mut h = Harness::plain();
+    h.c2s = C2s::new(
+        vec!["localhost".to_string()].into(),
+        TlsPolicy {
+            secure: false,
+            starttls: false,
+            required: false,
+        },
+        Arc::new(crate::session::CountingEntropy::default()),
+    )
+    .with_oauth_metadata(Some(
+        "https://localhost:5443/.well-known/oauth-authorization-server".into(),
+    ));
+    h.input(HEADER);
+    let r = h.input(&sasl2_auth(
+        "OAUTHBEARER",
+        b"n,a=alice@localhost,\x01auth=Bearer \x01\x01",
+        "",
+    ));
+    let json = r
+        .split("<challenge xmlns='urn:xmpp:sasl:2'>")
+        .nth(1)
+        .and_then(|c| c.split('<').next())
+        .map(|b| String::from_utf8(STANDARD.decode(b).unwrap()).unwrap())
+        .unwrap_or_else(|| panic!("no challenge: {r}"));
+    assert_eq!(
+        json,
+        r#"{"status":"invalid_token","scope":"sasl_auth","openid-configuration":"https://localhost:5443/.well-known/oauth-authorization-server"}"#
+    );
 }

@@ -41,6 +41,8 @@ use crate::session::{Kick, Registry};
 mod resume;
 pub use resume::SmHandle;
 use resume::{poll_resumption, Refused, Resumption};
+/// XEP-0388 SASL2 success: resumption, Bind 2 and FAST tokens inline.
+mod sasl2;
 
 /// How long a write may stall before the peer is given up on.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,6 +73,9 @@ pub struct XmppContext {
     /// XEP-0198: resumable sessions by resumption id, shared by every c2s
     /// listener (a session begun on 5222 may resume on 5223).
     pub resumable: Arc<DashMap<String, SmHandle>>,
+    /// XEP-0493: the OAuth metadata URL (RFC 8414) named in OAUTHBEARER's
+    /// error, so a client without a token learns where to get one.
+    pub oauth_metadata: Option<Arc<str>>,
 }
 
 /// Serves one c2s listener until shutdown.
@@ -102,7 +107,8 @@ pub async fn serve(
             let Some(stream) = Box::pin(Stream::accept(tcp, tls)).await else {
                 return;
             };
-            let c2s = C2s::new(ctx.hosts.clone(), policy, ctx.registry.entropy().clone());
+            let c2s = C2s::new(ctx.hosts.clone(), policy, ctx.registry.entropy().clone())
+                .with_oauth_metadata(ctx.oauth_metadata.clone());
             Box::pin(Connection::new(stream, c2s, ctx, peer.ip()).run()).await;
         }
         .instrument(span)
@@ -501,7 +507,8 @@ impl Connection {
                 }
                 Output::ResetParser => self.parser.reset(),
                 Output::Auth(req) => {
-                    let reply = Self::authenticate(self.ctx.auth.clone(), req, self.peer).await;
+                    let cb = self.conn.channel_binding_exporter();
+                    let reply = Self::authenticate(self.ctx.auth.clone(), req, self.peer, cb).await;
                     let mut more = Vec::new();
                     self.c2s.auth_reply(reply, &mut more);
                     for m in more.into_iter().rev() {
@@ -530,7 +537,10 @@ impl Connection {
                     }
                 }
                 Output::Reply(b) => self.emit(b, false),
-                Output::SmEnable { resume } => self.enable_sm(resume),
+                Output::SmEnable { resume } => {
+                    let enabled = self.enable_sm(resume);
+                    self.wbuf.extend_from_slice(&enabled);
+                }
                 Output::SmAck(h) => {
                     let Some(sm) = self.sm.as_mut() else { continue };
                     let was_full = !sm.within_limits();
@@ -557,9 +567,17 @@ impl Connection {
                         }
                     }
                 }
-                Output::SmResume { previd, h } => {
-                    if self.resume(previd, h).await {
+                Output::SmResume { previd, h } => match self.resume(previd, h, None).await {
+                    Ok(()) => {
                         // The socket now belongs to the resumed session.
+                        self.closing = true;
+                        return;
+                    }
+                    Err(failed) => self.wbuf.extend_from_slice(&failed),
+                },
+                Output::Sasl2(done) => {
+                    if self.sasl2_done(*done).await {
+                        // Resumed: the socket belongs to that session.
                         self.closing = true;
                         return;
                     }
@@ -614,6 +632,7 @@ impl Connection {
         auth: Arc<crate::auth::AuthCore>,
         req: AuthRequest,
         peer: std::net::IpAddr,
+        cb: Option<Vec<u8>>,
     ) -> sasl::AuthReply {
         let req = match req {
             AuthRequest::Login(mut r) => {
@@ -627,6 +646,18 @@ impl Connection {
                 user,
                 name,
                 hash,
+                peer: Some(peer),
+            },
+            AuthRequest::Fast {
+                user,
+                mechanism,
+                proof,
+                ..
+            } => AuthRequest::Fast {
+                user,
+                mechanism,
+                proof,
+                cb: if mechanism.binds_channel() { cb } else { None },
                 peer: Some(peer),
             },
         };

@@ -36,6 +36,7 @@ pub mod presence;
 pub mod roster;
 pub mod router;
 pub mod sasl;
+pub mod sasl2;
 pub mod sm;
 pub mod stanza;
 pub mod stream;

@@ -22,6 +22,7 @@
 
 use std::fmt;
 
+use crate::auth::fast::{FastLogin, HtMechanism};
 use crate::auth::sasl::{self as payload, SaslError};
 use crate::auth::scram::{ScramHash, ScramKeys, ScramServer};
 use crate::auth::throttle::Ticket;
@@ -78,6 +79,16 @@ pub enum AuthRequest {
         /// The client's address, for the throttle (the connection fills it in).
         peer: Option<std::net::IpAddr>,
     },
+    /// XEP-0484 FAST: a Hashed Token proof for `user`'s tokens.
+    Fast {
+        user: BareJid,
+        mechanism: HtMechanism,
+        proof: Vec<u8>,
+        /// Channel-binding data (the connection fills it in for the
+        /// mechanisms that bind; `None` if the connection has none).
+        cb: Option<Vec<u8>>,
+        peer: Option<std::net::IpAddr>,
+    },
 }
 
 // Hand-written so that passwords and tokens never reach a log.
@@ -88,6 +99,9 @@ impl fmt::Debug for AuthRequest {
             AuthRequest::ScramKeys { name, hash, .. } => {
                 write!(f, "ScramKeys({name}, {})", hash.mechanism())
             }
+            AuthRequest::Fast {
+                user, mechanism, ..
+            } => write!(f, "Fast({user}, {})", mechanism.name()),
         }
     }
 }
@@ -98,6 +112,8 @@ pub enum AuthReply {
     /// The keys, and the throttle's ticket for the check: settled when
     /// the client's proof is checked (dropped if it never comes).
     ScramKeys(Result<ScramKeys, AuthError>, Option<Ticket>),
+    /// `Ok(None)`: no token of the account matched; `Err`: throttled.
+    Fast(Result<Option<FastLogin>, std::time::Duration>),
 }
 
 /// Runs a request against the auth core. Blocks (PBKDF2, store reads): call it
@@ -131,6 +147,22 @@ pub fn perform(auth: &AuthCore, req: AuthRequest) -> AuthReply {
                 Some(ticket),
             )
         }
+        AuthRequest::Fast {
+            user,
+            mechanism,
+            proof,
+            cb,
+            peer,
+        } => match (mechanism.binds_channel(), cb) {
+            (true, None) => AuthReply::Fast(Ok(None)),
+            (_, cb) => AuthReply::Fast(auth.check_fast(
+                &user,
+                mechanism,
+                cb.as_deref().unwrap_or_default(),
+                &proof,
+                peer,
+            )),
+        },
     }
 }
 
@@ -146,6 +178,9 @@ pub enum SaslOutcome {
         user: BareJid,
         grant: Option<Grant>,
         data: Option<Vec<u8>>,
+        /// A FAST login: the installation its token is bound to, and
+        /// whether the token is due for rotation.
+        fast: Option<(String, bool)>,
     },
     /// Send `<failure/>` with this condition (and an optional explanation).
     Failure {
@@ -182,12 +217,16 @@ enum State {
     },
     /// OAUTHBEARER sent its error challenge; the client must answer `%x01`.
     BearerFailed,
+    /// A FAST proof is being checked.
+    AwaitFast,
 }
 
 /// One stream's SASL negotiation.
 pub struct Sasl {
     domain: String,
     state: State,
+    /// Where the OAuth metadata is (RFC 8414), for OAUTHBEARER's error.
+    metadata: Option<std::sync::Arc<str>>,
 }
 
 impl Sasl {
@@ -196,7 +235,15 @@ impl Sasl {
         Sasl {
             domain: domain.to_owned(),
             state: State::Idle,
+            metadata: None,
         }
+    }
+
+    /// Names the RFC 8414 metadata document in OAUTHBEARER's error
+    /// (XEP-0493: how a client with no token learns where to get one).
+    pub fn with_metadata(mut self, url: Option<std::sync::Arc<str>>) -> Sasl {
+        self.metadata = url;
+        self
     }
 
     /// Whether an exchange is under way (an `<auth/>` now would be out of order).
@@ -248,6 +295,7 @@ impl Sasl {
                             user,
                             grant: None,
                             data: Some(server_final),
+                            fast: None,
                         }
                     }
                     // Fake keys cannot verify; this is unreachable in practice.
@@ -332,6 +380,10 @@ impl Sasl {
                     Ok(c) => c,
                     Err(e) => return fail(e),
                 };
+                if creds.token.is_empty() {
+                    // No token yet (XEP-0493): the error says where to get one.
+                    return self.bearer_error();
+                }
                 let user = match &creds.authzid {
                     Some(a) => match self.resolve(a) {
                         Some(u) => Some(u),
@@ -385,7 +437,12 @@ impl Sasl {
     fn bearer_error(&mut self) -> SaslOutcome {
         self.state = State::BearerFailed;
         SaslOutcome::Challenge(
-            payload::oauthbearer_failure_json("invalid_token", Some("sasl_auth")).into_bytes(),
+            payload::oauthbearer_failure_json_with(
+                "invalid_token",
+                Some("sasl_auth"),
+                self.metadata.as_deref(),
+            )
+            .into_bytes(),
         )
     }
 
@@ -397,6 +454,7 @@ impl Sasl {
                     user: l.account,
                     grant: l.grant,
                     data: None,
+                    fast: None,
                 },
                 Err(LoginError::Unavailable(_) | LoginError::Throttled(_)) => {
                     fail(SaslError::TemporaryAuthFailure)
@@ -416,6 +474,7 @@ impl Sasl {
                         user: grant.owner().clone(),
                         grant: Some(grant),
                         data: None,
+                        fast: None,
                     },
                     (None, Mechanism::OauthBearer) => self.bearer_error(),
                     (None, _) => token_failure(),
@@ -434,8 +493,53 @@ impl Sasl {
                 }
                 Err(_) => fail(SaslError::TemporaryAuthFailure),
             },
+            (State::AwaitFast, AuthReply::Fast(r)) => match r {
+                Ok(Some(login)) if login.grant.owner().domain() == self.domain => {
+                    SaslOutcome::Success {
+                        user: login.grant.owner().clone(),
+                        data: Some(login.responder.to_vec()),
+                        fast: Some((login.agent, login.rotate)),
+                        grant: Some(login.grant),
+                    }
+                }
+                Ok(_) => token_failure(),
+                Err(_) => fail(SaslError::TemporaryAuthFailure),
+            },
             _ => fail(SaslError::TemporaryAuthFailure),
         }
+    }
+
+    /// XEP-0484: a FAST login's initial response, `authcid NUL proof`
+    /// (draft-schmaus-kitten-sasl-ht), checked in one round trip.
+    pub fn start_fast(&mut self, mechanism: HtMechanism, text: Option<&str>) -> SaslOutcome {
+        self.state = State::Idle;
+        let data = match text.map(payload::decode_base64_payload) {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return fail(e),
+            None => {
+                return fail(SaslError::MalformedRequest(
+                    "FAST needs an initial response",
+                ))
+            }
+        };
+        let Some(nul) = data.iter().position(|&b| b == 0) else {
+            return fail(SaslError::MalformedRequest("no NUL after the username"));
+        };
+        let (name, proof) = (&data[..nul], &data[nul + 1..]);
+        let Some(user) = std::str::from_utf8(name).ok().and_then(|n| self.resolve(n)) else {
+            return token_failure();
+        };
+        if proof.len() != 32 {
+            return token_failure();
+        }
+        self.state = State::AwaitFast;
+        SaslOutcome::NeedAuth(AuthRequest::Fast {
+            user,
+            mechanism,
+            proof: proof.to_vec(),
+            cb: None,
+            peer: None,
+        })
     }
 }
 

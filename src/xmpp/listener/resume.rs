@@ -27,7 +27,16 @@ pub(super) struct Resumption {
     pub(super) h: u32,
     /// The new login's token.
     pub(super) grant: Option<crate::auth::Grant>,
+    /// A resumption inline in a SASL2 login (XEP-0388): `<resumed/>` goes
+    /// inside the `<success/>`, with these parts.
+    pub(super) sasl2: Option<Sasl2Resume>,
     pub(super) done: oneshot::Sender<Result<(), Refused>>,
+}
+
+/// What a SASL2 `<success/>` carries beside `<resumed/>`.
+pub(super) struct Sasl2Resume {
+    pub(super) data: Option<Vec<u8>>,
+    pub(super) token: Option<Vec<u8>>,
 }
 
 /// A resumption the session refused: the socket and parser back, and the
@@ -164,9 +173,22 @@ impl Connection {
         }
         tracing::info!(resent = resend.len(), "session resumed");
         let h = self.c2s.sm_handled().unwrap_or(0);
-        self.wbuf.extend_from_slice(
-            format!("<resumed xmlns='{NS_SM}' previd='{previd}' h='{h}'/>").as_bytes(),
-        );
+        let resumed = format!("<resumed xmlns='{NS_SM}' previd='{previd}' h='{h}'/>").into_bytes();
+        match r.sasl2 {
+            Some(s) => {
+                let parts = super::super::sasl2::SuccessParts {
+                    data: s.data,
+                    identifier: self.c2s.jid().map(|j| j.to_string()).unwrap_or_default(),
+                    resume: Some(resumed),
+                    bound: None,
+                    token: s.token,
+                };
+                self.wbuf
+                    .extend_from_slice(&super::super::sasl2::success(&parts));
+                self.wbuf.extend_from_slice(&self.c2s.features_bytes());
+            }
+            None => self.wbuf.extend_from_slice(&resumed),
+        }
         for b in resend {
             self.wbuf.extend_from_slice(&b);
         }
@@ -177,8 +199,9 @@ impl Connection {
     }
 
     /// XEP-0198 `<enable/>`: stream management from here on; with
-    /// resumption, the session is findable by a fresh id.
-    pub(super) fn enable_sm(&mut self, resume: bool) {
+    /// resumption, the session is findable by a fresh id. The `<enabled/>`
+    /// answer.
+    pub(super) fn enable_sm(&mut self, resume: bool) -> Vec<u8> {
         let resumable = resume && self.ctx.resume_timeout > 0;
         let id = resumable.then(|| {
             hex::encode(crate::session::random::<16>(
@@ -196,15 +219,20 @@ impl Connection {
             );
             self.resumptions = Some(rx);
         }
-        self.wbuf
-            .extend_from_slice(&enabled(id.as_deref(), self.ctx.resume_timeout));
+        let answer = enabled(id.as_deref(), self.ctx.resume_timeout);
         self.sm = Some(Box::new(StreamMgmt::new(id, self.ctx.sm_limits)));
+        answer
     }
 
     /// XEP-0198 `<resume/>` on a new stream: hands this connection to the
-    /// session's task. True when it took it (this task is done); false
-    /// after a `<failed/>` (the client may bind instead).
-    pub(super) async fn resume(&mut self, previd: String, h: u32) -> bool {
+    /// session's task. `Ok` when it took it (this task is done); the
+    /// `<failed/>` to send otherwise (the client may bind instead).
+    pub(super) async fn resume(
+        &mut self,
+        previd: String,
+        h: u32,
+        sasl2: Option<Sasl2Resume>,
+    ) -> Result<(), Vec<u8>> {
         let tx = self
             .ctx
             .resumable
@@ -212,13 +240,11 @@ impl Connection {
             .filter(|e| Some(&e.account) == self.c2s.user())
             .map(|e| e.tx.clone());
         let Some(tx) = tx else {
-            self.wbuf
-                .extend_from_slice(&sm::failed("item-not-found", None));
-            return false;
+            return Err(sm::failed("item-not-found", None));
         };
         if self.flush().await.is_err() {
-            self.closing = true;
-            return false;
+            // Nothing can be written to this connection: it is done.
+            return Ok(());
         }
         let (done, answer) = oneshot::channel();
         let r = Box::new(Resumption {
@@ -227,6 +253,7 @@ impl Connection {
             peer: self.peer,
             h,
             grant: self.c2s.grant().cloned(),
+            sasl2,
             done,
         });
         if let Err(e) = tx.try_send(r) {
@@ -234,21 +261,18 @@ impl Connection {
             let r = e.into_inner();
             self.conn = r.stream;
             self.parser = r.parser;
-            self.wbuf
-                .extend_from_slice(&sm::failed("item-not-found", None));
-            return false;
+            return Err(sm::failed("item-not-found", None));
         }
         match tokio::time::timeout(HANDOVER_TIMEOUT, answer).await {
-            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(refused))) => {
                 self.conn = refused.stream;
                 self.parser = refused.parser;
-                self.wbuf.extend_from_slice(&refused.failed);
-                false
+                Err(refused.failed)
             }
             // The session ended holding the socket, or is stuck: this
             // connection cannot go on.
-            _ => true,
+            _ => Ok(()),
         }
     }
 }
