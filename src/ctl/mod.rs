@@ -302,10 +302,12 @@ fn list_tokens(ctx: &CtlContext, _: &[String]) -> Outcome {
         .list_tokens()
         .iter()
         .map(|t| {
-            // A refresh token is marked in a fifth field (the first four
-            // are ejabberdctl's).
+            // A refresh or FAST token is marked in a fifth field (the
+            // first four are ejabberdctl's).
             let refresh = if t.kind == TokenKind::Refresh {
                 " refresh"
+            } else if t.grant == crate::store::records::TokenGrant::Fast {
+                " fast"
             } else {
                 ""
             };
