@@ -92,6 +92,7 @@ fuzz_target!(|data: &[u8]| {
                                 Err(petrel::auth::AuthError::BadPassword),
                                 None,
                             ),
+                            AuthRequest::Fast { .. } => AuthReply::Fast(Ok(None)),
                         };
                         let mut more = Vec::new();
                         c2s.auth_reply(reply, &mut more);
@@ -107,6 +108,8 @@ fuzz_target!(|data: &[u8]| {
                     | Output::SmEnable { .. }
                     | Output::SmAck(_)
                     | Output::SmResume { .. } => {}
+                    // Every credential check fails: no SASL2 success.
+                    Output::Sasl2(d) => panic!("SASL2 success without credentials: {d:?}"),
                 }
             }
             if closed {

@@ -181,6 +181,9 @@ struct Connection {
     sm_overflow: bool,
     /// XEP-0352: the client said it is inactive.
     inactive: bool,
+    /// A resumption that arrived while a write to the old socket hung: the
+    /// socket was given up; the run loop adopts this next.
+    resumed_while_writing: Option<Box<Resumption>>,
     /// Presence held back while inactive: the latest from each sender,
     /// oldest first.
     held: Vec<(String, bytes::Bytes)>,
@@ -215,6 +218,7 @@ impl Connection {
             sm_overflow: false,
             inactive: false,
             held: Vec::new(),
+            resumed_while_writing: None,
         })
     }
 
@@ -228,7 +232,9 @@ impl Connection {
         tracing::debug!("connected");
         Box::pin(self.negotiate()).await;
         while !self.closing {
-            let wake = if self.detached.is_some() {
+            let wake = if let Some(r) = self.resumed_while_writing.take() {
+                Wake::Resume(r)
+            } else if self.detached.is_some() {
                 self.wait_detached().await
             } else {
                 self.wait_bound().await
@@ -620,7 +626,10 @@ impl Connection {
                 return;
             }
             if self.flush().await.is_err() {
-                self.closing = true;
+                // A resumable session waits for its client to come back.
+                if !self.detach() {
+                    self.closing = true;
+                }
                 return;
             }
         }
@@ -708,18 +717,36 @@ impl Connection {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.wbuf);
-        let write = self.conn.write_all(&buf);
         // A session kicked while its peer does not read (a slow consumer)
         // is dropped at once instead of after the write timeout. Once the
         // stream is closing the goodbye itself is being written.
         let watch_kick = !self.c2s.is_closed();
         let route = self.route.clone();
+        let Connection {
+            conn,
+            resumptions,
+            resumed_while_writing,
+            ..
+        } = self;
+        let write = conn.write_all(&buf);
+        // A resumption while a write to the old socket hangs (a phone whose
+        // radio dropped with its buffers full): the old socket is given up
+        // at once and the new one taken, instead of failing the resumption
+        // after its handover wait.
+        let resumption = std::future::poll_fn(|cx| match poll_resumption(resumptions, cx) {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        });
         let written = tokio::select! {
             r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
                 Ok(r) => r,
                 Err(_) => Err(io::ErrorKind::TimedOut.into()),
             },
             _ = kicked(route), if watch_kick => Err(io::ErrorKind::BrokenPipe.into()),
+            r = resumption => {
+                *resumed_while_writing = Some(r);
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
         };
         if written.is_ok() {
             self.unwritten.clear();
@@ -732,7 +759,12 @@ impl Connection {
             // No resumption reaches this session any more; one that was on
             // its way gets its socket back and a <failed/>.
             rx.close();
+            let mut waiting: Vec<Box<Resumption>> =
+                self.resumed_while_writing.take().into_iter().collect();
             while let Ok(r) = rx.try_recv() {
+                waiting.push(r);
+            }
+            for r in waiting {
                 let _ = r.done.send(Err(Refused {
                     stream: r.stream,
                     parser: r.parser,
