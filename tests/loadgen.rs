@@ -221,6 +221,25 @@ async fn xmpp_login_scram_sha_256_over_starttls() {
     );
 }
 
+/// SASL2 + FAST logins (one round trip, bound inline) over direct TLS,
+/// each user's token fetched first; every login checks the server's proof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmpp_login_fast_over_tls() {
+    let p = server_with_users(3);
+    let mut a = args("xmpp-login --auth fast --tls --users 3 --password pw --count 30 --presence");
+    a.extend(["--target".into(), c2s_tls(&p)]);
+    let report = run(&a).await;
+    assert_all_logged_in(&report, 30);
+    assert_eq!(serde_json::to_value(report.setup.auth).unwrap(), "fast");
+    // One FAST token per user, listed as such.
+    let list = p.ctl_ok(&["oauth_list_tokens"]);
+    assert_eq!(
+        list.lines().filter(|l| l.ends_with(" fast")).count(),
+        3,
+        "{list}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xmpp_login_plain_over_tls_held_with_memory() {
     let p = server_with_users(2);

@@ -129,7 +129,7 @@ fn load_or_create_key(path: &Path) -> std::io::Result<[u8; 32]> {
         std::fs::create_dir_all(dir)?;
     }
     let key = random_bytes::<32>();
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = path.with_extension(format!("tmp-{}", hex::encode(random_bytes::<8>())));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -153,6 +153,8 @@ fn load_or_create_key(path: &Path) -> std::io::Result<[u8; 32]> {
 pub(super) struct FastState {
     key_path: PathBuf,
     key: std::sync::OnceLock<[u8; 32]>,
+    /// Serializes the first read (or creation) of the key in this process.
+    key_init: std::sync::Mutex<()>,
     /// `fast_token_expire`: seconds a FAST token lives.
     pub(super) expire: u64,
     /// `fast_max_tokens`: FAST tokens one account may hold (its
@@ -167,6 +169,7 @@ impl FastState {
         FastState {
             key_path: config.data_dir.join(FAST_KEY_FILE),
             key: std::sync::OnceLock::new(),
+            key_init: std::sync::Mutex::new(()),
             expire: config.fast_token_expire,
             max_tokens: config.fast_max_tokens.max(1),
             by_account: dashmap::DashMap::new(),
@@ -181,6 +184,10 @@ impl AuthCore {
     /// The fast key, read or made on first use (so cores that never
     /// issue a FAST token never touch the data directory for it).
     fn fast_key(&self) -> Result<[u8; 32], AuthError> {
+        if let Some(k) = self.fast.key.get() {
+            return Ok(*k);
+        }
+        let _init = self.fast.key_init.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(k) = self.fast.key.get() {
             return Ok(*k);
         }

@@ -62,8 +62,8 @@ impl Identity {
         });
         let client_id = format!("lg{}{role}{index}", std::process::id() % 100_000);
         match plan.auth {
-            // SCRAM is refused for MQTT by the plan.
-            AuthMode::None | AuthMode::ScramSha256 => Identity {
+            // SCRAM and FAST are refused for MQTT by the plan.
+            AuthMode::None | AuthMode::ScramSha256 | AuthMode::Fast => Identity {
                 client_id,
                 ..Identity::default()
             },

@@ -84,6 +84,10 @@ pub enum AuthMode {
     ScramSha256,
     /// MQTT only: no credentials (anonymous brokers such as a test Mosquitto).
     None,
+    /// XMPP only: SASL2 (XEP-0388) with a XEP-0484 FAST token and Bind 2, one
+    /// round trip; each user's token is fetched first (a SASL2 PLAIN login
+    /// with --password asking for one), outside the measured phase.
+    Fast,
 }
 
 /// Who publishes where and who listens.
@@ -401,8 +405,14 @@ impl Options {
         if named_users && !self.user_pattern.contains("%d") && self.users > 1 {
             return refuse("--user-pattern needs %d when --users is more than 1".into());
         }
+        if !xmpp && self.auth == AuthMode::Fast {
+            return refuse("--auth fast is an XMPP login (SASL2 + FAST)".into());
+        }
         if xmpp
-            && matches!(self.auth, AuthMode::Password | AuthMode::ScramSha256)
+            && matches!(
+                self.auth,
+                AuthMode::Password | AuthMode::ScramSha256 | AuthMode::Fast
+            )
             && self.password.is_empty()
         {
             return refuse("XMPP password logins need --password".into());

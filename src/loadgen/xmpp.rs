@@ -44,15 +44,24 @@ pub(crate) struct Xmpp {
     pub ctx: Arc<Ctx>,
     domain: String,
     salted: SaltedCache,
+    /// `--auth fast`: each user's FAST token, fetched before the run.
+    fast: Vec<String>,
 }
 
 impl Xmpp {
     async fn new(plan: &Plan, progress: Arc<Progress>) -> Result<Arc<Xmpp>, LoadError> {
         let ctx = Ctx::new(plan, progress).await?;
+        let domain = plan.xmpp_domain().to_owned();
+        let fast = if plan.auth == AuthMode::Fast {
+            fetch_fast_tokens(&ctx, &domain).await?
+        } else {
+            Vec::new()
+        };
         Ok(Arc::new(Xmpp {
-            domain: plan.xmpp_domain().to_owned(),
+            domain,
             ctx,
             salted: SaltedCache::default(),
+            fast,
         }))
     }
 
@@ -68,7 +77,13 @@ impl Xmpp {
             0 => "",
             n => tokens[(user % n) as usize].as_str(),
         };
+        let agent = super::xmpp_client::agent_id(user);
         let credentials = match plan.auth {
+            AuthMode::Fast => Credentials::Fast {
+                user: local,
+                token: &self.fast[user as usize],
+                agent: &agent,
+            },
             AuthMode::XOauth2 => Credentials::XOauth2 { user: local, token },
             AuthMode::TokenAsPassword => Credentials::Plain {
                 user: local,
@@ -109,6 +124,56 @@ impl Xmpp {
             }
         }
     }
+}
+
+/// `--auth fast`: one FAST token per user (installation [`agent_id`] of
+/// the user's index), by a SASL2 PLAIN login that asks for it, at most
+/// `--connect-concurrency` at once. Not part of the measured phase.
+///
+/// [`agent_id`]: super::xmpp_client::agent_id
+async fn fetch_fast_tokens(ctx: &Arc<Ctx>, domain: &str) -> Result<Vec<String>, LoadError> {
+    let plan = &ctx.plan;
+    let slots = Arc::new(Semaphore::new(plan.connect_concurrency.max(1) as usize));
+    let mut tasks = JoinSet::new();
+    for user in 0..plan.users {
+        let (ctx, slots, domain) = (ctx.clone(), slots.clone(), domain.to_owned());
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let name = ctx.plan.username(user);
+            let local = name
+                .split_once('@')
+                .map_or(name.as_str(), |(l, _)| l)
+                .to_owned();
+            let agent = super::xmpp_client::agent_id(user);
+            let fetch = async {
+                let io = ctx.endpoint.connect().await?;
+                let mut c = XmppClient::new(io);
+                let t = c
+                    .fetch_fast_token(&domain, &local, &ctx.plan.password, &agent)
+                    .await;
+                c.close().await;
+                t
+            };
+            let r = tokio::time::timeout(LOGIN_TIMEOUT, fetch)
+                .await
+                .unwrap_or(Err(XmppError::Timeout));
+            (user, r)
+        });
+    }
+    let mut tokens = vec![String::new(); plan.users as usize];
+    while let Some(j) = tasks.join_next().await {
+        let Ok((user, r)) = j else { continue };
+        match r {
+            Ok(t) => tokens[user as usize] = t,
+            Err(e) => {
+                return Err(LoadError::Refused(format!(
+                    "FAST token for {}: {e}",
+                    plan.username(user)
+                )))
+            }
+        }
+    }
+    Ok(tokens)
 }
 
 /// `xmpp-login`; see the module docs.

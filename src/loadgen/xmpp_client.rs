@@ -95,6 +95,14 @@ pub enum Credentials<'a> {
         password: &'a str,
         cache: &'a SaltedCache,
     },
+    /// SASL2 (XEP-0388) `HT-SHA-256-NONE` with a FAST token (XEP-0484) of
+    /// installation `agent`, bound inline (Bind 2): one round trip, no
+    /// restart, no bind iq.
+    Fast {
+        user: &'a str,
+        token: &'a str,
+        agent: &'a str,
+    },
 }
 
 impl Credentials<'_> {
@@ -103,6 +111,7 @@ impl Credentials<'_> {
             Credentials::Plain { .. } => "PLAIN",
             Credentials::XOauth2 { .. } => "X-OAUTH2",
             Credentials::ScramSha256 { .. } => "SCRAM-SHA-256",
+            Credentials::Fast { .. } => "HT-SHA-256-NONE",
         }
     }
 }
@@ -298,6 +307,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmppClient<S> {
                 ));
             }
         }
+        if let Credentials::Fast { user, token, agent } = spec.credentials {
+            let proof = fast_proof(user, token);
+            let inline = format!(
+                "<bind xmlns='urn:xmpp:bind:0'><tag>{}</tag></bind><fast xmlns='urn:xmpp:fast:0'/>",
+                escape(spec.resource)
+            );
+            let success = self
+                .sasl2(&features, "HT-SHA-256-NONE", &proof, agent, &inline)
+                .await?;
+            let server = success
+                .child("additional-data", NS_SASL2)
+                .map(|d| decode_base64_payload(&d.text()))
+                .and_then(Result::ok);
+            if server.as_deref() != Some(&hmac_sha256(token.as_bytes(), b"Responder")[..]) {
+                return Err(XmppError::Protocol(
+                    "the server's FAST proof is wrong".into(),
+                ));
+            }
+            if !self.jid.contains('/') {
+                return Err(XmppError::Protocol("Bind 2 gave no full JID".into()));
+            }
+            return Ok(());
+        }
         self.authenticate(&features, &spec.credentials).await?;
         // RFC 6120 §6.4.6: a new stream over the same connection, without
         // anything left from the old one.
@@ -389,6 +421,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmppClient<S> {
                 scram = Some(c);
                 first
             }
+            Credentials::Fast { .. } => return Err(XmppError::NotOffered("HT-SHA-256-NONE")),
         };
         self.sasl_element("auth", Some(mech), &initial);
         self.flush().await?;
@@ -428,6 +461,73 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmppClient<S> {
             }
         }
         Err(XmppError::Protocol("SASL did not end".into()))
+    }
+
+    /// One SASL2 exchange that must succeed in one round trip (PLAIN,
+    /// FAST): `<authenticate/>` with `inline`, then `<success/>` (returned)
+    /// and the features after it. The authorization identifier goes to
+    /// `self.jid`.
+    async fn sasl2(
+        &mut self,
+        features: &Element,
+        mechanism: &str,
+        initial: &[u8],
+        agent: &str,
+        inline: &str,
+    ) -> Result<Element, XmppError> {
+        if features.child("authentication", NS_SASL2).is_none() {
+            return Err(XmppError::Protocol("SASL2 not offered".into()));
+        }
+        let text = format!(
+            "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='{mechanism}'>\
+             <initial-response>{}</initial-response>\
+             <user-agent id='{agent}'><software>petrel-load</software></user-agent>{inline}</authenticate>",
+            encode_base64_payload(initial)
+        );
+        self.send(text.as_bytes()).await?;
+        let el = self.next_element().await?;
+        if el.is("failure", NS_SASL2) {
+            return Err(XmppError::Sasl(first_condition(&el, NS_SASL)));
+        }
+        if !el.is("success", NS_SASL2) {
+            return Err(XmppError::Protocol(format!(
+                "<{}/> after <authenticate/>",
+                el.name
+            )));
+        }
+        self.jid = el
+            .child("authorization-identifier", NS_SASL2)
+            .map(|j| j.text().trim().to_owned())
+            .unwrap_or_default();
+        let after = self.next_element().await?;
+        if !after.is("features", NS_STREAMS) {
+            return Err(XmppError::Protocol(
+                "no features after SASL2 success".into(),
+            ));
+        }
+        Ok(el)
+    }
+
+    /// A FAST token for `user` on installation `agent`: a SASL2 PLAIN login
+    /// with `<request-token/>`, then the stream ends.
+    pub async fn fetch_fast_token(
+        &mut self,
+        domain: &str,
+        user: &str,
+        password: &str,
+        agent: &str,
+    ) -> Result<String, XmppError> {
+        let features = self.open(domain).await?;
+        let request = "<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>";
+        let plain = format!("\0{user}\0{password}");
+        let success = self
+            .sasl2(&features, "PLAIN", plain.as_bytes(), agent, request)
+            .await?;
+        success
+            .child("token", NS_FAST)
+            .and_then(|t| t.attr("token"))
+            .map(str::to_owned)
+            .ok_or_else(|| XmppError::Protocol("no FAST token in <success/>".into()))
     }
 
     fn sasl_element(&mut self, name: &str, mechanism: Option<&str>, data: &[u8]) {
@@ -503,6 +603,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmppClient<S> {
             self.read_some(4096).await?;
         }
     }
+}
+
+const NS_SASL2: &str = crate::xmpp::sasl2::NS_SASL2;
+const NS_FAST: &str = crate::xmpp::sasl2::NS_FAST;
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key");
+    m.update(msg);
+    m.finalize().into_bytes().into()
+}
+
+/// HT-SHA-256-NONE's initial response: `user NUL HMAC(token, "Initiator")`.
+fn fast_proof(user: &str, token: &str) -> Vec<u8> {
+    let mut p = format!("{user}\0").into_bytes();
+    p.extend_from_slice(&hmac_sha256(token.as_bytes(), b"Initiator"));
+    p
+}
+
+fn escape(s: &str) -> String {
+    let mut b = Vec::new();
+    crate::xmpp::element::write_escaped_text(&mut b, s);
+    String::from_utf8(b).unwrap_or_default()
+}
+
+/// A user agent id (a UUID) for installation `n` of a load run.
+pub fn agent_id(n: u64) -> String {
+    format!("00000000-0000-4000-8000-{:012x}", n & 0xffff_ffff_ffff)
 }
 
 /// The condition of a `<stream:error>`.

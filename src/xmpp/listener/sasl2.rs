@@ -115,7 +115,10 @@ impl Connection {
                 tracing::warn!(error = %e, "no FAST token issued");
                 None
             }
-            Err(_) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "issuing a FAST token failed");
+                None
+            }
         }
     }
 }
