@@ -142,6 +142,9 @@ impl Server {
         let (store, auth, broker) = tokio::task::spawn_blocking(move || {
             let store = Store::open(&c.store, &c.data_dir)?;
             let auth = Arc::new(AuthCore::new(store.clone(), &c)?);
+            // Read (or made) here, off the async threads, not at the first
+            // FAST login; a problem is logged and FAST logins then fail.
+            let _ = auth.prepare_fast_key();
             // Token ends and account changes end sessions, in every protocol.
             auth.set_events(r.clone());
             let mut broker = Broker::new(&c.hosts, store.clone(), r, c.mqtt_max_queue)?;

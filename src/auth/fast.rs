@@ -181,6 +181,12 @@ impl FastState {
 pub const FAST_KEY_FILE: &str = "fast.key";
 
 impl AuthCore {
+    /// Reads (or makes) the fast key now. Blocking (a file): the server
+    /// calls it at start, so that logins never wait on the file.
+    pub fn prepare_fast_key(&self) -> Result<(), AuthError> {
+        self.fast_key().map(|_| ())
+    }
+
     /// The fast key, read or made on first use (so cores that never
     /// issue a FAST token never touch the data directory for it).
     fn fast_key(&self) -> Result<[u8; 32], AuthError> {
@@ -298,10 +304,13 @@ impl AuthCore {
     }
 
     /// A FAST login: `proof` must be HMAC(token, "Initiator" ‖ `cb`) for a
-    /// live token of `owner` bound to `mechanism`. Throttled like every
-    /// secret check. Revokes the installation's tokens older than the one
-    /// used. `None` when no token matches (or the throttle refuses: `Err`).
-    /// Blocking (store writes on revocation): call off the async threads.
+    /// live token of `owner` bound to `mechanism`. Under the address's
+    /// brake only, like every token (256 bits cannot be guessed; others'
+    /// bad guesses at the account must not lock out its devices); a
+    /// refusal counts. Revokes the installation's tokens older than the one
+    /// used (queued for the store, not waited for: nothing acknowledges
+    /// it). `None` when no token matches (or the throttle refuses: `Err`).
+    /// Does not block once the fast key is loaded.
     pub fn check_fast(
         &self,
         owner: &BareJid,
@@ -310,7 +319,7 @@ impl AuthCore {
         proof: &[u8],
         peer: Option<std::net::IpAddr>,
     ) -> Result<Option<FastLogin>, std::time::Duration> {
-        let ticket = self.begin_check(peer, Some(&owner.to_string()))?;
+        let ticket = self.begin_check(peer, None)?;
         let Ok(key) = self.fast_key() else {
             return Ok(None);
         };
@@ -348,19 +357,12 @@ impl AuthCore {
         // Older: issued in an earlier second, or in the same one but
         // before (the index keeps the order of issue).
         let pos = mine.iter().position(|l| l.hash == live.hash).unwrap_or(0);
-        let mut revoked = false;
         for (i, other) in mine.iter().enumerate() {
             let same = other.record.fast.as_ref().is_some_and(|f| f.agent == agent);
             let older = other.record.issued_at < live.record.issued_at
                 || (other.record.issued_at == live.record.issued_at && i < pos);
             if same && other.hash != live.hash && older {
                 self.revoke_live(other);
-                revoked = true;
-            }
-        }
-        if revoked {
-            if let Err(e) = self.store.barrier_blocking() {
-                tracing::error!(error = %e, "store barrier failed revoking older FAST tokens");
             }
         }
         let left = live.record.expires_at.saturating_sub(now());

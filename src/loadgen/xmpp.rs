@@ -133,7 +133,10 @@ impl Xmpp {
 /// [`agent_id`]: super::xmpp_client::agent_id
 async fn fetch_fast_tokens(ctx: &Arc<Ctx>, domain: &str) -> Result<Vec<String>, LoadError> {
     let plan = &ctx.plan;
-    let slots = Arc::new(Semaphore::new(plan.connect_concurrency.max(1) as usize));
+    // Password logins: a server may refuse many in flight from one address
+    // (Petrel's throttle allows `login_failures_allowed`, 5): a few at once,
+    // and a refusal waited out.
+    let slots = Arc::new(Semaphore::new(plan.connect_concurrency.clamp(1, 4) as usize));
     let mut tasks = JoinSet::new();
     for user in 0..plan.users {
         let (ctx, slots, domain) = (ctx.clone(), slots.clone(), domain.to_owned());
@@ -145,7 +148,7 @@ async fn fetch_fast_tokens(ctx: &Arc<Ctx>, domain: &str) -> Result<Vec<String>, 
                 .map_or(name.as_str(), |(l, _)| l)
                 .to_owned();
             let agent = super::xmpp_client::agent_id(user);
-            let fetch = async {
+            let fetch = || async {
                 let io = ctx.endpoint.connect().await?;
                 let mut c = XmppClient::new(io);
                 let t = c
@@ -154,9 +157,18 @@ async fn fetch_fast_tokens(ctx: &Arc<Ctx>, domain: &str) -> Result<Vec<String>, 
                 c.close().await;
                 t
             };
-            let r = tokio::time::timeout(LOGIN_TIMEOUT, fetch)
-                .await
-                .unwrap_or(Err(XmppError::Timeout));
+            let mut r = Err(XmppError::Timeout);
+            for attempt in 0..20u32 {
+                r = tokio::time::timeout(LOGIN_TIMEOUT, fetch())
+                    .await
+                    .unwrap_or(Err(XmppError::Timeout));
+                match &r {
+                    Err(XmppError::Sasl(c)) if c == "temporary-auth-failure" => {
+                        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+                    }
+                    _ => break,
+                }
+            }
             (user, r)
         });
     }

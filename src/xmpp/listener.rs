@@ -662,13 +662,17 @@ impl Connection {
                 mechanism,
                 proof,
                 ..
-            } => AuthRequest::Fast {
-                user,
-                mechanism,
-                proof,
-                cb: if mechanism.binds_channel() { cb } else { None },
-                peer: Some(peer),
-            },
+            } => {
+                // In memory, like a token login: checked in place.
+                let req = AuthRequest::Fast {
+                    user,
+                    mechanism,
+                    proof,
+                    cb: if mechanism.binds_channel() { cb } else { None },
+                    peer: Some(peer),
+                };
+                return sasl::perform(&auth, req);
+            }
         };
         match tokio::task::spawn_blocking(move || sasl::perform(&auth, req)).await {
             Ok(r) => r,
