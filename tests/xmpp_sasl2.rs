@@ -248,12 +248,23 @@ fn an_invalidated_token_works_no_more_but_its_session_goes_on() {
 
 /// XEP-0484 §4.5: a token past half its life gets a successor in the
 /// login's <success/>; the old one works until the new one is used, then
-/// no more.
+/// no more — but the session it opened is not ended by that: the same
+/// installation resumes it with the new token.
 #[test]
-fn tokens_rotate_and_the_old_one_ends_once_the_new_one_is_used() {
+fn tokens_rotate_and_a_session_of_the_old_one_resumes_with_the_new_one() {
     let p = server("fast_token_expire = 4");
     let (first, _, old) = login_with_token_request(&p);
     first.kill();
+    let (session, r) = sasl2(
+        c2s(&p),
+        &authenticate(
+            "HT-SHA-256-NONE",
+            &fast_proof(&old),
+            &format!("{BIND}{FAST}"),
+        ),
+    );
+    let jid = between(&r, "<authorization-identifier>", "</").to_string();
+    let previd = attr(&r, "enabled", "id").to_string();
     let deadline = Instant::now() + Duration::from_secs(15);
     let new = loop {
         let (c, r) = sasl2(
@@ -272,12 +283,18 @@ fn tokens_rotate_and_the_old_one_ends_once_the_new_one_is_used() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_ne!(new, old);
-    let (c, r) = sasl2(
+    session.kill();
+    let (mut back, r) = sasl2(
         c2s(&p),
-        &authenticate("HT-SHA-256-NONE", &fast_proof(&new), FAST),
+        &authenticate(
+            "HT-SHA-256-NONE",
+            &fast_proof(&new),
+            &format!("<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='0'/>{BIND}{FAST}"),
+        ),
     );
-    assert!(r.contains("<success"), "{r}");
-    c.kill();
+    assert!(r.contains("<resumed xmlns='urn:xmpp:sm:3'"), "{r}");
+    assert_eq!(between(&r, "<authorization-identifier>", "</"), jid);
+    back.ping("r1");
     let (_, r) = sasl2(
         c2s(&p),
         &authenticate("HT-SHA-256-NONE", &fast_proof(&old), FAST),
@@ -286,6 +303,7 @@ fn tokens_rotate_and_the_old_one_ends_once_the_new_one_is_used() {
         r.contains("<not-authorized"),
         "spent once the new one was used: {r}"
     );
+    back.ping("r2");
 }
 
 /// XEP-0198 inside SASL2: a dead connection's session resumes in the

@@ -236,65 +236,95 @@ impl AuthCore {
     }
 
     /// Issues a FAST token for `owner` on installation `agent`, for
-    /// `mechanism`, with `scopes` (those of the login that asked: a token
-    /// never grants more than what got it). Revokes the installation's
-    /// other tokens except `keep` (the one this login used, which stays
-    /// valid until the new one is used) and, past `fast_max_tokens`, the
-    /// account's oldest. Durable on return; blocking (store barrier).
+    /// `mechanism`. It inherits from `parent` — the token of the login that
+    /// asked, if any — its scopes (a token never grants more than what got
+    /// it), its OAuth client and family (removing the client, or revoking
+    /// the authorization, revokes it too) and its expiry as a limit (a FAST
+    /// token never outlives the OAuth token it came from); a password
+    /// login's token gets `sasl_auth` and `fast_token_expire`. The
+    /// installation's other tokens are retired (they log in no more, but
+    /// the sessions that used them go on), except the parent when
+    /// `keep_parent` (the one in use stays valid until the new one is
+    /// used); past `fast_max_tokens` the account's oldest are revoked.
+    /// Durable on return; blocking (store barrier).
     pub fn issue_fast(
         &self,
         owner: &BareJid,
         agent: &str,
         mechanism: HtMechanism,
-        scopes: Scopes,
-        keep: Option<u64>,
+        parent: Option<&Grant>,
+        keep_parent: bool,
     ) -> Result<IssuedFast, AuthError> {
         if !self.user_exists(owner)? {
             return Err(AuthError::NoSuchUser(owner.to_string()));
         }
+        if !self.may_get_tokens(owner) {
+            return Err(AuthError::AccessDenied(owner.to_string()));
+        }
         let key = self.fast_key()?;
+        let parent = parent.map(|g| Arc::clone(g.live()));
+        let keep = parent.as_ref().filter(|_| keep_parent).map(|p| p.hash);
         let mut mine = self.fast_tokens(owner);
         for live in &mine {
             let same_agent = live.record.fast.as_ref().is_some_and(|f| f.agent == agent);
-            if same_agent && Some(live.key()) != keep {
-                self.revoke_live(live);
+            if same_agent && Some(live.hash) != keep {
+                self.retire_fast(live);
             }
         }
-        mine.retain(|l| !l.revoked.load(Ordering::Acquire));
         mine.sort_by_key(|l| l.record.issued_at);
         let over = (mine.len() + 1).saturating_sub(self.fast.max_tokens);
         for live in mine.iter().take(over) {
             self.revoke_live(live);
         }
-        let nonce = random_bytes::<16>();
         let issued_at = now();
+        let not_after = parent.as_ref().and_then(|p| match &p.record.fast {
+            Some(f) => f.not_after,
+            None => Some(p.record.expires_at),
+        });
+        let expires_at = issued_at
+            .saturating_add(self.fast.expire)
+            .min(not_after.unwrap_or(u64::MAX));
+        let scopes = parent.as_ref().map_or_else(Scopes::sasl_auth, |p| {
+            Scopes::from_stored(p.record.scopes.clone())
+        });
+        let client_id = parent.as_ref().and_then(|p| p.record.client_id.clone());
+        let family = parent
+            .as_ref()
+            .and_then(|p| p.record.family)
+            .unwrap_or_else(random_bytes::<16>);
+        let nonce = random_bytes::<16>();
         let rec = TokenRecord {
             owner: owner.to_string(),
             scopes: scopes.into_vec(),
-            client_id: None,
+            client_id: client_id.clone(),
             issued_at,
-            expires_at: issued_at.saturating_add(self.fast.expire),
+            expires_at,
             revoked: false,
             kind: TokenKind::Access,
             grant: TokenGrant::Fast,
-            family: Some(random_bytes::<16>()),
+            family: Some(family),
             rotated: false,
             fast: Some(FastBinding {
                 agent: agent.to_string(),
                 mechanism: mechanism.name().to_string(),
                 nonce,
+                not_after,
             }),
         };
         let (token, live) = self.put_token_text(Self::fast_text(&key, &nonce), rec);
         self.store.barrier_blocking()?;
-        let (id, expires_at) = (live.id(), live.record.expires_at);
+        let id = live.id();
         let live = self.track(live);
         self.index_fast(&live);
-        if !self.user_exists(owner)? {
-            // The account went while the token was being stored.
+        // What ran while it was being stored could not see it: the account
+        // deleted, the authorization revoked, the client removed.
+        let gone = !self.user_exists(owner)?
+            || self.revoked_families.contains_key(&family)
+            || client_id.as_deref().is_some_and(|c| self.client_removed(c));
+        if gone {
             self.revoke_live(&live);
             self.store.barrier_blocking()?;
-            return Err(AuthError::NoSuchUser(owner.to_string()));
+            return Err(AuthError::FamilyRevoked);
         }
         Ok(IssuedFast {
             token,
@@ -304,16 +334,18 @@ impl AuthCore {
     }
 
     /// A FAST login: `proof` must be HMAC(token, "Initiator" ‖ `cb`) for a
-    /// live token of `owner` bound to `mechanism`. Under the address's
-    /// brake only, like every token (256 bits cannot be guessed; others'
-    /// bad guesses at the account must not lock out its devices); a
-    /// refusal counts. Revokes the installation's tokens older than the one
-    /// used (queued for the store, not waited for: nothing acknowledges
-    /// it). `None` when no token matches (or the throttle refuses: `Err`).
-    /// Does not block once the fast key is loaded.
+    /// live, unspent token of `owner` bound to `mechanism` and to the
+    /// login's installation `agent`. Under the address's brake only, like
+    /// every token (256 bits cannot be guessed; others' bad guesses at the
+    /// account must not lock out its devices); a refusal counts. Retires
+    /// the installation's tokens older than the one used (queued for the
+    /// store, not waited for: nothing acknowledges it). `None` when no
+    /// token matches (or the throttle refuses: `Err`). Does not block once
+    /// the fast key is loaded.
     pub fn check_fast(
         &self,
         owner: &BareJid,
+        agent: Option<&str>,
         mechanism: HtMechanism,
         cb: &[u8],
         proof: &[u8],
@@ -332,7 +364,10 @@ impl AuthCore {
             };
             let token = Self::fast_text(&key, &f.nonce);
             let expect = hmac(token.as_bytes(), &[b"Initiator", cb]);
-            let ok = bool::from(expect.as_slice().ct_eq(proof)) && f.mechanism == mechanism.name();
+            let ok = bool::from(expect.as_slice().ct_eq(proof))
+                && f.mechanism == mechanism.name()
+                && Some(f.agent.as_str()) == agent
+                && !live.rotated.load(Ordering::Acquire);
             if ok && found.is_none() {
                 found = Some((Arc::clone(live), token));
             }
@@ -347,31 +382,53 @@ impl AuthCore {
             return Ok(None);
         }
         ticket.succeeded();
-        let agent = live
-            .record
-            .fast
-            .as_ref()
-            .map(|f| f.agent.clone())
-            .unwrap_or_default();
+        let binding = live.record.fast.clone().expect("a FAST token");
         // Older tokens of the installation are spent (XEP-0484 §4.5).
         // Older: issued in an earlier second, or in the same one but
         // before (the index keeps the order of issue).
         let pos = mine.iter().position(|l| l.hash == live.hash).unwrap_or(0);
         for (i, other) in mine.iter().enumerate() {
-            let same = other.record.fast.as_ref().is_some_and(|f| f.agent == agent);
+            let same = other
+                .record
+                .fast
+                .as_ref()
+                .is_some_and(|f| f.agent == binding.agent);
             let older = other.record.issued_at < live.record.issued_at
                 || (other.record.issued_at == live.record.issued_at && i < pos);
             if same && other.hash != live.hash && older {
-                self.revoke_live(other);
+                self.retire_fast(other);
             }
         }
-        let left = live.record.expires_at.saturating_sub(now());
+        // Due for rotation: past half its life, and a successor would live
+        // longer (one capped by its OAuth token's expiry never would).
+        let t = now();
+        let left = live.record.expires_at.saturating_sub(t);
+        let successor = t
+            .saturating_add(self.fast.expire)
+            .min(binding.not_after.unwrap_or(u64::MAX));
         Ok(Some(FastLogin {
             responder: hmac(token.as_bytes(), &[b"Responder", cb]),
-            rotate: left < self.fast.expire / 2,
-            agent,
+            rotate: left < self.fast.expire / 2 && successor > live.record.expires_at,
+            agent: binding.agent,
             grant: Grant::of(live),
         }))
+    }
+
+    /// A FAST token superseded by its installation's newer one: it logs in
+    /// no more, but is not revoked — the sessions that used it go on (the
+    /// same installation resuming one of them is what rotation is for),
+    /// and `oauth_revoke_token` still ends them.
+    fn retire_fast(&self, live: &LiveToken) {
+        if live.rotated.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut rec = live.record.clone();
+        rec.rotated = true;
+        self.store.put(
+            crate::store::Tree::Tokens,
+            live.hash,
+            crate::store::records::encode_token(&rec),
+        );
     }
 
     /// Revokes the token of `grant`, durable on return: a FAST token the
@@ -403,14 +460,21 @@ mod tests {
         let alice = BareJid::parse("alice@localhost").unwrap();
         auth.register(&alice, "pw").unwrap();
         let t1 = auth
-            .issue_fast(&alice, "ua-1", HtMechanism::None, Scopes::sasl_auth(), None)
+            .issue_fast(&alice, "ua-1", HtMechanism::None, None, false)
             .unwrap();
         // Not a bearer token.
         assert!(auth
             .check_login_token(&t1.token, None, Protocol::Xmpp)
             .is_err());
         let login = auth
-            .check_fast(&alice, HtMechanism::None, b"", &proof(&t1.token, b""), None)
+            .check_fast(
+                &alice,
+                Some("ua-1"),
+                HtMechanism::None,
+                b"",
+                &proof(&t1.token, b""),
+                None,
+            )
             .unwrap()
             .expect("the token logs in");
         assert_eq!(login.agent, "ua-1");
@@ -419,38 +483,60 @@ mod tests {
         // Another mechanism, another channel binding, another account: no.
         for (m, cb) in [(HtMechanism::Exporter, &b""[..]), (HtMechanism::None, b"x")] {
             assert!(auth
-                .check_fast(&alice, m, cb, &proof(&t1.token, b""), None)
+                .check_fast(&alice, Some("ua-1"), m, cb, &proof(&t1.token, b""), None)
                 .unwrap()
                 .is_none());
         }
         // A new token for the installation keeps the one in use...
         let t2 = auth
-            .issue_fast(
-                &alice,
-                "ua-1",
-                HtMechanism::None,
-                Scopes::sasl_auth(),
-                Some(login.grant.key()),
-            )
+            .issue_fast(&alice, "ua-1", HtMechanism::None, Some(&login.grant), true)
             .unwrap();
         assert!(auth
-            .check_fast(&alice, HtMechanism::None, b"", &proof(&t1.token, b""), None)
+            .check_fast(
+                &alice,
+                Some("ua-1"),
+                HtMechanism::None,
+                b"",
+                &proof(&t1.token, b""),
+                None
+            )
             .unwrap()
             .is_some());
         // ...until the new one is used.
         assert!(auth
-            .check_fast(&alice, HtMechanism::None, b"", &proof(&t2.token, b""), None)
+            .check_fast(
+                &alice,
+                Some("ua-1"),
+                HtMechanism::None,
+                b"",
+                &proof(&t2.token, b""),
+                None
+            )
             .unwrap()
             .is_some());
         assert!(auth
-            .check_fast(&alice, HtMechanism::None, b"", &proof(&t1.token, b""), None)
+            .check_fast(
+                &alice,
+                Some("ua-1"),
+                HtMechanism::None,
+                b"",
+                &proof(&t1.token, b""),
+                None
+            )
             .unwrap()
             .is_none());
         // Listed, and revoked by id like any token.
         assert!(auth.list_tokens().iter().any(|t| t.id == t2.id));
         assert!(auth.revoke_token(&t2.id).unwrap());
         assert!(auth
-            .check_fast(&alice, HtMechanism::None, b"", &proof(&t2.token, b""), None)
+            .check_fast(
+                &alice,
+                Some("ua-1"),
+                HtMechanism::None,
+                b"",
+                &proof(&t2.token, b""),
+                None
+            )
             .unwrap()
             .is_none());
     }
@@ -462,7 +548,7 @@ mod tests {
         let alice = BareJid::parse("alice@localhost").unwrap();
         auth.register(&alice, "pw").unwrap();
         let t = auth
-            .issue_fast(&alice, "ua", HtMechanism::None, Scopes::sasl_auth(), None)
+            .issue_fast(&alice, "ua", HtMechanism::None, None, false)
             .unwrap();
         for (_, v) in auth
             .store()
@@ -487,24 +573,119 @@ mod tests {
         auth.register(&alice, "pw").unwrap();
         let issued: Vec<IssuedFast> = (0..3)
             .map(|i| {
-                auth.issue_fast(
-                    &alice,
-                    &format!("ua-{i}"),
-                    HtMechanism::None,
-                    Scopes::sasl_auth(),
-                    None,
-                )
-                .unwrap()
+                auth.issue_fast(&alice, &format!("ua-{i}"), HtMechanism::None, None, false)
+                    .unwrap()
             })
             .collect();
-        let live = |t: &IssuedFast| {
-            auth.check_fast(&alice, HtMechanism::None, b"", &proof(&t.token, b""), None)
-                .unwrap()
-                .is_some()
+        let live = |(i, t): (usize, &IssuedFast)| {
+            auth.check_fast(
+                &alice,
+                Some(&format!("ua-{i}")),
+                HtMechanism::None,
+                b"",
+                &proof(&t.token, b""),
+                None,
+            )
+            .unwrap()
+            .is_some()
         };
         assert_eq!(
-            issued.iter().map(live).collect::<Vec<_>>(),
+            issued.iter().enumerate().map(live).collect::<Vec<_>>(),
             [false, true, true]
+        );
+    }
+
+    /// Bound to its installation; the one it replaces is retired, not
+    /// revoked: a session that used it is not ended (so it can be resumed).
+    #[test]
+    fn installation_binding_and_retirement() {
+        let (auth, _d) = core(&Config::default());
+        let alice = BareJid::parse("alice@localhost").unwrap();
+        auth.register(&alice, "pw").unwrap();
+        let t1 = auth
+            .issue_fast(&alice, "ua-1", HtMechanism::None, None, false)
+            .unwrap();
+        let p1 = proof(&t1.token, b"");
+        for agent in [None, Some("ua-2")] {
+            assert!(auth
+                .check_fast(&alice, agent, HtMechanism::None, b"", &p1, None)
+                .unwrap()
+                .is_none());
+        }
+        let first = auth
+            .check_fast(&alice, Some("ua-1"), HtMechanism::None, b"", &p1, None)
+            .unwrap()
+            .unwrap();
+        let t2 = auth
+            .issue_fast(&alice, "ua-1", HtMechanism::None, Some(&first.grant), true)
+            .unwrap();
+        auth.check_fast(
+            &alice,
+            Some("ua-1"),
+            HtMechanism::None,
+            b"",
+            &proof(&t2.token, b""),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(auth
+            .check_fast(&alice, Some("ua-1"), HtMechanism::None, b"", &p1, None)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            first.grant.end(),
+            None,
+            "retired, not revoked: its session goes on"
+        );
+        // The admin can still end it (and its sessions).
+        assert!(auth.revoke_token(&t1.id).unwrap());
+        assert!(first.grant.end().is_some());
+    }
+
+    /// A FAST token asked for in an OAuth token's login inherits its scopes,
+    /// client and family, and never outlives it (nor is rotated past it).
+    #[test]
+    fn a_token_from_an_oauth_login_never_outlives_it() {
+        let (auth, _d) = core(&Config::default());
+        let alice = BareJid::parse("alice@localhost").unwrap();
+        auth.register(&alice, "pw").unwrap();
+        let scopes = Scopes::parse("xmpp xmpp:roster:read").unwrap();
+        let oauth = auth
+            .issue_token(&alice, scopes.clone(), Some(600), None)
+            .unwrap();
+        let grant = auth
+            .check_login_token(&oauth.token, None, Protocol::Xmpp)
+            .unwrap();
+        let t = auth
+            .issue_fast(&alice, "ua", HtMechanism::None, Some(&grant), false)
+            .unwrap();
+        assert_eq!(t.expires_at, oauth.expires_at);
+        let login = auth
+            .check_fast(
+                &alice,
+                Some("ua"),
+                HtMechanism::None,
+                b"",
+                &proof(&t.token, b""),
+                None,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(login.grant.scopes(), &scopes);
+        assert!(!login.rotate, "a successor could not live longer");
+        // Revoking the OAuth authorization revokes it.
+        assert!(auth.revoke_token(&oauth.id).unwrap());
+        assert_eq!(
+            login.grant.end(),
+            None,
+            "an access token alone: its family stays"
+        );
+        let family = grant.live().record.family.unwrap();
+        auth.revoke_family(&family);
+        assert!(
+            login.grant.end().is_some(),
+            "the family's revocation reaches it"
         );
     }
 }

@@ -576,6 +576,8 @@ impl AuthCore {
         let alive = bool::from(live.hash.ct_eq(&hash))
             && !live.revoked.load(Ordering::Acquire)
             && !live.rotated.load(Ordering::Acquire)
+            // A FAST token is no bearer token: nobody may take it as one.
+            && live.record.fast.is_none()
             && now() < live.record.expires_at;
         alive.then(|| Introspection {
             owner: live.record.owner.clone(),

@@ -170,6 +170,9 @@ pub struct FastBinding {
     /// The mechanism the token was requested for (it works with no other).
     pub mechanism: String,
     pub nonce: [u8; 16],
+    /// The expiry of the OAuth token whose login asked for it (inherited
+    /// by its successors): a FAST token never outlives what got it.
+    pub not_after: Option<u64>,
 }
 
 /// Version 2 of [`TokenRecord`], as stored before FAST tokens.

@@ -120,6 +120,9 @@ struct Authenticated {
     user: BareJid,
     /// Present for token logins: the session ends when the token does.
     grant: Option<Grant>,
+    /// The login token's scopes (`None`: a password login, no limits);
+    /// kept apart from the grant, which a FAST invalidation drops.
+    scopes: Option<crate::auth::Scopes>,
 }
 
 /// One client-to-server stream. See the module docs.
@@ -217,6 +220,11 @@ impl C2s {
     /// The token grant of a token login (`None` for passwords).
     pub fn grant(&self) -> Option<&Grant> {
         self.auth.as_ref().and_then(|a| a.grant.as_ref())
+    }
+
+    /// The login token's scopes (`None` for a password login).
+    pub fn scopes(&self) -> Option<&crate::auth::Scopes> {
+        self.auth.as_ref().and_then(|a| a.scopes.as_ref())
     }
 
     fn send(out: &mut Vec<Output>, bytes: impl Into<Bytes>) {
@@ -606,6 +614,8 @@ impl C2s {
         let outcome = match el.name.as_str() {
             "authenticate" => match sasl2::parse_authenticate(el) {
                 Err(why) => {
+                    // Whatever exchange was under way is over.
+                    **sasl = Sasl::new(&domain).with_metadata(self.oauth_metadata.clone());
                     self.sasl2 = Some(Box::new(Sasl2Pending {
                         inline: Inline::default(),
                         fast: None,
@@ -619,7 +629,7 @@ impl C2s {
                     let ht = HtMechanism::from_name(&a.mechanism);
                     let outcome = match (ht, a.inline.fast) {
                         (Some(m), Some(_)) if offered.contains(&m) => {
-                            sasl.start_fast(m, a.initial.as_deref())
+                            sasl.start_fast(m, a.initial.as_deref(), a.inline.agent.as_deref())
                         }
                         (None, None) => {
                             // An empty <initial-response/> is an empty
@@ -721,7 +731,11 @@ impl C2s {
                 fast,
             } if self.sasl2.is_some() => {
                 let p = self.sasl2.take().expect("checked");
-                self.auth = Some(Box::new(Authenticated { user, grant }));
+                self.auth = Some(Box::new(Authenticated {
+                    scopes: grant.as_ref().map(|g| g.scopes().clone()),
+                    user,
+                    grant,
+                }));
                 self.sasl = None;
                 let fast = match (p.fast, fast) {
                     (Some(m), Some((agent, rotate))) => Some((m, agent, rotate)),
@@ -742,7 +756,11 @@ impl C2s {
                 }
                 Self::send_element(out, &s);
                 out.push(Output::ResetParser);
-                self.auth = Some(Box::new(Authenticated { user, grant }));
+                self.auth = Some(Box::new(Authenticated {
+                    scopes: grant.as_ref().map(|g| g.scopes().clone()),
+                    user,
+                    grant,
+                }));
                 self.sasl = None;
                 self.phase = Phase::AwaitHeader;
                 self.header_sent = false;

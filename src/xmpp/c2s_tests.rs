@@ -504,8 +504,8 @@ fn sasl2_fast_login() {
             &alice,
             "d4565fa7-4d72-4749-b3d3-740edbf87770",
             HtMechanism::None,
-            Scopes::sasl_auth(),
             None,
+            false,
         )
         .unwrap();
     let mac = |msg: &[u8]| {
@@ -545,6 +545,10 @@ fn sasl2_fast_login() {
     );
     assert_eq!(d.inline.fast, Some(true));
     assert!(h.c2s.grant().is_some());
+    // Invalidated: no token to end the session with, its scopes kept.
+    h.c2s.drop_grant();
+    assert!(h.c2s.grant().is_none());
+    assert_eq!(h.c2s.scopes(), Some(&Scopes::sasl_auth()));
 }
 
 /// XEP-0493: OAUTHBEARER's error names the OAuth metadata document.

@@ -659,6 +659,7 @@ impl Connection {
             },
             AuthRequest::Fast {
                 user,
+                agent,
                 mechanism,
                 proof,
                 ..
@@ -666,6 +667,7 @@ impl Connection {
                 // In memory, like a token login: checked in place.
                 let req = AuthRequest::Fast {
                     user,
+                    agent,
                     mechanism,
                     proof,
                     cb: if mechanism.binds_channel() { cb } else { None },
@@ -685,7 +687,7 @@ impl Connection {
             return;
         };
         let grant = self.c2s.grant().cloned();
-        let scopes = grant.as_ref().map(|g| g.scopes().clone());
+        let scopes = self.c2s.scopes().cloned();
         tracing::Span::current().record("jid", tracing::field::display(&jid));
         let im = self.im().open_session(jid, user, scopes);
         // The session ends with its token (revoked or expired), through
@@ -737,6 +739,8 @@ impl Connection {
         // radio dropped with its buffers full): the old socket is given up
         // at once and the new one taken, instead of failing the resumption
         // after its handover wait.
+        // One at a time: a second waits in the channel for the first's end.
+        let can_take = resumed_while_writing.is_none();
         let resumption = std::future::poll_fn(|cx| match poll_resumption(resumptions, cx) {
             Some(r) => Poll::Ready(r),
             None => Poll::Pending,
@@ -747,7 +751,7 @@ impl Connection {
                 Err(_) => Err(io::ErrorKind::TimedOut.into()),
             },
             _ = kicked(route), if watch_kick => Err(io::ErrorKind::BrokenPipe.into()),
-            r = resumption => {
+            r = resumption, if can_take => {
                 *resumed_while_writing = Some(r);
                 Err(io::ErrorKind::BrokenPipe.into())
             }

@@ -82,6 +82,8 @@ pub enum AuthRequest {
     /// XEP-0484 FAST: a Hashed Token proof for `user`'s tokens.
     Fast {
         user: BareJid,
+        /// The login's `<user-agent id>`: the token must be bound to it.
+        agent: Option<String>,
         mechanism: HtMechanism,
         proof: Vec<u8>,
         /// Channel-binding data (the connection fills it in for the
@@ -149,6 +151,7 @@ pub fn perform(auth: &AuthCore, req: AuthRequest) -> AuthReply {
         }
         AuthRequest::Fast {
             user,
+            agent,
             mechanism,
             proof,
             cb,
@@ -157,6 +160,7 @@ pub fn perform(auth: &AuthCore, req: AuthRequest) -> AuthReply {
             (true, None) => AuthReply::Fast(Ok(None)),
             (_, cb) => AuthReply::Fast(auth.check_fast(
                 &user,
+                agent.as_deref(),
                 mechanism,
                 cb.as_deref().unwrap_or_default(),
                 &proof,
@@ -511,7 +515,12 @@ impl Sasl {
 
     /// XEP-0484: a FAST login's initial response, `authcid NUL proof`
     /// (draft-schmaus-kitten-sasl-ht), checked in one round trip.
-    pub fn start_fast(&mut self, mechanism: HtMechanism, text: Option<&str>) -> SaslOutcome {
+    pub fn start_fast(
+        &mut self,
+        mechanism: HtMechanism,
+        text: Option<&str>,
+        agent: Option<&str>,
+    ) -> SaslOutcome {
         self.state = State::Idle;
         let data = match text.map(payload::decode_base64_payload) {
             Some(Ok(d)) => d,
@@ -535,6 +544,7 @@ impl Sasl {
         self.state = State::AwaitFast;
         SaslOutcome::NeedAuth(AuthRequest::Fast {
             user,
+            agent: agent.map(str::to_owned),
             mechanism,
             proof: proof.to_vec(),
             cb: None,

@@ -25,8 +25,10 @@ pub(super) struct Resumption {
     pub(super) peer: std::net::IpAddr,
     /// Stanzas the client handled.
     pub(super) h: u32,
-    /// The new login's token.
+    /// The new login's token, and its scopes (kept apart: a FAST login
+    /// that invalidated its token has scopes and no token).
     pub(super) grant: Option<crate::auth::Grant>,
+    pub(super) scopes: Option<crate::auth::Scopes>,
     /// A resumption inline in a SASL2 login (XEP-0388): `<resumed/>` goes
     /// inside the `<success/>`, with these parts.
     pub(super) sasl2: Option<Sasl2Resume>,
@@ -169,7 +171,7 @@ impl Connection {
             self.ctx.registry.set_grant(route, r.grant.clone());
         }
         if let Some(im) = self.bound.as_mut() {
-            im.scopes = r.grant.as_ref().map(|g| g.scopes().clone());
+            im.scopes = r.scopes.clone();
         }
         tracing::info!(resent = resend.len(), "session resumed");
         let h = self.c2s.sm_handled().unwrap_or(0);
@@ -253,6 +255,7 @@ impl Connection {
             peer: self.peer,
             h,
             grant: self.c2s.grant().cloned(),
+            scopes: self.c2s.scopes().cloned(),
             sasl2,
             done,
         });

@@ -18,7 +18,16 @@ impl Connection {
             return false;
         };
         let inline = done.inline;
-        let token = self.fast_tokens(&user, done.fast, &inline).await;
+        let Ok(token) = self.fast_tokens(&user, done.fast, &inline).await else {
+            let mut out = Vec::new();
+            self.c2s.fail_stream(
+                StreamCondition::InternalServerError,
+                "the token could not be invalidated",
+                &mut out,
+            );
+            Box::pin(self.execute(out)).await;
+            return false;
+        };
         let mut parts = SuccessParts {
             data: done.data,
             identifier: user.to_string(),
@@ -66,13 +75,15 @@ impl Connection {
 
     /// XEP-0484 for a login that succeeded: a token the client used with
     /// `invalidate` ends (and the session no longer hangs on it); a token
-    /// asked for, or due for rotation, is issued. The `<token/>` to send.
+    /// asked for, or due for rotation, is issued. The `<token/>` to send;
+    /// `Err` when the invalidation could not be made durable (the login
+    /// must not be confirmed then).
     async fn fast_tokens(
         &mut self,
         user: &crate::auth::BareJid,
         used: Option<(HtMechanism, String, bool)>,
         inline: &crate::xmpp::sasl2::Inline,
-    ) -> Option<Vec<u8>> {
+    ) -> Result<Option<Vec<u8>>, ()> {
         let auth = self.ctx.auth.clone();
         let grant = self.c2s.grant().cloned();
         let invalidate = used.is_some() && inline.fast == Some(true);
@@ -82,7 +93,9 @@ impl Connection {
                 let r = tokio::task::spawn_blocking(move || a.revoke_grant(&g)).await;
                 if !matches!(r, Ok(Ok(_))) {
                     tracing::error!("could not invalidate a FAST token");
+                    return Err(());
                 }
+                // The session goes on, with the token's scopes.
                 self.c2s.drop_grant();
             }
         }
@@ -91,25 +104,28 @@ impl Connection {
             .as_ref()
             .filter(|(_, _, rotate)| *rotate && !invalidate)
             .map(|(m, _, _)| *m);
-        let mechanism = inline.request_token.or(rotation)?;
+        let Some(mechanism) = inline.request_token.or(rotation) else {
+            return Ok(None);
+        };
         // The installation: the one the used token is bound to, else the
         // client's <user-agent id> (no id, no token: XEP-0484 §5.1).
-        let agent = used
+        let Some(agent) = used
             .as_ref()
             .map(|(_, a, _)| a.clone())
-            .or_else(|| inline.agent.clone())?;
-        // Never more than what got it: the scopes of the token that logged
-        // in, or a full login's for a password.
-        let scopes = grant
-            .as_ref()
-            .map_or_else(crate::auth::Scopes::sasl_auth, |g| g.scopes().clone());
-        let keep = grant.as_ref().filter(|_| !invalidate).map(|g| g.key());
+            .or_else(|| inline.agent.clone())
+        else {
+            return Ok(None);
+        };
+        // The login's token, if any, is the new one's parent (scopes,
+        // client, family, expiry limit); a used FAST token stays valid
+        // until its successor is used.
+        let keep_parent = used.is_some() && !invalidate;
         let owner = user.clone();
         let issued = tokio::task::spawn_blocking(move || {
-            auth.issue_fast(&owner, &agent, mechanism, scopes, keep)
+            auth.issue_fast(&owner, &agent, mechanism, grant.as_ref(), keep_parent)
         })
         .await;
-        match issued {
+        Ok(match issued {
             Ok(Ok(t)) => Some(s2::token(&t.token, t.expires_at)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "no FAST token issued");
@@ -119,6 +135,6 @@ impl Connection {
                 tracing::error!(error = %e, "issuing a FAST token failed");
                 None
             }
-        }
+        })
     }
 }
