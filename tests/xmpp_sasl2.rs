@@ -151,8 +151,12 @@ fn sasl2_binds_inline_and_a_fast_token_logs_in_in_one_round_trip() {
     let data = between(&r, "<additional-data>", "</");
     assert_eq!(STANDARD.decode(data).unwrap(), hmac(&token, b"Responder"));
     assert_eq!(between(&r, "<authorization-identifier>", "</"), jid);
+    // The archive's state at binding, then stream management's answer.
+    let bound = between(&r, "<bound xmlns='urn:xmpp:bind:0'>", "</bound>");
     assert!(
-        r.contains("<bound xmlns='urn:xmpp:bind:0'><enabled xmlns='urn:xmpp:sm:3' id='"),
+        bound.starts_with("<metadata xmlns='urn:xmpp:mam:2'><start id='")
+            && bound.contains("<end id='")
+            && bound.contains("<enabled xmlns='urn:xmpp:sm:3' id='"),
         "{r}"
     );
     assert!(!r.contains("<token"), "no rotation due yet: {r}");
@@ -402,6 +406,32 @@ fn oauthbearer_without_a_token_learns_where_to_get_one() {
     let f = c.expect("</failure>");
     assert!(f.contains("<not-authorized"), "{f}");
     let _ = header;
+}
+
+/// XEP-0386 §3.2: a Bind 2 client syncs from the archive, so offline
+/// messages the archive holds are not delivered again; the archive has them.
+#[test]
+fn bind2_leaves_archived_offline_messages_to_the_archive() {
+    let p = server("");
+    let mut bob = Raw::login(c2s(&p), "bob", "builder", "desk");
+    bob.send("<message to='alice@localhost' type='chat'><body>while away</body></message>");
+    bob.ping("b1");
+    let (mut alice, r) = sasl2(
+        c2s(&p),
+        &authenticate("PLAIN", b"\0alice\0wonderland", BIND),
+    );
+    assert!(
+        r.contains("<metadata xmlns='urn:xmpp:mam:2'><start id='"),
+        "{r}"
+    );
+    alice.send("<presence/>");
+    let seen = alice.expect("<presence") + &alice.expect("/>");
+    alice.send("<iq type='get' id='a2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let seen = seen + &alice.expect("id='a2'");
+    assert!(!seen.contains("while away"), "delivered again: {seen}");
+    alice.send("<iq type='set' id='q1'><query xmlns='urn:xmpp:mam:2' queryid='x'/></iq>");
+    let page = alice.expect("<fin");
+    assert!(page.contains("<body>while away</body>"), "{page}");
 }
 
 /// xmpp.js: SASL2 with a password asks for a FAST token; a second client

@@ -64,6 +64,10 @@ pub struct ImSession {
     /// Where directed presence went while available (RFC 6121 §4.6), so they
     /// hear when the session goes away.
     pub(crate) directed: HashSet<String>,
+    /// Bound by Bind 2 (XEP-0386 §3.2): the client syncs from the archive,
+    /// so offline messages the archive holds are cleared, not delivered
+    /// (those it does not hold still are).
+    pub mam_synced: bool,
 }
 
 /// The IM service shared by every session. See the module docs.
@@ -128,6 +132,7 @@ impl ImServer {
             user,
             scopes,
             directed: HashSet::new(),
+            mam_synced: false,
         }
     }
 

@@ -279,6 +279,46 @@ impl Archive {
     }
 
     /// One page of `owner`'s archive.
+    /// The ids of the account's oldest and newest archived messages, if
+    /// any (XEP-0313 §7.1's metadata, which Bind 2 sends on binding).
+    pub async fn bounds(&self, owner: &str) -> Result<Option<(u64, u64)>, StoreError> {
+        let mut end = owner.as_bytes().to_vec();
+        end.push(1);
+        let mut ends = [None, None];
+        for (i, reverse) in [false, true].into_iter().enumerate() {
+            let got = self
+                .store
+                .scan_range(
+                    Tree::Archive,
+                    KeyRange {
+                        from: key(owner, 0),
+                        to: end.clone(),
+                        limit: 1,
+                        reverse,
+                    },
+                )
+                .await?;
+            ends[i] = got.first().and_then(|(k, _)| key_id(k));
+        }
+        Ok(ends[0].zip(ends[1]))
+    }
+
+    /// `<metadata xmlns='urn:xmpp:mam:2'>` for the account, serialized.
+    pub async fn metadata(&self, owner: &str) -> Result<Vec<u8>, StoreError> {
+        let Some((first, last)) = self.bounds(owner).await? else {
+            return Ok(format!("<metadata xmlns='{NS_MAM}'/>").into_bytes());
+        };
+        let at = |id: u64| crate::ctl::rfc3339(id_ms(id) / 1000);
+        Ok(format!(
+            "<metadata xmlns='{NS_MAM}'><start id='{}' timestamp='{}'/><end id='{}' timestamp='{}'/></metadata>",
+            id_text(first),
+            at(first),
+            id_text(last),
+            at(last)
+        )
+        .into_bytes())
+    }
+
     pub async fn page(&self, owner: &str, q: &Query) -> Result<Page, StoreError> {
         let mut lo = 0u64;
         let mut hi = u64::MAX;

@@ -142,6 +142,17 @@ impl ImServer {
             ));
         }
         match self.offline.take(&s.user).await {
+            Ok(msgs) if s.mam_synced => {
+                let me = s.user.to_string();
+                let archived = |m: &[u8]| {
+                    super::stream::read_back(m).is_some_and(|el| {
+                        el.child("stanza-id", super::mam::NS_SID)
+                            .is_some_and(|id| id.attr("by") == Some(me.as_str()))
+                    })
+                };
+                fx.replies
+                    .extend(msgs.into_iter().filter(|m| !archived(m)).map(Bytes::from));
+            }
             Ok(msgs) => fx.replies.extend(msgs.into_iter().map(Bytes::from)),
             Err(e) => tracing::error!(error = %e, "could not read offline messages"),
         }

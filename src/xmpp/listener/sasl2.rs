@@ -52,7 +52,17 @@ impl Connection {
             if let Some(jid) = jid {
                 parts.identifier = jid.to_string();
                 self.bind(jid);
-                let mut bound = Vec::new();
+                if let Some(im) = self.bound.as_mut() {
+                    im.mam_synced = true;
+                }
+                // The archive's state at binding (XEP-0386 §3.2).
+                let mut bound = match self.ctx.im.mam.metadata(&user.to_string()).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not read the archive's bounds");
+                        Vec::new()
+                    }
+                };
                 if b.carbons {
                     if let Some(im) = self.bound.as_ref() {
                         im.route.lock().carbons = true;
