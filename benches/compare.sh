@@ -59,13 +59,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "open files allowed: $(ulimit -n)"
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --bin petrel
-LOAD=$(cargo bench --no-run --bench load --message-format=json 2>/dev/null | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "load":
-        print(m["executable"])')
-[ -x "$LOAD" ] || { echo "could not build the load generator" >&2; exit 1; }
+. benches/load-binary.sh
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

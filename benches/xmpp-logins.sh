@@ -20,13 +20,7 @@ export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --bin petrel
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 PETREL=$TARGET_DIR/release/petrel
-LOAD=$(cargo bench --no-run --bench load --message-format=json 2>/dev/null | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "load":
-        print(m["executable"])')
-[ -x "$LOAD" ] || { echo "could not build the load generator" >&2; exit 1; }
+. benches/load-binary.sh
 
 run() {  # METHOD TRANSPORT ROUND
   local method=$1 transport=$2 round=$3 d pid target

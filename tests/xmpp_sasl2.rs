@@ -93,6 +93,29 @@ fn fast_proof(token: &str) -> Vec<u8> {
     p
 }
 
+/// A FAST login (HT-SHA-256-NONE) of alice with `token` and `inline`
+/// (`<fast/>` added).
+fn fast(p: &Petrel, token: &str, inline: &str) -> (Raw, String) {
+    sasl2(
+        c2s(p),
+        &authenticate(
+            "HT-SHA-256-NONE",
+            &fast_proof(token),
+            &format!("{inline}{FAST}"),
+        ),
+    )
+}
+
+/// The id of alice's one FAST token, as `oauth_list_tokens` shows it.
+fn fast_token_id(p: &Petrel) -> String {
+    let list = p.ctl_ok(&["oauth_list_tokens"]);
+    list.lines()
+        .find(|l| l.ends_with(" fast"))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("{list}"))
+        .to_string()
+}
+
 /// A password login (SASL2 PLAIN) that binds and asks for a FAST token:
 /// the connection, the full JID, and the token.
 fn login_with_token_request(p: &Petrel) -> (Raw, String, String) {
@@ -139,14 +162,7 @@ fn sasl2_binds_inline_and_a_fast_token_logs_in_in_one_round_trip() {
     // ...but logs in with HT-SHA-256-NONE in one round trip, proving the
     // server knows it too (additional data), and Bind 2 gives the same
     // installation the same resource: the old session is taken over.
-    let (mut again, r) = sasl2(
-        c2s(&p),
-        &authenticate(
-            "HT-SHA-256-NONE",
-            &fast_proof(&token),
-            &format!("{BIND}{FAST}"),
-        ),
-    );
+    let (mut again, r) = fast(&p, &token, BIND);
     assert!(r.contains("<success"), "{r}");
     let data = between(&r, "<additional-data>", "</");
     assert_eq!(STANDARD.decode(data).unwrap(), hmac(&token, b"Responder"));
@@ -191,34 +207,17 @@ fn a_revoked_fast_token_ends_its_session_and_logs_in_no_more() {
     let p = server("");
     let (first, _, token) = login_with_token_request(&p);
     first.kill();
-    let (mut s, r) = sasl2(
-        c2s(&p),
-        &authenticate(
-            "HT-SHA-256-NONE",
-            &fast_proof(&token),
-            &format!("{BIND}{FAST}"),
-        ),
-    );
+    let (mut s, r) = fast(&p, &token, BIND);
     assert!(r.contains("<success"), "{r}");
     s.ping("p1");
-    let list = p.ctl_ok(&["oauth_list_tokens"]);
-    let id = list
-        .lines()
-        .find(|l| l.ends_with(" fast"))
-        .and_then(|l| l.split(' ').next())
-        .unwrap_or_else(|| panic!("{list}"))
-        .to_string();
-    p.ctl_ok(&["oauth_revoke_token", &id]);
+    p.ctl_ok(&["oauth_revoke_token", &fast_token_id(&p)]);
     let end = s.read_to_close();
     assert!(
         end.contains("<not-authorized") && end.contains("token revoked"),
         "{end}"
     );
     // Replayed after the revocation: refused.
-    let (_, r) = sasl2(
-        c2s(&p),
-        &authenticate("HT-SHA-256-NONE", &fast_proof(&token), FAST),
-    );
+    let (_, r) = fast(&p, &token, "");
     assert!(
         r.contains("<failure xmlns='urn:xmpp:sasl:2'><not-authorized"),
         "{r}"
@@ -241,10 +240,7 @@ fn an_invalidated_token_works_no_more_but_its_session_goes_on() {
     );
     assert!(r.contains("<success") && !r.contains("<token"), "{r}");
     s.ping("p1");
-    let (_, r) = sasl2(
-        c2s(&p),
-        &authenticate("HT-SHA-256-NONE", &fast_proof(&token), FAST),
-    );
+    let (_, r) = fast(&p, &token, "");
     assert!(r.contains("<not-authorized"), "{r}");
     s.ping("p2");
     assert!(!p.ctl_ok(&["oauth_list_tokens"]).contains(" fast"));
@@ -259,22 +255,12 @@ fn tokens_rotate_and_a_session_of_the_old_one_resumes_with_the_new_one() {
     let p = server("fast_token_expire = 4");
     let (first, _, old) = login_with_token_request(&p);
     first.kill();
-    let (session, r) = sasl2(
-        c2s(&p),
-        &authenticate(
-            "HT-SHA-256-NONE",
-            &fast_proof(&old),
-            &format!("{BIND}{FAST}"),
-        ),
-    );
+    let (session, r) = fast(&p, &old, BIND);
     let jid = between(&r, "<authorization-identifier>", "</").to_string();
     let previd = attr(&r, "enabled", "id").to_string();
     let deadline = Instant::now() + Duration::from_secs(15);
     let new = loop {
-        let (c, r) = sasl2(
-            c2s(&p),
-            &authenticate("HT-SHA-256-NONE", &fast_proof(&old), FAST),
-        );
+        let (c, r) = fast(&p, &old, "");
         assert!(
             r.contains("<success"),
             "the old token works until the new one is used: {r}"
@@ -299,10 +285,7 @@ fn tokens_rotate_and_a_session_of_the_old_one_resumes_with_the_new_one() {
     assert!(r.contains("<resumed xmlns='urn:xmpp:sm:3'"), "{r}");
     assert_eq!(between(&r, "<authorization-identifier>", "</"), jid);
     back.ping("r1");
-    let (_, r) = sasl2(
-        c2s(&p),
-        &authenticate("HT-SHA-256-NONE", &fast_proof(&old), FAST),
-    );
+    let (_, r) = fast(&p, &old, "");
     assert!(
         r.contains("<not-authorized"),
         "spent once the new one was used: {r}"

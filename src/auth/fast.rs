@@ -454,6 +454,21 @@ mod tests {
         hmac(token.as_bytes(), &[b"Initiator", cb])
     }
 
+    /// A FAST login of alice's installation `agent` with `token`, no
+    /// channel binding.
+    fn fast_login(auth: &AuthCore, agent: &str, token: &str) -> Option<FastLogin> {
+        let alice = BareJid::parse("alice@localhost").unwrap();
+        auth.check_fast(
+            &alice,
+            Some(agent),
+            HtMechanism::None,
+            b"",
+            &proof(token, b""),
+            None,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn issue_check_rotate_revoke() {
         let (auth, _d) = core(&Config::default());
@@ -466,17 +481,7 @@ mod tests {
         assert!(auth
             .check_login_token(&t1.token, None, Protocol::Xmpp)
             .is_err());
-        let login = auth
-            .check_fast(
-                &alice,
-                Some("ua-1"),
-                HtMechanism::None,
-                b"",
-                &proof(&t1.token, b""),
-                None,
-            )
-            .unwrap()
-            .expect("the token logs in");
+        let login = fast_login(&auth, "ua-1", &t1.token).expect("the token logs in");
         assert_eq!(login.agent, "ua-1");
         assert!(!login.rotate);
         assert_eq!(login.responder, hmac(t1.token.as_bytes(), &[b"Responder"]));
@@ -491,54 +496,14 @@ mod tests {
         let t2 = auth
             .issue_fast(&alice, "ua-1", HtMechanism::None, Some(&login.grant), true)
             .unwrap();
-        assert!(auth
-            .check_fast(
-                &alice,
-                Some("ua-1"),
-                HtMechanism::None,
-                b"",
-                &proof(&t1.token, b""),
-                None
-            )
-            .unwrap()
-            .is_some());
+        assert!(fast_login(&auth, "ua-1", &t1.token).is_some());
         // ...until the new one is used.
-        assert!(auth
-            .check_fast(
-                &alice,
-                Some("ua-1"),
-                HtMechanism::None,
-                b"",
-                &proof(&t2.token, b""),
-                None
-            )
-            .unwrap()
-            .is_some());
-        assert!(auth
-            .check_fast(
-                &alice,
-                Some("ua-1"),
-                HtMechanism::None,
-                b"",
-                &proof(&t1.token, b""),
-                None
-            )
-            .unwrap()
-            .is_none());
+        assert!(fast_login(&auth, "ua-1", &t2.token).is_some());
+        assert!(fast_login(&auth, "ua-1", &t1.token).is_none());
         // Listed, and revoked by id like any token.
         assert!(auth.list_tokens().iter().any(|t| t.id == t2.id));
         assert!(auth.revoke_token(&t2.id).unwrap());
-        assert!(auth
-            .check_fast(
-                &alice,
-                Some("ua-1"),
-                HtMechanism::None,
-                b"",
-                &proof(&t2.token, b""),
-                None
-            )
-            .unwrap()
-            .is_none());
+        assert!(fast_login(&auth, "ua-1", &t2.token).is_none());
     }
 
     #[test]
@@ -578,16 +543,7 @@ mod tests {
             })
             .collect();
         let live = |(i, t): (usize, &IssuedFast)| {
-            auth.check_fast(
-                &alice,
-                Some(&format!("ua-{i}")),
-                HtMechanism::None,
-                b"",
-                &proof(&t.token, b""),
-                None,
-            )
-            .unwrap()
-            .is_some()
+            fast_login(&auth, &format!("ua-{i}"), &t.token).is_some()
         };
         assert_eq!(
             issued.iter().enumerate().map(live).collect::<Vec<_>>(),
@@ -612,27 +568,12 @@ mod tests {
                 .unwrap()
                 .is_none());
         }
-        let first = auth
-            .check_fast(&alice, Some("ua-1"), HtMechanism::None, b"", &p1, None)
-            .unwrap()
-            .unwrap();
+        let first = fast_login(&auth, "ua-1", &t1.token).unwrap();
         let t2 = auth
             .issue_fast(&alice, "ua-1", HtMechanism::None, Some(&first.grant), true)
             .unwrap();
-        auth.check_fast(
-            &alice,
-            Some("ua-1"),
-            HtMechanism::None,
-            b"",
-            &proof(&t2.token, b""),
-            None,
-        )
-        .unwrap()
-        .unwrap();
-        assert!(auth
-            .check_fast(&alice, Some("ua-1"), HtMechanism::None, b"", &p1, None)
-            .unwrap()
-            .is_none());
+        fast_login(&auth, "ua-1", &t2.token).unwrap();
+        assert!(fast_login(&auth, "ua-1", &t1.token).is_none());
         assert_eq!(
             first.grant.end(),
             None,
@@ -661,17 +602,7 @@ mod tests {
             .issue_fast(&alice, "ua", HtMechanism::None, Some(&grant), false)
             .unwrap();
         assert_eq!(t.expires_at, oauth.expires_at);
-        let login = auth
-            .check_fast(
-                &alice,
-                Some("ua"),
-                HtMechanism::None,
-                b"",
-                &proof(&t.token, b""),
-                None,
-            )
-            .unwrap()
-            .unwrap();
+        let login = fast_login(&auth, "ua", &t.token).unwrap();
         assert_eq!(login.grant.scopes(), &scopes);
         assert!(!login.rotate, "a successor could not live longer");
         // Revoking the OAuth authorization revokes it.
