@@ -52,8 +52,11 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // rustls warns of every client that sends an IP address as SNI (Node
+    // does for 127.0.0.1): normal, so not at the default level.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},rustls::msgs::handshake=error"))
+    });
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -122,6 +122,29 @@ impl Server {
     /// Opens the store, loads TLS and binds every listener and the admin socket.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let config = Arc::new(config);
+        // The listeners first: a port in use stops the start before the
+        // data directory, the store or a development certificate is made.
+        let mut bound = Vec::new();
+        for l in &config.listen {
+            let want = SocketAddr::new(l.ip, l.port);
+            let tcp = TcpListener::bind(want)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    module: l.module.name(),
+                    addr: want,
+                    source,
+                })?;
+            let addr = tcp.local_addr().map_err(|source| ServerError::Bind {
+                module: l.module.name(),
+                addr: want,
+                source,
+            })?;
+            bound.push(Bound {
+                listener: l.clone(),
+                tcp,
+                addr,
+            });
+        }
         let data_dir_error = |source| ServerError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
@@ -172,27 +195,6 @@ impl Server {
         } else {
             None
         };
-        let mut bound = Vec::new();
-        for l in &config.listen {
-            let want = SocketAddr::new(l.ip, l.port);
-            let tcp = TcpListener::bind(want)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    module: l.module.name(),
-                    addr: want,
-                    source,
-                })?;
-            let addr = tcp.local_addr().map_err(|source| ServerError::Bind {
-                module: l.module.name(),
-                addr: want,
-                source,
-            })?;
-            bound.push(Bound {
-                listener: l.clone(),
-                tcp,
-                addr,
-            });
-        }
         let admin = ctl::socket::bind(&config.data_dir).map_err(ServerError::AdminSocket)?;
         let mut xmpp = crate::xmpp::ImServer::with_offline_limit(
             auth.clone(),

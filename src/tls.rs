@@ -90,8 +90,23 @@ fn dev_cert(data_dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, TlsError>
             names.push(extra.to_string());
         }
     }
-    let made =
-        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::DevCert(e.to_string()))?;
+    let dev = |e: rcgen::Error| TlsError::DevCert(e.to_string());
+    let key_pair = rcgen::KeyPair::generate().map_err(dev)?;
+    let mut params = rcgen::CertificateParams::new(names).map_err(dev)?;
+    // Named for what it is (rcgen's default subject is "rcgen self signed cert").
+    let host = hosts.first().map_or("localhost", String::as_str);
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("{host} (Petrel development certificate)"),
+    );
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Petrel");
+    let made = rcgen::CertifiedKey {
+        cert: params.self_signed(&key_pair).map_err(dev)?,
+        signing_key: key_pair,
+    };
     std::fs::create_dir_all(data_dir).map_err(|e| TlsError::DevCert(e.to_string()))?;
     // Private like everything in the data directory (the server alone reads it).
     write_private(&cert, made.cert.pem().as_bytes())

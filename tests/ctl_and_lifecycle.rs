@@ -180,4 +180,34 @@ fn a_busy_port_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&port.to_string()));
+    // Stopped before anything was written.
+    assert!(
+        !dir.path().join("d").exists(),
+        "the data directory was made"
+    );
+}
+
+/// What a newcomer met: `connected_users` with no server says so (exit 1,
+/// like `status`); the development certificate names Petrel and the host.
+#[test]
+fn offline_connected_users_and_the_development_certificate() {
+    let mut p = Petrel::start("hosts = [\"chat.example\"]");
+    let cert = p.data_dir().join("dev-cert.pem");
+    if common::have_program("openssl") {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap();
+        let subject = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            subject.contains("chat.example (Petrel development certificate)")
+                && subject.contains("O = Petrel"),
+            "{subject}"
+        );
+    }
+    p.stop();
+    let out = p.ctl(&["connected_users"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
 }

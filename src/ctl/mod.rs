@@ -332,17 +332,17 @@ fn revoke_token(ctx: &CtlContext, a: &[String]) -> Outcome {
 }
 
 fn connected_users(ctx: &CtlContext, _: &[String]) -> Outcome {
-    Ok(match &ctx.live {
-        Some(l) => l
+    match &ctx.live {
+        Some(l) => Ok(l
             .registry
             .sessions()
             .into_iter()
             .filter(|s| s.online)
             .map(|s| s.name)
             .collect::<Vec<_>>()
-            .join("\n"),
-        None => String::new(),
-    })
+            .join("\n")),
+        None => Err("petrel is not running".into()),
+    }
 }
 
 fn stats(ctx: &CtlContext, a: &[String]) -> Outcome {

@@ -43,8 +43,13 @@ impl Proto for MqttState {
 
     /// `localpart:client-id@domain` (the localpart empty for anonymous
     /// clients), as `connected_users` has always shown MQTT sessions.
+    /// `user:clientid@domain` (the account's localpart and the client id;
+    /// `clientid@domain` for an anonymous session).
     fn listed_name(addr: &Address) -> String {
-        format!("{}:{}@{}", addr.local(), addr.name(), addr.domain())
+        match addr.local() {
+            "" => format!("{}@{}", addr.name(), addr.domain()),
+            user => format!("{user}:{}@{}", addr.name(), addr.domain()),
+        }
     }
 }
 
