@@ -30,6 +30,10 @@ enum Cmd {
     Serve {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Check the config (and the certificate files it names), then exit:
+        /// 0 when good, 2 when not.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Run an admin command (against the running server, or the store if none runs).
     Ctl {
@@ -70,11 +74,18 @@ fn main() -> ExitCode {
     // Files, the store and the admin socket: the server's user only.
     petrel::data_dir::private_umask();
     match cli.command {
-        Cmd::Serve { config } => {
+        Cmd::Serve {
+            config,
+            check_config,
+        } => {
+            let path = config.clone();
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if check_config {
+                return check(&config, path.as_deref());
+            }
             init_logging(&config.log_level);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -90,6 +101,24 @@ fn main() -> ExitCode {
             ctl(config, args)
         }
     }
+}
+
+/// `serve --check-config`: the config parsed; the certificate files it
+/// names are read and checked to fit (a development certificate is not
+/// made here: that happens at the first start).
+fn check(config: &Config, path: Option<&std::path::Path>) -> ExitCode {
+    let tls = config.listen.iter().any(|l| l.tls || l.starttls);
+    if tls && !config.certfiles.is_empty() {
+        if let Err(e) = petrel::tls::acceptor(&config.certfiles, &config.data_dir, &config.hosts) {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    }
+    match path {
+        Some(p) => println!("config OK: {}", p.display()),
+        None => println!("config OK: the embedded defaults"),
+    }
+    ExitCode::SUCCESS
 }
 
 async fn serve(config: Config) -> ExitCode {

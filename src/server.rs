@@ -68,6 +68,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub broker: Arc<Broker>,
     pub tls: Option<TlsAcceptor>,
+    /// What the acceptor was loaded from, for a reload (SIGHUP, `ctl reload`).
+    pub tls_source: Option<Arc<tls::Tls>>,
     pub shutdown: CancellationToken,
     /// Connections open on every listener: the shutdown waits for none.
     pub open: Arc<OpenConns>,
@@ -79,6 +81,33 @@ pub struct Shared {
     /// if it serves them: `oauth_issuer`'s, else the first HTTPS (or HTTP)
     /// listener's as bound.
     pub oauth_metadata: Option<Arc<str>>,
+}
+
+/// SIGHUP re-reads the TLS certificate files (what `ctl reload` does); a
+/// bad file is logged and the old certificate stays.
+async fn reload_on_sighup(tls: Option<Arc<tls::Tls>>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: reload with `petrel ctl reload`");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        let Some(t) = tls.clone() else {
+            tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+            continue;
+        };
+        match tokio::task::spawn_blocking(move || t.reload()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: reload refused; the old certificate stays")
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
+        }
+    }
 }
 
 /// Where the RFC 8414 metadata document is served (see
@@ -214,7 +243,8 @@ impl Server {
             auth,
             registry,
             broker,
-            tls,
+            tls: tls.as_ref().map(|t| t.acceptor.clone()),
+            tls_source: tls.map(Arc::new),
             shutdown: CancellationToken::new(),
             open: Arc::new(OpenConns::default()),
         });
@@ -264,8 +294,13 @@ impl Server {
             live: Some(LiveServer {
                 registry: shared.registry.clone(),
                 started,
+                tls: shared.tls_source.clone(),
             }),
         });
+        let hangups = tokio::spawn(reload_on_sighup(
+            shared.tls_source.clone(),
+            shared.shutdown.clone(),
+        ));
         let admin_task = tokio::spawn(ctl::socket::serve(admin, ctx));
         let expiry = tokio::spawn(shared.auth.clone().run_expiry(shared.shutdown.clone()));
         let archive_pruner = tokio::spawn(prune_archives(
@@ -293,6 +328,7 @@ impl Server {
             let _ = l.await;
         }
         let _ = sweeper.await;
+        let _ = hangups.await;
         let _ = expiry.await;
         let _ = archive_pruner.await;
         if tokio::time::timeout(DRAIN_TIMEOUT, shared.open.drained())

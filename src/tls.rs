@@ -30,13 +30,71 @@ pub enum TlsError {
 pub const DEV_CERT: &str = "dev-cert.pem";
 pub const DEV_KEY: &str = "dev-key.pem";
 
+/// The certificate every TLS handshake gets, swapped by a reload
+/// (`SIGHUP`, `petrel ctl reload`): new handshakes get the new one,
+/// established sessions keep theirs.
+#[derive(Debug)]
+struct CurrentCert(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl rustls::server::ResolvesServerCert for CurrentCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// The shared acceptor and what it was loaded from, so it can be reloaded.
+pub struct Tls {
+    pub acceptor: TlsAcceptor,
+    current: Arc<CurrentCert>,
+    certfiles: Vec<PathBuf>,
+    data_dir: PathBuf,
+    hosts: Vec<String>,
+}
+
+impl Tls {
+    /// Reads the certificate files again and serves them from the next
+    /// handshake on; on any problem the old certificate stays. The files
+    /// it read.
+    pub fn reload(&self) -> Result<String, TlsError> {
+        let (key, names) = load(&self.certfiles, &self.data_dir, &self.hosts)?;
+        *self.current.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+        tracing::info!(files = %names, "TLS certificate reloaded");
+        Ok(names)
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// Loads the configured PEM files (chain and key in any of them), or the
 /// development certificate, and returns the shared acceptor.
-pub fn acceptor(
+pub fn acceptor(certfiles: &[PathBuf], data_dir: &Path, hosts: &[String]) -> Result<Tls, TlsError> {
+    let (key, _) = load(certfiles, data_dir, hosts)?;
+    let current = Arc::new(CurrentCert(std::sync::RwLock::new(Arc::new(key))));
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(current.clone());
+    Ok(Tls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        current,
+        certfiles: certfiles.to_vec(),
+        data_dir: data_dir.to_path_buf(),
+        hosts: hosts.to_vec(),
+    })
+}
+
+/// The certificate chain and key, checked to fit each other, and the names
+/// of the files they came from.
+fn load(
     certfiles: &[PathBuf],
     data_dir: &Path,
     hosts: &[String],
-) -> Result<TlsAcceptor, TlsError> {
+) -> Result<(rustls::sign::CertifiedKey, String), TlsError> {
     let files = if certfiles.is_empty() {
         dev_cert(data_dir, hosts)?
     } else {
@@ -68,13 +126,9 @@ pub fn acceptor(
     if chain.is_empty() {
         return Err(TlsError::NoCertificate(names));
     }
-    let key = key.ok_or(TlsError::NoKey(names))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    let key = key.ok_or_else(|| TlsError::NoKey(names.clone()))?;
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider())?;
+    Ok((certified, names))
 }
 
 /// Makes (once) and returns the development certificate and key files.

@@ -25,6 +25,8 @@ pub struct CtlContext {
 pub struct LiveServer {
     pub registry: Arc<Registry>,
     pub started: Instant,
+    /// The TLS certificate's source, for `reload`.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// How a command ended: printed output, or a refusal.
@@ -163,6 +165,13 @@ pub const COMMANDS: &[Command] = &[
         rest: false,
         help: "whether the server runs",
         run: status,
+    },
+    Command {
+        name: "reload",
+        args: &[],
+        rest: false,
+        help: "re-read the TLS certificate files (as SIGHUP does)",
+        run: reload,
     },
 ];
 
@@ -376,6 +385,17 @@ fn stats(ctx: &CtlContext, a: &[String]) -> Outcome {
                     "unknown statistic {name}; known: registeredusers, onlineusers, uptimeseconds"
                 )
             }),
+    }
+}
+
+fn reload(ctx: &CtlContext, _: &[String]) -> Outcome {
+    let live = ctx.live.as_ref().ok_or("petrel is not running")?;
+    match &live.tls {
+        Some(t) => t
+            .reload()
+            .map(|files| format!("TLS certificate reloaded from {files}"))
+            .map_err(|e| format!("{e} (the old certificate stays)")),
+        None => Ok("no TLS listener: nothing to reload".into()),
     }
 }
 

@@ -1,0 +1,223 @@
+//! Operating Petrel: `serve --check-config`, and certificate rotation
+//! without a restart — SIGHUP (and `ctl reload`) re-read the certificate
+//! files; a new connection gets the new certificate while an established one
+//! stays up; a bad file is refused and the old certificate stays.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Petrel, BIN};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// Writes a self-signed certificate for `cn` (and localhost) and its key.
+fn write_cert(dir: &Path, cn: &str) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+/// The DER of the certificate now in `dir`.
+fn cert_der(dir: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(dir.join("cert.pem"))
+        .unwrap()
+        .to_vec()
+}
+
+/// Accepts any certificate: the test compares it itself.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// An XMPP stream over direct TLS, opened up to the features; the
+/// certificate the server showed.
+fn xmpps(addr: std::net::SocketAddr) -> (Tls, Vec<u8>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let features = open(&mut tls);
+    assert!(features.contains("<stream:features>"), "{features}");
+    let cert = tls.conn.peer_certificates().unwrap()[0].to_vec();
+    (tls, cert)
+}
+
+/// Sends a stream header and reads up to the end of the features.
+fn open(tls: &mut Tls) -> String {
+    tls.write_all(
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+          xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("</stream:features>") {
+        let n = tls.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn server(dir: &Path) -> Petrel {
+    let files = format!(
+        "certfiles = [{:?}, {:?}]",
+        dir.join("cert.pem").display().to_string(),
+        dir.join("key.pem").display().to_string()
+    );
+    Petrel::start(&files)
+}
+
+/// Waits (with a deadline) until a new connection shows `want`.
+fn wait_for_cert(addr: std::net::SocketAddr, want: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if xmpps(addr).1 == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the new certificate never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sighup_and_ctl_reload_rotate_the_certificate_and_keep_old_sessions() {
+    let certs = tempfile::tempdir().unwrap();
+    write_cert(certs.path(), "first");
+    let first = cert_der(certs.path());
+    let p = server(certs.path());
+    let addr = p.addrs["c2s"][1];
+    let (mut old, shown) = xmpps(addr);
+    assert_eq!(shown, first);
+
+    // Renewed on disk; SIGHUP.
+    write_cert(certs.path(), "second");
+    let second = cert_der(certs.path());
+    let pid = p.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for_cert(addr, &second);
+    // The established connection still works on its own TLS session: its
+    // stream's end is answered.
+    old.write_all(b"</stream:stream>").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("</stream:stream>") {
+        let n = old.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the old connection died: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+
+    // A broken file is refused with a clear message; the old one stays.
+    std::fs::write(certs.path().join("cert.pem"), "not a certificate").unwrap();
+    let out = p.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cert.pem") && err.contains("old certificate stays"),
+        "{err}"
+    );
+    assert_eq!(xmpps(addr).1, second);
+
+    // And `ctl reload` takes a good one.
+    write_cert(certs.path(), "third");
+    let third = cert_der(certs.path());
+    assert!(p.ctl_ok(&["reload"]).contains("reloaded"));
+    assert_eq!(xmpps(addr).1, third);
+}
+
+#[test]
+fn check_config_says_good_or_bad_and_exits_0_or_2() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path(), "ok");
+    let check = |toml: &str| {
+        let cfg = dir.path().join("p.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        Command::new(BIN)
+            .args(["serve", "--check-config", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let good = format!(
+        "data_dir = {:?}\ncertfiles = [{:?}, {:?}]\n[[listen]]\nmodule = \"c2s\"\nport = 0\ntls = true\n",
+        dir.path().join("d").display().to_string(),
+        dir.path().join("cert.pem").display().to_string(),
+        dir.path().join("key.pem").display().to_string()
+    );
+    let out = check(&good);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config OK"));
+    assert!(!dir.path().join("d").exists(), "a check writes nothing");
+    let out = check(&good.replace("port = 0", "port = \"x\""));
+    assert_eq!(out.status.code(), Some(2));
+    let out = check(&good.replace("key.pem", "missing.pem"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.pem"));
+}
