@@ -50,6 +50,13 @@ impl Module {
 }
 
 /// One `[[listen]]` entry.
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
@@ -256,6 +263,9 @@ pub struct Config {
     /// is cut off as a slow consumer.
     pub slow_consumer_timeout: u64,
     pub log_level: String,
+    /// `text` (the default) or `json`: one JSON object per line, with the
+    /// connection's span fields (peer, account, client id or JID, session).
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -328,6 +338,7 @@ impl Default for Config {
             session_queue_high_water: 256 * 1024,
             slow_consumer_timeout: 30,
             log_level: "info".into(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -414,6 +425,7 @@ struct RawConfig {
     session_queue_high_water: Option<u32>,
     slow_consumer_timeout: Option<u64>,
     log_level: Option<String>,
+    log_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -759,6 +771,18 @@ impl Config {
         }
         if let Some(t) = raw.slow_consumer_timeout {
             c.slow_consumer_timeout = t;
+        }
+        if let Some(f) = raw.log_format {
+            c.log_format = match f.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError::new(
+                        "log_format",
+                        "must be \"text\" or \"json\"",
+                    ))
+                }
+            };
         }
         if let Some(l) = raw.log_level {
             c.log_level = l;

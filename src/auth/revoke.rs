@@ -53,6 +53,13 @@ impl AuthCore {
     }
 
     pub(super) fn revoke_live(&self, live: &LiveToken) {
+        tracing::info!(
+            target: "petrel::audit",
+            token = %live.id(),
+            owner = %live.owner,
+            grant = live.record.grant.name(),
+            "token revoked"
+        );
         let mut rec = live.record.clone();
         rec.revoked = true;
         self.store

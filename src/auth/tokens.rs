@@ -447,8 +447,20 @@ impl AuthCore {
         )
     }
 
-    /// Makes a stored token known to checks and to the expiry task.
+    /// Makes a stored token known to checks and to the expiry task, and
+    /// writes its audit line (target `petrel::audit`: id, owner, kind,
+    /// grant, client; never the token).
     pub(super) fn track(&self, live: LiveToken) -> Arc<LiveToken> {
+        tracing::info!(
+            target: "petrel::audit",
+            token = %live.id(),
+            owner = %live.owner,
+            kind = ?live.record.kind,
+            grant = live.record.grant.name(),
+            client = live.record.client_id.as_deref().unwrap_or("-"),
+            expires_at = live.record.expires_at,
+            "token issued"
+        );
         let (expires_at, hash) = (live.record.expires_at, live.hash);
         let live = Arc::new(live);
         self.tokens.insert(hash, live.clone());

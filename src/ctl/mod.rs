@@ -213,7 +213,32 @@ pub fn help_text() -> String {
 /// Runs `args` (command name first). Usage is checked by [`lookup`] first.
 pub fn execute(ctx: &CtlContext, args: &[String]) -> Result<Outcome, UsageError> {
     let cmd = lookup(args)?;
-    Ok((cmd.run)(ctx, &args[1..]))
+    let outcome = (cmd.run)(ctx, &args[1..]);
+    audit(cmd, &args[1..], &outcome);
+    Ok(outcome)
+}
+
+/// An audit line for an admin command (target `petrel::audit`): the
+/// command, its arguments with every password, secret and token left out,
+/// and whether it was done. Never the command's output (a token issued).
+fn audit(cmd: &Command, args: &[String], outcome: &Outcome) {
+    let secret = |name: &str| ["PASS", "SECRET", "TOKEN"].iter().any(|s| name.contains(s));
+    let shown: Vec<&str> = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match cmd.args.get(i) {
+            Some(name) if secret(name) => "<hidden>",
+            _ => a.as_str(),
+        })
+        .collect();
+    let result = if outcome.is_ok() { "done" } else { "refused" };
+    tracing::info!(
+        target: "petrel::audit",
+        command = cmd.name,
+        args = %shown.join(" "),
+        result,
+        "admin command"
+    );
 }
 
 fn refuse(e: AuthError) -> String {

@@ -61,7 +61,13 @@ pub fn serve(
     ctx: Arc<MqttContext>,
     permit: ConnPermit,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let span = tracing::info_span!("mqtt", %peer, client = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "mqtt",
+        %peer,
+        account = tracing::field::Empty,
+        client = tracing::field::Empty,
+        session = tracing::field::Empty
+    );
     // Boxed: the handshakes are large and brief, the idle task small (and the
     // stream moves into the box instead of staying in the task's future).
     let opening = Box::pin(open(stream, peer.ip(), ctx.clone()));
@@ -306,7 +312,13 @@ pub fn serve_stream(
     ctx: Arc<MqttContext>,
     permit: ConnPermit,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let span = tracing::info_span!("mqtt-ws", %peer, client = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "mqtt-ws",
+        %peer,
+        account = tracing::field::Empty,
+        client = tracing::field::Empty,
+        session = tracing::field::Empty
+    );
     let opening = Box::pin(open_wire(wire, peer.ip(), ctx.clone()));
     Traced::new(run(opening, ctx, permit), span)
 }
@@ -458,7 +470,10 @@ where
         return;
     };
     if !tracing::Span::current().is_disabled() {
-        tracing::Span::current().record("client", slot.address().name());
+        let span = tracing::Span::current();
+        span.record("client", slot.address().name());
+        span.record("account", slot.address().account());
+        span.record("session", slot.id());
     }
     let mut taken_over = false;
     let mut held_back = false;

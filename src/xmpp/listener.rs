@@ -93,7 +93,12 @@ pub async fn serve(
     let c = ctx.clone();
     accept_loop(tcp, acceptor, move |tcp, peer, permit| {
         let ctx = c.clone();
-        let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "c2s",
+            %peer,
+            jid = tracing::field::Empty,
+            session = tracing::field::Empty
+        );
         async move {
             let _permit = permit;
             let tls = if policy.secure {
@@ -697,6 +702,7 @@ impl Connection {
             // Bound while the listener was kicking everyone out.
             im.route.kick(Kick::Shutdown);
         }
+        tracing::Span::current().record("session", im.route.id());
         self.route = Some((im.route.clone(), im.generation));
         self.bound = Some(Box::new(im));
         self.deadline = None;

@@ -24,6 +24,9 @@ pub struct Petrel {
     pub child: Option<Child>,
     /// module -> addresses in config order (e.g. "http" -> [plain, tls]).
     pub addrs: HashMap<String, Vec<SocketAddr>>,
+    /// Where the server's log goes at level info (`None`: inherited stderr
+    /// at `PETREL_TEST_LOG`, default warn).
+    pub log: Option<PathBuf>,
 }
 
 /// The listeners every test server gets, all on port 0. c2s: [0] plain with
@@ -64,8 +67,18 @@ impl Petrel {
         Petrel::start_with_listeners(extra, LISTENERS)
     }
 
+    /// Starts a server whose log (level info) goes to `log.txt` in its
+    /// directory.
+    pub fn start_logging(extra: &str) -> Petrel {
+        Petrel::start_inner(extra, LISTENERS, true)
+    }
+
     /// Starts a server with `extra` TOML and the given `[[listen]]` tables.
     pub fn start_with_listeners(extra: &str, listeners: &str) -> Petrel {
+        Petrel::start_inner(extra, listeners, false)
+    }
+
+    fn start_inner(extra: &str, listeners: &str, log: bool) -> Petrel {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("petrel.toml");
         let data = dir.path().join("data");
@@ -77,11 +90,13 @@ impl Petrel {
             ),
         )
         .unwrap();
+        let log = log.then(|| dir.path().join("log.txt"));
         let mut p = Petrel {
             dir,
             config,
             child: None,
             addrs: HashMap::new(),
+            log,
         };
         p.spawn();
         p
@@ -93,17 +108,28 @@ impl Petrel {
 
     /// Starts (or restarts) the server process and waits for `ready`.
     pub fn spawn(&mut self) {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config"])
             .arg(&self.config)
-            .env(
-                "RUST_LOG",
-                std::env::var("PETREL_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::piped());
+        match &self.log {
+            Some(path) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap();
+                cmd.env("RUST_LOG", "info").stderr(Stdio::from(f));
+            }
+            None => {
+                cmd.env(
+                    "RUST_LOG",
+                    std::env::var("PETREL_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stderr(Stdio::inherit());
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         self.addrs.clear();

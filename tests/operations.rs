@@ -1,4 +1,5 @@
-//! Operating Petrel: `serve --check-config`, and certificate rotation
+//! Operating Petrel: `serve --check-config`, JSON logs with audit lines,
+//! and certificate rotation
 //! without a restart — SIGHUP (and `ctl reload`) re-read the certificate
 //! files; a new connection gets the new certificate while an established one
 //! stays up; a bad file is refused and the old certificate stays.
@@ -220,4 +221,57 @@ fn check_config_says_good_or_bad_and_exits_0_or_2() {
     let out = check(&good.replace("key.pem", "missing.pem"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.pem"));
+}
+
+/// `log_format = "json"`: every line is one JSON object; connection events
+/// carry the connection's span (peer, JID, session id); admin commands and
+/// token issues and revocations leave audit lines without any secret.
+#[test]
+fn json_logs_with_spans_and_audit_lines() {
+    let mut p = Petrel::start_logging("log_format = \"json\"");
+    p.ctl_ok(&["register", "alice", "localhost", "s3cret-pw"]);
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let mut c = common::xmpp::Raw::login_token(p.addrs["c2s"][0], "alice", &token, "desk");
+    c.ping("p1");
+    p.ctl_ok(&["oauth_revoke_token", &token]);
+    let _ = c.read_to_close();
+    p.stop();
+    let text = std::fs::read_to_string(p.log.as_ref().unwrap()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        !text.contains("s3cret-pw") && !text.contains(&token),
+        "a secret was logged"
+    );
+    let find = |msg: &str| {
+        lines
+            .iter()
+            .filter(|l| l["message"] == msg)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let admin = find("admin command");
+    let register = admin
+        .iter()
+        .find(|l| l["command"] == "register")
+        .expect("an audit line for register");
+    assert_eq!(register["target"], "petrel::audit");
+    assert_eq!(register["args"], "alice localhost <hidden>");
+    assert_eq!(register["result"], "done");
+    assert!(admin
+        .iter()
+        .any(|l| l["command"] == "oauth_revoke_token" && l["args"] == "<hidden>"));
+    let issued = find("token issued");
+    assert!(issued
+        .iter()
+        .any(|l| l["owner"] == "alice@localhost" && l["grant"] == "ctl"));
+    let revoked = find("token revoked");
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    let bound = find("session bound");
+    let span = &bound.first().expect("a session line")["span"];
+    assert_eq!(span["jid"], "alice@localhost/desk");
+    assert!(span["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(span["session"].as_u64().is_some(), "{span}");
 }
