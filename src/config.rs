@@ -35,8 +35,10 @@ pub enum Module {
     C2s,
     /// MQTT 3.1.1 and 5.0.
     Mqtt,
-    /// OAuth endpoints (and later metrics).
+    /// OAuth endpoints, MQTT and XMPP over WebSocket.
     Http,
+    /// Prometheus metrics at `/metrics` (plain HTTP; loopback by default).
+    Metrics,
 }
 
 impl Module {
@@ -45,11 +47,11 @@ impl Module {
             Module::C2s => "c2s",
             Module::Mqtt => "mqtt",
             Module::Http => "http",
+            Module::Metrics => "metrics",
         }
     }
 }
 
-/// One `[[listen]]` entry.
 /// How log lines are written (`log_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -57,6 +59,7 @@ pub enum LogFormat {
     Json,
 }
 
+/// One `[[listen]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
@@ -102,7 +105,7 @@ impl Listener {
     /// The per-address connection cap in force (0: none).
     pub fn per_ip_cap(&self) -> usize {
         self.max_connections_per_ip.unwrap_or(match self.module {
-            Module::Http => 256,
+            Module::Http | Module::Metrics => 256,
             Module::C2s | Module::Mqtt => 0,
         })
     }
@@ -353,6 +356,7 @@ pub fn default_listeners() -> Vec<Listener> {
         Listener::new(Module::Mqtt, 8883, true),
         Listener::new(Module::Http, 5280, false),
         Listener::new(Module::Http, 5443, true),
+        Listener::new(Module::Metrics, 9100, false),
     ]
 }
 
@@ -912,6 +916,12 @@ impl Config {
                 return Err(ConfigError::new(
                     format!("listen[{i}].starttls"),
                     "a tls listener cannot also offer starttls",
+                ));
+            }
+            if l.module == Module::Metrics && l.tls {
+                return Err(ConfigError::new(
+                    format!("listen[{i}].tls"),
+                    "a metrics listener is plain HTTP (tls = true is not served there)",
                 ));
             }
             if l.module != Module::C2s && (l.starttls || l.starttls_required.is_some()) {

@@ -81,7 +81,17 @@ pub struct Shared {
     /// if it serves them: `oauth_issuer`'s, else the first HTTPS (or HTTP)
     /// listener's as bound.
     pub oauth_metadata: Option<Arc<str>>,
+    /// Each listener's open connections, by protocol and transport (the
+    /// connections metric, read when scraped).
+    pub listener_conns: std::sync::Mutex<Vec<ListenerConns>>,
 }
+
+/// A listener's protocol, transport and count of open connections.
+pub type ListenerConns = (
+    &'static str,
+    &'static str,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
 
 /// SIGHUP re-reads the TLS certificate files (what `ctl reload` does); a
 /// bad file is logged and the old certificate stays.
@@ -237,6 +247,7 @@ impl Server {
         let oauth_metadata = oauth_metadata_url(&config, &bound);
         let shared = Arc::new(Shared {
             oauth_metadata,
+            listener_conns: Default::default(),
             xmpp,
             xmpp_resumable: Default::default(),
             config,
@@ -285,6 +296,7 @@ impl Server {
                 match b.listener.module {
                     Module::Http => serve_http(b, shared).await,
                     Module::Mqtt => serve_mqtt(b, shared).await,
+                    Module::Metrics => serve_metrics(b, shared).await,
                     Module::C2s => serve_c2s(b, shared).await,
                 }
             }));
@@ -412,11 +424,25 @@ async fn sweep(
 impl Shared {
     /// The accept loop settings of listener `b`.
     fn acceptor(&self, b: &Bound) -> Acceptor {
+        let here = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let transport = if b.listener.tls { "tls" } else { "tcp" };
+        let protocol = match b.listener.module {
+            Module::C2s => "xmpp",
+            Module::Mqtt => "mqtt",
+            // Upgrades to WebSocket included.
+            Module::Http => "http",
+            Module::Metrics => "metrics",
+        };
+        self.listener_conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((protocol, transport, here.clone()));
         Acceptor {
             name: b.listener.module.name(),
             max_connections: b.listener.max_connections,
             max_per_ip: b.listener.per_ip_cap(),
             open: self.open.clone(),
+            here,
             shutdown: self.shutdown.clone(),
         }
     }
@@ -538,6 +564,87 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        }
+    })
+    .await;
+}
+
+/// Prometheus metrics: `GET /metrics` answers the OpenMetrics text of
+/// [`crate::metrics`], with what is a state read now; anything else 404.
+/// HTTP/1.1, one request at a time per connection, bounded like the HTTP
+/// listener's.
+async fn serve_metrics(b: Bound, shared: Arc<Shared>) {
+    use hyper::{Response, StatusCode};
+    let shutdown = shared.shutdown.clone();
+    let acceptor = shared.acceptor(&b);
+    let headers = Duration::from_secs(shared.config.http_header_timeout);
+    accept_loop(b.tcp, acceptor, move |tcp, peer, permit| {
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let _permit = permit;
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let shared = shared.clone();
+                    async move {
+                        let ok =
+                            req.method() == hyper::Method::GET && req.uri().path() == "/metrics";
+                        let resp = if ok {
+                            let state = crate::metrics::State {
+                                sessions: vec![
+                                    ("mqtt", shared.registry.len(Protocol::Mqtt) as u64),
+                                    ("xmpp", shared.registry.len(Protocol::Xmpp) as u64),
+                                ],
+                                retained: shared.broker.retained_count(),
+                                queued: Vec::new(),
+                                connections: shared
+                                    .listener_conns
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .iter()
+                                    .map(|(p, t, n)| {
+                                        (
+                                            *p,
+                                            *t,
+                                            n.load(std::sync::atomic::Ordering::Relaxed) as u64,
+                                        )
+                                    })
+                                    .collect(),
+                            };
+                            let body = tokio::task::spawn_blocking(move || {
+                                crate::metrics::metrics().encode(&state)
+                            })
+                            .await
+                            .unwrap_or_default();
+                            Response::builder()
+                                .header(
+                                    hyper::header::CONTENT_TYPE,
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )
+                                .body(body)
+                        } else {
+                            Response::builder()
+                                .status(StatusCode::NOT_FOUND)
+                                .body("not found\n".to_string())
+                        };
+                        Ok::<_, std::convert::Infallible>(resp.expect("a valid response"))
+                    }
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(headers)
+                .serve_connection(TokioIo::new(tcp), svc);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
             }
         }
     })

@@ -275,3 +275,196 @@ fn json_logs_with_spans_and_audit_lines() {
     assert!(span["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(span["session"].as_u64().is_some(), "{span}");
 }
+
+/// Parses an OpenMetrics scrape with the Prometheus project's own parser
+/// (Python `prometheus_client`): `name{labels}` (labels sorted, JSON) →
+/// value.
+fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in fam.samples:
+        out[s.name + json.dumps(s.labels, sort_keys=True, separators=(",", ":"))] = s.value
+print(json.dumps(out))
+"#;
+    let (ok, out, err) = common::python::run_script(
+        script,
+        &[file.path().to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert!(ok, "the parser refused the scrape: {err}\n{text}");
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+fn sample(m: &std::collections::HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let labels: std::collections::BTreeMap<&str, &str> = labels.iter().copied().collect();
+    let key = format!("{name}{}", serde_json::to_string(&labels).unwrap());
+    *m.get(&key)
+        .unwrap_or_else(|| panic!("no {key} in {:?}", m.keys().collect::<Vec<_>>()))
+}
+
+/// `/metrics` during a scripted session: each family moves as the session
+/// goes (scraped and parsed, never matched with a regex).
+#[test]
+fn metrics_move_with_a_scripted_session() {
+    if !common::have_program("mosquitto_pub") {
+        return;
+    }
+    let listeners = format!(
+        "{}\n[[listen]]\nmodule = \"metrics\"\nport = 0\n",
+        common::LISTENERS
+    );
+    let p = Petrel::start_with_listeners("", &listeners);
+    let url = format!("http://{}/metrics", p.addrs["metrics"][0]);
+    let scrape = || {
+        let r = reqwest::blocking::get(&url).unwrap();
+        assert_eq!(r.status(), 200);
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+        parse_metrics(&r.text().unwrap())
+    };
+    assert_eq!(
+        reqwest::blocking::get(url.replace("/metrics", "/other"))
+            .unwrap()
+            .status(),
+        404
+    );
+    let before = scrape();
+    assert_eq!(
+        sample(
+            &before,
+            "petrel_connections",
+            &[("protocol", "xmpp"), ("transport", "tcp")]
+        ),
+        0.0
+    );
+
+    p.ctl_ok(&["register", "alice", "localhost", "pw"]);
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let c2s = p.addrs["c2s"][0];
+    let mut bad = common::xmpp::Raw::connect(c2s);
+    assert!(bad
+        .try_auth("X-OAUTH2", b"\0alice\0not-a-token")
+        .contains("not-authorized"));
+    let mut alice = common::xmpp::Raw::login_token(c2s, "alice", &token, "desk");
+    alice.available();
+    alice.send("<message to='alice@localhost/desk' type='chat'><body>hi</body></message>");
+    alice.expect("<body>hi</body>");
+    let port = p.mqtt().port().to_string();
+    let mqtt = |prog: &str, extra: &[&str]| {
+        let out = Command::new(prog)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-u",
+                "alice",
+                "-P",
+                &token,
+                "-q",
+                "1",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{prog}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    mqtt(
+        "mosquitto_pub",
+        &["-t", "m/t", "-m", "kept", "-r", "-i", "pub1"],
+    );
+    mqtt(
+        "mosquitto_sub",
+        &["-t", "m/t", "-C", "1", "-W", "10", "-i", "sub1"],
+    );
+
+    let m = scrape();
+    assert_eq!(
+        sample(&m, "petrel_tokens_issued_total", &[("grant", "ctl")]),
+        1.0
+    );
+    let login = |proto, method, result| {
+        sample(
+            &m,
+            "petrel_logins_total",
+            &[("method", method), ("protocol", proto), ("result", result)],
+        )
+    };
+    assert_eq!(login("xmpp", "x-oauth2", "success"), 1.0);
+    assert_eq!(login("xmpp", "x-oauth2", "failure"), 1.0);
+    assert_eq!(login("mqtt", "token", "success"), 2.0);
+    assert_eq!(
+        sample(&m, "petrel_mqtt_messages_received_total", &[("qos", "1")]),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "petrel_mqtt_messages_sent_total", &[("qos", "1")]),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "petrel_mqtt_messages_received_total", &[("qos", "0")]),
+        0.0
+    );
+    assert_eq!(sample(&m, "petrel_mqtt_retained_messages", &[]), 1.0);
+    assert!(
+        sample(
+            &m,
+            "petrel_xmpp_stanzas_routed_total",
+            &[("kind", "message")]
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            &m,
+            "petrel_xmpp_stanzas_routed_total",
+            &[("kind", "presence")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "petrel_connections",
+            &[("protocol", "xmpp"), ("transport", "tcp")]
+        ),
+        2.0,
+        "alice's, and the one whose login failed"
+    );
+    assert_eq!(sample(&m, "petrel_sessions", &[("protocol", "xmpp")]), 1.0);
+    assert!(sample(&m, "petrel_process_resident_memory_bytes", &[]) > 1e6);
+    assert!(sample(&m, "petrel_process_open_fds", &[]) > 3.0);
+
+    p.ctl_ok(&["oauth_revoke_token", &token]);
+    let _ = alice.read_to_close();
+    drop(bad);
+    // The connections are counted down as their tasks end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = scrape();
+        if sample(
+            &m,
+            "petrel_connections",
+            &[("protocol", "xmpp"), ("transport", "tcp")],
+        ) == 0.0
+        {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "XMPP connections never counted down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        sample(&m, "petrel_tokens_revoked_total", &[("grant", "ctl")]),
+        1.0
+    );
+}

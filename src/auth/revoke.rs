@@ -60,6 +60,7 @@ impl AuthCore {
             grant = live.record.grant.name(),
             "token revoked"
         );
+        crate::metrics::metrics().token_revoked(live.record.grant.name());
         let mut rec = live.record.clone();
         rec.revoked = true;
         self.store

@@ -461,6 +461,7 @@ impl AuthCore {
             expires_at = live.record.expires_at,
             "token issued"
         );
+        crate::metrics::metrics().token_issued(live.record.grant.name());
         let (expires_at, hash) = (live.record.expires_at, live.hash);
         let live = Arc::new(live);
         self.tokens.insert(hash, live.clone());
@@ -653,6 +654,7 @@ impl AuthCore {
                 .delete(Tree::TokenExpiry, expiry_key(expires_at, &hash));
             if let Some((_, live)) = self.tokens.remove(&hash) {
                 live.expired.store(true, Ordering::Release);
+                crate::metrics::metrics().tokens_expired.inc();
                 if !live.revoked.load(Ordering::Acquire) {
                     self.announce_token_end(live.key(), TokenEnd::Expired);
                 }

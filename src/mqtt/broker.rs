@@ -597,6 +597,21 @@ impl Broker {
     /// retained QoS 0 messages, those whose value changed since the last
     /// time (kept in memory only: they are made again after a restart).
     /// `online` counts each domain's connected MQTT clients.
+    /// The clients' retained messages (not `$SYS`), every domain.
+    pub fn retained_count(&self) -> u64 {
+        self.domains
+            .values()
+            .map(|d| {
+                d.retained
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .len()
+                    .saturating_sub(d.sys_retained.load(Ordering::Relaxed) as usize)
+                    as u64
+            })
+            .sum()
+    }
+
     pub fn publish_sys(&self, uptime_secs: u64, online: &HashMap<String, usize>) {
         let received = self.stats.received.load(Ordering::Relaxed);
         let sent = self.stats.delivered.load(Ordering::Relaxed);

@@ -38,6 +38,14 @@ pub enum Credentials {
 /// password"; a store failure "server unavailable". The log says which.
 pub fn refusal_code(e: &LoginError) -> u8 {
     tracing::info!(reason = %e, "MQTT login refused");
+    let m = crate::metrics::metrics();
+    match e {
+        LoginError::Throttled(_) => {
+            m.logins_throttled.inc();
+        }
+        LoginError::Token(_) => m.login("mqtt", "token", false),
+        _ => m.login("mqtt", "password", false),
+    }
     match e {
         LoginError::Token(_) | LoginError::NoUser => reason::NOT_AUTHORIZED,
         LoginError::BadPassword => reason::BAD_USER_NAME_OR_PASSWORD,

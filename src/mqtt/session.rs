@@ -457,6 +457,13 @@ impl Connection {
         self.broker.registry().set_grant(&slot, grant.clone());
         self.persist_session(&slot, true);
         let uses_enhanced_auth = c.properties.authentication_method.is_some();
+        let method = match (uses_enhanced_auth, &grant, &identity) {
+            (true, _, _) => "x-oauth2",
+            (false, Some(_), _) => "token",
+            (false, None, Some(_)) => "password",
+            (false, None, None) => "anonymous",
+        };
+        crate::metrics::metrics().login("mqtt", method, true);
         let mut props = Properties::default();
         if c.version == Version::V5 {
             props.receive_maximum = Some(self.settings.receive_maximum);

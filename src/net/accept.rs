@@ -27,6 +27,8 @@ pub struct Acceptor {
     pub max_per_ip: usize,
     /// Every listener's open connections, which the shutdown drains.
     pub open: Arc<OpenConns>,
+    /// This listener's open connections (the connections metric).
+    pub here: Arc<AtomicUsize>,
     /// Stops accepting when cancelled.
     pub shutdown: CancellationToken,
 }
@@ -44,6 +46,7 @@ where
     let limit = Arc::new(Limit {
         slots: Semaphore::new(acceptor.max_connections),
         open: acceptor.open.clone(),
+        here: acceptor.here.clone(),
         max_per_ip: acceptor.max_per_ip,
         by_ip: DashMap::new(),
     });
@@ -85,6 +88,7 @@ where
                 let _ = stream.set_nodelay(true);
                 permit.forget();
                 limit.open.count.fetch_add(1, Ordering::AcqRel);
+                limit.here.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(handle(stream, peer, ConnPermit(entry)));
             }
             Err(e) => {
@@ -131,6 +135,7 @@ impl OpenConns {
 struct Limit {
     slots: Semaphore,
     open: Arc<OpenConns>,
+    here: Arc<AtomicUsize>,
     max_per_ip: usize,
     /// The addresses with connections open, while the cap applies.
     by_ip: DashMap<IpAddr, Arc<Peer>>,
@@ -191,6 +196,7 @@ impl ConnPermit {
         let limit = Arc::new(Limit {
             slots: Semaphore::new(0),
             open,
+            here: Arc::new(AtomicUsize::new(1)),
             max_per_ip: 0,
             by_ip: DashMap::new(),
         });
@@ -206,6 +212,7 @@ impl Drop for ConnPermit {
     fn drop(&mut self) {
         let limit = &self.0.limit;
         limit.slots.add_permits(1);
+        limit.here.fetch_sub(1, Ordering::Relaxed);
         self.0.release();
         if limit.open.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             limit.open.none_left.notify_waiters();
@@ -231,6 +238,7 @@ mod tests {
             max_connections: 1,
             max_per_ip: 0,
             open: open.clone(),
+            here: Default::default(),
             shutdown: shutdown.clone(),
         };
         let task = tokio::spawn(accept_loop(tcp, acceptor, move |_s, _p, permit| {
@@ -280,6 +288,7 @@ mod per_ip_tests {
             max_connections: 100,
             max_per_ip: 2,
             open: Arc::new(OpenConns::default()),
+            here: Default::default(),
             shutdown: shutdown.clone(),
         };
         let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();

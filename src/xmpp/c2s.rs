@@ -153,6 +153,8 @@ pub struct C2s {
     sasl2: Option<Box<Sasl2Pending>>,
     /// The OAuth metadata URL (RFC 8414) OAUTHBEARER's error names.
     oauth_metadata: Option<std::sync::Arc<str>>,
+    /// The mechanism of the exchange under way (the logins metric's label).
+    login_method: &'static str,
 }
 
 impl C2s {
@@ -178,6 +180,7 @@ impl C2s {
             sm_in: None,
             sasl2: None,
             oauth_metadata: None,
+            login_method: "unknown",
         }
     }
 
@@ -581,6 +584,10 @@ impl C2s {
             .get_or_insert_with(|| Box::new(Sasl::new(&domain).with_metadata(metadata)));
         let outcome = match el.name.as_str() {
             "auth" => {
+                self.login_method = el
+                    .attr("mechanism")
+                    .and_then(Mechanism::from_name)
+                    .map_or("unknown", Mechanism::name);
                 let text = el.text();
                 let text = (!text.trim().is_empty()).then_some(text);
                 sasl.start(el.attr("mechanism").unwrap_or(""), text.as_deref())
@@ -627,6 +634,12 @@ impl C2s {
                 }
                 Ok(a) => {
                     let ht = HtMechanism::from_name(&a.mechanism);
+                    self.login_method = match ht {
+                        Some(m) => m.name(),
+                        None => {
+                            Mechanism::from_name(&a.mechanism).map_or("unknown", Mechanism::name)
+                        }
+                    };
                     let outcome = match (ht, a.inline.fast) {
                         (Some(m), Some(_)) if offered.contains(&m) => {
                             sasl.start_fast(m, a.initial.as_deref(), a.inline.agent.as_deref())
@@ -730,6 +743,7 @@ impl C2s {
                 data,
                 fast,
             } if self.sasl2.is_some() => {
+                crate::metrics::metrics().login("xmpp", self.login_method, true);
                 let p = self.sasl2.take().expect("checked");
                 self.auth = Some(Box::new(Authenticated {
                     scopes: grant.as_ref().map(|g| g.scopes().clone()),
@@ -750,6 +764,7 @@ impl C2s {
             SaslOutcome::Success {
                 user, grant, data, ..
             } => {
+                crate::metrics::metrics().login("xmpp", self.login_method, true);
                 let mut s = Element::new("success", NS_SASL);
                 if let Some(d) = data {
                     s.push_text(encode_base64_payload(&d));
@@ -766,11 +781,13 @@ impl C2s {
                 self.header_sent = false;
             }
             SaslOutcome::Failure { error, text } if self.sasl2.is_some() => {
+                crate::metrics::metrics().login("xmpp", self.login_method, false);
                 self.sasl2 = None;
                 Self::send_element(out, &sasl2::failure(error.condition(), text));
                 self.count_auth_failure(out);
             }
             SaslOutcome::Failure { error, text } => {
+                crate::metrics::metrics().login("xmpp", self.login_method, false);
                 let mut f = Element::new("failure", NS_SASL)
                     .with_child(Element::new(error.condition(), NS_SASL));
                 if let Some(t) = text {

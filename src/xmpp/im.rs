@@ -219,6 +219,12 @@ impl ImServer {
 
     /// Handles one stanza from a bound session (`from` already stamped).
     pub async fn handle(&self, s: &mut ImSession, el: Element) -> Effects {
+        let kind = match el.name.as_str() {
+            "message" => 0,
+            "presence" => 1,
+            _ => 2,
+        };
+        crate::metrics::metrics().xmpp_routed[kind].inc();
         let mut fx = Effects::default();
         if !may(s.scopes.as_ref(), Action::Send) {
             fx.error(&el, StanzaError::Forbidden);

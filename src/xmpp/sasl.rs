@@ -460,12 +460,15 @@ impl Sasl {
                     data: None,
                     fast: None,
                 },
-                Err(LoginError::Unavailable(_) | LoginError::Throttled(_)) => {
+                Err(LoginError::Unavailable(_)) => fail(SaslError::TemporaryAuthFailure),
+                Err(LoginError::Throttled(_)) => {
+                    crate::metrics::metrics().logins_throttled.inc();
                     fail(SaslError::TemporaryAuthFailure)
                 }
                 Err(_) => fail(SaslError::NotAuthorized),
             },
             (State::AwaitToken { .. }, AuthReply::Login(Err(LoginError::Throttled(_)))) => {
+                crate::metrics::metrics().logins_throttled.inc();
                 fail(SaslError::TemporaryAuthFailure)
             }
             (State::AwaitToken { mech, user }, AuthReply::Login(r)) => {

@@ -87,6 +87,7 @@ impl Connection {
     }
 
     fn on_publish(&mut self, mut publish: Publish) -> Next {
+        crate::metrics::metrics().mqtt_received[publish.qos as usize].inc();
         let topic_limits = (
             self.settings.limits.max_topic_length,
             self.settings.limits.max_topic_levels,

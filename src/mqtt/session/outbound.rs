@@ -82,7 +82,11 @@ impl Connection {
                         // A resend on a new connection names its topic.
                         topic_alias: None,
                     };
-                    let _ = codec::encode_publish(&f.item.msg.publish, &d, version, &mut self.out);
+                    if codec::encode_publish(&f.item.msg.publish, &d, version, &mut self.out)
+                        .is_ok()
+                    {
+                        crate::metrics::metrics().mqtt_sent[d.qos as usize].inc();
+                    }
                 }
                 Stage::Released => {
                     let _ = codec::encode(
@@ -161,6 +165,7 @@ impl Connection {
                 }
                 // Spec 3.1.2.11.4: never send a packet over the client's maximum; drop it.
                 if !fits(&d) {
+                    crate::metrics::metrics().dropped("over_client_maximum_packet_size");
                     if let Some(seq) = item.seq {
                         self.broker.unstore_queued(&slot, seq);
                     }
@@ -170,6 +175,7 @@ impl Connection {
             if codec::encode_publish(&item.msg.publish, &d, version, &mut self.out).is_err() {
                 continue;
             }
+            crate::metrics::metrics().mqtt_sent[d.qos as usize].inc();
             if let Some(a) = d.topic_alias {
                 l.out_aliases.sent(&item.msg.publish.topic, a);
             }
