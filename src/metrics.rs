@@ -151,6 +151,10 @@ impl Metrics {
             ["0", "1", "2"].map(|q| f.get_or_create(&QosLabel { qos: q }).clone())
         };
         let dropped = Family::<ReasonLabel, Counter>::default();
+        // The reasons there are, shown from the start (at 0).
+        drop(dropped.get_or_create(&ReasonLabel {
+            reason: "over_client_maximum_packet_size",
+        }));
         r.register(
             "messages_dropped",
             "Messages not delivered, by reason",

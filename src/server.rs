@@ -591,13 +591,18 @@ async fn serve_metrics(b: Bound, shared: Arc<Shared>) {
                         let ok =
                             req.method() == hyper::Method::GET && req.uri().path() == "/metrics";
                         let resp = if ok {
+                            let mut queued = vec![("mqtt", 0u64), ("xmpp", 0u64)];
+                            for s in shared.registry.sessions() {
+                                queued[usize::from(s.protocol == Protocol::Xmpp)].1 +=
+                                    s.queued as u64;
+                            }
                             let state = crate::metrics::State {
                                 sessions: vec![
                                     ("mqtt", shared.registry.len(Protocol::Mqtt) as u64),
                                     ("xmpp", shared.registry.len(Protocol::Xmpp) as u64),
                                 ],
                                 retained: shared.broker.retained_count(),
-                                queued: Vec::new(),
+                                queued,
                                 connections: shared
                                     .listener_conns
                                     .lock()

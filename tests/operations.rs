@@ -439,6 +439,25 @@ fn metrics_move_with_a_scripted_session() {
         "alice's, and the one whose login failed"
     );
     assert_eq!(sample(&m, "petrel_sessions", &[("protocol", "xmpp")]), 1.0);
+    assert_eq!(
+        sample(&m, "petrel_queued_messages", &[("protocol", "mqtt")]),
+        0.0
+    );
+    // Every series the Grafana dashboard in configs/ queries exists.
+    let dashboard = include_str!("../configs/grafana-petrel.json");
+    let known: std::collections::HashSet<&str> =
+        m.keys().map(|k| k.split('{').next().unwrap()).collect();
+    let used: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("petrel_"))
+        .collect();
+    assert!(used.len() >= 6);
+    for name in used {
+        assert!(
+            known.contains(name),
+            "the dashboard queries {name}, which is not exported"
+        );
+    }
     assert!(sample(&m, "petrel_process_resident_memory_bytes", &[]) > 1e6);
     assert!(sample(&m, "petrel_process_open_fds", &[]) > 3.0);
 

@@ -410,6 +410,7 @@ impl<P: Proto> Handle for Session<P> {
             account: account.contains('@').then(|| account.to_string()),
             since: u64::from(st.since),
             online: st.online,
+            queued: st.queue_len(),
         }
     }
 

@@ -127,6 +127,8 @@ pub struct SessionInfo {
     pub since: u64,
     /// A connection is attached.
     pub online: bool,
+    /// Items waiting in its queue.
+    pub queued: usize,
 }
 
 /// The registry's protocol-neutral view of a session.
