@@ -168,6 +168,9 @@ pub struct Config {
     /// The legacy grants RFC 9700 advises against (password, implicit):
     /// `oauth_legacy_grants = false` turns both off.
     pub oauth_legacy_grants: bool,
+    /// The admin HTTP API (`POST /api/<command>` on the HTTP listeners,
+    /// with a `petrel:admin` token); off unless set.
+    pub http_api: bool,
     /// Seconds an authorization code lives (`oauth_code_expire`, at most 60).
     pub oauth_code_expire: u64,
     /// Authorization codes waiting for their exchange, at most
@@ -285,6 +288,7 @@ impl Default for Config {
             oauth_expire_with_refresh: 3600,
             oauth_refresh_expire: 2_592_000,
             oauth_legacy_grants: true,
+            http_api: false,
             oauth_code_expire: 60,
             oauth_max_pending_codes: 10_000,
             oauth_device_code_expire: 600,
@@ -375,6 +379,7 @@ struct RawConfig {
     oauth_expire_with_refresh: Option<u64>,
     oauth_refresh_expire: Option<u64>,
     oauth_legacy_grants: Option<bool>,
+    http_api: Option<bool>,
     oauth_code_expire: Option<u64>,
     oauth_max_pending_codes: Option<usize>,
     oauth_device_code_expire: Option<u64>,
@@ -558,6 +563,9 @@ impl Config {
             &mut c.oauth_refresh_expire,
             u64::MAX,
         )?;
+        if let Some(b) = raw.http_api {
+            c.http_api = b;
+        }
         if let Some(b) = raw.oauth_legacy_grants {
             c.oauth_legacy_grants = b;
         }

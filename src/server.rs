@@ -84,6 +84,8 @@ pub struct Shared {
     /// Each listener's open connections, by protocol and transport (the
     /// connections metric, read when scraped).
     pub listener_conns: std::sync::Mutex<Vec<ListenerConns>>,
+    /// When the server started (uptime).
+    pub started: Instant,
 }
 
 /// A listener's protocol, transport and count of open connections.
@@ -248,6 +250,7 @@ impl Server {
         let shared = Arc::new(Shared {
             oauth_metadata,
             listener_conns: Default::default(),
+            started: Instant::now(),
             xmpp,
             xmpp_resumable: Default::default(),
             config,
@@ -480,7 +483,22 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
         shared.config.mqtt_max_packet_size as usize,
         shared.config.mqtt_ws_max_frame_size,
     );
-    let routes = warp::Filter::or(mqtt_ws, oauth::routes(state, b.listener.tls));
+    // The admin API when configured (before the OAuth routes, which answer
+    // every other path).
+    let api = crate::oauth::api::route(shared.config.http_api.then(|| {
+        Arc::new(CtlContext {
+            auth: shared.auth.clone(),
+            live: Some(LiveServer {
+                registry: shared.registry.clone(),
+                started: shared.started,
+                tls: shared.tls_source.clone(),
+            }),
+        })
+    }));
+    let routes = warp::Filter::or(
+        warp::Filter::or(mqtt_ws, api),
+        oauth::routes(state, b.listener.tls),
+    );
     let tls = shared.tls_for(&b);
     let shutdown = shared.shutdown.clone();
     let acceptor = shared.acceptor(&b);

@@ -487,3 +487,84 @@ fn metrics_move_with_a_scripted_session() {
         1.0
     );
 }
+
+/// The admin HTTP API: `POST /api/<ctl command>` with JSON arguments, for a
+/// `petrel:admin` token only (which the OAuth endpoints never issue).
+#[test]
+fn admin_api_runs_ctl_commands_for_an_admin_token_only() {
+    let p = Petrel::start("http_api = true").with_user_and_client();
+    let admin = p.token("alice@localhost", 3600, "petrel:admin");
+    let user = p.token("alice@localhost", 3600, "sasl_auth");
+    let c = common::client();
+    let call = |cmd: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut r = c.post(format!("{}/api/{cmd}", p.http())).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().unwrap();
+        let status = r.status().as_u16();
+        let www = r
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, r.json::<serde_json::Value>().unwrap(), www)
+    };
+    let bob = serde_json::json!({"user": "bob", "host": "localhost", "password": "pw"});
+    let (s, v, www) = call("register", None, bob.clone());
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_request")));
+    assert!(www.unwrap().starts_with("Bearer"));
+    let (s, v, _) = call("register", Some("nonsense"), bob.clone());
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_token")));
+    let (s, v, _) = call("register", Some(&user), bob.clone());
+    assert_eq!((s, v["error"].as_str()), (403, Some("insufficient_scope")));
+    let (s, v, _) = call("register", Some(&admin), bob.clone());
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["output"], "User bob@localhost successfully registered");
+    let (s, v, _) = call(
+        "registered-users",
+        Some(&admin),
+        serde_json::json!(["localhost"]),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["output"], "alice\nbob", "ejabberdctl lists localparts");
+    let (s, v, _) = call("register", Some(&admin), bob);
+    assert_eq!((s, v["error"].as_str()), (400, Some("refused")));
+    assert!(v["message"].as_str().unwrap().contains("already exists"));
+    let (s, v, _) = call(
+        "register",
+        Some(&admin),
+        serde_json::json!({"user": "carol"}),
+    );
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
+    let (s, _, _) = call("frobnicate", Some(&admin), serde_json::json!([]));
+    assert_eq!(s, 404);
+    // The OAuth endpoints never hand out the admin scope.
+    let (s, v) = common::password_grant(
+        &p.http(),
+        "alice@localhost",
+        "wonderland",
+        &[("scope", "petrel:admin")],
+    );
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{v}"
+    );
+}
+
+#[test]
+fn admin_api_is_off_unless_configured() {
+    let p = Petrel::start("").with_user_and_client();
+    let admin = p.token("alice@localhost", 3600, "petrel:admin");
+    let r = common::client()
+        .post(format!("{}/api/status", p.http()))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!([]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}

@@ -24,6 +24,9 @@ const SUBSCRIBE_PREFIX: &str = "mqtt:subscribe:";
 const ROSTER_READ: &str = "xmpp:roster:read";
 /// XEP-0493's scope for an XMPP client: logs in over XMPP.
 pub const XMPP_CLIENT_NORMAL: &str = "xmpp:client:normal";
+/// The admin HTTP API's scope (`POST /api/<command>`): issued by
+/// `petrel ctl oauth_issue_token` only, never by the OAuth endpoints.
+pub const ADMIN: &str = "petrel:admin";
 
 /// A protocol a session speaks and a token logs into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +55,7 @@ pub const SUPPORTED: &[&str] = &[
     "mqtt:subscribe:FILTER",
     ROSTER_READ,
     XMPP_CLIENT_NORMAL,
+    ADMIN,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,7 +154,16 @@ impl fmt::Display for Scopes {
 }
 
 fn known(s: &str) -> bool {
-    if [SASL_AUTH, ROSTER_READ, "mqtt", "xmpp", XMPP_CLIENT_NORMAL].contains(&s) {
+    if [
+        SASL_AUTH,
+        ROSTER_READ,
+        "mqtt",
+        "xmpp",
+        XMPP_CLIENT_NORMAL,
+        ADMIN,
+    ]
+    .contains(&s)
+    {
         return true;
     }
     if let Some(filter) = s

@@ -180,6 +180,12 @@ pub const COMMANDS: &[Command] = &[
 pub struct UsageError(pub String);
 
 /// Finds a command by name or kebab-case alias and checks its arity.
+/// The command of this name (or kebab-case alias), arguments aside.
+pub fn command(name: &str) -> Option<&'static Command> {
+    let canonical = name.replace('-', "_");
+    COMMANDS.iter().find(|c| c.name == canonical)
+}
+
 pub fn lookup(args: &[String]) -> Result<&'static Command, UsageError> {
     let Some(name) = args.first() else {
         return Err(UsageError(format!("no command given\n{}", help_text())));

@@ -15,6 +15,7 @@
 //! on a blocking thread (password hashing and store flushes block). Every error is
 //! RFC 6749 §5.2 JSON with its proper status, never an empty reply.
 
+pub mod api;
 pub mod authorize;
 pub mod device;
 pub mod pages;

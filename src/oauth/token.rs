@@ -46,6 +46,13 @@ pub fn parse_scope(v: Option<&String>) -> Result<Scopes, OauthError> {
         })?,
         _ => Scopes::sasl_auth(),
     };
+    if s.has(crate::auth::scopes::ADMIN) {
+        return Err(OauthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "petrel:admin is issued by `petrel ctl oauth_issue_token` only",
+        ));
+    }
     Ok(s)
 }
 
