@@ -26,8 +26,30 @@ pub struct ConnLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LoginLabels {
     pub protocol: &'static str,
-    pub method: String,
+    pub method: &'static str,
     pub result: &'static str,
+}
+
+/// A login method as the metric shows it: lower case, from a fixed set
+/// (no allocation per login; anything else is "other").
+fn method_label(m: &str) -> &'static str {
+    const KNOWN: [&str; 11] = [
+        "scram-sha-256",
+        "scram-sha-1",
+        "plain",
+        "x-oauth2",
+        "oauthbearer",
+        "ht-sha-256-none",
+        "ht-sha-256-expr",
+        "token",
+        "password",
+        "anonymous",
+        "unknown",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|k| k.eq_ignore_ascii_case(m))
+        .unwrap_or("other")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -224,7 +246,7 @@ impl Metrics {
         self.logins
             .get_or_create(&LoginLabels {
                 protocol,
-                method: method.to_ascii_lowercase(),
+                method: method_label(method),
                 result: if ok { "success" } else { "failure" },
             })
             .inc();
