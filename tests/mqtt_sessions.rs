@@ -432,7 +432,9 @@ fn a_queued_message_goes_out_with_the_expiry_it_has_left_or_not_at_all() {
 fn a_restored_session_still_expires_on_time() {
     let mut p = Petrel::start("").with_user_and_client();
     let token = p.token("alice@localhost", 3600, "sasl_auth");
-    let short = keep(3);
+    // Long enough for a stop and a start on a loaded 2-core CI machine (3 s
+    // was not), short enough to wait out.
+    let short = keep(8);
     let mut c = login(&p, "restored", &token, short);
     subscribe(&mut c, "r", QoS::AtLeastOnce);
     leave(&mut c);
@@ -462,7 +464,7 @@ fn a_restored_session_still_expires_on_time() {
     assert_eq!(p.stop(), Some(0));
     p.spawn();
     // … and ended by the sweep once the interval has passed after a restart.
-    std::thread::sleep(Duration::from_millis(4000));
+    std::thread::sleep(Duration::from_millis(9000));
     assert!(!resume(&p), "the restored session outlived its interval");
 }
 
