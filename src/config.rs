@@ -171,6 +171,8 @@ pub struct Config {
     /// The admin HTTP API (`POST /api/<command>` on the HTTP listeners,
     /// with a `petrel:admin` token); off unless set.
     pub http_api: bool,
+    /// The file this config was read from (a reload reads it again).
+    pub source: Option<PathBuf>,
     /// Seconds an authorization code lives (`oauth_code_expire`, at most 60).
     pub oauth_code_expire: u64,
     /// Authorization codes waiting for their exchange, at most
@@ -289,6 +291,7 @@ impl Default for Config {
             oauth_refresh_expire: 2_592_000,
             oauth_legacy_grants: true,
             http_api: false,
+            source: None,
             oauth_code_expire: 60,
             oauth_max_pending_codes: 10_000,
             oauth_device_code_expire: 600,
@@ -489,7 +492,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-        Config::parse(&text)
+        let mut c = Config::parse(&text)?;
+        c.source = Some(path.to_path_buf());
+        Ok(c)
     }
 
     /// Parses TOML text; the error names the offending key.

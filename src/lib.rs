@@ -25,6 +25,7 @@ pub mod data_dir;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod loadgen;
+pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod net;

@@ -55,30 +55,6 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     }
 }
 
-fn init_logging(level: &str, format: petrel::config::LogFormat) {
-    // rustls warns of every client that sends an IP address as SNI (Node
-    // does for 127.0.0.1): normal, so not at the default level.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},rustls::msgs::handshake=error"))
-    });
-    use std::io::IsTerminal;
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        petrel::config::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
-        // One object per line; the connection's span fields (peer,
-        // account, client or JID, session) in "span", the event's own at
-        // the top level.
-        petrel::config::LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Files, the store and the admin socket: the server's user only.
@@ -96,7 +72,7 @@ fn main() -> ExitCode {
             if check_config {
                 return check(&config, path.as_deref());
             }
-            init_logging(&config.log_level, config.log_format);
+            petrel::logging::init(&config.log_level, config.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

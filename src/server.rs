@@ -26,14 +26,12 @@ use crate::config::{Config, Listener, Module};
 use crate::ctl::{self, CtlContext, LiveServer};
 use crate::mqtt::broker::Broker;
 use crate::mqtt::listener::MqttContext;
-use crate::mqtt::session::MqttSettings;
 use crate::net::{accept_loop, Acceptor, OpenConns, Stream};
 use crate::oauth::{self, OauthState};
 use crate::session::{FlowLimits, Kick, Protocol, Registry, SystemClock};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
 use crate::xmpp::listener::XmppContext;
-use crate::xmpp::stream::Limits;
 
 /// How long shutdown waits for in-flight connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,8 +66,9 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub broker: Arc<Broker>,
     pub tls: Option<TlsAcceptor>,
-    /// What the acceptor was loaded from, for a reload (SIGHUP, `ctl reload`).
-    pub tls_source: Option<Arc<tls::Tls>>,
+    /// What a reload (SIGHUP, `ctl reload`) swaps: certificate, access
+    /// rules, log level, limits.
+    pub reloader: Arc<Reloader>,
     pub shutdown: CancellationToken,
     /// Connections open on every listener: the shutdown waits for none.
     pub open: Arc<OpenConns>,
@@ -98,6 +97,9 @@ pub type ListenerConns = (
 /// Metrics, SIGHUP, the OAuth metadata URL.
 mod ops;
 use ops::{oauth_metadata_url, reload_on_sighup, serve_metrics};
+/// Reloading the config of a running server.
+pub mod reload;
+use reload::Reloader;
 
 struct Bound {
     listener: Listener,
@@ -167,9 +169,9 @@ impl Server {
             // Token ends and account changes end sessions, in every protocol.
             auth.set_events(r.clone());
             let mut broker = Broker::new(&c.hosts, store.clone(), r, c.mqtt_max_queue)?;
-            broker.max_retained = c.mqtt_max_retained;
-            broker.max_retained_bytes = c.mqtt_max_retained_bytes;
-            broker.acl = c.mqtt_acl.clone();
+            broker.max_retained = c.mqtt_max_retained.into();
+            broker.max_retained_bytes = c.mqtt_max_retained_bytes.into();
+            broker.acl = arc_swap::ArcSwap::from_pointee(c.mqtt_acl.clone());
             broker.max_session_expiry = c.mqtt_max_session_expiry;
             let broker = Arc::new(broker);
             // Restored sessions expire through the registry's sweep.
@@ -202,6 +204,8 @@ impl Server {
         xmpp.mam.max_page = config.mam_max_page;
         let xmpp = Arc::new(xmpp);
         let oauth_metadata = oauth_metadata_url(&config, &bound);
+        let tls = tls.map(Arc::new);
+        let reloader = Arc::new(Reloader::new(&config, tls.clone(), broker.clone()));
         let shared = Arc::new(Shared {
             oauth_metadata,
             listener_conns: Default::default(),
@@ -213,7 +217,7 @@ impl Server {
             registry,
             broker,
             tls: tls.as_ref().map(|t| t.acceptor.clone()),
-            tls_source: tls.map(Arc::new),
+            reloader,
             shutdown: CancellationToken::new(),
             open: Arc::new(OpenConns::default()),
         });
@@ -264,11 +268,11 @@ impl Server {
             live: Some(LiveServer {
                 registry: shared.registry.clone(),
                 started,
-                tls: shared.tls_source.clone(),
+                reload: Some(shared.reloader.clone()),
             }),
         });
         let hangups = tokio::spawn(reload_on_sighup(
-            shared.tls_source.clone(),
+            shared.reloader.clone(),
             shared.shutdown.clone(),
         ));
         let admin_task = tokio::spawn(ctl::socket::serve(admin, ctx));
@@ -429,7 +433,7 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
     let mqtt_ctx = Arc::new(MqttContext {
         broker: shared.broker.clone(),
         auth: shared.auth.clone(),
-        settings: Arc::new(MqttSettings::from_config(&shared.config)),
+        settings: shared.reloader.mqtt.clone(),
         shutdown: shared.shutdown.clone(),
         tls: None,
     });
@@ -446,7 +450,7 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
             live: Some(LiveServer {
                 registry: shared.registry.clone(),
                 started: shared.started,
-                tls: shared.tls_source.clone(),
+                reload: Some(shared.reloader.clone()),
             }),
         })
     }));
@@ -615,11 +619,10 @@ impl HttpActivity {
 
 /// MQTT 3.1.1/5 on plain TCP (1883) or TLS (8883).
 async fn serve_mqtt(b: Bound, shared: Arc<Shared>) {
-    let c = &shared.config;
     let ctx = Arc::new(MqttContext {
         broker: shared.broker.clone(),
         auth: shared.auth.clone(),
-        settings: Arc::new(MqttSettings::from_config(c)),
+        settings: shared.reloader.mqtt.clone(),
         shutdown: shared.shutdown.clone(),
         tls: shared.tls_for(&b),
     });
@@ -640,7 +643,7 @@ async fn serve_c2s(b: Bound, shared: Arc<Shared>) {
         tls: shared.tls.clone(),
         shutdown: shared.shutdown.clone(),
         hosts: c.hosts.clone().into(),
-        limits: Limits::from_config(c),
+        limits: shared.reloader.xml.clone(),
         negotiation_timeout: c.negotiation_timeout,
         csi_max_held: c.csi_max_held,
         resume_timeout: c.resume_timeout,

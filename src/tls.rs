@@ -49,9 +49,18 @@ impl rustls::server::ResolvesServerCert for CurrentCert {
 pub struct Tls {
     pub acceptor: TlsAcceptor,
     current: Arc<CurrentCert>,
-    certfiles: Vec<PathBuf>,
+    /// The files named by `certfiles` (a reload may name others).
+    certfiles: std::sync::Mutex<Vec<PathBuf>>,
     data_dir: PathBuf,
     hosts: Vec<String>,
+}
+
+/// A certificate read and checked by [`Tls::prepare`], not yet served.
+pub struct Prepared {
+    key: Arc<rustls::sign::CertifiedKey>,
+    certfiles: Vec<PathBuf>,
+    /// The files it came from.
+    pub names: String,
 }
 
 impl Tls {
@@ -59,10 +68,34 @@ impl Tls {
     /// handshake on; on any problem the old certificate stays. The files
     /// it read.
     pub fn reload(&self) -> Result<String, TlsError> {
-        let (key, names) = load(&self.certfiles, &self.data_dir, &self.hosts)?;
-        *self.current.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
-        tracing::info!(files = %names, "TLS certificate reloaded");
+        let files = self
+            .certfiles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let p = self.prepare(&files)?;
+        let names = p.names.clone();
+        self.install(p);
         Ok(names)
+    }
+
+    /// Reads and checks the certificate in `certfiles` (the development
+    /// one when empty) without serving it yet.
+    pub fn prepare(&self, certfiles: &[PathBuf]) -> Result<Prepared, TlsError> {
+        let (key, names) = load(certfiles, &self.data_dir, &self.hosts)?;
+        Ok(Prepared {
+            key: Arc::new(key),
+            certfiles: certfiles.to_vec(),
+            names,
+        })
+    }
+
+    /// Serves a prepared certificate from the next handshake on;
+    /// established sessions keep theirs.
+    pub fn install(&self, p: Prepared) {
+        *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = p.key;
+        *self.certfiles.lock().unwrap_or_else(|e| e.into_inner()) = p.certfiles;
+        tracing::info!(files = %p.names, "TLS certificate reloaded");
     }
 }
 
@@ -82,7 +115,7 @@ pub fn acceptor(certfiles: &[PathBuf], data_dir: &Path, hosts: &[String]) -> Res
     Ok(Tls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         current,
-        certfiles: certfiles.to_vec(),
+        certfiles: std::sync::Mutex::new(certfiles.to_vec()),
         data_dir: data_dir.to_path_buf(),
         hosts: hosts.to_vec(),
     })

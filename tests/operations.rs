@@ -176,7 +176,7 @@ fn sighup_and_ctl_reload_rotate_the_certificate_and_keep_old_sessions() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cert.pem") && err.contains("old certificate stays"),
+        err.contains("cert.pem") && err.contains("old config stays"),
         "{err}"
     );
     assert_eq!(xmpps(addr).1, second);
@@ -567,4 +567,118 @@ fn admin_api_is_off_unless_configured() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
+}
+
+/// `ctl reload` with a changed config file: access rules apply to the next
+/// packet of an open connection, the log level changes, new connections
+/// get the new limits, a key that needs a restart is named, and a bad file
+/// is refused with the old config kept.
+#[test]
+fn reload_applies_access_rules_log_level_and_limits() {
+    use common::mqtt_raw::{connect_packet, RawClient};
+    use petrel::mqtt::codec::{Packet, Subscribe, Version};
+    const DENY: &str = "mqtt_max_packet_size = 100000\n\
+        [[mqtt_acl]]\npermission = \"deny\"\naction = \"subscribe\"\ntopic = \"secret/#\"\n";
+    let p = Petrel::start_logging(DENY).with_user_and_client();
+    let token = p.token("alice@localhost", 3600, "sasl_auth");
+    let logins = std::sync::atomic::AtomicUsize::new(0);
+    let login = || {
+        let n = logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut c = RawClient::connect(p.mqtt(), Version::V5);
+        c.send(&connect_packet(
+            &format!("dev{n}"),
+            Some("X-OAUTH2"),
+            Some(token.as_bytes()),
+        ));
+        match c.recv() {
+            Some(Packet::ConnAck(a)) => {
+                assert_eq!(a.reason_code, 0);
+                (c, a.properties.maximum_packet_size)
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut id = 0;
+    let mut subscribe = |c: &mut RawClient| {
+        id += 1;
+        c.send(&Packet::Subscribe(Subscribe {
+            packet_id: id,
+            properties: Default::default(),
+            filters: vec![("secret/x".to_string(), Default::default())],
+        }));
+        match c.recv() {
+            Some(Packet::SubAck(s)) => s.reason_codes[0],
+            other => panic!("{other:?}"),
+        }
+    };
+    let (mut c, max) = login();
+    assert_eq!(max, Some(100_000));
+    assert_eq!(subscribe(&mut c), 0x87, "the rule denies");
+    let log_lines = || {
+        std::fs::read_to_string(p.log.as_ref().unwrap())
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("admin command") && l.contains("stats"))
+            .count()
+    };
+    p.ctl_ok(&["stats", "onlineusers"]);
+    assert_eq!(log_lines(), 1);
+
+    // The rule gone, a smaller packet limit, level warn, another host.
+    let original = std::fs::read_to_string(&p.config).unwrap();
+    let changed = original
+        .replace(DENY, "mqtt_max_packet_size = 50000\nlog_level = \"warn\"\n")
+        .replacen(
+            "data_dir",
+            "hosts = [\"localhost\", \"example.net\"]\ndata_dir",
+            1,
+        );
+    assert_ne!(changed, original);
+    std::fs::write(&p.config, &changed).unwrap();
+    let out = p.ctl_ok(&["reload"]);
+    assert!(out.contains("0 MQTT access rules"), "{out}");
+    assert!(out.contains("log level warn"), "{out}");
+    assert!(out.contains("next restart: hosts"), "{out}");
+    assert_eq!(subscribe(&mut c), 0, "the open connection's next packet");
+    assert_eq!(login().1, Some(50_000), "a new connection's limit");
+    p.ctl_ok(&["stats", "onlineusers"]);
+    assert_eq!(log_lines(), 1, "info lines are off at warn");
+
+    // A bad file: refused, named, nothing changes.
+    std::fs::write(
+        &p.config,
+        changed.replace("\"warn\"", "\"warn\"\nmqtt_acl_default = \"maybe\""),
+    )
+    .unwrap();
+    // (`ctl` itself reads the file to find the server, and says so.)
+    let out = p.ctl(&["reload"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt_acl_default"));
+    let pid = p.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(p.log.as_ref().unwrap())
+        .unwrap()
+        .lines()
+        .any(|l| l.contains("mqtt_acl_default") && l.contains("old config stays"))
+    {
+        assert!(Instant::now() < deadline, "no refusal logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(login().1, Some(50_000));
+
+    // Back to the first file: denied again, info again.
+    std::fs::write(&p.config, &original).unwrap();
+    let out = p.ctl_ok(&["reload"]);
+    assert!(
+        out.contains("1 MQTT access rules") && !out.contains("restart"),
+        "{out}"
+    );
+    assert_eq!(subscribe(&mut c), 0x87);
+    p.ctl_ok(&["stats", "onlineusers"]);
+    assert_eq!(log_lines(), 2);
 }

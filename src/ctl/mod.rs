@@ -25,8 +25,8 @@ pub struct CtlContext {
 pub struct LiveServer {
     pub registry: Arc<Registry>,
     pub started: Instant,
-    /// The TLS certificate's source, for `reload`.
-    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// What `reload` swaps (none: nothing to reload).
+    pub reload: Option<Arc<crate::server::reload::Reloader>>,
 }
 
 /// How a command ended: printed output, or a refusal.
@@ -421,12 +421,9 @@ fn stats(ctx: &CtlContext, a: &[String]) -> Outcome {
 
 fn reload(ctx: &CtlContext, _: &[String]) -> Outcome {
     let live = ctx.live.as_ref().ok_or("petrel is not running")?;
-    match &live.tls {
-        Some(t) => t
-            .reload()
-            .map(|files| format!("TLS certificate reloaded from {files}"))
-            .map_err(|e| format!("{e} (the old certificate stays)")),
-        None => Ok("no TLS listener: nothing to reload".into()),
+    match &live.reload {
+        Some(r) => r.reload(),
+        None => Ok("nothing to reload".into()),
     }
 }
 

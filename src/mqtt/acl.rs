@@ -230,6 +230,11 @@ impl Acl {
         })
     }
 
+    /// How many rules there are (`[[mqtt_acl]]` tables).
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
     /// Whether any message delivery could be refused (else reading is not
     /// checked at all: the broker's fast path).
     pub fn checks_reads(&self) -> bool {

@@ -160,15 +160,16 @@ pub struct Broker {
     /// QoS 1/2 messages a detached persistent session may have queued.
     pub queue_limit: usize,
     /// Retained topics a domain may hold (`mqtt_max_retained`).
-    pub max_retained: usize,
+    pub max_retained: std::sync::atomic::AtomicUsize,
     /// Bytes of retained messages a domain may hold (`mqtt_max_retained_bytes`).
-    pub max_retained_bytes: u64,
+    pub max_retained_bytes: AtomicU64,
     /// The longest session expiry granted (`mqtt_max_session_expiry`),
     /// applied to restored sessions too.
     pub max_session_expiry: u32,
     pub stats: BrokerStats,
     /// The access rules (`[[mqtt_acl]]`), checked beside token scopes.
-    pub acl: Acl,
+    /// The access rules (swapped whole by a reload; read without a lock).
+    pub acl: arc_swap::ArcSwap<Acl>,
     /// The `$SYS` values last published, by domain and topic.
     sys_last: Mutex<HashMap<(String, &'static str), String>>,
 }
@@ -209,10 +210,10 @@ impl Broker {
             next_seq: AtomicU64::new(registry.clock().unix().saturating_mul(1_000_000_000)),
             registry,
             queue_limit,
-            max_retained: 100_000,
-            max_retained_bytes: 1 << 30,
+            max_retained: 100_000.into(),
+            max_retained_bytes: (1 << 30).into(),
             max_session_expiry: u32::MAX,
-            acl: Acl::default(),
+            acl: arc_swap::ArcSwap::from_pointee(Acl::default()),
             sys_last: Mutex::new(HashMap::new()),
             stats: BrokerStats::default(),
         };
@@ -408,14 +409,13 @@ impl Broker {
     /// server's own `$SYS` messages).
     fn route(&self, domain: &Domain, msg: &Arc<Routed>) -> Routing {
         let p = &msg.publish;
-        let targets = if self.acl.checks_reads() {
+        let acl = self.acl.load();
+        let targets = if acl.checks_reads() {
             // A subscriber an access rule forbids to read the topic does
             // not get it (a `#` does not undo a deny); a shared group's
             // turn goes to a member that may.
-            let readable = |slot: &Slot| {
-                self.acl
-                    .allows(Who::of(slot.address()), Request::Read, &p.topic)
-            };
+            let readable =
+                |slot: &Slot| acl.allows(Who::of(slot.address()), Request::Read, &p.topic);
             domain
                 .subs
                 .targets_for(&p.topic, msg.origin, p.qos, p.retain, &readable)
@@ -508,7 +508,7 @@ impl Broker {
     /// `max_retained_bytes` would be passed) and this
     /// would be a new one (nothing is stored then).
     pub fn retain(&self, domain: &Domain, msg: &Arc<Routed>) -> bool {
-        let max = self.max_retained;
+        let max = self.max_retained.load(Ordering::Relaxed);
         let topic = &msg.publish.topic;
         let key = retained_key(&domain.name, topic);
         let mut idx = domain.retained.write().unwrap_or_else(|e| e.into_inner());
@@ -525,7 +525,7 @@ impl Broker {
                 .store(held.saturating_sub(old.unwrap_or(0)), Ordering::Relaxed);
         } else if (held_topics >= max && old.is_none())
             || held.saturating_sub(old.unwrap_or(0)) + u64::from(msg.bytes)
-                > self.max_retained_bytes
+                > self.max_retained_bytes.load(Ordering::Relaxed)
         {
             return false;
         } else {
@@ -562,14 +562,15 @@ impl Broker {
         filter: &str,
         mut budget: u64,
     ) -> (Vec<Arc<Routed>>, bool) {
-        let check_reads = self.acl.checks_reads();
+        let acl = self.acl.load();
+        let check_reads = acl.checks_reads();
         let mut out = Vec::new();
         let mut cut = false;
         let idx = domain.retained.read().unwrap_or_else(|e| e.into_inner());
         let now = self.now_ms();
         idx.matching_while(filter, |_, m: &Arc<Routed>| {
             if m.remaining_expiry(now) == Some(0)
-                || (check_reads && !self.acl.allows(who, Request::Read, &m.publish.topic))
+                || (check_reads && !acl.allows(who, Request::Read, &m.publish.topic))
             {
                 return true;
             }

@@ -34,7 +34,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MqttContext {
     pub broker: Arc<Broker>,
     pub auth: Arc<AuthCore>,
-    pub settings: Arc<MqttSettings>,
+    /// Swapped whole by a reload: a connection keeps the settings it
+    /// began with.
+    pub settings: Arc<arc_swap::ArcSwap<MqttSettings>>,
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The listener's TLS acceptor (8883), none for plain TCP (1883).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -282,7 +284,11 @@ async fn open_wire(
 ) -> Option<(Stream, Connection, BytesMut)> {
     let ctx = &*ctx;
     let mut buf = BytesMut::new();
-    let mut conn = Connection::new(ctx.broker.clone(), ctx.auth.clone(), ctx.settings.clone());
+    let mut conn = Connection::new(
+        ctx.broker.clone(),
+        ctx.auth.clone(),
+        ctx.settings.load_full(),
+    );
     if handshake(&mut wire, &mut conn, &mut buf, ctx, peer).await {
         if buf.is_empty() {
             // The CONNECT's bytes are decoded: an idle connection keeps no
@@ -645,14 +651,14 @@ mod tests {
         let ctx = Arc::new(MqttContext {
             broker: Arc::new(broker),
             auth,
-            settings: Arc::new(MqttSettings {
+            settings: Arc::new(arc_swap::ArcSwap::from_pointee(MqttSettings {
                 default_host: "localhost".into(),
                 allow_anonymous: false,
                 max_packet_size: 1024,
                 receive_maximum: 16,
                 topic_alias_maximum: 0,
                 limits: Default::default(),
-            }),
+            })),
             shutdown: tokio_util::sync::CancellationToken::new(),
             tls: None,
         });

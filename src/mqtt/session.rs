@@ -617,7 +617,7 @@ impl Connection {
             auth::may(
                 l.grant.as_ref().map(|g| g.scopes()),
                 Action::Publish(&m.publish.topic),
-            ) && self.broker.acl.allows(
+            ) && self.broker.acl.load().allows(
                 crate::mqtt::acl::Who::of(l.slot.address()),
                 crate::mqtt::acl::Request::Publish,
                 &m.publish.topic,

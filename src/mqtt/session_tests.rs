@@ -2,6 +2,7 @@
 //! no sockets. Time is a [`ManualClock`] moved by hand (session and message
 //! expiry, keep-alive without waiting), randomness a counter.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -593,11 +594,11 @@ fn an_account_has_at_most_so_many_sessions() {
 /// subscription gets retained messages only up to the session's hard cap.
 #[test]
 fn retained_topics_are_capped_and_delivered_within_a_budget() {
-    let mut w = World::with_limits(FlowLimits {
+    let w = World::with_limits(FlowLimits {
         high_water: 4096,
         slow_consumer: Duration::from_secs(30),
     });
-    Arc::get_mut(&mut w.broker).unwrap().max_retained = 200;
+    w.broker.max_retained.store(200, Ordering::Relaxed);
     let (mut publ, _) = w.live("pub", |_| {});
     let retained = |topic: String, pid: u16| {
         Packet::Publish(Publish {
@@ -673,8 +674,8 @@ fn a_session_whose_token_ended_has_no_will() {
 /// message's user properties count towards the bytes it holds.
 #[test]
 fn retained_bytes_are_capped_and_a_refused_publish_is_not_routed() {
-    let mut w = World::new();
-    Arc::get_mut(&mut w.broker).unwrap().max_retained_bytes = 60_000;
+    let w = World::new();
+    w.broker.max_retained_bytes.store(60_000, Ordering::Relaxed);
     let (mut watcher, _) = w.live("watcher", |_| {});
     subscribe(&mut watcher, "r/#", QoS::AtMostOnce);
     let (mut publ, _) = w.live("pub", |_| {});

@@ -4,9 +4,9 @@
 
 use super::*;
 
-/// SIGHUP re-reads the TLS certificate files (what `ctl reload` does); a
-/// bad file is logged and the old certificate stays.
-pub(super) async fn reload_on_sighup(tls: Option<Arc<tls::Tls>>, shutdown: CancellationToken) {
+/// SIGHUP reloads the config (what `ctl reload` does, see [`Reloader`]); a
+/// bad config is logged and the old one stays.
+pub(super) async fn reload_on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("no SIGHUP handler: reload with `petrel ctl reload`");
@@ -17,15 +17,10 @@ pub(super) async fn reload_on_sighup(tls: Option<Arc<tls::Tls>>, shutdown: Cance
             _ = shutdown.cancelled() => return,
             got = hup.recv() => if got.is_none() { return },
         }
-        let Some(t) = tls.clone() else {
-            tracing::info!("SIGHUP: no TLS listener, nothing to reload");
-            continue;
-        };
-        match tokio::task::spawn_blocking(move || t.reload()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "SIGHUP: reload refused; the old certificate stays")
-            }
+        let r = reloader.clone();
+        match tokio::task::spawn_blocking(move || r.reload()).await {
+            Ok(Ok(done)) => tracing::info!("SIGHUP: {done}"),
+            Ok(Err(e)) => tracing::error!("SIGHUP: {e}"),
             Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
         }
     }

@@ -59,7 +59,9 @@ pub struct XmppContext {
     pub tls: Option<TlsAcceptor>,
     pub shutdown: tokio_util::sync::CancellationToken,
     pub hosts: Arc<[String]>,
-    pub limits: Limits,
+    /// The XML limits, swapped whole by a reload (a connection keeps the
+    /// ones it began with).
+    pub limits: Arc<arc_swap::ArcSwap<Limits>>,
     /// Seconds a connection may take from connecting to a bound resource.
     pub negotiation_timeout: u64,
     /// XEP-0352: presence stanzas held back for an inactive client before
@@ -207,7 +209,7 @@ impl Connection {
         Box::new(Connection {
             peer,
             conn,
-            parser: XmlStream::new(ctx.limits),
+            parser: XmlStream::new(**ctx.limits.load()),
             c2s,
             ctx,
             bound: None,

@@ -119,7 +119,9 @@ impl Petrel {
                     .append(true)
                     .open(path)
                     .unwrap();
-                cmd.env("RUST_LOG", "info").stderr(Stdio::from(f));
+                // The config's `log_level` (info unless it says otherwise),
+                // which a reload may change.
+                cmd.env_remove("RUST_LOG").stderr(Stdio::from(f));
             }
             None => {
                 cmd.env(

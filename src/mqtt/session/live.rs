@@ -147,6 +147,7 @@ impl Connection {
         } else {
             self.broker
                 .acl
+                .load()
                 .check(Who::of(slot.address()), Request::Publish, &publish.topic)
                 .err()
         };
@@ -248,7 +249,7 @@ impl Connection {
                 Action::Subscribe(shared.map_or(filter.as_str(), |(_, f)| f)),
             ) {
                 reason::NOT_AUTHORIZED
-            } else if let Err(refusal) = self.broker.acl.check(
+            } else if let Err(refusal) = self.broker.acl.load().check(
                 Who::of(slot.address()),
                 Request::Subscribe,
                 shared.map_or(filter.as_str(), |(_, f)| f),

@@ -39,12 +39,10 @@ impl Connection {
         // the old token and its packet ids are the client's too: the
         // protocol's handshake finishes it.
         let who = crate::mqtt::acl::Who::of(slot.address());
+        let acl = self.broker.acl.load();
         let readable = |m: &Routed| {
             auth::may(Some(&scopes), Action::Subscribe(&m.publish.topic))
-                && self
-                    .broker
-                    .acl
-                    .allows(who, crate::mqtt::acl::Request::Read, &m.publish.topic)
+                && acl.allows(who, crate::mqtt::acl::Request::Read, &m.publish.topic)
         };
         let gone = slot.lock().take_unwanted(|q| readable(&q.msg));
         if gone.is_empty() {

@@ -251,7 +251,7 @@ impl Connection {
         let (done, answer) = oneshot::channel();
         let r = Box::new(Resumption {
             stream: std::mem::replace(&mut self.conn, Stream::Gone),
-            parser: std::mem::replace(&mut self.parser, XmlStream::new(self.ctx.limits)),
+            parser: std::mem::replace(&mut self.parser, XmlStream::new(**self.ctx.limits.load())),
             peer: self.peer,
             h,
             grant: self.c2s.grant().cloned(),
