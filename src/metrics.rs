@@ -8,6 +8,8 @@
 //! (connections — each listener's accept loop counts its own, so a
 //! connection carries nothing for it — sessions, retained messages, process
 //! memory and open files) is read when scraped ([`Metrics::encode`]).
+//! Store latencies are observed on the store thread alone (its histograms'
+//! locks are never contended).
 
 use std::sync::OnceLock;
 
@@ -15,6 +17,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,6 +56,66 @@ fn method_label(m: &str) -> &'static str {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TreeLabel {
+    pub tree: &'static str,
+}
+
+/// A kind of store operation, for the latency histogram.
+#[derive(Debug, Clone, Copy)]
+pub enum StoreOp {
+    /// A batch of queued writes applied.
+    Write = 0,
+    /// Made durable (sled: flush): what a QoS 1/2 acknowledgement waits for.
+    Commit = 1,
+    /// One key read.
+    Read = 2,
+    /// A range read or count.
+    Scan = 3,
+}
+
+const STORE_OPS: [&str; 4] = ["write", "commit", "read", "scan"];
+
+/// Why a message was not delivered (the `reason` label of
+/// `petrel_messages_dropped_total`); every one is shown from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Over the MQTT client's Maximum Packet Size (3.1.2.11.4).
+    OverClientMaxPacket = 0,
+    /// QoS 0 for a session that is not connected (not kept, 3.1.2.4).
+    Qos0Offline,
+    /// A detached session's queue is full (`mqtt_max_queue`, or its bytes).
+    QueueFull,
+    /// QoS 0 to a live session whose queue is far past its high-water mark
+    /// (it is then disconnected as a slow consumer).
+    SlowConsumer,
+    /// The session ended while the message was on its way to it.
+    SessionEnded,
+    /// Its Message Expiry Interval passed while queued.
+    Expired,
+    /// The session's new token may no longer read it.
+    NotAuthorized,
+    /// XMPP: the offline recipient's storage is full (`max_offline_messages`;
+    /// the sender gets `<resource-constraint/>`).
+    OfflineFull,
+}
+
+const DROP_REASONS: [&str; 8] = [
+    "over_client_maximum_packet_size",
+    "qos0_session_offline",
+    "session_queue_full",
+    "slow_consumer",
+    "session_ended",
+    "expired",
+    "not_authorized",
+    "offline_storage_full",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrantLabel {
     pub grant: &'static str,
 }
@@ -87,6 +150,8 @@ pub struct State {
     pub queued: Vec<(&'static str, u64)>,
     /// Open connections by listener: protocol, transport, count.
     pub connections: Vec<(&'static str, &'static str, u64)>,
+    /// Records held in the counted store trees (offline, archive).
+    pub store_records: Vec<(&'static str, u64)>,
 }
 
 /// The metric families. See the module docs.
@@ -101,7 +166,9 @@ pub struct Metrics {
     /// MQTT PUBLISH received and sent, by QoS 0, 1, 2.
     pub mqtt_received: [Counter; 3],
     pub mqtt_sent: [Counter; 3],
-    dropped: Family<ReasonLabel, Counter>,
+    dropped: [Counter; 8],
+    store_latency: [Histogram; 4],
+    store_records: Family<TreeLabel, Gauge>,
     /// XMPP stanzas routed: message, presence, iq.
     pub xmpp_routed: [Counter; 3],
     sessions: Family<ProtocolLabel, Gauge>,
@@ -174,13 +241,29 @@ impl Metrics {
         };
         let dropped = Family::<ReasonLabel, Counter>::default();
         // The reasons there are, shown from the start (at 0).
-        drop(dropped.get_or_create(&ReasonLabel {
-            reason: "over_client_maximum_packet_size",
-        }));
+        let dropped_by =
+            DROP_REASONS.map(|reason| dropped.get_or_create(&ReasonLabel { reason }).clone());
         r.register(
             "messages_dropped",
             "Messages not delivered, by reason",
             dropped.clone(),
+        );
+        let latency = Family::<OpLabel, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+            // 10 µs to ~2.6 s.
+            Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
+        });
+        r.register_with_unit(
+            "store_operation_duration",
+            "Store operations on the store thread, by kind",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
+        let store_latency = STORE_OPS.map(|op| latency.get_or_create(&OpLabel { op }).clone());
+        let store_records = Family::<TreeLabel, Gauge>::default();
+        r.register(
+            "store_records",
+            "Records held by store tree (offline messages, archived messages)",
+            store_records.clone(),
         );
         let routed = Family::<KindLabel, Counter>::default();
         r.register(
@@ -231,7 +314,9 @@ impl Metrics {
             tokens_expired,
             mqtt_received: qos(&received),
             mqtt_sent: qos(&sent),
-            dropped,
+            dropped: dropped_by,
+            store_latency,
+            store_records,
             xmpp_routed,
             sessions,
             queued,
@@ -264,8 +349,13 @@ impl Metrics {
             .inc();
     }
 
-    pub fn dropped(&self, reason: &'static str) {
-        self.dropped.get_or_create(&ReasonLabel { reason }).inc();
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped[reason as usize].inc();
+    }
+
+    /// A store operation took `d` (called on the store thread).
+    pub fn store_op(&self, op: StoreOp, d: std::time::Duration) {
+        self.store_latency[op as usize].observe(d.as_secs_f64());
     }
 
     /// The OpenMetrics text of every family, the scrape-time ones read
@@ -282,6 +372,11 @@ impl Metrics {
                 .set(*n as i64);
         }
         self.retained.set(state.retained as i64);
+        for (tree, n) in &state.store_records {
+            self.store_records
+                .get_or_create(&TreeLabel { tree })
+                .set(*n as i64);
+        }
         let mut conns: std::collections::HashMap<(&str, &str), u64> = Default::default();
         for (p, t, n) in &state.connections {
             *conns.entry((p, t)).or_default() += n;

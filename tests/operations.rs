@@ -386,6 +386,16 @@ fn metrics_move_with_a_scripted_session() {
         "mosquitto_sub",
         &["-t", "m/t", "-C", "1", "-W", "10", "-i", "sub1"],
     );
+    // A persistent session, gone: a QoS 0 message for it is not kept.
+    mqtt("mosquitto_sub", &["-t", "d/#", "-c", "-E", "-i", "away"]);
+    mqtt(
+        "mosquitto_pub",
+        &["-t", "d/x", "-m", "x", "-i", "pub2", "-q", "0"],
+    );
+    // A message to an account with no resource online is stored offline.
+    p.ctl_ok(&["register", "bob", "localhost", "pw"]);
+    alice.send("<message to='bob@localhost' type='chat' id='off1'><body>later</body></message>");
+    alice.ping("after-offline");
 
     let m = scrape();
     assert_eq!(
@@ -401,7 +411,7 @@ fn metrics_move_with_a_scripted_session() {
     };
     assert_eq!(login("xmpp", "x-oauth2", "success"), 1.0);
     assert_eq!(login("xmpp", "x-oauth2", "failure"), 1.0);
-    assert_eq!(login("mqtt", "token", "success"), 2.0);
+    assert_eq!(login("mqtt", "token", "success"), 4.0);
     assert_eq!(
         sample(&m, "petrel_mqtt_messages_received_total", &[("qos", "1")]),
         1.0
@@ -410,9 +420,10 @@ fn metrics_move_with_a_scripted_session() {
         sample(&m, "petrel_mqtt_messages_sent_total", &[("qos", "1")]),
         1.0
     );
+    // mosquitto_pub -q 0 above.
     assert_eq!(
         sample(&m, "petrel_mqtt_messages_received_total", &[("qos", "0")]),
-        0.0
+        1.0
     );
     assert_eq!(sample(&m, "petrel_mqtt_retained_messages", &[]), 1.0);
     assert!(
@@ -443,6 +454,39 @@ fn metrics_move_with_a_scripted_session() {
         sample(&m, "petrel_queued_messages", &[("protocol", "mqtt")]),
         0.0
     );
+    assert_eq!(
+        sample(
+            &m,
+            "petrel_messages_dropped_total",
+            &[("reason", "qos0_session_offline")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "petrel_messages_dropped_total",
+            &[("reason", "session_queue_full")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(&m, "petrel_store_records", &[("tree", "offline")]),
+        1.0
+    );
+    // Archived: alice's message to herself (each side) and to bob.
+    assert!(sample(&m, "petrel_store_records", &[("tree", "archive")]) >= 2.0);
+    // The retained QoS 1 publish waited for a commit; logins read tokens.
+    for op in ["commit", "write", "read"] {
+        assert!(
+            sample(
+                &m,
+                "petrel_store_operation_duration_seconds_count",
+                &[("op", op)]
+            ) >= 1.0,
+            "{op}"
+        );
+    }
     // Every series the Grafana dashboard in configs/ queries exists.
     let dashboard = include_str!("../configs/grafana-petrel.json");
     let known: std::collections::HashSet<&str> =

@@ -23,6 +23,7 @@ use super::topics::RetainedIndex;
 
 mod slot;
 use crate::auth::BareJid;
+use crate::metrics::DropReason;
 use crate::session::{Address, FlowLimits, Handle, Kick, Open, Protocol, Registry};
 use crate::store::records::{self, StoredFrame};
 use crate::store::{Store, StoreError, Tree};
@@ -465,6 +466,7 @@ impl Broker {
         if st.ended {
             drop(st);
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::metrics().dropped(DropReason::SessionEnded);
             return Pushed::default();
         }
         // A kicked session is going away: queue for it as for a detached one.
@@ -481,10 +483,16 @@ impl Broker {
         };
         if drop_it {
             drop(st);
-            if over_hard {
+            let reason = if over_hard {
                 slot.kick(Kick::SlowConsumer);
-            }
+                DropReason::SlowConsumer
+            } else if item.qos == QoS::AtMostOnce {
+                DropReason::Qos0Offline
+            } else {
+                DropReason::QueueFull
+            };
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::metrics().dropped(reason);
             return Pushed::default();
         }
         let persist = st.expiry > 0 && item.qos != QoS::AtMostOnce && item.seq.is_none();

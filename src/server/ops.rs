@@ -80,6 +80,7 @@ pub(super) async fn serve_metrics(b: Bound, shared: Arc<Shared>) {
                                     ("xmpp", shared.registry.len(Protocol::Xmpp) as u64),
                                 ],
                                 retained: shared.broker.retained_count(),
+                                store_records: shared.auth.store().records(),
                                 queued,
                                 connections: shared
                                     .listener_conns

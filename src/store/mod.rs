@@ -216,6 +216,8 @@ struct Inner {
     /// Joined when the last handle goes, so the backend is closed (sled's
     /// lock released, everything flushed) before, say, a reopen.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Records in the counted trees, kept by the store thread.
+    counts: thread::Counts,
 }
 
 impl Drop for Inner {
@@ -252,16 +254,29 @@ impl Store {
     /// Starts the store thread over `backend`.
     pub fn with_backend(backend: Box<dyn Backend>) -> Store {
         let (tx, rx) = mpsc::unbounded_channel();
+        let counts = thread::Counts::default();
+        let c = counts.clone();
         let thread = std::thread::Builder::new()
             .name("petrel-store".into())
-            .spawn(move || thread::run(backend, rx))
+            .spawn(move || thread::run(backend, rx, c))
             .expect("the store thread starts");
         Store {
             inner: Arc::new(Inner {
                 tx,
                 thread: Mutex::new(Some(thread)),
+                counts,
             }),
         }
+    }
+
+    /// Records held in the counted trees (offline and archived messages),
+    /// by tree name.
+    pub fn records(&self) -> Vec<(&'static str, u64)> {
+        thread::COUNTED
+            .iter()
+            .zip(self.inner.counts.iter())
+            .map(|(t, n)| (t.name(), n.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
     }
 
     fn send(&self, op: Op) {

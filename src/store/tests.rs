@@ -197,3 +197,37 @@ fn layout_0_is_migrated() {
     let s = Store::open(&StoreKind::Sled, dir.path()).unwrap();
     assert_eq!(s.len_blocking(Tree::MqttQueue).unwrap(), 2);
 }
+
+/// The offline and archive record counts follow puts (new keys only),
+/// deletes (existing keys only), takes and prefix deletions, and are
+/// counted again when the store is opened.
+#[test]
+fn counted_trees_follow_every_kind_of_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let counts = |s: &Store| {
+        s.barrier_blocking().unwrap();
+        s.records()
+    };
+    {
+        let s = Store::open(&StoreKind::Sled, dir.path()).unwrap();
+        for k in ["a/1", "a/2", "a/3", "b/1"] {
+            s.put(Tree::Offline, k, "m");
+        }
+        s.put(Tree::Offline, "a/1", "again"); // not a new record
+        s.delete(Tree::Offline, "zz"); // nothing there
+        s.put(Tree::Archive, "x", "1");
+        s.put(Tree::Users, "u", "1"); // not counted
+        assert_eq!(counts(&s), vec![("offline", 4), ("archive", 1)]);
+        // In one batch: put, delete and put the same key; a prefix gone.
+        s.put(Tree::Archive, "y", "1");
+        s.delete(Tree::Archive, "y");
+        s.put(Tree::Archive, "y", "2");
+        s.delete_prefix(Tree::Offline, "a/");
+        assert_eq!(counts(&s), vec![("offline", 1), ("archive", 2)]);
+        assert!(s.take_blocking(Tree::Archive, b"x").unwrap().is_some());
+        assert!(s.take_blocking(Tree::Archive, b"x").unwrap().is_none());
+        assert_eq!(counts(&s), vec![("offline", 1), ("archive", 1)]);
+    }
+    let s = Store::open(&StoreKind::Sled, dir.path()).unwrap();
+    assert_eq!(counts(&s), vec![("offline", 1), ("archive", 1)]);
+}

@@ -5,22 +5,44 @@
 //! them); barriers waiting at the same time share one commit. A backend that
 //! awaits (a networked one) runs on this thread's own current-thread
 //! runtime, never on the server's workers.
+//!
+//! The thread also times every operation (the store latency histogram) and
+//! keeps the record counts of the [`COUNTED`] trees: counted once when the
+//! store opens (a scan of those trees), then kept by looking up each key
+//! written to them before the write.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::backend::{Backend, Write};
-use super::{Op, StoreError};
+use super::{Op, StoreError, Tree};
+use crate::metrics::{metrics, StoreOp};
+
+/// Trees whose records are counted (gauges of offline and archived
+/// messages).
+pub const COUNTED: [Tree; 2] = [Tree::Offline, Tree::Archive];
+
+/// The record counts of [`COUNTED`], in that order.
+pub type Counts = Arc<[AtomicU64; 2]>;
+
+fn counted(t: Tree) -> Option<usize> {
+    COUNTED.iter().position(|c| *c == t)
+}
 
 /// Requests handled per turn before pending writes are applied and waiting
 /// barriers answered (bounds a batch and the latency of a barrier).
 const TURN: usize = 1024;
 
-pub(super) fn run(backend: Box<dyn Backend>, rx: mpsc::UnboundedReceiver<Op>) {
+pub(super) fn run(backend: Box<dyn Backend>, rx: mpsc::UnboundedReceiver<Op>, counts: Counts) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the store thread's runtime starts");
-    rt.block_on(Worker::new(backend).serve(rx));
+    rt.block_on(Worker::new(backend, counts).serve(rx));
 }
 
 struct Worker {
@@ -31,19 +53,27 @@ struct Worker {
     /// every later barrier fails too (nothing may be acknowledged as
     /// durable after a lost write, whoever's barrier came first).
     failed: Option<StoreError>,
+    counts: Counts,
 }
 
 impl Worker {
-    fn new(backend: Box<dyn Backend>) -> Worker {
+    fn new(backend: Box<dyn Backend>, counts: Counts) -> Worker {
         Worker {
             backend,
             pending: Vec::new(),
             barriers: Vec::new(),
             failed: None,
+            counts,
         }
     }
 
     async fn serve(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
+        for (i, t) in COUNTED.into_iter().enumerate() {
+            match self.backend.len(t).await {
+                Ok(n) => self.counts[i].store(n as u64, Ordering::Relaxed),
+                Err(e) => tracing::warn!(tree = t.name(), error = %e, "store: records not counted"),
+            }
+        }
         while let Some(first) = rx.recv().await {
             let mut next = Some(first);
             let mut handled = 0;
@@ -71,6 +101,13 @@ impl Worker {
             // Reads see every write made before them.
             self.apply().await;
         }
+        let kind = match op {
+            Op::Get(..) | Op::Take(..) => Some(StoreOp::Read),
+            Op::Write(_) | Op::Barrier(_) => None,
+            _ => Some(StoreOp::Scan),
+        };
+        let started = Instant::now();
+        let counts = self.counts.clone();
         let b = &mut self.backend;
         match op {
             Op::Write(w) => self.pending.push(w),
@@ -81,7 +118,16 @@ impl Worker {
             Op::Take(t, k, tx) => {
                 let old = b.get(t, &k).await;
                 let r = match old {
-                    Ok(Some(v)) => b.write(&[Write::Delete(t, k)]).await.map(|()| Some(v)),
+                    Ok(Some(v)) => {
+                        let r = b.write(&[Write::Delete(t, k)]).await.map(|()| Some(v));
+                        if let (Ok(_), Some(i)) = (&r, counted(t)) {
+                            let _ =
+                                counts[i].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                    Some(n.saturating_sub(1))
+                                });
+                        }
+                        r
+                    }
                     other => other,
                 };
                 let _ = tx.send(r);
@@ -102,6 +148,9 @@ impl Worker {
                 let _ = tx.send(b.len(t).await);
             }
         }
+        if let Some(k) = kind {
+            metrics().store_op(k, started.elapsed());
+        }
     }
 
     async fn apply(&mut self) {
@@ -109,11 +158,82 @@ impl Worker {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
-        if let Err(e) = self.backend.write(&batch).await {
-            if self.failed.is_none() {
-                tracing::error!(error = %e, writes = batch.len(), "store write failed; nothing more is acknowledged as durable");
+        // A prefix deletion in a counted tree is counted against what is
+        // stored: what comes before it is written first.
+        let mut rest = &batch[..];
+        while let Some(cut) = rest
+            .iter()
+            .position(|w| matches!(w, Write::DeletePrefix(t, _) if counted(*t).is_some()))
+        {
+            self.write(&rest[..cut]).await;
+            if let Write::DeletePrefix(t, p) = &rest[cut] {
+                let gone = self.backend.count_prefix(*t, p, usize::MAX).await;
+                if self.write(&rest[cut..=cut]).await {
+                    if let (Ok(n), Some(i)) = (gone, counted(*t)) {
+                        self.sub(i, n as u64);
+                    }
+                }
             }
-            self.failed.get_or_insert(e);
+            rest = &rest[cut + 1..];
+        }
+        self.write(rest).await;
+    }
+
+    fn sub(&self, i: usize, n: u64) {
+        let _ = self.counts[i].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            Some(c.saturating_sub(n))
+        });
+    }
+
+    /// Writes a batch (no prefix deletions in counted trees), keeping the
+    /// counts; false when the backend failed.
+    async fn write(&mut self, batch: &[Write]) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        // Whether each counted key exists, as of the batch so far.
+        let mut exists: HashMap<(usize, &[u8]), bool> = HashMap::new();
+        let mut delta = [0i64; 2];
+        for w in batch {
+            let (i, key, put) = match w {
+                Write::Put(t, k, _) => match counted(*t) {
+                    Some(i) => (i, k.as_slice(), true),
+                    None => continue,
+                },
+                Write::Delete(t, k) => match counted(*t) {
+                    Some(i) => (i, k.as_slice(), false),
+                    None => continue,
+                },
+                Write::DeletePrefix(..) => continue,
+            };
+            let was = match exists.get(&(i, key)) {
+                Some(e) => *e,
+                None => matches!(self.backend.get(COUNTED[i], key).await, Ok(Some(_))),
+            };
+            delta[i] += i64::from(put) - i64::from(was);
+            exists.insert((i, key), put);
+        }
+        let started = Instant::now();
+        let r = self.backend.write(batch).await;
+        metrics().store_op(StoreOp::Write, started.elapsed());
+        match r {
+            Ok(()) => {
+                for (i, d) in delta.into_iter().enumerate() {
+                    if d >= 0 {
+                        self.counts[i].fetch_add(d as u64, Ordering::Relaxed);
+                    } else {
+                        self.sub(i, d.unsigned_abs());
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                if self.failed.is_none() {
+                    tracing::error!(error = %e, writes = batch.len(), "store write failed; nothing more is acknowledged as durable");
+                }
+                self.failed.get_or_insert(e);
+                false
+            }
         }
     }
 
@@ -121,7 +241,9 @@ impl Worker {
         if self.barriers.is_empty() {
             return;
         }
+        let started = Instant::now();
         let committed = self.backend.commit().await;
+        metrics().store_op(StoreOp::Commit, started.elapsed());
         let r = match &self.failed {
             Some(e) => Err(e.clone()),
             None => committed,

@@ -385,6 +385,7 @@ impl ImServer {
         match self.offline.push(bare, el, &self.auth.hosts()[0]).await {
             Ok(true) => true,
             Ok(false) => {
+                crate::metrics::metrics().dropped(crate::metrics::DropReason::OfflineFull);
                 fx.error(el, StanzaError::ResourceConstraint);
                 false
             }

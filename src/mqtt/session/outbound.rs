@@ -53,6 +53,7 @@ impl Connection {
             "MQTT messages dropped: the session's new token may not read their topics"
         );
         for q in gone {
+            crate::metrics::metrics().dropped(crate::metrics::DropReason::NotAuthorized);
             if let Some(seq) = q.seq {
                 self.broker.unstore_queued(&slot, seq);
             }
@@ -130,6 +131,7 @@ impl Connection {
             // Read once: the value sent is the one that was checked.
             let expiry_left = item.msg.remaining_expiry(now);
             if expiry_left == Some(0) {
+                crate::metrics::metrics().dropped(crate::metrics::DropReason::Expired);
                 if let Some(seq) = item.seq {
                     self.broker.unstore_queued(&slot, seq);
                 }
@@ -163,7 +165,8 @@ impl Connection {
                 }
                 // Spec 3.1.2.11.4: never send a packet over the client's maximum; drop it.
                 if !fits(&d) {
-                    crate::metrics::metrics().dropped("over_client_maximum_packet_size");
+                    crate::metrics::metrics()
+                        .dropped(crate::metrics::DropReason::OverClientMaxPacket);
                     if let Some(seq) = item.seq {
                         self.broker.unstore_queued(&slot, seq);
                     }
