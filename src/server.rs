@@ -454,8 +454,18 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
             }),
         })
     }));
+    // XMPP over WebSocket at /xmpp-websocket, and XEP-0156 host-meta.
+    let xmpp_ws = crate::xmpp::websocket::route(
+        xmpp_context(&shared),
+        b.listener.tls,
+        shared.config.max_stanza_size,
+    );
+    let host_meta = crate::xmpp::websocket::host_meta(b.listener.tls);
     let routes = warp::Filter::or(
-        warp::Filter::or(mqtt_ws, api),
+        warp::Filter::or(
+            warp::Filter::or(mqtt_ws, api),
+            warp::Filter::or(xmpp_ws, host_meta),
+        ),
         oauth::routes(state, b.listener.tls),
     );
     let tls = shared.tls_for(&b);
@@ -635,8 +645,15 @@ async fn serve_mqtt(b: Bound, shared: Arc<Shared>) {
 
 /// XMPP client-to-server: plain with STARTTLS (5222) or direct TLS (5223).
 async fn serve_c2s(b: Bound, shared: Arc<Shared>) {
+    let ctx = xmpp_context(&shared);
+    let acceptor = shared.acceptor(&b);
+    crate::xmpp::listener::serve(b.tcp, b.listener, acceptor, ctx).await;
+}
+
+/// What every XMPP connection task shares (TCP and WebSocket alike).
+fn xmpp_context(shared: &Shared) -> Arc<XmppContext> {
     let c = &shared.config;
-    let ctx = Arc::new(XmppContext {
+    Arc::new(XmppContext {
         auth: shared.auth.clone(),
         im: shared.xmpp.clone(),
         registry: shared.registry.clone(),
@@ -653,7 +670,5 @@ async fn serve_c2s(b: Bound, shared: Arc<Shared>) {
         },
         resumable: shared.xmpp_resumable.clone(),
         oauth_metadata: shared.oauth_metadata.clone(),
-    });
-    let acceptor = shared.acceptor(&b);
-    crate::xmpp::listener::serve(b.tcp, b.listener, acceptor, ctx).await;
+    })
 }

@@ -95,12 +95,7 @@ pub async fn serve(
     let c = ctx.clone();
     accept_loop(tcp, acceptor, move |tcp, peer, permit| {
         let ctx = c.clone();
-        let span = tracing::info_span!(
-            "c2s",
-            %peer,
-            jid = tracing::field::Empty,
-            session = tracing::field::Empty
-        );
+        let span = span(peer);
         async move {
             let _permit = permit;
             let tls = if policy.secure {
@@ -123,6 +118,30 @@ pub async fn serve(
     .await;
     // Accepting has stopped: tell bound sessions to say goodbye.
     ctx.im.router.kick_all(Kick::Shutdown);
+}
+
+fn span(peer: std::net::SocketAddr) -> tracing::Span {
+    tracing::info_span!(
+        "c2s",
+        %peer,
+        jid = tracing::field::Empty,
+        session = tracing::field::Empty
+    )
+}
+
+/// Serves one connection whose stream is already open (XMPP over
+/// WebSocket): the same negotiation, login and session as on TCP.
+pub async fn serve_stream(
+    stream: Stream,
+    peer: std::net::SocketAddr,
+    policy: TlsPolicy,
+    ctx: Arc<XmppContext>,
+) {
+    let c2s = C2s::new(ctx.hosts.clone(), policy, ctx.registry.entropy().clone())
+        .with_oauth_metadata(ctx.oauth_metadata.clone());
+    Box::pin(Connection::new(stream, c2s, ctx, peer.ip()).run())
+        .instrument(span(peer))
+        .await;
 }
 
 /// Reads what the socket has into the parser: the number of bytes read (0

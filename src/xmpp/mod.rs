@@ -40,6 +40,7 @@ pub mod sasl2;
 pub mod sm;
 pub mod stanza;
 pub mod stream;
+pub mod websocket;
 
 pub use im::ImServer;
 pub use router::Router;
