@@ -303,4 +303,33 @@ mod tests {
         let chunks: Vec<&str> = bytes.iter().map(String::as_str).collect();
         assert_eq!(cut(&chunks), want);
     }
+
+    /// Whatever a client sends (cut anywhere, any byte replaced), the
+    /// translation neither panics nor grows it by more than a header.
+    #[test]
+    fn any_client_message_is_handled() {
+        let samples: [&[u8]; 3] = [
+            b"<?xml version='1.0'?> <open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to=\"a'b\" version='1.0' xml:lang='en'/>",
+            b"<close xmlns=\"urn:ietf:params:xml:ns:xmpp-framing\"/>",
+            b"<!-- x --><open a= xmlns='' '/><",
+        ];
+        for m in samples {
+            for cut in 0..=m.len() {
+                for (i, b) in [b'<', b'>', b'\'', b'"', b'/', b'=', b' ', 0xff]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let mut v = m[..cut].to_vec();
+                    if let Some(x) = v.get_mut((cut + i) % cut.max(1)) {
+                        *x = b;
+                    }
+                    assert!(inbound(&v).len() <= v.len() + 200);
+                }
+            }
+        }
+        assert_eq!(
+            inbound(samples[0]),
+            b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='a&apos;b' version='1.0' xml:lang='en'>"
+        );
+    }
 }
