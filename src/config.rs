@@ -213,6 +213,8 @@ pub struct Config {
     pub csi_max_held: usize,
     /// XMPP: JIDs one account may block (XEP-0191).
     pub max_blocklist_items: usize,
+    /// XEP-0049: private elements one account may keep.
+    pub max_private_items: usize,
     /// XMPP: seconds a session whose connection was lost waits for a
     /// XEP-0198 resumption (0: resumption off).
     pub resume_timeout: u64,
@@ -309,6 +311,7 @@ impl Default for Config {
             negotiation_timeout: 60,
             csi_max_held: 500,
             max_blocklist_items: 1000,
+            max_private_items: 100,
             resume_timeout: 300,
             sm_max_unacked: 5000,
             sm_max_unacked_bytes: 4 * 1024 * 1024,
@@ -400,6 +403,7 @@ struct RawConfig {
     negotiation_timeout: Option<u64>,
     csi_max_held: Option<usize>,
     max_blocklist_items: Option<usize>,
+    max_private_items: Option<usize>,
     resume_timeout: Option<u64>,
     sm_max_unacked: Option<usize>,
     sm_max_unacked_bytes: Option<usize>,
@@ -711,6 +715,9 @@ impl Config {
         }
         if let Some(m) = raw.csi_max_held {
             c.csi_max_held = m;
+        }
+        if let Some(m) = raw.max_private_items {
+            c.max_private_items = m;
         }
         if let Some(m) = raw.max_blocklist_items {
             c.max_blocklist_items = m;

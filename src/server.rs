@@ -200,6 +200,7 @@ impl Server {
             config.max_offline_messages,
         );
         xmpp.blocks.max_items = config.max_blocklist_items;
+        xmpp.account_xml.max_private = config.max_private_items;
         xmpp.mam.default = config.mam_default;
         xmpp.mam.max_page = config.mam_max_page;
         let xmpp = Arc::new(xmpp);

@@ -479,3 +479,33 @@ fn subscribe(asker: &mut Raw, answerer: &mut Raw, from: &str, to: &str) {
     answerer.send(&format!("<presence to='{from}' type='subscribed'/>"));
     expect_presence(asker, &["type='subscribed'"]);
 }
+
+/// XEP-0049 refusals: a reserved namespace (not-acceptable), another
+/// account's storage (forbidden), past `max_private_items`
+/// (resource-constraint); a vCard of an unknown account.
+#[test]
+fn private_storage_refusals_and_limit() {
+    let p = Petrel::start("max_private_items = 2").with_user_and_client();
+    p.ctl_ok(&["register", "bob", "localhost", "builder"]);
+    let mut a = login(&p, "alice", "desk");
+    let set = |id: &str, body: &str| {
+        format!("<iq type='set' id='{id}'><query xmlns='jabber:iq:private'>{body}</query></iq>")
+    };
+    a.send(&set("r1", "<x xmlns='jabber:client'/>"));
+    assert!(a.expect("</iq>").contains("not-acceptable"));
+    a.send("<iq type='get' id='r2' to='bob@localhost'><query xmlns='jabber:iq:private'><x xmlns='a:b'/></query></iq>");
+    assert!(a.expect("</iq>").contains("forbidden"));
+    a.send(&set("r3", "<x xmlns='a:1'>one</x><x xmlns='a:2'/>"));
+    let r = a.expect("id='r3'") + &a.expect(">");
+    assert!(r.contains("type='result'") && !r.contains("error"), "{r}");
+    a.send(&set("r4", "<x xmlns='a:3'/>"));
+    assert!(a.expect("</iq>").contains("resource-constraint"));
+    // Replacing a kept one is no new item.
+    a.send(&set("r5", "<x xmlns='a:1'>uno</x>"));
+    let r = a.expect("id='r5'") + &a.expect(">");
+    assert!(r.contains("type='result'") && !r.contains("error"), "{r}");
+    a.send("<iq type='get' id='r6'><query xmlns='jabber:iq:private'><x xmlns='a:1'/></query></iq>");
+    assert!(a.expect("</iq>").contains("uno"));
+    a.send("<iq type='get' id='r7' to='nobody@localhost'><vCard xmlns='vcard-temp'/></iq>");
+    assert!(a.expect("</iq>").contains("service-unavailable"));
+}

@@ -1,7 +1,8 @@
 //! slixmpp (Python) as an independent XMPP client: X-OAUTH2 with a token from
 //! /oauth/token, SCRAM-SHA-256 and SCRAM-SHA-1, PLAIN after STARTTLS and on
 //! direct TLS, two clients exchanging messages, roster pushes and presence
-//! through subscriptions, and an offline message delivered on login.
+//! through subscriptions, an offline message delivered on login, private
+//! storage (XEP-0049, bookmarks of XEP-0048) and vCards (XEP-0054).
 
 mod common;
 
@@ -168,4 +169,66 @@ run(main)
         out.contains("bob got sent while you slept from alice@localhost delayed True"),
         "{out}"
     );
+}
+
+/// XEP-0049 private storage through slixmpp's XEP-0048 bookmarks (stored
+/// with `method='xep_0049'`), and XEP-0054 vCards: alice publishes hers,
+/// bob reads it and may not overwrite it; both survive a restart.
+#[test]
+fn private_storage_bookmarks_and_vcards() {
+    let mut p = server();
+    let store = r#"
+from slixmpp.plugins.xep_0048.stanza import Bookmarks
+async def main():
+    alice = make('alice@localhost', 'wonderland')
+    for x in ('xep_0048', 'xep_0049', 'xep_0054'):
+        alice.register_plugin(x)
+    await online(alice)
+    b = Bookmarks()
+    b.add_conference('tea@conference.localhost', 'alice', name='Tea party', autojoin=True)
+    await alice.plugin['xep_0048'].set_bookmarks(b, method='xep_0049')
+    v = alice.plugin['xep_0054'].make_vcard()
+    v['FN'] = 'Alice Liddell'
+    v['NICKNAME'] = 'alice'
+    await alice.plugin['xep_0054'].publish_vcard(v)
+    bob = make('bob@localhost', 'builder')
+    bob.register_plugin('xep_0054')
+    await online(bob)
+    iq = await bob.plugin['xep_0054'].get_vcard('alice@localhost', local=False)
+    print('bob read', iq['vcard_temp']['FN'])
+    mine = bob.plugin['xep_0054'].make_vcard()
+    mine['FN'] = 'Not Alice'
+    try:
+        await bob.plugin['xep_0054'].publish_vcard(mine, jid='alice@localhost')
+        print('overwrite allowed')
+    except slixmpp.exceptions.IqError as e:
+        print('overwrite refused', e.iq['error']['condition'])
+    alice.disconnect(); bob.disconnect()
+run(main)
+"#;
+    let out = run(&p, store, &[]);
+    assert!(out.contains("bob read Alice Liddell"), "{out}");
+    assert!(out.contains("overwrite refused forbidden"), "{out}");
+    p.stop();
+    p.spawn();
+    let read = r#"
+async def main():
+    alice = make('alice@localhost', 'wonderland')
+    for x in ('xep_0048', 'xep_0049', 'xep_0054'):
+        alice.register_plugin(x)
+    await online(alice)
+    r = await alice.plugin['xep_0048'].get_bookmarks(method='xep_0049')
+    for c in r['private']['bookmarks']['conferences']:
+        print('bookmark', c['jid'], c['name'], c['autojoin'], c['nick'])
+    iq = await alice.plugin['xep_0054'].get_vcard('alice@localhost', local=False)
+    print('vcard', iq['vcard_temp']['FN'], iq['vcard_temp']['NICKNAME'])
+    alice.disconnect()
+run(main)
+"#;
+    let out = run(&p, read, &[]);
+    assert!(
+        out.contains("bookmark tea@conference.localhost Tea party True alice"),
+        "{out}"
+    );
+    assert!(out.contains("vcard Alice Liddell ['alice']"), "{out}");
 }

@@ -87,10 +87,16 @@ impl AuthCore {
         self.revoke_owner(jid)?;
         // What the account kept goes with it (as ejabberd's unregister
         // does): a later account of the same name inherits no roster and
-        // no offline messages, block list or archive.
+        // no offline messages, block list, archive, vCard or private data.
         let mut prefix = key.clone().into_bytes();
         prefix.push(0);
-        for tree in [Tree::Roster, Tree::Offline, Tree::Blocklist, Tree::Archive] {
+        for tree in [
+            Tree::Roster,
+            Tree::Offline,
+            Tree::Blocklist,
+            Tree::Archive,
+            Tree::AccountXml,
+        ] {
             for (k, _) in self.store.scan_prefix_blocking(tree, &prefix)? {
                 self.store.delete(tree, k);
             }

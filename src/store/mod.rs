@@ -71,10 +71,13 @@ pub enum Tree {
     Archive,
     /// XMPP archiving preferences: `owner` -> `Prefs`.
     MamPrefs,
+    /// XMPP account data kept as XML (XEP-0049 private storage, XEP-0054
+    /// vCard): `owner NUL kind NUL key` -> `StoredXml`.
+    AccountXml,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 13] = [
+    pub const ALL: [Tree; 14] = [
         Tree::Users,
         Tree::Clients,
         Tree::Tokens,
@@ -88,6 +91,7 @@ impl Tree {
         Tree::Blocklist,
         Tree::Archive,
         Tree::MamPrefs,
+        Tree::AccountXml,
     ];
 
     pub fn name(self) -> &'static str {
@@ -105,6 +109,7 @@ impl Tree {
             Tree::Blocklist => "blocklist",
             Tree::Archive => "archive",
             Tree::MamPrefs => "mam_prefs",
+            Tree::AccountXml => "account_xml",
         }
     }
 

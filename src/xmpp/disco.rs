@@ -11,6 +11,7 @@ use super::mam::{NS_MAM, NS_SID};
 use super::stanza::{
     iq_result, StanzaError, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_ROSTER, NS_VERSION,
 };
+use super::storage::{NS_PRIVATE, NS_VCARD};
 use crate::auth::BareJid;
 
 /// Features of the server's domain.
@@ -22,10 +23,12 @@ const SERVER_FEATURES: &[&str] = &[
     "msgoffline",
     NS_CARBONS,
     NS_BLOCKING,
+    NS_PRIVATE,
+    NS_VCARD,
 ];
 
 /// Features an account advertises on its behalf.
-const ACCOUNT_FEATURES: &[&str] = &[NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_SID];
+const ACCOUNT_FEATURES: &[&str] = &[NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_SID, NS_VCARD];
 
 fn info(category: &str, kind: &str, name: Option<&str>, features: &[&str]) -> Element {
     let mut identity = Element::new("identity", NS_DISCO_INFO)
@@ -96,6 +99,8 @@ impl ImServer {
             (NS_PING, "ping") if own && get => fx.reply(iq_result(iq, None)),
             (NS_BLOCKING, _) if own => self.blocking_iq(s, iq, p, fx).await,
             (NS_MAM, "query" | "prefs") if own => self.mam_iq(s, iq, p, fx).await,
+            (NS_PRIVATE, "query") => self.private_iq(s, iq, p, target, fx).await,
+            (NS_VCARD, "vCard") => self.vcard_iq(s, iq, p, target, fx).await,
             (NS_CARBONS, "enable" | "disable") if own && !get => {
                 Self::set_carbons(s, p);
                 fx.reply(iq_result(iq, None));

@@ -77,6 +77,8 @@ pub struct ImServer {
     pub(crate) offline: OfflineStore,
     pub(crate) blocks: BlockStore,
     pub(crate) mam: Archive,
+    /// XEP-0049 private storage and XEP-0054 vCards.
+    pub account_xml: super::storage::AccountXml,
     auth: Arc<AuthCore>,
 }
 
@@ -94,6 +96,7 @@ impl ImServer {
             roster: RosterStore::new(store.clone()),
             blocks: BlockStore::new(store.clone(), super::blocking::MAX_ITEMS),
             mam: Archive::new(store.clone(), clock.clone()),
+            account_xml: super::storage::AccountXml::new(store.clone()),
             offline: {
                 let mut o = OfflineStore::new(store, clock);
                 o.max = max_offline;

@@ -39,6 +39,7 @@ pub mod sasl;
 pub mod sasl2;
 pub mod sm;
 pub mod stanza;
+pub mod storage;
 pub mod stream;
 pub mod websocket;
 
