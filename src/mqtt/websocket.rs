@@ -23,6 +23,20 @@ pub struct WsConn {
     pub permit: Arc<Mutex<Option<ConnPermit>>>,
 }
 
+impl WsConn {
+    /// The upgraded connection's peer and permit (unknown and detached when
+    /// the request came without them).
+    pub fn take(conn: Option<WsConn>) -> (SocketAddr, ConnPermit) {
+        match conn {
+            Some(c) => {
+                let taken = c.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
+                (c.peer, taken.unwrap_or_else(ConnPermit::detached))
+            }
+            None => (SocketAddr::from(([0, 0, 0, 0], 0)), ConnPermit::detached()),
+        }
+    }
+}
+
 /// The `/mqtt` route. A WebSocket message may be as large as an MQTT
 /// packet (`max_packet`); a frame at most `max_frame` (the WebSocket layer
 /// reserves a frame's announced length as soon as it reads its header, so
@@ -45,15 +59,7 @@ pub fn route(
                     .max_message_size(max_packet)
                     .max_frame_size(max_frame)
                     .on_upgrade(move |socket| async move {
-                        let (peer, permit) = match conn {
-                            Some(c) => {
-                                let taken =
-                                    c.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
-                                (c.peer, taken)
-                            }
-                            None => (SocketAddr::from(([0, 0, 0, 0], 0)), None),
-                        };
-                        let permit = permit.unwrap_or_else(ConnPermit::detached);
+                        let (peer, permit) = WsConn::take(conn);
                         let wire = Stream::Boxed(Box::new(WsStream::new(socket)));
                         serve_stream(wire, peer, ctx, permit).await
                     });

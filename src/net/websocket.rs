@@ -33,34 +33,52 @@ impl WsStream {
     }
 }
 
+/// Reads a WebSocket's data messages as bytes: what is left of the last
+/// one (`pending`) first, then the next data message as `data` turns it
+/// into bytes (or refuses it); pings and pongs are the WebSocket layer's,
+/// a close message or the end is the end of the stream. Shared by every
+/// protocol served over WebSocket.
+pub fn poll_read_messages(
+    ws: &mut WebSocket,
+    pending: &mut Bytes,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    data: impl Fn(Message) -> io::Result<Bytes>,
+) -> Poll<io::Result<()>> {
+    loop {
+        if !pending.is_empty() {
+            let n = pending.len().min(buf.remaining());
+            buf.put_slice(&pending[..n]);
+            pending.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        match std::task::ready!(Pin::new(&mut *ws).poll_next(cx)) {
+            None => return Poll::Ready(Ok(())),
+            Some(Ok(m)) if m.is_close() => return Poll::Ready(Ok(())),
+            Some(Ok(m)) if m.is_ping() || m.is_pong() => {}
+            Some(Ok(m)) => *pending = data(m)?,
+            Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+        }
+    }
+}
+
 impl AsyncRead for WsStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            if !self.pending.is_empty() {
-                let n = self.pending.len().min(buf.remaining());
-                buf.put_slice(&self.pending[..n]);
-                self.pending.advance(n);
-                return Poll::Ready(Ok(()));
+        let me = &mut *self;
+        poll_read_messages(&mut me.ws, &mut me.pending, cx, buf, |m| {
+            if m.is_binary() {
+                Ok(m.into_bytes())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a text message where binary ones are required",
+                ))
             }
-            match std::task::ready!(Pin::new(&mut self.ws).poll_next(cx)) {
-                // The end, or a close message: end of stream.
-                None => return Poll::Ready(Ok(())),
-                Some(Ok(m)) if m.is_close() => return Poll::Ready(Ok(())),
-                Some(Ok(m)) if m.is_binary() => self.pending = m.into_bytes(),
-                Some(Ok(m)) if m.is_ping() || m.is_pong() => {}
-                Some(Ok(_)) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "a text message where binary ones are required",
-                    )))
-                }
-                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
-            }
-        }
+        })
     }
 }
 

@@ -7,13 +7,12 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
-use futures_util::{Sink, Stream as _};
+use bytes::Bytes;
+use futures_util::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use warp::reply::Reply;
 use warp::ws::{Message, WebSocket};
@@ -22,7 +21,7 @@ use warp::Filter;
 use super::c2s::TlsPolicy;
 use super::listener::XmppContext;
 use crate::mqtt::websocket::WsConn;
-use crate::net::{ConnPermit, Stream};
+use crate::net::Stream;
 
 pub mod framing;
 
@@ -69,23 +68,10 @@ impl AsyncRead for XmppWsStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            if !self.pending.is_empty() {
-                let n = self.pending.len().min(buf.remaining());
-                buf.put_slice(&self.pending[..n]);
-                self.pending.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            match std::task::ready!(Pin::new(&mut self.ws).poll_next(cx)) {
-                None => return Poll::Ready(Ok(())),
-                Some(Ok(m)) if m.is_close() => return Poll::Ready(Ok(())),
-                Some(Ok(m)) if m.is_text() || m.is_binary() => {
-                    self.pending = framing::inbound(m.as_bytes()).into();
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
-            }
-        }
+        let me = &mut *self;
+        crate::net::websocket::poll_read_messages(&mut me.ws, &mut me.pending, cx, buf, |m| {
+            Ok(framing::inbound(m.as_bytes()).into())
+        })
     }
 }
 
@@ -144,15 +130,7 @@ pub fn route(
                     .max_message_size(max_message)
                     .max_frame_size(max_message)
                     .on_upgrade(move |socket| async move {
-                        let (peer, permit) = match conn {
-                            Some(c) => {
-                                let taken =
-                                    c.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
-                                (c.peer, taken)
-                            }
-                            None => (SocketAddr::from(([0, 0, 0, 0], 0)), None),
-                        };
-                        let _permit = permit.unwrap_or_else(ConnPermit::detached);
+                        let (peer, _permit) = WsConn::take(conn);
                         let stream = Stream::Boxed(Box::new(XmppWsStream::new(socket)));
                         let policy = TlsPolicy {
                             secure,
