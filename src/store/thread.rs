@@ -106,8 +106,9 @@ impl Worker {
             Op::Write(_) | Op::Barrier(_) => None,
             _ => Some(StoreOp::Scan),
         };
-        let started = Instant::now();
-        let counts = self.counts.clone();
+        // Writes and barriers are timed where they are carried out.
+        let started = kind.map(|_| Instant::now());
+        let counts = &self.counts;
         let b = &mut self.backend;
         match op {
             Op::Write(w) => self.pending.push(w),
@@ -148,8 +149,8 @@ impl Worker {
                 let _ = tx.send(b.len(t).await);
             }
         }
-        if let Some(k) = kind {
-            metrics().store_op(k, started.elapsed());
+        if let (Some(k), Some(t)) = (kind, started) {
+            metrics().store_op(k, t.elapsed());
         }
     }
 
