@@ -215,6 +215,10 @@ pub struct Config {
     pub max_blocklist_items: usize,
     /// XEP-0049: private elements one account may keep.
     pub max_private_items: usize,
+    /// XEP-0045 group chat on `conference.<host>` (`[muc]`).
+    pub muc: crate::xmpp::muc::MucConfig,
+    /// XEP-0363 HTTP file upload on `upload.<host>` (`[upload]`).
+    pub upload: crate::xmpp::upload::UploadConfig,
     /// XMPP: seconds a session whose connection was lost waits for a
     /// XEP-0198 resumption (0: resumption off).
     pub resume_timeout: u64,
@@ -312,6 +316,8 @@ impl Default for Config {
             csi_max_held: 500,
             max_blocklist_items: 1000,
             max_private_items: 100,
+            muc: Default::default(),
+            upload: Default::default(),
             resume_timeout: 300,
             sm_max_unacked: 5000,
             sm_max_unacked_bytes: 4 * 1024 * 1024,
@@ -404,6 +410,8 @@ struct RawConfig {
     csi_max_held: Option<usize>,
     max_blocklist_items: Option<usize>,
     max_private_items: Option<usize>,
+    muc: Option<crate::xmpp::muc::MucConfig>,
+    upload: Option<crate::xmpp::upload::UploadConfig>,
     resume_timeout: Option<u64>,
     sm_max_unacked: Option<usize>,
     sm_max_unacked_bytes: Option<usize>,
@@ -491,6 +499,19 @@ fn seconds_in(
 }
 
 impl Config {
+    /// The XMPP services turned on (`[muc]`, `[upload]`).
+    pub fn services(&self) -> crate::xmpp::services::Services {
+        use crate::xmpp::services::{Service, Services};
+        Services::new(
+            [
+                (self.muc.enabled, Service::Muc),
+                (self.upload.enabled, Service::Upload),
+            ]
+            .into_iter()
+            .filter_map(|(on, s)| on.then_some(s)),
+        )
+    }
+
     /// Reads and checks a TOML file. Relative `data_dir` and `certfiles` stay
     /// relative to the working directory, as ejabberd's do.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -719,6 +740,12 @@ impl Config {
         if let Some(m) = raw.max_private_items {
             c.max_private_items = m;
         }
+        if let Some(m) = raw.muc {
+            c.muc = m;
+        }
+        if let Some(u) = raw.upload {
+            c.upload = u;
+        }
         if let Some(m) = raw.max_blocklist_items {
             c.max_blocklist_items = m;
         }
@@ -816,6 +843,12 @@ impl Config {
     }
 
     fn check(&mut self) -> Result<(), ConfigError> {
+        let tables = [("muc", self.muc.check()), ("upload", self.upload.check())];
+        for (table, checked) in tables {
+            if let Err((key, why)) = checked {
+                return Err(ConfigError::new(format!("{table}.{key}"), why));
+            }
+        }
         if self.hosts.is_empty() {
             return Err(ConfigError::new("hosts", "at least one host is needed"));
         }

@@ -201,6 +201,7 @@ impl Server {
         );
         xmpp.blocks.max_items = config.max_blocklist_items;
         xmpp.account_xml.max_private = config.max_private_items;
+        xmpp.services = config.services();
         xmpp.mam.default = config.mam_default;
         xmpp.mam.max_page = config.mam_max_page;
         let xmpp = Arc::new(xmpp);

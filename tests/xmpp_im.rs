@@ -164,7 +164,9 @@ fn iq_routing_and_server_answers() {
         assert!(info.contains(&format!("var='{f}'")), "{f}: {info}");
     }
     alice.send("<iq type='get' id='dit' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
-    assert!(alice.expect("</iq>").contains("type='result' id='dit'"));
+    let items = alice.expect("</iq>");
+    assert!(items.contains("type='result' id='dit'"), "{items}");
+    assert!(!items.contains("<item"), "no service is on: {items}");
     alice.send("<iq type='get' id='unk' to='localhost'><query xmlns='urn:example:nothing'/></iq>");
     assert!(alice.expect("</iq>").contains("<service-unavailable"));
     // The account's own bare JID.
@@ -177,6 +179,33 @@ fn iq_routing_and_server_answers() {
     // Someone else's account, without a subscription: as if it did not exist.
     alice.send("<iq type='get' id='other' to='bob@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
     assert!(alice.expect("</iq>").contains("<service-unavailable"));
+}
+
+#[test]
+fn services_on_subdomains_are_listed_and_answer_only_when_on() {
+    let p = Petrel::start("[muc]\nenabled = true\n").with_user_and_client();
+    let mut alice = login(&p, "alice", "a");
+    alice.send("<iq type='get' id='dit' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    let items = alice.expect("</iq>");
+    assert!(
+        items.contains("jid='conference.localhost'"),
+        "the group chat service is listed: {items}"
+    );
+    assert!(
+        !items.contains("upload.localhost"),
+        "upload is off: {items}"
+    );
+    alice.send("<iq type='get' id='mi' to='conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    let info = alice.expect("</iq>");
+    assert!(info.contains("from='conference.localhost'"), "{info}");
+    assert!(info.contains("category='conference'"), "{info}");
+    // A service that is off is no domain of this server.
+    alice.send("<iq type='get' id='ui' to='upload.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    assert!(alice.expect("</iq>").contains("<remote-server-not-found"));
+    alice.send("<message to='upload.localhost' id='m1'><body>hi</body></message>");
+    assert!(alice
+        .expect("</message>")
+        .contains("<remote-server-not-found"));
 }
 
 #[test]

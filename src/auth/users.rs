@@ -87,7 +87,8 @@ impl AuthCore {
         self.revoke_owner(jid)?;
         // What the account kept goes with it (as ejabberd's unregister
         // does): a later account of the same name inherits no roster and
-        // no offline messages, block list, archive, vCard or private data.
+        // no offline messages, block list, archive, vCard, private data or
+        // PEP nodes.
         let mut prefix = key.clone().into_bytes();
         prefix.push(0);
         for tree in [
@@ -96,6 +97,7 @@ impl AuthCore {
             Tree::Blocklist,
             Tree::Archive,
             Tree::AccountXml,
+            Tree::Pep,
         ] {
             for (k, _) in self.store.scan_prefix_blocking(tree, &prefix)? {
                 self.store.delete(tree, k);

@@ -74,10 +74,14 @@ pub enum Tree {
     /// XMPP account data kept as XML (XEP-0049 private storage, XEP-0054
     /// vCard): `owner NUL kind NUL key` -> `StoredXml`.
     AccountXml,
+    /// XEP-0045 rooms that persist: `room JID` -> the room's record.
+    MucRooms,
+    /// XEP-0163 PEP nodes of accounts: `owner NUL node` -> the node's record.
+    Pep,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 14] = [
+    pub const ALL: [Tree; 16] = [
         Tree::Users,
         Tree::Clients,
         Tree::Tokens,
@@ -92,6 +96,8 @@ impl Tree {
         Tree::Archive,
         Tree::MamPrefs,
         Tree::AccountXml,
+        Tree::MucRooms,
+        Tree::Pep,
     ];
 
     pub fn name(self) -> &'static str {
@@ -110,6 +116,8 @@ impl Tree {
             Tree::Archive => "archive",
             Tree::MamPrefs => "mam_prefs",
             Tree::AccountXml => "account_xml",
+            Tree::MucRooms => "muc_rooms",
+            Tree::Pep => "pep",
         }
     }
 

@@ -63,7 +63,20 @@ impl ImServer {
             ("get", NS_DISCO_INFO, "query") if p.attr("node").is_none() => {
                 Some(info("server", "im", Some("Petrel"), SERVER_FEATURES))
             }
-            ("get", NS_DISCO_ITEMS, "query") => Some(Element::new("query", NS_DISCO_ITEMS)),
+            ("get", NS_DISCO_ITEMS, "query") => {
+                let host = iq.attr("to").unwrap_or(&self.hosts()[0]);
+                let mut q = Element::new("query", NS_DISCO_ITEMS);
+                // The services are the domain's own items, not a node's.
+                let services = p.attr("node").is_none().then(|| self.services.items(host));
+                for (jid, name) in services.into_iter().flatten() {
+                    q.push_child(
+                        Element::new("item", NS_DISCO_ITEMS)
+                            .with_attr("jid", jid)
+                            .with_attr("name", name),
+                    );
+                }
+                Some(q)
+            }
             ("get", NS_PING, "ping") => None,
             ("set", NS_CARBONS, "enable" | "disable") => {
                 Self::set_carbons(s, p);

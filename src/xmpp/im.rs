@@ -79,6 +79,8 @@ pub struct ImServer {
     pub(crate) mam: Archive,
     /// XEP-0049 private storage and XEP-0054 vCards.
     pub account_xml: super::storage::AccountXml,
+    /// The services on the hosts' subdomains (group chat, upload).
+    pub services: super::services::Services,
     auth: Arc<AuthCore>,
 }
 
@@ -97,6 +99,7 @@ impl ImServer {
             blocks: BlockStore::new(store.clone(), super::blocking::MAX_ITEMS),
             mam: Archive::new(store.clone(), clock.clone()),
             account_xml: super::storage::AccountXml::new(store.clone()),
+            services: Default::default(),
             offline: {
                 let mut o = OfflineStore::new(store, clock);
                 o.max = max_offline;
@@ -115,6 +118,11 @@ impl ImServer {
 
     pub fn is_hosted(&self, domain: &str) -> bool {
         self.auth.hosts().iter().any(|h| h == domain)
+    }
+
+    /// The hosted domains, the first one the default.
+    pub(crate) fn hosts(&self) -> &[String] {
+        self.auth.hosts()
     }
 
     /// Whether an account exists (a store read: only when nobody is online).
@@ -252,6 +260,9 @@ impl ImServer {
     /// RFC 6121 §8.5, with XEP-0280 carbons.
     async fn message(&self, s: &mut ImSession, mut el: Element, fx: &mut Effects) {
         let to = Self::target(s, &el);
+        if let Some((service, _)) = self.service_of(to.domain()) {
+            return self.service_stanza(service, s, el, fx).await;
+        }
         if !self.is_hosted(to.domain()) {
             return fx.error(&el, StanzaError::RemoteServerNotFound);
         }
@@ -403,6 +414,9 @@ impl ImServer {
     async fn iq(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
         let request = matches!(el.attr("type"), Some("get" | "set"));
         let to = Self::target(s, &el);
+        if let Some((service, _)) = self.service_of(to.domain()) {
+            return self.service_stanza(service, s, el, fx).await;
+        }
         if !self.is_hosted(to.domain()) {
             if request {
                 fx.error(&el, StanzaError::RemoteServerNotFound);

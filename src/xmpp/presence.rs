@@ -39,6 +39,9 @@ impl ImServer {
     pub(crate) async fn presence(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
         let ty = el.attr("type").unwrap_or("").to_owned();
         let to = el.attr("to").and_then(|t| Jid::parse(t).ok());
+        if let Some((service, _)) = to.as_ref().and_then(|t| self.service_of(t.domain())) {
+            return self.service_stanza(service, s, el, fx).await;
+        }
         if let Some(t) = &to {
             if self.blocked(s, t).await.is_some() {
                 // XEP-0191 §3.4–3.5: presence either way is dropped.

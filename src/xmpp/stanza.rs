@@ -162,6 +162,7 @@ pub fn valid_resource(r: &str) -> Option<&str> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StanzaError {
     BadRequest,
+    Conflict,
     FeatureNotImplemented,
     Forbidden,
     InternalServerError,
@@ -169,6 +170,8 @@ pub enum StanzaError {
     JidMalformed,
     NotAcceptable,
     NotAllowed,
+    NotAuthorized,
+    RegistrationRequired,
     RemoteServerNotFound,
     ResourceConstraint,
     ServiceUnavailable,
@@ -178,6 +181,7 @@ impl StanzaError {
     pub fn condition(self) -> &'static str {
         match self {
             StanzaError::BadRequest => "bad-request",
+            StanzaError::Conflict => "conflict",
             StanzaError::FeatureNotImplemented => "feature-not-implemented",
             StanzaError::Forbidden => "forbidden",
             StanzaError::InternalServerError => "internal-server-error",
@@ -185,6 +189,8 @@ impl StanzaError {
             StanzaError::JidMalformed => "jid-malformed",
             StanzaError::NotAcceptable => "not-acceptable",
             StanzaError::NotAllowed => "not-allowed",
+            StanzaError::NotAuthorized => "not-authorized",
+            StanzaError::RegistrationRequired => "registration-required",
             StanzaError::RemoteServerNotFound => "remote-server-not-found",
             StanzaError::ResourceConstraint => "resource-constraint",
             StanzaError::ServiceUnavailable => "service-unavailable",
@@ -197,7 +203,9 @@ impl StanzaError {
             StanzaError::BadRequest | StanzaError::JidMalformed | StanzaError::NotAcceptable => {
                 "modify"
             }
-            StanzaError::Forbidden => "auth",
+            StanzaError::Forbidden
+            | StanzaError::NotAuthorized
+            | StanzaError::RegistrationRequired => "auth",
             StanzaError::ResourceConstraint => "wait",
             _ => "cancel",
         }
