@@ -219,6 +219,8 @@ pub struct Config {
     pub muc: crate::xmpp::muc::MucConfig,
     /// XEP-0363 HTTP file upload on `upload.<host>` (`[upload]`).
     pub upload: crate::xmpp::upload::UploadConfig,
+    /// XEP-0163 PEP limits (`[pep]`).
+    pub pep: crate::xmpp::pep::PepConfig,
     /// XMPP: seconds a session whose connection was lost waits for a
     /// XEP-0198 resumption (0: resumption off).
     pub resume_timeout: u64,
@@ -318,6 +320,7 @@ impl Default for Config {
             max_private_items: 100,
             muc: Default::default(),
             upload: Default::default(),
+            pep: Default::default(),
             resume_timeout: 300,
             sm_max_unacked: 5000,
             sm_max_unacked_bytes: 4 * 1024 * 1024,
@@ -412,6 +415,7 @@ struct RawConfig {
     max_private_items: Option<usize>,
     muc: Option<crate::xmpp::muc::MucConfig>,
     upload: Option<crate::xmpp::upload::UploadConfig>,
+    pep: Option<crate::xmpp::pep::PepConfig>,
     resume_timeout: Option<u64>,
     sm_max_unacked: Option<usize>,
     sm_max_unacked_bytes: Option<usize>,
@@ -746,6 +750,9 @@ impl Config {
         if let Some(u) = raw.upload {
             c.upload = u;
         }
+        if let Some(p) = raw.pep {
+            c.pep = p;
+        }
         if let Some(m) = raw.max_blocklist_items {
             c.max_blocklist_items = m;
         }
@@ -843,7 +850,11 @@ impl Config {
     }
 
     fn check(&mut self) -> Result<(), ConfigError> {
-        let tables = [("muc", self.muc.check()), ("upload", self.upload.check())];
+        let tables = [
+            ("muc", self.muc.check()),
+            ("upload", self.upload.check()),
+            ("pep", self.pep.check()),
+        ];
         for (table, checked) in tables {
             if let Err((key, why)) = checked {
                 return Err(ConfigError::new(format!("{table}.{key}"), why));

@@ -202,6 +202,7 @@ impl Server {
         xmpp.blocks.max_items = config.max_blocklist_items;
         xmpp.account_xml.max_private = config.max_private_items;
         xmpp.services = config.services();
+        xmpp.pep = crate::xmpp::pep::Pep::new(auth.store().clone(), config.pep.clone());
         xmpp.mam.default = config.mam_default;
         xmpp.mam.max_page = config.mam_max_page;
         let xmpp = Arc::new(xmpp);

@@ -8,6 +8,7 @@ use super::carbons::NS_CARBONS;
 use super::element::Element;
 use super::im::{Effects, ImServer, ImSession};
 use super::mam::{NS_MAM, NS_SID};
+use super::pep::{FEATURES as PEP_FEATURES, NS_OWNER as NS_PUBSUB_OWNER, NS_PUBSUB};
 use super::stanza::{
     iq_result, StanzaError, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_ROSTER, NS_VERSION,
 };
@@ -51,10 +52,12 @@ fn payload(iq: &Element) -> Option<&Element> {
 
 impl ImServer {
     /// An iq to a hosted domain itself.
-    pub(crate) fn server_iq(&self, s: &mut ImSession, iq: &Element, fx: &mut Effects) {
+    pub(crate) async fn server_iq(&self, s: &mut ImSession, iq: &Element, fx: &mut Effects) {
         let ty = iq.attr("type").unwrap_or("");
         if !matches!(ty, "get" | "set") {
-            return;
+            // Answers to what the server asked a client (entity
+            // capabilities for PEP).
+            return self.pep_caps_answer(s, iq, fx).await;
         }
         let Some(p) = payload(iq) else {
             return fx.error(iq, StanzaError::BadRequest);
@@ -114,6 +117,7 @@ impl ImServer {
             (NS_MAM, "query" | "prefs") if own => self.mam_iq(s, iq, p, fx).await,
             (NS_PRIVATE, "query") => self.private_iq(s, iq, p, target, fx).await,
             (NS_VCARD, "vCard") => self.vcard_iq(s, iq, p, target, fx).await,
+            (NS_PUBSUB | NS_PUBSUB_OWNER, "pubsub") => self.pep_iq(s, iq, p, target, fx).await,
             (NS_CARBONS, "enable" | "disable") if own && !get => {
                 Self::set_carbons(s, p);
                 fx.reply(iq_result(iq, None));
@@ -121,10 +125,22 @@ impl ImServer {
             (NS_DISCO_INFO | NS_DISCO_ITEMS, "query")
                 if get && self.may_discover(s, target).await =>
             {
-                let answer = if p.ns == NS_DISCO_INFO {
-                    info("account", "registered", None, ACCOUNT_FEATURES)
+                let answer = if p.attr("node").is_some() {
+                    // Nodes are items, not entities with info of their own.
+                    return fx.error(iq, StanzaError::ItemNotFound);
+                } else if p.ns == NS_DISCO_INFO {
+                    let mut q = info("account", "registered", None, ACCOUNT_FEATURES);
+                    q.push_child(
+                        Element::new("identity", NS_DISCO_INFO)
+                            .with_attr("category", "pubsub")
+                            .with_attr("type", "pep"),
+                    );
+                    for f in PEP_FEATURES {
+                        q.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", *f));
+                    }
+                    q
                 } else {
-                    Element::new("query", NS_DISCO_ITEMS)
+                    self.pep_disco_items(target, &s.user).await
                 };
                 fx.reply(iq_result(iq, Some(answer)));
             }

@@ -81,6 +81,8 @@ pub struct ImServer {
     pub account_xml: super::storage::AccountXml,
     /// The services on the hosts' subdomains (group chat, upload).
     pub services: super::services::Services,
+    /// XEP-0163 PEP nodes of the accounts.
+    pub pep: super::pep::Pep,
     auth: Arc<AuthCore>,
 }
 
@@ -100,6 +102,7 @@ impl ImServer {
             mam: Archive::new(store.clone(), clock.clone()),
             account_xml: super::storage::AccountXml::new(store.clone()),
             services: Default::default(),
+            pep: super::pep::Pep::new(store.clone(), Default::default()),
             offline: {
                 let mut o = OfflineStore::new(store, clock);
                 o.max = max_offline;
@@ -424,7 +427,7 @@ impl ImServer {
             return;
         }
         let Some(bare) = to.to_bare() else {
-            return self.server_iq(s, &el, fx);
+            return self.server_iq(s, &el, fx).await;
         };
         if let Some(why) = self.blocked(s, &to).await {
             if request {

@@ -33,6 +33,7 @@ pub mod mam;
 pub mod mam_iq;
 pub mod muc;
 pub mod offline;
+pub mod pep;
 pub mod presence;
 pub mod roster;
 pub mod router;

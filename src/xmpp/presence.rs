@@ -109,6 +109,7 @@ impl ImServer {
                 self.router.deliver_element(&r, &el, &mut fx.congested);
             }
         }
+        self.pep_presence(s, &el, fx).await;
         if !initial {
             return;
         }

@@ -45,6 +45,9 @@ pub struct XmppState {
     pub carbons: bool,
     /// Asked for the block list, so gets its pushes (XEP-0191 §3.2).
     pub blocklist_interested: bool,
+    /// The PEP nodes whose notifications it wants (XEP-0163 `+notify`,
+    /// from its entity capabilities); `None` until they are known.
+    pub notify: Option<super::pep::Interest>,
 }
 
 impl Proto for XmppState {
@@ -89,6 +92,28 @@ impl Session<XmppState> {
 
     pub fn carbons_enabled(&self) -> bool {
         self.lock().carbons
+    }
+
+    /// Available and interested in notifications of PEP `node`.
+    pub fn wants_notify(&self, node: &str) -> bool {
+        let st = self.lock();
+        st.presence.available
+            && st
+                .notify
+                .as_ref()
+                .is_some_and(|n| n.iter().any(|x| x == node))
+    }
+
+    /// Sets the PEP nodes it wants; the ones that are new to it.
+    pub fn set_notify(&self, interest: super::pep::Interest) -> Vec<String> {
+        let mut st = self.lock();
+        let new = interest
+            .iter()
+            .filter(|n| !st.notify.as_ref().is_some_and(|old| old.contains(n)))
+            .cloned()
+            .collect();
+        st.notify = Some(interest);
+        new
     }
 
     /// The last available presence it broadcast.
