@@ -32,6 +32,17 @@ fn errors_name_the_key() {
     assert_eq!(e.key, "oauth_access");
     let e = Config::parse("hosts = []").unwrap_err();
     assert_eq!(e.key, "hosts");
+    // The service tables name their key inside the table.
+    let e = Config::parse("[pep]\nmax_nodes = 0\n").unwrap_err();
+    assert_eq!(e.key, "pep.max_nodes");
+    let e = Config::parse("[pep]\nmax_items = -1\n").unwrap_err();
+    assert_eq!(e.key, "pep.max_items");
+    let e = Config::parse("[muc]\nbogus = 1\n").unwrap_err();
+    assert!(e.to_string().contains("bogus"), "{e}");
+    let c = Config::parse("[pep]\nmax_items = 10\n[muc]\nenabled = true\n").unwrap();
+    assert_eq!(c.pep.max_items, 10);
+    assert_eq!(c.pep.max_nodes, 100, "the others keep their defaults");
+    assert!(c.services().is_on(crate::xmpp::services::Service::Muc));
 }
 
 #[test]
