@@ -221,6 +221,8 @@ pub struct Config {
     pub upload: crate::xmpp::upload::UploadConfig,
     /// XEP-0163 PEP limits (`[pep]`).
     pub pep: crate::xmpp::pep::PepConfig,
+    /// The XEP-0060 service on `pubsub.<host>` (`[pubsub]`).
+    pub pubsub: crate::xmpp::pubsub::PubsubConfig,
     /// XMPP: seconds a session whose connection was lost waits for a
     /// XEP-0198 resumption (0: resumption off).
     pub resume_timeout: u64,
@@ -321,6 +323,7 @@ impl Default for Config {
             muc: Default::default(),
             upload: Default::default(),
             pep: Default::default(),
+            pubsub: Default::default(),
             resume_timeout: 300,
             sm_max_unacked: 5000,
             sm_max_unacked_bytes: 4 * 1024 * 1024,
@@ -416,6 +419,7 @@ struct RawConfig {
     muc: Option<crate::xmpp::muc::MucConfig>,
     upload: Option<crate::xmpp::upload::UploadConfig>,
     pep: Option<crate::xmpp::pep::PepConfig>,
+    pubsub: Option<crate::xmpp::pubsub::PubsubConfig>,
     resume_timeout: Option<u64>,
     sm_max_unacked: Option<usize>,
     sm_max_unacked_bytes: Option<usize>,
@@ -503,13 +507,14 @@ fn seconds_in(
 }
 
 impl Config {
-    /// The XMPP services turned on (`[muc]`, `[upload]`).
+    /// The XMPP services turned on (`[muc]`, `[upload]`, `[pubsub]`).
     pub fn services(&self) -> crate::xmpp::services::Services {
         use crate::xmpp::services::{Service, Services};
         Services::new(
             [
                 (self.muc.enabled, Service::Muc),
                 (self.upload.enabled, Service::Upload),
+                (self.pubsub.enabled, Service::Pubsub),
             ]
             .into_iter()
             .filter_map(|(on, s)| on.then_some(s)),
@@ -753,6 +758,9 @@ impl Config {
         if let Some(p) = raw.pep {
             c.pep = p;
         }
+        if let Some(p) = raw.pubsub {
+            c.pubsub = p;
+        }
         if let Some(m) = raw.max_blocklist_items {
             c.max_blocklist_items = m;
         }
@@ -854,6 +862,7 @@ impl Config {
             ("muc", self.muc.check()),
             ("upload", self.upload.check()),
             ("pep", self.pep.check()),
+            ("pubsub", self.pubsub.check()),
         ];
         for (table, checked) in tables {
             if let Err((key, why)) = checked {

@@ -203,6 +203,11 @@ impl Server {
         xmpp.account_xml.max_private = config.max_private_items;
         xmpp.services = config.services();
         xmpp.pep = crate::xmpp::pep::Pep::new(auth.store().clone(), config.pep.clone());
+        xmpp.pubsub = crate::xmpp::pubsub::Pubsub::new(auth.store().clone(), config.pubsub.clone());
+        if config.pubsub.enabled {
+            let nodes = xmpp.pubsub.load().await.map_err(ServerError::Store)?;
+            tracing::info!(nodes, "pubsub nodes loaded");
+        }
         xmpp.mam.default = config.mam_default;
         xmpp.mam.max_page = config.mam_max_page;
         let xmpp = Arc::new(xmpp);

@@ -166,7 +166,12 @@ fn iq_routing_and_server_answers() {
     alice.send("<iq type='get' id='dit' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
     let items = alice.expect("</iq>");
     assert!(items.contains("type='result' id='dit'"), "{items}");
-    assert!(!items.contains("<item"), "no service is on: {items}");
+    // By default only the publish-subscribe service is on.
+    assert!(items.contains("jid='pubsub.localhost'"), "{items}");
+    assert!(
+        !items.contains("conference.") && !items.contains("upload."),
+        "{items}"
+    );
     alice.send("<iq type='get' id='unk' to='localhost'><query xmlns='urn:example:nothing'/></iq>");
     assert!(alice.expect("</iq>").contains("<service-unavailable"));
     // The account's own bare JID.

@@ -78,10 +78,13 @@ pub enum Tree {
     MucRooms,
     /// XEP-0163 PEP nodes of accounts: `owner NUL node` -> the node's record.
     Pep,
+    /// The XEP-0060 service: `m NUL host NUL node` -> the node's record,
+    /// `i NUL host NUL node NUL seq` -> one item.
+    Pubsub,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 16] = [
+    pub const ALL: [Tree; 17] = [
         Tree::Users,
         Tree::Clients,
         Tree::Tokens,
@@ -98,6 +101,7 @@ impl Tree {
         Tree::AccountXml,
         Tree::MucRooms,
         Tree::Pep,
+        Tree::Pubsub,
     ];
 
     pub fn name(self) -> &'static str {
@@ -118,6 +122,7 @@ impl Tree {
             Tree::AccountXml => "account_xml",
             Tree::MucRooms => "muc_rooms",
             Tree::Pep => "pep",
+            Tree::Pubsub => "pubsub",
         }
     }
 

@@ -35,6 +35,7 @@ pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod presence;
+pub mod pubsub;
 pub mod roster;
 pub mod router;
 pub mod sasl;

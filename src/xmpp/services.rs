@@ -1,7 +1,8 @@
 //! The XMPP services a hosted domain offers beside its accounts, each on a
 //! subdomain of its own (CONVENTIONS.md): `conference.<host>` (XEP-0045
 //! group chat, [`super::muc`]) and `upload.<host>` (XEP-0363 HTTP file
-//! upload, [`super::upload`]).
+//! upload, [`super::upload`]) and `pubsub.<host>` (XEP-0060,
+//! [`super::pubsub`]).
 //!
 //! This module only decides which domain is which service and dispatches
 //! the stanzas addressed to one; each service answers them in its module.
@@ -20,6 +21,8 @@ pub enum Service {
     Muc,
     /// XEP-0363 HTTP File Upload.
     Upload,
+    /// XEP-0060 Publish-Subscribe.
+    Pubsub,
 }
 
 impl Service {
@@ -28,6 +31,7 @@ impl Service {
         match self {
             Service::Muc => "conference",
             Service::Upload => "upload",
+            Service::Pubsub => "pubsub",
         }
     }
 
@@ -36,6 +40,7 @@ impl Service {
         match self {
             Service::Muc => "Chatrooms",
             Service::Upload => "HTTP File Upload",
+            Service::Pubsub => "Publish-Subscribe",
         }
     }
 }
@@ -95,6 +100,7 @@ impl ImServer {
         match service {
             Service::Muc => self.muc_stanza(s, el, fx).await,
             Service::Upload => self.upload_stanza(s, el, fx).await,
+            Service::Pubsub => self.pubsub_stanza(s, el, fx).await,
         }
     }
 }

@@ -175,6 +175,7 @@ pub enum StanzaError {
     RemoteServerNotFound,
     ResourceConstraint,
     ServiceUnavailable,
+    UnexpectedRequest,
 }
 
 impl StanzaError {
@@ -194,6 +195,7 @@ impl StanzaError {
             StanzaError::RemoteServerNotFound => "remote-server-not-found",
             StanzaError::ResourceConstraint => "resource-constraint",
             StanzaError::ServiceUnavailable => "service-unavailable",
+            StanzaError::UnexpectedRequest => "unexpected-request",
         }
     }
 

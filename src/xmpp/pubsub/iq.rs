@@ -1,0 +1,973 @@
+//! The iqs of `pubsub.<host>`: XEP-0060 entity and owner use cases, service
+//! discovery; and the notifications a change sends.
+
+use super::state::{Affiliation, PublishModel, Refusal, ServiceNode};
+use super::{Pubsub, StoredItem};
+use crate::auth::BareJid;
+use crate::store::StoreError;
+use crate::xmpp::element::Element;
+use crate::xmpp::im::{Effects, ImServer, ImSession};
+use crate::xmpp::mam::NS_DATA;
+use crate::xmpp::pep::node::NS_PUBLISH_OPTIONS;
+use crate::xmpp::pep::node::{fields, Access, Item, NodeConfig, SendLast, NS_NODE_CONFIG};
+use crate::xmpp::pep::{NS_ERRORS, NS_EVENT, NS_OWNER, NS_PUBSUB};
+use crate::xmpp::services::refuse;
+use crate::xmpp::stanza::{
+    error_reply, iq_result, Jid, StanzaError, NS_DISCO_INFO, NS_DISCO_ITEMS,
+};
+use crate::xmpp::stream::{read_back, NS_CLIENT};
+
+const NS_RSM: &str = "http://jabber.org/protocol/rsm";
+const NS_META: &str = "http://jabber.org/protocol/pubsub#meta-data";
+
+/// What the service's disco#info says (exactly what is served).
+pub const FEATURES: &[&str] = &[
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_PUBSUB,
+    "http://jabber.org/protocol/pubsub#access-open",
+    "http://jabber.org/protocol/pubsub#access-presence",
+    "http://jabber.org/protocol/pubsub#access-whitelist",
+    "http://jabber.org/protocol/pubsub#config-node",
+    "http://jabber.org/protocol/pubsub#create-and-configure",
+    "http://jabber.org/protocol/pubsub#create-nodes",
+    "http://jabber.org/protocol/pubsub#delete-items",
+    "http://jabber.org/protocol/pubsub#delete-nodes",
+    "http://jabber.org/protocol/pubsub#instant-nodes",
+    "http://jabber.org/protocol/pubsub#item-ids",
+    "http://jabber.org/protocol/pubsub#last-published",
+    "http://jabber.org/protocol/pubsub#manage-affiliations",
+    "http://jabber.org/protocol/pubsub#manage-subscriptions",
+    "http://jabber.org/protocol/pubsub#meta-data",
+    "http://jabber.org/protocol/pubsub#modify-affiliations",
+    "http://jabber.org/protocol/pubsub#outcast-affiliation",
+    "http://jabber.org/protocol/pubsub#persistent-items",
+    "http://jabber.org/protocol/pubsub#publish",
+    "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#publisher-affiliation",
+    "http://jabber.org/protocol/pubsub#member-affiliation",
+    "http://jabber.org/protocol/pubsub#purge-nodes",
+    "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-affiliations",
+    "http://jabber.org/protocol/pubsub#retrieve-default",
+    "http://jabber.org/protocol/pubsub#retrieve-items",
+    "http://jabber.org/protocol/pubsub#retrieve-subscriptions",
+    "http://jabber.org/protocol/pubsub#subscribe",
+    "http://jabber.org/protocol/rsm",
+];
+
+fn refusal(fx: &mut Effects, iq: &Element, (err, app): Refusal) {
+    if let Some(mut e) = error_reply(iq, err, None) {
+        if let (Some(app), Some(error)) = (app, e.child_mut("error", NS_CLIENT)) {
+            error.push_child(Element::new(app, NS_ERRORS));
+        }
+        fx.reply(e);
+    }
+}
+
+fn result_with(iq: &Element, ns: &str, child: Element) -> Element {
+    iq_result(iq, Some(Element::new("pubsub", ns).with_child(child)))
+}
+
+/// Splits `pubsub#publish_model` (which PEP does not take) off a form.
+fn split_publish_model(
+    mut f: Vec<(String, Vec<String>)>,
+) -> Result<(Vec<(String, Vec<String>)>, Option<PublishModel>), ()> {
+    let mut model = None;
+    if let Some(i) = f.iter().position(|(v, _)| v == "pubsub#publish_model") {
+        let (_, values) = f.remove(i);
+        model = Some(
+            values
+                .first()
+                .and_then(|v| PublishModel::parse(v))
+                .ok_or(())?,
+        );
+    }
+    Ok((f, model))
+}
+
+impl Pubsub {
+    fn default_config(&self) -> NodeConfig {
+        let mut c = NodeConfig::pep_default(self.config.max_items);
+        c.access = Access::Open;
+        c.max_items = self.config.max_items;
+        c
+    }
+
+    fn form(&self, n: &ServiceNode) -> Element {
+        let mut x = n.config.form(self.config.max_items);
+        let mut f = Element::new("field", NS_DATA)
+            .with_attr("var", "pubsub#publish_model")
+            .with_attr("type", "list-single")
+            .with_child(Element::new("value", NS_DATA).with_text(n.publish_model.as_str()));
+        for o in ["publishers", "subscribers", "open"] {
+            f.push_child(
+                Element::new("option", NS_DATA)
+                    .with_child(Element::new("value", NS_DATA).with_text(o)),
+            );
+        }
+        x.push_child(f);
+        x
+    }
+}
+
+impl ImServer {
+    /// A stanza to `pubsub.<host>`.
+    pub(crate) async fn pubsub_stanza(&self, s: &mut ImSession, el: Element, fx: &mut Effects) {
+        let to = el.attr("to").and_then(|t| Jid::parse(t).ok());
+        let host = match to.as_ref() {
+            Some(t) if t.local().is_none() && t.resource().is_none() => {
+                t.domain().split_once('.').map(|(_, h)| h.to_string())
+            }
+            _ => None,
+        };
+        let (Some(host), "iq", Some(ty @ ("get" | "set"))) =
+            (host, el.name.as_str(), el.attr("type"))
+        else {
+            return refuse(&el, fx);
+        };
+        let set = ty == "set";
+        let Some(p) = el.elements().next() else {
+            return fx.error(&el, StanzaError::BadRequest);
+        };
+        let r = match (p.ns.as_str(), p.name.as_str(), set) {
+            (NS_DISCO_INFO, "query", false) => self.pubsub_info(s, &el, p, &host, fx).await,
+            (NS_DISCO_ITEMS, "query", false) => self.pubsub_items_disco(s, &el, p, &host, fx).await,
+            (NS_PUBSUB, "pubsub", _) => self.pubsub_entity(s, &el, p, &host, set, fx).await,
+            (NS_OWNER, "pubsub", _) => self.pubsub_owner(s, &el, p, &host, set, fx).await,
+            _ => {
+                fx.error(&el, StanzaError::ServiceUnavailable);
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            fx.internal(&el, e);
+        }
+    }
+
+    /// Whether `who` may see the presence of the node's first owner (the
+    /// presence access model).
+    async fn sees_owner(&self, n: &ServiceNode, who: &BareJid) -> bool {
+        if n.config.access != Access::Presence {
+            return false;
+        }
+        for (owner, a) in &n.affiliations {
+            if *a != Affiliation::Owner {
+                continue;
+            }
+            let Ok(owner) = BareJid::parse(owner) else {
+                continue;
+            };
+            if matches!(self.roster.get(&owner, &who.to_string()).await,
+                Ok(Some(i)) if i.subscription.has_from())
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn pubsub_entity(
+        &self,
+        s: &mut ImSession,
+        iq: &Element,
+        p: &Element,
+        host: &str,
+        set: bool,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let mut verbs = p.elements();
+        let Some(verb) = verbs.next() else {
+            fx.error(iq, StanzaError::BadRequest);
+            return Ok(());
+        };
+        let form_of = |name: &str| {
+            p.elements()
+                .find(|e| e.name == name)
+                .and_then(|c| c.child("x", NS_DATA))
+        };
+        match (verb.name.as_str(), set) {
+            ("create", true) => {
+                self.ps_create(s, iq, verb, form_of("configure"), host, fx)
+                    .await
+            }
+            ("publish", true) => {
+                self.ps_publish(s, iq, verb, form_of("publish-options"), host, fx)
+                    .await
+            }
+            ("retract", true) => self.ps_retract(s, iq, verb, host, fx).await,
+            ("subscribe", true) => self.ps_subscribe(s, iq, verb, host, fx).await,
+            ("unsubscribe", true) => self.ps_unsubscribe(s, iq, verb, host, fx).await,
+            ("items", false) => self.ps_items(s, iq, verb, p, host, fx).await,
+            ("subscriptions" | "affiliations", false) => {
+                self.ps_mine(s, iq, verb, host, fx).await;
+                Ok(())
+            }
+            ("options", _) => {
+                refusal(
+                    fx,
+                    iq,
+                    (StanzaError::FeatureNotImplemented, Some("unsupported")),
+                );
+                Ok(())
+            }
+            _ => {
+                fx.error(iq, StanzaError::BadRequest);
+                Ok(())
+            }
+        }
+    }
+
+    /// The node a verb names, or the error that answers.
+    fn ps_node(
+        &self,
+        iq: &Element,
+        verb: &Element,
+        host: &str,
+        fx: &mut Effects,
+    ) -> Option<(String, super::NodeCell)> {
+        let Some(name) = verb.attr("node").filter(|n| !n.is_empty()) else {
+            refusal(fx, iq, (StanzaError::BadRequest, Some("nodeid-required")));
+            return None;
+        };
+        match self.pubsub.node(host, name) {
+            Some(c) => Some((name.to_string(), c)),
+            None => {
+                fx.error(iq, StanzaError::ItemNotFound);
+                None
+            }
+        }
+    }
+
+    async fn ps_create(
+        &self,
+        s: &ImSession,
+        iq: &Element,
+        verb: &Element,
+        form: Option<&Element>,
+        host: &str,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let instant = verb.attr("node").is_none_or(str::is_empty);
+        let name = match verb.attr("node") {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => format!("{}{}", self.push_id(), self.push_id()),
+        };
+        let mut n = ServiceNode::new(self.pubsub.default_config(), &s.user.to_string());
+        if let Some(x) = form {
+            let ok = fields(x, NS_NODE_CONFIG)
+                .ok_or(())
+                .and_then(split_publish_model)
+                .and_then(|(f, model)| {
+                    n.config
+                        .apply(&f, self.pubsub.config.max_items)
+                        .map_err(|_| ())?;
+                    if let Some(m) = model {
+                        n.publish_model = m;
+                    }
+                    Ok(())
+                });
+            if ok.is_err() {
+                fx.error(iq, StanzaError::NotAcceptable);
+                return Ok(());
+            }
+        }
+        match self.pubsub.insert(host, &name, n) {
+            Ok(()) => {}
+            Err(true) => {
+                fx.error(iq, StanzaError::Conflict);
+                return Ok(());
+            }
+            Err(false) => {
+                refusal(
+                    fx,
+                    iq,
+                    (StanzaError::NotAllowed, Some("max-nodes-exceeded")),
+                );
+                return Ok(());
+            }
+        }
+        self.pubsub.barrier().await?;
+        if instant {
+            let create = Element::new("create", NS_PUBSUB).with_attr("node", name);
+            fx.reply(result_with(iq, NS_PUBSUB, create));
+        } else {
+            fx.reply(iq_result(iq, None));
+        }
+        Ok(())
+    }
+
+    async fn ps_publish(
+        &self,
+        s: &ImSession,
+        iq: &Element,
+        verb: &Element,
+        options: Option<&Element>,
+        host: &str,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let Some((name, cell)) = self.ps_node(iq, verb, host, fx) else {
+            return Ok(());
+        };
+        let mut items = verb.children_named("item", NS_PUBSUB);
+        let (Some(item), None) = (items.next(), items.next()) else {
+            refusal(fx, iq, (StanzaError::BadRequest, Some("item-required")));
+            return Ok(());
+        };
+        let mut payloads = item.elements();
+        let (Some(payload), None) = (payloads.next(), payloads.next()) else {
+            refusal(fx, iq, (StanzaError::BadRequest, Some("invalid-payload")));
+            return Ok(());
+        };
+        let id = item
+            .attr("id")
+            .filter(|i| !i.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}{}", self.push_id(), self.push_id()));
+        let mut n = cell.lock().await;
+        if let Err(r) = n.may_publish(&s.jid.to_string()) {
+            refusal(fx, iq, r);
+            return Ok(());
+        }
+        if let Some(x) = options {
+            let agrees = fields(x, NS_PUBLISH_OPTIONS)
+                .ok_or(())
+                .and_then(split_publish_model)
+                .is_ok_and(|(f, model)| {
+                    n.config.agrees(&f, self.pubsub.config.max_items)
+                        && model.is_none_or(|m| m == n.publish_model)
+                });
+            if !agrees {
+                refusal(
+                    fx,
+                    iq,
+                    (StanzaError::Conflict, Some("precondition-not-met")),
+                );
+                return Ok(());
+            }
+        }
+        let stored = StoredItem {
+            item: Item {
+                id: id.clone(),
+                payload: payload.to_bytes(NS_CLIENT),
+                published: self.router.registry().clock().now_ms(),
+            },
+            publisher: s.user.to_string(),
+        };
+        let (seq, gone) = n.add_item(&id);
+        self.pubsub.put_item(host, &name, seq, &stored);
+        self.pubsub.delete_items(host, &name, &gone);
+        self.pubsub.save_meta(host, &name, &n);
+        let subscribers: Vec<String> = n.subscriptions.keys().cloned().collect();
+        drop(n);
+        fx.flush = true;
+        let publish = Element::new("publish", NS_PUBSUB)
+            .with_attr("node", name.clone())
+            .with_child(Element::new("item", NS_PUBSUB).with_attr("id", id));
+        fx.reply(result_with(iq, NS_PUBSUB, publish));
+        let event = Element::new("items", NS_EVENT)
+            .with_attr("node", name)
+            .with_child(event_item(&stored));
+        self.ps_notify(host, &subscribers, event, fx);
+        Ok(())
+    }
+
+    async fn ps_retract(
+        &self,
+        s: &ImSession,
+        iq: &Element,
+        verb: &Element,
+        host: &str,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let Some((name, cell)) = self.ps_node(iq, verb, host, fx) else {
+            return Ok(());
+        };
+        let Some(id) = verb
+            .child("item", NS_PUBSUB)
+            .and_then(|i| i.attr("id"))
+            .map(str::to_string)
+        else {
+            refusal(fx, iq, (StanzaError::BadRequest, Some("item-required")));
+            return Ok(());
+        };
+        let mut n = cell.lock().await;
+        let me = s.jid.to_string();
+        if !matches!(
+            n.affiliation(&me),
+            Some(Affiliation::Owner | Affiliation::Publisher)
+        ) {
+            fx.error(iq, StanzaError::Forbidden);
+            return Ok(());
+        }
+        let Some(seq) = n.remove_item(&id) else {
+            fx.error(iq, StanzaError::ItemNotFound);
+            return Ok(());
+        };
+        self.pubsub.delete_items(host, &name, &[seq]);
+        let notify = n.config.notify_retract || matches!(verb.attr("notify"), Some("1" | "true"));
+        let subscribers: Vec<String> = n.subscriptions.keys().cloned().collect();
+        drop(n);
+        fx.flush = true;
+        fx.reply(iq_result(iq, None));
+        if notify {
+            let event = Element::new("items", NS_EVENT)
+                .with_attr("node", name)
+                .with_child(Element::new("retract", NS_EVENT).with_attr("id", id));
+            self.ps_notify(host, &subscribers, event, fx);
+        }
+        Ok(())
+    }
+
+    async fn ps_subscribe(
+        &self,
+        s: &ImSession,
+        iq: &Element,
+        verb: &Element,
+        host: &str,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let Some((name, cell)) = self.ps_node(iq, verb, host, fx) else {
+            return Ok(());
+        };
+        // §6.1.3.1: the subscribed JID is the sender's, bare or full.
+        let jid = verb.attr("jid").unwrap_or("");
+        let me = s.jid.to_string();
+        let bare = s.user.to_string();
+        if jid != me && jid != bare {
+            refusal(fx, iq, (StanzaError::BadRequest, Some("invalid-jid")));
+            return Ok(());
+        }
+        let mut n = cell.lock().await;
+        let in_roster = self.sees_owner(&n, &s.user).await;
+        if let Err(r) = n.may_read(jid, in_roster) {
+            refusal(fx, iq, r);
+            return Ok(());
+        }
+        let subid = match n.subscriptions.get(jid) {
+            Some(id) => id.clone(),
+            None => {
+                if n.subscriptions.len() >= self.pubsub.config.max_subscriptions {
+                    refusal(
+                        fx,
+                        iq,
+                        (StanzaError::NotAllowed, Some("too-many-subscriptions")),
+                    );
+                    return Ok(());
+                }
+                let id = format!("{}{}", self.push_id(), self.push_id());
+                n.subscriptions.insert(jid.to_string(), id.clone());
+                self.pubsub.save_meta(host, &name, &n);
+                fx.flush = true;
+                id
+            }
+        };
+        let last = (n.config.send_last != SendLast::Never)
+            .then(|| n.order.last_key_value().map(|(seq, _)| *seq))
+            .flatten();
+        drop(n);
+        let sub = Element::new("subscription", NS_PUBSUB)
+            .with_attr("node", name.clone())
+            .with_attr("jid", jid)
+            .with_attr("subid", subid)
+            .with_attr("subscription", "subscribed");
+        fx.reply(result_with(iq, NS_PUBSUB, sub));
+        if let Some(seq) = last {
+            if let Some(item) = self.pubsub.get_item(host, &name, seq).await? {
+                let event = Element::new("items", NS_EVENT)
+                    .with_attr("node", name)
+                    .with_child(event_item(&item));
+                let mut msg = notification(host, &me, event);
+                msg.push_child(
+                    Element::new("delay", crate::xmpp::stanza::NS_DELAY)
+                        .with_attr("from", format!("pubsub.{host}"))
+                        .with_attr("stamp", crate::ctl::rfc3339(item.item.published / 1000)),
+                );
+                fx.reply(msg);
+            }
+        }
+        Ok(())
+    }
+
+    async fn ps_unsubscribe(
+        &self,
+        s: &ImSession,
+        iq: &Element,
+        verb: &Element,
+        host: &str,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let Some((name, cell)) = self.ps_node(iq, verb, host, fx) else {
+            return Ok(());
+        };
+        let jid = verb.attr("jid").unwrap_or("");
+        let mut n = cell.lock().await;
+        let owner = n.is_owner(&s.jid.to_string());
+        if !owner && Jid::parse(jid).ok().and_then(|j| j.to_bare()) != Some(s.user.clone()) {
+            refusal(fx, iq, (StanzaError::BadRequest, Some("invalid-jid")));
+            return Ok(());
+        }
+        if n.subscriptions.remove(jid).is_none() {
+            refusal(
+                fx,
+                iq,
+                (StanzaError::UnexpectedRequest, Some("not-subscribed")),
+            );
+            return Ok(());
+        }
+        self.pubsub.save_meta(host, &name, &n);
+        drop(n);
+        fx.flush = true;
+        fx.reply(iq_result(iq, None));
+        Ok(())
+    }
+
+    async fn ps_items(
+        &self,
+        s: &ImSession,
+        iq: &Element,
+        verb: &Element,
+        p: &Element,
+        host: &str,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let Some((name, cell)) = self.ps_node(iq, verb, host, fx) else {
+            return Ok(());
+        };
+        let n = cell.lock().await;
+        let in_roster = self.sees_owner(&n, &s.user).await;
+        if let Err(r) = n.may_read(&s.jid.to_string(), in_roster) {
+            refusal(fx, iq, r);
+            return Ok(());
+        }
+        let all: Vec<(u64, String)> = n.order.iter().map(|(s, i)| (*s, i.clone())).collect();
+        drop(n);
+        let wanted: Vec<&str> = verb
+            .children_named("item", NS_PUBSUB)
+            .filter_map(|i| i.attr("id"))
+            .collect();
+        let page_max = self.pubsub.config.max_page;
+        let rsm = p.child("set", NS_RSM);
+        let (chosen, set): (Vec<(u64, String)>, Option<Element>) = if !wanted.is_empty() {
+            (
+                all.into_iter()
+                    .filter(|(_, id)| wanted.contains(&id.as_str()))
+                    .collect(),
+                None,
+            )
+        } else if let Some(rsm) = rsm {
+            let max = rsm
+                .child("max", NS_RSM)
+                .and_then(|m| m.text().trim().parse::<usize>().ok())
+                .unwrap_or(page_max)
+                .min(page_max);
+            let pos = |id: &str| all.iter().position(|(_, i)| i == id);
+            let (start, end) = if let Some(after) = rsm.child("after", NS_RSM) {
+                let Some(i) = pos(after.text().trim()) else {
+                    fx.error(iq, StanzaError::ItemNotFound);
+                    return Ok(());
+                };
+                (i + 1, (i + 1 + max).min(all.len()))
+            } else if let Some(before) = rsm.child("before", NS_RSM) {
+                let t = before.text();
+                let end = if t.trim().is_empty() {
+                    all.len()
+                } else {
+                    match pos(t.trim()) {
+                        Some(i) => i,
+                        None => {
+                            fx.error(iq, StanzaError::ItemNotFound);
+                            return Ok(());
+                        }
+                    }
+                };
+                (end.saturating_sub(max), end)
+            } else {
+                (0, max.min(all.len()))
+            };
+            let page: Vec<(u64, String)> = all[start..end].to_vec();
+            let mut set = Element::new("set", NS_RSM);
+            if let (Some(first), Some(last)) = (page.first(), page.last()) {
+                set.push_child(
+                    Element::new("first", NS_RSM)
+                        .with_attr("index", start.to_string())
+                        .with_text(first.1.clone()),
+                );
+                set.push_child(Element::new("last", NS_RSM).with_text(last.1.clone()));
+            }
+            set.push_child(Element::new("count", NS_RSM).with_text(all.len().to_string()));
+            (page, Some(set))
+        } else {
+            let max = verb
+                .attr("max_items")
+                .and_then(|m| m.parse::<usize>().ok())
+                .unwrap_or(page_max)
+                .min(page_max);
+            let skip = all.len().saturating_sub(max);
+            (all.into_iter().skip(skip).collect(), None)
+        };
+        let mut items = Element::new("items", NS_PUBSUB).with_attr("node", name.clone());
+        for (seq, _) in chosen {
+            if let Some(st) = self.pubsub.get_item(host, &name, seq).await? {
+                let mut el = Element::new("item", NS_PUBSUB)
+                    .with_attr("id", st.item.id.clone())
+                    .with_attr("publisher", st.publisher.clone());
+                if let Some(pl) = read_back(&st.item.payload) {
+                    el.push_child(pl);
+                }
+                items.push_child(el);
+            }
+        }
+        let mut ps = Element::new("pubsub", NS_PUBSUB).with_child(items);
+        if let Some(set) = set {
+            ps.push_child(set);
+        }
+        fx.reply(iq_result(iq, Some(ps)));
+        Ok(())
+    }
+
+    /// The requester's own subscriptions or affiliations (§5.6, §5.7).
+    async fn ps_mine(
+        &self,
+        s: &ImSession,
+        iq: &Element,
+        verb: &Element,
+        host: &str,
+        fx: &mut Effects,
+    ) {
+        let subs = verb.name == "subscriptions";
+        let only = verb.attr("node");
+        let me = s.jid.to_string();
+        let bare = s.user.to_string();
+        let mut list = Element::new(verb.name.clone(), NS_PUBSUB);
+        for name in self.pubsub.names(host) {
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
+            let Some(cell) = self.pubsub.node(host, &name) else {
+                continue;
+            };
+            let n = cell.lock().await;
+            if subs {
+                for (jid, subid) in n
+                    .subscriptions
+                    .iter()
+                    .filter(|(j, _)| **j == me || **j == bare)
+                {
+                    list.push_child(
+                        Element::new("subscription", NS_PUBSUB)
+                            .with_attr("node", name.clone())
+                            .with_attr("jid", jid.clone())
+                            .with_attr("subid", subid.clone())
+                            .with_attr("subscription", "subscribed"),
+                    );
+                }
+            } else if let Some(a) = n.affiliation(&bare) {
+                list.push_child(
+                    Element::new("affiliation", NS_PUBSUB)
+                        .with_attr("node", name.clone())
+                        .with_attr("affiliation", a.as_str()),
+                );
+            }
+        }
+        fx.reply(result_with(iq, NS_PUBSUB, list));
+    }
+
+    async fn pubsub_owner(
+        &self,
+        s: &ImSession,
+        iq: &Element,
+        p: &Element,
+        host: &str,
+        set: bool,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let Some(verb) = p.elements().next() else {
+            fx.error(iq, StanzaError::BadRequest);
+            return Ok(());
+        };
+        if verb.name == "default" && !set {
+            let mut n = ServiceNode::new(self.pubsub.default_config(), "");
+            n.affiliations.clear();
+            let d = Element::new("default", NS_OWNER).with_child(self.pubsub.form(&n));
+            fx.reply(result_with(iq, NS_OWNER, d));
+            return Ok(());
+        }
+        let Some((name, cell)) = self.ps_node(iq, verb, host, fx) else {
+            return Ok(());
+        };
+        let mut n = cell.lock().await;
+        if !n.is_owner(&s.jid.to_string()) {
+            fx.error(iq, StanzaError::Forbidden);
+            return Ok(());
+        }
+        let node_el =
+            |tag: &str| Element::new(tag.to_string(), NS_OWNER).with_attr("node", name.clone());
+        match (verb.name.as_str(), set) {
+            ("configure", false) => {
+                let c = node_el("configure").with_child(self.pubsub.form(&n));
+                fx.reply(result_with(iq, NS_OWNER, c));
+            }
+            ("configure", true) => {
+                let Some(x) = verb.child("x", NS_DATA) else {
+                    fx.error(iq, StanzaError::BadRequest);
+                    return Ok(());
+                };
+                if x.attr("type") != Some("cancel") {
+                    let mut next = n.clone();
+                    let ok = fields(x, NS_NODE_CONFIG)
+                        .ok_or(())
+                        .and_then(split_publish_model)
+                        .and_then(|(f, model)| {
+                            next.config
+                                .apply(&f, self.pubsub.config.max_items)
+                                .map_err(|_| ())?;
+                            if let Some(m) = model {
+                                next.publish_model = m;
+                            }
+                            Ok(())
+                        });
+                    if ok.is_err() {
+                        fx.error(iq, StanzaError::NotAcceptable);
+                        return Ok(());
+                    }
+                    let gone = next.trim();
+                    *n = next;
+                    self.pubsub.delete_items(host, &name, &gone);
+                    self.pubsub.save_meta(host, &name, &n);
+                    fx.flush = true;
+                }
+                fx.reply(iq_result(iq, None));
+            }
+            ("delete" | "purge", true) => {
+                let subscribers: Vec<String> = n.subscriptions.keys().cloned().collect();
+                if verb.name == "purge" {
+                    let gone = n.clear();
+                    self.pubsub.delete_items(host, &name, &gone);
+                    self.pubsub.save_meta(host, &name, &n);
+                } else {
+                    self.pubsub.remove(host, &name);
+                }
+                drop(n);
+                fx.flush = true;
+                fx.reply(iq_result(iq, None));
+                let event = Element::new(verb.name.clone(), NS_EVENT).with_attr("node", name);
+                self.ps_notify(host, &subscribers, event, fx);
+            }
+            ("subscriptions", false) => {
+                let mut list = node_el("subscriptions");
+                for (jid, subid) in &n.subscriptions {
+                    list.push_child(
+                        Element::new("subscription", NS_OWNER)
+                            .with_attr("jid", jid.clone())
+                            .with_attr("subid", subid.clone())
+                            .with_attr("subscription", "subscribed"),
+                    );
+                }
+                fx.reply(result_with(iq, NS_OWNER, list));
+            }
+            ("affiliations", false) => {
+                let mut list = node_el("affiliations");
+                for (jid, a) in &n.affiliations {
+                    list.push_child(
+                        Element::new("affiliation", NS_OWNER)
+                            .with_attr("jid", jid.clone())
+                            .with_attr("affiliation", a.as_str()),
+                    );
+                }
+                fx.reply(result_with(iq, NS_OWNER, list));
+            }
+            ("subscriptions" | "affiliations", true) => {
+                let subs = verb.name == "subscriptions";
+                let mut next = n.clone();
+                for e in verb.elements() {
+                    let jid = e.attr("jid").and_then(|j| Jid::parse(j).ok());
+                    let Some(jid) = jid else {
+                        fx.error(iq, StanzaError::JidMalformed);
+                        return Ok(());
+                    };
+                    let ok = if subs {
+                        match e.attr("subscription") {
+                            Some("none") => {
+                                next.subscriptions.remove(&jid.to_string());
+                                true
+                            }
+                            Some("subscribed") => {
+                                let id = format!("{}{}", self.push_id(), self.push_id());
+                                next.subscriptions.entry(jid.to_string()).or_insert(id);
+                                next.subscriptions.len() <= self.pubsub.config.max_subscriptions
+                            }
+                            _ => false,
+                        }
+                    } else {
+                        match e.attr("affiliation").and_then(Affiliation::parse) {
+                            Some(a) => next.set_affiliation(&jid.bare().to_string(), a),
+                            None => false,
+                        }
+                    };
+                    if !ok {
+                        fx.error(iq, StanzaError::NotAcceptable);
+                        return Ok(());
+                    }
+                }
+                *n = next;
+                self.pubsub.save_meta(host, &name, &n);
+                fx.flush = true;
+                fx.reply(iq_result(iq, None));
+            }
+            _ => fx.error(iq, StanzaError::BadRequest),
+        }
+        Ok(())
+    }
+
+    async fn pubsub_info(
+        &self,
+        s: &ImSession,
+        iq: &Element,
+        q: &Element,
+        host: &str,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let mut out = Element::new("query", NS_DISCO_INFO);
+        match q.attr("node") {
+            None => {
+                out.push_child(
+                    Element::new("identity", NS_DISCO_INFO)
+                        .with_attr("category", "pubsub")
+                        .with_attr("type", "service")
+                        .with_attr("name", "Publish-Subscribe"),
+                );
+                for f in FEATURES {
+                    out.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", *f));
+                }
+            }
+            Some(name) => {
+                let Some(cell) = self.pubsub.node(host, name) else {
+                    fx.error(iq, StanzaError::ItemNotFound);
+                    return Ok(());
+                };
+                let n = cell.lock().await;
+                let in_roster = self.sees_owner(&n, &s.user).await;
+                if let Err(r) = n.may_read(&s.jid.to_string(), in_roster) {
+                    refusal(fx, iq, r);
+                    return Ok(());
+                }
+                out.set_attr("node", name);
+                out.push_child(
+                    Element::new("identity", NS_DISCO_INFO)
+                        .with_attr("category", "pubsub")
+                        .with_attr("type", "leaf"),
+                );
+                out.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_PUBSUB));
+                let mut x = Element::new("x", NS_DATA).with_attr("type", "result");
+                let field = |var: &str, value: &str| {
+                    Element::new("field", NS_DATA)
+                        .with_attr("var", var)
+                        .with_child(Element::new("value", NS_DATA).with_text(value))
+                };
+                x.push_child(field("FORM_TYPE", NS_META).with_attr("type", "hidden"));
+                x.push_child(field("pubsub#title", &n.config.title));
+                x.push_child(field("pubsub#access_model", n.config.access.as_str()));
+                x.push_child(field("pubsub#publish_model", n.publish_model.as_str()));
+                let mut owners = Element::new("field", NS_DATA).with_attr("var", "pubsub#owner");
+                for (j, a) in &n.affiliations {
+                    if *a == Affiliation::Owner {
+                        owners.push_child(Element::new("value", NS_DATA).with_text(j.clone()));
+                    }
+                }
+                x.push_child(owners);
+                x.push_child(field(
+                    "pubsub#num_subscribers",
+                    &n.subscriptions.len().to_string(),
+                ));
+                out.push_child(x);
+            }
+        }
+        fx.reply(iq_result(iq, Some(out)));
+        Ok(())
+    }
+
+    async fn pubsub_items_disco(
+        &self,
+        s: &ImSession,
+        iq: &Element,
+        q: &Element,
+        host: &str,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let service = format!("pubsub.{host}");
+        let mut out = Element::new("query", NS_DISCO_ITEMS);
+        match q.attr("node") {
+            None => {
+                for name in self
+                    .pubsub
+                    .names(host)
+                    .into_iter()
+                    .take(self.pubsub.config.max_page * 10)
+                {
+                    out.push_child(
+                        Element::new("item", NS_DISCO_ITEMS)
+                            .with_attr("jid", service.clone())
+                            .with_attr("node", name),
+                    );
+                }
+            }
+            Some(name) => {
+                let Some(cell) = self.pubsub.node(host, name) else {
+                    fx.error(iq, StanzaError::ItemNotFound);
+                    return Ok(());
+                };
+                let n = cell.lock().await;
+                let in_roster = self.sees_owner(&n, &s.user).await;
+                if let Err(r) = n.may_read(&s.jid.to_string(), in_roster) {
+                    refusal(fx, iq, r);
+                    return Ok(());
+                }
+                out.set_attr("node", name);
+                for id in n.order.values() {
+                    out.push_child(
+                        Element::new("item", NS_DISCO_ITEMS)
+                            .with_attr("jid", service.clone())
+                            .with_attr("name", id.clone()),
+                    );
+                }
+            }
+        }
+        fx.reply(iq_result(iq, Some(out)));
+        Ok(())
+    }
+
+    /// Sends an event to every subscribed JID (a full JID: that resource if
+    /// online; a bare one: each available resource).
+    fn ps_notify(&self, host: &str, subscribers: &[String], event: Element, fx: &mut Effects) {
+        for jid in subscribers {
+            let msg = notification(host, jid, event.clone());
+            if jid.contains('/') {
+                if let Some(r) = self.router.route(jid) {
+                    self.router.deliver_element(&r, &msg, &mut fx.congested);
+                }
+            } else {
+                let bytes = bytes::Bytes::from(msg.to_bytes(NS_CLIENT));
+                self.router.deliver_to_all(jid, &bytes, &mut fx.congested);
+            }
+        }
+    }
+}
+
+fn notification(host: &str, to: &str, event: Element) -> Element {
+    Element::new("message", NS_CLIENT)
+        .with_attr("from", format!("pubsub.{host}"))
+        .with_attr("to", to)
+        .with_attr("type", "headline")
+        .with_child(Element::new("event", NS_EVENT).with_child(event))
+}
+
+fn event_item(st: &StoredItem) -> Element {
+    let mut el = Element::new("item", NS_EVENT)
+        .with_attr("id", st.item.id.clone())
+        .with_attr("publisher", st.publisher.clone());
+    if let Some(p) = read_back(&st.item.payload) {
+        el.push_child(p);
+    }
+    el
+}
