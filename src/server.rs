@@ -203,6 +203,7 @@ impl Server {
         xmpp.account_xml.max_private = config.max_private_items;
         xmpp.services = config.services();
         xmpp.pep = crate::xmpp::pep::Pep::new(auth.store().clone(), config.pep.clone());
+        xmpp.muc = crate::xmpp::muc::Muc::new(auth.store().clone(), config.muc.clone());
         xmpp.mam.default = config.mam_default;
         xmpp.mam.max_page = config.mam_max_page;
         let xmpp = Arc::new(xmpp);

@@ -83,6 +83,8 @@ pub struct ImServer {
     pub services: super::services::Services,
     /// XEP-0163 PEP nodes of the accounts.
     pub pep: super::pep::Pep,
+    /// XEP-0045 rooms on `conference.<host>`.
+    pub muc: super::muc::Muc,
     auth: Arc<AuthCore>,
 }
 
@@ -103,6 +105,7 @@ impl ImServer {
             account_xml: super::storage::AccountXml::new(store.clone()),
             services: Default::default(),
             pep: super::pep::Pep::new(store.clone(), Default::default()),
+            muc: super::muc::Muc::new(store.clone(), Default::default()),
             offline: {
                 let mut o = OfflineStore::new(store, clock);
                 o.max = max_offline;
@@ -389,7 +392,12 @@ impl ImServer {
 
     /// Keeps a message for an account with no available resource; true
     /// when it was stored.
-    async fn store_offline(&self, bare: &BareJid, el: &Element, fx: &mut Effects) -> bool {
+    pub(crate) async fn store_offline(
+        &self,
+        bare: &BareJid,
+        el: &Element,
+        fx: &mut Effects,
+    ) -> bool {
         if !self.account_exists(bare).await {
             fx.error(el, StanzaError::ServiceUnavailable);
             return false;
