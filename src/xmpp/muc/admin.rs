@@ -434,21 +434,7 @@ impl ImServer {
                     }
                 }
                 let room = rooms.map.get(room_jid).expect("present");
-                if was_locked {
-                    // The room opens: its subject to whoever is in.
-                    for o in &room.occupants {
-                        out.push(
-                            &o.jid,
-                            Element::new("message", NS_CLIENT)
-                                .with_attr("type", "groupchat")
-                                .with_attr("from", room_jid)
-                                .with_child(
-                                    Element::new("subject", NS_CLIENT)
-                                        .with_text(room.subject.clone()),
-                                ),
-                        );
-                    }
-                } else {
+                if !was_locked {
                     // §10.2.1: a configuration change everyone hears of.
                     for o in &room.occupants {
                         let mut m = Element::new("message", NS_CLIENT)

@@ -204,8 +204,6 @@ impl ImServer {
             if room.by_nick(nick).is_some() {
                 return Err(StanzaError::Conflict);
             }
-            let mut leaving = Element::new("item", NS_USER).with_attr("nick", nick);
-            leaving.name = "item".into();
             for r in &room.occupants {
                 let mut p = presence_of(room, &me, room.shows_jids_to(r.role) || r.jid == me.jid);
                 p.set_attr("type", "unavailable");
@@ -295,9 +293,9 @@ impl ImServer {
             );
             out.push(&s.jid, m);
         }
-        if !room.locked {
-            out.push(&s.jid, subject_message(room));
-        }
+        // Also in a locked room: clients wait for the subject as the end of
+        // the join.
+        out.push(&s.jid, subject_message(room));
         rooms.entered(&s.jid, room_jid);
         let _ = fx;
         Ok(())
