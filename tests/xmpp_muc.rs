@@ -331,7 +331,10 @@ fn visitors_private_messages_and_destruction() {
     let addr = p.addrs["c2s"][0];
     let mut alice = Raw::login(addr, "alice", "wonderland", "a");
     let mut bob = Raw::login(addr, "bob", "builder", "b");
-    create(&mut alice, &[("moderatedroom", "1"), ("allowpm", "moderators")]);
+    create(
+        &mut alice,
+        &[("moderatedroom", "1"), ("allowpm", "moderators")],
+    );
     let got = join(&mut bob, "Bob", "<history maxstanzas='0'/>");
     assert!(got.contains("role='visitor'"), "{got}");
     bob.expect("</message>");
