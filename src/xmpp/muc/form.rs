@@ -177,11 +177,8 @@ pub fn apply_submit(
             .unwrap_or_default();
         let v = value.trim();
         match var {
-            "FORM_TYPE" => {
-                if v != NS_ROOMCONFIG {
-                    return Err(StanzaError::BadRequest);
-                }
-            }
+            "FORM_TYPE" if v != NS_ROOMCONFIG => return Err(StanzaError::BadRequest),
+            "FORM_TYPE" => {}
             F_NAME => {
                 if value.chars().count() > max_name {
                     return Err(StanzaError::NotAcceptable);
