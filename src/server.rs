@@ -208,6 +208,7 @@ impl Server {
             let nodes = xmpp.pubsub.load().await.map_err(ServerError::Store)?;
             tracing::info!(nodes, "pubsub nodes loaded");
         }
+        xmpp.muc = crate::xmpp::muc::Muc::new(auth.store().clone(), config.muc.clone());
         xmpp.mam.default = config.mam_default;
         xmpp.mam.max_page = config.mam_max_page;
         let xmpp = Arc::new(xmpp);

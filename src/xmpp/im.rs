@@ -85,6 +85,8 @@ pub struct ImServer {
     pub pep: super::pep::Pep,
     /// The XEP-0060 service of `pubsub.<host>`.
     pub pubsub: super::pubsub::Pubsub,
+    /// XEP-0045 rooms on `conference.<host>`.
+    pub muc: super::muc::Muc,
     auth: Arc<AuthCore>,
 }
 
@@ -106,6 +108,7 @@ impl ImServer {
             services: Default::default(),
             pep: super::pep::Pep::new(store.clone(), Default::default()),
             pubsub: super::pubsub::Pubsub::new(store.clone(), Default::default()),
+            muc: super::muc::Muc::new(store.clone(), Default::default()),
             offline: {
                 let mut o = OfflineStore::new(store, clock);
                 o.max = max_offline;
@@ -392,7 +395,12 @@ impl ImServer {
 
     /// Keeps a message for an account with no available resource; true
     /// when it was stored.
-    async fn store_offline(&self, bare: &BareJid, el: &Element, fx: &mut Effects) -> bool {
+    pub(crate) async fn store_offline(
+        &self,
+        bare: &BareJid,
+        el: &Element,
+        fx: &mut Effects,
+    ) -> bool {
         if !self.account_exists(bare).await {
             fx.error(el, StanzaError::ServiceUnavailable);
             return false;

@@ -56,8 +56,10 @@ impl ImServer {
         fx: &mut Effects,
     ) {
         match (iq.attr("type"), p.name.as_str()) {
-            (Some("get"), "query") => fx.reply(iq_result(iq, Some(query_form()))),
-            (Some("set"), "query") => self.mam_query(s, iq, p, fx).await,
+            (_, "query") => {
+                let (owner, me) = (s.user.to_string(), s.jid.to_string());
+                self.mam_iq_for(&owner, &me, iq, p, fx).await
+            }
             (Some("get"), "prefs") => {
                 let owner = s.user.to_string();
                 match self.mam.prefs(&owner, || self.online(&owner)).await {
@@ -77,27 +79,42 @@ impl ImServer {
         }
     }
 
+    /// A `<query/>` iq of the archive `owner` (an account's or a room's
+    /// bare JID) from `me`, allowed to read it: the form, or a query.
+    pub(crate) async fn mam_iq_for(
+        &self,
+        owner: &str,
+        me: &str,
+        iq: &Element,
+        p: &Element,
+        fx: &mut Effects,
+    ) {
+        match (iq.attr("type"), p.name.as_str()) {
+            (Some("get"), "query") => fx.reply(iq_result(iq, Some(query_form()))),
+            (Some("set"), "query") => self.mam_query(owner, me, iq, p, fx).await,
+            _ => fx.error(iq, StanzaError::BadRequest),
+        }
+    }
+
     /// §4: results as messages, then the `<fin/>`.
-    async fn mam_query(&self, s: &ImSession, iq: &Element, p: &Element, fx: &mut Effects) {
+    async fn mam_query(&self, owner: &str, me: &str, iq: &Element, p: &Element, fx: &mut Effects) {
         let max_page = self.mam.max_page;
         let q = match parse_query(p, max_page) {
             Ok(q) => q,
             Err(e) => return fx.error(iq, e),
         };
-        let owner = s.user.to_string();
         // Ids a page is anchored to must be in this archive (XEP-0059 §2.5).
         for id in [q.query.after_id, q.query.before_id].into_iter().flatten() {
-            match self.mam.has(&owner, id).await {
+            match self.mam.has(owner, id).await {
                 Ok(true) => {}
                 Ok(false) => return fx.error(iq, StanzaError::ItemNotFound),
                 Err(e) => return fx.internal(iq, e),
             }
         }
-        let page = match self.mam.page(&owner, &q.query).await {
+        let page = match self.mam.page(owner, &q.query).await {
             Ok(p) => p,
             Err(e) => return fx.internal(iq, e),
         };
-        let me = s.jid.to_string();
         for (id, m) in &page.items {
             let Some(original) = super::stream::read_back(&m.stanza) else {
                 tracing::error!("an archived message could not be read back");
@@ -114,8 +131,8 @@ impl ImServer {
             result.push_child(forwarded);
             fx.reply(
                 Element::new("message", NS_CLIENT)
-                    .with_attr("from", owner.clone())
-                    .with_attr("to", me.clone())
+                    .with_attr("from", owner)
+                    .with_attr("to", me)
                     .with_child(result),
             );
         }

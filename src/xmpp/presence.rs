@@ -170,6 +170,8 @@ impl ImServer {
         el: &Element,
         fx: &mut Effects,
     ) {
+        // Its occupants leave their rooms (XEP-0045 §7.14, §18.1).
+        self.muc_session_gone(&s.jid, fx);
         let mut el = el.clone();
         el.remove_attr("to");
         let was_available = {
