@@ -503,13 +503,15 @@ fn seconds_in(
 }
 
 impl Config {
-    /// The XMPP services turned on (`[muc]`, `[upload]`).
+    /// The XMPP services turned on (`[muc]`, `[upload]`). Upload needs
+    /// an HTTP listener to take the files: without one it is off.
     pub fn services(&self) -> crate::xmpp::services::Services {
         use crate::xmpp::services::{Service, Services};
+        let http = self.listen.iter().any(|l| l.module == Module::Http);
         Services::new(
             [
                 (self.muc.enabled, Service::Muc),
-                (self.upload.enabled, Service::Upload),
+                (self.upload.enabled && http, Service::Upload),
             ]
             .into_iter()
             .filter_map(|(on, s)| on.then_some(s)),

@@ -183,7 +183,8 @@ fn iq_routing_and_server_answers() {
 
 #[test]
 fn services_on_subdomains_are_listed_and_answer_only_when_on() {
-    let p = Petrel::start("[muc]\nenabled = true\n").with_user_and_client();
+    let p =
+        Petrel::start("[muc]\nenabled = true\n[upload]\nenabled = false\n").with_user_and_client();
     let mut alice = login(&p, "alice", "a");
     alice.send("<iq type='get' id='dit' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
     let items = alice.expect("</iq>");

@@ -83,6 +83,8 @@ pub struct ImServer {
     pub services: super::services::Services,
     /// XEP-0163 PEP nodes of the accounts.
     pub pep: super::pep::Pep,
+    /// XEP-0363 HTTP file upload, when served.
+    pub upload: Option<Arc<super::upload::Uploads>>,
     auth: Arc<AuthCore>,
 }
 
@@ -103,6 +105,7 @@ impl ImServer {
             account_xml: super::storage::AccountXml::new(store.clone()),
             services: Default::default(),
             pep: super::pep::Pep::new(store.clone(), Default::default()),
+            upload: None,
             offline: {
                 let mut o = OfflineStore::new(store, clock);
                 o.max = max_offline;
