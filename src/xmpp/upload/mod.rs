@@ -296,3 +296,170 @@ impl ImServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{CountingEntropy, ManualClock};
+
+    fn uploads(dir: &Path, config: UploadConfig) -> Uploads {
+        Uploads::open(
+            config,
+            "http://h:1/".into(),
+            dir,
+            Arc::new(ManualClock::default()),
+            Arc::new(CountingEntropy::default()),
+        )
+        .unwrap()
+    }
+
+    fn request(name: &str, size: u64) -> Element {
+        Element::new("request", NS_UPLOAD)
+            .with_attr("filename", name)
+            .with_attr("size", size.to_string())
+    }
+
+    #[test]
+    fn slots_are_signed_and_refused_past_the_size_limit_and_the_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = UploadConfig {
+            max_size: 100,
+            quota: 150,
+            ..Default::default()
+        };
+        let up = uploads(dir.path(), config);
+        let key = std::fs::read(dir.path().join("upload/key")).unwrap();
+        assert_eq!(key.len(), 32);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("upload/key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the key is private");
+
+        let slot = up.slot("a@x", &request("f.txt", 100)).unwrap();
+        let put = slot.child("put", NS_UPLOAD).unwrap().attr("url").unwrap();
+        let get = slot.child("get", NS_UPLOAD).unwrap().attr("url").unwrap();
+        assert!(
+            get.starts_with("http://h:1/upload/") && get.ends_with("/f.txt"),
+            "{get}"
+        );
+        let (tail, query) = put
+            .strip_prefix("http://h:1/upload/")
+            .unwrap()
+            .split_once('?')
+            .unwrap();
+        let g = slot::check_put(tail, query, &up.key, up.now()).unwrap();
+        assert_eq!((g.size, g.owner.as_str()), (100, "a@x"));
+        assert_eq!(g.expires, up.now() + 600);
+        assert_eq!(
+            g.content_type,
+            slot::DEFAULT_CONTENT_TYPE,
+            "no content-type asked for"
+        );
+
+        let (cond, app, _) = up.slot("a@x", &request("f", 101)).unwrap_err();
+        assert_eq!(cond, StanzaError::NotAcceptable);
+        let app = app.unwrap();
+        assert!(app.is("file-too-large", NS_UPLOAD));
+        assert_eq!(app.child("max-size", NS_UPLOAD).unwrap().text(), "100");
+
+        assert!(up.store.reserve("a@x", 100, 150));
+        assert_eq!(
+            up.slot("a@x", &request("f", 51)).unwrap_err().0,
+            StanzaError::ResourceConstraint
+        );
+        assert!(up.slot("a@x", &request("f", 50)).is_ok());
+        assert!(
+            up.slot("b@x", &request("f", 100)).is_ok(),
+            "quota per account"
+        );
+        let bad = Element::new("request", NS_UPLOAD).with_attr("size", "1");
+        assert_eq!(up.slot("a@x", &bad).unwrap_err().0, StanzaError::BadRequest);
+
+        let info = up.info();
+        let form = info.child("x", "jabber:x:data").unwrap();
+        assert!(form
+            .elements()
+            .any(|f| f.attr("var") == Some("max-file-size")
+                && f.child("value", "jabber:x:data")
+                    .map(|v| v.text())
+                    .as_deref()
+                    == Some("100")));
+    }
+
+    #[test]
+    fn the_config_checks_name_the_key_and_the_documented_file_has_the_defaults() {
+        assert_eq!(UploadConfig::default().check(), Ok(()));
+        for (c, key) in [
+            (
+                UploadConfig {
+                    max_size: 0,
+                    ..Default::default()
+                },
+                "max_size",
+            ),
+            (
+                UploadConfig {
+                    quota: 0,
+                    ..Default::default()
+                },
+                "quota",
+            ),
+            (
+                UploadConfig {
+                    slot_expire: 0,
+                    ..Default::default()
+                },
+                "slot_expire",
+            ),
+            (
+                UploadConfig {
+                    slot_expire: 700_000,
+                    ..Default::default()
+                },
+                "slot_expire",
+            ),
+            (
+                UploadConfig {
+                    put_timeout: 0,
+                    ..Default::default()
+                },
+                "put_timeout",
+            ),
+            (
+                UploadConfig {
+                    url: Some("ftp://x".into()),
+                    ..Default::default()
+                },
+                "url",
+            ),
+            (
+                UploadConfig {
+                    url: Some("https://x/?a".into()),
+                    ..Default::default()
+                },
+                "url",
+            ),
+            (
+                UploadConfig {
+                    url: Some("https://".into()),
+                    ..Default::default()
+                },
+                "url",
+            ),
+        ] {
+            assert_eq!(c.check().unwrap_err().0, key, "{c:?}");
+        }
+        let ok = UploadConfig {
+            url: Some("https://chat.example/files/".into()),
+            ..Default::default()
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let c = crate::config::Config::parse(include_str!("../../../configs/petrel.toml")).unwrap();
+        assert_eq!(c.upload, UploadConfig::default());
+        assert!(c.services().is_on(crate::xmpp::services::Service::Upload));
+        let e = crate::config::Config::parse("[upload]\nmax_size = 0\n").unwrap_err();
+        assert!(e.key.contains("max_size"), "{}", e.key);
+    }
+}
