@@ -459,4 +459,34 @@ mod tests {
         assert!(!same_content_type("image/png", None));
         assert!(same_content_type(DEFAULT_CONTENT_TYPE, None));
     }
+
+    proptest::proptest! {
+        /// Whatever a client puts in the path and query, the check answers
+        /// without panicking; and any grant round-trips through its URL.
+        #[test]
+        fn put_urls_parse_anything_and_round_trip(
+            tail in ".{0,80}",
+            query in ".{0,200}",
+            name in ".{0,200}",
+            ty in "[a-z]{1,10}/[a-z0-9.+-]{1,20}(; charset=[a-z0-9-]{1,10})?",
+            owner in "[^/]{1,60}",
+            size in proptest::prelude::any::<u64>(),
+            expires in proptest::prelude::any::<u64>(),
+        ) {
+            let _ = check_put(&tail, &query, &KEY, 0);
+            let _ = split_path(&tail);
+            let g = Grant {
+                id: "0123456789abcdef0123456789abcdef".into(),
+                name: sanitize_name(&name),
+                size,
+                content_type: ty,
+                expires,
+                owner,
+            };
+            proptest::prop_assert!(is_clean_name(&g.name));
+            let url = g.put_url("https://h", &KEY);
+            let (t, q) = split(&url);
+            proptest::prop_assert_eq!(check_put(t, q, &KEY, 0), Ok(g));
+        }
+    }
 }
