@@ -340,3 +340,37 @@ starttls = true
     let r = request_slot(&mut alice, "s", "filename='a.txt' size='3'");
     assert!(r.contains("<remote-server-not-found"), "{r}");
 }
+
+/// Slots granted while nothing was stored may together pass the quota:
+/// the PUT that would pass it is refused (413) and stores nothing.
+#[test]
+fn a_put_past_the_quota_is_refused() {
+    let p = Petrel::start("[upload]\nquota = 10\n").with_user_and_client();
+    let addr = p.addrs["http"][0];
+    let port = addr.port();
+    let mut alice = Raw::login(p.addrs["c2s"][0], "alice", "wonderland", "r");
+    let a = request_slot(&mut alice, "a", "filename='a.bin' size='6'");
+    let b = request_slot(&mut alice, "b", "filename='b.bin' size='6'");
+    let headers = "Content-Type: application/octet-stream\r\nContent-Length: 6\r\n";
+    assert_eq!(
+        put(addr, &url_of(&a, "put", port), headers, b"aaaaaa").0,
+        201
+    );
+    let (st, _, body) = put(addr, &url_of(&b, "put", port), headers, b"bbbbbb");
+    assert_eq!(st, 413, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        http(
+            addr,
+            &format!("GET {} HTTP/1.1\r\n", url_of(&b, "get", port)),
+            b""
+        )
+        .0,
+        404
+    );
+    // And a new slot is refused at once, with the XEP's condition.
+    let r = request_slot(&mut alice, "c", "filename='c.bin' size='5'");
+    assert!(
+        r.contains("type='wait'") && r.contains("<resource-constraint"),
+        "{r}"
+    );
+}
