@@ -508,12 +508,15 @@ fn seconds_in(
 
 impl Config {
     /// The XMPP services turned on (`[muc]`, `[upload]`, `[pubsub]`).
+    /// Upload needs an HTTP listener to take the files: without one it is
+    /// off.
     pub fn services(&self) -> crate::xmpp::services::Services {
         use crate::xmpp::services::{Service, Services};
+        let http = self.listen.iter().any(|l| l.module == Module::Http);
         Services::new(
             [
                 (self.muc.enabled, Service::Muc),
-                (self.upload.enabled, Service::Upload),
+                (self.upload.enabled && http, Service::Upload),
                 (self.pubsub.enabled, Service::Pubsub),
             ]
             .into_iter()

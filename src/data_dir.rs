@@ -46,8 +46,9 @@ pub fn tighten(dir: &Path) -> io::Result<()> {
 
 /// What Petrel itself creates in the data directory (the admin socket is
 /// bound 0600 on its own).
-const OWN_ENTRIES: [&str; 4] = [
+const OWN_ENTRIES: [&str; 5] = [
     "store",
+    crate::xmpp::upload::UPLOAD_DIR,
     crate::tls::DEV_CERT,
     crate::tls::DEV_KEY,
     crate::auth::fast::FAST_KEY_FILE,

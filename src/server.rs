@@ -202,6 +202,7 @@ impl Server {
         xmpp.blocks.max_items = config.max_blocklist_items;
         xmpp.account_xml.max_private = config.max_private_items;
         xmpp.services = config.services();
+        xmpp.upload = open_uploads(&config, &bound, &registry).await?;
         xmpp.pep = crate::xmpp::pep::Pep::new(auth.store().clone(), config.pep.clone());
         xmpp.pubsub = crate::xmpp::pubsub::Pubsub::new(auth.store().clone(), config.pubsub.clone());
         if config.pubsub.enabled {
@@ -286,6 +287,11 @@ impl Server {
         ));
         let admin_task = tokio::spawn(ctl::socket::serve(admin, ctx));
         let expiry = tokio::spawn(shared.auth.clone().run_expiry(shared.shutdown.clone()));
+        let upload_sweep = shared
+            .xmpp
+            .upload
+            .clone()
+            .map(|u| tokio::spawn(crate::xmpp::upload::run_expiry(u, shared.shutdown.clone())));
         let archive_pruner = tokio::spawn(prune_archives(
             shared.xmpp.clone(),
             shared.shutdown.clone(),
@@ -314,6 +320,9 @@ impl Server {
         let _ = hangups.await;
         let _ = expiry.await;
         let _ = archive_pruner.await;
+        if let Some(t) = upload_sweep {
+            let _ = t.await;
+        }
         if tokio::time::timeout(DRAIN_TIMEOUT, shared.open.drained())
             .await
             .is_err()
@@ -325,6 +334,52 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// XEP-0363: the upload service when `config.services()` has it (enabled,
+/// and an HTTP listener to take the files), its URLs under `[upload] url`
+/// or else the first HTTP listener's address.
+async fn open_uploads(
+    config: &Arc<Config>,
+    bound: &[Bound],
+    registry: &Arc<Registry>,
+) -> Result<Option<Arc<crate::xmpp::upload::Uploads>>, ServerError> {
+    use crate::xmpp::services::Service;
+    if !config.services().is_on(Service::Upload) {
+        if config.upload.enabled {
+            tracing::info!("[upload] is enabled but there is no http listener: upload service off");
+        }
+        return Ok(None);
+    }
+    let base = match &config.upload.url {
+        Some(u) => u.clone(),
+        None => {
+            let Some(b) = bound.iter().find(|b| b.listener.module == Module::Http) else {
+                return Ok(None);
+            };
+            let scheme = if b.listener.tls { "https" } else { "http" };
+            format!("{scheme}://{}:{}", config.default_host(), b.addr.port())
+        }
+    };
+    let (c, clock, entropy) = (
+        config.clone(),
+        registry.clock().clone(),
+        registry.entropy().clone(),
+    );
+    let uploads = tokio::task::spawn_blocking(move || {
+        crate::xmpp::upload::Uploads::open(c.upload.clone(), base, &c.data_dir, clock, entropy)
+    })
+    .await
+    .expect("opening the upload directory does not panic")
+    .map_err(|source| ServerError::DataDir {
+        path: config
+            .data_dir
+            .join(crate::xmpp::upload::UPLOAD_DIR)
+            .display()
+            .to_string(),
+        source,
+    })?;
+    Ok(Some(Arc::new(uploads)))
 }
 
 /// XEP-0313 retention: at start and then hourly, archived messages older
@@ -470,9 +525,11 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
         shared.config.max_stanza_size,
     );
     let host_meta = crate::xmpp::websocket::host_meta(b.listener.tls);
+    // XEP-0363 uploads at /upload/… (nothing when the service is off).
+    let upload = crate::xmpp::upload::http::route(shared.xmpp.upload.clone());
     let routes = warp::Filter::or(
         warp::Filter::or(
-            warp::Filter::or(mqtt_ws, api),
+            warp::Filter::or(upload, warp::Filter::or(mqtt_ws, api)),
             warp::Filter::or(xmpp_ws, host_meta),
         ),
         oauth::routes(state, b.listener.tls),
@@ -481,9 +538,10 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
     let shutdown = shared.shutdown.clone();
     let acceptor = shared.acceptor(&b);
     let c = &shared.config;
-    let (headers, request, ping, idle) = (
+    let (headers, request, upload, ping, idle) = (
         Duration::from_secs(c.http_header_timeout),
         Duration::from_secs(c.http_request_timeout),
+        Duration::from_secs(c.upload.put_timeout),
         Duration::from_secs(c.http2_keep_alive),
         Duration::from_secs(c.http_idle_timeout),
     );
@@ -503,7 +561,8 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
             };
             // The peer's address rides on every request (the login
             // throttle), and a request — its body included — has
-            // `http_request_timeout` to be read and answered.
+            // `http_request_timeout` to be read and answered (an upload
+            // `[upload] put_timeout`).
             let activity = Arc::new(HttpActivity::default());
             let inner = TowerToHyperService::new(warp::service(routes));
             let seen = activity.clone();
@@ -514,10 +573,15 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
                         peer,
                         permit: permit.clone(),
                     });
+                    let limit = if crate::xmpp::upload::http::is_upload_put(&req) {
+                        upload
+                    } else {
+                        request
+                    };
                     let call = hyper::service::Service::call(&inner, req);
                     let busy = seen.begin();
                     async move {
-                        let r = match tokio::time::timeout(request, call).await {
+                        let r = match tokio::time::timeout(limit, call).await {
                             Ok(r) => r,
                             Err(_) => Ok(warp::Reply::into_response(warp::reply::with_status(
                                 "request took too long\n",

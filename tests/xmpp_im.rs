@@ -166,12 +166,15 @@ fn iq_routing_and_server_answers() {
     alice.send("<iq type='get' id='dit' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
     let items = alice.expect("</iq>");
     assert!(items.contains("type='result' id='dit'"), "{items}");
-    // By default only the publish-subscribe service is on.
-    assert!(items.contains("jid='pubsub.localhost'"), "{items}");
-    assert!(
-        !items.contains("conference.") && !items.contains("upload."),
-        "{items}"
-    );
+    // By default every service is on (upload: the server has an http
+    // listener).
+    for s in ["conference", "upload", "pubsub"] {
+        assert!(
+            items.contains(&format!("jid='{s}.localhost'")),
+            "{s}: {items}"
+        );
+    }
+    assert!(items.matches("<item").count() == 3, "{items}");
     alice.send("<iq type='get' id='unk' to='localhost'><query xmlns='urn:example:nothing'/></iq>");
     assert!(alice.expect("</iq>").contains("<service-unavailable"));
     // The account's own bare JID.
@@ -188,7 +191,8 @@ fn iq_routing_and_server_answers() {
 
 #[test]
 fn services_on_subdomains_are_listed_and_answer_only_when_on() {
-    let p = Petrel::start("[muc]\nenabled = true\n").with_user_and_client();
+    let p =
+        Petrel::start("[muc]\nenabled = true\n[upload]\nenabled = false\n").with_user_and_client();
     let mut alice = login(&p, "alice", "a");
     alice.send("<iq type='get' id='dit' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
     let items = alice.expect("</iq>");

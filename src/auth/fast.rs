@@ -108,7 +108,7 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 /// Reads the fast key at `path`, or makes one (32 random bytes, 0600,
 /// created whole or not at all, so a server and a `ctl` starting at once
 /// agree on one key).
-fn load_or_create_key(path: &Path) -> std::io::Result<[u8; 32]> {
+pub(crate) fn load_or_create_key(path: &Path) -> std::io::Result<[u8; 32]> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let read = |p: &Path| -> std::io::Result<[u8; 32]> {

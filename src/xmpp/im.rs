@@ -87,6 +87,8 @@ pub struct ImServer {
     pub pubsub: super::pubsub::Pubsub,
     /// XEP-0045 rooms on `conference.<host>`.
     pub muc: super::muc::Muc,
+    /// XEP-0363 HTTP file upload, when served.
+    pub upload: Option<Arc<super::upload::Uploads>>,
     auth: Arc<AuthCore>,
 }
 
@@ -109,6 +111,7 @@ impl ImServer {
             pep: super::pep::Pep::new(store.clone(), Default::default()),
             pubsub: super::pubsub::Pubsub::new(store.clone(), Default::default()),
             muc: super::muc::Muc::new(store.clone(), Default::default()),
+            upload: None,
             offline: {
                 let mut o = OfflineStore::new(store, clock);
                 o.max = max_offline;

@@ -66,7 +66,7 @@ pub fn ver_of(info: &Element) -> Option<String> {
     if has_duplicates(&identities) || has_duplicates(&features) {
         return None;
     }
-    let mut forms: Vec<(String, Vec<(String, Vec<String>)>)> = Vec::new();
+    let mut forms: Vec<(String, Fields)> = Vec::new();
     for x in info.children_named("x", NS_DATA) {
         if x.attr("type") != Some("result") {
             continue;
@@ -119,6 +119,9 @@ pub fn ver_of(info: &Element) -> Option<String> {
     }
     Some(base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes())))
 }
+
+/// A form's fields: `(var, sorted values)`, sorted by var.
+type Fields = Vec<(String, Vec<String>)>;
 
 fn has_duplicates(sorted: &[String]) -> bool {
     sorted.windows(2).any(|w| w[0] == w[1])
