@@ -69,10 +69,11 @@ fn result_with(iq: &Element, ns: &str, child: Element) -> Element {
     iq_result(iq, Some(Element::new("pubsub", ns).with_child(child)))
 }
 
+/// A submitted form's fields: `(var, values)`.
+type FormFields = Vec<(String, Vec<String>)>;
+
 /// Splits `pubsub#publish_model` (which PEP does not take) off a form.
-fn split_publish_model(
-    mut f: Vec<(String, Vec<String>)>,
-) -> Result<(Vec<(String, Vec<String>)>, Option<PublishModel>), ()> {
+fn split_publish_model(mut f: FormFields) -> Result<(FormFields, Option<PublishModel>), ()> {
     let mut model = None;
     if let Some(i) = f.iter().position(|(v, _)| v == "pubsub#publish_model") {
         let (_, values) = f.remove(i);
