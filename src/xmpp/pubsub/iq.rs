@@ -95,6 +95,18 @@ impl Pubsub {
         c
     }
 
+    /// Applies a submitted node config form (publish model included);
+    /// on a refusal `n` may be half changed, so callers pass a copy or a
+    /// node not yet stored.
+    fn configure(&self, n: &mut ServiceNode, x: &Element) -> Result<(), ()> {
+        let (f, model) = split_publish_model(fields(x, NS_NODE_CONFIG).ok_or(())?)?;
+        n.config.apply(&f, self.config.max_items).map_err(|_| ())?;
+        if let Some(m) = model {
+            n.publish_model = m;
+        }
+        Ok(())
+    }
+
     fn form(&self, n: &ServiceNode) -> Element {
         let mut x = n.config.form(self.config.max_items);
         let mut f = Element::new("field", NS_DATA)
@@ -256,19 +268,7 @@ impl ImServer {
         };
         let mut n = ServiceNode::new(self.pubsub.default_config(), &s.user.to_string());
         if let Some(x) = form {
-            let ok = fields(x, NS_NODE_CONFIG)
-                .ok_or(())
-                .and_then(split_publish_model)
-                .and_then(|(f, model)| {
-                    n.config
-                        .apply(&f, self.pubsub.config.max_items)
-                        .map_err(|_| ())?;
-                    if let Some(m) = model {
-                        n.publish_model = m;
-                    }
-                    Ok(())
-                });
-            if ok.is_err() {
+            if self.pubsub.configure(&mut n, x).is_err() {
                 fx.error(iq, StanzaError::NotAcceptable);
                 return Ok(());
             }
@@ -716,19 +716,7 @@ impl ImServer {
                 };
                 if x.attr("type") != Some("cancel") {
                     let mut next = n.clone();
-                    let ok = fields(x, NS_NODE_CONFIG)
-                        .ok_or(())
-                        .and_then(split_publish_model)
-                        .and_then(|(f, model)| {
-                            next.config
-                                .apply(&f, self.pubsub.config.max_items)
-                                .map_err(|_| ())?;
-                            if let Some(m) = model {
-                                next.publish_model = m;
-                            }
-                            Ok(())
-                        });
-                    if ok.is_err() {
+                    if self.pubsub.configure(&mut next, x).is_err() {
                         fx.error(iq, StanzaError::NotAcceptable);
                         return Ok(());
                     }
