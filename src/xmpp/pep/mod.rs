@@ -192,7 +192,7 @@ impl Pep {
 }
 
 /// An error with a pubsub application condition (XEP-0060 §7–8).
-fn ps_error(fx: &mut Effects, iq: &Element, err: StanzaError, app: Option<&str>) {
+pub(crate) fn ps_error(fx: &mut Effects, iq: &Element, err: StanzaError, app: Option<&str>) {
     if let Some(mut e) = error_reply(iq, err, None) {
         if let (Some(app), Some(error)) = (app, e.child_mut("error", NS_CLIENT)) {
             error.push_child(Element::new(app, NS_ERRORS));

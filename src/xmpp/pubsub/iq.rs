@@ -10,11 +10,9 @@ use crate::xmpp::im::{Effects, ImServer, ImSession};
 use crate::xmpp::mam::NS_DATA;
 use crate::xmpp::pep::node::NS_PUBLISH_OPTIONS;
 use crate::xmpp::pep::node::{fields, Access, Item, NodeConfig, SendLast, NS_NODE_CONFIG};
-use crate::xmpp::pep::{NS_ERRORS, NS_EVENT, NS_OWNER, NS_PUBSUB};
+use crate::xmpp::pep::{NS_EVENT, NS_OWNER, NS_PUBSUB};
 use crate::xmpp::services::refuse;
-use crate::xmpp::stanza::{
-    error_reply, iq_result, Jid, StanzaError, NS_DISCO_INFO, NS_DISCO_ITEMS,
-};
+use crate::xmpp::stanza::{iq_result, Jid, StanzaError, NS_DISCO_INFO, NS_DISCO_ITEMS};
 use crate::xmpp::stream::{read_back, NS_CLIENT};
 
 const NS_RSM: &str = "http://jabber.org/protocol/rsm";
@@ -57,12 +55,7 @@ pub const FEATURES: &[&str] = &[
 ];
 
 fn refusal(fx: &mut Effects, iq: &Element, (err, app): Refusal) {
-    if let Some(mut e) = error_reply(iq, err, None) {
-        if let (Some(app), Some(error)) = (app, e.child_mut("error", NS_CLIENT)) {
-            error.push_child(Element::new(app, NS_ERRORS));
-        }
-        fx.reply(e);
-    }
+    crate::xmpp::pep::ps_error(fx, iq, err, app);
 }
 
 fn result_with(iq: &Element, ns: &str, child: Element) -> Element {
