@@ -223,6 +223,8 @@ pub struct Config {
     pub pep: crate::xmpp::pep::PepConfig,
     /// The XEP-0060 service on `pubsub.<host>` (`[pubsub]`).
     pub pubsub: crate::xmpp::pubsub::PubsubConfig,
+    /// The MQTT ⇄ XMPP bridge (`[bridge]`, `[[bridge.rule]]`).
+    pub bridge: crate::bridge::BridgeConfig,
     /// XMPP: seconds a session whose connection was lost waits for a
     /// XEP-0198 resumption (0: resumption off).
     pub resume_timeout: u64,
@@ -324,6 +326,7 @@ impl Default for Config {
             upload: Default::default(),
             pep: Default::default(),
             pubsub: Default::default(),
+            bridge: Default::default(),
             resume_timeout: 300,
             sm_max_unacked: 5000,
             sm_max_unacked_bytes: 4 * 1024 * 1024,
@@ -420,6 +423,7 @@ struct RawConfig {
     upload: Option<crate::xmpp::upload::UploadConfig>,
     pep: Option<crate::xmpp::pep::PepConfig>,
     pubsub: Option<crate::xmpp::pubsub::PubsubConfig>,
+    bridge: Option<crate::bridge::BridgeConfig>,
     resume_timeout: Option<u64>,
     sm_max_unacked: Option<usize>,
     sm_max_unacked_bytes: Option<usize>,
@@ -518,6 +522,7 @@ impl Config {
                 (self.muc.enabled, Service::Muc),
                 (self.upload.enabled && http, Service::Upload),
                 (self.pubsub.enabled, Service::Pubsub),
+                (self.bridge.direct, Service::Mqtt),
             ]
             .into_iter()
             .filter_map(|(on, s)| on.then_some(s)),
@@ -761,6 +766,9 @@ impl Config {
         if let Some(p) = raw.pep {
             c.pep = p;
         }
+        if let Some(b) = raw.bridge {
+            c.bridge = b;
+        }
         if let Some(p) = raw.pubsub {
             c.pubsub = p;
         }
@@ -866,6 +874,7 @@ impl Config {
             ("upload", self.upload.check()),
             ("pep", self.pep.check()),
             ("pubsub", self.pubsub.check()),
+            ("bridge", self.bridge.check()),
         ];
         for (table, checked) in tables {
             if let Err((key, why)) = checked {

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bridge;
 pub mod config;
 pub mod ctl;
 pub mod data_dir;

@@ -213,6 +213,14 @@ impl Server {
         xmpp.mam.default = config.mam_default;
         xmpp.mam.max_page = config.mam_max_page;
         let xmpp = Arc::new(xmpp);
+        // The bridge joins both sides; checked with the config already.
+        let bridge = Arc::new(
+            crate::bridge::Bridge::new(config.bridge.clone(), &broker)
+                .expect("bridge rules were checked with the config"),
+        );
+        bridge.attach(&xmpp);
+        let _ = xmpp.bridge.set(bridge.clone());
+        let _ = broker.bridge.set(bridge);
         let oauth_metadata = oauth_metadata_url(&config, &bound);
         let tls = tls.map(Arc::new);
         let reloader = Arc::new(Reloader::new(&config, tls.clone(), broker.clone()));
@@ -427,6 +435,7 @@ async fn sweep(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
     let mut next_sys = started;
+    let mut next_inbox_sweep = started + Duration::from_secs(60);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -436,6 +445,12 @@ async fn sweep(
             next_sys = Instant::now() + Duration::from_secs(sys_interval);
             let online = registry.online_by_domain(Protocol::Mqtt);
             broker.publish_sys(started.elapsed().as_secs(), &online);
+        }
+        if Instant::now() >= next_inbox_sweep {
+            next_inbox_sweep = Instant::now() + Duration::from_secs(60);
+            if let Some(b) = broker.bridge.get() {
+                b.sweep_inboxes();
+            }
         }
         let expired = registry.sweep();
         // Only MQTT sessions outlive their connections today.

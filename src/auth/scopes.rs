@@ -224,6 +224,15 @@ pub fn may(scopes: Option<&Scopes>, action: Action<'_>) -> bool {
     }
 }
 
+/// Whether the token's `mqtt:publish:` limits (if any) let it publish to
+/// `topic`, whatever protocol it logs into: what a bridge rule asks of an
+/// XMPP user's item crossing to MQTT.
+pub fn topic_within_limits(scopes: Option<&Scopes>, topic: &str) -> bool {
+    let Some(scopes) = scopes else { return true };
+    let mut limits = scopes.0.iter().filter_map(|s| s.strip_prefix(PUBLISH_PREFIX)).peekable();
+    limits.peek().is_none() || limits.any(|f| crate::mqtt::topics::filter_matches(f, topic))
+}
+
 /// Whether every topic matched by `inner` is also matched by `outer`.
 pub fn filter_covers(outer: &str, inner: &str) -> bool {
     // MQTT 4.7.2: a filter starting with a wildcard does not reach topics

@@ -173,6 +173,8 @@ pub struct Broker {
     pub acl: arc_swap::ArcSwap<Acl>,
     /// The `$SYS` values last published, by domain and topic.
     sys_last: Mutex<HashMap<(String, &'static str), String>>,
+    /// The bridge to XMPP, set once at start when there is one.
+    pub bridge: std::sync::OnceLock<Arc<crate::bridge::Bridge>>,
 }
 
 fn retained_key(domain: &str, topic: &str) -> Vec<u8> {
@@ -217,6 +219,7 @@ impl Broker {
             acl: arc_swap::ArcSwap::from_pointee(Acl::default()),
             sys_last: Mutex::new(HashMap::new()),
             stats: BrokerStats::default(),
+            bridge: std::sync::OnceLock::new(),
         };
         b.load_retained()?;
         Ok(b)

@@ -81,15 +81,20 @@ pub fn serve(
 /// close, or backpressure holds the rest back.
 fn handle_buffered(conn: &mut Connection, buf: &mut BytesMut) -> Next {
     loop {
+        if conn.crossing_pending() {
+            // The bridge first: acknowledgements keep the publishes' order.
+            return Next::Continue;
+        }
         match codec::decode(buf, conn.version(), conn.max_packet_size()) {
             Ok(Some(p)) => {
                 let next = conn.handle(p);
                 if matches!(next, Next::Login(_) | Next::Close) {
                     return next;
                 }
-                if conn.congested.is_some() {
+                if conn.congested.is_some() || conn.crossing_pending() {
                     // Backpressure: leave the rest buffered until the
-                    // congested subscriber has drained.
+                    // congested subscriber has drained (or the bridge has
+                    // carried a publish across).
                     return next;
                 }
             }
@@ -189,6 +194,22 @@ async fn write_out(
     }
 }
 
+/// Has the bridge carry the publish waiting for it across, then
+/// acknowledges it.
+async fn cross(conn: &mut Connection, ctx: &MqttContext) {
+    let Some((c, slot)) = conn.take_crossing() else {
+        return;
+    };
+    let done = match ctx.broker.bridge.get() {
+        Some(b) => b.from_mqtt(slot.address(), &c.msg, c.want, c.code).await,
+        None => crate::bridge::Crossed {
+            code: c.code,
+            ..Default::default()
+        },
+    };
+    conn.crossed(&c, done);
+}
+
 /// Flow control: a publisher whose message left a subscriber's queue at
 /// its high-water mark has nothing more read from its socket until that
 /// queue has room again (or the subscriber, draining nothing, is cut off as
@@ -206,7 +227,7 @@ async fn hold_back(
     let Some((own, mine)) = conn.session().map(|(s, g)| (s.clone(), g)) else {
         return next;
     };
-    if Arc::ptr_eq(&own, &target) {
+    if own.id() == target.id() {
         // Its own queue: this task is the one that drains it.
         return next;
     }
@@ -482,7 +503,8 @@ where
         span.record("session", slot.id());
     }
     let mut taken_over = false;
-    let mut held_back = false;
+    // A publish read with the CONNECT may wait for the bridge.
+    let mut held_back = conn.crossing_pending();
     let mut turn = Turn::NONE;
     // The live loop waits on two things only, polled in place so that no
     // future is stored while idle: the socket and the session's waker.
@@ -536,6 +558,10 @@ where
         if matches!(next, Next::Login(_)) {
             // Logins happen before the session is live; a live one has none.
             next = Next::Close;
+        }
+        if conn.crossing_pending() && next != Next::Close {
+            held_back = !buf.is_empty();
+            Box::pin(cross(&mut conn, &ctx)).await;
         }
         if conn.congested.is_some() {
             held_back = !buf.is_empty();

@@ -154,6 +154,18 @@ struct Live {
     out_aliases: OutAliases,
     uses_enhanced_auth: bool,
     expiry: u32,
+    /// A publish the bridge must carry across before it is acknowledged.
+    bridging: Option<Box<Crossing>>,
+}
+
+/// A client's publish waiting for the bridge (see [`Connection::take_crossing`]).
+pub struct Crossing {
+    pub msg: Arc<Routed>,
+    pub want: crate::bridge::Want,
+    qos: QoS,
+    packet_id: u16,
+    /// What the MQTT side alone acknowledges with.
+    pub code: u8,
 }
 
 enum Phase {
@@ -181,7 +193,7 @@ pub struct Connection {
     /// A subscriber whose queue a publish left at its high-water mark: the
     /// listener reads nothing more from this publisher (nor acknowledges
     /// what it read) until that queue has room.
-    pub congested: Option<Arc<Slot>>,
+    pub congested: Option<Arc<dyn crate::session::Handle>>,
 }
 
 /// Most messages one `pump` call moves into `out`, so writes interleave.
@@ -511,6 +523,7 @@ impl Connection {
             }),
             uses_enhanced_auth,
             expiry,
+            bridging: None,
         };
         self.phase = Phase::Live(Box::new(live));
         if present {
@@ -556,6 +569,48 @@ impl Connection {
         match &self.phase {
             Phase::Live(l) => l.grant.as_ref().map(|g| g.scopes()),
             _ => None,
+        }
+    }
+
+    /// A publish is waiting for the bridge: the listener handles no more
+    /// packets until it called [`Connection::crossed`] (acknowledgements
+    /// keep the order of the publishes).
+    pub fn crossing_pending(&self) -> bool {
+        matches!(&self.phase, Phase::Live(l) if l.bridging.is_some())
+    }
+
+    /// The publish the bridge must carry across, with its publisher.
+    pub fn take_crossing(&mut self) -> Option<(Box<Crossing>, Arc<Slot>)> {
+        match &mut self.phase {
+            Phase::Live(l) => l.bridging.take().map(|c| (c, l.slot.clone())),
+            _ => None,
+        }
+    }
+
+    /// The bridge carried a publish across: acknowledge it.
+    pub fn crossed(&mut self, c: &Crossing, done: crate::bridge::Crossed) {
+        self.needs_flush |= done.stored;
+        if done.congested.is_some() && self.congested.is_none() {
+            self.congested = done.congested;
+        }
+        if let Phase::Live(l) = &self.phase {
+            let slot = l.slot.clone();
+            self.answer_publish(&slot, c.qos, c.packet_id, done.code);
+        }
+    }
+
+    /// Acknowledges a publish of `qos` with `code` (a failed QoS 2 publish
+    /// does not hold its packet id).
+    fn answer_publish(&mut self, slot: &Slot, qos: QoS, pid: u16, code: u8) {
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.ack(Packet::PubAck, pid, code),
+            QoS::ExactlyOnce => {
+                if code >= 0x80 && slot.lock().incoming_qos2.remove(&pid) {
+                    self.broker.unstore_incoming_qos2(slot, pid);
+                }
+                self.ack(Packet::PubRec, pid, code)
+            }
         }
     }
 

@@ -89,6 +89,8 @@ pub struct ImServer {
     pub muc: super::muc::Muc,
     /// XEP-0363 HTTP file upload, when served.
     pub upload: Option<Arc<super::upload::Uploads>>,
+    /// The bridge to MQTT, set once at start.
+    pub bridge: std::sync::OnceLock<Arc<crate::bridge::Bridge>>,
     auth: Arc<AuthCore>,
 }
 
@@ -112,6 +114,7 @@ impl ImServer {
             pubsub: super::pubsub::Pubsub::new(store.clone(), Default::default()),
             muc: super::muc::Muc::new(store.clone(), Default::default()),
             upload: None,
+            bridge: std::sync::OnceLock::new(),
             offline: {
                 let mut o = OfflineStore::new(store, clock);
                 o.max = max_offline;

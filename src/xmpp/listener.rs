@@ -630,11 +630,11 @@ impl Connection {
     /// queue has room (or `target`, draining nothing, is cut off). Meanwhile
     /// this session's own queue is still written out, so two sessions
     /// sending to each other never wait on each other.
-    async fn wait_for_room(&mut self, target: Arc<Route>) {
+    async fn wait_for_room(&mut self, target: Arc<dyn crate::session::Handle>) {
         let Some((own, gen)) = self.route.clone() else {
             return;
         };
-        if Arc::ptr_eq(&own, &target) {
+        if own.id() == target.id() {
             // Its own queue: this task is the one that drains it.
             return;
         }

@@ -25,6 +25,7 @@ pub mod account_cache;
 pub mod blocking;
 pub mod c2s;
 pub mod carbons;
+pub mod devices;
 pub mod disco;
 pub mod element;
 pub mod im;

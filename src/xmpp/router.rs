@@ -68,7 +68,7 @@ pub type Route = Session<XmppState>;
 
 /// Where the sender's deliveries left a queue at its high-water mark (the
 /// sender waits for room before its next stanza).
-pub type Congestion = Option<Arc<Route>>;
+pub type Congestion = Option<Arc<dyn crate::session::Handle>>;
 
 impl Session<XmppState> {
     /// The full JID.
@@ -205,7 +205,7 @@ impl Router {
             c
         };
         if congested && cong.is_none() {
-            *cong = Some(route.clone());
+            *cong = Some(route.clone() as Arc<dyn crate::session::Handle>);
         }
         true
     }

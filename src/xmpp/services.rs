@@ -23,6 +23,8 @@ pub enum Service {
     Upload,
     /// XEP-0060 Publish-Subscribe.
     Pubsub,
+    /// MQTT clients as XMPP addresses (the bridge's direct addressing).
+    Mqtt,
 }
 
 impl Service {
@@ -32,6 +34,7 @@ impl Service {
             Service::Muc => "conference",
             Service::Upload => "upload",
             Service::Pubsub => "pubsub",
+            Service::Mqtt => "mqtt",
         }
     }
 
@@ -41,6 +44,7 @@ impl Service {
             Service::Muc => "Chatrooms",
             Service::Upload => "HTTP File Upload",
             Service::Pubsub => "Publish-Subscribe",
+            Service::Mqtt => "MQTT devices",
         }
     }
 }
@@ -101,6 +105,7 @@ impl ImServer {
             Service::Muc => self.muc_stanza(s, el, fx).await,
             Service::Upload => self.upload_stanza(s, el, fx).await,
             Service::Pubsub => self.pubsub_stanza(s, el, fx).await,
+            Service::Mqtt => self.mqtt_stanza(s, el, fx).await,
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::bridge::Want;
 use crate::mqtt::acl::{Request, Who};
 
 impl Connection {
@@ -138,9 +139,16 @@ impl Connection {
                 self.needs_flush = true;
             }
         }
+        let want = self
+            .broker
+            .bridge
+            .get()
+            .and_then(|b| b.wants(&domain.name, &publish.topic));
+        let direct = want == Some(Want::Direct);
         // MQTT 4.7.2: `$` topics are the server's ($SYS and the like), not
-        // the clients' to publish on.
-        let refused = if publish.topic.starts_with('$')
+        // the clients' to publish on — but for direct addressing through
+        // the bridge (`$xmpp/<bare JID>`).
+        let refused = if (publish.topic.starts_with('$') && !direct)
             || !auth::may(self.scopes(), Action::Publish(&publish.topic))
         {
             Some(reason::NOT_AUTHORIZED)
@@ -152,9 +160,14 @@ impl Connection {
                 .err()
         };
         let mut code = reason::SUCCESS;
+        let mut crossing = None;
         if let Some(refusal) = refused {
             tracing::info!(topic = %publish.topic, "MQTT publish not authorized");
             code = refusal;
+        } else if direct {
+            // A chat message: for the addressee only, never routed or
+            // retained on the MQTT side.
+            crossing = Some(Arc::new(self.broker.routed(publish, slot.id())));
         } else {
             let msg = Arc::new(self.broker.routed(publish, slot.id()));
             if msg.publish.retain {
@@ -176,27 +189,29 @@ impl Connection {
                 self.needs_flush |= routing.stored;
                 // Flow control, whatever the QoS: a subscriber that reads
                 // is never a reason to drop; the publisher waits instead.
-                if routing.congested.is_some() {
-                    self.congested = routing.congested;
+                if let Some(c) = routing.congested {
+                    self.congested = Some(c);
                 }
                 if routing.receivers == 0 && version == Version::V5 {
                     code = reason::NO_MATCHING_SUBSCRIBERS;
                 }
-            }
-        }
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack(Packet::PubAck, pid, code),
-            QoS::ExactlyOnce => {
-                if code >= 0x80 {
-                    // A failed QoS 2 publish does not hold its packet id.
-                    if slot.lock().incoming_qos2.remove(&pid) {
-                        self.broker.unstore_incoming_qos2(&slot, pid);
-                    }
+                if want.is_some() {
+                    crossing = Some(msg);
                 }
-                self.ack(Packet::PubRec, pid, code)
             }
         }
+        if let (Some(msg), Some(want)) = (crossing, want) {
+            // Acknowledged once the bridge has carried it across.
+            self.live().bridging = Some(Box::new(Crossing {
+                msg,
+                want,
+                qos,
+                packet_id: pid,
+                code,
+            }));
+            return Next::Continue;
+        }
+        self.answer_publish(&slot, qos, pid, code);
         Next::Continue
     }
 
@@ -261,6 +276,9 @@ impl Connection {
                 reason::QUOTA_EXCEEDED
             } else {
                 let existed = self.broker.subscribe(&domain, &slot, filter, *opts, sub_id);
+                if let Some(b) = self.broker.bridge.get() {
+                    b.subscribed(slot.address(), filter);
+                }
                 // 4.8.2: no retained messages for a shared subscription.
                 let send_retained = shared.is_none()
                     && match opts.retain_handling {

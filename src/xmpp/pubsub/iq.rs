@@ -81,7 +81,7 @@ fn split_publish_model(mut f: FormFields) -> Result<(FormFields, Option<PublishM
 }
 
 impl Pubsub {
-    fn default_config(&self) -> NodeConfig {
+    pub(super) fn default_config(&self) -> NodeConfig {
         let mut c = NodeConfig::pep_default(self.config.max_items);
         c.access = Access::Open;
         c.max_items = self.config.max_items;
@@ -153,7 +153,7 @@ impl ImServer {
 
     /// Whether `who` may see the presence of the node's first owner (the
     /// presence access model).
-    async fn sees_owner(&self, n: &ServiceNode, who: &BareJid) -> bool {
+    pub(super) async fn sees_owner(&self, n: &ServiceNode, who: &BareJid) -> bool {
         if n.config.access != Access::Presence {
             return false;
         }
@@ -236,7 +236,7 @@ impl ImServer {
             refusal(fx, iq, (StanzaError::BadRequest, Some("nodeid-required")));
             return None;
         };
-        match self.pubsub.node(host, name) {
+        match self.node_or_bridged(host, name) {
             Some(c) => Some((name.to_string(), c)),
             None => {
                 fx.error(iq, StanzaError::ItemNotFound);
@@ -340,6 +340,14 @@ impl ImServer {
                 return Ok(());
             }
         }
+        // A bridged node's item must be fit to cross before it is stored.
+        let crossing = match self.item_crossing(s, host, &name, payload, &id) {
+            Ok(c) => c,
+            Err(r) => {
+                refusal(fx, iq, r);
+                return Ok(());
+            }
+        };
         let stored = StoredItem {
             item: Item {
                 id: id.clone(),
@@ -352,9 +360,12 @@ impl ImServer {
         self.pubsub.put_item(host, &name, seq, &stored);
         self.pubsub.delete_items(host, &name, &gone);
         self.pubsub.save_meta(host, &name, &n);
-        let subscribers: Vec<String> = n.subscriptions.keys().cloned().collect();
+        let subscribers = self.ps_readers(&n).await;
         drop(n);
         fx.flush = true;
+        if let Some(t) = crossing {
+            self.item_crossed(host, t, &mut fx.congested);
+        }
         let publish = Element::new("publish", NS_PUBSUB)
             .with_attr("node", name.clone())
             .with_child(Element::new("item", NS_PUBSUB).with_attr("id", id));
@@ -362,7 +373,7 @@ impl ImServer {
         let event = Element::new("items", NS_EVENT)
             .with_attr("node", name)
             .with_child(event_item(&stored));
-        self.ps_notify(host, &subscribers, event, fx);
+        self.ps_send_event(host, &subscribers, event, None, &mut fx.congested);
         Ok(())
     }
 
@@ -408,7 +419,7 @@ impl ImServer {
             let event = Element::new("items", NS_EVENT)
                 .with_attr("node", name)
                 .with_child(Element::new("retract", NS_EVENT).with_attr("id", id));
-            self.ps_notify(host, &subscribers, event, fx);
+            self.ps_send_event(host, &subscribers, event, None, &mut fx.congested);
         }
         Ok(())
     }
@@ -731,10 +742,11 @@ impl ImServer {
                     self.pubsub.remove(host, &name);
                 }
                 drop(n);
+                self.bridged_node_emptied(host, &name);
                 fx.flush = true;
                 fx.reply(iq_result(iq, None));
                 let event = Element::new(verb.name.clone(), NS_EVENT).with_attr("node", name);
-                self.ps_notify(host, &subscribers, event, fx);
+                self.ps_send_event(host, &subscribers, event, None, &mut fx.congested);
             }
             ("subscriptions", false) => {
                 let mut list = node_el("subscriptions");
@@ -918,25 +930,9 @@ impl ImServer {
         fx.reply(iq_result(iq, Some(out)));
         Ok(())
     }
-
-    /// Sends an event to every subscribed JID (a full JID: that resource if
-    /// online; a bare one: each available resource).
-    fn ps_notify(&self, host: &str, subscribers: &[String], event: Element, fx: &mut Effects) {
-        for jid in subscribers {
-            let msg = notification(host, jid, event.clone());
-            if jid.contains('/') {
-                if let Some(r) = self.router.route(jid) {
-                    self.router.deliver_element(&r, &msg, &mut fx.congested);
-                }
-            } else {
-                let bytes = bytes::Bytes::from(msg.to_bytes(NS_CLIENT));
-                self.router.deliver_to_all(jid, &bytes, &mut fx.congested);
-            }
-        }
-    }
 }
 
-fn notification(host: &str, to: &str, event: Element) -> Element {
+pub(super) fn notification(host: &str, to: &str, event: Element) -> Element {
     Element::new("message", NS_CLIENT)
         .with_attr("from", format!("pubsub.{host}"))
         .with_attr("to", to)
@@ -944,7 +940,7 @@ fn notification(host: &str, to: &str, event: Element) -> Element {
         .with_child(Element::new("event", NS_EVENT).with_child(event))
 }
 
-fn event_item(st: &StoredItem) -> Element {
+pub(super) fn event_item(st: &StoredItem) -> Element {
     let mut el = Element::new("item", NS_EVENT)
         .with_attr("id", st.item.id.clone())
         .with_attr("publisher", st.publisher.clone());

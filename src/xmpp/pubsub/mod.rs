@@ -14,6 +14,7 @@
 //! Limits (`[pubsub]`): `max_nodes` per host, `max_items` per node,
 //! `max_subscriptions` per node, `max_page` items per page.
 
+pub mod bridged;
 mod iq;
 pub mod state;
 
