@@ -341,7 +341,7 @@ impl Bridge {
     }
 
     /// Delivers a chat message to the MQTT session `client` of `host` on
-    /// `$xmpp/inbox/<from>`. `Ok(stored)`; `Err` when no such session
+    /// `$xmpp/inbox/<from>`. `Some(stored)`; `None` when no such session
     /// subscribed there (or may not read it).
     pub fn to_device(
         &self,
@@ -350,16 +350,12 @@ impl Bridge {
         from: &str,
         body: &str,
         congested: &mut Option<Arc<dyn Handle>>,
-    ) -> Result<bool, ()> {
+    ) -> Option<bool> {
         if body.len() > self.config.max_payload {
-            return Err(());
+            return None;
         }
-        let Some(broker) = self.broker() else {
-            return Err(());
-        };
-        if broker.domain(host).is_none() {
-            return Err(());
-        }
+        let broker = self.broker()?;
+        broker.domain(host)?;
         let topic = format!("{INBOX}{from}");
         let accounts = self
             .inboxes
@@ -409,11 +405,7 @@ impl Bridge {
             // for QoS 1/2 (kept); QoS 0 to an away session is lost.
             sent |= slot.is_online() || qos != QoS::AtMostOnce;
         }
-        if sent {
-            Ok(stored)
-        } else {
-            Err(())
-        }
+        sent.then_some(stored)
     }
 }
 

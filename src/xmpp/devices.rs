@@ -40,7 +40,7 @@ impl ImServer {
                 );
                 fx.reply(iq_result(&el, Some(q)));
             }
-            ("message", Some(client), ty) if matches!(ty, None | Some("chat" | "normal")) => {
+            ("message", Some(client), None | Some("chat" | "normal")) => {
                 let Some(body) = el.child("body", NS_CLIENT).map(|b| b.text()) else {
                     // Chat states and receipts have nowhere to go.
                     return;
@@ -50,8 +50,8 @@ impl ImServer {
                 };
                 let from = s.user.to_string();
                 match bridge.to_device(&host, client, &from, &body, &mut fx.congested) {
-                    Ok(stored) => fx.flush |= stored,
-                    Err(()) => fx.error(&el, StanzaError::ServiceUnavailable),
+                    Some(stored) => fx.flush |= stored,
+                    None => fx.error(&el, StanzaError::ServiceUnavailable),
                 }
             }
             _ => refuse(&el, fx),
