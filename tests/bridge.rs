@@ -64,11 +64,13 @@ MQTT_PORT = int(ARGS[0])
 NS_EVENT = '{http://jabber.org/protocol/pubsub#event}'
 
 class Device:
-    def __init__(self, cid, user, token, v5=True):
+    def __init__(self, cid, user, token, v5=True, will=None):
         self.got, self.acks, self.connack = [], {}, None
         proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=proto)
         c.username_pw_set(user, token)
+        if will:
+            c.will_set(will[0], will[1], qos=1)
         c.on_connect = lambda c, u, f, rc, p: setattr(self, 'connack', rc.value)
         c.on_message = lambda c, u, m: self.got.append(m)
         c.on_publish = lambda c, u, mid, rc, p: self.acks.__setitem__(mid, rc.value)
@@ -201,6 +203,16 @@ async def main():
     await bob.plugin['xep_0060'].subscribe(PS, 'sensors/kitchen')
     m = await got
     print('last item', payload_of(m)[1])
+    # A will on a bridged topic crosses too (MQTT 5 reason 0x04 sends it).
+    await alice.plugin['xep_0060'].subscribe(PS, 'sensors/porch')
+    n = len(alice.events)
+    w = Device('thermo-w', 'thermo', ARGS[1], will=('sensors/porch/reading', 'gone'))
+    await w.up()
+    from paho.mqtt.reasoncodes import ReasonCode
+    w.c.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+    await events(alice, n + 1, 'the will')
+    print('will', alice.events[-1]['pubsub_event']['items']['node'], payload_of(alice.events[-1])[1])
+    w.c.loop_stop()
     for c in (dev, late): c.close()
     for c in (alice, bob): c.disconnect()
 
@@ -241,6 +253,7 @@ run(main)
     assert_eq!(line("counts"), "counts 5 5", "{out}");
     assert_eq!(line("retained"), "retained 22.0 True", "{out}");
     assert_eq!(line("last item"), "last item end", "{out}");
+    assert_eq!(line("will"), "will sensors/porch gone", "{out}");
 
     // QoS 1 acknowledged means stored: kill -9 and the items are there.
     let mut child = p.child.take().unwrap();

@@ -642,7 +642,15 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
                     tracing::info!(topic = %will.publish.topic, "retained topic quota reached: will not kept");
                 }
             }
-            if broker.publish(&a.domain, &will).stored {
+            let mut stored = broker.publish(&a.domain, &will).stored;
+            // A will on a bridged topic crosses like the client's publishes.
+            if let Some(b) = broker.bridge.get() {
+                if let Some(want @ crate::bridge::Want::Rule) = b.wants(&a.domain.name, &will.publish.topic) {
+                    let code = crate::mqtt::codec::reason::SUCCESS;
+                    stored |= b.from_mqtt(a.slot.address(), &will, want, code).await.stored;
+                }
+            }
+            if stored {
                 flush(&broker).await;
             }
         }
