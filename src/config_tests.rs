@@ -124,3 +124,23 @@ fn access_list_and_listeners() {
     assert_eq!(c.listen.len(), 1);
     assert!(c.listen[0].ip.is_loopback());
 }
+
+#[test]
+fn bridge_rules_are_checked_and_the_documented_table_is_the_default() {
+    let c = Config::parse(include_str!("../configs/petrel.toml")).unwrap();
+    assert_eq!(c.bridge, crate::bridge::BridgeConfig::default());
+    let ok = Config::parse(
+        "[[bridge.rule]]\nmqtt = \"a/+/b\"\nnode = \"n-{1}\"\ndirection = \"to_mqtt\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.bridge.rule.len(), 1);
+    for (bad, names) in [
+        ("[[bridge.rule]]\nmqtt = \"a/+\"\nnode = \"n\"\n", "wildcard 1"),
+        ("[[bridge.rule]]\nmqtt = \"a\"\nnode = \"n\"\nqos = 3\n", "qos"),
+        ("[[bridge.rule]]\nmqtt = \"a\"\nnode = \"n\"\ndirection = \"up\"\n", "direction"),
+        ("[bridge]\nmax_payload = 0\n", "max_payload"),
+    ] {
+        let e = Config::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("bridge") && e.contains(names), "{bad}: {e}");
+    }
+}

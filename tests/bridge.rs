@@ -435,3 +435,70 @@ run(main)
     has("binary 153");
     has("unknown service-unavailable");
 }
+
+/// README's worked example, as written there: a thermostat (mosquitto
+/// clients, an MQTT-only token) reports, alice (slixmpp) reads the
+/// temperature and sends a set-point the thermostat gets.
+#[test]
+fn the_readme_thermostat_example() {
+    if !have_program("mosquitto_pub") {
+        assert!(
+            std::env::var_os("PETREL_REQUIRE_PEERS").is_none(),
+            "mosquitto clients are required"
+        );
+        return;
+    }
+    let readme = include_str!("../README.md");
+    let start = readme.find("# petrel.toml\n").expect("the example's config");
+    let rules = &readme[start..];
+    let rules = &rules[..rules.find("```").unwrap()];
+    let p = Petrel::start(rules).with_user_and_client();
+    p.ctl_ok(&["register", "thermostat", "localhost", "device-secret"]);
+    let token = p.token("thermostat@localhost", 31_536_000, "mqtt");
+    let port = p.mqtt().port().to_string();
+    let mosquitto = |args: &[&str]| {
+        let out = Command::new(args[0])
+            .args(["-h", "127.0.0.1", "-p", &port, "-u", "thermostat", "-P", &token])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    mosquitto(&[
+        "mosquitto_pub",
+        "-q",
+        "1",
+        "-t",
+        "home/living/temperature",
+        "-m",
+        r#"{"celsius": 19.5}"#,
+    ]);
+    let script = r#"
+from slixmpp.xmlstream import ET
+async def main():
+    alice = make('alice@localhost', 'wonderland')
+    alice.register_plugin('xep_0060')
+    await online(alice)
+    alice.send_presence()
+    got = asyncio.ensure_future(next_event(alice, 'pubsub_publish'))
+    await alice.plugin['xep_0060'].subscribe('pubsub.localhost', 'home/living/temperature')
+    m = await got
+    item = m['pubsub_event']['items']['item']
+    print('reading', item['publisher'], item.xml[0].tag, item.xml[0].text)
+    await alice.plugin['xep_0060'].publish('pubsub.localhost', 'home/living/setpoint',
+        payload=ET.fromstring("<json xmlns='urn:xmpp:json:0'>{\"celsius\": 21}</json>"))
+    alice.disconnect()
+
+run(main)
+"#;
+    let out = run(&p, script, &[]);
+    assert!(
+        out.contains(r#"reading thermostat@localhost {urn:xmpp:json:0}json {"celsius": 19.5}"#),
+        "{out}"
+    );
+    // The set-point is the topic's retained message: the thermostat gets
+    // it whenever it subscribes.
+    let got = mosquitto(&["mosquitto_sub", "-t", "home/+/setpoint", "-v", "-C", "1", "-W", "20"]);
+    assert_eq!(got.trim(), r#"home/living/setpoint {"celsius": 21}"#);
+}
