@@ -135,9 +135,18 @@ fn bridge_rules_are_checked_and_the_documented_table_is_the_default() {
     .unwrap();
     assert_eq!(ok.bridge.rule.len(), 1);
     for (bad, names) in [
-        ("[[bridge.rule]]\nmqtt = \"a/+\"\nnode = \"n\"\n", "wildcard 1"),
-        ("[[bridge.rule]]\nmqtt = \"a\"\nnode = \"n\"\nqos = 3\n", "qos"),
-        ("[[bridge.rule]]\nmqtt = \"a\"\nnode = \"n\"\ndirection = \"up\"\n", "direction"),
+        (
+            "[[bridge.rule]]\nmqtt = \"a/+\"\nnode = \"n\"\n",
+            "wildcard 1",
+        ),
+        (
+            "[[bridge.rule]]\nmqtt = \"a\"\nnode = \"n\"\nqos = 3\n",
+            "qos",
+        ),
+        (
+            "[[bridge.rule]]\nmqtt = \"a\"\nnode = \"n\"\ndirection = \"up\"\n",
+            "direction",
+        ),
         ("[bridge]\nmax_payload = 0\n", "max_payload"),
     ] {
         let e = Config::parse(bad).unwrap_err().to_string();

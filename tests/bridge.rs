@@ -449,7 +449,9 @@ fn the_readme_thermostat_example() {
         return;
     }
     let readme = include_str!("../README.md");
-    let start = readme.find("# petrel.toml\n").expect("the example's config");
+    let start = readme
+        .find("# petrel.toml\n")
+        .expect("the example's config");
     let rules = &readme[start..];
     let rules = &rules[..rules.find("```").unwrap()];
     let p = Petrel::start(rules).with_user_and_client();
@@ -458,7 +460,16 @@ fn the_readme_thermostat_example() {
     let port = p.mqtt().port().to_string();
     let mosquitto = |args: &[&str]| {
         let out = Command::new(args[0])
-            .args(["-h", "127.0.0.1", "-p", &port, "-u", "thermostat", "-P", &token])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-u",
+                "thermostat",
+                "-P",
+                &token,
+            ])
             .args(&args[1..])
             .output()
             .unwrap();
@@ -499,6 +510,15 @@ run(main)
     );
     // The set-point is the topic's retained message: the thermostat gets
     // it whenever it subscribes.
-    let got = mosquitto(&["mosquitto_sub", "-t", "home/+/setpoint", "-v", "-C", "1", "-W", "20"]);
+    let got = mosquitto(&[
+        "mosquitto_sub",
+        "-t",
+        "home/+/setpoint",
+        "-v",
+        "-C",
+        "1",
+        "-W",
+        "20",
+    ]);
     assert_eq!(got.trim(), r#"home/living/setpoint {"celsius": 21}"#);
 }

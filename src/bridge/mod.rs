@@ -103,6 +103,39 @@ pub enum Want {
     Direct,
 }
 
+/// Why the XMPP side did not take a message from MQTT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The sender may not (outcast, blocked, anonymous).
+    NotAuthorized,
+    /// No such account, or not a JID.
+    NoAddressee,
+    /// A chat message must be text.
+    NotText,
+    /// A limit was reached (nodes, offline messages).
+    Full,
+}
+
+impl Refused {
+    fn reason_code(self) -> u8 {
+        match self {
+            Refused::NotAuthorized => reason::NOT_AUTHORIZED,
+            Refused::NoAddressee => reason::TOPIC_NAME_INVALID,
+            Refused::NotText => reason::PAYLOAD_FORMAT_INVALID,
+            Refused::Full => reason::QUOTA_EXCEEDED,
+        }
+    }
+}
+
+/// An MQTT message as the XMPP side sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub payload: &'a [u8],
+    pub retain: bool,
+    pub content_type: Option<&'a str>,
+    pub user_properties: &'a [(String, String)],
+}
+
 /// What crossing did, for the MQTT publisher's acknowledgement.
 #[derive(Default)]
 pub struct Crossed {
@@ -151,9 +184,25 @@ impl Bridge {
         self.broker.upgrade()
     }
 
-    /// The broker's access rules as they are now.
-    pub fn broker_acl(&self) -> Option<Arc<crate::mqtt::acl::Acl>> {
-        self.broker().map(|b| b.acl.load_full())
+    /// Whether an XMPP user may send an item to `topic`: the account's
+    /// access rules and its token's `mqtt:publish:` limits, as for an MQTT
+    /// publish of its own.
+    pub fn may_publish_to(
+        &self,
+        account: &str,
+        resource: &str,
+        scopes: Option<&crate::auth::Scopes>,
+        topic: &str,
+    ) -> bool {
+        let who = Who {
+            account,
+            client_id: resource,
+            domain: account.split_once('@').map_or(account, |(_, d)| d),
+        };
+        let acl_ok = self
+            .broker()
+            .is_none_or(|b| b.acl.load().allows(who, Request::Publish, topic));
+        acl_ok && crate::auth::scopes::topic_within_limits(scopes, topic)
     }
 
     /// What a client's publish on `topic` in `host` asks of the bridge
@@ -237,8 +286,14 @@ impl Bridge {
                     return out;
                 };
                 let publisher = device_or_account(from);
+                let m = Message {
+                    payload: &p.payload,
+                    retain: p.retain,
+                    content_type: p.properties.content_type.as_deref(),
+                    user_properties: &p.properties.user_properties,
+                };
                 match im
-                    .bridge_publish(host, &node, rule, &publisher, p, &mut out.congested)
+                    .bridge_publish(host, &node, rule, &publisher, m, &mut out.congested)
                     .await
                 {
                     Ok(()) => {
@@ -247,7 +302,7 @@ impl Bridge {
                             out.code = reason::SUCCESS;
                         }
                     }
-                    Err(code) => out.code = code,
+                    Err(r) => out.code = r.reason_code(),
                 }
             }
             Want::Direct => {
@@ -268,7 +323,7 @@ impl Bridge {
                         out.code = reason::SUCCESS;
                         out.stored = stored && durable;
                     }
-                    Err(code) => out.code = code,
+                    Err(r) => out.code = r.reason_code(),
                 }
             }
         }

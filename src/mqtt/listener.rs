@@ -645,9 +645,14 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
             let mut stored = broker.publish(&a.domain, &will).stored;
             // A will on a bridged topic crosses like the client's publishes.
             if let Some(b) = broker.bridge.get() {
-                if let Some(want @ crate::bridge::Want::Rule) = b.wants(&a.domain.name, &will.publish.topic) {
+                if let Some(want @ crate::bridge::Want::Rule) =
+                    b.wants(&a.domain.name, &will.publish.topic)
+                {
                     let code = crate::mqtt::codec::reason::SUCCESS;
-                    stored |= b.from_mqtt(a.slot.address(), &will, want, code).await.stored;
+                    stored |= b
+                        .from_mqtt(a.slot.address(), &will, want, code)
+                        .await
+                        .stored;
                 }
             }
             if stored {

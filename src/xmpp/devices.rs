@@ -14,7 +14,7 @@ use super::services::refuse;
 use super::stanza::{iq_result, Jid, StanzaError, NS_DISCO_INFO};
 use super::stream::NS_CLIENT;
 use crate::auth::BareJid;
-use crate::mqtt::codec::reason;
+use crate::bridge::Refused;
 
 impl ImServer {
     /// A stanza to `mqtt.<host>` or to a device under it.
@@ -60,8 +60,7 @@ impl ImServer {
 
     /// An MQTT client's publish to `$xmpp/<to>`: a chat message from
     /// `device` (`<client-id>@mqtt.<host>`) of `account`. `Ok(true)` when
-    /// the store was written (offline storage, archive); `Err` is the MQTT
-    /// reason code.
+    /// the store was written (offline storage, archive).
     pub async fn message_from_device(
         &self,
         device: &str,
@@ -69,27 +68,27 @@ impl ImServer {
         to: &str,
         payload: &[u8],
         cong: &mut Congestion,
-    ) -> Result<bool, u8> {
+    ) -> Result<bool, Refused> {
         if !account.contains('@') {
             // Anonymous clients have no identity to speak with.
-            return Err(reason::NOT_AUTHORIZED);
+            return Err(Refused::NotAuthorized);
         }
         let Ok(bare) = BareJid::parse(to) else {
-            return Err(reason::TOPIC_NAME_INVALID);
+            return Err(Refused::NoAddressee);
         };
         if !self.is_hosted(bare.domain()) || !self.account_exists(&bare).await {
-            return Err(reason::TOPIC_NAME_INVALID);
+            return Err(Refused::NoAddressee);
         }
         let body = match std::str::from_utf8(payload) {
             Ok(b) if !b.is_empty() && b.chars().all(is_xml_char) => b,
-            _ => return Err(reason::PAYLOAD_FORMAT_INVALID),
+            _ => return Err(Refused::NotText),
         };
         let Ok(from) = Jid::parse(device) else {
-            return Err(reason::TOPIC_NAME_INVALID);
+            return Err(Refused::NoAddressee);
         };
         let key = bare.to_string();
         if self.blocklist(&key).await.blocks(&from) {
-            return Err(reason::NOT_AUTHORIZED);
+            return Err(Refused::NotAuthorized);
         }
         let mut el = Element::new("message", NS_CLIENT)
             .with_attr("from", device)
@@ -114,7 +113,7 @@ impl ImServer {
         if got.is_empty() {
             let mut fx = Effects::default();
             if !self.store_offline(&bare, &el, &mut fx).await {
-                return Err(reason::QUOTA_EXCEEDED);
+                return Err(Refused::Full);
             }
             stored = true;
         }

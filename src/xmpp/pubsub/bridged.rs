@@ -7,9 +7,7 @@ use std::sync::Arc;
 use super::iq::{event_item, notification};
 use super::state::{Affiliation, PublishModel, ServiceNode};
 use super::{NodeCell, StoredItem};
-use crate::bridge::{payload, Bridge, Rule};
-use crate::mqtt::acl::{Request, Who};
-use crate::mqtt::codec::{reason, Publish};
+use crate::bridge::{payload, Bridge, Message, Refused, Rule};
 use crate::xmpp::element::Element;
 use crate::xmpp::im::{ImServer, ImSession};
 use crate::xmpp::pep::node::{Access, Item};
@@ -135,9 +133,9 @@ impl ImServer {
         node: &str,
         rule: &Rule,
         publisher: &str,
-        p: &Publish,
+        p: Message<'_>,
         cong: &mut Congestion,
-    ) -> Result<(), u8> {
+    ) -> Result<(), Refused> {
         if !self.services.is_on(crate::xmpp::services::Service::Pubsub) {
             return Ok(());
         }
@@ -146,11 +144,11 @@ impl ImServer {
             .node(host, node)
             .or_else(|| self.node_from_rule(host, node, rule));
         let Some(cell) = cell else {
-            return Err(reason::QUOTA_EXCEEDED);
+            return Err(Refused::Full);
         };
         let mut n = cell.lock().await;
         if n.affiliation(publisher) == Some(Affiliation::Outcast) {
-            return Err(reason::NOT_AUTHORIZED);
+            return Err(Refused::NotAuthorized);
         }
         if p.retain && p.payload.is_empty() {
             let gone = n.clear();
@@ -162,8 +160,8 @@ impl ImServer {
             self.ps_send_event(host, &readers, event, None, cong);
             return Ok(());
         }
-        let ct = p.properties.content_type.as_deref();
-        let el = payload::to_item(&p.payload, ct);
+        let ct = p.content_type;
+        let el = payload::to_item(p.payload, ct);
         let id = format!("{}{}", self.push_id(), self.push_id());
         let stored = StoredItem {
             item: Item {
@@ -182,7 +180,7 @@ impl ImServer {
         let event = Element::new("items", NS_EVENT)
             .with_attr("node", node)
             .with_child(event_item(&stored));
-        let headers = payload::headers(ct, &p.properties.user_properties);
+        let headers = payload::headers(ct, p.user_properties);
         self.ps_send_event(host, &readers, event, headers.as_ref(), cong);
         Ok(())
     }
@@ -207,15 +205,8 @@ impl ImServer {
         // The account's limits on the MQTT side: the token's
         // `mqtt:publish:` scopes and the access rules.
         let account = s.user.to_string();
-        let who = Who {
-            account: &account,
-            client_id: s.jid.resource().unwrap_or(""),
-            domain: s.user.domain(),
-        };
-        let acl_ok = bridge
-            .broker_acl()
-            .is_none_or(|acl| acl.allows(who, Request::Publish, &topic));
-        if !crate::auth::scopes::topic_within_limits(s.scopes.as_ref(), &topic) || !acl_ok {
+        let resource = s.jid.resource().unwrap_or("");
+        if !bridge.may_publish_to(&account, resource, s.scopes.as_ref(), &topic) {
             return Err((StanzaError::Forbidden, None));
         }
         let mut content = match payload::from_item(payload_el) {
