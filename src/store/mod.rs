@@ -28,6 +28,7 @@
 
 pub mod backend;
 pub mod memory;
+pub mod postgres;
 pub(crate) mod migrate;
 pub mod records;
 pub mod sled_backend;
@@ -164,6 +165,19 @@ pub enum StoreKind {
     Sled,
     /// In memory only: for tests and throw-away runs.
     Memory,
+    /// PostgreSQL at this URL (which may hold a password: never shown).
+    Postgres(PgUrl),
+}
+
+/// A PostgreSQL connection string; its `Debug` hides it (it may carry a
+/// password, and configs are printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgUrl(pub String);
+
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgUrl(…)")
+    }
 }
 
 impl StoreKind {
@@ -173,11 +187,13 @@ impl StoreKind {
             "sled" => Ok(StoreKind::Sled),
             "memory" => Ok(StoreKind::Memory),
             p if p.starts_with("postgres://") || p.starts_with("postgresql://") => {
-                Err("PostgreSQL is not available in this version yet; use \"sled\"".to_string())
+                p.parse::<tokio_postgres::Config>()
+                    .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+                Ok(StoreKind::Postgres(PgUrl(p.to_string())))
             }
-            other => Err(format!(
-                "unknown store {other:?}; use \"sled\" or \"memory\""
-            )),
+            _ => Err(
+                "unknown store; use \"sled\", \"memory\" or a postgres:// URL".to_string(),
+            ),
         }
     }
 }
@@ -258,6 +274,7 @@ impl Store {
         let backend: Box<dyn Backend> = match kind {
             StoreKind::Sled => Box::new(sled_backend::SledBackend::open(data_dir)?),
             StoreKind::Memory => Box::new(memory::MemoryBackend::default()),
+            StoreKind::Postgres(url) => Box::new(postgres::PgBackend::new(&url.0)),
         };
         let store = Store::with_backend(backend);
         migrate::to_current(&store)?;

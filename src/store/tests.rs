@@ -132,9 +132,11 @@ async fn blocking_reads_on_an_async_worker_panic() {
 fn store_kinds_parse() {
     assert_eq!(StoreKind::parse("sled"), Ok(StoreKind::Sled));
     assert_eq!(StoreKind::parse("memory"), Ok(StoreKind::Memory));
-    assert!(StoreKind::parse("postgres://u@h/db")
-        .unwrap_err()
-        .contains("PostgreSQL"));
+    let pg = StoreKind::parse("postgres://u:secret@h/db").unwrap();
+    assert_eq!(pg, StoreKind::Postgres(super::PgUrl("postgres://u:secret@h/db".into())));
+    // The password never shows.
+    assert!(!format!("{pg:?}").contains("secret"));
+    assert!(StoreKind::parse("postgres://u@h:notaport/db").is_err());
     assert!(StoreKind::parse("mysql").is_err());
 }
 

@@ -4,6 +4,7 @@
 
 pub mod mqtt_raw;
 pub mod node;
+pub mod postgres;
 pub mod python;
 pub mod slixmpp;
 pub mod xmpp;

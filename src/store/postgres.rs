@@ -1,0 +1,390 @@
+//! The PostgreSQL backend (`store = "postgres://…"`): each tree of the
+//! store is a table `petrel_<tree> (key bytea PRIMARY KEY, value bytea)`,
+//! so a prefix or a key range is an index range scan in sled's order
+//! (bytea compares byte by byte).
+//!
+//! One connection, owned by the store thread (which serializes every
+//! request anyway). Writes open a transaction and join it until the next
+//! [`Backend::commit`], which is a `COMMIT`: what the server acknowledges
+//! after a store barrier is committed (with PostgreSQL's default
+//! `synchronous_commit = on`, on disk). Statements of one batch are
+//! pipelined. The schema is created and migrated at connect by the
+//! versioned files in `migrations/postgres/`, under an advisory lock so
+//! that nodes starting together migrate once.
+//!
+//! A failed statement loses the open transaction: the connection is
+//! dropped (the next request connects again) and the error returned, which
+//! the store thread keeps (no later barrier succeeds: nothing written
+//! after a lost write may be acknowledged as durable).
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::backend::{Backend, BackendFuture, Write};
+use super::{KeyRange, KeyValue, StoreError, Tree};
+
+/// The schema's versions, in order: (version, SQL).
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_trees.sql"))];
+
+/// An arbitrary number of our own: the advisory lock migrations hold.
+const MIGRATION_LOCK: i64 = 0x7065_7472_656c; // "petrel"
+
+struct Prepared {
+    put: Statement,
+    delete: Statement,
+    delete_from: Statement,
+    delete_range: Statement,
+    get: Statement,
+    from: Statement,
+    range: Statement,
+    range_rev: Statement,
+    below: Statement,
+    count_from: Statement,
+    count_range: Statement,
+    len: Statement,
+}
+
+struct Conn {
+    client: Client,
+    /// Per tree, prepared on first use.
+    st: [Option<Box<Prepared>>; Tree::ALL.len()],
+    in_tx: bool,
+}
+
+impl Conn {
+    async fn st(&mut self, t: Tree) -> Result<&Prepared, StoreError> {
+        let slot = &mut self.st[t.index()];
+        if slot.is_none() {
+            *slot = Some(Box::new(prepare(&self.client, t).await.map_err(err)?));
+        }
+        Ok(self.st[t.index()].as_deref().expect("prepared above"))
+    }
+}
+
+pub struct PgBackend {
+    url: String,
+    conn: Option<Conn>,
+}
+
+fn err(e: tokio_postgres::Error) -> StoreError {
+    // The server's message, never the connection string.
+    StoreError::Backend(format!("postgres: {e}"))
+}
+
+/// The least key greater than every key starting with `prefix`, if any.
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut p = prefix.to_vec();
+    while let Some(last) = p.pop() {
+        if last < 0xFF {
+            p.push(last + 1);
+            return Some(p);
+        }
+    }
+    None
+}
+
+
+async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS petrel_migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(err)?;
+    let tx = client.transaction().await.map_err(err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(err)?;
+    let done: Vec<i32> = tx
+        .query("SELECT version FROM petrel_migrations", &[])
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (v, sql) in MIGRATIONS {
+        if done.contains(v) {
+            continue;
+        }
+        tx.batch_execute(sql).await.map_err(err)?;
+        tx.execute("INSERT INTO petrel_migrations (version) VALUES ($1)", &[v])
+            .await
+            .map_err(err)?;
+        tracing::info!(version = v, "PostgreSQL schema migrated");
+    }
+    if let Some(newer) = done.iter().find(|v| !MIGRATIONS.iter().any(|(m, _)| m == *v)) {
+        return Err(StoreError::Unsupported(format!(
+            "the PostgreSQL schema is at version {newer}, newer than this Petrel knows"
+        )));
+    }
+    tx.commit().await.map_err(err)
+}
+
+async fn prepare(c: &Client, t: Tree) -> Result<Prepared, tokio_postgres::Error> {
+    let table = format!("petrel_{}", t.name());
+    let kv = format!("SELECT key, value FROM {table} WHERE");
+    let p = |sql: String| async move { c.prepare(&sql).await };
+    Ok(Prepared {
+        put: p(format!(
+            "INSERT INTO {table} (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        ))
+        .await?,
+        delete: p(format!("DELETE FROM {table} WHERE key = $1")).await?,
+        delete_from: p(format!("DELETE FROM {table} WHERE key >= $1")).await?,
+        delete_range: p(format!("DELETE FROM {table} WHERE key >= $1 AND key < $2")).await?,
+        get: p(format!("SELECT value FROM {table} WHERE key = $1")).await?,
+        from: p(format!("{kv} key >= $1 ORDER BY key")).await?,
+        range: p(format!("{kv} key >= $1 AND key < $2 ORDER BY key LIMIT $3")).await?,
+        range_rev: p(format!("{kv} key >= $1 AND key < $2 ORDER BY key DESC LIMIT $3")).await?,
+        below: p(format!("{kv} key < $1 ORDER BY key LIMIT $2")).await?,
+        count_from: p(format!(
+            "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE key >= $1 LIMIT $2) s"
+        ))
+        .await?,
+        count_range: p(format!(
+            "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE key >= $1 AND key < $2 LIMIT $3) s"
+        ))
+        .await?,
+        len: p(format!("SELECT count(*) FROM {table}")).await?,
+    })
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn pairs(rows: Vec<tokio_postgres::Row>) -> Vec<KeyValue> {
+    rows.into_iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+impl PgBackend {
+    /// A backend for `url` (a `postgres://` URL or libpq key=value
+    /// string); it connects on its first request, on the store thread.
+    pub fn new(url: &str) -> PgBackend {
+        PgBackend {
+            url: url.to_string(),
+            conn: None,
+        }
+    }
+
+    async fn conn(&mut self) -> Result<&mut Conn, StoreError> {
+        if self.conn.is_none() {
+            let (mut client, connection) = tokio_postgres::connect(&self.url, NoTls)
+                .await
+                .map_err(err)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::error!(error = %e, "PostgreSQL connection lost");
+                }
+            });
+            migrate(&mut client).await?;
+            self.conn = Some(Conn {
+                client,
+                st: Default::default(),
+                in_tx: false,
+            });
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// Runs `f` with the connection and the tree's statements; a failure
+    /// drops the connection (and with it an open transaction).
+    async fn run<T>(
+        &mut self,
+        t: Tree,
+        f: impl for<'c> FnOnce(&'c Client, &'c Prepared) -> BackendFuture<'c, T>,
+    ) -> Result<T, StoreError> {
+        let r = match self.conn().await {
+            Ok(c) => match c.st(t).await {
+                Ok(_) => {
+                    let st = c.st[t.index()].as_deref().expect("prepared");
+                    f(&c.client, st).await
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
+    }
+
+    async fn write_batch(&mut self, batch: &[Write]) -> Result<(), StoreError> {
+        let r = self.write_in_tx(batch).await;
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
+    }
+
+    async fn write_in_tx(&mut self, batch: &[Write]) -> Result<(), StoreError> {
+        let c = self.conn().await?;
+        if !c.in_tx {
+            c.client.batch_execute("BEGIN").await.map_err(err)?;
+            c.in_tx = true;
+        }
+        for w in batch {
+            let t = match w {
+                Write::Put(t, ..) | Write::Delete(t, _) | Write::DeletePrefix(t, _) => *t,
+            };
+            c.st(t).await?;
+        }
+        let c = &*c;
+        // The ends of deleted prefixes first, then one pipelined statement
+        // per write, in order.
+        let ends: Vec<Option<Vec<u8>>> = batch
+            .iter()
+            .map(|w| match w {
+                Write::DeletePrefix(_, p) => successor(p),
+                _ => None,
+            })
+            .collect();
+        let futures = batch.iter().zip(&ends).map(|(w, end)| {
+            let st = |t: &Tree| c.st[t.index()].as_deref().expect("prepared above");
+            let (stmt, args): (&Statement, Vec<&(dyn ToSql + Sync)>) = match (w, end) {
+                (Write::Put(t, k, v), _) => (&st(t).put, vec![k, v]),
+                (Write::Delete(t, k), _) => (&st(t).delete, vec![k]),
+                (Write::DeletePrefix(t, p), None) => (&st(t).delete_from, vec![p]),
+                (Write::DeletePrefix(t, p), Some(e)) => (&st(t).delete_range, vec![p, e]),
+            };
+            async move { c.client.execute(stmt, &args).await }
+        });
+        futures_util::future::try_join_all(futures)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn commit_open(&mut self) -> Result<(), StoreError> {
+        let Some(c) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        if !c.in_tx {
+            return Ok(());
+        }
+        match c.client.batch_execute("COMMIT").await {
+            Ok(()) => {
+                c.in_tx = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(err(e))
+            }
+        }
+    }
+}
+
+impl Backend for PgBackend {
+    fn write<'a>(&'a mut self, batch: &'a [Write]) -> BackendFuture<'a, ()> {
+        Box::pin(self.write_batch(batch))
+    }
+
+    fn commit(&mut self) -> BackendFuture<'_, ()> {
+        Box::pin(self.commit_open())
+    }
+
+    fn get<'a>(&'a mut self, tree: Tree, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
+        Box::pin(self.run(tree, move |c, st| {
+            Box::pin(async move {
+                let row = c.query_opt(&st.get, &[&key]).await.map_err(err)?;
+                Ok(row.map(|r| r.get(0)))
+            })
+        }))
+    }
+
+    fn scan_prefix<'a>(
+        &'a mut self,
+        tree: Tree,
+        prefix: &'a [u8],
+    ) -> BackendFuture<'a, Vec<KeyValue>> {
+        Box::pin(self.run(tree, move |c, st| {
+            Box::pin(async move {
+                let rows = match successor(prefix) {
+                    Some(end) => c.query(&st.range, &[&prefix, &end, &i64::MAX]).await,
+                    None => c.query(&st.from, &[&prefix]).await,
+                }
+                .map_err(err)?;
+                Ok(pairs(rows))
+            })
+        }))
+    }
+
+    fn scan_below<'a>(
+        &'a mut self,
+        tree: Tree,
+        end: &'a [u8],
+        n: usize,
+    ) -> BackendFuture<'a, Vec<KeyValue>> {
+        Box::pin(self.run(tree, move |c, st| {
+            Box::pin(async move {
+                let rows = c.query(&st.below, &[&end, &limit(n)]).await.map_err(err)?;
+                Ok(pairs(rows))
+            })
+        }))
+    }
+
+    fn scan_range<'a>(
+        &'a mut self,
+        tree: Tree,
+        r: &'a KeyRange,
+    ) -> BackendFuture<'a, Vec<KeyValue>> {
+        Box::pin(self.run(tree, move |c, st| {
+            Box::pin(async move {
+                let stmt = if r.reverse { &st.range_rev } else { &st.range };
+                let rows = c
+                    .query(stmt, &[&r.from, &r.to, &limit(r.limit)])
+                    .await
+                    .map_err(err)?;
+                Ok(pairs(rows))
+            })
+        }))
+    }
+
+    fn count_prefix<'a>(
+        &'a mut self,
+        tree: Tree,
+        prefix: &'a [u8],
+        n: usize,
+    ) -> BackendFuture<'a, usize> {
+        Box::pin(self.run(tree, move |c, st| {
+            Box::pin(async move {
+                let row = match successor(prefix) {
+                    Some(end) => {
+                        c.query_one(&st.count_range, &[&prefix, &end, &limit(n)])
+                            .await
+                    }
+                    None => c.query_one(&st.count_from, &[&prefix, &limit(n)]).await,
+                }
+                .map_err(err)?;
+                Ok(row.get::<_, i64>(0) as usize)
+            })
+        }))
+    }
+
+    fn len(&mut self, tree: Tree) -> BackendFuture<'_, usize> {
+        Box::pin(self.run(tree, move |c, st| {
+            Box::pin(async move {
+                let row = c.query_one(&st.len, &[]).await.map_err(err)?;
+                Ok(row.get::<_, i64>(0) as usize)
+            })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::successor;
+
+    #[test]
+    fn successor_is_the_least_key_past_a_prefix() {
+        assert_eq!(successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(successor(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(successor(&[0xFF, 0xFF]), None);
+        assert_eq!(successor(b""), None);
+    }
+}
