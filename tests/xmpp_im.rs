@@ -168,13 +168,13 @@ fn iq_routing_and_server_answers() {
     assert!(items.contains("type='result' id='dit'"), "{items}");
     // By default every service is on (upload: the server has an http
     // listener).
-    for s in ["conference", "upload", "pubsub"] {
+    for s in ["conference", "upload", "pubsub", "mqtt"] {
         assert!(
             items.contains(&format!("jid='{s}.localhost'")),
             "{s}: {items}"
         );
     }
-    assert!(items.matches("<item").count() == 3, "{items}");
+    assert!(items.matches("<item").count() == 4, "{items}");
     alice.send("<iq type='get' id='unk' to='localhost'><query xmlns='urn:example:nothing'/></iq>");
     assert!(alice.expect("</iq>").contains("<service-unavailable"));
     // The account's own bare JID.

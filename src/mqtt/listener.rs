@@ -207,7 +207,11 @@ async fn cross(conn: &mut Connection, ctx: &MqttContext) {
             ..Default::default()
         },
     };
-    conn.crossed(&c, done);
+    if let Some(xmpp) = conn.crossed(&c, done) {
+        // An XMPP session's queue is full: give it a moment (bounded) to
+        // drain before this publisher goes on.
+        crate::session::wait_for_room(xmpp.as_ref(), ctx.broker.limits()).await;
+    }
 }
 
 /// Flow control: a publisher whose message left a subscriber's queue at
@@ -227,7 +231,7 @@ async fn hold_back(
     let Some((own, mine)) = conn.session().map(|(s, g)| (s.clone(), g)) else {
         return next;
     };
-    if own.id() == target.id() {
+    if Arc::ptr_eq(&own, &target) {
         // Its own queue: this task is the one that drains it.
         return next;
     }

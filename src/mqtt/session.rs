@@ -193,7 +193,7 @@ pub struct Connection {
     /// A subscriber whose queue a publish left at its high-water mark: the
     /// listener reads nothing more from this publisher (nor acknowledges
     /// what it read) until that queue has room.
-    pub congested: Option<Arc<dyn crate::session::Handle>>,
+    pub congested: Option<Arc<Slot>>,
 }
 
 /// Most messages one `pump` call moves into `out`, so writes interleave.
@@ -587,15 +587,26 @@ impl Connection {
         }
     }
 
-    /// The bridge carried a publish across: acknowledge it.
-    pub fn crossed(&mut self, c: &Crossing, done: crate::bridge::Crossed) {
+    /// The bridge carried a publish across: acknowledge it. Returns a
+    /// congested session of the other protocol for the listener to wait
+    /// on (an MQTT one becomes [`Connection::congested`]).
+    pub fn crossed(
+        &mut self,
+        c: &Crossing,
+        done: crate::bridge::Crossed,
+    ) -> Option<Arc<dyn crate::session::Handle>> {
         self.needs_flush |= done.stored;
-        if done.congested.is_some() && self.congested.is_none() {
-            self.congested = done.congested;
-        }
         if let Phase::Live(l) = &self.phase {
             let slot = l.slot.clone();
             self.answer_publish(&slot, c.qos, c.packet_id, done.code);
+        }
+        let h = done.congested?;
+        match h.clone().into_any().downcast::<Slot>() {
+            Ok(slot) => {
+                self.congested.get_or_insert(slot);
+                None
+            }
+            Err(_) => Some(h),
         }
     }
 
