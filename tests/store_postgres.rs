@@ -52,7 +52,10 @@ fn the_store_contract_holds_on_postgres() {
     );
     let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
     assert_eq!(
-        keys(a.scan_below_blocking(Tree::TokenExpiry, &[0, 5], 10).unwrap()),
+        keys(
+            a.scan_below_blocking(Tree::TokenExpiry, &[0, 5], 10)
+                .unwrap()
+        ),
         [vec![0, 1], vec![0, 2]]
     );
     let range = |from: &[u8], to: &[u8], limit, reverse| {
@@ -188,7 +191,10 @@ fn a_server_on_postgres_keeps_what_it_acknowledged_through_kill_9() {
     for _ in 0..2 {
         match a.recv() {
             Some(Packet::Publish(m)) => {
-                assert_eq!((m.topic.as_str(), &m.payload[..]), ("state/door", &b"open"[..]));
+                assert_eq!(
+                    (m.topic.as_str(), &m.payload[..]),
+                    ("state/door", &b"open"[..])
+                );
                 got_retained = true;
             }
             Some(Packet::SubAck(_)) => {}
@@ -199,7 +205,10 @@ fn a_server_on_postgres_keeps_what_it_acknowledged_through_kill_9() {
     let mut b = login(&p, "bob-phone", &bob, true);
     match b.recv() {
         Some(Packet::Publish(m)) => {
-            assert_eq!((m.topic.as_str(), &m.payload[..]), ("news/today", &b"extra"[..]))
+            assert_eq!(
+                (m.topic.as_str(), &m.payload[..]),
+                ("news/today", &b"extra"[..])
+            )
         }
         other => panic!("expected the queued message, got {other:?}"),
     }

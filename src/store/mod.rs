@@ -28,8 +28,8 @@
 
 pub mod backend;
 pub mod memory;
-pub mod postgres;
 pub(crate) mod migrate;
+pub mod postgres;
 pub mod records;
 pub mod sled_backend;
 mod thread;
@@ -191,9 +191,7 @@ impl StoreKind {
                     .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
                 Ok(StoreKind::Postgres(PgUrl(p.to_string())))
             }
-            _ => Err(
-                "unknown store; use \"sled\", \"memory\" or a postgres:// URL".to_string(),
-            ),
+            _ => Err("unknown store; use \"sled\", \"memory\" or a postgres:// URL".to_string()),
         }
     }
 }

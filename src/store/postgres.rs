@@ -83,7 +83,6 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-
 async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     client
         .batch_execute(
@@ -114,7 +113,10 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
             .map_err(err)?;
         tracing::info!(version = v, "PostgreSQL schema migrated");
     }
-    if let Some(newer) = done.iter().find(|v| !MIGRATIONS.iter().any(|(m, _)| m == *v)) {
+    if let Some(newer) = done
+        .iter()
+        .find(|v| !MIGRATIONS.iter().any(|(m, _)| m == *v))
+    {
         return Err(StoreError::Unsupported(format!(
             "the PostgreSQL schema is at version {newer}, newer than this Petrel knows"
         )));
@@ -138,7 +140,10 @@ async fn prepare(c: &Client, t: Tree) -> Result<Prepared, tokio_postgres::Error>
         get: p(format!("SELECT value FROM {table} WHERE key = $1")).await?,
         from: p(format!("{kv} key >= $1 ORDER BY key")).await?,
         range: p(format!("{kv} key >= $1 AND key < $2 ORDER BY key LIMIT $3")).await?,
-        range_rev: p(format!("{kv} key >= $1 AND key < $2 ORDER BY key DESC LIMIT $3")).await?,
+        range_rev: p(format!(
+            "{kv} key >= $1 AND key < $2 ORDER BY key DESC LIMIT $3"
+        ))
+        .await?,
         below: p(format!("{kv} key < $1 ORDER BY key LIMIT $2")).await?,
         count_from: p(format!(
             "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE key >= $1 LIMIT $2) s"
@@ -190,23 +195,16 @@ impl PgBackend {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    /// Runs `f` with the connection and the tree's statements; a failure
-    /// drops the connection (and with it an open transaction).
-    async fn run<T>(
-        &mut self,
-        t: Tree,
-        f: impl for<'c> FnOnce(&'c Client, &'c Prepared) -> BackendFuture<'c, T>,
-    ) -> Result<T, StoreError> {
-        let r = match self.conn().await {
-            Ok(c) => match c.st(t).await {
-                Ok(_) => {
-                    let st = c.st[t.index()].as_deref().expect("prepared");
-                    f(&c.client, st).await
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+    /// The connection and the tree's statements.
+    async fn ready(&mut self, t: Tree) -> Result<(&Client, &Prepared), StoreError> {
+        let c = self.conn().await?;
+        c.st(t).await?;
+        let c = &*c;
+        Ok((&c.client, c.st[t.index()].as_deref().expect("prepared")))
+    }
+
+    /// A failure drops the connection (and with it an open transaction).
+    fn check<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
         if r.is_err() {
             self.conn = None;
         }
@@ -289,12 +287,15 @@ impl Backend for PgBackend {
     }
 
     fn get<'a>(&'a mut self, tree: Tree, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
-        Box::pin(self.run(tree, move |c, st| {
-            Box::pin(async move {
+        Box::pin(async move {
+            let r = async {
+                let (c, st) = self.ready(tree).await?;
                 let row = c.query_opt(&st.get, &[&key]).await.map_err(err)?;
                 Ok(row.map(|r| r.get(0)))
-            })
-        }))
+            }
+            .await;
+            self.check(r)
+        })
     }
 
     fn scan_prefix<'a>(
@@ -302,16 +303,19 @@ impl Backend for PgBackend {
         tree: Tree,
         prefix: &'a [u8],
     ) -> BackendFuture<'a, Vec<KeyValue>> {
-        Box::pin(self.run(tree, move |c, st| {
-            Box::pin(async move {
+        Box::pin(async move {
+            let r = async {
+                let (c, st) = self.ready(tree).await?;
                 let rows = match successor(prefix) {
                     Some(end) => c.query(&st.range, &[&prefix, &end, &i64::MAX]).await,
                     None => c.query(&st.from, &[&prefix]).await,
                 }
                 .map_err(err)?;
                 Ok(pairs(rows))
-            })
-        }))
+            }
+            .await;
+            self.check(r)
+        })
     }
 
     fn scan_below<'a>(
@@ -320,12 +324,15 @@ impl Backend for PgBackend {
         end: &'a [u8],
         n: usize,
     ) -> BackendFuture<'a, Vec<KeyValue>> {
-        Box::pin(self.run(tree, move |c, st| {
-            Box::pin(async move {
+        Box::pin(async move {
+            let r = async {
+                let (c, st) = self.ready(tree).await?;
                 let rows = c.query(&st.below, &[&end, &limit(n)]).await.map_err(err)?;
                 Ok(pairs(rows))
-            })
-        }))
+            }
+            .await;
+            self.check(r)
+        })
     }
 
     fn scan_range<'a>(
@@ -333,16 +340,19 @@ impl Backend for PgBackend {
         tree: Tree,
         r: &'a KeyRange,
     ) -> BackendFuture<'a, Vec<KeyValue>> {
-        Box::pin(self.run(tree, move |c, st| {
-            Box::pin(async move {
+        Box::pin(async move {
+            let r = async {
+                let (c, st) = self.ready(tree).await?;
                 let stmt = if r.reverse { &st.range_rev } else { &st.range };
                 let rows = c
                     .query(stmt, &[&r.from, &r.to, &limit(r.limit)])
                     .await
                     .map_err(err)?;
                 Ok(pairs(rows))
-            })
-        }))
+            }
+            .await;
+            self.check(r)
+        })
     }
 
     fn count_prefix<'a>(
@@ -351,8 +361,9 @@ impl Backend for PgBackend {
         prefix: &'a [u8],
         n: usize,
     ) -> BackendFuture<'a, usize> {
-        Box::pin(self.run(tree, move |c, st| {
-            Box::pin(async move {
+        Box::pin(async move {
+            let r = async {
+                let (c, st) = self.ready(tree).await?;
                 let row = match successor(prefix) {
                     Some(end) => {
                         c.query_one(&st.count_range, &[&prefix, &end, &limit(n)])
@@ -362,17 +373,22 @@ impl Backend for PgBackend {
                 }
                 .map_err(err)?;
                 Ok(row.get::<_, i64>(0) as usize)
-            })
-        }))
+            }
+            .await;
+            self.check(r)
+        })
     }
 
     fn len(&mut self, tree: Tree) -> BackendFuture<'_, usize> {
-        Box::pin(self.run(tree, move |c, st| {
-            Box::pin(async move {
+        Box::pin(async move {
+            let r = async {
+                let (c, st) = self.ready(tree).await?;
                 let row = c.query_one(&st.len, &[]).await.map_err(err)?;
                 Ok(row.get::<_, i64>(0) as usize)
-            })
-        }))
+            }
+            .await;
+            self.check(r)
+        })
     }
 }
 

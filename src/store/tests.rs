@@ -133,7 +133,10 @@ fn store_kinds_parse() {
     assert_eq!(StoreKind::parse("sled"), Ok(StoreKind::Sled));
     assert_eq!(StoreKind::parse("memory"), Ok(StoreKind::Memory));
     let pg = StoreKind::parse("postgres://u:secret@h/db").unwrap();
-    assert_eq!(pg, StoreKind::Postgres(super::PgUrl("postgres://u:secret@h/db".into())));
+    assert_eq!(
+        pg,
+        StoreKind::Postgres(super::PgUrl("postgres://u:secret@h/db".into()))
+    );
     // The password never shows.
     assert!(!format!("{pg:?}").contains("secret"));
     assert!(StoreKind::parse("postgres://u@h:notaport/db").is_err());

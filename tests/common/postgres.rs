@@ -77,7 +77,16 @@ impl Pg {
         let data = root.join("data");
         let out = pg
             .cmd("initdb")
-            .args(["-A", "trust", "-U", "petrel", "--no-sync", "-E", "UTF8", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "petrel",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "-D",
+            ])
             .arg(&data)
             .output()
             .unwrap();
@@ -123,7 +132,15 @@ impl Pg {
         let name = format!("t{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));
         let out = self
             .cmd("createdb")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "petrel", &name])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "petrel",
+                &name,
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "createdb: {out:?}");
