@@ -117,6 +117,8 @@ impl Pg {
             },
             data.display()
         );
+        // Not waited for: it outlives this process on purpose.
+        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .args(["-c", &stop])
             .stdin(Stdio::null())
