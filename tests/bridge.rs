@@ -10,7 +10,7 @@ mod common;
 
 use std::process::Command;
 
-use common::slixmpp::run;
+use common::slixmpp::{run, PUBSUB};
 use common::{have_program, Petrel};
 
 const CONFIG: &str = r##"
@@ -57,9 +57,6 @@ import json, time, base64
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
-from slixmpp.xmlstream import ET
-
-PS = 'pubsub.localhost'
 MQTT_PORT = int(ARGS[0])
 NS_EVENT = '{http://jabber.org/protocol/pubsub#event}'
 
@@ -112,21 +109,6 @@ class Device:
     def close(self):
         self.c.disconnect(); self.c.loop_stop()
 
-def ps_client(jid, pw):
-    c = make(jid, pw)
-    for x in ('xep_0004', 'xep_0059', 'xep_0060', 'xep_0131'):
-        c.register_plugin(x)
-    c.events = []
-    c.add_event_handler('pubsub_publish', lambda m: c.events.append(m))
-    return c
-
-async def events(c, n, what, timeout=15):
-    deadline = time.time() + timeout
-    while len(c.events) < n:
-        if time.time() > deadline:
-            raise RuntimeError('timed out waiting for ' + what)
-        await asyncio.sleep(0.02)
-
 def payload_of(m):
     el = m['pubsub_event']['items']['item'].xml[0]
     return el.tag, el.text, dict(el.attrib)
@@ -137,11 +119,6 @@ def headers_of(m):
 
 def data(text):
     return ET.fromstring("<data xmlns='urn:petrel:mqtt:0'>%s</data>" % text)
-
-def error_of(e):
-    app = [c.tag.split('}')[1] for c in e.iq.xml.find('{jabber:client}error')
-           if c.tag.startswith('{http://jabber.org/protocol/pubsub#errors}')]
-    return '%s/%s' % (e.iq['error']['condition'], ','.join(app))
 "#;
 
 /// MQTT → XMPP with each kind of payload, XMPP → MQTT, no loop, and
@@ -153,7 +130,7 @@ fn payloads_cross_both_ways_once_and_retained_is_the_last_item() {
     // The device's token may use MQTT only: the rule lets it feed a node.
     let device = p.token("thermo@localhost", 3600, "mqtt");
     let script = format!(
-        "{HELPERS}{}",
+        "{PUBSUB}{HELPERS}{}",
         r#"
 async def main():
     alice = await online(ps_client('alice@localhost', 'wonderland'))
@@ -256,12 +233,9 @@ run(main)
     assert_eq!(line("will"), "will sensors/porch gone", "{out}");
 
     // QoS 1 acknowledged means stored: kill -9 and the items are there.
-    let mut child = p.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    p.spawn();
+    p.crash_and_restart();
     let after = format!(
-        "{HELPERS}{}",
+        "{PUBSUB}{HELPERS}{}",
         r#"
 async def main():
     alice = await online(ps_client('alice@localhost', 'wonderland'))
@@ -289,7 +263,7 @@ fn denied_pairs_receive_nothing() {
     let device = p.token("thermo@localhost", 3600, "mqtt");
     let carol = p.token("carol@localhost", 3600, "mqtt");
     let script = format!(
-        "{HELPERS}{}",
+        "{PUBSUB}{HELPERS}{}",
         r#"
 async def main():
     alice = await online(ps_client('alice@localhost', 'wonderland'))
@@ -383,7 +357,7 @@ fn a_device_and_a_chat_user_talk_directly() {
     }
     let mosquitto = have_program("mosquitto_pub");
     let script = format!(
-        "{HELPERS}{}",
+        "{PUBSUB}{HELPERS}{}",
         r#"
 async def main():
     alice = make('alice@localhost', 'wonderland')

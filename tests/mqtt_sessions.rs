@@ -488,15 +488,6 @@ fn a_clean_start_takeover_ends_the_session_and_sends_its_delayed_will() {
     }
 }
 
-/// Kills the server with SIGKILL (nothing flushed on the way out) and starts
-/// it again on the same data.
-fn crash_and_restart(p: &mut Petrel) {
-    let mut child = p.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    p.spawn();
-}
-
 #[test]
 fn a_qos2_message_to_a_persistent_session_is_delivered_once_across_crashes() {
     let mut p = Petrel::start("").with_user_and_client();
@@ -520,7 +511,7 @@ fn a_qos2_message_to_a_persistent_session_is_delivered_once_across_crashes() {
         other => panic!("expected the command, got {other:?}"),
     };
     assert_eq!(first.qos, QoS::ExactlyOnce);
-    crash_and_restart(&mut p);
+    p.crash_and_restart();
     let mut dev = login(&p, "dev", &token, keep);
     match dev.recv() {
         Some(Packet::Publish(m)) => {
@@ -533,7 +524,7 @@ fn a_qos2_message_to_a_persistent_session_is_delivered_once_across_crashes() {
     // Received (PUBREC): after the next crash only the PUBREL is owed.
     dev.send(&Packet::PubRec(ack(first.packet_id, 0)));
     assert!(matches!(dev.recv(), Some(Packet::PubRel(r)) if r.packet_id == first.packet_id));
-    crash_and_restart(&mut p);
+    p.crash_and_restart();
     let mut dev = login(&p, "dev", &token, keep);
     match dev.recv() {
         Some(Packet::PubRel(r)) => assert_eq!(r.packet_id, first.packet_id),
@@ -545,7 +536,7 @@ fn a_qos2_message_to_a_persistent_session_is_delivered_once_across_crashes() {
     // Complete: the message never comes back. (The record's deletion is not
     // flushed before a crash, so the PUBREL may be repeated: harmless, the
     // client answers it as done.)
-    crash_and_restart(&mut p);
+    p.crash_and_restart();
     let mut dev = login(&p, "dev", &token, keep);
     dev.send(&Packet::PingReq);
     loop {
@@ -586,7 +577,7 @@ fn a_qos2_publish_resent_after_a_crash_is_not_routed_twice() {
     // The PUBREC came, then the server died before the PUBREL: the client
     // may re-send the PUBLISH (it keeps its state), and the server must know
     // the id from before the crash.
-    crash_and_restart(&mut p);
+    p.crash_and_restart();
     let mut publisher = login(&p, "payer", &token, keep);
     publisher.send(&command(true));
     assert!(matches!(publisher.recv(), Some(Packet::PubRec(r)) if r.packet_id == 9));

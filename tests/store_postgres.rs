@@ -134,13 +134,6 @@ fn publish(c: &mut RawClient, topic: &str, payload: &'static [u8], retain: bool,
     }
 }
 
-fn crash_and_restart(p: &mut Petrel) {
-    let mut child = p.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    p.spawn();
-}
-
 #[test]
 fn a_server_on_postgres_keeps_what_it_acknowledged_through_kill_9() {
     let Some(pg) = pg() else { return };
@@ -178,7 +171,7 @@ fn a_server_on_postgres_keeps_what_it_acknowledged_through_kill_9() {
     }
     publish(&mut a, "news/today", b"extra", false, 2);
     drop(a);
-    crash_and_restart(&mut p);
+    p.crash_and_restart();
 
     // Everything acknowledged came back from PostgreSQL.
     let mut a = login(&p, "alice-2", &token, false);

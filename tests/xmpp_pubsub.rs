@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::slixmpp::run;
+use common::slixmpp::{run, PUBSUB};
 use common::xmpp::Raw;
 use common::Petrel;
 
@@ -18,23 +18,10 @@ fn server() -> Petrel {
 }
 
 const HELPERS: &str = r#"
-from slixmpp.xmlstream import ET
-PS = 'pubsub.localhost'
 RSM = 'http://jabber.org/protocol/rsm'
-
-def ps_client(jid, pw):
-    c = make(jid, pw)
-    for x in ('xep_0004', 'xep_0059', 'xep_0060'):
-        c.register_plugin(x)
-    return c
 
 def reading(v):
     return ET.fromstring("<reading xmlns='urn:example:sensor'>%s</reading>" % v)
-
-def error_of(e):
-    app = [c.tag.split('}')[1] for c in e.iq.xml.find('{jabber:client}error')
-           if c.tag.startswith('{http://jabber.org/protocol/pubsub#errors}')]
-    return '%s/%s' % (e.iq['error']['condition'], ','.join(app))
 
 def texts(items):
     return ','.join(i.xml[0].text for i in items)
@@ -44,7 +31,7 @@ def texts(items):
 fn nodes_subscriptions_affiliations_paging_and_a_restart() {
     let mut p = server();
     let first = format!(
-        "{HELPERS}{}",
+        "{PUBSUB}{HELPERS}{}",
         r#"
 async def main():
     alice = await online(ps_client('alice@localhost', 'wonderland'))
@@ -138,7 +125,7 @@ run(main)
     p.stop();
     p.spawn();
     let after = format!(
-        "{HELPERS}{}",
+        "{PUBSUB}{HELPERS}{}",
         r#"
 async def main():
     alice = await online(ps_client('alice@localhost', 'wonderland'))

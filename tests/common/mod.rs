@@ -195,6 +195,15 @@ impl Petrel {
         format!("https://localhost:{}", self.addrs["http"][1].port())
     }
 
+    /// Kills the server with SIGKILL (nothing flushed on the way out) and
+    /// starts it again on the same data.
+    pub fn crash_and_restart(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.spawn();
+    }
+
     /// SIGTERM, then wait; returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;

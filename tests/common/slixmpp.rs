@@ -80,6 +80,36 @@ def run(main):
     asyncio.run(asyncio.wait_for(main(), 60))
 "#;
 
+/// For scripts using the XEP-0060 service on `pubsub.localhost`: a client
+/// with the pubsub plugins that records the notifications it gets
+/// (`c.events`), and the error of a refused request with its
+/// `pubsub#errors` condition (`condition/app,…`).
+pub const PUBSUB: &str = r#"
+import time
+from slixmpp.xmlstream import ET
+PS = 'pubsub.localhost'
+
+def ps_client(jid, pw):
+    c = make(jid, pw)
+    for x in ('xep_0004', 'xep_0059', 'xep_0060', 'xep_0131'):
+        c.register_plugin(x)
+    c.events = []
+    c.add_event_handler('pubsub_publish', lambda m: c.events.append(m))
+    return c
+
+async def events(c, n, what, timeout=15):
+    deadline = time.time() + timeout
+    while len(c.events) < n:
+        if time.time() > deadline:
+            raise RuntimeError('timed out waiting for ' + what)
+        await asyncio.sleep(0.02)
+
+def error_of(e):
+    app = [c.tag.split('}')[1] for c in e.iq.xml.find('{jabber:client}error')
+           if c.tag.startswith('{http://jabber.org/protocol/pubsub#errors}')]
+    return '%s/%s' % (e.iq['error']['condition'], ','.join(app))
+"#;
+
 pub fn script(body: &str) -> String {
     format!("{PRELUDE}\n{body}\n")
 }
