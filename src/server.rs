@@ -435,7 +435,6 @@ async fn sweep(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
     let mut next_sys = started;
-    let mut next_inbox_sweep = started + Duration::from_secs(60);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -445,12 +444,6 @@ async fn sweep(
             next_sys = Instant::now() + Duration::from_secs(sys_interval);
             let online = registry.online_by_domain(Protocol::Mqtt);
             broker.publish_sys(started.elapsed().as_secs(), &online);
-        }
-        if Instant::now() >= next_inbox_sweep {
-            next_inbox_sweep = Instant::now() + Duration::from_secs(60);
-            if let Some(b) = broker.bridge.get() {
-                b.sweep_inboxes();
-            }
         }
         let expired = registry.sweep();
         // Only MQTT sessions outlive their connections today.

@@ -299,6 +299,16 @@ async def main():
         print('bob private', error_of(e))
     r = await alice.plugin['xep_0060'].get_items(PS, 'private/diary')
     print('alice private', [i.xml[0].text for i in r['pubsub']['items']])
+    # A rule's names are the bridge's: bob cannot take one first, and
+    # reading one that does not exist yet creates nothing.
+    try:
+        await bob.plugin['xep_0060'].create_node(PS, 'sensors/attic')
+    except slixmpp.exceptions.IqError as e:
+        print('bob create', error_of(e))
+    try:
+        await bob.plugin['xep_0060'].get_items(PS, 'sensors/cellar')
+    except slixmpp.exceptions.IqError as e:
+        print('bob items', error_of(e))
     # to_xmpp only: alice's item there does not become MQTT.
     await watcher.subscribe('private/#')
     await alice.plugin['xep_0060'].publish(PS, 'private/diary', payload=data('mine'))
@@ -330,14 +340,19 @@ run(main)
     has("bob private not-allowed/closed-node");
     has("alice private ['secret']");
     has("carol private []");
+    has("bob create forbidden/");
+    has("bob items item-not-found/");
 }
 
 /// Direct addressing: a device writes to a chat user (offline first, then
-/// online) and the user answers the device; unknown addressees are told.
+/// online) and the user answers the device (its JID names the account:
+/// another account's session with the same client id hears nothing);
+/// unknown addressees are told.
 #[test]
 fn a_device_and_a_chat_user_talk_directly() {
     let p = server();
     let device = p.token("thermo@localhost", 3600, "mqtt");
+    let carol = p.token("carol@localhost", 3600, "mqtt");
     let port = p.mqtt().port().to_string();
     // mosquitto_pub (MQTT 3.1.1, the token as password) before alice is
     // online: the message waits offline.
@@ -375,15 +390,25 @@ async def main():
     print('direct', await dev.publish('$xmpp/alice@localhost', 'still open'))
     await dev.until(lambda: len(inbox) > n, 'the live message')
     print('live', inbox[-1]['from'], inbox[-1]['body'])
-    alice.send_message(mto='door-1@mqtt.localhost', mbody='close it', mtype='chat')
+    # carol's session with the same client id hears nothing of it.
+    other = Device('door-1', 'carol', ARGS[3])
+    await other.up()
+    await other.subscribe('$xmpp/inbox/#')
+    alice.send_message(mto='thermo@mqtt.localhost/door-1', mbody='close it', mtype='chat')
     await dev.received(1, 'the answer')
     m = dev.got[0]
     print('answer', m.topic, m.payload.decode())
+    # To the bare JID: each of thermo's sessions that listens.
+    alice.send_message(mto='thermo@mqtt.localhost', mbody='all doors', mtype='chat')
+    await dev.received(2, 'the answer to all')
+    print('to all', dev.got[1].payload.decode())
+    print('carol got', len(other.got))
+    other.close()
     print('nobody', await dev.publish('$xmpp/nobody@localhost', 'x'))
     print('binary', await dev.publish('$xmpp/alice@localhost', bytes([0, 1])))
     errs = []
     alice.add_event_handler('message_error', lambda m: errs.append(m))
-    alice.send_message(mto='door-9@mqtt.localhost', mbody='anyone?', mtype='chat')
+    alice.send_message(mto='thermo@mqtt.localhost/door-9', mbody='anyone?', mtype='chat')
     await dev.until(lambda: errs, 'the error')
     print('unknown', errs[0]['error']['condition'])
     dev.close()
@@ -395,16 +420,18 @@ run(main)
     let out = run(
         &p,
         &script,
-        &[&port, &device, if mosquitto { "yes" } else { "no" }],
+        &[&port, &device, if mosquitto { "yes" } else { "no" }, &carol],
     );
     let has = |s: &str| assert!(out.contains(s), "no {s:?} in\n{out}");
     if mosquitto {
-        has("offline door-1@mqtt.localhost chat door opened");
+        has("offline thermo@mqtt.localhost/door-1 chat door opened");
     }
     has("suback [1]");
     has("direct 0");
-    has("live door-1@mqtt.localhost still open");
+    has("live thermo@mqtt.localhost/door-1 still open");
     has("answer $xmpp/inbox/alice@localhost close it");
+    has("to all all doors");
+    has("carol got 0");
     has("nobody 144");
     has("binary 153");
     has("unknown service-unavailable");

@@ -1,7 +1,7 @@
 //! The PostgreSQL store (`store = "postgres://…"`) against a real
 //! PostgreSQL server started once for this test binary: the store's
 //! contract (ordered scans, prefix deletes, reads after writes, what a
-//! barrier commits seen by a second store), the schema migrated once by
+//! barrier committed seen by a second store), the schema migrated once by
 //! two stores opening together, and a server on it keeping through kill -9
 //! what it acknowledged: an issued token, a retained message, a QoS 1
 //! message queued for a persistent session, an offline chat message;
@@ -43,8 +43,8 @@ fn the_store_contract_holds_on_postgres() {
         a.get_blocking(Tree::Users, b"a@x").unwrap().as_deref(),
         Some(&b"3"[..])
     );
-    // Not committed yet: the other store does not see it.
-    assert_eq!(b.get_blocking(Tree::Users, b"a@x").unwrap(), None);
+    // Committed by the barrier (each batch is a transaction): the other
+    // store, another connection, sees it.
     a.barrier_blocking().unwrap();
     assert_eq!(
         b.get_blocking(Tree::Users, b"a@x").unwrap().as_deref(),
@@ -100,6 +100,18 @@ fn the_store_contract_holds_on_postgres() {
     assert_eq!(b.get_blocking(Tree::Users, b"b@x").unwrap(), None);
     // Trees are apart.
     assert_eq!(b.len_blocking(Tree::Clients).unwrap(), 0);
+
+    // A write PostgreSQL refuses fails the barrier, and every later one:
+    // nothing written after a lost write is ever reported durable.
+    pg.sql(&url, "DROP TABLE petrel_meta");
+    b.put(Tree::Meta, "k", "v");
+    b.put(Tree::Users, "c@x", "4");
+    assert!(b.barrier_blocking().is_err());
+    b.put(Tree::Users, "d@x", "5");
+    assert!(b.barrier_blocking().is_err());
+    // The other store (another node) goes on.
+    a.put(Tree::Users, "e@x", "6");
+    a.barrier_blocking().unwrap();
 }
 
 fn login(p: &Petrel, id: &str, token: &str, keep: bool) -> RawClient {

@@ -10,9 +10,13 @@
 //!   message) before the publisher's iq result. Payloads are mapped by
 //!   [`payload`].
 //! - **Direct addressing**: an MQTT publish to `$xmpp/<bare JID>` is a chat
-//!   message from `<client-id>@mqtt.<host>` to that account; a message to
-//!   `<client-id>@mqtt.<host>` is published to that client's session on
-//!   `$xmpp/inbox/<sender's bare JID>`, if it subscribed there.
+//!   message to that account from the device's JID,
+//!   `<account's local part>@mqtt.<host>/<client id>` (client ids are per
+//!   account, so the account is part of the address: no account can pose
+//!   as another's device); a message to that JID is published to that
+//!   session on `$xmpp/inbox/<sender's bare JID>` if it subscribed there,
+//!   and one to the bare `<local part>@mqtt.<host>` to each of the
+//!   account's sessions that did.
 //!
 //! Loops cannot form: the bridge takes only what clients publish (an MQTT
 //! client's PUBLISH, an XMPP client's publish iq or message), never what it
@@ -36,7 +40,6 @@ pub mod rules;
 
 use std::sync::{Arc, OnceLock, Weak};
 
-use dashmap::DashMap;
 use serde::Deserialize;
 
 use crate::mqtt::acl::{Request, Who};
@@ -61,9 +64,6 @@ pub struct BridgeConfig {
     pub direct: bool,
     /// Bytes of a payload that may cross (an MQTT payload, an item's).
     pub max_payload: usize,
-    /// Client ids per host whose `$xmpp/inbox/` subscriptions are indexed
-    /// for direct messages.
-    pub max_inboxes: usize,
     /// The rules (`[[bridge.rule]]`).
     pub rule: Vec<RuleConfig>,
 }
@@ -73,7 +73,6 @@ impl Default for BridgeConfig {
         BridgeConfig {
             direct: true,
             max_payload: 64 * 1024,
-            max_inboxes: 100_000,
             rule: Vec::new(),
         }
     }
@@ -84,9 +83,6 @@ impl BridgeConfig {
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if self.max_payload == 0 {
             return Err(("max_payload", "must be at least 1".into()));
-        }
-        if self.max_inboxes == 0 {
-            return Err(("max_inboxes", "must be at least 1".into()));
         }
         Rules::compile(&self.rule)
             .map(|_| ())
@@ -154,9 +150,6 @@ pub struct Bridge {
     /// Weak: the broker holds the bridge.
     broker: Weak<Broker>,
     im: OnceLock<Weak<ImServer>>,
-    /// `host NUL client id` → the accounts whose session with that client
-    /// id subscribed under `$xmpp/inbox/` (checked again on use).
-    inboxes: DashMap<String, Vec<String>>,
 }
 
 impl Bridge {
@@ -167,7 +160,6 @@ impl Bridge {
             rules,
             broker: Arc::downgrade(broker),
             im: OnceLock::new(),
-            inboxes: DashMap::new(),
         })
     }
 
@@ -217,45 +209,6 @@ impl Bridge {
         self.rules.to_node(host, topic).map(|_| Want::Rule)
     }
 
-    /// A session subscribed to `filter`: index it for direct messages when
-    /// the filter reaches into its inbox.
-    pub fn subscribed(&self, addr: &Address, filter: &str) {
-        if !self.config.direct || !addr.account().contains('@') {
-            return;
-        }
-        let inbox = filter.starts_with(INBOX) || filter == "$xmpp/#" || filter == "$xmpp/+/#";
-        if !inbox {
-            return;
-        }
-        let key = format!("{}\0{}", addr.domain(), addr.name());
-        if !self.inboxes.contains_key(&key) && self.inboxes.len() >= self.config.max_inboxes {
-            self.sweep_inboxes();
-            if self.inboxes.len() >= self.config.max_inboxes {
-                tracing::warn!("bridge max_inboxes reached: a device's inbox is not indexed");
-                return;
-            }
-        }
-        let mut e = self.inboxes.entry(key).or_default();
-        if !e.iter().any(|a| a == addr.account()) {
-            e.push(addr.account().to_string());
-        }
-    }
-
-    /// Drops the index entries whose session is gone.
-    pub fn sweep_inboxes(&self) {
-        let Some(broker) = self.broker() else { return };
-        let registry = broker.registry();
-        self.inboxes.retain(|k, accounts| {
-            let client = k.split_once('\0').map_or("", |(_, c)| c);
-            accounts.retain(|a| {
-                registry
-                    .get::<MqttState>(Protocol::Mqtt, &format!("{a}/{client}"))
-                    .is_some()
-            });
-            !accounts.is_empty()
-        });
-    }
-
     /// Carries a client's MQTT publish across (what [`Bridge::wants`] said).
     /// `code` is what the MQTT side alone would acknowledge with.
     pub async fn from_mqtt(
@@ -292,8 +245,27 @@ impl Bridge {
                     content_type: p.properties.content_type.as_deref(),
                     user_properties: &p.properties.user_properties,
                 };
+                // The retained message is set again under the node's lock,
+                // so that of two publishers racing on one topic the last
+                // item and the retained message are the same one.
+                let broker = self.broker();
+                let reassert = || {
+                    if let (true, Some(b)) = (p.retain, broker.as_ref()) {
+                        if let Some(d) = b.domain(host) {
+                            b.retain(d, msg);
+                        }
+                    }
+                };
                 match im
-                    .bridge_publish(host, &node, rule, &publisher, m, &mut out.congested)
+                    .bridge_publish(
+                        host,
+                        &node,
+                        rule,
+                        &publisher,
+                        m,
+                        reassert,
+                        &mut out.congested,
+                    )
                     .await
                 {
                     Ok(()) => {
@@ -306,9 +278,11 @@ impl Bridge {
                 }
             }
             Want::Direct => {
-                let host = from.domain();
                 let to = &p.topic[DIRECT.len()..];
-                let device = format!("{}@mqtt.{host}", from.name());
+                let Some(device) = device_jid(from) else {
+                    out.code = reason::NOT_AUTHORIZED;
+                    return out;
+                };
                 match im
                     .message_from_device(
                         &device,
@@ -395,13 +369,14 @@ impl Bridge {
         broker.retain(domain, &msg)
     }
 
-    /// Delivers a chat message to the MQTT session `client` of `host` on
-    /// `$xmpp/inbox/<from>`. `Some(stored)`; `None` when no such session
-    /// subscribed there (or may not read it).
+    /// Delivers a chat message to the MQTT sessions of `account` (a bare
+    /// JID) on `$xmpp/inbox/<from>`: the one with client id `client`, or
+    /// each that subscribed there. `Some(stored)`; `None` when no such
+    /// session subscribed there (or may read it).
     pub fn to_device(
         &self,
-        host: &str,
-        client: &str,
+        account: &str,
+        client: Option<&str>,
         from: &str,
         body: &str,
         congested: &mut Option<Arc<dyn Handle>>,
@@ -410,23 +385,23 @@ impl Bridge {
             return None;
         }
         let broker = self.broker()?;
-        broker.domain(host)?;
-        let topic = format!("{INBOX}{from}");
-        let accounts = self
-            .inboxes
-            .get(&format!("{host}\0{client}"))
-            .map(|a| a.clone())
-            .unwrap_or_default();
         let registry = broker.registry();
+        let slots: Vec<Arc<Slot>> = match client {
+            Some(c) => registry
+                .get::<MqttState>(Protocol::Mqtt, &format!("{account}/{c}"))
+                .into_iter()
+                .collect(),
+            None => registry.with_account(account, |all| {
+                all.iter()
+                    .filter_map(|h| h.clone().into_any().downcast::<Slot>().ok())
+                    .collect()
+            }),
+        };
+        let topic = format!("{INBOX}{from}");
         let acl = broker.acl.load();
         let mut sent = false;
         let mut stored = false;
-        for account in accounts {
-            let Some(slot) =
-                registry.get::<MqttState>(Protocol::Mqtt, &format!("{account}/{client}"))
-            else {
-                continue;
-            };
+        for slot in slots {
             let Some((qos, sub_ids)) = inbox_subscription(&slot, &topic) else {
                 continue;
             };
@@ -482,12 +457,22 @@ fn inbox_subscription(slot: &Slot, topic: &str) -> Option<(QoS, Vec<u32>)> {
     best
 }
 
-/// An MQTT client as XMPP names it: its account, or for an anonymous
-/// client `<client-id>@mqtt.<host>`.
+/// An MQTT client as the publisher of an item: its account, or for an
+/// anonymous client the gateway `mqtt.<host>`.
 fn device_or_account(a: &Address) -> String {
     if a.account().contains('@') {
         a.account().to_string()
     } else {
-        format!("{}@mqtt.{}", a.name(), a.domain())
+        format!("mqtt.{}", a.domain())
     }
+}
+
+/// A session's JID on the XMPP side, `<local part>@mqtt.<host>/<client
+/// id>`; none for an anonymous client (no account to speak for) or a
+/// client id that is no JID resource.
+pub fn device_jid(a: &Address) -> Option<String> {
+    let (local, host) = a.account().split_once('@')?;
+    let jid = format!("{local}@mqtt.{host}/{}", a.name());
+    let parsed = crate::xmpp::stanza::Jid::parse(&jid).ok()?;
+    (parsed.resource() == Some(a.name())).then_some(jid)
 }

@@ -11,6 +11,11 @@ use serde::Deserialize;
 
 use crate::mqtt::topics::{filter_matches, valid_topic_filter, valid_topic_name};
 
+/// The longest topic or node name a rule maps (MQTT's default
+/// `max_topic_length`): matching a template is quadratic at worst in the
+/// name's length, so names are bounded before.
+pub const MAX_NAME: usize = 1024;
+
 /// Which way a rule carries messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -146,7 +151,7 @@ impl Rule {
 
     /// The node an MQTT topic maps to, if the topic matches the filter.
     pub fn node_for(&self, topic: &str) -> Option<String> {
-        if !filter_matches(&self.config.mqtt, topic) {
+        if topic.len() > MAX_NAME || !filter_matches(&self.config.mqtt, topic) {
             return None;
         }
         let levels: Vec<&str> = topic.split('/').collect();
@@ -171,6 +176,9 @@ impl Rule {
     /// The MQTT topic a node maps to, if the node's name fits the template
     /// and the result is a topic name a client could publish to.
     pub fn topic_for(&self, node: &str) -> Option<String> {
+        if node.len() > MAX_NAME {
+            return None;
+        }
         let mut caps: Vec<Option<&str>> = vec![None; self.multi.len()];
         if !match_template(&self.template, &self.multi, node, &mut caps) {
             return None;
@@ -196,7 +204,7 @@ impl Rule {
             }
         }
         let topic = levels.join("/");
-        (valid_topic_name(&topic) && !topic.starts_with('$') && topic.len() <= 65_535)
+        (valid_topic_name(&topic) && !topic.starts_with('$') && topic.len() <= MAX_NAME)
             .then_some(topic)
     }
 }
@@ -391,6 +399,9 @@ mod tests {
         assert_eq!(r.topic_for("devices:a/b/c").unwrap(), "dev/a/b/c");
         assert_eq!(r.topic_for("devices:").unwrap(), "dev");
         assert_eq!(r.topic_for("other"), None);
+        let long = format!("devices:{}", "x/".repeat(MAX_NAME));
+        assert_eq!(r.topic_for(&long), None);
+        assert_eq!(r.node_for(&format!("dev/{}", "x".repeat(MAX_NAME))), None);
 
         let r = rule("thermostat/setpoint", "thermostat-setpoint").unwrap();
         assert_eq!(

@@ -640,6 +640,14 @@ impl Connection {
             return None;
         };
         let l = *l;
+        if let Some(c) = &l.bridging {
+            // Closed before the bridge carried it: never acknowledged, so
+            // the client sends it again; a QoS 2 id must not stay taken
+            // (its resend would be acknowledged and never carried).
+            if c.qos == QoS::ExactlyOnce && l.slot.lock().incoming_qos2.remove(&c.packet_id) {
+                self.broker.unstore_incoming_qos2(&l.slot, c.packet_id);
+            }
+        }
         if !taken_over {
             let mut st = l.slot.lock();
             if l.slot.generation() == l.generation {

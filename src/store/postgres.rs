@@ -4,18 +4,21 @@
 //! (bytea compares byte by byte).
 //!
 //! One connection, owned by the store thread (which serializes every
-//! request anyway). Writes open a transaction and join it until the next
-//! [`Backend::commit`], which is a `COMMIT`: what the server acknowledges
-//! after a store barrier is committed (with PostgreSQL's default
-//! `synchronous_commit = on`, on disk). Statements of one batch are
-//! pipelined. The schema is created and migrated at connect by the
-//! versioned files in `migrations/postgres/`, under an advisory lock so
+//! request anyway). Each batch of writes the store thread applies is one
+//! transaction, its statements pipelined, committed before the batch
+//! returns: a store barrier (which follows the batches before it) then has
+//! nothing left to do, and what the server acknowledges after it is
+//! committed (with PostgreSQL's default `synchronous_commit = on`, on
+//! disk). No transaction stays open between batches, so nodes sharing the
+//! database never wait on each other's row locks for long. The schema is
+//! created and migrated at connect by the versioned files in
+//! `migrations/postgres/`, in one transaction under an advisory lock, so
 //! that nodes starting together migrate once.
 //!
-//! A failed statement loses the open transaction: the connection is
-//! dropped (the next request connects again) and the error returned, which
-//! the store thread keeps (no later barrier succeeds: nothing written
-//! after a lost write may be acknowledged as durable).
+//! A failed batch is rolled back whole and its error returned, which the
+//! store thread keeps (no later barrier succeeds: nothing written after a
+//! lost write may be acknowledged as durable); the connection is dropped
+//! and the next request connects again.
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
@@ -48,7 +51,6 @@ struct Conn {
     client: Client,
     /// Per tree, prepared on first use.
     st: [Option<Box<Prepared>>; Tree::ALL.len()],
-    in_tx: bool,
 }
 
 impl Conn {
@@ -84,18 +86,19 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 async fn migrate(client: &mut Client) -> Result<(), StoreError> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS petrel_migrations (
-                 version integer PRIMARY KEY,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .map_err(err)?;
     let tx = client.transaction().await.map_err(err)?;
+    // The lock first: two nodes creating the bookkeeping table at once
+    // would otherwise collide in the catalog.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(err)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS petrel_migrations (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(err)?;
     let done: Vec<i32> = tx
         .query("SELECT version FROM petrel_migrations", &[])
         .await
@@ -103,6 +106,14 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .iter()
         .map(|r| r.get(0))
         .collect();
+    if let Some(newer) = done
+        .iter()
+        .find(|v| !MIGRATIONS.iter().any(|(m, _)| m == *v))
+    {
+        return Err(StoreError::Unsupported(format!(
+            "the PostgreSQL schema is at version {newer}, newer than this Petrel knows"
+        )));
+    }
     for (v, sql) in MIGRATIONS {
         if done.contains(v) {
             continue;
@@ -112,14 +123,6 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
             .await
             .map_err(err)?;
         tracing::info!(version = v, "PostgreSQL schema migrated");
-    }
-    if let Some(newer) = done
-        .iter()
-        .find(|v| !MIGRATIONS.iter().any(|(m, _)| m == *v))
-    {
-        return Err(StoreError::Unsupported(format!(
-            "the PostgreSQL schema is at version {newer}, newer than this Petrel knows"
-        )));
     }
     tx.commit().await.map_err(err)
 }
@@ -189,7 +192,6 @@ impl PgBackend {
             self.conn = Some(Conn {
                 client,
                 st: Default::default(),
-                in_tx: false,
             });
         }
         Ok(self.conn.as_mut().expect("connected above"))
@@ -220,11 +222,10 @@ impl PgBackend {
     }
 
     async fn write_in_tx(&mut self, batch: &[Write]) -> Result<(), StoreError> {
-        let c = self.conn().await?;
-        if !c.in_tx {
-            c.client.batch_execute("BEGIN").await.map_err(err)?;
-            c.in_tx = true;
+        if batch.is_empty() {
+            return Ok(());
         }
+        let c = self.conn().await?;
         for w in batch {
             let t = match w {
                 Write::Put(t, ..) | Write::Delete(t, _) | Write::DeletePrefix(t, _) => *t,
@@ -251,29 +252,16 @@ impl PgBackend {
             };
             async move { c.client.execute(stmt, &args).await }
         });
-        futures_util::future::try_join_all(futures)
-            .await
-            .map_err(err)?;
-        Ok(())
-    }
-
-    async fn commit_open(&mut self) -> Result<(), StoreError> {
-        let Some(c) = self.conn.as_mut() else {
-            return Ok(());
-        };
-        if !c.in_tx {
-            return Ok(());
+        // BEGIN, the statements and COMMIT go out together; a failure
+        // anywhere rolls the whole batch back.
+        let begin = c.client.batch_execute("BEGIN");
+        let (began, done) =
+            futures_util::future::join(begin, futures_util::future::try_join_all(futures)).await;
+        if let Err(e) = began.and(done.map(|_| ())) {
+            let _ = c.client.batch_execute("ROLLBACK").await;
+            return Err(err(e));
         }
-        match c.client.batch_execute("COMMIT").await {
-            Ok(()) => {
-                c.in_tx = false;
-                Ok(())
-            }
-            Err(e) => {
-                self.conn = None;
-                Err(err(e))
-            }
-        }
+        c.client.batch_execute("COMMIT").await.map_err(err)
     }
 }
 
@@ -283,7 +271,8 @@ impl Backend for PgBackend {
     }
 
     fn commit(&mut self) -> BackendFuture<'_, ()> {
-        Box::pin(self.commit_open())
+        // Every batch was committed as it was written.
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn get<'a>(&'a mut self, tree: Tree, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {

@@ -1,10 +1,11 @@
 //! `mqtt.<host>`: MQTT clients as XMPP addresses, the direct-addressing
-//! mode of the bridge ([`crate::bridge`]). `<client-id>@mqtt.<host>` is the
-//! MQTT session with that client id: a chat message to it is published to
-//! the session's `$xmpp/inbox/<sender's bare JID>` (if it subscribed
-//! there), and an MQTT publish to `$xmpp/<bare JID>` arrives from it as a
-//! chat message — archived, kept offline, and subject to the recipient's
-//! block list like any other.
+//! mode of the bridge ([`crate::bridge`]). `<local>@mqtt.<host>/<client id>`
+//! is the MQTT session of account `<local>@<host>` with that client id: a
+//! chat message to it is published to the session's `$xmpp/inbox/<sender's
+//! bare JID>` (if it subscribed there; to the bare JID: each of the
+//! account's sessions that did), and an MQTT publish to `$xmpp/<bare JID>`
+//! arrives from it as a chat message — archived, kept offline, and subject
+//! to the recipient's block list like any other.
 
 use super::element::{is_xml_char, Element};
 use super::im::{Effects, ImServer, ImSession};
@@ -40,7 +41,7 @@ impl ImServer {
                 );
                 fx.reply(iq_result(&el, Some(q)));
             }
-            ("message", Some(client), None | Some("chat" | "normal")) => {
+            ("message", Some(local), None | Some("chat" | "normal")) => {
                 let Some(body) = el.child("body", NS_CLIENT).map(|b| b.text()) else {
                     // Chat states and receipts have nowhere to go.
                     return;
@@ -49,7 +50,8 @@ impl ImServer {
                     return fx.error(&el, StanzaError::ServiceUnavailable);
                 };
                 let from = s.user.to_string();
-                match bridge.to_device(&host, client, &from, &body, &mut fx.congested) {
+                let account = format!("{local}@{host}");
+                match bridge.to_device(&account, to.resource(), &from, &body, &mut fx.congested) {
                     Some(stored) => fx.flush |= stored,
                     None => fx.error(&el, StanzaError::ServiceUnavailable),
                 }
@@ -59,7 +61,7 @@ impl ImServer {
     }
 
     /// An MQTT client's publish to `$xmpp/<to>`: a chat message from
-    /// `device` (`<client-id>@mqtt.<host>`) of `account`. `Ok(true)` when
+    /// `device` (`<local>@mqtt.<host>/<client id>`) of `account`. `Ok(true)` when
     /// the store was written (offline storage, archive).
     pub async fn message_from_device(
         &self,

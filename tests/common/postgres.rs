@@ -129,6 +129,27 @@ impl Pg {
         Some(pg)
     }
 
+    /// Runs SQL on the database of `url` (one made by [`Pg::database`]).
+    pub fn sql(&self, url: &str, sql: &str) {
+        let db = url.rsplit('/').next().unwrap();
+        let out = self
+            .cmd("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "petrel",
+                "-d",
+                db,
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql: {out:?}");
+    }
+
     /// A new, empty database; its URL.
     pub fn database(&self) -> String {
         let name = format!("t{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));

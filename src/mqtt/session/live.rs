@@ -276,9 +276,6 @@ impl Connection {
                 reason::QUOTA_EXCEEDED
             } else {
                 let existed = self.broker.subscribe(&domain, &slot, filter, *opts, sub_id);
-                if let Some(b) = self.broker.bridge.get() {
-                    b.subscribed(slot.address(), filter);
-                }
                 // 4.8.2: no retained messages for a shared subscription.
                 let send_retained = shared.is_none()
                     && match opts.retain_handling {

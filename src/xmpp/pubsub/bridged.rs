@@ -33,12 +33,23 @@ impl ImServer {
         self.bridge.get()
     }
 
+    /// Whether `name` belongs to a bridge rule (such nodes are the
+    /// bridge's to create: nobody may take the name first).
+    pub(crate) fn bridged_name(&self, host: &str, name: &str) -> bool {
+        self.bridge()
+            .is_some_and(|b| b.rules.for_node(host, name).is_some())
+    }
+
     /// The node `name` of `host`, created from the bridge rule it belongs
-    /// to if it does not exist yet. None: no such node and no rule (or the
+    /// to if it does not exist yet and `create` (a publish or a
+    /// subscription: reads create nothing). None: no such node (or the
     /// host holds `max_nodes`).
-    pub(crate) fn node_or_bridged(&self, host: &str, name: &str) -> Option<NodeCell> {
+    pub(crate) fn node_or_bridged(&self, host: &str, name: &str, create: bool) -> Option<NodeCell> {
         if let Some(c) = self.pubsub.node(host, name) {
             return Some(c);
+        }
+        if !create {
+            return None;
         }
         let rule = self.bridge()?.rules.for_node(host, name)?.clone();
         self.node_from_rule(host, name, &rule)
@@ -126,7 +137,8 @@ impl ImServer {
     /// An MQTT client's publish on a bridged topic: stored as an item of
     /// `node` (created from `rule` if need be) and notified to its readers;
     /// an empty retained message purges the node (MQTT's "no value").
-    /// `Err` is the MQTT reason code.
+    /// `stored` runs under the node's lock once the item is in.
+    #[allow(clippy::too_many_arguments)]
     pub async fn bridge_publish(
         &self,
         host: &str,
@@ -134,6 +146,7 @@ impl ImServer {
         rule: &Rule,
         publisher: &str,
         p: Message<'_>,
+        stored: impl FnOnce(),
         cong: &mut Congestion,
     ) -> Result<(), Refused> {
         if !self.services.is_on(crate::xmpp::services::Service::Pubsub) {
@@ -154,6 +167,7 @@ impl ImServer {
             let gone = n.clear();
             self.pubsub.delete_items(host, node, &gone);
             self.pubsub.save_meta(host, node, &n);
+            stored();
             let readers = self.ps_readers(&n).await;
             drop(n);
             let event = Element::new("purge", NS_EVENT).with_attr("node", node);
@@ -163,7 +177,7 @@ impl ImServer {
         let ct = p.content_type;
         let el = payload::to_item(p.payload, ct);
         let id = format!("{}{}", self.push_id(), self.push_id());
-        let stored = StoredItem {
+        let item = StoredItem {
             item: Item {
                 id: id.clone(),
                 payload: el.to_bytes(NS_CLIENT),
@@ -172,14 +186,15 @@ impl ImServer {
             publisher: publisher.to_string(),
         };
         let (seq, gone) = n.add_item(&id);
-        self.pubsub.put_item(host, node, seq, &stored);
+        self.pubsub.put_item(host, node, seq, &item);
         self.pubsub.delete_items(host, node, &gone);
         self.pubsub.save_meta(host, node, &n);
+        stored();
         let readers = self.ps_readers(&n).await;
         drop(n);
         let event = Element::new("items", NS_EVENT)
             .with_attr("node", node)
-            .with_child(event_item(&stored));
+            .with_child(event_item(&item));
         let headers = payload::headers(ct, p.user_properties);
         self.ps_send_event(host, &readers, event, headers.as_ref(), cong);
         Ok(())

@@ -232,11 +232,24 @@ impl ImServer {
         host: &str,
         fx: &mut Effects,
     ) -> Option<(String, super::NodeCell)> {
+        self.ps_node_made(iq, verb, host, false, fx)
+    }
+
+    /// [`Self::ps_node`], creating a bridge rule's node on first use when
+    /// `create` (publish, subscribe).
+    fn ps_node_made(
+        &self,
+        iq: &Element,
+        verb: &Element,
+        host: &str,
+        create: bool,
+        fx: &mut Effects,
+    ) -> Option<(String, super::NodeCell)> {
         let Some(name) = verb.attr("node").filter(|n| !n.is_empty()) else {
             refusal(fx, iq, (StanzaError::BadRequest, Some("nodeid-required")));
             return None;
         };
-        match self.node_or_bridged(host, name) {
+        match self.node_or_bridged(host, name, create) {
             Some(c) => Some((name.to_string(), c)),
             None => {
                 fx.error(iq, StanzaError::ItemNotFound);
@@ -259,6 +272,12 @@ impl ImServer {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => format!("{}{}", self.push_id(), self.push_id()),
         };
+        if self.bridged_name(host, &name) {
+            // A bridge rule's node: the bridge makes it, with the rule's
+            // owners and access model.
+            fx.error(iq, StanzaError::Forbidden);
+            return Ok(());
+        }
         let mut n = ServiceNode::new(self.pubsub.default_config(), &s.user.to_string());
         if let Some(x) = form {
             if self.pubsub.configure(&mut n, x).is_err() {
@@ -300,7 +319,7 @@ impl ImServer {
         host: &str,
         fx: &mut Effects,
     ) -> Result<(), StoreError> {
-        let Some((name, cell)) = self.ps_node(iq, verb, host, fx) else {
+        let Some((name, cell)) = self.ps_node_made(iq, verb, host, true, fx) else {
             return Ok(());
         };
         let mut items = verb.children_named("item", NS_PUBSUB);
@@ -360,12 +379,14 @@ impl ImServer {
         self.pubsub.put_item(host, &name, seq, &stored);
         self.pubsub.delete_items(host, &name, &gone);
         self.pubsub.save_meta(host, &name, &n);
-        let subscribers = self.ps_readers(&n).await;
-        drop(n);
-        fx.flush = true;
+        // To MQTT under the node's lock: items and retained messages keep
+        // one order.
         if let Some(t) = crossing {
             self.item_crossed(host, t, &mut fx.congested);
         }
+        let subscribers = self.ps_readers(&n).await;
+        drop(n);
+        fx.flush = true;
         let publish = Element::new("publish", NS_PUBSUB)
             .with_attr("node", name.clone())
             .with_child(Element::new("item", NS_PUBSUB).with_attr("id", id));
@@ -432,7 +453,7 @@ impl ImServer {
         host: &str,
         fx: &mut Effects,
     ) -> Result<(), StoreError> {
-        let Some((name, cell)) = self.ps_node(iq, verb, host, fx) else {
+        let Some((name, cell)) = self.ps_node_made(iq, verb, host, true, fx) else {
             return Ok(());
         };
         // §6.1.3.1: the subscribed JID is the sender's, bare or full.
@@ -741,8 +762,8 @@ impl ImServer {
                 } else {
                     self.pubsub.remove(host, &name);
                 }
-                drop(n);
                 self.bridged_node_emptied(host, &name);
+                drop(n);
                 fx.flush = true;
                 fx.reply(iq_result(iq, None));
                 let event = Element::new(verb.name.clone(), NS_EVENT).with_attr("node", name);
