@@ -225,6 +225,8 @@ pub struct Config {
     pub pubsub: crate::xmpp::pubsub::PubsubConfig,
     /// The MQTT ⇄ XMPP bridge (`[bridge]`, `[[bridge.rule]]`).
     pub bridge: crate::bridge::BridgeConfig,
+    /// Several nodes as one service (`[cluster]`; absent: one node).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// XMPP: seconds a session whose connection was lost waits for a
     /// XEP-0198 resumption (0: resumption off).
     pub resume_timeout: u64,
@@ -327,6 +329,7 @@ impl Default for Config {
             pep: Default::default(),
             pubsub: Default::default(),
             bridge: Default::default(),
+            cluster: None,
             resume_timeout: 300,
             sm_max_unacked: 5000,
             sm_max_unacked_bytes: 4 * 1024 * 1024,
@@ -424,6 +427,7 @@ struct RawConfig {
     pep: Option<crate::xmpp::pep::PepConfig>,
     pubsub: Option<crate::xmpp::pubsub::PubsubConfig>,
     bridge: Option<crate::bridge::BridgeConfig>,
+    cluster: Option<crate::cluster::ClusterConfig>,
     resume_timeout: Option<u64>,
     sm_max_unacked: Option<usize>,
     sm_max_unacked_bytes: Option<usize>,
@@ -768,6 +772,18 @@ impl Config {
         }
         if let Some(b) = raw.bridge {
             c.bridge = b;
+        }
+        if let Some(cl) = raw.cluster {
+            if let Err((key, why)) = cl.check() {
+                return Err(ConfigError::new(format!("cluster.{key}"), why));
+            }
+            if !matches!(c.store, crate::store::StoreKind::Postgres(_)) {
+                return Err(ConfigError::new(
+                    "cluster",
+                    "a cluster shares its store: set store = \"postgres://…\"",
+                ));
+            }
+            c.cluster = Some(cl);
         }
         if let Some(p) = raw.pubsub {
             c.pubsub = p;

@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod bridge;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod data_dir;

@@ -57,10 +57,14 @@ pub enum ServerError {
     },
     #[error("admin socket: {0}")]
     AdminSocket(std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Shared by every connection task.
 pub struct Shared {
+    /// This node's link to the others, in a cluster.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub config: Arc<Config>,
     pub auth: Arc<AuthCore>,
     pub registry: Arc<Registry>,
@@ -166,8 +170,6 @@ impl Server {
             // Read (or made) here, off the async threads, not at the first
             // FAST login; a problem is logged and FAST logins then fail.
             let _ = auth.prepare_fast_key();
-            // Token ends and account changes end sessions, in every protocol.
-            auth.set_events(r.clone());
             let mut broker = Broker::new(&c.hosts, store.clone(), r, c.mqtt_max_queue)?;
             broker.max_retained = c.mqtt_max_retained.into();
             broker.max_retained_bytes = c.mqtt_max_retained_bytes.into();
@@ -181,6 +183,23 @@ impl Server {
         })
         .await
         .expect("opening the store does not panic")?;
+        // Token ends and account changes end sessions, in every protocol
+        // and, in a cluster, on every node.
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let cluster = crate::cluster::Cluster::connect(c, registry.clone())
+                    .await
+                    .map_err(ServerError::Cluster)?;
+                auth.set_shared_store();
+                auth.set_events(cluster.clone());
+                tracing::info!(node = %c.node, "joined the cluster");
+                Some(cluster)
+            }
+            None => {
+                auth.set_events(registry.clone());
+                None
+            }
+        };
         // The store's files, as sled made them: owner-only.
         crate::data_dir::tighten(&config.data_dir).map_err(data_dir_error)?;
         let needs_tls = config.listen.iter().any(|l| l.tls || l.starttls);
@@ -238,6 +257,7 @@ impl Server {
             reloader,
             shutdown: CancellationToken::new(),
             open: Arc::new(OpenConns::default()),
+            cluster,
         });
         Ok(Server {
             shared,
@@ -295,6 +315,14 @@ impl Server {
         ));
         let admin_task = tokio::spawn(ctl::socket::serve(admin, ctx));
         let expiry = tokio::spawn(shared.auth.clone().run_expiry(shared.shutdown.clone()));
+        let _cluster = match &shared.cluster {
+            Some(c) => Some(
+                c.listen(shared.auth.clone(), shared.shutdown.clone())
+                    .await
+                    .map_err(ServerError::Cluster)?,
+            ),
+            None => None,
+        };
         let upload_sweep = shared
             .xmpp
             .upload

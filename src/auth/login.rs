@@ -231,6 +231,9 @@ impl AuthCore {
         self: &std::sync::Arc<Self>,
         req: LoginRequest,
     ) -> Result<Login, LoginError> {
+        // A token issued on another node sharing the store.
+        let (Credential::Token(t) | Credential::Password(t)) = &req.credential;
+        self.fetch_token(t).await;
         match self.login(req) {
             LoginStep::Done(r) => r,
             LoginStep::CheckPassword(check) => {

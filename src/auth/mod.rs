@@ -20,6 +20,7 @@ mod revoke;
 pub mod sasl;
 pub mod scopes;
 pub mod scram;
+mod shared;
 pub mod throttle;
 pub mod tokens;
 pub mod users;
@@ -146,6 +147,8 @@ pub struct AuthCore {
     access: OauthAccess,
     /// Every live token by SHA-256 of its text: the login path's only lookup.
     tokens: DashMap<[u8; 32], Arc<tokens::LiveToken>>,
+    /// Other nodes share the store: tokens they issued are looked up.
+    shared_store: std::sync::atomic::AtomicBool,
     /// Every live token by expiry, for the expiry task's deadline.
     expiries: Mutex<BTreeSet<(u64, [u8; 32])>>,
     /// Wakes the expiry task when an earlier deadline arrives.
@@ -210,6 +213,7 @@ impl AuthCore {
             device_interval: config.oauth_device_interval,
             access: config.oauth_access.clone(),
             tokens: DashMap::new(),
+            shared_store: Default::default(),
             expiries: Mutex::new(BTreeSet::new()),
             expiry_changed: tokio::sync::Notify::new(),
             events: OnceLock::new(),

@@ -15,6 +15,7 @@ impl AuthCore {
     /// Revokes a token given by its text only (the HTTP revocation endpoint:
     /// ids are shown in listings and logs, so they must not act as the token).
     pub fn revoke_token_text(&self, token: &str) -> Result<bool, AuthError> {
+        self.fetch_token_blocking(token);
         let live = self
             .tokens
             .get(&hash_token(token))
@@ -25,6 +26,7 @@ impl AuthCore {
     /// Revokes a token given by text or id. `Ok(false)`: no such live token
     /// (unknown, already revoked, or expired but not yet swept).
     pub fn revoke_token(&self, token_or_id: &str) -> Result<bool, AuthError> {
+        self.fetch_token_blocking(token_or_id);
         self.revoke_found(self.find(token_or_id))
     }
 

@@ -26,7 +26,7 @@ use super::{now, random_bytes, AuthCore, AuthError, BareJid};
 use crate::store::records::{self, TokenGrant, TokenKind, TokenRecord};
 use crate::store::{StoreError, Tree};
 
-const ID_BYTES: usize = 8;
+pub(super) const ID_BYTES: usize = 8;
 
 /// Why a token stopped working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub struct LiveToken {
 }
 
 impl LiveToken {
-    fn new(hash: [u8; 32], record: TokenRecord) -> Option<LiveToken> {
+    pub(super) fn new(hash: [u8; 32], record: TokenRecord) -> Option<LiveToken> {
         let owner = BareJid::parse(&record.owner).ok()?;
         let scopes = Scopes::from_stored(record.scopes.clone());
         Some(LiveToken {
@@ -611,7 +611,7 @@ impl AuthCore {
             .map(|e| e.record.client_id.clone())
     }
 
-    fn track_expiry(&self, expires_at: u64, hash: [u8; 32]) {
+    pub(super) fn track_expiry(&self, expires_at: u64, hash: [u8; 32]) {
         let earliest = {
             let mut q = self.expiries.lock().unwrap_or_else(|p| p.into_inner());
             q.insert((expires_at, hash));

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mqtt_raw;
+pub mod nats;
 pub mod node;
 pub mod postgres;
 pub mod python;
