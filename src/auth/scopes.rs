@@ -229,7 +229,11 @@ pub fn may(scopes: Option<&Scopes>, action: Action<'_>) -> bool {
 /// XMPP user's item crossing to MQTT.
 pub fn topic_within_limits(scopes: Option<&Scopes>, topic: &str) -> bool {
     let Some(scopes) = scopes else { return true };
-    let mut limits = scopes.0.iter().filter_map(|s| s.strip_prefix(PUBLISH_PREFIX)).peekable();
+    let mut limits = scopes
+        .0
+        .iter()
+        .filter_map(|s| s.strip_prefix(PUBLISH_PREFIX))
+        .peekable();
     limits.peek().is_none() || limits.any(|f| crate::mqtt::topics::filter_matches(f, topic))
 }
 

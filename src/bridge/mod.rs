@@ -88,7 +88,9 @@ impl BridgeConfig {
         if self.max_inboxes == 0 {
             return Err(("max_inboxes", "must be at least 1".into()));
         }
-        Rules::compile(&self.rule).map(|_| ()).map_err(|e| ("rule", e))
+        Rules::compile(&self.rule)
+            .map(|_| ())
+            .map_err(|e| ("rule", e))
     }
 }
 
@@ -207,7 +209,13 @@ impl Bridge {
 
     /// Carries a client's MQTT publish across (what [`Bridge::wants`] said).
     /// `code` is what the MQTT side alone would acknowledge with.
-    pub async fn from_mqtt(&self, from: &Address, msg: &Arc<Routed>, want: Want, code: u8) -> Crossed {
+    pub async fn from_mqtt(
+        &self,
+        from: &Address,
+        msg: &Arc<Routed>,
+        want: Want,
+        code: u8,
+    ) -> Crossed {
         let mut out = Crossed {
             code,
             ..Crossed::default()
@@ -247,7 +255,13 @@ impl Bridge {
                 let to = &p.topic[DIRECT.len()..];
                 let device = format!("{}@mqtt.{host}", from.name());
                 match im
-                    .message_from_device(&device, from.account(), to, &p.payload, &mut out.congested)
+                    .message_from_device(
+                        &device,
+                        from.account(),
+                        to,
+                        &p.payload,
+                        &mut out.congested,
+                    )
                     .await
                 {
                     Ok(stored) => {
@@ -295,7 +309,10 @@ impl Bridge {
             if broker.retain(domain, &msg) {
                 stored = true;
             } else {
-                tracing::info!(topic, "bridge: retained quota reached, item routed without retaining");
+                tracing::info!(
+                    topic,
+                    "bridge: retained quota reached, item routed without retaining"
+                );
             }
         }
         let routing = broker.publish(domain, &msg);
@@ -354,7 +371,8 @@ impl Bridge {
         let mut sent = false;
         let mut stored = false;
         for account in accounts {
-            let Some(slot) = registry.get::<MqttState>(Protocol::Mqtt, &format!("{account}/{client}"))
+            let Some(slot) =
+                registry.get::<MqttState>(Protocol::Mqtt, &format!("{account}/{client}"))
             else {
                 continue;
             };

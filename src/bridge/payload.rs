@@ -32,7 +32,12 @@ pub struct Content {
 }
 
 fn json_type(ct: &str) -> bool {
-    let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let base = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     base == "application/json" || base.ends_with("+json")
 }
 
@@ -69,16 +74,20 @@ pub fn to_item(payload: &[u8], content_type: Option<&str>) -> Element {
 
 /// XEP-0131 headers for a notification: the content type and the user
 /// properties, in order. None when there are none.
-pub fn headers(content_type: Option<&str>, user_properties: &[(String, String)]) -> Option<Element> {
+pub fn headers(
+    content_type: Option<&str>,
+    user_properties: &[(String, String)],
+) -> Option<Element> {
     if content_type.is_none() && user_properties.is_empty() {
         return None;
     }
     let mut h = Element::new("headers", NS_SHIM);
     let ct = content_type.map(|c| ("Content-Type", c));
-    for (name, value) in ct
-        .into_iter()
-        .chain(user_properties.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-    {
+    for (name, value) in ct.into_iter().chain(
+        user_properties
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str())),
+    ) {
         h.push_child(
             Element::new("header", NS_SHIM)
                 .with_attr("name", name)
@@ -170,7 +179,12 @@ mod tests {
         assert_eq!(c.payload, "set <22> & \"go\"\n".as_bytes());
         assert_eq!(c.content_type.as_deref(), Some("text/plain"));
 
-        for bin in [&[0u8, 1, 2, 255, 254][..], b"a\r\nb", b"\x07bell", &[0xC3, 0x28]] {
+        for bin in [
+            &[0u8, 1, 2, 255, 254][..],
+            b"a\r\nb",
+            b"\x07bell",
+            &[0xC3, 0x28],
+        ] {
             let (el, c) = round(bin, None);
             assert_eq!(el.attr("encoding"), Some("base64"));
             assert_eq!((c.payload.as_slice(), c.utf8), (bin, false));
@@ -195,10 +209,16 @@ mod tests {
     fn headers_carry_content_type_then_user_properties() {
         assert!(headers(None, &[]).is_none());
         let h = headers(Some("text/plain"), &[("room".into(), "hall".into())]).unwrap();
-        let names: Vec<_> = h.elements().map(|e| (e.attr("name").unwrap().to_string(), e.text())).collect();
+        let names: Vec<_> = h
+            .elements()
+            .map(|e| (e.attr("name").unwrap().to_string(), e.text()))
+            .collect();
         assert_eq!(
             names,
-            [("Content-Type".into(), "text/plain".into()), ("room".into(), "hall".into())]
+            [
+                ("Content-Type".into(), "text/plain".into()),
+                ("room".into(), "hall".into())
+            ]
         );
     }
 }

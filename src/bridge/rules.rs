@@ -368,9 +368,15 @@ mod tests {
     #[test]
     fn topics_and_nodes_map_both_ways() {
         let r = rule("sensors/+/temp", "sensors/{1}/temp").unwrap();
-        assert_eq!(r.node_for("sensors/kitchen/temp").unwrap(), "sensors/kitchen/temp");
+        assert_eq!(
+            r.node_for("sensors/kitchen/temp").unwrap(),
+            "sensors/kitchen/temp"
+        );
         assert_eq!(r.node_for("sensors/kitchen/hum"), None);
-        assert_eq!(r.topic_for("sensors/kitchen/temp").unwrap(), "sensors/kitchen/temp");
+        assert_eq!(
+            r.topic_for("sensors/kitchen/temp").unwrap(),
+            "sensors/kitchen/temp"
+        );
         // A '+' capture is one level.
         assert_eq!(r.topic_for("sensors/a/b/temp"), None);
 
@@ -387,21 +393,27 @@ mod tests {
         assert_eq!(r.topic_for("other"), None);
 
         let r = rule("thermostat/setpoint", "thermostat-setpoint").unwrap();
-        assert_eq!(r.node_for("thermostat/setpoint").unwrap(), "thermostat-setpoint");
-        assert_eq!(r.topic_for("thermostat-setpoint").unwrap(), "thermostat/setpoint");
+        assert_eq!(
+            r.node_for("thermostat/setpoint").unwrap(),
+            "thermostat-setpoint"
+        );
+        assert_eq!(
+            r.topic_for("thermostat-setpoint").unwrap(),
+            "thermostat/setpoint"
+        );
     }
 
     #[test]
     fn bad_rules_are_refused_with_a_reason() {
         for (f, t) in [
-            ("a/+", "a"),          // wildcard unused
-            ("a/+", "{1}{1}"),     // used twice
-            ("a/+/+", "{1}{2}"),   // captures side by side
-            ("a/+", "{2}"),        // no such wildcard
-            ("a/+", "x{1"),        // unclosed
-            ("a/#/b", "{1}"),      // not a filter
-            ("$SYS/+", "{1}"),     // server topics
-            ("a", ""),             // empty node
+            ("a/+", "a"),        // wildcard unused
+            ("a/+", "{1}{1}"),   // used twice
+            ("a/+/+", "{1}{2}"), // captures side by side
+            ("a/+", "{2}"),      // no such wildcard
+            ("a/+", "x{1"),      // unclosed
+            ("a/#/b", "{1}"),    // not a filter
+            ("$SYS/+", "{1}"),   // server topics
+            ("a", ""),           // empty node
         ] {
             assert!(rule(f, t).is_err(), "{f} {t}");
         }

@@ -35,7 +35,9 @@ impl ImServer {
                         .with_attr("type", "mqtt")
                         .with_attr("name", "MQTT devices"),
                 );
-                let q = q.with_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_INFO));
+                let q = q.with_child(
+                    Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_INFO),
+                );
                 fx.reply(iq_result(&el, Some(q)));
             }
             ("message", Some(client), ty) if matches!(ty, None | Some("chat" | "normal")) => {

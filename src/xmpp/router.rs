@@ -356,7 +356,9 @@ mod tests {
         // Past the high-water mark the sender is told, and nothing is dropped.
         let big = Bytes::from(vec![b'x'; lim.high_water as usize]);
         assert!(router.deliver(&hi, big, &mut cong));
-        assert!(cong.as_ref().is_some_and(|c| Arc::ptr_eq(c, &hi)));
+        assert!(cong
+            .as_ref()
+            .is_some_and(|c| std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(&hi))));
         assert!(router.deliver(&hi, msg.clone(), &mut cong), "still queued");
         assert_eq!(hi.lock().queue_len(), 3);
         // A closed session takes nothing: the caller routes elsewhere.

@@ -72,7 +72,11 @@ impl ImServer {
             // Created now, or by someone else meanwhile.
             Ok(()) | Err(true) => self.pubsub.node(host, name),
             Err(false) => {
-                tracing::warn!(host, node = name, "bridge: max_nodes reached, node not created");
+                tracing::warn!(
+                    host,
+                    node = name,
+                    "bridge: max_nodes reached, node not created"
+                );
                 None
             }
         }
@@ -83,7 +87,8 @@ impl ImServer {
     pub(crate) async fn ps_readers(&self, n: &ServiceNode) -> Vec<String> {
         let mut out = Vec::with_capacity(n.subscriptions.len());
         for jid in n.subscriptions.keys() {
-            let in_roster = match crate::auth::BareJid::parse(jid.split('/').next().unwrap_or(jid)) {
+            let in_roster = match crate::auth::BareJid::parse(jid.split('/').next().unwrap_or(jid))
+            {
                 Ok(b) => self.sees_owner(n, &b).await,
                 Err(_) => false,
             };
