@@ -15,6 +15,8 @@
 #   PETREL=/path/to/petrel SKIP_BUILD=1 bash benches/bridge.sh
 #   PERF=1 SCENARIOS=bridge bash benches/bridge.sh  # also `perf record -g` of
 #                                                   # the broker: $OUT/<s>.perf.data
+#                                                   # (PERF_ARGS="-F 99 --call-graph dwarf"
+#                                                   # for call chains: no frame pointers)
 #
 # Scenarios (the generator's, `cargo bench --bench load -- --help`):
 #   bridge       PAIRS MQTT publishers, each on bench/<i>/data at QOS →
@@ -177,7 +179,8 @@ for s in $SCENARIOS; do
   PERF_PID=
   if [ -n "${PERF:-}" ]; then
     # Samples of the broker's threads over the send phase (after the logins).
-    (sleep 1; exec perf record -F 499 -g -p "$BPID" -o "$OUT/$s.perf.data" -- sleep "$((DURATION - 2))") \
+    # shellcheck disable=SC2086
+    (sleep 1; exec perf record ${PERF_ARGS:--F 499 -g} -p "$BPID" -o "$OUT/$s.perf.data" -- sleep "$((DURATION - 2))") \
       > "$OUT/$s.perf.log" 2>&1 &
     PERF_PID=$!
   fi

@@ -343,6 +343,7 @@ impl Bridge {
     /// Delivers a chat message to the MQTT session `client` of `host` on
     /// `$xmpp/inbox/<from>`. `Ok(stored)`; `Err` when no such session
     /// subscribed there (or may not read it).
+    #[allow(clippy::result_unit_err)]
     pub fn to_device(
         &self,
         host: &str,

@@ -40,7 +40,7 @@ impl ImServer {
                 );
                 fx.reply(iq_result(&el, Some(q)));
             }
-            ("message", Some(client), ty) if matches!(ty, None | Some("chat" | "normal")) => {
+            ("message", Some(client), None | Some("chat" | "normal")) => {
                 let Some(body) = el.child("body", NS_CLIENT).map(|b| b.text()) else {
                     // Chat states and receipts have nowhere to go.
                     return;
