@@ -32,7 +32,9 @@
 //! A pair runs only when both of its clients logged in (and subscribed).
 //! After the senders stop (their last acknowledgements awaited, bounded),
 //! the drain of `mqtt-pubsub`: until everything sent arrived, or 2 s
-//! without progress, or 10 s in all. Lost = sent but never received.
+//! without progress, or 10 s in all. Lost = sent but never received. The
+//! connect figures count both sides: N MQTT connects and N XMPP logins
+//! (for `bridge`, each with its subscription).
 
 mod to_mqtt;
 mod to_xmpp;
