@@ -402,3 +402,27 @@ async fn bridge_both_ways_loses_nothing() {
     assert_eq!(json["setup"]["topic_pattern"], "bench/%d/data");
     assert_eq!(json["messages"]["lost"], 0);
 }
+
+/// The bridge over TLS on both sides (MQTT on 8883's listener, XMPP direct
+/// TLS), and with X-OAUTH2 tokens: one token per account serves the pair's
+/// MQTT client and XMPP session alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_over_tls_with_tokens() {
+    let p = bridge_server(2);
+    let tokens: Vec<String> = (0..2)
+        .map(|i| p.token(&format!("user{i}@localhost"), 3600, "sasl_auth"))
+        .collect();
+    let file = p.dir.path().join("bridge-tokens.txt");
+    std::fs::write(&file, tokens.join("\n")).unwrap();
+    for scenario in ["bridge", "bridge-back"] {
+        let mut a = args(&format!(
+            "{scenario} --tls --auth x-oauth2 --users 2 --pairs 2 --count 50 --rate 500 --duration 10"
+        ));
+        a.extend(["--target".into(), p.mqtts().to_string()]);
+        a.extend(["--xmpp-target".into(), c2s_tls(&p)]);
+        a.extend(["--tokens".into(), file.display().to_string()]);
+        let report = run(&a).await;
+        assert_bridged_all(&report, scenario, 2, 50);
+        assert!(report.setup.tls);
+    }
+}
