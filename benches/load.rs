@@ -7,6 +7,8 @@
 //!     --user-pattern bench@localhost --count 2000
 //! cargo bench --bench load -- xmpp-chat --auth scram-sha-256 --password secret \
 //!     --users 8 --pairs 4 --duration 10
+//! cargo bench --bench load -- bridge --target 127.0.0.1:1883 --xmpp-target 127.0.0.1:5222 \
+//!     --tokens tokens.txt --users 100 --pairs 100 --rate 100 --duration 10
 //! cargo bench --bench load -- --help
 //! ```
 //!
@@ -163,7 +165,7 @@ fn live_progress(
                 Scenario::XmppChat => format!(
                     "sent {sent} ({sent_rate:.0}/s) received {rx} ({rx_rate:.0}/s), logins {ok} ok {failed} failed"
                 ),
-                Scenario::MqttPubSub => format!(
+                Scenario::MqttPubSub | Scenario::Bridge | Scenario::BridgeBack => format!(
                     "sent {sent} ({:.0}/s) received {rx} ({:.0}/s) acked {}",
                     sent_rate,
                     rx_rate,
@@ -191,6 +193,7 @@ fn print_table(r: &Report) {
         None => "XMPP".to_string(),
     };
     let xmpp = s.mqtt_version.is_none();
+    let bridge = s.xmpp_target.is_some();
     println!(
         "\n{} against {}{} ({protocol}, auth {}) for {:.1} s, wall {:.1} s",
         s.scenario,
@@ -228,7 +231,23 @@ fn print_table(r: &Report) {
         &c.latency,
     );
     if let Some(m) = &r.messages {
-        if let Some(pairs) = s.pairs {
+        if let (true, Some(pairs)) = (bridge, s.pairs) {
+            let (from, to) = if s.scenario == "bridge" {
+                ("MQTT publishers", "XMPP sessions subscribed to the nodes")
+            } else {
+                ("XMPP sessions publishing items", "MQTT subscribers")
+            };
+            println!(
+                "  {:<22} {pairs} {from} ({}) → {pairs} {to} ({}), XMPP at {}, QoS {}, {} B payload, window {}",
+                "layout",
+                s.topic_pattern.as_deref().unwrap_or(""),
+                s.node_pattern.as_deref().unwrap_or(""),
+                s.xmpp_target.as_deref().unwrap_or(""),
+                s.qos.unwrap_or(0),
+                s.payload_bytes.unwrap_or(0),
+                s.inflight.unwrap_or(0)
+            );
+        } else if let Some(pairs) = s.pairs {
             println!(
                 "  {:<22} {pairs} pairs of sessions, to the partner's {} JID, {} character bodies, window {}",
                 "layout",

@@ -331,3 +331,98 @@ async fn xmpp_chat_unlimited_to_bare_jids_with_tokens() {
     assert_eq!((m.lost, m.duplicates, m.unexpected), (0, 0, 0));
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
+
+// --- The MQTT ⇄ XMPP bridge ---------------------------------------------------
+
+/// A server with a bridge rule `bench/+/data` ⇄ node `bench/{1}/data` and
+/// `n` users `user0..` (password `pw`), each allowed to publish to the
+/// nodes the rule creates.
+fn bridge_server(n: usize) -> Petrel {
+    let publishers: Vec<String> = (0..n).map(|i| format!("\"user{i}@localhost\"")).collect();
+    let extra = format!(
+        "login_failures_allowed = 1000\n\n[[bridge.rule]]\nmqtt = \"bench/+/data\"\n\
+         node = \"bench/{{1}}/data\"\ndirection = \"both\"\nqos = 1\nretain = true\n\
+         access = \"open\"\npublishers = [{}]\n",
+        publishers.join(", ")
+    );
+    let p = Petrel::start(&extra);
+    for i in 0..n {
+        p.ctl_ok(&["register", &format!("user{i}"), "localhost", "pw"]);
+    }
+    p
+}
+
+fn assert_bridged_all(report: &loadgen::Report, scenario: &str, pairs: u64, count: u64) {
+    assert_eq!(report.setup.scenario, scenario);
+    assert_eq!(report.connects.ok, 2 * pairs, "{:?}", report.errors);
+    assert_eq!(report.connects.failed, 0);
+    let m = report.messages.as_ref().expect("message figures");
+    assert_eq!(m.sent, pairs * count, "{report:#?}");
+    assert_eq!(m.acked, m.sent, "every publish acknowledged: {report:#?}");
+    assert_eq!(m.expected, m.sent);
+    assert_eq!(m.received, m.sent, "{report:#?}");
+    assert_eq!(
+        (m.lost, m.duplicates, m.unexpected),
+        (0, 0, 0),
+        "{report:#?}"
+    );
+    assert_eq!(m.per_subscriber.len() as u64, pairs);
+    for s in &m.per_subscriber {
+        assert_eq!((s.expected, s.received, s.lost), (count, count, 0), "{s:?}");
+    }
+    assert_eq!(m.latency.count, m.received);
+    assert_eq!(m.ack_latency.count, m.sent);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
+
+/// MQTT → XMPP, XMPP → MQTT, then MQTT → XMPP again on the same nodes:
+/// nothing lost either way, and what the first runs left (the topics'
+/// retained messages, the nodes' last items sent on subscription) is not
+/// counted by the later ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_both_ways_loses_nothing() {
+    let p = bridge_server(2);
+    let run_one = |scenario: &str| {
+        let mut a = args(&format!(
+            "{scenario} --auth password --users 2 --password pw --pairs 2 --count 150 --rate 1500 --payload 80 --inflight 16 --duration 10"
+        ));
+        a.extend(["--target".into(), p.mqtt().to_string()]);
+        a.extend(["--xmpp-target".into(), c2s(&p)]);
+        a
+    };
+    let report = run(&run_one("bridge")).await;
+    assert_bridged_all(&report, "bridge", 2, 150);
+    assert_eq!(report.setup.qos, Some(1));
+    assert_eq!(report.setup.xmpp_target, Some(c2s(&p)));
+    let report = run(&run_one("bridge-back")).await;
+    assert_bridged_all(&report, "bridge-back", 2, 150);
+    let report = run(&run_one("bridge")).await;
+    assert_bridged_all(&report, "bridge", 2, 150);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["setup"]["topic_pattern"], "bench/%d/data");
+    assert_eq!(json["messages"]["lost"], 0);
+}
+
+/// The bridge over TLS on both sides (MQTT on 8883's listener, XMPP direct
+/// TLS), and with X-OAUTH2 tokens: one token per account serves the pair's
+/// MQTT client and XMPP session alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_over_tls_with_tokens() {
+    let p = bridge_server(2);
+    let tokens: Vec<String> = (0..2)
+        .map(|i| p.token(&format!("user{i}@localhost"), 3600, "sasl_auth"))
+        .collect();
+    let file = p.dir.path().join("bridge-tokens.txt");
+    std::fs::write(&file, tokens.join("\n")).unwrap();
+    for scenario in ["bridge", "bridge-back"] {
+        let mut a = args(&format!(
+            "{scenario} --tls --auth x-oauth2 --users 2 --pairs 2 --count 50 --rate 500 --duration 10"
+        ));
+        a.extend(["--target".into(), p.mqtts().to_string()]);
+        a.extend(["--xmpp-target".into(), c2s_tls(&p)]);
+        a.extend(["--tokens".into(), file.display().to_string()]);
+        let report = run(&a).await;
+        assert_bridged_all(&report, scenario, 2, 50);
+        assert!(report.setup.tls);
+    }
+}

@@ -250,8 +250,13 @@ impl Client {
     /// Sends DISCONNECT (normal) and closes, ignoring errors: the run is over.
     pub async fn disconnect(mut self) {
         let _ = self.queue(&Packet::Disconnect(Disconnect::default()));
-        let _ = self.flush().await;
-        let _ = self.io.shutdown().await;
+        // Bounded: a broker that reads nothing more (a flooded one) must
+        // not hold the run; the socket is dropped then.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            let _ = self.flush().await;
+            let _ = self.io.shutdown().await;
+        })
+        .await;
     }
 
     /// The broker's Receive Maximum (MQTT 5), else 65,535.

@@ -89,9 +89,13 @@ impl Ctx {
         let pubsub = p.scenario == Scenario::MqttPubSub;
         let login = p.scenario == Scenario::XmppLogin;
         let chat = p.scenario == Scenario::XmppChat;
+        let bridge = p.scenario.is_bridge();
         RunSetup {
             scenario: p.scenario.name().to_string(),
             target: p.target.to_string(),
+            xmpp_target: p.xmpp_target.map(|t| t.to_string()),
+            topic_pattern: bridge.then(|| p.topic_pattern.clone()),
+            node_pattern: bridge.then(|| p.node_pattern.clone()),
             tls: p.tls,
             starttls: p.starttls,
             mqtt_version: (!p.scenario.is_xmpp()).then_some(match p.version {
@@ -107,13 +111,14 @@ impl Ctx {
             publishers: pubsub.then_some(p.publishers),
             subscribers: pubsub.then_some(p.subscribers),
             layout: pubsub.then_some(p.layout),
-            qos: pubsub.then_some(p.qos as u8),
-            pairs: chat.then_some(p.pairs),
+            qos: (pubsub || bridge).then_some(p.qos as u8),
+            pairs: (chat || bridge).then_some(p.pairs),
             hold: login.then_some(p.hold),
             presence: login.then_some(p.presence),
             to_bare: chat.then_some(p.to_bare),
-            payload_bytes: (pubsub || chat).then_some(p.payload),
-            inflight: ((pubsub && p.qos != QoS::AtMostOnce) || chat).then_some(p.inflight),
+            payload_bytes: (pubsub || chat || bridge).then_some(p.payload),
+            inflight: ((pubsub && p.qos != QoS::AtMostOnce) || chat || bridge)
+                .then_some(p.inflight),
             keep_alive_s: p.keep_alive,
         }
     }

@@ -21,6 +21,10 @@
 //! restart, bind, session when required. [`xmpp`] holds the scenarios,
 //! `xmpp-login` and `xmpp-chat`. It drives any XMPP server, not only Petrel.
 //!
+//! Both: [`bridge`] holds `bridge` and `bridge-back`, MQTT clients and XMPP
+//! sessions of one run on the two sides of Petrel's MQTT ⇄ XMPP bridge,
+//! built from the two protocols' parts above.
+//!
 //! [`stats`] has the latency histograms (hdrhistogram) and the live
 //! counters the caller polls for progress; [`report`] is the serde summary
 //! of a run, every figure in it.
@@ -31,6 +35,7 @@
 //! Every loop is bounded in count and time: a run stops by itself after its
 //! duration (at most [`MAX_DURATION`]) plus bounded setup and drain phases.
 
+pub mod bridge;
 pub mod client;
 pub(crate) mod ctx;
 pub mod mqtt;
@@ -232,6 +237,8 @@ pub async fn run(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadErr
         Scenario::MqttPubSub => mqtt::run_pubsub(plan, progress).await,
         Scenario::XmppLogin => xmpp::run_login(plan, progress).await,
         Scenario::XmppChat => xmpp::run_chat(plan, progress).await,
+        Scenario::Bridge => bridge::run_bridge(plan, progress).await,
+        Scenario::BridgeBack => bridge::run_bridge_back(plan, progress).await,
     }
 }
 

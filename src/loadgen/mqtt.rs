@@ -4,8 +4,8 @@
 //! Both share a [`Ctx`] (see [`super::ctx`]); connecting an MQTT client
 //! with it is [`Ctx::connect`], here.
 
-mod publisher;
-mod pubsub;
+pub(crate) mod publisher;
+pub(crate) mod pubsub;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

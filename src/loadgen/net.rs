@@ -40,15 +40,28 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(plan: &Plan) -> Result<Endpoint, LoadError> {
+        Endpoint::to(plan, plan.target, &plan.target_host)
+    }
+
+    /// Where the XMPP sessions go: `--xmpp-target` in the bridge
+    /// scenarios, else the target.
+    pub fn xmpp(plan: &Plan) -> Result<Endpoint, LoadError> {
+        match plan.xmpp_target {
+            Some(addr) => Endpoint::to(plan, addr, &addr.ip().to_string()),
+            None => Endpoint::new(plan),
+        }
+    }
+
+    fn to(plan: &Plan, addr: SocketAddr, host: &str) -> Result<Endpoint, LoadError> {
         let tls = if plan.tls || plan.starttls {
-            let name = rustls::pki_types::ServerName::try_from(plan.target_host.clone())
-                .unwrap_or_else(|_| plan.target.ip().into());
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .unwrap_or_else(|_| addr.ip().into());
             Some((TlsConnector::from(Arc::new(tls_config()?)), name))
         } else {
             None
         };
         Ok(Endpoint {
-            addr: plan.target,
+            addr,
             tls,
             direct_tls: plan.tls,
             source_ips: plan.source_ips.clone(),

@@ -27,6 +27,10 @@ pub const PAYLOAD_HEADER: usize = 20;
 /// Characters of the header every xmpp-chat body starts with: the same three
 /// numbers in hex, `-`-separated (16 + 1 + 8 + 1 + 16).
 pub const XMPP_BODY_HEADER: usize = 42;
+/// Characters of the header every bridge payload starts with: send time,
+/// sender index, sequence number and the run's nonce in hex, `-`-separated
+/// (16 + 1 + 8 + 1 + 16 + 1 + 8).
+pub const BRIDGE_HEADER: usize = 51;
 /// Most logins one xmpp-login run makes when they are not held (each is
 /// closed before the run ends, so open files are not the bound; ephemeral
 /// ports in TIME_WAIT are, spread them with --source-ips).
@@ -45,6 +49,13 @@ pub enum Scenario {
     /// XMPP one-to-one chat between pairs of sessions; throughput,
     /// end-to-end latency, losses.
     XmppChat,
+    /// The MQTT ⇄ XMPP bridge, MQTT → XMPP: MQTT publishers on their own
+    /// topics, XMPP sessions subscribed to the PubSub nodes a bridge rule
+    /// maps them to; throughput, end-to-end latency, losses.
+    Bridge,
+    /// The bridge the other way: XMPP sessions publishing PubSub items
+    /// (iq set, a window of results), MQTT subscribers on the topics.
+    BridgeBack,
 }
 
 impl Scenario {
@@ -54,12 +65,20 @@ impl Scenario {
             Scenario::MqttPubSub => "mqtt-pubsub",
             Scenario::XmppLogin => "xmpp-login",
             Scenario::XmppChat => "xmpp-chat",
+            Scenario::Bridge => "bridge",
+            Scenario::BridgeBack => "bridge-back",
         }
     }
 
-    /// Whether the scenario speaks XMPP (else MQTT).
+    /// Whether the scenario speaks XMPP only (else MQTT, or both).
     pub fn is_xmpp(self) -> bool {
         matches!(self, Scenario::XmppLogin | Scenario::XmppChat)
+    }
+
+    /// Whether the scenario speaks both protocols (MQTT at --target, XMPP
+    /// at --xmpp-target).
+    pub fn is_bridge(self) -> bool {
+        matches!(self, Scenario::Bridge | Scenario::BridgeBack)
     }
 }
 
@@ -121,8 +140,11 @@ pub enum MqttVersion {
 publisher at --rate per second, for --duration), xmpp-login (--count logins at --rate per \
 second, each closed once bound, or held for --duration with --hold), xmpp-chat (--pairs pairs \
 of sessions, each sending --count messages to its partner at --rate per second with at most \
---inflight undelivered, for --duration). XMPP users come from --user-pattern (localpart@domain; \
-the domain is the stream's `to`)."
+--inflight undelivered, for --duration), bridge (--pairs MQTT publishers, each on its topic of \
+--topic-pattern at --rate, to as many XMPP sessions subscribed to the nodes a bridge rule maps \
+the topics to), bridge-back (--pairs XMPP sessions publishing items to the nodes, at most \
+--inflight unanswered, to as many MQTT subscribers). XMPP users come from --user-pattern \
+(localpart@domain; the domain is the stream's `to`)."
 )]
 pub struct Options {
     /// What to run; without it the usage is printed.
@@ -130,9 +152,25 @@ pub struct Options {
     pub scenario: Option<Scenario>,
     /// Server address (must resolve to 127.0.0.0/8 or ::1). Default
     /// 127.0.0.1:1883 for MQTT (8883 with --tls), 127.0.0.1:5222 for XMPP
-    /// (5223 with --tls).
+    /// (5223 with --tls). The bridge scenarios: the MQTT address.
     #[arg(long)]
     pub target: Option<String>,
+    /// bridge, bridge-back: the XMPP (c2s) address, default 127.0.0.1:5222
+    /// (5223 with --tls).
+    #[arg(long)]
+    pub xmpp_target: Option<String>,
+    /// bridge, bridge-back: MQTT topic of pair i (`%d` becomes i).
+    #[arg(long, default_value = "bench/%d/data")]
+    pub topic_pattern: String,
+    /// bridge, bridge-back: PubSub node of pair i, the name the server's
+    /// bridge rule gives topic i (default: the topic itself, as a rule
+    /// `mqtt = "bench/+/data"`, `node = "bench/{1}/data"` does).
+    #[arg(long)]
+    pub node_pattern: Option<String>,
+    /// bridge, bridge-back: the PubSub service (default pubsub.<domain of
+    /// --user-pattern>).
+    #[arg(long)]
+    pub pubsub_service: Option<String>,
     /// TLS from the first byte (MQTT over TLS, XMPP direct TLS); the
     /// certificate is not verified (loopback only).
     #[arg(long)]
@@ -189,6 +227,8 @@ pub struct Options {
     #[arg(long)]
     pub rate: Option<f64>,
     /// xmpp-chat: pairs of sessions; session 2i and 2i+1 talk to each other.
+    /// bridge, bridge-back: pairs of an MQTT client and an XMPP session,
+    /// both logged in as user i mod --users.
     #[arg(long, default_value_t = 1)]
     pub pairs: u64,
     /// xmpp-login: keep every login open (whitespace keepalives) until
@@ -208,8 +248,10 @@ pub struct Options {
     pub subscribers: u64,
     #[arg(long, value_enum, default_value = "one-to-one")]
     pub layout: Layout,
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
-    pub qos: u8,
+    /// QoS of the publishes (bridge-back: of the MQTT subscriptions).
+    /// Default 0; 1 for the bridge scenarios.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: Option<u8>,
     /// Bytes per message (at least 20: send time, publisher, sequence);
     /// xmpp-chat: characters of the body (at least 42, the same in hex).
     #[arg(long, default_value_t = 64)]
@@ -281,6 +323,13 @@ pub enum TokenSource {
 pub struct Plan {
     pub scenario: Scenario,
     pub target: SocketAddr,
+    /// bridge, bridge-back: the XMPP address (`target` is the MQTT one).
+    pub xmpp_target: Option<SocketAddr>,
+    /// bridge, bridge-back: topic and node of pair i (`%d`), and the
+    /// PubSub service's JID.
+    pub topic_pattern: String,
+    pub node_pattern: String,
+    pub pubsub_service: String,
     /// The name as given, for TLS server name indication.
     pub target_host: String,
     /// TLS from the first byte.
@@ -346,6 +395,7 @@ impl Options {
         };
         let refuse = |m: String| Err(LoadError::Refused(m));
         let xmpp = scenario.is_xmpp();
+        let bridge = scenario.is_bridge();
         let target_given = self.target.clone().unwrap_or_else(|| {
             let port = match (xmpp, self.tls) {
                 (false, false) => 1883,
@@ -356,6 +406,19 @@ impl Options {
             format!("127.0.0.1:{port}")
         });
         let target = resolve_loopback(&target_given)?;
+        let xmpp_target = match (&self.xmpp_target, bridge) {
+            (Some(_), false) => {
+                return refuse(
+                    "--xmpp-target is for the bridge scenarios (bridge, bridge-back)".into(),
+                )
+            }
+            (given, true) => Some(resolve_loopback(given.as_deref().unwrap_or(if self.tls {
+                "127.0.0.1:5223"
+            } else {
+                "127.0.0.1:5222"
+            }))?),
+            (None, false) => None,
+        };
         let target_host = target_given
             .rsplit_once(':')
             .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
@@ -384,10 +447,10 @@ impl Options {
         if !xmpp && self.auth == AuthMode::ScramSha256 {
             return refuse("--auth scram-sha-256 is for the XMPP scenarios".into());
         }
-        if xmpp && self.auth == AuthMode::None {
+        if (xmpp || bridge) && self.auth == AuthMode::None {
             return refuse("the XMPP scenarios need credentials: --auth x-oauth2, password (plain), scram-sha-256 or token-as-password".into());
         }
-        if !xmpp && self.starttls {
+        if !xmpp && !bridge && self.starttls {
             return refuse(
                 "--starttls is for the XMPP scenarios (MQTT has only --tls from the first byte)"
                     .into(),
@@ -400,6 +463,7 @@ impl Options {
             return refuse("--username-with-token goes with --auth x-oauth2".into());
         }
         let named_users = xmpp
+            || bridge
             || self.username_with_token
             || matches!(self.auth, AuthMode::Password | AuthMode::TokenAsPassword);
         if named_users && !self.user_pattern.contains("%d") && self.users > 1 {
@@ -417,7 +481,7 @@ impl Options {
         {
             return refuse("XMPP password logins need --password".into());
         }
-        if xmpp {
+        if xmpp || bridge {
             match self.user_pattern.split_once('@') {
                 Some((local, domain))
                     if !local.is_empty() && !domain.is_empty() && !domain.contains(['@', '/']) => {}
@@ -474,7 +538,9 @@ impl Options {
                     .unwrap_or_default()
             ));
         }
-        let min_payload = if xmpp {
+        let min_payload = if bridge {
+            BRIDGE_HEADER
+        } else if xmpp {
             XMPP_BODY_HEADER
         } else {
             PAYLOAD_HEADER
@@ -484,7 +550,7 @@ impl Options {
                 "--payload must be between {min_payload} and {MAX_PAYLOAD} bytes"
             ));
         }
-        let qos = QoS::from_u8(self.qos).unwrap_or_default();
+        let qos = QoS::from_u8(self.qos.unwrap_or(u8::from(bridge))).unwrap_or_default();
         if self.inflight == 0 {
             return refuse("--inflight must be at least 1".into());
         }
@@ -515,7 +581,7 @@ impl Options {
             }
             _ => self.count,
         };
-        if scenario == Scenario::XmppChat {
+        if scenario == Scenario::XmppChat || bridge {
             if self.pairs == 0 || self.pairs * 2 > MAX_CONNECTIONS {
                 return refuse(format!(
                     "--pairs must be between 1 and {}",
@@ -525,7 +591,7 @@ impl Options {
             if count == Some(0) {
                 return refuse("--count must be at least 1".into());
             }
-            if self.to_bare && self.users < 2 * self.pairs {
+            if scenario == Scenario::XmppChat && self.to_bare && self.users < 2 * self.pairs {
                 return refuse(format!(
                     "--to-bare needs one session per account: --users at least {} (2 × --pairs)",
                     2 * self.pairs
@@ -537,6 +603,39 @@ impl Options {
         }
         if self.to_bare && scenario != Scenario::XmppChat {
             return refuse("--to-bare is an xmpp-chat option".into());
+        }
+        let node_pattern = self
+            .node_pattern
+            .clone()
+            .unwrap_or_else(|| self.topic_pattern.clone());
+        let domain = self.user_pattern.split_once('@').map_or("", |(_, d)| d);
+        let pubsub_service = self
+            .pubsub_service
+            .clone()
+            .unwrap_or_else(|| format!("pubsub.{domain}"));
+        if bridge {
+            for (name, pattern) in [
+                ("--topic-pattern", &self.topic_pattern),
+                ("--node-pattern", &node_pattern),
+            ] {
+                if self.pairs > 1 && !pattern.contains("%d") {
+                    return refuse(format!("{name} needs %d when --pairs is more than 1"));
+                }
+            }
+            let topic = self.topic_pattern.replace("%d", "0");
+            if !crate::mqtt::topics::valid_topic_name(&topic) || topic.starts_with('$') {
+                return refuse(format!(
+                    "--topic-pattern {:?} does not make topic names",
+                    self.topic_pattern
+                ));
+            }
+            if node_pattern.is_empty() || pubsub_service.is_empty() {
+                return refuse("--node-pattern and --pubsub-service may not be empty".into());
+            }
+        } else if self.node_pattern.is_some() || self.pubsub_service.is_some() {
+            return refuse(
+                "--node-pattern and --pubsub-service are for the bridge scenarios".into(),
+            );
         }
         if scenario == Scenario::MqttPubSub {
             let (p, s) = (self.publishers, self.subscribers);
@@ -564,6 +663,10 @@ impl Options {
         Ok(Some(Plan {
             scenario,
             target,
+            xmpp_target,
+            topic_pattern: self.topic_pattern.clone(),
+            node_pattern,
+            pubsub_service,
             target_host,
             tls: self.tls,
             starttls: self.starttls,
@@ -599,6 +702,16 @@ impl Plan {
     /// The username of user `u` (`%d` replaced by the index).
     pub fn username(&self, u: u64) -> String {
         self.user_pattern.replace("%d", &u.to_string())
+    }
+
+    /// bridge: the MQTT topic of pair `i`.
+    pub fn topic(&self, i: u64) -> String {
+        self.topic_pattern.replace("%d", &i.to_string())
+    }
+
+    /// bridge: the PubSub node of pair `i`.
+    pub fn node(&self, i: u64) -> String {
+        self.node_pattern.replace("%d", &i.to_string())
     }
 
     /// XMPP: the domain of every user (after the `@` of --user-pattern),

@@ -274,3 +274,133 @@ fn qos_out_of_range_is_a_parse_error() {
     assert!(Options::parse_from_args(["load", "mqtt-pubsub", "--layout", "star"]).is_err());
     assert!(Options::parse_from_args(["load", "mqtt-pubsub", "--mqtt-version", "4"]).is_err());
 }
+
+#[test]
+fn bridge_defaults_and_refusals() {
+    let p = plan(&[
+        "bridge",
+        "--auth",
+        "password",
+        "--password",
+        "pw",
+        "--pairs",
+        "100",
+        "--users",
+        "100",
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(p.scenario, Scenario::Bridge);
+    assert_eq!(p.target, "127.0.0.1:1883".parse().unwrap(), "MQTT");
+    assert_eq!(p.xmpp_target, Some("127.0.0.1:5222".parse().unwrap()));
+    assert_eq!(p.qos, QoS::AtLeastOnce, "QoS 1 unless told");
+    assert_eq!(p.payload, 64);
+    assert_eq!((p.pairs, p.count, p.rate), (100, None, None));
+    assert_eq!(p.topic(7), "bench/7/data");
+    assert_eq!(
+        p.node(7),
+        "bench/7/data",
+        "the node is the topic by default"
+    );
+    assert_eq!(p.pubsub_service, "pubsub.localhost");
+    assert_eq!(p.xmpp_domain(), "localhost");
+
+    let dir = std::env::temp_dir().join(format!("petrel-lg-bridge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "t0\nt1\n").unwrap();
+    let p = plan(&[
+        "bridge-back",
+        "--auth",
+        "x-oauth2",
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "--tls",
+        "--qos",
+        "0",
+        "--target",
+        "127.0.0.1:1999",
+        "--xmpp-target",
+        "127.0.0.2:5999",
+        "--topic-pattern",
+        "dev/%d/up",
+        "--node-pattern",
+        "devices-%d",
+        "--pubsub-service",
+        "ps.example.org",
+        "--user-pattern",
+        "d%d@example.org",
+        "--users",
+        "2",
+        "--pairs",
+        "2",
+    ])
+    .unwrap()
+    .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(p.scenario, Scenario::BridgeBack);
+    assert_eq!(p.target, "127.0.0.1:1999".parse().unwrap());
+    assert_eq!(p.xmpp_target, Some("127.0.0.2:5999".parse().unwrap()));
+    assert_eq!(p.qos, QoS::AtMostOnce);
+    assert_eq!(
+        (p.topic(1).as_str(), p.node(1).as_str()),
+        ("dev/1/up", "devices-1")
+    );
+    assert_eq!(p.pubsub_service, "ps.example.org");
+    let p = plan(&["bridge", "--auth", "password", "--password", "pw", "--tls"])
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.target, "127.0.0.1:8883".parse().unwrap());
+    assert_eq!(p.xmpp_target, Some("127.0.0.1:5223".parse().unwrap()));
+    // STARTTLS applies to the XMPP side.
+    assert!(plan(&[
+        "bridge",
+        "--auth",
+        "password",
+        "--password",
+        "pw",
+        "--starttls"
+    ])
+    .is_ok());
+
+    let b = ["bridge", "--auth", "password", "--password", "pw"];
+    let with = |extra: &[&'static str]| {
+        let mut v = b.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    assert!(refused(&["bridge", "--auth", "none"]).contains("credentials"));
+    assert!(
+        refused(&["bridge-back", "--auth", "scram-sha-256", "--password", "x"]).contains("XMPP")
+    );
+    assert!(refused(&with(&["--payload", "50"])).contains("between 51"));
+    assert!(refused(&with(&["--pairs", "0"])).contains("--pairs"));
+    assert!(refused(&with(&["--pairs", "10001"])).contains("--pairs"));
+    assert!(refused(&with(&["--count", "0"])).contains("--count"));
+    assert!(
+        refused(&with(&["--pairs", "2", "--topic-pattern", "one/topic"]))
+            .contains("--topic-pattern needs %d")
+    );
+    assert!(refused(&with(&["--pairs", "2", "--node-pattern", "one"]))
+        .contains("--node-pattern needs %d"));
+    assert!(refused(&with(&["--topic-pattern", "a/+/%d"])).contains("topic names"));
+    assert!(refused(&with(&["--topic-pattern", "$SYS/%d"])).contains("topic names"));
+    assert!(refused(&with(&["--user-pattern", "nodomain"])).contains("localpart@domain"));
+    assert!(refused(&with(&["--xmpp-target", "10.0.0.1:5222"])).contains("not loopback"));
+    assert!(refused(&with(&["--to-bare"])).contains("xmpp-chat option"));
+    // The bridge options belong to the bridge scenarios.
+    assert!(refused(&[
+        "mqtt-pubsub",
+        "--auth",
+        "none",
+        "--xmpp-target",
+        "127.0.0.1:5222"
+    ])
+    .contains("bridge"));
+    assert!(
+        refused(&["mqtt-pubsub", "--auth", "none", "--node-pattern", "n%d"]).contains("bridge")
+    );
+    // mqtt-pubsub keeps QoS 0 as its default.
+    let p = plan(&["mqtt-pubsub", "--auth", "none"]).unwrap().unwrap();
+    assert_eq!(p.qos, QoS::AtMostOnce);
+}

@@ -41,7 +41,13 @@ pub struct Sample {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSetup {
     pub scenario: String,
+    /// The MQTT address in the bridge scenarios.
     pub target: String,
+    /// bridge, bridge-back: the XMPP address.
+    pub xmpp_target: Option<String>,
+    /// bridge, bridge-back: the topic and node of pair i (`%d`).
+    pub topic_pattern: Option<String>,
+    pub node_pattern: Option<String>,
     /// TLS from the first byte.
     pub tls: bool,
     /// XMPP STARTTLS.
@@ -58,7 +64,8 @@ pub struct RunSetup {
     pub subscribers: Option<u64>,
     pub layout: Option<Layout>,
     pub qos: Option<u8>,
-    /// xmpp-chat: pairs of sessions.
+    /// xmpp-chat: pairs of sessions; bridge, bridge-back: pairs of an MQTT
+    /// client and an XMPP session.
     pub pairs: Option<u64>,
     /// xmpp-login: logins held for the duration.
     pub hold: Option<bool>,
@@ -253,6 +260,9 @@ mod tests {
             setup: RunSetup {
                 scenario: "mqtt-pubsub".into(),
                 target: "127.0.0.1:1".into(),
+                xmpp_target: None,
+                topic_pattern: None,
+                node_pattern: None,
                 tls: false,
                 starttls: false,
                 mqtt_version: Some(5),

@@ -42,6 +42,9 @@ const IDLE_READ: usize = 512;
 /// What every XMPP task of a run shares besides the [`Ctx`].
 pub(crate) struct Xmpp {
     pub ctx: Arc<Ctx>,
+    /// Where sessions connect (the target, or --xmpp-target when the run
+    /// also speaks MQTT).
+    endpoint: super::net::Endpoint,
     domain: String,
     salted: SaltedCache,
     /// `--auth fast`: each user's FAST token, fetched before the run.
@@ -50,7 +53,14 @@ pub(crate) struct Xmpp {
 
 impl Xmpp {
     async fn new(plan: &Plan, progress: Arc<Progress>) -> Result<Arc<Xmpp>, LoadError> {
-        let ctx = Ctx::new(plan, progress).await?;
+        Xmpp::with_ctx(Ctx::new(plan, progress).await?).await
+    }
+
+    /// The XMPP side of a run whose [`Ctx`] exists already (the bridge
+    /// scenarios, whose MQTT clients share it).
+    pub(crate) async fn with_ctx(ctx: Arc<Ctx>) -> Result<Arc<Xmpp>, LoadError> {
+        let plan = &ctx.plan;
+        let endpoint = super::net::Endpoint::xmpp(plan)?;
         let domain = plan.xmpp_domain().to_owned();
         let fast = if plan.auth == AuthMode::Fast {
             fetch_fast_tokens(&ctx, &domain).await?
@@ -58,6 +68,7 @@ impl Xmpp {
             Vec::new()
         };
         Ok(Arc::new(Xmpp {
+            endpoint,
             domain,
             ctx,
             salted: SaltedCache::default(),
@@ -108,7 +119,7 @@ impl Xmpp {
             starttls: plan.starttls,
         };
         let t0 = Instant::now();
-        let r = tokio::time::timeout(LOGIN_TIMEOUT, login(&self.ctx.endpoint, &spec))
+        let r = tokio::time::timeout(LOGIN_TIMEOUT, login(&self.endpoint, &spec))
             .await
             .unwrap_or(Err(XmppError::Timeout));
         let progress = &self.ctx.progress;

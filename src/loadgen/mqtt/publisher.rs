@@ -4,7 +4,9 @@
 //! Publishes are written from a template encoded once with the codec; only
 //! the packet id and the payload header (send time, publisher index,
 //! sequence number) are patched per message, so the generator spends its CPU
-//! on the broker, not on itself.
+//! on the broker, not on itself. The header is binary ([`Header::Binary`],
+//! `mqtt-pubsub`) or text ([`Header::Text`], the bridge scenarios: the
+//! payload crosses into XML, where text travels as itself).
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 
 use super::super::client::{packet_name, Client, ClientError};
-use super::super::options::PAYLOAD_HEADER;
+use super::super::options::{BRIDGE_HEADER, PAYLOAD_HEADER};
 use super::super::stats::{Progress, SharedLatency};
 use super::Ctx;
 use crate::mqtt::codec::{self, Ack, Packet, Properties, Publish, QoS};
@@ -24,11 +26,78 @@ const FLUSH_SAMPLES: usize = 1024;
 /// Longest a publisher waits for its last acknowledgements.
 const ACK_DRAIN: Duration = Duration::from_secs(10);
 
-pub(super) struct PubResult {
+pub(crate) struct PubResult {
     pub index: u64,
     pub sent: u64,
     /// When its last message was written (since the run's start).
     pub last_send: Duration,
+}
+
+/// How a payload starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Header {
+    /// Send time, publisher, sequence as little-endian numbers (20 bytes);
+    /// the rest of the payload zeros.
+    Binary,
+    /// The same and the run's nonce in hex (see
+    /// [`crate::loadgen::bridge::write_text_header`]), the rest `.`.
+    Text { run: u32 },
+}
+
+/// What a payload's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    /// (send time ns, publisher, sequence) of this run.
+    Ours(u64, u32, u64),
+    /// A well-formed header of another run (a retained message or a last
+    /// item left by an earlier one): not counted.
+    Stale,
+    Malformed,
+}
+
+impl Header {
+    fn len(self) -> usize {
+        match self {
+            Header::Binary => PAYLOAD_HEADER,
+            Header::Text { .. } => BRIDGE_HEADER,
+        }
+    }
+
+    fn padding(self) -> u8 {
+        match self {
+            Header::Binary => 0,
+            Header::Text { .. } => b'.',
+        }
+    }
+
+    /// Writes the header at the start of `h` (at least [`Header::len`]).
+    pub(crate) fn write(self, h: &mut [u8], ts_ns: u64, publisher: u32, seq: u64) {
+        match self {
+            Header::Binary => {
+                h[0..8].copy_from_slice(&ts_ns.to_le_bytes());
+                h[8..12].copy_from_slice(&publisher.to_le_bytes());
+                h[12..20].copy_from_slice(&seq.to_le_bytes());
+            }
+            Header::Text { run } => {
+                crate::loadgen::bridge::write_text_header(h, ts_ns, publisher, seq, run)
+            }
+        }
+    }
+
+    /// Reads a payload's header.
+    pub(crate) fn read(self, p: &[u8]) -> Decoded {
+        match self {
+            Header::Binary => match payload_header(p) {
+                Some((ts, publisher, seq)) => Decoded::Ours(ts, publisher, seq),
+                None => Decoded::Malformed,
+            },
+            Header::Text { run } => match crate::loadgen::bridge::parse_text_header(p) {
+                Some((ts, publisher, seq, r)) if r == run => Decoded::Ours(ts, publisher, seq),
+                Some(_) => Decoded::Stale,
+                None => Decoded::Malformed,
+            },
+        }
+    }
 }
 
 /// A PUBLISH encoded once; per message only the packet id and the payload
@@ -38,10 +107,17 @@ struct Template {
     /// Offset of the packet id (QoS 1/2).
     pid_at: usize,
     payload_at: usize,
+    header: Header,
 }
 
 impl Template {
-    fn new(topic: String, qos: QoS, payload: usize, version: codec::Version) -> Template {
+    fn new(
+        topic: String,
+        qos: QoS,
+        payload: usize,
+        version: codec::Version,
+        header: Header,
+    ) -> Template {
         let p = Publish {
             dup: false,
             qos,
@@ -49,7 +125,7 @@ impl Template {
             topic,
             packet_id: if qos == QoS::AtMostOnce { 0 } else { 1 },
             properties: Properties::default(),
-            payload: Bytes::from(vec![0u8; payload]),
+            payload: Bytes::from(vec![header.padding(); payload]),
         };
         let mut b = BytesMut::new();
         codec::encode(&Packet::Publish(p.clone()), version, &mut b)
@@ -61,6 +137,7 @@ impl Template {
             payload_at: b.len() - payload,
             bytes: b.to_vec(),
             pid_at,
+            header,
         }
     }
 
@@ -71,10 +148,8 @@ impl Template {
         if pid != 0 {
             m[self.pid_at..self.pid_at + 2].copy_from_slice(&pid.to_be_bytes());
         }
-        let h = &mut m[self.payload_at..self.payload_at + PAYLOAD_HEADER];
-        h[0..8].copy_from_slice(&ts_ns.to_le_bytes());
-        h[8..12].copy_from_slice(&publisher.to_le_bytes());
-        h[12..20].copy_from_slice(&seq.to_le_bytes());
+        let h = &mut m[self.payload_at..self.payload_at + self.header.len()];
+        self.header.write(h, ts_ns, publisher, seq);
     }
 }
 
@@ -128,17 +203,18 @@ impl InFlight {
 }
 
 /// Sends until `stop_at` (or `count`), then waits for the last acks.
-pub(super) async fn publisher(
+pub(crate) async fn publisher(
     ctx: &Ctx,
     index: u64,
     mut client: Client,
     topic: String,
+    header: Header,
     stop_at: Instant,
     acks: &SharedLatency,
 ) -> PubResult {
     let plan = &ctx.plan;
     let qos = plan.qos;
-    let template = Template::new(topic, qos, plan.payload, client.version);
+    let template = Template::new(topic, qos, plan.payload, client.version, header);
     let window = if qos == QoS::AtMostOnce {
         u64::MAX
     } else {
@@ -344,7 +420,7 @@ mod tests {
             (QoS::AtLeastOnce, codec::Version::V5),
             (QoS::ExactlyOnce, codec::Version::V311),
         ] {
-            let t = Template::new("lg/1-2/300".into(), qos, 200, version);
+            let t = Template::new("lg/1-2/300".into(), qos, 200, version, Header::Binary);
             let mut out = BytesMut::new();
             let pid = if qos == QoS::AtMostOnce { 0 } else { 4242 };
             t.write(&mut out, pid, 123_456_789, 7, 99);
@@ -365,6 +441,35 @@ mod tests {
             assert_eq!(payload_header(&p.payload), Some((5, 8, 100)));
             assert!(out.is_empty());
         }
+    }
+
+    #[test]
+    fn text_template_carries_a_text_header() {
+        let header = Header::Text { run: 0xabc };
+        let t = Template::new(
+            "bench/3/data".into(),
+            QoS::AtLeastOnce,
+            60,
+            codec::Version::V5,
+            header,
+        );
+        let mut out = BytesMut::new();
+        t.write(&mut out, 9, 0x1234, 3, 77);
+        let Some(Packet::Publish(p)) =
+            codec::decode(&mut out, Some(codec::Version::V5), 1 << 20).unwrap()
+        else {
+            panic!("not a publish")
+        };
+        assert_eq!(p.packet_id, 9);
+        let text = std::str::from_utf8(&p.payload).unwrap();
+        assert_eq!(
+            text,
+            "0000000000001234-00000003-000000000000004d-00000abc........."
+        );
+        assert_eq!(header.read(&p.payload), Decoded::Ours(0x1234, 3, 77));
+        assert_eq!(Header::Text { run: 1 }.read(&p.payload), Decoded::Stale);
+        assert_eq!(header.read(b"hello"), Decoded::Malformed);
+        assert_eq!(Header::Binary.read(b"short"), Decoded::Malformed);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! drain: until everything expected arrived, or 2 s without progress, or
 //! 10 s in all.
 //!
-//! The publisher loop is in [`super::publisher`]; subscribers are here.
+//! The publisher loop is in [`super::publisher`]; subscribers are here (the
+//! bridge scenarios use both, with a text payload header).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use super::super::options::{Layout, Plan};
 use super::super::report::{MessageFigures, Report, SubscriberFigures};
 use super::super::stats::{Latency, Phase, Progress, SharedLatency, StreamTracker};
 use super::super::LoadError;
-use super::publisher::{payload_header, publisher};
+use super::publisher::{publisher, Decoded, Header};
 use super::{process_watches, spawn_sampler, Ctx};
 use crate::loadgen::ProcessWatch;
 use crate::mqtt::codec::{Ack, Packet, QoS};
@@ -66,11 +67,11 @@ impl Topology {
     }
 }
 
-struct SubResult {
-    index: u64,
-    tracker: StreamTracker,
+pub(crate) struct SubResult {
+    pub index: u64,
+    pub tracker: StreamTracker,
     /// When its last message arrived (since the run's start).
-    last_receive: Option<Duration>,
+    pub last_receive: Option<Duration>,
 }
 
 pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadError> {
@@ -87,8 +88,8 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
     progress.set_phase(Phase::Connecting);
 
     // Subscribers first, each subscribed before any publisher exists.
-    let subs = connect_all(&ctx, 's', plan.subscribers, Some(&topo)).await;
-    let pubs = connect_all(&ctx, 'p', plan.publishers, None).await;
+    let subs = connect_all(&ctx, 's', plan.subscribers, |s| Some(topo.filter(s))).await;
+    let pubs = connect_all(&ctx, 'p', plan.publishers, |_| None).await;
     let ok_subs: Vec<u64> = subs.iter().map(|(j, _, _)| *j).collect();
     if subs.is_empty() || pubs.is_empty() {
         sampler_stop.cancel();
@@ -121,7 +122,10 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
             sub_latency.clone(),
             sub_stop.clone(),
         );
-        sub_tasks.spawn(async move { subscriber(&ctx, &topo, j, client, &lat, stop).await });
+        sub_tasks.spawn(async move {
+            let hears = |p| topo.hears(j, p);
+            subscriber(&ctx, j, client, Header::Binary, hears, &lat, stop).await
+        });
     }
     let watches = process_watches(plan);
     let system = crate::loadgen::SystemWatch::start();
@@ -132,7 +136,9 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
     for (i, client, ns) in pubs {
         connect_latency.record(ns);
         let (ctx, topic, acks) = (ctx.clone(), topo.topic(i), ack_latency.clone());
-        pub_tasks.spawn(async move { publisher(&ctx, i, client, topic, stop_at, &acks).await });
+        pub_tasks.spawn(async move {
+            publisher(&ctx, i, client, topic, Header::Binary, stop_at, &acks).await
+        });
     }
     let mut pub_results = Vec::new();
     while let Some(r) = pub_tasks.join_next().await {
@@ -243,13 +249,14 @@ pub async fn run_pubsub(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
     Ok(ctx.report(attempted, send_start, &connect_latency, Some(m), None, end))
 }
 
-/// Connects `n` clients of `role` (subscribing each when `topo` is given),
-/// at most `connect_concurrency` at once. Failures are counted and left out.
-async fn connect_all(
+/// Connects `n` clients of `role` (subscribing client i to `filter(i)`
+/// when there is one), at most `connect_concurrency` at once. Failures are
+/// counted and left out.
+pub(crate) async fn connect_all(
     ctx: &Arc<Ctx>,
     role: char,
     n: u64,
-    topo: Option<&Arc<Topology>>,
+    filter: impl Fn(u64) -> Option<String>,
 ) -> Vec<(u64, Client, u64)> {
     let mut out = Vec::with_capacity(n as usize);
     let mut next = 0u64;
@@ -257,7 +264,7 @@ async fn connect_all(
     while next < n || !tasks.is_empty() {
         while next < n && (tasks.len() as u64) < ctx.plan.connect_concurrency {
             let (ctx, i) = (ctx.clone(), next);
-            let filter = topo.map(|t| t.filter(i));
+            let filter = filter(i);
             tasks.spawn(async move {
                 let (mut client, ns) = ctx.connect(role, i).await.ok()?;
                 if let Some(f) = filter {
@@ -284,12 +291,15 @@ async fn connect_all(
     out
 }
 
-/// Receives until `stop`, acknowledging QoS 1/2 and tracking every stream.
-async fn subscriber(
+/// Receives until `stop`, acknowledging QoS 1/2 and tracking every stream
+/// (`hears(p)`: whether publisher p's messages are meant for it). Messages
+/// of another run (`Decoded::Stale`) are acknowledged and not counted.
+pub(crate) async fn subscriber(
     ctx: &Ctx,
-    topo: &Topology,
     index: u64,
     mut client: Client,
+    header: Header,
+    hears: impl Fn(u64) -> bool,
     latency: &SharedLatency,
     stop: CancellationToken,
 ) -> SubResult {
@@ -321,13 +331,15 @@ async fn subscriber(
         loop {
             match client.next_packet() {
                 Ok(Some(Packet::Publish(p))) => {
-                    n += 1;
-                    match payload_header(&p.payload) {
-                        Some((ts, publisher, seq)) => {
+                    match header.read(&p.payload) {
+                        Decoded::Ours(ts, publisher, seq) => {
+                            n += 1;
                             samples.push(now.saturating_sub(ts));
-                            tracker.note(publisher, seq, topo.hears(index, u64::from(publisher)));
+                            tracker.note(publisher, seq, hears(u64::from(publisher)));
                         }
-                        None => {
+                        Decoded::Stale => {}
+                        Decoded::Malformed => {
+                            n += 1;
                             tracker.received += 1;
                             tracker.unexpected += 1;
                         }
