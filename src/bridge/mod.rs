@@ -231,7 +231,6 @@ impl Bridge {
             out.code = reason::QUOTA_EXCEEDED;
             return out;
         }
-        let durable = p.qos != QoS::AtMostOnce;
         match want {
             Want::Rule => {
                 let host = from.domain();
@@ -269,7 +268,10 @@ impl Bridge {
                     .await
                 {
                     Ok(()) => {
-                        out.stored = durable;
+                        // Every QoS waits for the store: QoS 1/2 to be
+                        // acknowledged, QoS 0 so that a flood meets the
+                        // store's pace instead of an ever longer queue.
+                        out.stored = true;
                         if out.code == reason::NO_MATCHING_SUBSCRIBERS {
                             out.code = reason::SUCCESS;
                         }
@@ -295,7 +297,7 @@ impl Bridge {
                 {
                     Ok(stored) => {
                         out.code = reason::SUCCESS;
-                        out.stored = stored && durable;
+                        out.stored = stored;
                     }
                     Err(r) => out.code = r.reason_code(),
                 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::iq::{event_item, notification};
+use super::iq::{event_item_of, notification};
 use super::state::{Affiliation, PublishModel, ServiceNode};
 use super::{NodeCell, StoredItem};
 use crate::bridge::{payload, Bridge, Message, Refused, Rule};
@@ -188,13 +188,12 @@ impl ImServer {
         let (seq, gone) = n.add_item(&id);
         self.pubsub.put_item(host, node, seq, &item);
         self.pubsub.delete_items(host, node, &gone);
-        self.pubsub.save_meta(host, node, &n);
         stored();
         let readers = self.ps_readers(&n).await;
         drop(n);
         let event = Element::new("items", NS_EVENT)
             .with_attr("node", node)
-            .with_child(event_item(&item));
+            .with_child(event_item_of(&item, el));
         let headers = payload::headers(ct, p.user_properties);
         self.ps_send_event(host, &readers, event, headers.as_ref(), cong);
         Ok(())

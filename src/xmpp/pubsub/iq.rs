@@ -375,10 +375,11 @@ impl ImServer {
             },
             publisher: s.user.to_string(),
         };
+        // The node's record is not written again: what an item changes
+        // (order, next sequence number) is read back from the items' keys.
         let (seq, gone) = n.add_item(&id);
         self.pubsub.put_item(host, &name, seq, &stored);
         self.pubsub.delete_items(host, &name, &gone);
-        self.pubsub.save_meta(host, &name, &n);
         // To MQTT under the node's lock: items and retained messages keep
         // one order.
         if let Some(t) = crossing {
@@ -393,7 +394,7 @@ impl ImServer {
         fx.reply(result_with(iq, NS_PUBSUB, publish));
         let event = Element::new("items", NS_EVENT)
             .with_attr("node", name)
-            .with_child(event_item(&stored));
+            .with_child(event_item_of(&stored, payload.clone()));
         self.ps_send_event(host, &subscribers, event, None, &mut fx.congested);
         Ok(())
     }
@@ -959,6 +960,15 @@ pub(super) fn notification(host: &str, to: &str, event: Element) -> Element {
         .with_attr("to", to)
         .with_attr("type", "headline")
         .with_child(Element::new("event", NS_EVENT).with_child(event))
+}
+
+/// An item of a notification, from the payload element at hand (no
+/// parse of the stored bytes).
+pub(super) fn event_item_of(st: &StoredItem, payload: Element) -> Element {
+    Element::new("item", NS_EVENT)
+        .with_attr("id", st.item.id.clone())
+        .with_attr("publisher", st.publisher.clone())
+        .with_child(payload)
 }
 
 pub(super) fn event_item(st: &StoredItem) -> Element {
