@@ -153,3 +153,24 @@ fn bridge_rules_are_checked_and_the_documented_table_is_the_default() {
         assert!(e.contains("bridge") && e.contains(names), "{bad}: {e}");
     }
 }
+
+#[test]
+fn the_cluster_example_is_three_nodes_of_one_service() {
+    let nodes = [
+        include_str!("../configs/cluster/n1.toml"),
+        include_str!("../configs/cluster/n2.toml"),
+        include_str!("../configs/cluster/n3.toml"),
+    ]
+    .map(|t| Config::parse(t).unwrap());
+    let names: std::collections::HashSet<_> = nodes
+        .iter()
+        .map(|c| c.cluster.as_ref().unwrap().node.clone())
+        .collect();
+    assert_eq!(names.len(), 3);
+    assert!(nodes.iter().all(|c| c.store == nodes[0].store));
+    // A cluster without a shared store is refused by name.
+    let e = Config::parse("[cluster]\nnats = \"nats://127.0.0.1:4222\"\nnode = \"a\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cluster") && e.contains("postgres"), "{e}");
+}

@@ -10,6 +10,10 @@ use super::flow::FlowLimits;
 use super::{Address, Handle, Kick, SessionInfo};
 use crate::auth::Grant;
 
+/// How far the registry's coarse clock (read at each sweep, every half
+/// second) may lag behind the real time of a packet.
+const COARSE_LAG_MS: u64 = 500;
+
 /// What a protocol keeps in its sessions beside the common part.
 pub trait Proto: Default + Send + 'static {
     /// What the session's queue holds.
@@ -432,7 +436,11 @@ impl<P: Proto> Handle for Session<P> {
         if st.kick.is_some() {
             return false;
         }
-        let why = if st.keep_alive > 0 && since_rx > u64::from(st.keep_alive) * 1500 {
+        // `last_rx` is read from the registry's coarse clock, which lags
+        // the real one by up to a sweep interval: never cut before one and
+        // a half keep-alives have really passed (MQTT 3.1.2.10), allow it.
+        let why = if st.keep_alive > 0 && since_rx > u64::from(st.keep_alive) * 1500 + COARSE_LAG_MS
+        {
             Some(Kick::KeepAlive)
         } else if st.queued_bytes >= limits.high_water
             && u64::from(secs(now_ms).saturating_sub(st.drained_at))
