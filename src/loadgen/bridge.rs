@@ -115,6 +115,38 @@ fn run_nonce() -> u32 {
 /// Logs sessions `0..n` in, at most `connect_concurrency` at once; with
 /// `subscribe`, each then subscribes its full JID to its node (pair i's)
 /// and waits for the result. Failures are counted and left as `None`.
+/// A pair per index with both its MQTT client and its XMPP session
+/// connected (what has no partner is closed again), the pairs' indexes,
+/// and every connect's latency.
+async fn pair_up(
+    clients: Vec<(u64, super::client::Client, u64)>,
+    mut sessions: Vec<Option<(XmppClient, u64)>>,
+) -> (
+    Vec<(u64, super::client::Client, XmppClient)>,
+    Vec<u64>,
+    Latency,
+) {
+    let mut latency = Latency::new();
+    let mut pairs = Vec::new();
+    let mut ready = Vec::new();
+    for (i, client, ns) in clients {
+        latency.record(ns);
+        match sessions[i as usize].take() {
+            Some((session, sns)) => {
+                latency.record(sns);
+                pairs.push(i);
+                ready.push((i, client, session));
+            }
+            None => client.disconnect().await,
+        }
+    }
+    for (session, sns) in sessions.into_iter().flatten() {
+        latency.record(sns);
+        session.close().await;
+    }
+    (ready, pairs, latency)
+}
+
 async fn sessions(x: &Arc<Xmpp>, n: u64, subscribe: bool) -> Vec<Option<(XmppClient, u64)>> {
     let mut out: Vec<Option<(XmppClient, u64)>> = (0..n).map(|_| None).collect();
     let mut next = 0u64;

@@ -15,7 +15,7 @@ use super::super::mqtt::publisher::{Header, PubResult};
 use super::super::mqtt::pubsub::{connect_all, subscriber};
 use super::super::options::{Plan, BRIDGE_HEADER};
 use super::super::report::Report;
-use super::super::stats::{Latency, Phase, Progress, SharedLatency};
+use super::super::stats::{Phase, Progress, SharedLatency};
 use super::super::xmpp::Xmpp;
 use super::super::xmpp_client::{stanza_error_condition, XmppClient, XmppError};
 use super::super::{LoadError, ProcessWatch, SystemWatch};
@@ -47,26 +47,9 @@ pub async fn run_bridge_back(plan: &Plan, progress: Arc<Progress>) -> Result<Rep
     // Every subscriber subscribed before any session publishes.
     let t_connect = Instant::now();
     let subs = connect_all(&ctx, 's', n, |i| Some(plan.topic(i))).await;
-    let mut pubs = sessions(&x, n, false).await;
+    let pubs = sessions(&x, n, false).await;
     let connect_phase = t_connect.elapsed();
-    let mut connect_latency = Latency::new();
-    let mut pairs = Vec::new();
-    let mut ready = Vec::new();
-    for (i, client, ns) in subs {
-        connect_latency.record(ns);
-        match pubs[i as usize].take() {
-            Some((session, sns)) => {
-                connect_latency.record(sns);
-                pairs.push(i);
-                ready.push((i, client, session));
-            }
-            None => client.disconnect().await,
-        }
-    }
-    for (session, sns) in pubs.into_iter().flatten() {
-        connect_latency.record(sns);
-        session.close().await;
-    }
+    let (ready, pairs, connect_latency) = super::pair_up(subs, pubs).await;
     if ready.is_empty() {
         sampler_stop.cancel();
         let _ = sampler.await;

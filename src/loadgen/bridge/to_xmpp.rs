@@ -11,7 +11,7 @@ use super::super::mqtt::publisher::{publisher, Decoded, Header};
 use super::super::mqtt::pubsub::{connect_all, SubResult};
 use super::super::options::Plan;
 use super::super::report::Report;
-use super::super::stats::{Latency, Phase, Progress, SharedLatency, StreamTracker};
+use super::super::stats::{Phase, Progress, SharedLatency, StreamTracker};
 use super::super::xmpp::Xmpp;
 use super::super::xmpp_client::{stanza_error_condition, XmppClient};
 use super::super::{LoadError, ProcessWatch, SystemWatch};
@@ -41,27 +41,10 @@ pub async fn run_bridge(plan: &Plan, progress: Arc<Progress>) -> Result<Report, 
 
     // Every session subscribed before any publisher exists.
     let t_connect = Instant::now();
-    let mut subs = sessions(&x, n, true).await;
+    let subs = sessions(&x, n, true).await;
     let pubs = connect_all(&ctx, 'p', n, |_| None).await;
     let connect_phase = t_connect.elapsed();
-    let mut connect_latency = Latency::new();
-    let mut pairs = Vec::new();
-    let mut ready = Vec::new();
-    for (i, client, ns) in pubs {
-        connect_latency.record(ns);
-        match subs[i as usize].take() {
-            Some((session, sns)) => {
-                connect_latency.record(sns);
-                pairs.push(i);
-                ready.push((i, client, session));
-            }
-            None => client.disconnect().await,
-        }
-    }
-    for (session, sns) in subs.into_iter().flatten() {
-        connect_latency.record(sns);
-        session.close().await;
-    }
+    let (ready, pairs, connect_latency) = super::pair_up(pubs, subs).await;
     if ready.is_empty() {
         sampler_stop.cancel();
         let _ = sampler.await;
