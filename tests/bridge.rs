@@ -53,7 +53,7 @@ fn server() -> Petrel {
 /// Shared by the scripts: a paho client that records what it receives and
 /// the reason codes of its acknowledgements, and slixmpp helpers.
 const HELPERS: &str = r#"
-import json, time, base64
+import json, base64
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
@@ -68,21 +68,19 @@ class Device:
         c.username_pw_set(user, token)
         if will:
             c.will_set(will[0], will[1], qos=1)
-        c.on_connect = lambda c, u, f, rc, p: setattr(self, 'connack', rc.value)
-        c.on_message = lambda c, u, m: self.got.append(m)
-        c.on_publish = lambda c, u, mid, rc, p: self.acks.__setitem__(mid, rc.value)
+        # paho calls these on its own thread; poke() wakes until().
+        c.on_connect = lambda c, u, f, rc, p: (setattr(self, 'connack', rc.value), poke())
+        c.on_message = lambda c, u, m: (self.got.append(m), poke())
+        c.on_publish = lambda c, u, mid, rc, p: (self.acks.__setitem__(mid, rc.value), poke())
         self.subacks = []
-        c.on_subscribe = lambda c, u, mid, codes, p: self.subacks.append([x.value for x in codes])
+        c.on_subscribe = lambda c, u, mid, codes, p: (
+            self.subacks.append([x.value for x in codes]), poke())
         c.connect('127.0.0.1', MQTT_PORT)
         c.loop_start()
         self.c = c
 
     async def until(self, cond, what, timeout=15):
-        deadline = time.time() + timeout
-        while not cond():
-            if time.time() > deadline:
-                raise RuntimeError('timed out waiting for ' + what)
-            await asyncio.sleep(0.02)
+        await until(cond, what, timeout)
 
     async def up(self):
         await self.until(lambda: self.connack is not None, 'connack')
@@ -377,11 +375,11 @@ fn a_device_and_a_chat_user_talk_directly() {
 async def main():
     alice = make('alice@localhost', 'wonderland')
     inbox = []
-    alice.add_event_handler('message', lambda m: inbox.append(m))
+    alice.add_event_handler('message', lambda m: (inbox.append(m), poke()))
     await online(alice)
     alice.send_presence()
     if ARGS[2] == 'yes':
-        await Device('x', 'thermo', ARGS[1]).until(lambda: inbox, 'the offline message')
+        await until(lambda: inbox, 'the offline message')
         print('offline', inbox[0]['from'], inbox[0]['type'], inbox[0]['body'])
     dev = Device('door-1', 'thermo', ARGS[1])
     await dev.up()
@@ -407,7 +405,7 @@ async def main():
     print('nobody', await dev.publish('$xmpp/nobody@localhost', 'x'))
     print('binary', await dev.publish('$xmpp/alice@localhost', bytes([0, 1])))
     errs = []
-    alice.add_event_handler('message_error', lambda m: errs.append(m))
+    alice.add_event_handler('message_error', lambda m: (errs.append(m), poke()))
     alice.send_message(mto='thermo@mqtt.localhost/door-9', mbody='anyone?', mtype='chat')
     await dev.until(lambda: errs, 'the error')
     print('unknown', errs[0]['error']['condition'])

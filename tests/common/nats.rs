@@ -2,8 +2,8 @@
 //! port, for the cluster tests of one test binary; killed with it.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct Nats {
     child: Child,
@@ -26,17 +26,19 @@ impl Nats {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("nats-server")
+        let mut child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // It says so on stderr once it accepts clients (or exits: EOF).
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let ready = lines.any(|l| l.is_ok_and(|l| l.contains("Server is ready")));
+        assert!(ready, "nats-server did not start");
+        // Keep draining it so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
         Some(Nats { child, port })
     }
 

@@ -76,8 +76,36 @@ async def settled(*clients):
     for c in clients:
         await c.plugin['xep_0199'].ping('localhost', timeout=10)
 
+# Waiting on a condition: whoever changes what a condition looks at (a
+# slixmpp handler, or a paho callback on its own thread) calls poke(), and
+# until() looks again; a deadline bounds every wait.
+LOOP = None
+CHANGED = asyncio.Event()
+
+def poke():
+    if LOOP is not None:
+        LOOP.call_soon_threadsafe(CHANGED.set)
+
+async def until(cond, what, timeout=15):
+    deadline = LOOP.time() + timeout
+    while not cond():
+        CHANGED.clear()
+        if cond():
+            return
+        left = deadline - LOOP.time()
+        if left <= 0:
+            raise RuntimeError('timed out waiting for ' + what)
+        try:
+            await asyncio.wait_for(CHANGED.wait(), left)
+        except asyncio.TimeoutError:
+            pass
+
 def run(main):
-    asyncio.run(asyncio.wait_for(main(), 60))
+    async def go():
+        global LOOP
+        LOOP = asyncio.get_running_loop()
+        await asyncio.wait_for(main(), 60)
+    asyncio.run(go())
 "#;
 
 /// For scripts using the XEP-0060 service on `pubsub.localhost`: a client
@@ -85,7 +113,6 @@ def run(main):
 /// (`c.events`), and the error of a refused request with its
 /// `pubsub#errors` condition (`condition/app,…`).
 pub const PUBSUB: &str = r#"
-import time
 from slixmpp.xmlstream import ET
 PS = 'pubsub.localhost'
 
@@ -94,15 +121,11 @@ def ps_client(jid, pw):
     for x in ('xep_0004', 'xep_0059', 'xep_0060', 'xep_0131'):
         c.register_plugin(x)
     c.events = []
-    c.add_event_handler('pubsub_publish', lambda m: c.events.append(m))
+    c.add_event_handler('pubsub_publish', lambda m: (c.events.append(m), poke()))
     return c
 
 async def events(c, n, what, timeout=15):
-    deadline = time.time() + timeout
-    while len(c.events) < n:
-        if time.time() > deadline:
-            raise RuntimeError('timed out waiting for ' + what)
-        await asyncio.sleep(0.02)
+    await until(lambda: len(c.events) >= n, what, timeout)
 
 def error_of(e):
     app = [c.tag.split('}')[1] for c in e.iq.xml.find('{jabber:client}error')
