@@ -1,5 +1,6 @@
-//! The iqs of `pubsub.<host>`: XEP-0060 entity and owner use cases, service
-//! discovery; and the notifications a change sends.
+//! The iqs of `pubsub.<host>`: the dispatch, XEP-0060's entity use cases
+//! (the owner's are in `owner.rs`, discovery in `../disco.rs`), and the
+//! notifications a change sends.
 
 use super::state::{Affiliation, PublishModel, Refusal, ServiceNode};
 use super::{Pubsub, StoredItem};
@@ -15,8 +16,9 @@ use crate::xmpp::services::refuse;
 use crate::xmpp::stanza::{iq_result, Jid, StanzaError, NS_DISCO_INFO, NS_DISCO_ITEMS};
 use crate::xmpp::stream::{read_back, NS_CLIENT};
 
+mod owner;
+
 const NS_RSM: &str = "http://jabber.org/protocol/rsm";
-const NS_META: &str = "http://jabber.org/protocol/pubsub#meta-data";
 
 /// What the service's disco#info says (exactly what is served).
 pub const FEATURES: &[&str] = &[
@@ -171,6 +173,26 @@ impl ImServer {
             }
         }
         false
+    }
+
+    /// Whether `jid` (the asker's, or the one it subscribes) may read the
+    /// locked node; if not, the refusal is answered.
+    pub(super) async fn readable(
+        &self,
+        s: &ImSession,
+        n: &ServiceNode,
+        jid: &str,
+        iq: &Element,
+        fx: &mut Effects,
+    ) -> bool {
+        let in_roster = self.sees_owner(n, &s.user).await;
+        match n.may_read(jid, in_roster) {
+            Ok(()) => true,
+            Err(r) => {
+                refusal(fx, iq, r);
+                false
+            }
+        }
     }
 
     async fn pubsub_entity(
@@ -466,9 +488,7 @@ impl ImServer {
             return Ok(());
         }
         let mut n = cell.lock().await;
-        let in_roster = self.sees_owner(&n, &s.user).await;
-        if let Err(r) = n.may_read(jid, in_roster) {
-            refusal(fx, iq, r);
+        if !self.readable(s, &n, jid, iq, fx).await {
             return Ok(());
         }
         let subid = match n.subscriptions.get(jid) {
@@ -562,9 +582,7 @@ impl ImServer {
             return Ok(());
         };
         let n = cell.lock().await;
-        let in_roster = self.sees_owner(&n, &s.user).await;
-        if let Err(r) = n.may_read(&s.jid.to_string(), in_roster) {
-            refusal(fx, iq, r);
+        if !self.readable(s, &n, &s.jid.to_string(), iq, fx).await {
             return Ok(());
         }
         let all: Vec<(u64, String)> = n.order.iter().map(|(s, i)| (*s, i.clone())).collect();
@@ -698,259 +716,6 @@ impl ImServer {
             }
         }
         fx.reply(result_with(iq, NS_PUBSUB, list));
-    }
-
-    async fn pubsub_owner(
-        &self,
-        s: &ImSession,
-        iq: &Element,
-        p: &Element,
-        host: &str,
-        set: bool,
-        fx: &mut Effects,
-    ) -> Result<(), StoreError> {
-        let Some(verb) = p.elements().next() else {
-            fx.error(iq, StanzaError::BadRequest);
-            return Ok(());
-        };
-        if verb.name == "default" && !set {
-            let mut n = ServiceNode::new(self.pubsub.default_config(), "");
-            n.affiliations.clear();
-            let d = Element::new("default", NS_OWNER).with_child(self.pubsub.form(&n));
-            fx.reply(result_with(iq, NS_OWNER, d));
-            return Ok(());
-        }
-        let Some((name, cell)) = self.ps_node(iq, verb, host, fx) else {
-            return Ok(());
-        };
-        let mut n = cell.lock().await;
-        if !n.is_owner(&s.jid.to_string()) {
-            fx.error(iq, StanzaError::Forbidden);
-            return Ok(());
-        }
-        let node_el =
-            |tag: &str| Element::new(tag.to_string(), NS_OWNER).with_attr("node", name.clone());
-        match (verb.name.as_str(), set) {
-            ("configure", false) => {
-                let c = node_el("configure").with_child(self.pubsub.form(&n));
-                fx.reply(result_with(iq, NS_OWNER, c));
-            }
-            ("configure", true) => {
-                let Some(x) = verb.child("x", NS_DATA) else {
-                    fx.error(iq, StanzaError::BadRequest);
-                    return Ok(());
-                };
-                if x.attr("type") != Some("cancel") {
-                    let mut next = n.clone();
-                    if self.pubsub.configure(&mut next, x).is_err() {
-                        fx.error(iq, StanzaError::NotAcceptable);
-                        return Ok(());
-                    }
-                    let gone = next.trim();
-                    *n = next;
-                    self.pubsub.delete_items(host, &name, &gone);
-                    self.pubsub.save_meta(host, &name, &n);
-                    fx.flush = true;
-                }
-                fx.reply(iq_result(iq, None));
-            }
-            ("delete" | "purge", true) => {
-                let subscribers: Vec<String> = n.subscriptions.keys().cloned().collect();
-                if verb.name == "purge" {
-                    let gone = n.clear();
-                    self.pubsub.delete_items(host, &name, &gone);
-                    self.pubsub.save_meta(host, &name, &n);
-                } else {
-                    self.pubsub.remove(host, &name);
-                }
-                self.bridged_node_emptied(host, &name);
-                drop(n);
-                fx.flush = true;
-                fx.reply(iq_result(iq, None));
-                let event = Element::new(verb.name.clone(), NS_EVENT).with_attr("node", name);
-                self.ps_send_event(host, &subscribers, event, None, &mut fx.congested);
-            }
-            ("subscriptions", false) => {
-                let mut list = node_el("subscriptions");
-                for (jid, subid) in &n.subscriptions {
-                    list.push_child(
-                        Element::new("subscription", NS_OWNER)
-                            .with_attr("jid", jid.clone())
-                            .with_attr("subid", subid.clone())
-                            .with_attr("subscription", "subscribed"),
-                    );
-                }
-                fx.reply(result_with(iq, NS_OWNER, list));
-            }
-            ("affiliations", false) => {
-                let mut list = node_el("affiliations");
-                for (jid, a) in &n.affiliations {
-                    list.push_child(
-                        Element::new("affiliation", NS_OWNER)
-                            .with_attr("jid", jid.clone())
-                            .with_attr("affiliation", a.as_str()),
-                    );
-                }
-                fx.reply(result_with(iq, NS_OWNER, list));
-            }
-            ("subscriptions" | "affiliations", true) => {
-                let subs = verb.name == "subscriptions";
-                let mut next = n.clone();
-                for e in verb.elements() {
-                    let jid = e.attr("jid").and_then(|j| Jid::parse(j).ok());
-                    let Some(jid) = jid else {
-                        fx.error(iq, StanzaError::JidMalformed);
-                        return Ok(());
-                    };
-                    let ok = if subs {
-                        match e.attr("subscription") {
-                            Some("none") => {
-                                next.subscriptions.remove(&jid.to_string());
-                                true
-                            }
-                            Some("subscribed") => {
-                                let id = format!("{}{}", self.push_id(), self.push_id());
-                                next.subscriptions.entry(jid.to_string()).or_insert(id);
-                                next.subscriptions.len() <= self.pubsub.config.max_subscriptions
-                            }
-                            _ => false,
-                        }
-                    } else {
-                        match e.attr("affiliation").and_then(Affiliation::parse) {
-                            Some(a) => next.set_affiliation(&jid.bare().to_string(), a),
-                            None => false,
-                        }
-                    };
-                    if !ok {
-                        fx.error(iq, StanzaError::NotAcceptable);
-                        return Ok(());
-                    }
-                }
-                *n = next;
-                self.pubsub.save_meta(host, &name, &n);
-                fx.flush = true;
-                fx.reply(iq_result(iq, None));
-            }
-            _ => fx.error(iq, StanzaError::BadRequest),
-        }
-        Ok(())
-    }
-
-    async fn pubsub_info(
-        &self,
-        s: &ImSession,
-        iq: &Element,
-        q: &Element,
-        host: &str,
-        fx: &mut Effects,
-    ) -> Result<(), StoreError> {
-        let mut out = Element::new("query", NS_DISCO_INFO);
-        match q.attr("node") {
-            None => {
-                out.push_child(
-                    Element::new("identity", NS_DISCO_INFO)
-                        .with_attr("category", "pubsub")
-                        .with_attr("type", "service")
-                        .with_attr("name", "Publish-Subscribe"),
-                );
-                for f in FEATURES {
-                    out.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", *f));
-                }
-            }
-            Some(name) => {
-                let Some(cell) = self.pubsub.node(host, name) else {
-                    fx.error(iq, StanzaError::ItemNotFound);
-                    return Ok(());
-                };
-                let n = cell.lock().await;
-                let in_roster = self.sees_owner(&n, &s.user).await;
-                if let Err(r) = n.may_read(&s.jid.to_string(), in_roster) {
-                    refusal(fx, iq, r);
-                    return Ok(());
-                }
-                out.set_attr("node", name);
-                out.push_child(
-                    Element::new("identity", NS_DISCO_INFO)
-                        .with_attr("category", "pubsub")
-                        .with_attr("type", "leaf"),
-                );
-                out.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_PUBSUB));
-                let mut x = Element::new("x", NS_DATA).with_attr("type", "result");
-                let field = |var: &str, value: &str| {
-                    Element::new("field", NS_DATA)
-                        .with_attr("var", var)
-                        .with_child(Element::new("value", NS_DATA).with_text(value))
-                };
-                x.push_child(field("FORM_TYPE", NS_META).with_attr("type", "hidden"));
-                x.push_child(field("pubsub#title", &n.config.title));
-                x.push_child(field("pubsub#access_model", n.config.access.as_str()));
-                x.push_child(field("pubsub#publish_model", n.publish_model.as_str()));
-                let mut owners = Element::new("field", NS_DATA).with_attr("var", "pubsub#owner");
-                for (j, a) in &n.affiliations {
-                    if *a == Affiliation::Owner {
-                        owners.push_child(Element::new("value", NS_DATA).with_text(j.clone()));
-                    }
-                }
-                x.push_child(owners);
-                x.push_child(field(
-                    "pubsub#num_subscribers",
-                    &n.subscriptions.len().to_string(),
-                ));
-                out.push_child(x);
-            }
-        }
-        fx.reply(iq_result(iq, Some(out)));
-        Ok(())
-    }
-
-    async fn pubsub_items_disco(
-        &self,
-        s: &ImSession,
-        iq: &Element,
-        q: &Element,
-        host: &str,
-        fx: &mut Effects,
-    ) -> Result<(), StoreError> {
-        let service = format!("pubsub.{host}");
-        let mut out = Element::new("query", NS_DISCO_ITEMS);
-        match q.attr("node") {
-            None => {
-                for name in self
-                    .pubsub
-                    .names(host)
-                    .into_iter()
-                    .take(self.pubsub.config.max_page * 10)
-                {
-                    out.push_child(
-                        Element::new("item", NS_DISCO_ITEMS)
-                            .with_attr("jid", service.clone())
-                            .with_attr("node", name),
-                    );
-                }
-            }
-            Some(name) => {
-                let Some(cell) = self.pubsub.node(host, name) else {
-                    fx.error(iq, StanzaError::ItemNotFound);
-                    return Ok(());
-                };
-                let n = cell.lock().await;
-                let in_roster = self.sees_owner(&n, &s.user).await;
-                if let Err(r) = n.may_read(&s.jid.to_string(), in_roster) {
-                    refusal(fx, iq, r);
-                    return Ok(());
-                }
-                out.set_attr("node", name);
-                for id in n.order.values() {
-                    out.push_child(
-                        Element::new("item", NS_DISCO_ITEMS)
-                            .with_attr("jid", service.clone())
-                            .with_attr("name", id.clone()),
-                    );
-                }
-            }
-        }
-        fx.reply(iq_result(iq, Some(out)));
-        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@
 //! `max_subscriptions` per node, `max_page` items per page.
 
 pub mod bridged;
+mod disco;
 mod iq;
 pub mod state;
 
