@@ -206,7 +206,7 @@ impl Bridge {
         if self.rules.is_empty() {
             return None;
         }
-        self.rules.to_node(host, topic).map(|_| Want::Rule)
+        self.rules.carries_topic(host, topic).then_some(Want::Rule)
     }
 
     /// Carries a client's MQTT publish across (what [`Bridge::wants`] said).

@@ -335,6 +335,17 @@ impl Rules {
             .find_map(|r| r.node_for(topic).map(|n| (r, n)))
     }
 
+    /// Whether a rule carries `topic` of `host` to XMPP (no node name is
+    /// made: asked for every publish).
+    pub fn carries_topic(&self, host: &str, topic: &str) -> bool {
+        topic.len() <= MAX_NAME
+            && self.rules.iter().any(|r| {
+                r.config.direction.to_xmpp()
+                    && r.applies_to(host)
+                    && filter_matches(&r.config.mqtt, topic)
+            })
+    }
+
     /// The first rule (carrying XMPP to MQTT) a node of `host` matches,
     /// with the topic.
     pub fn to_topic(&self, host: &str, node: &str) -> Option<(&Rule, String)> {
@@ -439,6 +450,9 @@ mod tests {
         b.host = Some("x.example".into());
         let rules = Rules::compile(&[a, b]).unwrap();
         assert_eq!(rules.to_node("h", "a/1").unwrap().1, "a-1");
+        assert!(rules.carries_topic("h", "a/1"));
+        assert!(!rules.carries_topic("h", "b/1"), "to_mqtt only");
+        assert!(!rules.carries_topic("h", "c/1"));
         assert!(rules.to_topic("h", "a-1").is_none());
         assert!(rules.to_node("x.example", "b/1").is_none());
         assert_eq!(rules.to_topic("x.example", "b-1").unwrap().1, "b/1");
