@@ -175,6 +175,8 @@ impl Server {
             broker.max_retained_bytes = c.mqtt_max_retained_bytes.into();
             broker.acl = arc_swap::ArcSwap::from_pointee(c.mqtt_acl.clone());
             broker.max_session_expiry = c.mqtt_max_session_expiry;
+            // In a cluster, each node restores the sessions it held.
+            broker.node = c.cluster.as_ref().map(|cl| cl.node.clone());
             let broker = Arc::new(broker);
             // Restored sessions expire through the registry's sweep.
             let restored = broker.restore_sessions()?;
@@ -192,6 +194,7 @@ impl Server {
                     .map_err(ServerError::Cluster)?;
                 auth.set_shared_store();
                 auth.set_events(cluster.clone());
+                cluster.attach_broker(&broker);
                 tracing::info!(node = %c.node, "joined the cluster");
                 Some(cluster)
             }
@@ -289,6 +292,14 @@ impl Server {
             admin,
             started,
         } = self;
+        // The other nodes first: a client served here must reach them.
+        let cluster_tasks = match &shared.cluster {
+            Some(c) => c
+                .listen(shared.auth.clone(), shared.shutdown.clone())
+                .await
+                .map_err(ServerError::Cluster)?,
+            None => Vec::new(),
+        };
         let mut loops = Vec::new();
         for b in bound {
             let shared = shared.clone();
@@ -315,14 +326,6 @@ impl Server {
         ));
         let admin_task = tokio::spawn(ctl::socket::serve(admin, ctx));
         let expiry = tokio::spawn(shared.auth.clone().run_expiry(shared.shutdown.clone()));
-        let _cluster = match &shared.cluster {
-            Some(c) => Some(
-                c.listen(shared.auth.clone(), shared.shutdown.clone())
-                    .await
-                    .map_err(ServerError::Cluster)?,
-            ),
-            None => None,
-        };
         let upload_sweep = shared
             .xmpp
             .upload
@@ -353,6 +356,9 @@ impl Server {
             let _ = l.await;
         }
         let _ = sweeper.await;
+        for t in cluster_tasks {
+            let _ = t.await;
+        }
         let _ = hangups.await;
         let _ = expiry.await;
         let _ = archive_pruner.await;

@@ -347,6 +347,9 @@ impl Bridge {
             }
         }
         let routing = broker.publish(domain, &msg);
+        if let Some(peers) = broker.peers.get() {
+            peers.forward_now(host, &msg);
+        }
         stored |= routing.stored;
         if let Some(c) = routing.congested {
             congested.get_or_insert(c as Arc<dyn Handle>);

@@ -12,14 +12,24 @@
 //! node misses while its connection is down it cannot learn afterwards,
 //! which is logged.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthCore, AuthEvents, BareJid, TokenEnd};
+use crate::mqtt::broker::Broker;
+
+pub mod members;
+pub mod mqtt;
+
+use members::{Heard, Members};
+use mqtt::MqttPeers;
 
 const REVOKED: &str = "petrel.auth.revoked";
 const ACCOUNT: &str = "petrel.auth.account";
+const HEARTBEAT: &str = "petrel.hb";
+const ADOPTED: &str = "petrel.cluster.adopted";
 
 /// The `[cluster]` table of the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -29,6 +39,26 @@ pub struct ClusterConfig {
     pub nats: String,
     /// This node's name, unique in the cluster.
     pub node: String,
+    /// How often this node says it is alive.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// Silence after which a node counts as dead.
+    #[serde(default = "default_dead_after")]
+    pub dead_after_ms: u64,
+    /// The longest wait for the other nodes to take a message or answer a
+    /// session claim.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_ms: u64,
+}
+
+fn default_heartbeat() -> u64 {
+    500
+}
+fn default_dead_after() -> u64 {
+    2000
+}
+fn default_ack_timeout() -> u64 {
+    10_000
 }
 
 impl ClusterConfig {
@@ -45,6 +75,18 @@ impl ClusterConfig {
         {
             return Err(("node", "must be 1 to 64 of a-z, 0-9, '-', '_'".into()));
         }
+        if !(10..=60_000).contains(&self.heartbeat_ms) {
+            return Err(("heartbeat_ms", "must be 10 to 60000".into()));
+        }
+        if self.dead_after_ms < 2 * self.heartbeat_ms {
+            return Err((
+                "dead_after_ms",
+                "must be at least twice heartbeat_ms".into(),
+            ));
+        }
+        if self.ack_timeout_ms < 100 {
+            return Err(("ack_timeout_ms", "must be at least 100".into()));
+        }
         Ok(())
     }
 }
@@ -58,14 +100,38 @@ struct Note {
     account: String,
 }
 
+#[derive(Serialize, Deserialize)]
+struct Beat {
+    node: String,
+    epoch: u64,
+    #[serde(default)]
+    leaving: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Adoption {
+    dead: String,
+    /// The dead node's epoch: the life whose sessions were adopted.
+    epoch: u64,
+    by: String,
+}
+
+/// What another part of the server does when a node dies (its name).
+pub type OnGone = Box<dyn Fn(&str) + Send + Sync>;
+
 /// This node's link to the others. As the auth core's [`AuthEvents`], it
 /// passes each event to this node's registry and, for those the other
 /// nodes must hear, to them.
 pub struct Cluster {
     client: async_nats::Client,
     node: String,
+    config: ClusterConfig,
     local: Arc<dyn AuthEvents>,
     rt: tokio::runtime::Handle,
+    members: Arc<Members>,
+    epoch: u64,
+    mqtt: OnceLock<Arc<MqttPeers>>,
+    on_gone: Mutex<Vec<OnGone>>,
 }
 
 impl Cluster {
@@ -80,12 +146,54 @@ impl Cluster {
             .connect(config.nats.as_str())
             .await
             .map_err(|e| format!("NATS at {}: {e}", config.nats))?;
+        let epoch = u64::from_be_bytes(crate::session::random::<8>(&crate::session::OsEntropy));
         Ok(Arc::new(Cluster {
             client,
             node: config.node.clone(),
+            config: config.clone(),
             local,
             rt: tokio::runtime::Handle::current(),
+            members: Arc::new(Members::new(
+                &config.node,
+                Duration::from_millis(config.dead_after_ms),
+            )),
+            epoch,
+            mqtt: OnceLock::new(),
+            on_gone: Mutex::new(Vec::new()),
         }))
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn members(&self) -> &Arc<Members> {
+        &self.members
+    }
+
+    /// Has `f` run with the name of each node found dead.
+    pub fn on_gone(&self, f: OnGone) {
+        self.on_gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(f);
+    }
+
+    /// Routes MQTT across the nodes: the broker forwards through this.
+    pub fn attach_broker(&self, broker: &Arc<Broker>) {
+        let peers = MqttPeers::new(
+            self.client.clone(),
+            &self.node,
+            self.members.clone(),
+            broker,
+            Duration::from_millis(self.config.ack_timeout_ms),
+        );
+        let _ = broker.peers.set(peers.clone());
+        let _ = self.mqtt.set(peers);
     }
 
     fn tell(&self, subject: &'static str, note: Note) {
@@ -98,62 +206,258 @@ impl Cluster {
         });
     }
 
+    async fn beat(&self, leaving: bool) {
+        let b = Beat {
+            node: self.node.clone(),
+            epoch: self.epoch,
+            leaving,
+        };
+        let body = serde_json::to_vec(&b).expect("plain data");
+        if let Err(e) = self.client.publish(HEARTBEAT, body.into()).await {
+            tracing::warn!(error = %e, "cluster: heartbeat not sent");
+        }
+    }
+
     /// Listens to the other nodes until `shutdown`; subscribed before it
     /// returns, so nothing told after that is missed.
     pub async fn listen(
         self: &Arc<Self>,
         auth: Arc<AuthCore>,
         shutdown: tokio_util::sync::CancellationToken,
-    ) -> Result<tokio::task::JoinHandle<()>, String> {
-        use futures_util::StreamExt;
-        let mut sub = self
-            .client
-            .subscribe("petrel.auth.>")
-            .await
-            .map_err(|e| format!("NATS subscribe: {e}"))?;
-        // The subscription is in force once the server has seen it.
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+        let sub = |s: String| {
+            let c = self.client.clone();
+            async move {
+                c.subscribe(s)
+                    .await
+                    .map_err(|e| format!("NATS subscribe: {e}"))
+            }
+        };
+        let mine = |what: &str| format!("petrel.node.{}.{what}", self.node);
+        let auth_sub = sub("petrel.auth.>".into()).await?;
+        let control = [
+            sub(HEARTBEAT.into()).await?,
+            sub(ADOPTED.into()).await?,
+            sub(mine("claim")).await?,
+            sub(mine("letgo")).await?,
+        ];
+        let publishes = [sub(mqtt::PUBLISH.into()).await?, sub(mine("mqtt")).await?];
+        let acks = sub(mine("ack")).await?;
+        // The subscriptions are in force once the server has seen them.
         self.client
             .flush()
             .await
             .map_err(|e| format!("NATS flush: {e}"))?;
-        let me = self.clone();
-        Ok(tokio::spawn(async move {
-            loop {
-                let msg = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    m = sub.next() => match m {
-                        Some(m) => m,
-                        None => {
-                            tracing::error!("cluster: the NATS subscription ended");
-                            return;
-                        }
-                    },
-                };
-                let Ok(note) = serde_json::from_slice::<Note>(&msg.payload) else {
-                    tracing::warn!(subject = %msg.subject, "cluster: unreadable note");
-                    continue;
-                };
-                if note.node == me.node {
+        let mut tasks = vec![tokio::spawn(self.clone().auth_notes(
+            auth_sub,
+            auth,
+            shutdown.clone(),
+        ))];
+        tasks.push(tokio::spawn(self.clone().control(
+            futures_util::stream::select_all(control),
+            shutdown.clone(),
+        )));
+        if let Some(peers) = self.mqtt.get().cloned() {
+            let mut pubs = futures_util::stream::select_all(publishes);
+            let sd = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                use futures_util::StreamExt;
+                loop {
+                    let m = tokio::select! {
+                        _ = sd.cancelled() => return,
+                        m = pubs.next() => match m { Some(m) => m, None => return },
+                    };
+                    peers.received(&m.payload, m.reply.map(|r| r.to_string()));
+                }
+            }));
+            let peers = self.mqtt.get().cloned().expect("set above");
+            let mut acks = acks;
+            tasks.push(tokio::spawn(async move {
+                use futures_util::StreamExt;
+                loop {
+                    let m = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        m = acks.next() => match m { Some(m) => m, None => return },
+                    };
+                    peers.acked(&m.payload);
+                }
+            }));
+        }
+        // Said at once: the others learn of this node now, not a beat later.
+        self.beat(false).await;
+        Ok(tasks)
+    }
+
+    async fn auth_notes(
+        self: Arc<Self>,
+        mut sub: async_nats::Subscriber,
+        auth: Arc<AuthCore>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        use futures_util::StreamExt;
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = sub.next() => match m {
+                    Some(m) => m,
+                    None => {
+                        tracing::error!("cluster: the NATS subscription ended");
+                        return;
+                    }
+                },
+            };
+            let Ok(note) = serde_json::from_slice::<Note>(&msg.payload) else {
+                tracing::warn!(subject = %msg.subject, "cluster: unreadable note");
+                continue;
+            };
+            if note.node == self.node {
+                continue;
+            }
+            match msg.subject.as_str() {
+                REVOKED => {
+                    auth.token_revoked_elsewhere(note.key);
+                    self.local.token_ended(note.key, TokenEnd::Revoked);
+                }
+                ACCOUNT => {
+                    if let Ok(a) = BareJid::parse(&note.account) {
+                        auth.account_changed_elsewhere(&a);
+                        self.local.account_changed(&a);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Heartbeats (sent and heard), deaths, adoptions, session claims.
+    async fn control(
+        self: Arc<Self>,
+        mut sub: futures_util::stream::SelectAll<async_nats::Subscriber>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        use futures_util::StreamExt;
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.heartbeat_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.beat(true).await;
+                    let _ = self.client.flush().await;
+                    return;
+                }
+                _ = tick.tick() => {
+                    self.beat(false).await;
+                    for dead in self.members.sweep(Instant::now()) {
+                        self.node_dead(&dead);
+                    }
                     continue;
                 }
-                match msg.subject.as_str() {
-                    REVOKED => {
-                        auth.token_revoked_elsewhere(note.key);
-                        me.local.token_ended(note.key, TokenEnd::Revoked);
+                m = sub.next() => match m { Some(m) => m, None => return },
+            };
+            let subject = msg.subject.as_str();
+            if subject == HEARTBEAT {
+                let Ok(b) = serde_json::from_slice::<Beat>(&msg.payload) else {
+                    continue;
+                };
+                if b.node == self.node {
+                    continue;
+                }
+                match self
+                    .members
+                    .heard(&b.node, b.epoch, b.leaving, Instant::now())
+                {
+                    Heard::Known => {}
+                    Heard::Joined => {
+                        tracing::info!(node = %b.node, "cluster: a node joined");
+                        // The newcomer learns of this node now.
+                        self.beat(false).await;
                     }
-                    ACCOUNT => {
-                        if let Ok(a) = BareJid::parse(&note.account) {
-                            auth.account_changed_elsewhere(&a);
-                            me.local.account_changed(&a);
+                    Heard::Left => self.node_dead(&b.node),
+                }
+            } else if subject == ADOPTED {
+                let Ok(a) = serde_json::from_slice::<Adoption>(&msg.payload) else {
+                    continue;
+                };
+                if a.by == self.node {
+                    continue;
+                }
+                match self.members.adopted(&a.dead, a.epoch, &a.by) {
+                    // The adopter saw it die first: it is dead here too.
+                    Some(Some(members::State::Alive)) => self.node_dead(&a.dead),
+                    Some(_) => {
+                        if let Some(p) = self.mqtt.get() {
+                            p.node_adopted(&a.dead, &a.by);
                         }
                     }
-                    _ => {}
+                    None => {}
+                }
+            } else if subject.ends_with(".claim") {
+                if let Some(p) = self.mqtt.get() {
+                    p.claimed_here(&msg.payload, msg.reply.map(|r| r.to_string()));
+                }
+            } else if subject.ends_with(".letgo") {
+                if let Some(p) = self.mqtt.get() {
+                    p.let_go_here(&msg.payload);
                 }
             }
-        }))
+        }
+    }
+
+    /// A node is found dead (silent, or it said it leaves): the others'
+    /// parts forget it, and the adopter takes its persistent sessions.
+    fn node_dead(self: &Arc<Self>, dead: &str) {
+        tracing::warn!(node = %dead, "cluster: a node is gone");
+        for f in self
+            .on_gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            f(dead);
+        }
+        let Some(peers) = self.mqtt.get().cloned() else {
+            return;
+        };
+        peers.node_dead(dead);
+        if self.members.state(dead) != Some(members::State::Dead)
+            || self.members.adopter() != self.node
+        {
+            return;
+        }
+        let epoch = self.members.epoch(dead);
+        let Some(broker) = peers.broker() else { return };
+        let me = self.clone();
+        let dead = dead.to_string();
+        tokio::spawn(async move {
+            let b = broker.clone();
+            let d = dead.clone();
+            let ids = match tokio::task::spawn_blocking(move || b.adopt_sessions(&d)).await {
+                Ok(Ok(ids)) => ids,
+                other => {
+                    tracing::error!(node = %dead, ?other, "cluster: could not adopt a dead node's sessions");
+                    return;
+                }
+            };
+            if broker.store().barrier().await.is_err() {
+                return;
+            }
+            tracing::info!(node = %dead, sessions = ids.len(), "cluster: adopted a dead node's sessions");
+            peers.adopted_here(&dead, ids);
+            if me.members.adopted(&dead, epoch, &me.node).is_none() {
+                // It came back meanwhile: nothing waits on its adoption.
+                return;
+            }
+            let body = serde_json::to_vec(&Adoption {
+                dead: dead.clone(),
+                epoch,
+                by: me.node.clone(),
+            })
+            .expect("plain data");
+            let _ = me.client.publish(ADOPTED, body.into()).await;
+            peers.node_adopted(&dead, &me.node);
+        });
     }
 }
-
 impl AuthEvents for Cluster {
     fn token_ended(&self, key: u64, end: TokenEnd) {
         self.local.token_ended(key, end);

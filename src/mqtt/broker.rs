@@ -21,12 +21,14 @@ use super::codec::{self, Packet, Publish, QoS, SubscriptionOptions, Version};
 use super::subscriptions::Subscriptions;
 use super::topics::RetainedIndex;
 
+mod remote;
 mod slot;
 use crate::auth::BareJid;
 use crate::metrics::DropReason;
 use crate::session::{Address, FlowLimits, Handle, Kick, Open, Protocol, Registry};
 use crate::store::records::{self, StoredFrame};
 use crate::store::{Store, StoreError, Tree};
+pub use remote::{Forwarded, PeerFuture, Peers};
 pub use slot::{session_key, MqttState, PacketIds, Slot, SlotState};
 
 /// A message as routed: the PUBLISH stripped of per-hop fields, and who sent it.
@@ -175,6 +177,10 @@ pub struct Broker {
     sys_last: Mutex<HashMap<(String, &'static str), String>>,
     /// The bridge to XMPP, set once at start when there is one.
     pub bridge: std::sync::OnceLock<Arc<crate::bridge::Bridge>>,
+    /// This node's name in a cluster (`[cluster] node`).
+    pub node: Option<String>,
+    /// The other nodes of a cluster, set once at start when there are.
+    pub peers: std::sync::OnceLock<Arc<dyn Peers>>,
 }
 
 fn retained_key(domain: &str, topic: &str) -> Vec<u8> {
@@ -220,6 +226,8 @@ impl Broker {
             sys_last: Mutex::new(HashMap::new()),
             stats: BrokerStats::default(),
             bridge: std::sync::OnceLock::new(),
+            node: None,
+            peers: std::sync::OnceLock::new(),
         };
         b.load_retained()?;
         Ok(b)
@@ -358,7 +366,7 @@ impl Broker {
         removed
     }
 
-    fn drop_subscriptions(&self, domain: &Domain, slot: &Slot) {
+    pub(super) fn drop_subscriptions(&self, domain: &Domain, slot: &Slot) {
         let filters: Vec<String> = slot.lock().subscriptions.keys().cloned().collect();
         for f in filters {
             domain.subs.remove(&f, slot.id());
@@ -412,9 +420,28 @@ impl Broker {
     /// [`Broker::publish`] without counting the message as received (the
     /// server's own `$SYS` messages).
     fn route(&self, domain: &Domain, msg: &Arc<Routed>) -> Routing {
+        self.route_to(domain, msg, None)
+    }
+
+    /// [`Broker::route`] to the sessions `only` accepts, if given.
+    fn route_to(
+        &self,
+        domain: &Domain,
+        msg: &Arc<Routed>,
+        only: Option<&dyn Fn(&Slot) -> bool>,
+    ) -> Routing {
         let p = &msg.publish;
         let acl = self.acl.load();
-        let targets = if acl.checks_reads() {
+        let targets = if let Some(only) = only {
+            let readable = |slot: &Slot| {
+                only(slot)
+                    && (!acl.checks_reads()
+                        || acl.allows(Who::of(slot.address()), Request::Read, &p.topic))
+            };
+            domain
+                .subs
+                .targets_for(&p.topic, msg.origin, p.qos, p.retain, &readable)
+        } else if acl.checks_reads() {
             // A subscriber an access rule forbids to read the topic does
             // not get it (a `#` does not undo a deny); a shared group's
             // turn goes to a member that may.
@@ -519,6 +546,12 @@ impl Broker {
     /// `max_retained_bytes` would be passed) and this
     /// would be a new one (nothing is stored then).
     pub fn retain(&self, domain: &Domain, msg: &Arc<Routed>) -> bool {
+        self.retain_with(domain, msg, true)
+    }
+
+    /// [`Broker::retain`]; `write` false keeps it in memory only (another
+    /// cluster node stored it in the shared store).
+    fn retain_with(&self, domain: &Domain, msg: &Arc<Routed>, write: bool) -> bool {
         let max = self.max_retained.load(Ordering::Relaxed);
         let topic = &msg.publish.topic;
         let key = retained_key(&domain.name, topic);
@@ -530,7 +563,9 @@ impl Broker {
             .saturating_sub(domain.sys_retained.load(Ordering::Relaxed) as usize);
         if msg.publish.payload.is_empty() {
             idx.remove(topic);
-            self.store.delete(Tree::Retained, key);
+            if write {
+                self.store.delete(Tree::Retained, key);
+            }
             domain
                 .retained_bytes
                 .store(held.saturating_sub(old.unwrap_or(0)), Ordering::Relaxed);
@@ -550,7 +585,7 @@ impl Broker {
             // there, which Routed::new drops again on load.
             p.packet_id = u16::from(p.qos != QoS::AtMostOnce);
             let mut buf = BytesMut::new();
-            if codec::encode(&Packet::Publish(p), Version::V5, &mut buf).is_ok() {
+            if write && codec::encode(&Packet::Publish(p), Version::V5, &mut buf).is_ok() {
                 let rec = StoredFrame {
                     frame: buf.to_vec(),
                 };

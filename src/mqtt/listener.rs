@@ -118,13 +118,43 @@ async fn login(
         let mut req = *req;
         req.peer = Some(peer);
         let result = ctx.auth.login_async(req).await;
+        // In a cluster, one session per client id: the node holding it
+        // hands it off first, and a persistent one is loaded from the store.
+        let moving = match (&result, ctx.broker.peers.get()) {
+            (Ok(l), Some(peers)) => match conn.opening(&l.account) {
+                Some((addr, clean)) => {
+                    peers.claim(&addr, clean).await;
+                    if !clean {
+                        load_moved(&ctx.broker, &l.account, &addr).await;
+                    }
+                    Some((peers.clone(), addr))
+                }
+                None => None,
+            },
+            _ => None,
+        };
         next = conn.login_decided(result);
+        if let Some((peers, addr)) = moving {
+            peers.claimed(&addr);
+        }
         if next == Next::Close || conn.congested.is_some() {
             return next;
         }
         next = handle_buffered(conn, buf);
     }
     next
+}
+
+/// Loads a persistent session another node held until now (no-op when
+/// there is none in the store, or this node holds it).
+async fn load_moved(broker: &Arc<Broker>, account: &crate::auth::BareJid, addr: &str) {
+    let client_id = &addr[account.to_string().len() + 1..];
+    let key = crate::mqtt::persist::record_key(account.domain(), Some(account), client_id);
+    let b = broker.clone();
+    let loaded = tokio::task::spawn_blocking(move || b.load_session(&key)).await;
+    if let Ok(Err(e)) = loaded {
+        tracing::error!(error = %e, "could not load a session from the store");
+    }
 }
 
 /// Writes `out` and pumps queued messages while the socket takes them without
@@ -194,19 +224,30 @@ async fn write_out(
     }
 }
 
-/// Has the bridge carry the publish waiting for it across, then
-/// acknowledges it.
+/// Has the bridge carry the publish waiting for it across and the other
+/// nodes of a cluster take it, then acknowledges it.
 async fn cross(conn: &mut Connection, ctx: &MqttContext) {
     let Some((c, slot)) = conn.take_crossing() else {
         return;
     };
-    let done = match ctx.broker.bridge.get() {
-        Some(b) => b.from_mqtt(slot.address(), &c.msg, c.want, c.code).await,
-        None => crate::bridge::Crossed {
+    let mut done = match (ctx.broker.bridge.get(), c.want) {
+        (Some(b), Some(want)) => b.from_mqtt(slot.address(), &c.msg, want, c.code).await,
+        _ => crate::bridge::Crossed {
             code: c.code,
             ..Default::default()
         },
     };
+    if let (true, Some(peers)) = (c.forward, ctx.broker.peers.get()) {
+        // QoS 0 goes on its way; QoS 1/2 and retained messages are
+        // acknowledged once every node took them.
+        let wait = c.qos != codec::QoS::AtMostOnce || c.msg.publish.retain;
+        let f = peers.forward(slot.address().domain(), &c.msg, wait).await;
+        if f.failed {
+            done.code = reason::UNSPECIFIED_ERROR;
+        } else if done.code == reason::NO_MATCHING_SUBSCRIBERS && f.receivers > 0 {
+            done.code = reason::SUCCESS;
+        }
+    }
     if let Some(xmpp) = conn.crossed(&c, done) {
         // An XMPP session's queue is full: give it a moment (bounded) to
         // drain before this publisher goes on.
@@ -647,6 +688,11 @@ async fn aftermath(broker: Arc<Broker>, a: Aftermath, taken_over: bool) {
                 }
             }
             let mut stored = broker.publish(&a.domain, &will).stored;
+            if let Some(peers) = broker.peers.get() {
+                if peers.forward(&a.domain.name, &will, true).await.failed {
+                    tracing::warn!(topic = %will.publish.topic, "a will did not reach every cluster node");
+                }
+            }
             // A will on a bridged topic crosses like the client's publishes.
             if let Some(b) = broker.bridge.get() {
                 if let Some(want @ crate::bridge::Want::Rule) =

@@ -39,6 +39,44 @@ struct SessionRecord {
     /// When the last connection ended (0 while connected).
     disconnected_at: u64,
     subscriptions: Vec<StoredSub>,
+    /// The cluster node holding the session (empty outside a cluster):
+    /// only that node restores it at start, and when it dies the node
+    /// adopting its sessions rewrites it.
+    node: String,
+}
+
+/// The record as written before the owner node was added.
+#[derive(Deserialize)]
+struct SessionRecordV1 {
+    expiry: u32,
+    disconnected_at: u64,
+    subscriptions: Vec<StoredSub>,
+}
+
+fn decode_session(v: &[u8]) -> Result<SessionRecord, StoreError> {
+    records::decode("sessions", v).or_else(|e| {
+        let old: SessionRecordV1 = records::decode("sessions", v).map_err(|_| e)?;
+        Ok(SessionRecord {
+            expiry: old.expiry,
+            disconnected_at: old.disconnected_at,
+            subscriptions: old.subscriptions,
+            node: String::new(),
+        })
+    })
+}
+
+/// The key of a session's record: `domain NUL localpart:client-id`.
+pub fn record_key(
+    domain: &str,
+    account: Option<&crate::auth::BareJid>,
+    client_id: &str,
+) -> Vec<u8> {
+    let mut k = domain.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(account.map_or("", |a| a.local()).as_bytes());
+    k.push(b':');
+    k.extend_from_slice(client_id.as_bytes());
+    k
 }
 
 /// `domain NUL localpart:client-id`.
@@ -90,6 +128,11 @@ impl Broker {
     pub fn save_session(&self, slot: &Slot, connected: bool) {
         let key = session_key(slot);
         let mut st = slot.lock();
+        if st.ended {
+            // Ended, or handed to another node: its records are not this
+            // slot's to write any more.
+            return;
+        }
         if st.expiry == 0 {
             // Most sessions never were persistent: don't write a tombstone for them.
             if std::mem::take(&mut st.stored) {
@@ -119,6 +162,7 @@ impl Broker {
                 self.registry().clock().unix()
             },
             subscriptions,
+            node: self.node.clone().unwrap_or_default(),
         };
         drop(st);
         self.store().put(Tree::Sessions, key, records::encode(&rec));
@@ -199,43 +243,107 @@ impl Broker {
 
     /// Rebuilds persistent sessions from the store, each as disconnected since
     /// the time it went away (the sweep ends it when its interval has passed),
-    /// and returns how many it restored. Blocking (store reads at start).
+    /// and returns how many it restored. In a cluster, only the sessions
+    /// this node held. Blocking (store reads at start).
     pub fn restore_sessions(&self) -> Result<usize, StoreError> {
         let mut out = 0;
-        let now = self.registry().clock().unix();
+        let mine = self.node.clone().unwrap_or_default();
         for (k, v) in self.store().scan_prefix_blocking(Tree::Sessions, b"")? {
-            let Some(sep) = k.iter().position(|b| *b == 0) else {
+            let rec = match decode_session(&v) {
+                Ok(r) => r,
+                Err(e) => {
+                    // One unreadable record must not keep the server from
+                    // starting: that session is skipped (logged).
+                    tracing::error!(error = %e, "skipping a stored MQTT session");
+                    continue;
+                }
+            };
+            if rec.node != mine {
                 continue;
+            }
+            out += usize::from(self.restore_record(&k, rec)?.is_some());
+        }
+        Ok(out)
+    }
+
+    /// Takes over the persistent sessions a dead cluster node held (their
+    /// records name it): restored here as detached, their records now
+    /// naming this node. Returns the session ids. Blocking (store reads).
+    pub fn adopt_sessions(&self, dead: &str) -> Result<Vec<u64>, StoreError> {
+        let mut ids = Vec::new();
+        for (k, v) in self.store().scan_prefix_blocking(Tree::Sessions, b"")? {
+            let Ok(rec) = decode_session(&v) else {
+                continue;
+            };
+            if rec.node != dead {
+                continue;
+            }
+            if let Some(slot) = self.restore_record(&k, rec)? {
+                self.save_session(&slot, false);
+                ids.push(slot.id());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Loads the stored session at `key` (another node held it until now),
+    /// unless this node holds that session already. Blocking (store reads).
+    pub fn load_session(&self, key: &[u8]) -> Result<(), StoreError> {
+        let Some(v) = self.store().get_blocking(Tree::Sessions, key)? else {
+            return Ok(());
+        };
+        let Ok(rec) = decode_session(&v) else {
+            return Ok(());
+        };
+        if let Some(slot) = self.restore_record(key, rec)? {
+            self.save_session(&slot, false);
+        }
+        Ok(())
+    }
+
+    /// Restores one session record (none when its domain is not hosted,
+    /// its key unreadable, it expired, or this node holds the session).
+    fn restore_record(
+        &self,
+        k: &[u8],
+        rec: SessionRecord,
+    ) -> Result<Option<Arc<Slot>>, StoreError> {
+        let now = self.registry().clock().unix();
+        {
+            let Some(sep) = k.iter().position(|b| *b == 0) else {
+                return Ok(None);
             };
             let (Ok(domain), Ok(client_id)) = (
                 std::str::from_utf8(&k[..sep]),
                 std::str::from_utf8(&k[sep + 1..]),
             ) else {
-                continue;
+                return Ok(None);
             };
             let Some(d) = self.domain(domain).cloned() else {
-                continue;
+                return Ok(None);
             };
             // The key is `localpart:client-id`; no localpart: anonymous.
             let Some((local, client)) = client_id.split_once(':') else {
-                continue;
+                return Ok(None);
             };
             let account = match local {
                 "" => None,
                 l => match crate::auth::BareJid::new(l, domain) {
                     Ok(j) => Some(j),
-                    Err(_) => continue,
+                    Err(_) => return Ok(None),
                 },
             };
-            // One unreadable record must not keep the server from starting:
-            // that session is skipped (logged), the others restored.
-            let rec: SessionRecord = match records::decode("sessions", &v) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, client_id, "skipping a stored MQTT session");
-                    continue;
-                }
-            };
+            let text = account
+                .as_ref()
+                .map_or_else(|| domain.to_string(), |a| a.to_string());
+            let addr = crate::session::Address::new(crate::session::Protocol::Mqtt, &text, client);
+            if self
+                .registry()
+                .get::<super::broker::MqttState>(crate::session::Protocol::Mqtt, addr.text())
+                .is_some()
+            {
+                return Ok(None);
+            }
             let since = if rec.disconnected_at == 0 {
                 0
             } else {
@@ -253,7 +361,7 @@ impl Broker {
             if left == 0 {
                 slot.lock().online = false;
                 self.end_session(&d, &slot);
-                continue;
+                return Ok(None);
             }
             {
                 let mut st = slot.lock();
@@ -274,7 +382,7 @@ impl Broker {
                 };
                 self.subscribe(&d, &slot, &s.filter, opts, s.id);
             }
-            let mut prefix = k.clone();
+            let mut prefix = k.to_vec();
             prefix.push(0);
             let mut restored = 0;
             for (mk, mv) in self
@@ -368,8 +476,7 @@ impl Broker {
                 restored,
                 "restored a persistent MQTT session"
             );
-            out += 1;
+            Ok(Some(slot))
         }
-        Ok(out)
     }
 }

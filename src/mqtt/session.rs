@@ -158,11 +158,15 @@ struct Live {
     bridging: Option<Box<Crossing>>,
 }
 
-/// A client's publish waiting for the bridge (see [`Connection::take_crossing`]).
+/// A client's publish waiting for the bridge or the other nodes of a
+/// cluster (see [`Connection::take_crossing`]).
 pub struct Crossing {
     pub msg: Arc<Routed>,
-    pub want: crate::bridge::Want,
-    qos: QoS,
+    /// What the bridge must do with it, if anything.
+    pub want: Option<crate::bridge::Want>,
+    /// The other nodes of a cluster must have it.
+    pub forward: bool,
+    pub qos: QoS,
     packet_id: u16,
     /// What the MQTT side alone acknowledges with.
     pub code: u8,
@@ -568,6 +572,18 @@ impl Connection {
     fn scopes(&self) -> Option<&Scopes> {
         match &self.phase {
             Phase::Live(l) => l.grant.as_ref().map(|g| g.scopes()),
+            _ => None,
+        }
+    }
+
+    /// The session this connection is about to open, once its login is
+    /// decided for `account`: the registry's address text and whether it
+    /// starts clean. `None` when a server-assigned client id makes it new.
+    pub fn opening(&self, account: &BareJid) -> Option<(String, bool)> {
+        match &self.phase {
+            Phase::LoggingIn(c) if !c.client_id.is_empty() => {
+                Some((format!("{account}/{}", c.client_id), c.clean_start))
+            }
             _ => None,
         }
     }

@@ -205,6 +205,14 @@ impl Petrel {
         self.spawn();
     }
 
+    /// Kills the server with SIGKILL (nothing flushed on the way out).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
     /// SIGTERM, then wait; returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;

@@ -195,16 +195,19 @@ impl Connection {
                 if routing.receivers == 0 && version == Version::V5 {
                     code = reason::NO_MATCHING_SUBSCRIBERS;
                 }
-                if want.is_some() {
+                if want.is_some() || self.broker.peers.get().is_some() {
                     crossing = Some(msg);
                 }
             }
         }
-        if let (Some(msg), Some(want)) = (crossing, want) {
-            // Acknowledged once the bridge has carried it across.
+        if let Some(msg) = crossing {
+            // Acknowledged once the bridge has carried it across and the
+            // other nodes have it.
+            let forward = !direct && self.broker.peers.get().is_some();
             self.live().bridging = Some(Box::new(Crossing {
                 msg,
                 want,
+                forward,
                 qos,
                 packet_id: pid,
                 code,

@@ -1,0 +1,558 @@
+//! MQTT across nodes: a message published on one node reaches the
+//! subscribers on every node, with the guarantee it has on one.
+//!
+//! **Publishes.** The publishing node routes a message to its own
+//! sessions, then sends it once on `petrel.mqtt`; NATS hands it to every
+//! node, which routes it to its sessions (and keeps a retained one in
+//! memory — the publisher wrote the shared store). A QoS 1/2 or retained
+//! message carries an id and a reply subject (`petrel.node.<origin>.ack`):
+//! each node answers once the message is queued for its sessions and, for
+//! persistent ones, committed to the store; the publisher is acknowledged
+//! when every live node answered. Sends leave in call order from one task,
+//! so a publisher's messages keep their order on every node.
+//!
+//! **A node dies** (see [`super::members`]): a message a dead node did not
+//! confirm — or published while its sessions have no node yet — waits for
+//! the adoption, then goes to the adopter on `petrel.node.<adopter>.mqtt`
+//! marked "for the sessions adopted from <dead>" only. Nothing waits past
+//! `ack_timeout_ms`: then the publisher is answered 0x80 and sends again.
+//!
+//! **One session per client id.** Before a session opens, every live node
+//! is asked (`petrel.node.<n>.claim`) to hand it off: its connection gets
+//! DISCONNECT 0x8E; a persistent session resumed elsewhere stays, detached
+//! and still storing, until the new node loaded it from the store and says
+//! `petrel.node.<n>.letgo`. Overlap, never a gap: a message routed in
+//! between may be delivered twice (QoS 1 allows it), none is lost.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::members::{Members, State};
+use crate::mqtt::broker::{Broker, Forwarded, Peers, Routed};
+use crate::mqtt::codec::{self, Packet, QoS, Version};
+
+pub const PUBLISH: &str = "petrel.mqtt";
+
+fn node_subject(node: &str, what: &str) -> String {
+    format!("petrel.node.{node}.{what}")
+}
+
+/// One NATS message to send, in order.
+struct Out {
+    subject: String,
+    reply: Option<String>,
+    payload: Bytes,
+}
+
+/// A forwarded message waiting for the nodes to take it.
+struct Waiting {
+    /// (node, resent to it as an adopter) still to answer.
+    nodes: HashSet<(String, bool)>,
+    /// Dead nodes whose sessions nobody adopted yet.
+    unadopted: HashSet<String>,
+    receivers: usize,
+    done: Option<oneshot::Sender<Forwarded>>,
+    domain: String,
+    frame: Bytes,
+}
+
+impl Waiting {
+    fn finish_if_done(&mut self) -> bool {
+        if self.nodes.is_empty() && self.unadopted.is_empty() {
+            if let Some(tx) = self.done.take() {
+                let _ = tx.send(Forwarded {
+                    receivers: self.receivers,
+                    failed: false,
+                });
+            }
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claim {
+    addr: String,
+    clean: bool,
+}
+
+/// A forwarded publish as it travels: header, then the PUBLISH frame.
+pub struct Wire<'a> {
+    pub id: u64,
+    pub origin: &'a str,
+    pub domain: &'a str,
+    /// Only for the sessions adopted from this (dead) node.
+    pub only: &'a str,
+    pub frame: &'a [u8],
+}
+
+impl<'a> Wire<'a> {
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(16 + self.frame.len() + self.domain.len());
+        b.put_u8(1);
+        b.put_u64(self.id);
+        for s in [self.origin, self.domain, self.only] {
+            // Node names are at most 64 bytes, domains at most 1023.
+            let n = s.len().min(usize::from(u16::MAX));
+            b.put_u16(n as u16);
+            b.put_slice(&s.as_bytes()[..n]);
+        }
+        b.put_slice(self.frame);
+        b.freeze()
+    }
+
+    pub fn decode(b: &'a [u8]) -> Option<Wire<'a>> {
+        let (&1, rest) = b.split_first()? else {
+            return None;
+        };
+        let id = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        let mut rest = &rest[8..];
+        let mut text = || -> Option<&'a str> {
+            let n = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+            let s = std::str::from_utf8(rest.get(2..2 + n)?).ok()?;
+            rest = &rest[2 + n..];
+            Some(s)
+        };
+        let (origin, domain, only) = (text()?, text()?, text()?);
+        Some(Wire {
+            id,
+            origin,
+            domain,
+            only,
+            frame: rest,
+        })
+    }
+}
+
+/// The broker's view of the other nodes ([`Peers`]).
+pub struct MqttPeers {
+    client: async_nats::Client,
+    node: String,
+    members: Arc<Members>,
+    broker: Weak<Broker>,
+    out: mpsc::Sender<Out>,
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, Waiting>>,
+    /// Session ids adopted here, by the dead node that held them.
+    adopted: Mutex<HashMap<String, HashSet<u64>>>,
+    ack_timeout: Duration,
+    /// Forwards lost because the link to NATS was saturated (bridge only).
+    pub refused: AtomicU64,
+    me: Weak<MqttPeers>,
+}
+
+impl MqttPeers {
+    /// Starts the task that sends in order.
+    pub fn new(
+        client: async_nats::Client,
+        node: &str,
+        members: Arc<Members>,
+        broker: &Arc<Broker>,
+        ack_timeout: Duration,
+    ) -> Arc<MqttPeers> {
+        let (tx, mut rx) = mpsc::channel::<Out>(8192);
+        let c = client.clone();
+        tokio::spawn(async move {
+            while let Some(o) = rx.recv().await {
+                let r = match o.reply {
+                    Some(reply) => c.publish_with_reply(o.subject, reply, o.payload).await,
+                    None => c.publish(o.subject, o.payload).await,
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "cluster: could not send to NATS");
+                }
+            }
+        });
+        Arc::new_cyclic(|me| MqttPeers {
+            me: me.clone(),
+            client,
+            node: node.to_string(),
+            members,
+            broker: Arc::downgrade(broker),
+            out: tx,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            adopted: Mutex::new(HashMap::new()),
+            ack_timeout,
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    pub fn broker(&self) -> Option<Arc<Broker>> {
+        self.broker.upgrade()
+    }
+
+    fn frame(msg: &Routed) -> Bytes {
+        let mut p = msg.publish.clone();
+        p.packet_id = u16::from(p.qos != QoS::AtMostOnce);
+        let mut buf = BytesMut::new();
+        let _ = codec::encode(&Packet::Publish(p), Version::V5, &mut buf);
+        buf.freeze()
+    }
+
+    fn wire(&self, id: u64, domain: &str, only: &str, frame: &[u8]) -> Bytes {
+        Wire {
+            id,
+            origin: &self.node,
+            domain,
+            only,
+            frame,
+        }
+        .encode()
+    }
+
+    /// A message on `petrel.mqtt` or `petrel.node.<me>.mqtt`: routed here,
+    /// answered once taken (after a store barrier, and room in a congested
+    /// subscriber's queue, bounded).
+    pub fn received(self: &Arc<Self>, payload: &[u8], reply: Option<String>) {
+        let Some(w) = Wire::decode(payload) else {
+            tracing::warn!("cluster: unreadable forwarded publish");
+            return;
+        };
+        if w.origin == self.node && w.only.is_empty() {
+            return;
+        }
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        let mut buf = BytesMut::from(w.frame);
+        let Ok(Some(Packet::Publish(p))) = codec::decode(&mut buf, Some(Version::V5), usize::MAX)
+        else {
+            tracing::warn!("cluster: unreadable forwarded frame");
+            return;
+        };
+        let routing = if w.only.is_empty() {
+            broker.accept_remote(w.domain, p, None)
+        } else {
+            let ids = self
+                .adopted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(w.only)
+                .cloned()
+                .unwrap_or_default();
+            broker.accept_remote(w.domain, p, Some(&|s| ids.contains(&s.id())))
+        };
+        tracing::debug!(
+            id = w.id,
+            only = w.only,
+            origin = w.origin,
+            receivers = routing.receivers,
+            "cluster: forwarded publish routed"
+        );
+        let Some(reply) = reply else { return };
+        let (id, resent) = (w.id, !w.only.is_empty());
+        let me = self.clone();
+        tokio::spawn(async move {
+            if routing.stored && broker.store().barrier().await.is_err() {
+                // Not answered: the publisher times out and is told 0x80.
+                return;
+            }
+            if let Some(c) = routing.congested {
+                crate::session::wait_for_room(c.as_ref(), broker.limits()).await;
+            }
+            let mut b = BytesMut::with_capacity(13 + me.node.len());
+            b.put_u64(id);
+            b.put_u32(u32::try_from(routing.receivers).unwrap_or(u32::MAX));
+            b.put_u8(u8::from(resent));
+            b.put_slice(me.node.as_bytes());
+            let _ = me
+                .out
+                .send(Out {
+                    subject: reply,
+                    reply: None,
+                    payload: b.freeze(),
+                })
+                .await;
+        });
+    }
+
+    /// A node's answer to a forwarded message.
+    pub fn acked(&self, payload: &[u8]) {
+        if payload.len() < 13 {
+            return;
+        }
+        let id = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
+        let receivers = u32::from_be_bytes(payload[8..12].try_into().expect("4 bytes"));
+        let resent = payload[12] == 1;
+        let Ok(node) = std::str::from_utf8(&payload[13..]) else {
+            return;
+        };
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = p.get_mut(&id) {
+            if w.nodes.remove(&(node.to_string(), resent)) {
+                w.receivers += receivers as usize;
+            }
+            if w.finish_if_done() {
+                p.remove(&id);
+            }
+        }
+    }
+
+    /// `dead` stopped: what waited for it waits for its adopter.
+    pub fn node_dead(&self, dead: &str) {
+        let adopter = match self.members.state(dead) {
+            Some(State::Adopted(by)) => Some(by),
+            _ => None,
+        };
+        let mut resend = Vec::new();
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|id, w| {
+            let was_waiting = w.nodes.remove(&(dead.to_string(), false));
+            // A resend to an adopter that died too waits for the next one.
+            let adopter_died = w.nodes.remove(&(dead.to_string(), true));
+            if was_waiting || adopter_died {
+                match &adopter {
+                    Some(by) => {
+                        // Waited for before the check below.
+                        w.nodes.insert((by.clone(), true));
+                        resend.push((*id, by.clone(), dead.to_string()));
+                    }
+                    None => {
+                        w.unadopted.insert(dead.to_string());
+                    }
+                }
+            }
+            !w.finish_if_done()
+        });
+        drop(p);
+        for (id, by, dead) in resend {
+            self.resend(id, &by, &dead);
+        }
+    }
+
+    /// `by` adopted `dead`'s sessions: messages waiting for that go there.
+    pub fn node_adopted(&self, dead: &str, by: &str) {
+        let ids: Vec<u64> = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.iter_mut()
+                .filter_map(|(id, w)| {
+                    w.unadopted.remove(dead).then(|| {
+                        w.nodes.insert((by.to_string(), true));
+                        *id
+                    })
+                })
+                .collect()
+        };
+        for id in ids {
+            self.resend(id, by, dead);
+        }
+    }
+
+    /// This node adopted `ids` from `dead`.
+    pub fn adopted_here(&self, dead: &str, ids: Vec<u64>) {
+        self.adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(dead.to_string())
+            .or_default()
+            .extend(ids);
+    }
+
+    fn resend(&self, id: u64, by: &str, dead: &str) {
+        let payload = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(w) = p.get_mut(&id) else { return };
+            self.wire(id, &w.domain.clone(), dead, &w.frame.clone())
+        };
+        let out = Out {
+            subject: node_subject(by, "mqtt"),
+            reply: Some(node_subject(&self.node, "ack")),
+            payload,
+        };
+        if self.out.try_send(out).is_err() {
+            // Not sent: the publisher times out and is told 0x80.
+            tracing::warn!("cluster: could not resend to an adopter");
+        }
+    }
+
+    /// A claim from another node: this node hands the session off, then
+    /// answers after a store barrier.
+    pub fn claimed_here(self: &Arc<Self>, payload: &[u8], reply: Option<String>) {
+        let Ok(c) = serde_json::from_slice::<Claim>(payload) else {
+            return;
+        };
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        let had = broker.hand_off(&c.addr, c.clean);
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            if had {
+                let _ = broker.store().barrier().await;
+            }
+            if let Some(r) = reply {
+                let _ = client.publish(r, Bytes::from_static(b"ok")).await;
+            }
+        });
+    }
+
+    /// A `letgo` from the node that now holds a session.
+    pub fn let_go_here(&self, payload: &[u8]) {
+        if let (Ok(addr), Some(b)) = (std::str::from_utf8(payload), self.broker.upgrade()) {
+            b.let_go(addr);
+        }
+    }
+}
+
+impl Peers for MqttPeers {
+    fn forward(
+        &self,
+        domain: &str,
+        msg: &Arc<Routed>,
+        wait: bool,
+    ) -> crate::mqtt::broker::PeerFuture<Forwarded> {
+        let frame = Self::frame(msg);
+        let alive = self.members.alive();
+        let unadopted = self.members.unadopted();
+        if !wait || (alive.is_empty() && unadopted.is_empty()) {
+            let payload = self.wire(0, domain, "", &frame);
+            let out = self.out.clone();
+            return Box::pin(async move {
+                let _ = out
+                    .send(Out {
+                        subject: PUBLISH.to_string(),
+                        reply: None,
+                        payload,
+                    })
+                    .await;
+                Forwarded::default()
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id,
+                Waiting {
+                    nodes: alive.into_iter().map(|n| (n, false)).collect(),
+                    unadopted: unadopted.into_iter().collect(),
+                    receivers: 0,
+                    done: Some(tx),
+                    domain: domain.to_string(),
+                    frame: frame.clone(),
+                },
+            );
+        let payload = self.wire(id, domain, "", &frame);
+        let out = self.out.clone();
+        let reply = node_subject(&self.node, "ack");
+        let timeout = self.ack_timeout;
+        let me = self.me.clone();
+        Box::pin(async move {
+            let _ = out
+                .send(Out {
+                    subject: PUBLISH.to_string(),
+                    reply: Some(reply),
+                    payload,
+                })
+                .await;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(f)) => f,
+                _ => {
+                    if let Some(me) = me.upgrade() {
+                        me.pending
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&id);
+                    }
+                    tracing::warn!(id, "cluster: a node did not take a message in time");
+                    Forwarded {
+                        receivers: 0,
+                        failed: true,
+                    }
+                }
+            }
+        })
+    }
+
+    fn forward_now(&self, domain: &str, msg: &Arc<Routed>) {
+        let payload = self.wire(0, domain, "", &Self::frame(msg));
+        let out = Out {
+            subject: PUBLISH.to_string(),
+            reply: None,
+            payload,
+        };
+        if self.out.try_send(out).is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "cluster: link to the other nodes saturated, a bridged message stayed on this node"
+            );
+        }
+    }
+
+    fn claim(&self, addr: &str, clean: bool) -> crate::mqtt::broker::PeerFuture<()> {
+        let body = Bytes::from(
+            serde_json::to_vec(&Claim {
+                addr: addr.to_string(),
+                clean,
+            })
+            .expect("plain data"),
+        );
+        let alive = self.members.alive();
+        let client = self.client.clone();
+        let timeout = self.ack_timeout;
+        Box::pin(async move {
+            let asks = alive.into_iter().map(|n| {
+                let client = client.clone();
+                let body = body.clone();
+                async move {
+                    let r = tokio::time::timeout(
+                        timeout,
+                        client.request(node_subject(&n, "claim"), body),
+                    )
+                    .await;
+                    if !matches!(r, Ok(Ok(_))) {
+                        tracing::warn!(node = %n, "cluster: a node did not answer a session claim");
+                    }
+                }
+            });
+            futures_util::future::join_all(asks).await;
+        })
+    }
+
+    fn claimed(&self, addr: &str) {
+        for n in self.members.alive() {
+            let _ = self.out.try_send(Out {
+                subject: node_subject(&n, "letgo"),
+                reply: None,
+                payload: Bytes::from(addr.to_string()),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_publish_reads_back_and_junk_is_refused() {
+        let w = Wire {
+            id: 42,
+            origin: "a",
+            domain: "localhost",
+            only: "b",
+            frame: b"\x30\x03\x00\x01t",
+        };
+        let b = w.encode();
+        let r = Wire::decode(&b).unwrap();
+        assert_eq!(
+            (r.id, r.origin, r.domain, r.only, r.frame),
+            (42, "a", "localhost", "b", &b"\x30\x03\x00\x01t"[..])
+        );
+        for n in 0..b.len() - 5 {
+            assert!(Wire::decode(&b[..n]).is_none(), "cut at {n}");
+        }
+        assert!(Wire::decode(b"\x02junk").is_none());
+    }
+}
