@@ -176,7 +176,9 @@ impl Server {
             broker.acl = arc_swap::ArcSwap::from_pointee(c.mqtt_acl.clone());
             broker.max_session_expiry = c.mqtt_max_session_expiry;
             // In a cluster, each node restores the sessions it held.
-            broker.node = c.cluster.as_ref().map(|cl| cl.node.clone());
+            if let Some(cl) = &c.cluster {
+                broker.set_node(&cl.node);
+            }
             let broker = Arc::new(broker);
             // Restored sessions expire through the registry's sweep.
             let restored = broker.restore_sessions()?;

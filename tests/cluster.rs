@@ -288,9 +288,27 @@ fn a_dead_nodes_persistent_sessions_resume_elsewhere_without_loss() {
     let c = node(&store, &nats.url(), "c");
     let token = a.token("alice@localhost", 3600, "sasl_auth");
 
-    // A device with a persistent session on B reads but never acknowledges.
+    // A device with a persistent session on B reads but never acknowledges;
+    // another on B has a will, which a watcher on C waits for.
     let (mut dev, _) = mqtt_session(&b, "meter", &token, 3600);
     subscribe(&mut dev, "meter/cmd");
+    let (mut watcher, _) = mqtt_session(&c, "watcher", &token, 0);
+    subscribe(&mut watcher, "meter/status");
+    let mut sensor = RawClient::connect(b.mqtt(), Version::V5);
+    let Packet::Connect(mut conn) =
+        connect_packet("sensor", Some("X-OAUTH2"), Some(token.as_bytes()))
+    else {
+        unreachable!()
+    };
+    conn.will = Some(Box::new(petrel::mqtt::codec::LastWill {
+        topic: "meter/status".into(),
+        payload: bytes::Bytes::from_static(b"sensor offline"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties::default(),
+    }));
+    sensor.send(&Packet::Connect(conn));
+    assert!(matches!(sensor.recv(), Some(Packet::ConnAck(a)) if a.reason_code == 0));
     let (mut p, _) = mqtt_session(&c, "ops", &token, 0);
     for i in 0..5u16 {
         assert_eq!(
@@ -309,6 +327,8 @@ fn a_dead_nodes_persistent_sessions_resume_elsewhere_without_loss() {
         }
         assert_eq!(code, 0, "m{i} acknowledged after B died");
     }
+    // The sensor's will, which only B had in memory, was published.
+    assert_eq!(receive(&mut watcher, 1, true), ["sensor offline"]);
     // The device comes back on A: everything acknowledged arrives.
     let (mut back, present) = mqtt_session(&a, "meter", &token, 3600);
     assert!(present, "A adopted the session B held");

@@ -285,6 +285,13 @@ impl Cluster {
         }
         // Said at once: the others learn of this node now, not a beat later.
         self.beat(false).await;
+        // The wills of the connections this node's previous life had open.
+        if let Some(broker) = self.mqtt.get().and_then(|p| p.broker()) {
+            let node = self.node.clone();
+            tasks.push(tokio::spawn(async move {
+                broker.publish_orphaned(&node).await;
+            }));
+        }
         Ok(tasks)
     }
 
@@ -455,6 +462,8 @@ impl Cluster {
             .expect("plain data");
             let _ = me.client.publish(ADOPTED, body.into()).await;
             peers.node_adopted(&dead, &me.node);
+            // Its connections died with it: their wills go out now.
+            broker.publish_orphaned(&dead).await;
         });
     }
 }

@@ -177,8 +177,11 @@ pub struct Broker {
     sys_last: Mutex<HashMap<(String, &'static str), String>>,
     /// The bridge to XMPP, set once at start when there is one.
     pub bridge: std::sync::OnceLock<Arc<crate::bridge::Bridge>>,
-    /// This node's name in a cluster (`[cluster] node`).
+    /// This node's name in a cluster (`[cluster] node`; see
+    /// [`Broker::set_node`]).
     pub node: Option<String>,
+    /// In a cluster, the low 8 bits of this node's sequence numbers.
+    seq_tag: Option<u64>,
     /// The other nodes of a cluster, set once at start when there are.
     pub peers: std::sync::OnceLock<Arc<dyn Peers>>,
 }
@@ -227,6 +230,7 @@ impl Broker {
             stats: BrokerStats::default(),
             bridge: std::sync::OnceLock::new(),
             node: None,
+            seq_tag: None,
             peers: std::sync::OnceLock::new(),
         };
         b.load_retained()?;
@@ -270,6 +274,40 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// Makes this broker a cluster node named `node` (before sessions are
+    /// restored): it restores only the sessions it held, and its sequence
+    /// numbers end in a tag of its name, so two nodes storing for one
+    /// session while it moves between them never pick the same one.
+    pub fn set_node(&mut self, node: &str) {
+        let tag = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        }) & 0xff;
+        self.seq_tag = Some(tag);
+        self.node = Some(node.to_string());
+        // The counter in the upper bits still grows across restarts.
+        let start = self.registry.clock().unix().saturating_mul(1_000_000);
+        self.next_seq = AtomicU64::new(start);
+    }
+
+    /// A new sequence number for a stored queued message.
+    pub(super) fn new_seq(&self) -> u64 {
+        let c = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        match self.seq_tag {
+            Some(t) => (c << 8) | t,
+            None => c,
+        }
+    }
+
+    /// A stored sequence number was read back: later ones are above it.
+    pub(super) fn seq_seen(&self, seq: u64) {
+        let c = match self.seq_tag {
+            Some(_) => seq >> 8,
+            None => seq,
+        };
+        self.next_seq
+            .fetch_max(c.saturating_add(1), Ordering::Relaxed);
     }
 
     pub fn domain(&self, name: &str) -> Option<&Arc<Domain>> {

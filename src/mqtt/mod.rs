@@ -5,6 +5,7 @@
 //! - [`broker`]: per-domain sessions, subscriptions, retained messages, routing;
 //! - [`subscriptions`]: exact topics in a concurrent map, wildcards in the trie;
 //! - [`persist`]: persistent sessions and their queued messages in the store;
+//! - [`wills`]: wills kept in the shared store, for a node that dies (a cluster);
 //! - [`connect`]: what a CONNECT's credentials call for (through the auth core);
 //! - [`session`]: the sans-I/O connection state machine;
 //! - [`listener`]: the thin socket loop around it.
@@ -19,3 +20,4 @@ pub mod session;
 pub mod subscriptions;
 pub mod topics;
 pub mod websocket;
+pub mod wills;

@@ -180,7 +180,7 @@ impl Broker {
     /// Stores a QoS 1/2 message queued for a persistent session; returns its
     /// sequence number (the key to delete on acknowledgement).
     pub fn store_queued(&self, slot: &Slot, item: &Queued) -> u64 {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let seq = self.new_seq();
         self.write_queued(slot, seq, &stored_frame(item, false, 1));
         seq
     }
@@ -249,6 +249,9 @@ impl Broker {
         let mut out = 0;
         let mine = self.node.clone().unwrap_or_default();
         for (k, v) in self.store().scan_prefix_blocking(Tree::Sessions, b"")? {
+            if super::wills::is_will_key(&k) {
+                continue;
+            }
             let rec = match decode_session(&v) {
                 Ok(r) => r,
                 Err(e) => {
@@ -272,6 +275,9 @@ impl Broker {
     pub fn adopt_sessions(&self, dead: &str) -> Result<Vec<u64>, StoreError> {
         let mut ids = Vec::new();
         for (k, v) in self.store().scan_prefix_blocking(Tree::Sessions, b"")? {
+            if super::wills::is_will_key(&k) {
+                continue;
+            }
             let Ok(rec) = decode_session(&v) else {
                 continue;
             };
@@ -398,7 +404,9 @@ impl Broker {
                 let Ok(seq_bytes) = <[u8; 8]>::try_from(&mk[prefix.len()..]) else {
                     continue;
                 };
-                let seq = Some(u64::from_be_bytes(seq_bytes));
+                let seq = u64::from_be_bytes(seq_bytes);
+                self.seq_seen(seq);
+                let seq = Some(seq);
                 let frame: StoredFrame = match records::decode("mqtt_queue", &mv) {
                     Ok(f) => f,
                     Err(e) => {

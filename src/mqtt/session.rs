@@ -506,6 +506,22 @@ impl Connection {
             properties: props,
         }));
         tracing::info!(client_id = %c.client_id, account = ?identity.as_ref().map(|j| j.to_string()), token = ?grant.as_ref().map(|g| g.token_id()), "MQTT session open");
+        if let Some(w) = &c.will {
+            // In a cluster, kept in the store for the node that would
+            // publish it if this one died — when the token and the access
+            // rules let it be published at all.
+            let allowed = auth::may(
+                grant.as_ref().map(|g| g.scopes()),
+                Action::Publish(&w.topic),
+            ) && self.broker.acl.load().allows(
+                crate::mqtt::acl::Who::of(slot.address()),
+                crate::mqtt::acl::Request::Publish,
+                &w.topic,
+            );
+            if allowed {
+                self.broker.store_will(&slot, generation, w);
+            }
+        }
         let live = Live {
             domain,
             slot,
@@ -683,20 +699,13 @@ impl Connection {
                 }
             }
         }
+        if l.will.is_some() {
+            // Published from memory or suppressed: not left for the cluster.
+            self.broker.forget_will(&l.slot, l.generation);
+        }
         let will = match l.will {
             Some(w) if !self.will_suppressed => {
-                let delay = w.properties.will_delay_interval.unwrap_or(0);
-                let mut props = w.properties;
-                props.will_delay_interval = None;
-                let p = Publish {
-                    dup: false,
-                    qos: w.qos,
-                    retain: w.retain,
-                    topic: w.topic,
-                    packet_id: 0,
-                    properties: props,
-                    payload: w.payload,
-                };
+                let (p, delay) = crate::mqtt::wills::will_publish(*w);
                 Some((Arc::new(self.broker.routed(p, l.slot.id())), delay))
             }
             _ => None,
