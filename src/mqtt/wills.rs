@@ -21,6 +21,9 @@ use crate::store::{records, StoreError, Tree};
 
 const PREFIX: &[u8] = b"\x01will\x00";
 
+/// A will to publish, in its domain.
+pub type Orphan = (Arc<Domain>, Arc<Routed>);
+
 /// Whether a `Sessions` key is a will's (not a session record).
 pub fn is_will_key(k: &[u8]) -> bool {
     k.starts_with(PREFIX)
@@ -98,7 +101,7 @@ impl Broker {
     pub fn orphaned_wills(
         &self,
         node: &str,
-    ) -> Result<Vec<(Arc<Domain>, Arc<Routed>)>, StoreError> {
+    ) -> Result<Vec<Orphan>, StoreError> {
         let prefix = node_prefix(node);
         let mut out = Vec::new();
         for (k, v) in self.store().scan_prefix_blocking(Tree::Sessions, &prefix)? {
