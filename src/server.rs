@@ -320,6 +320,7 @@ impl Server {
                 registry: shared.registry.clone(),
                 started,
                 reload: Some(shared.reloader.clone()),
+                cluster: shared.cluster.clone(),
             }),
         });
         let hangups = tokio::spawn(reload_on_sighup(
@@ -559,6 +560,7 @@ async fn serve_http(b: Bound, shared: Arc<Shared>) {
                 registry: shared.registry.clone(),
                 started: shared.started,
                 reload: Some(shared.reloader.clone()),
+                cluster: shared.cluster.clone(),
             }),
         })
     }));

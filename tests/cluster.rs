@@ -190,6 +190,36 @@ fn receive(c: &mut RawClient, n: usize, ack: bool) -> Vec<String> {
     got
 }
 
+/// Payloads until (not including) `marker`, acknowledging each.
+fn receive_until(c: &mut RawClient, marker: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        let next = receive(c, 1, true);
+        assert_eq!(next.len(), 1, "{marker} never came; got {got:?}");
+        if next[0] == marker {
+            return got;
+        }
+        got.extend(next);
+    }
+}
+
+/// Waits (20 s at most) until `node`'s `list_cluster` shows every line of
+/// `want`.
+fn cluster_shows(node: &Petrel, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = node.ctl_ok(&["list_cluster"]);
+        if want.iter().all(|w| out.lines().any(|l| l == *w)) {
+            return;
+        }
+        if Instant::now() > deadline {
+            dump_logs(&[node]);
+            panic!("list_cluster: {out}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn mqtt_reaches_every_node_once_and_sessions_move_between_nodes() {
     let Some(pg) = pg() else { return };
@@ -259,6 +289,32 @@ fn mqtt_reaches_every_node_once_and_sessions_move_between_nodes() {
         ["last"],
         "no duplicate before it"
     );
+
+    // A shared group with a member on B and one on C: each job goes to
+    // one of them, in turn, whichever node it was published on.
+    let mut workers = Vec::new();
+    for (n, id) in [(&b, "worker-b"), (&c, "worker-c")] {
+        let (mut w, _) = mqtt_session(n, id, &token, 0);
+        subscribe(&mut w, "$share/w/jobs/#");
+        subscribe(&mut w, "end");
+        workers.push(w);
+    }
+    cluster_shows(&a, &["a self", "b alive shared=1", "c alive shared=1"]);
+    for i in 0..10u16 {
+        assert_eq!(
+            publish(&mut p, "jobs/x", &format!("j{i}"), false, 10 + i),
+            0
+        );
+    }
+    assert_eq!(publish(&mut p, "end", "end", false, 30), 0);
+    let on_b = receive_until(&mut workers[0], "end");
+    let on_c = receive_until(&mut workers[1], "end");
+    assert_eq!((on_b.len(), on_c.len()), (5, 5), "turns: {on_b:?} {on_c:?}");
+    let mut all: Vec<String> = on_b.into_iter().chain(on_c).collect();
+    all.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("j{i}")).collect();
+    want.sort();
+    assert_eq!(all, want, "each job once");
 
     // A persistent session on A moves to B: A's connection is taken over,
     // B resumes it (Session Present) with its subscription.

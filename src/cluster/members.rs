@@ -137,6 +137,17 @@ impl Members {
         t.get(node).map(|m| m.state.clone())
     }
 
+    /// Every node known, with its state, by name.
+    pub fn all(&self) -> Vec<(String, State)> {
+        let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(String, State)> = t
+            .iter()
+            .map(|(n, m)| (n.clone(), m.state.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// Who adopts a dead node's sessions: the live node (this one
     /// included) whose name sorts first.
     pub fn adopter(&self) -> String {

@@ -106,6 +106,9 @@ struct Beat {
     epoch: u64,
     #[serde(default)]
     leaving: bool,
+    /// The node's shared subscriptions (`domain NUL group NUL filter`).
+    #[serde(default)]
+    shared: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -175,6 +178,22 @@ impl Cluster {
         &self.members
     }
 
+    /// `list_cluster`: this node, then each other one with its state and
+    /// the shared subscriptions it has members of.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = vec![format!("{} self", self.node)];
+        for (n, st) in self.members.all() {
+            let state = match st {
+                members::State::Alive => "alive".to_string(),
+                members::State::Dead => "dead".to_string(),
+                members::State::Adopted(by) => format!("dead, sessions on {by}"),
+            };
+            let shared = self.mqtt.get().map_or(0, |p| p.shared_of(&n));
+            out.push(format!("{n} {state} shared={shared}"));
+        }
+        out
+    }
+
     /// Has `f` run with the name of each node found dead.
     pub fn on_gone(&self, f: OnGone) {
         self.on_gone
@@ -207,10 +226,15 @@ impl Cluster {
     }
 
     async fn beat(&self, leaving: bool) {
+        let shared = match self.mqtt.get().and_then(|p| p.broker()) {
+            Some(b) if !leaving => b.shared_keys(),
+            _ => Vec::new(),
+        };
         let b = Beat {
             node: self.node.clone(),
             epoch: self.epoch,
             leaving,
+            shared,
         };
         let body = serde_json::to_vec(&b).expect("plain data");
         if let Err(e) = self.client.publish(HEARTBEAT, body.into()).await {
@@ -368,6 +392,9 @@ impl Cluster {
                 };
                 if b.node == self.node {
                     continue;
+                }
+                if let (false, Some(p)) = (b.leaving, self.mqtt.get()) {
+                    p.shared_heard(&b.node, &b.shared);
                 }
                 match self
                     .members

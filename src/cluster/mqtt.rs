@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::members::{Members, State};
-use crate::mqtt::broker::{Broker, Forwarded, Peers, Routed};
+use crate::mqtt::broker::{Broker, Forwarded, Peers, Routed, Shares};
 use crate::mqtt::codec::{self, Packet, QoS, Version};
 
 pub const PUBLISH: &str = "petrel.mqtt";
@@ -59,6 +59,7 @@ struct Waiting {
     receivers: usize,
     done: Option<oneshot::Sender<Forwarded>>,
     domain: String,
+    shares: Shares,
     frame: Bytes,
 }
 
@@ -91,19 +92,31 @@ pub struct Wire<'a> {
     pub domain: &'a str,
     /// Only for the sessions adopted from this (dead) node.
     pub only: &'a str,
+    /// Shared groups and the node that gives each its turn.
+    pub shares: Vec<(&'a str, &'a str)>,
     pub frame: &'a [u8],
 }
 
 impl<'a> Wire<'a> {
     pub fn encode(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(16 + self.frame.len() + self.domain.len());
+        let mut b = BytesMut::with_capacity(24 + self.frame.len() + self.domain.len());
         b.put_u8(1);
         b.put_u64(self.id);
-        for s in [self.origin, self.domain, self.only] {
-            // Node names are at most 64 bytes, domains at most 1023.
+        fn put(b: &mut BytesMut, s: &str) {
+            // Node names are at most 64 bytes, domains at most 1023, group
+            // names shorter than a topic filter's 65535.
             let n = s.len().min(usize::from(u16::MAX));
             b.put_u16(n as u16);
             b.put_slice(&s.as_bytes()[..n]);
+        }
+        for s in [self.origin, self.domain, self.only] {
+            put(&mut b, s);
+        }
+        let n = self.shares.len().min(usize::from(u16::MAX));
+        b.put_u16(n as u16);
+        for (g, node) in &self.shares[..n] {
+            put(&mut b, g);
+            put(&mut b, node);
         }
         b.put_slice(self.frame);
         b.freeze()
@@ -115,18 +128,30 @@ impl<'a> Wire<'a> {
         };
         let id = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
         let mut rest = &rest[8..];
-        let mut text = || -> Option<&'a str> {
+        let u16_at = |rest: &mut &'a [u8]| -> Option<usize> {
             let n = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
-            let s = std::str::from_utf8(rest.get(2..2 + n)?).ok()?;
-            rest = &rest[2 + n..];
+            *rest = &rest[2..];
+            Some(n)
+        };
+        let text = |rest: &mut &'a [u8]| -> Option<&'a str> {
+            let n = u16_at(rest)?;
+            let s = std::str::from_utf8(rest.get(..n)?).ok()?;
+            *rest = &rest[n..];
             Some(s)
         };
-        let (origin, domain, only) = (text()?, text()?, text()?);
+        let (origin, domain, only) = (text(&mut rest)?, text(&mut rest)?, text(&mut rest)?);
+        let n = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+        rest = &rest[2..];
+        let mut shares = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            shares.push((text(&mut rest)?, text(&mut rest)?));
+        }
         Some(Wire {
             id,
             origin,
             domain,
             only,
+            shares,
             frame: rest,
         })
     }
@@ -146,6 +171,10 @@ pub struct MqttPeers {
     ack_timeout: Duration,
     /// Forwards lost because the link to NATS was saturated (bridge only).
     pub refused: AtomicU64,
+    /// The other nodes' shared subscriptions: (domain, group, filter).
+    remote_shared: Mutex<HashMap<String, Vec<(String, Arc<str>, String)>>>,
+    /// Turns of the shared groups across nodes.
+    turn: std::sync::atomic::AtomicUsize,
     me: Weak<MqttPeers>,
 }
 
@@ -183,6 +212,8 @@ impl MqttPeers {
             adopted: Mutex::new(HashMap::new()),
             ack_timeout,
             refused: AtomicU64::new(0),
+            remote_shared: Mutex::new(HashMap::new()),
+            turn: Default::default(),
         })
     }
 
@@ -198,15 +229,52 @@ impl MqttPeers {
         buf.freeze()
     }
 
-    fn wire(&self, id: u64, domain: &str, only: &str, frame: &[u8]) -> Bytes {
+    fn wire(&self, id: u64, domain: &str, only: &str, shares: &Shares, frame: &[u8]) -> Bytes {
         Wire {
             id,
             origin: &self.node,
             domain,
             only,
+            shares: shares.iter().map(|(g, n)| (&**g, &**n)).collect(),
             frame,
         }
         .encode()
+    }
+
+    /// How many shared subscriptions `node` last said it has members of.
+    pub fn shared_of(&self, node: &str) -> usize {
+        self.remote_shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .map_or(0, Vec::len)
+    }
+
+    /// A node's heartbeat listed its shared subscriptions
+    /// (`domain NUL group NUL filter`).
+    pub fn shared_heard(&self, node: &str, keys: &[String]) {
+        tracing::debug!(
+            node,
+            keys = keys.len(),
+            "cluster: shared subscriptions heard"
+        );
+        let parsed: Vec<(String, Arc<str>, String)> = keys
+            .iter()
+            .filter_map(|k| {
+                let mut it = k.splitn(3, '\0');
+                Some((
+                    it.next()?.to_string(),
+                    Arc::from(it.next()?),
+                    it.next()?.to_string(),
+                ))
+            })
+            .collect();
+        let mut r = self.remote_shared.lock().unwrap_or_else(|e| e.into_inner());
+        if parsed.is_empty() {
+            r.remove(node);
+        } else {
+            r.insert(node.to_string(), parsed);
+        }
     }
 
     /// A message on `petrel.mqtt` or `petrel.node.<me>.mqtt`: routed here,
@@ -229,8 +297,13 @@ impl MqttPeers {
             tracing::warn!("cluster: unreadable forwarded frame");
             return;
         };
+        let shares: Shares = w
+            .shares
+            .iter()
+            .map(|(g, n)| (Arc::from(*g), Arc::from(*n)))
+            .collect();
         let routing = if w.only.is_empty() {
-            broker.accept_remote(w.domain, p, None)
+            broker.accept_remote(w.domain, p, shares, None)
         } else {
             let ids = self
                 .adopted
@@ -239,7 +312,7 @@ impl MqttPeers {
                 .get(w.only)
                 .cloned()
                 .unwrap_or_default();
-            broker.accept_remote(w.domain, p, Some(&|s| ids.contains(&s.id())))
+            broker.accept_remote(w.domain, p, shares, Some(&|s| ids.contains(&s.id())))
         };
         tracing::debug!(
             id = w.id,
@@ -299,6 +372,10 @@ impl MqttPeers {
 
     /// `dead` stopped: what waited for it waits for its adopter.
     pub fn node_dead(&self, dead: &str) {
+        self.remote_shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(dead);
         let adopter = match self.members.state(dead) {
             Some(State::Adopted(by)) => Some(by),
             _ => None,
@@ -359,9 +436,9 @@ impl MqttPeers {
 
     fn resend(&self, id: u64, by: &str, dead: &str) {
         let payload = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(w) = p.get_mut(&id) else { return };
-            self.wire(id, &w.domain.clone(), dead, &w.frame.clone())
+            let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(w) = p.get(&id) else { return };
+            self.wire(id, &w.domain, dead, &w.shares, &w.frame)
         };
         let out = Out {
             subject: node_subject(by, "mqtt"),
@@ -411,10 +488,11 @@ impl Peers for MqttPeers {
         wait: bool,
     ) -> crate::mqtt::broker::PeerFuture<Forwarded> {
         let frame = Self::frame(msg);
+        let shares = msg.shares.get().cloned().unwrap_or_default();
         let alive = self.members.alive();
         let unadopted = self.members.unadopted();
         if !wait || (alive.is_empty() && unadopted.is_empty()) {
-            let payload = self.wire(0, domain, "", &frame);
+            let payload = self.wire(0, domain, "", &shares, &frame);
             let out = self.out.clone();
             return Box::pin(async move {
                 let _ = out
@@ -440,10 +518,11 @@ impl Peers for MqttPeers {
                     receivers: 0,
                     done: Some(tx),
                     domain: domain.to_string(),
+                    shares: shares.clone(),
                     frame: frame.clone(),
                 },
             );
-        let payload = self.wire(id, domain, "", &frame);
+        let payload = self.wire(id, domain, "", &shares, &frame);
         let out = self.out.clone();
         let reply = node_subject(&self.node, "ack");
         let timeout = self.ack_timeout;
@@ -476,7 +555,8 @@ impl Peers for MqttPeers {
     }
 
     fn forward_now(&self, domain: &str, msg: &Arc<Routed>) {
-        let payload = self.wire(0, domain, "", &Self::frame(msg));
+        let shares = msg.shares.get().cloned().unwrap_or_default();
+        let payload = self.wire(0, domain, "", &shares, &Self::frame(msg));
         let out = Out {
             subject: PUBLISH.to_string(),
             reply: None,
@@ -520,6 +600,47 @@ impl Peers for MqttPeers {
         })
     }
 
+    fn assign_shared(&self, domain: &str, topic: &str, here: &[Arc<str>]) -> Shares {
+        let remote = self.remote_shared.lock().unwrap_or_else(|e| e.into_inner());
+        if remote.is_empty() {
+            // Nobody else has one: every group's turn is taken here.
+            return here
+                .iter()
+                .map(|g| (g.clone(), Arc::from(self.node.as_str())))
+                .collect();
+        }
+        let me: Arc<str> = Arc::from(self.node.as_str());
+        let mut cands: Vec<(Arc<str>, Vec<Arc<str>>)> =
+            here.iter().map(|g| (g.clone(), vec![me.clone()])).collect();
+        for (node, keys) in remote.iter() {
+            for (d, g, f) in keys {
+                if d != domain || !crate::mqtt::topics::filter_matches(f, topic) {
+                    continue;
+                }
+                let node: Arc<str> = Arc::from(node.as_str());
+                match cands.iter_mut().find(|(cg, _)| cg == g) {
+                    Some((_, nodes)) => {
+                        if !nodes.contains(&node) {
+                            nodes.push(node);
+                        }
+                    }
+                    None => cands.push((g.clone(), vec![node])),
+                }
+            }
+        }
+        drop(remote);
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        cands
+            .into_iter()
+            .map(|(g, mut nodes)| {
+                // Same order on every call, so the turn walks the nodes.
+                nodes.sort();
+                let n = nodes.swap_remove(turn % nodes.len());
+                (g, n)
+            })
+            .collect()
+    }
+
     fn claimed(&self, addr: &str) {
         for n in self.members.alive() {
             let _ = self.out.try_send(Out {
@@ -542,6 +663,7 @@ mod tests {
             origin: "a",
             domain: "localhost",
             only: "b",
+            shares: vec![("workers", "c")],
             frame: b"\x30\x03\x00\x01t",
         };
         let b = w.encode();
@@ -550,6 +672,7 @@ mod tests {
             (r.id, r.origin, r.domain, r.only, r.frame),
             (42, "a", "localhost", "b", &b"\x30\x03\x00\x01t"[..])
         );
+        assert_eq!(r.shares, [("workers", "c")]);
         for n in 0..b.len() - 5 {
             assert!(Wire::decode(&b[..n]).is_none(), "cut at {n}");
         }

@@ -27,6 +27,8 @@ pub struct LiveServer {
     pub started: Instant,
     /// What `reload` swaps (none: nothing to reload).
     pub reload: Option<Arc<crate::server::reload::Reloader>>,
+    /// The cluster this node is in, if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// How a command ended: printed output, or a refusal.
@@ -144,6 +146,13 @@ pub const COMMANDS: &[Command] = &[
         rest: false,
         help: "revoke a token, given by its text or its id",
         run: revoke_token,
+    },
+    Command {
+        name: "list_cluster",
+        args: &[],
+        rest: false,
+        help: "the cluster's nodes as this one sees them: name, state, shared subscriptions",
+        run: list_cluster,
     },
     Command {
         name: "connected_users",
@@ -381,6 +390,16 @@ fn connected_users(ctx: &CtlContext, _: &[String]) -> Outcome {
             .map(|s| s.name)
             .collect::<Vec<_>>()
             .join("\n")),
+        None => Err("petrel is not running".into()),
+    }
+}
+
+fn list_cluster(ctx: &CtlContext, _: &[String]) -> Outcome {
+    match &ctx.live {
+        Some(LiveServer {
+            cluster: Some(c), ..
+        }) => Ok(c.describe().join("\n")),
+        Some(_) => Err("not in a cluster (no [cluster] in the config)".into()),
         None => Err("petrel is not running".into()),
     }
 }

@@ -29,6 +29,7 @@ use crate::session::{Address, FlowLimits, Handle, Kick, Open, Protocol, Registry
 use crate::store::records::{self, StoredFrame};
 use crate::store::{Store, StoreError, Tree};
 pub use remote::{Forwarded, PeerFuture, Peers};
+
 pub use slot::{session_key, MqttState, PacketIds, Slot, SlotState};
 
 /// A message as routed: the PUBLISH stripped of per-hop fields, and who sent it.
@@ -42,7 +43,13 @@ pub struct Routed {
     pub received_ms: u64,
     /// What holding it costs: payload, topic and properties (computed once).
     pub bytes: u32,
+    /// In a cluster, which node gives each matching shared group its turn
+    /// (decided once, by the publishing node; see [`Peers::assign_shared`]).
+    pub shares: std::sync::OnceLock<Shares>,
 }
+
+/// Shared groups and the node that delivers to one of their members.
+pub type Shares = Box<[(Arc<str>, Arc<str>)]>;
 
 impl Routed {
     /// `now_ms` is the session clock's time of arrival.
@@ -60,6 +67,7 @@ impl Routed {
             origin,
             received_ms: now_ms,
             bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+            shares: std::sync::OnceLock::new(),
         }
     }
 
@@ -470,15 +478,35 @@ impl Broker {
     ) -> Routing {
         let p = &msg.publish;
         let acl = self.acl.load();
-        let targets = if let Some(only) = only {
+        let cluster = self.peers.get().zip(self.node.as_deref());
+        let targets = if only.is_some() || cluster.is_some() {
             let readable = |slot: &Slot| {
-                only(slot)
+                only.is_none_or(|only| only(slot))
                     && (!acl.checks_reads()
                         || acl.allows(Who::of(slot.address()), Request::Read, &p.topic))
             };
-            domain
-                .subs
-                .targets_for(&p.topic, msg.origin, p.qos, p.retain, &readable)
+            // A cluster: a shared group's turn is taken on the node the
+            // publishing node chose for it (here, unless it chose another).
+            let shares = cluster.map(|(peers, _)| {
+                msg.shares.get_or_init(|| {
+                    let here = domain.subs.shared_groups(&p.topic);
+                    peers.assign_shared(&domain.name, &p.topic, &here)
+                })
+            });
+            let me = cluster.map_or("", |(_, n)| n);
+            let group_here = |g: &str| {
+                shares
+                    .and_then(|s| s.iter().find(|(sg, _)| &**sg == g))
+                    .is_none_or(|(_, n)| &**n == me)
+            };
+            domain.subs.targets_in(
+                &p.topic,
+                msg.origin,
+                p.qos,
+                p.retain,
+                &readable,
+                &group_here,
+            )
         } else if acl.checks_reads() {
             // A subscriber an access rule forbids to read the topic does
             // not get it (a `#` does not undo a deny); a shared group's

@@ -36,6 +36,9 @@ pub struct Subscriptions {
     wild_count: AtomicUsize,
     shared: RwLock<TopicTrie<(Arc<str>, u64), SubEntry>>,
     shared_count: AtomicUsize,
+    /// Members per shared subscription (`group NUL filter`), for the other
+    /// nodes of a cluster.
+    shared_keys: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// Turns of the shared groups' round robin.
     turn: AtomicUsize,
 }
@@ -57,6 +60,12 @@ impl Subscriptions {
             let mut s = self.shared.write().unwrap_or_else(|e| e.into_inner());
             if s.insert(inner, key, entry).is_none() {
                 self.shared_count.fetch_add(1, Ordering::Relaxed);
+                *self
+                    .shared_keys
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(format!("{group}\0{inner}"))
+                    .or_default() += 1;
             }
         } else if is_wild(filter) {
             let mut w = self.wild.write().unwrap_or_else(|e| e.into_inner());
@@ -79,6 +88,14 @@ impl Subscriptions {
             let mut s = self.shared.write().unwrap_or_else(|e| e.into_inner());
             if s.remove(inner, &key).is_some() {
                 self.shared_count.fetch_sub(1, Ordering::Relaxed);
+                let mut keys = self.shared_keys.lock().unwrap_or_else(|e| e.into_inner());
+                let k = format!("{group}\0{inner}");
+                if let Some(n) = keys.get_mut(&k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        keys.remove(&k);
+                    }
+                }
             }
         } else if is_wild(filter) {
             let mut w = self.wild.write().unwrap_or_else(|e| e.into_inner());
@@ -112,6 +129,47 @@ impl Subscriptions {
         retain: bool,
         readable: &dyn Fn(&Slot) -> bool,
     ) -> Vec<Target> {
+        self.targets_in(topic, origin, qos, retain, readable, &|_| true)
+    }
+
+    /// The shared subscriptions (`group NUL filter`) with members here.
+    pub fn shared_keys(&self) -> Vec<String> {
+        if self.shared_count.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
+        let keys = self.shared_keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.keys().cloned().collect()
+    }
+
+    /// The shared groups with a member here whose filter matches `topic`.
+    pub fn shared_groups(&self, topic: &str) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = Vec::new();
+        if self.shared_count.load(Ordering::Relaxed) == 0 {
+            return out;
+        }
+        self.shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .matches(topic, |(g, _), _| {
+                if !out.contains(g) {
+                    out.push(g.clone());
+                }
+            });
+        out
+    }
+
+    /// [`Subscriptions::targets_for`], a shared group's turn taken here
+    /// only for the groups `group_here` accepts (a cluster: another node
+    /// may have the turn).
+    pub fn targets_in(
+        &self,
+        topic: &str,
+        origin: u64,
+        qos: QoS,
+        retain: bool,
+        readable: &dyn Fn(&Slot) -> bool,
+        group_here: &dyn Fn(&str) -> bool,
+    ) -> Vec<Target> {
         let add = |out: &mut Vec<Target>, e: &SubEntry| {
             if (e.opts.no_local && e.slot.id() == origin) || !readable(&e.slot) {
                 return;
@@ -143,7 +201,7 @@ impl Subscriptions {
                 .matches(topic, |_, e| add(&mut out, e));
         }
         if shared {
-            for e in self.shared_pick(topic, readable) {
+            for e in self.shared_pick(topic, readable, group_here) {
                 add(&mut out, &e);
             }
         }
@@ -169,13 +227,18 @@ impl Subscriptions {
 impl Subscriptions {
     /// One member of each shared group with a filter matching `topic`: the
     /// next connected one in turn, or any when none is connected.
-    fn shared_pick(&self, topic: &str, readable: &dyn Fn(&Slot) -> bool) -> Vec<SubEntry> {
+    fn shared_pick(
+        &self,
+        topic: &str,
+        readable: &dyn Fn(&Slot) -> bool,
+        group_here: &dyn Fn(&str) -> bool,
+    ) -> Vec<SubEntry> {
         let mut members: Vec<(Arc<str>, SubEntry)> = Vec::new();
         self.shared
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .matches(topic, |(g, _), e| {
-                if readable(&e.slot) {
+                if readable(&e.slot) && group_here(g) {
                     members.push((g.clone(), e.clone()));
                 }
             });
@@ -299,12 +362,29 @@ mod tests {
             let t = s.targets("jobs/1", 0, QoS::AtLeastOnce, false);
             assert!(t.iter().any(|t| t.slot.id() == 2) && !t.iter().any(|t| t.slot.id() == 1));
         }
+        let mut keys = s.shared_keys();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["audit\0jobs/1", "workers\0jobs/#", "workers\0jobs/+"]
+        );
+        let mut groups = s.shared_groups("jobs/1");
+        groups.sort();
+        assert_eq!(groups, [Arc::from("audit"), Arc::from("workers")]);
+        // Another node has the turn of the workers: only the auditor here.
+        let t = s.targets_in("jobs/1", 0, QoS::AtLeastOnce, false, &|_| true, &|g| {
+            g != "workers"
+        });
+        let mut ids: Vec<u64> = t.iter().map(|t| t.slot.id()).collect();
+        ids.sort();
+        assert_eq!(ids, [3, 4]);
         // Leaving the group.
         s.remove("$share/workers/jobs/#", 2);
         s.remove("$share/workers/jobs/+", 1);
         let t = s.targets("jobs/1", 0, QoS::AtLeastOnce, false);
         assert!(!t.iter().any(|t| t.slot.id() <= 2));
         assert_eq!(s.shared_count.load(Ordering::Relaxed), 1);
+        assert_eq!(s.shared_keys(), ["audit\0jobs/1"]);
     }
 
     #[test]

@@ -98,10 +98,7 @@ impl Broker {
 
     /// Takes the wills `node` left in the store (deleted from it): its
     /// connections died with it. Blocking (store reads).
-    pub fn orphaned_wills(
-        &self,
-        node: &str,
-    ) -> Result<Vec<Orphan>, StoreError> {
+    pub fn orphaned_wills(&self, node: &str) -> Result<Vec<Orphan>, StoreError> {
         let prefix = node_prefix(node);
         let mut out = Vec::new();
         for (k, v) in self.store().scan_prefix_blocking(Tree::Sessions, &prefix)? {

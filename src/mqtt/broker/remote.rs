@@ -40,6 +40,10 @@ pub trait Peers: Send + Sync {
     /// The session opened here: whoever kept it while it moved lets go
     /// ([`Broker::let_go`]).
     fn claimed(&self, addr: &str);
+    /// For a message on `topic` published here: the node that gives each
+    /// shared group with a matching filter its turn, among the nodes with
+    /// members (this one when `here` has the group).
+    fn assign_shared(&self, domain: &str, topic: &str, here: &[Arc<str>]) -> super::Shares;
 }
 
 impl Broker {
@@ -50,6 +54,7 @@ impl Broker {
         &self,
         domain: &str,
         publish: Publish,
+        shares: super::Shares,
         only: Option<&dyn Fn(&Slot) -> bool>,
     ) -> Routing {
         let Some(d) = self.domain(domain).cloned() else {
@@ -57,6 +62,7 @@ impl Broker {
         };
         // Origin 0: no session here published it (No Local spares nobody).
         let msg = Arc::new(self.routed(publish, 0));
+        let _ = msg.shares.set(shares);
         if msg.publish.retain && only.is_none() {
             self.retain_with(&d, &msg, false);
         }
@@ -82,6 +88,21 @@ impl Broker {
             self.let_go(addr);
         }
         true
+    }
+
+    /// Every domain's shared subscriptions with members here, as
+    /// `domain NUL group NUL filter` (told to the other nodes).
+    pub fn shared_keys(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, d) in &self.domains {
+            out.extend(
+                d.subs
+                    .shared_keys()
+                    .into_iter()
+                    .map(|k| format!("{name}\0{k}")),
+            );
+        }
+        out
     }
 
     /// Forgets the session at `addr` without touching what the store
