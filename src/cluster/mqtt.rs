@@ -43,6 +43,9 @@ fn node_subject(node: &str, what: &str) -> String {
     format!("petrel.node.{node}.{what}")
 }
 
+/// Another node's shared subscription: (domain, group, filter).
+type SharedSub = (String, Arc<str>, String);
+
 /// One NATS message to send, in order.
 struct Out {
     subject: String,
@@ -172,7 +175,7 @@ pub struct MqttPeers {
     /// Forwards lost because the link to NATS was saturated (bridge only).
     pub refused: AtomicU64,
     /// The other nodes' shared subscriptions: (domain, group, filter).
-    remote_shared: Mutex<HashMap<String, Vec<(String, Arc<str>, String)>>>,
+    remote_shared: Mutex<HashMap<String, Vec<SharedSub>>>,
     /// Turns of the shared groups across nodes.
     turn: std::sync::atomic::AtomicUsize,
     me: Weak<MqttPeers>,
@@ -258,7 +261,7 @@ impl MqttPeers {
             keys = keys.len(),
             "cluster: shared subscriptions heard"
         );
-        let parsed: Vec<(String, Arc<str>, String)> = keys
+        let parsed: Vec<SharedSub> = keys
             .iter()
             .filter_map(|k| {
                 let mut it = k.splitn(3, '\0');
