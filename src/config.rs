@@ -395,6 +395,7 @@ struct RawConfig {
     hosts: Option<Vec<String>>,
     data_dir: Option<PathBuf>,
     store: Option<String>,
+    store_readers: Option<usize>,
     certfiles: Option<Vec<PathBuf>>,
     oauth_expire: Option<u64>,
     oauth_access: Option<RawAccess>,
@@ -566,6 +567,14 @@ impl Config {
         if let Some(s) = raw.store {
             c.store =
                 crate::store::StoreKind::parse(&s).map_err(|p| ConfigError::new("store", p))?;
+        }
+        if let Some(n) = raw.store_readers {
+            if n > 64 {
+                return Err(ConfigError::new("store_readers", "at most 64"));
+            }
+            if let crate::store::StoreKind::Postgres(url) = &mut c.store {
+                url.1 = n;
+            }
         }
         if let Some(f) = raw.certfiles {
             c.certfiles = f;

@@ -114,6 +114,50 @@ fn the_store_contract_holds_on_postgres() {
     a.barrier_blocking().unwrap();
 }
 
+#[test]
+fn reads_run_beside_writes_and_see_what_came_before_them() {
+    let Some(pg) = pg() else { return };
+    let url = pg.database();
+    for readers in [4, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = StoreKind::Postgres(petrel::store::PgUrl(url.clone(), readers));
+        let s = Store::open(&kind, dir.path()).unwrap();
+        // Eight threads at once, each reading back what it just wrote (not
+        // yet made durable by a barrier of its own): on the reader
+        // connections, beside the writes of the others.
+        std::thread::scope(|sc| {
+            for t in 0..8 {
+                let s = &s;
+                sc.spawn(move || {
+                    for i in 0..40 {
+                        let k = format!("r{readers}-{t}-{i}");
+                        s.put(Tree::Users, k.clone(), i.to_string());
+                        assert_eq!(
+                            s.get_blocking(Tree::Users, k.as_bytes()).unwrap(),
+                            Some(i.to_string().into_bytes()),
+                            "{k}"
+                        );
+                        let prefix = format!("r{readers}-{t}-");
+                        assert_eq!(
+                            s.scan_prefix_blocking(Tree::Users, prefix.as_bytes())
+                                .unwrap()
+                                .len(),
+                            i + 1
+                        );
+                    }
+                });
+            }
+        });
+        let prefix = format!("r{readers}-");
+        assert_eq!(
+            s.scan_prefix_blocking(Tree::Users, prefix.as_bytes())
+                .unwrap()
+                .len(),
+            320
+        );
+    }
+}
+
 fn login(p: &Petrel, id: &str, token: &str, keep: bool) -> RawClient {
     let mut c = RawClient::connect(p.mqtt(), Version::V5);
     let mut pk = connect_packet(id, Some("X-OAUTH2"), Some(token.as_bytes()));

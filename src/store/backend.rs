@@ -55,4 +55,35 @@ pub trait Backend: Send + 'static {
         limit: usize,
     ) -> BackendFuture<'a, usize>;
     fn len(&mut self, tree: Tree) -> BackendFuture<'_, usize>;
+    /// Reads that may run beside this backend's own requests (a pool of
+    /// connections), once it has them ready; asked on the store thread
+    /// before a read until it answers.
+    fn reader(&mut self) -> Option<std::rc::Rc<dyn Reader>> {
+        None
+    }
+}
+
+/// Reads that run concurrently on the store thread's runtime. A read is
+/// started only after every write requested before it was applied
+/// (committed), so it sees them, as a [`Backend`] read would.
+pub trait Reader {
+    fn get<'a>(&'a self, tree: Tree, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>>;
+    fn scan_prefix<'a>(&'a self, tree: Tree, prefix: &'a [u8]) -> BackendFuture<'a, Vec<KeyValue>>;
+    fn scan_below<'a>(
+        &'a self,
+        tree: Tree,
+        end: &'a [u8],
+        limit: usize,
+    ) -> BackendFuture<'a, Vec<KeyValue>>;
+    fn scan_range<'a>(
+        &'a self,
+        tree: Tree,
+        range: &'a KeyRange,
+    ) -> BackendFuture<'a, Vec<KeyValue>>;
+    fn count_prefix<'a>(
+        &'a self,
+        tree: Tree,
+        prefix: &'a [u8],
+        limit: usize,
+    ) -> BackendFuture<'a, usize>;
 }

@@ -170,9 +170,13 @@ pub enum StoreKind {
 }
 
 /// A PostgreSQL connection string; its `Debug` hides it (it may carry a
-/// password, and configs are printed).
+/// password, and configs are printed). With it, how many connections may
+/// read beside the one that writes (`store_readers`).
 #[derive(Clone, PartialEq, Eq)]
-pub struct PgUrl(pub String);
+pub struct PgUrl(pub String, pub usize);
+
+/// `store_readers` when the config does not say.
+pub const DEFAULT_READERS: usize = 4;
 
 impl std::fmt::Debug for PgUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -189,7 +193,7 @@ impl StoreKind {
             p if p.starts_with("postgres://") || p.starts_with("postgresql://") => {
                 p.parse::<tokio_postgres::Config>()
                     .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
-                Ok(StoreKind::Postgres(PgUrl(p.to_string())))
+                Ok(StoreKind::Postgres(PgUrl(p.to_string(), DEFAULT_READERS)))
             }
             _ => Err("unknown store; use \"sled\", \"memory\" or a postgres:// URL".to_string()),
         }
@@ -272,7 +276,7 @@ impl Store {
         let backend: Box<dyn Backend> = match kind {
             StoreKind::Sled => Box::new(sled_backend::SledBackend::open(data_dir)?),
             StoreKind::Memory => Box::new(memory::MemoryBackend::default()),
-            StoreKind::Postgres(url) => Box::new(postgres::PgBackend::new(&url.0)),
+            StoreKind::Postgres(url) => Box::new(postgres::PgBackend::with_readers(&url.0, url.1)),
         };
         let store = Store::with_backend(backend);
         migrate::to_current(&store)?;

@@ -3,8 +3,11 @@
 //! so a prefix or a key range is an index range scan in sled's order
 //! (bytea compares byte by byte).
 //!
-//! One connection, owned by the store thread (which serializes every
-//! request anyway). Each batch of writes the store thread applies is one
+//! One connection writes, owned by the store thread (which serializes
+//! the writes); up to `store_readers` more read beside it (`PgReaders`, a
+//! pool on the store thread's runtime), each read started once the writes
+//! requested before it are committed, so it sees them. Each batch of
+//! writes the store thread applies is one
 //! transaction, its statements pipelined, committed before the batch
 //! returns: a store barrier (which follows the batches before it) then has
 //! nothing left to do, and what the server acknowledges after it is
@@ -23,7 +26,10 @@
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::backend::{Backend, BackendFuture, Write};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use super::backend::{Backend, BackendFuture, Reader, Write};
 use super::{KeyRange, KeyValue, StoreError, Tree};
 
 /// The schema's versions, in order: (version, SQL).
@@ -66,6 +72,8 @@ impl Conn {
 pub struct PgBackend {
     url: String,
     conn: Option<Conn>,
+    /// Connections that may read beside this one.
+    readers: usize,
 }
 
 fn err(e: tokio_postgres::Error) -> StoreError {
@@ -172,9 +180,16 @@ impl PgBackend {
     /// A backend for `url` (a `postgres://` URL or libpq key=value
     /// string); it connects on its first request, on the store thread.
     pub fn new(url: &str) -> PgBackend {
+        PgBackend::with_readers(url, 0)
+    }
+
+    /// With up to `readers` more connections for reads (0: every read on
+    /// the one connection, in turn with the writes).
+    pub fn with_readers(url: &str, readers: usize) -> PgBackend {
         PgBackend {
             url: url.to_string(),
             conn: None,
+            readers,
         }
     }
 
@@ -265,6 +280,84 @@ impl PgBackend {
     }
 }
 
+/// The reads, on whichever connection runs them.
+mod q {
+    use super::*;
+
+    pub async fn get(c: &Client, st: &Prepared, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = c.query_opt(&st.get, &[&key]).await.map_err(err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn scan_prefix(
+        c: &Client,
+        st: &Prepared,
+        prefix: &[u8],
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let rows = match successor(prefix) {
+            Some(end) => c.query(&st.range, &[&prefix, &end, &i64::MAX]).await,
+            None => c.query(&st.from, &[&prefix]).await,
+        }
+        .map_err(err)?;
+        Ok(pairs(rows))
+    }
+
+    pub async fn scan_below(
+        c: &Client,
+        st: &Prepared,
+        end: &[u8],
+        n: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let rows = c.query(&st.below, &[&end, &limit(n)]).await.map_err(err)?;
+        Ok(pairs(rows))
+    }
+
+    pub async fn scan_range(
+        c: &Client,
+        st: &Prepared,
+        r: &KeyRange,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let stmt = if r.reverse { &st.range_rev } else { &st.range };
+        let rows = c
+            .query(stmt, &[&r.from, &r.to, &limit(r.limit)])
+            .await
+            .map_err(err)?;
+        Ok(pairs(rows))
+    }
+
+    pub async fn count_prefix(
+        c: &Client,
+        st: &Prepared,
+        prefix: &[u8],
+        n: usize,
+    ) -> Result<usize, StoreError> {
+        let row = match successor(prefix) {
+            Some(end) => {
+                c.query_one(&st.count_range, &[&prefix, &end, &limit(n)])
+                    .await
+            }
+            None => c.query_one(&st.count_from, &[&prefix, &limit(n)]).await,
+        }
+        .map_err(err)?;
+        Ok(row.get::<_, i64>(0) as usize)
+    }
+}
+
+/// Runs `f` on the backend's connection with the tree's statements; a
+/// failure drops the connection.
+macro_rules! on_main {
+    ($self:ident, $tree:expr, |$c:ident, $st:ident| $body:expr) => {
+        Box::pin(async move {
+            let r = async {
+                let ($c, $st) = $self.ready($tree).await?;
+                $body.await
+            }
+            .await;
+            $self.check(r)
+        })
+    };
+}
+
 impl Backend for PgBackend {
     fn write<'a>(&'a mut self, batch: &'a [Write]) -> BackendFuture<'a, ()> {
         Box::pin(self.write_batch(batch))
@@ -276,15 +369,7 @@ impl Backend for PgBackend {
     }
 
     fn get<'a>(&'a mut self, tree: Tree, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
-            let r = async {
-                let (c, st) = self.ready(tree).await?;
-                let row = c.query_opt(&st.get, &[&key]).await.map_err(err)?;
-                Ok(row.map(|r| r.get(0)))
-            }
-            .await;
-            self.check(r)
-        })
+        on_main!(self, tree, |c, st| q::get(c, st, key))
     }
 
     fn scan_prefix<'a>(
@@ -292,19 +377,7 @@ impl Backend for PgBackend {
         tree: Tree,
         prefix: &'a [u8],
     ) -> BackendFuture<'a, Vec<KeyValue>> {
-        Box::pin(async move {
-            let r = async {
-                let (c, st) = self.ready(tree).await?;
-                let rows = match successor(prefix) {
-                    Some(end) => c.query(&st.range, &[&prefix, &end, &i64::MAX]).await,
-                    None => c.query(&st.from, &[&prefix]).await,
-                }
-                .map_err(err)?;
-                Ok(pairs(rows))
-            }
-            .await;
-            self.check(r)
-        })
+        on_main!(self, tree, |c, st| q::scan_prefix(c, st, prefix))
     }
 
     fn scan_below<'a>(
@@ -313,15 +386,7 @@ impl Backend for PgBackend {
         end: &'a [u8],
         n: usize,
     ) -> BackendFuture<'a, Vec<KeyValue>> {
-        Box::pin(async move {
-            let r = async {
-                let (c, st) = self.ready(tree).await?;
-                let rows = c.query(&st.below, &[&end, &limit(n)]).await.map_err(err)?;
-                Ok(pairs(rows))
-            }
-            .await;
-            self.check(r)
-        })
+        on_main!(self, tree, |c, st| q::scan_below(c, st, end, n))
     }
 
     fn scan_range<'a>(
@@ -329,19 +394,7 @@ impl Backend for PgBackend {
         tree: Tree,
         r: &'a KeyRange,
     ) -> BackendFuture<'a, Vec<KeyValue>> {
-        Box::pin(async move {
-            let r = async {
-                let (c, st) = self.ready(tree).await?;
-                let stmt = if r.reverse { &st.range_rev } else { &st.range };
-                let rows = c
-                    .query(stmt, &[&r.from, &r.to, &limit(r.limit)])
-                    .await
-                    .map_err(err)?;
-                Ok(pairs(rows))
-            }
-            .await;
-            self.check(r)
-        })
+        on_main!(self, tree, |c, st| q::scan_range(c, st, r))
     }
 
     fn count_prefix<'a>(
@@ -350,22 +403,7 @@ impl Backend for PgBackend {
         prefix: &'a [u8],
         n: usize,
     ) -> BackendFuture<'a, usize> {
-        Box::pin(async move {
-            let r = async {
-                let (c, st) = self.ready(tree).await?;
-                let row = match successor(prefix) {
-                    Some(end) => {
-                        c.query_one(&st.count_range, &[&prefix, &end, &limit(n)])
-                            .await
-                    }
-                    None => c.query_one(&st.count_from, &[&prefix, &limit(n)]).await,
-                }
-                .map_err(err)?;
-                Ok(row.get::<_, i64>(0) as usize)
-            }
-            .await;
-            self.check(r)
-        })
+        on_main!(self, tree, |c, st| q::count_prefix(c, st, prefix, n))
     }
 
     fn len(&mut self, tree: Tree) -> BackendFuture<'_, usize> {
@@ -378,6 +416,126 @@ impl Backend for PgBackend {
             .await;
             self.check(r)
         })
+    }
+
+    fn reader(&mut self) -> Option<Rc<dyn Reader>> {
+        // Not before this connection created and migrated the schema.
+        (self.readers > 0 && self.conn.is_some()).then(|| {
+            Rc::new(PgReaders {
+                url: self.url.clone(),
+                max: self.readers,
+                idle: RefCell::new(Vec::new()),
+                open: Cell::new(0),
+                freed: tokio::sync::Notify::new(),
+            }) as Rc<dyn Reader>
+        })
+    }
+}
+
+/// Connections that read beside the one that writes (`store_readers` of
+/// them at most, opened on demand, kept while the store lives). The schema
+/// is the writer's business: a reader connects after it migrated (the
+/// store thread's first request is the writer's).
+struct PgReaders {
+    url: String,
+    max: usize,
+    idle: RefCell<Vec<Conn>>,
+    open: Cell<usize>,
+    freed: tokio::sync::Notify,
+}
+
+impl PgReaders {
+    /// An idle connection, a new one while fewer than `max` are open, or
+    /// the next one given back.
+    async fn take(&self) -> Result<Conn, StoreError> {
+        loop {
+            if let Some(c) = self.idle.borrow_mut().pop() {
+                return Ok(c);
+            }
+            if self.open.get() < self.max {
+                self.open.set(self.open.get() + 1);
+                match tokio_postgres::connect(&self.url, NoTls).await {
+                    Ok((client, connection)) => {
+                        tokio::task::spawn_local(async move {
+                            if let Err(e) = connection.await {
+                                tracing::warn!(error = %e, "PostgreSQL reader connection lost");
+                            }
+                        });
+                        return Ok(Conn {
+                            client,
+                            st: Default::default(),
+                        });
+                    }
+                    Err(e) => {
+                        self.open.set(self.open.get() - 1);
+                        self.freed.notify_one();
+                        return Err(err(e));
+                    }
+                }
+            }
+            self.freed.notified().await;
+        }
+    }
+
+    /// Gives a connection back (`None`: it failed and is dropped).
+    fn give(&self, c: Option<Conn>) {
+        match c {
+            Some(c) => self.idle.borrow_mut().push(c),
+            None => self.open.set(self.open.get() - 1),
+        }
+        self.freed.notify_one();
+    }
+}
+
+/// Runs `body` on a reader connection with the tree's statements; a
+/// connection that failed is dropped, not given back.
+macro_rules! on_reader {
+    ($self:ident, $tree:expr, |$c:ident, $st:ident| $body:expr) => {
+        Box::pin(async move {
+            let mut conn = $self.take().await?;
+            let r = match conn.st($tree).await.map(|_| ()) {
+                Ok(()) => {
+                    let $c = &conn.client;
+                    let $st = conn.st[$tree.index()].as_deref().expect("prepared");
+                    $body.await
+                }
+                Err(e) => Err(e),
+            };
+            $self.give(r.is_ok().then_some(conn));
+            r
+        })
+    };
+}
+
+impl Reader for PgReaders {
+    fn get<'a>(&'a self, tree: Tree, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
+        on_reader!(self, tree, |c, st| q::get(c, st, key))
+    }
+
+    fn scan_prefix<'a>(&'a self, tree: Tree, prefix: &'a [u8]) -> BackendFuture<'a, Vec<KeyValue>> {
+        on_reader!(self, tree, |c, st| q::scan_prefix(c, st, prefix))
+    }
+
+    fn scan_below<'a>(
+        &'a self,
+        tree: Tree,
+        end: &'a [u8],
+        n: usize,
+    ) -> BackendFuture<'a, Vec<KeyValue>> {
+        on_reader!(self, tree, |c, st| q::scan_below(c, st, end, n))
+    }
+
+    fn scan_range<'a>(&'a self, tree: Tree, r: &'a KeyRange) -> BackendFuture<'a, Vec<KeyValue>> {
+        on_reader!(self, tree, |c, st| q::scan_range(c, st, r))
+    }
+
+    fn count_prefix<'a>(
+        &'a self,
+        tree: Tree,
+        prefix: &'a [u8],
+        n: usize,
+    ) -> BackendFuture<'a, usize> {
+        on_reader!(self, tree, |c, st| q::count_prefix(c, st, prefix, n))
     }
 }
 

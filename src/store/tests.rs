@@ -135,7 +135,7 @@ fn store_kinds_parse() {
     let pg = StoreKind::parse("postgres://u:secret@h/db").unwrap();
     assert_eq!(
         pg,
-        StoreKind::Postgres(super::PgUrl("postgres://u:secret@h/db".into()))
+        StoreKind::Postgres(super::PgUrl("postgres://u:secret@h/db".into(), 4))
     );
     // The password never shows.
     assert!(!format!("{pg:?}").contains("secret"));

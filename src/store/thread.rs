@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::backend::{Backend, Write};
+use super::backend::{Backend, Reader, Write};
 use super::{Op, StoreError, Tree};
 use crate::metrics::{metrics, StoreOp};
 
@@ -37,16 +37,47 @@ fn counted(t: Tree) -> Option<usize> {
 /// barriers answered (bounds a batch and the latency of a barrier).
 const TURN: usize = 1024;
 
+/// Runs a read on the backend's concurrent reader and answers it.
+async fn read_aside(r: &dyn Reader, op: Op) -> StoreOp {
+    match op {
+        Op::Get(t, k, tx) => {
+            let _ = tx.send(r.get(t, &k).await);
+            StoreOp::Read
+        }
+        Op::ScanPrefix(t, p, tx) => {
+            let _ = tx.send(r.scan_prefix(t, &p).await);
+            StoreOp::Scan
+        }
+        Op::ScanBelow(t, end, limit, tx) => {
+            let _ = tx.send(r.scan_below(t, &end, limit).await);
+            StoreOp::Scan
+        }
+        Op::ScanRange(t, range, tx) => {
+            let _ = tx.send(r.scan_range(t, &range).await);
+            StoreOp::Scan
+        }
+        Op::CountPrefix(t, p, limit, tx) => {
+            let _ = tx.send(r.count_prefix(t, &p, limit).await);
+            StoreOp::Scan
+        }
+        _ => unreachable!("only reads run aside"),
+    }
+}
+
 pub(super) fn run(backend: Box<dyn Backend>, rx: mpsc::UnboundedReceiver<Op>, counts: Counts) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the store thread's runtime starts");
-    rt.block_on(Worker::new(backend, counts).serve(rx));
+    // Reads a backend runs beside its own requests are local tasks.
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, Worker::new(backend, counts).serve(rx));
 }
 
 struct Worker {
     backend: Box<dyn Backend>,
+    /// The backend's concurrent reads, once it offers them.
+    reader: Option<std::rc::Rc<dyn Reader>>,
     pending: Vec<Write>,
     barriers: Vec<oneshot::Sender<Result<(), StoreError>>>,
     /// The first write that failed. Sticky: once the backend lost a write,
@@ -59,6 +90,7 @@ struct Worker {
 impl Worker {
     fn new(backend: Box<dyn Backend>, counts: Counts) -> Worker {
         Worker {
+            reader: None,
             backend,
             pending: Vec::new(),
             barriers: Vec::new(),
@@ -108,6 +140,25 @@ impl Worker {
         };
         // Writes and barriers are timed where they are carried out.
         let started = kind.map(|_| Instant::now());
+        if self.reader.is_none() && self.counts_reads_aside(&op) {
+            // Offered once the backend is ready for it (connected, schema
+            // migrated).
+            self.reader = self.backend.reader();
+        }
+        let op = match (&self.reader, op) {
+            // The writes before it are applied: the read may run beside
+            // what follows.
+            (Some(r), op) if self.counts_reads_aside(&op) => {
+                let r = r.clone();
+                tokio::task::spawn_local(async move {
+                    let started = Instant::now();
+                    let kind = read_aside(r.as_ref(), op).await;
+                    metrics().store_op(kind, started.elapsed());
+                });
+                return;
+            }
+            (_, op) => op,
+        };
         let counts = &self.counts;
         let b = &mut self.backend;
         match op {
@@ -152,6 +203,18 @@ impl Worker {
         if let (Some(k), Some(t)) = (kind, started) {
             metrics().store_op(k, t.elapsed());
         }
+    }
+
+    /// Whether `op` may run on the backend's concurrent reader.
+    fn counts_reads_aside(&self, op: &Op) -> bool {
+        matches!(
+            op,
+            Op::Get(..)
+                | Op::ScanPrefix(..)
+                | Op::ScanBelow(..)
+                | Op::ScanRange(..)
+                | Op::CountPrefix(..)
+        )
     }
 
     async fn apply(&mut self) {
