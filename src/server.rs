@@ -297,7 +297,7 @@ impl Server {
         // The other nodes first: a client served here must reach them.
         let cluster_tasks = match &shared.cluster {
             Some(c) => c
-                .listen(shared.auth.clone(), shared.shutdown.clone())
+                .listen(shared.auth.clone())
                 .await
                 .map_err(ServerError::Cluster)?,
             None => Vec::new(),
@@ -359,9 +359,6 @@ impl Server {
             let _ = l.await;
         }
         let _ = sweeper.await;
-        for t in cluster_tasks {
-            let _ = t.await;
-        }
         let _ = hangups.await;
         let _ = expiry.await;
         let _ = archive_pruner.await;
@@ -376,6 +373,14 @@ impl Server {
         }
         let _ = std::fs::remove_file(ctl::socket::socket_path(&shared.config.data_dir));
         store.barrier().await?;
+        // Every connection is closed and its state saved: the others may
+        // adopt this node's sessions now.
+        if let Some(c) = &shared.cluster {
+            c.leave().await;
+        }
+        for t in cluster_tasks {
+            let _ = t.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -30,6 +30,8 @@ const REVOKED: &str = "petrel.auth.revoked";
 const ACCOUNT: &str = "petrel.auth.account";
 const HEARTBEAT: &str = "petrel.hb";
 const ADOPTED: &str = "petrel.cluster.adopted";
+/// The most a heartbeat says of shared subscriptions.
+const MAX_SHARED_BYTES: usize = 256 * 1024;
 
 /// The `[cluster]` table of the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -132,9 +134,14 @@ pub struct Cluster {
     local: Arc<dyn AuthEvents>,
     rt: tokio::runtime::Handle,
     members: Arc<Members>,
-    epoch: u64,
+    /// This life's number (a new one after being taken for dead).
+    epoch: std::sync::atomic::AtomicU64,
     mqtt: OnceLock<Arc<MqttPeers>>,
     on_gone: Mutex<Vec<OnGone>>,
+    /// Cancelled by [`Cluster::leave`].
+    stop: tokio_util::sync::CancellationToken,
+    /// Said once: the shared subscriptions did not all fit a heartbeat.
+    shared_cut: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -160,9 +167,11 @@ impl Cluster {
                 &config.node,
                 Duration::from_millis(config.dead_after_ms),
             )),
-            epoch,
+            epoch: epoch.into(),
             mqtt: OnceLock::new(),
             on_gone: Mutex::new(Vec::new()),
+            stop: tokio_util::sync::CancellationToken::new(),
+            shared_cut: Default::default(),
         }))
     }
 
@@ -226,13 +235,30 @@ impl Cluster {
     }
 
     async fn beat(&self, leaving: bool) {
-        let shared = match self.mqtt.get().and_then(|p| p.broker()) {
+        let mut shared = match self.mqtt.get().and_then(|p| p.broker()) {
             Some(b) if !leaving => b.shared_keys(),
             _ => Vec::new(),
         };
+        // Within NATS's default message size (1 MB) whatever clients
+        // subscribe: groups past the bound are not told, and their turns
+        // are taken on every node that has members (each message then
+        // reaches one member per such node).
+        let mut bytes = 0;
+        if let Some(cut) = shared.iter().position(|k| {
+            bytes += k.len() + 8;
+            bytes > MAX_SHARED_BYTES
+        }) {
+            shared.truncate(cut);
+            if !self
+                .shared_cut
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!("cluster: too many shared subscriptions to tell the other nodes; some groups may take a turn on each node");
+            }
+        }
         let b = Beat {
             node: self.node.clone(),
-            epoch: self.epoch,
+            epoch: self.epoch.load(std::sync::atomic::Ordering::Relaxed),
             leaving,
             shared,
         };
@@ -242,13 +268,24 @@ impl Cluster {
         }
     }
 
-    /// Listens to the other nodes until `shutdown`; subscribed before it
-    /// returns, so nothing told after that is missed.
+    /// Tells the others this node leaves (its connections are closed and
+    /// what they left is saved: its sessions may be adopted now), then
+    /// stops listening.
+    pub async fn leave(&self) {
+        self.beat(true).await;
+        let _ = self.client.flush().await;
+        self.stop.cancel();
+    }
+
+    /// Listens to the other nodes until [`Cluster::leave`] (through a
+    /// server's shutdown: the last connections' wills still go out to the
+    /// others); subscribed before it returns, so nothing told after that
+    /// is missed.
     pub async fn listen(
         self: &Arc<Self>,
         auth: Arc<AuthCore>,
-        shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+        let shutdown = self.stop.clone();
         let sub = |s: String| {
             let c = self.client.clone();
             async move {
@@ -291,6 +328,7 @@ impl Cluster {
                         _ = sd.cancelled() => return,
                         m = pubs.next() => match m { Some(m) => m, None => return },
                     };
+                    let _gate = peers.gate.lock().await;
                     peers.received(&m.payload, m.reply.map(|r| r.to_string()));
                 }
             }));
@@ -371,11 +409,7 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let msg = tokio::select! {
-                _ = shutdown.cancelled() => {
-                    self.beat(true).await;
-                    let _ = self.client.flush().await;
-                    return;
-                }
+                _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {
                     self.beat(false).await;
                     for dead in self.members.sweep(Instant::now()) {
@@ -415,6 +449,12 @@ impl Cluster {
                 if a.by == self.node {
                     continue;
                 }
+                if a.dead == self.node {
+                    if a.epoch == self.epoch.load(std::sync::atomic::Ordering::Relaxed) {
+                        self.fence(&a.by);
+                    }
+                    continue;
+                }
                 match self.members.adopted(&a.dead, a.epoch, &a.by) {
                     // The adopter saw it die first: it is dead here too.
                     Some(Some(members::State::Alive)) => self.node_dead(&a.dead),
@@ -431,10 +471,26 @@ impl Cluster {
                 }
             } else if subject.ends_with(".letgo") {
                 if let Some(p) = self.mqtt.get() {
-                    p.let_go_here(&msg.payload);
+                    p.let_go_here(&msg.payload, msg.reply.map(|r| r.to_string()));
                 }
             }
         }
+    }
+
+    /// The others took this node for dead (it was silent too long: a
+    /// stall, a network cut) and `by` adopted its persistent sessions: they
+    /// are not this node's any more. Every MQTT session here is let go
+    /// without touching the store (its connections are taken over, 0x8E;
+    /// they reconnect and their sessions are claimed from wherever they
+    /// are), and this node comes back as a new life.
+    fn fence(&self, by: &str) {
+        tracing::error!(adopter = %by, "cluster: this node was taken for dead and its sessions adopted; letting every MQTT session go");
+        if let Some(b) = self.mqtt.get().and_then(|p| p.broker()) {
+            b.forget_all_here();
+        }
+        let epoch = u64::from_be_bytes(crate::session::random::<8>(&crate::session::OsEntropy));
+        self.epoch
+            .store(epoch, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A node is found dead (silent, or it said it leaves): the others'
@@ -465,6 +521,9 @@ impl Cluster {
         tokio::spawn(async move {
             let b = broker.clone();
             let d = dead.clone();
+            // Forwarded messages wait: each reaches the adopted sessions
+            // wholly through the resend or wholly as any other.
+            let gate = peers.gate.lock().await;
             let ids = match tokio::task::spawn_blocking(move || b.adopt_sessions(&d)).await {
                 Ok(Ok(ids)) => ids,
                 other => {
@@ -472,11 +531,12 @@ impl Cluster {
                     return;
                 }
             };
+            peers.adopted_here(&dead, ids.clone());
+            drop(gate);
             if broker.store().barrier().await.is_err() {
                 return;
             }
             tracing::info!(node = %dead, sessions = ids.len(), "cluster: adopted a dead node's sessions");
-            peers.adopted_here(&dead, ids);
             if me.members.adopted(&dead, epoch, &me.node).is_none() {
                 // It came back meanwhile: nothing waits on its adoption.
                 return;

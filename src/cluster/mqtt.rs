@@ -43,6 +43,35 @@ fn node_subject(node: &str, what: &str) -> String {
     format!("petrel.node.{node}.{what}")
 }
 
+/// The last [`SEEN`] waited-for messages routed here, to tell a resend
+/// for a dead node's sessions that they already had the message (it
+/// reached them after they were adopted here).
+#[derive(Default)]
+struct Seen {
+    order: std::collections::VecDeque<(u64, u64)>,
+    at: HashMap<(u64, u64), u64>,
+}
+
+const SEEN: usize = 65_536;
+
+fn origin_hash(origin: &str) -> u64 {
+    origin.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+impl Seen {
+    fn note(&mut self, key: (u64, u64), n: u64) {
+        if self.order.len() >= SEEN {
+            if let Some(old) = self.order.pop_front() {
+                self.at.remove(&old);
+            }
+        }
+        self.order.push_back(key);
+        self.at.insert(key, n);
+    }
+}
+
 /// Another node's shared subscription: (domain, group, filter).
 type SharedSub = (String, Arc<str>, String);
 
@@ -178,6 +207,15 @@ pub struct MqttPeers {
     remote_shared: Mutex<HashMap<String, Vec<SharedSub>>>,
     /// Turns of the shared groups across nodes.
     turn: std::sync::atomic::AtomicUsize,
+    /// Held while this node adopts a dead node's sessions: forwarded
+    /// messages are routed wholly before or wholly after.
+    pub gate: tokio::sync::Mutex<()>,
+    /// Forwarded messages routed here, counted.
+    routed: AtomicU64,
+    /// Recently routed waited-for messages: (origin, id) → `routed` then.
+    seen: Mutex<Seen>,
+    /// Per dead node adopted here: `routed` when the adoption ended.
+    adopted_at: Mutex<HashMap<String, u64>>,
     me: Weak<MqttPeers>,
 }
 
@@ -217,6 +255,10 @@ impl MqttPeers {
             refused: AtomicU64::new(0),
             remote_shared: Mutex::new(HashMap::new()),
             turn: Default::default(),
+            gate: tokio::sync::Mutex::new(()),
+            routed: AtomicU64::new(0),
+            seen: Mutex::new(Seen::default()),
+            adopted_at: Mutex::new(HashMap::new()),
         })
     }
 
@@ -300,12 +342,38 @@ impl MqttPeers {
             tracing::warn!("cluster: unreadable forwarded frame");
             return;
         };
+        // A resend for a dead node's sessions: the groups whose turn that
+        // node had take it here.
         let shares: Shares = w
             .shares
             .iter()
-            .map(|(g, n)| (Arc::from(*g), Arc::from(*n)))
+            .map(|(g, n)| {
+                let n = if !w.only.is_empty() && *n == w.only {
+                    self.node.as_str()
+                } else {
+                    n
+                };
+                (Arc::from(*g), Arc::from(n))
+            })
             .collect();
-        let routing = if w.only.is_empty() {
+        let n = self.routed.fetch_add(1, Ordering::Relaxed) + 1;
+        let key = (origin_hash(w.origin), w.id);
+        let already = !w.only.is_empty() && {
+            // Routed here after the adoption ended: the adopted sessions
+            // had it with everyone else.
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let adopted = self.adopted_at.lock().unwrap_or_else(|e| e.into_inner());
+            matches!((seen.at.get(&key), adopted.get(w.only)), (Some(at), Some(end)) if at > end)
+        };
+        if w.only.is_empty() && w.id != 0 {
+            self.seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .note(key, n);
+        }
+        let routing = if already {
+            crate::mqtt::broker::Routing::default()
+        } else if w.only.is_empty() {
             broker.accept_remote(w.domain, p, shares, None)
         } else {
             let ids = self
@@ -427,8 +495,12 @@ impl MqttPeers {
         }
     }
 
-    /// This node adopted `ids` from `dead`.
+    /// This node adopted `ids` from `dead` (called under [`MqttPeers::gate`]).
     pub fn adopted_here(&self, dead: &str, ids: Vec<u64>) {
+        self.adopted_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dead.to_string(), self.routed.load(Ordering::Relaxed));
         self.adopted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -463,7 +535,7 @@ impl MqttPeers {
         let Some(broker) = self.broker.upgrade() else {
             return;
         };
-        let had = broker.hand_off(&c.addr, c.clean);
+        let had = broker.hand_off(&c.addr, c.clean, self.ack_timeout * 3);
         let client = self.client.clone();
         tokio::spawn(async move {
             if had {
@@ -475,11 +547,43 @@ impl MqttPeers {
         });
     }
 
-    /// A `letgo` from the node that now holds a session.
-    pub fn let_go_here(&self, payload: &[u8]) {
-        if let (Ok(addr), Some(b)) = (std::str::from_utf8(payload), self.broker.upgrade()) {
-            b.let_go(addr);
-        }
+    /// A `letgo` from the node that now holds a session: answered once
+    /// what this node stored for it is committed.
+    pub fn let_go_here(&self, payload: &[u8], reply: Option<String>) {
+        let (Ok(addr), Some(b)) = (std::str::from_utf8(payload), self.broker.upgrade()) else {
+            return;
+        };
+        b.let_go(addr);
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _ = b.store().barrier().await;
+            if let Some(r) = reply {
+                let _ = client.publish(r, Bytes::from_static(b"ok")).await;
+            }
+        });
+    }
+
+    /// Asks every live node the same `body` on `petrel.node.<n>.<what>`
+    /// and waits for all answers (each at most `ack_timeout`).
+    fn ask_all(&self, what: &'static str, body: Bytes) -> crate::mqtt::broker::PeerFuture<()> {
+        let alive = self.members.alive();
+        let client = self.client.clone();
+        let timeout = self.ack_timeout;
+        Box::pin(async move {
+            let asks = alive.into_iter().map(|n| {
+                let client = client.clone();
+                let body = body.clone();
+                async move {
+                    let r =
+                        tokio::time::timeout(timeout, client.request(node_subject(&n, what), body))
+                            .await;
+                    if !matches!(r, Ok(Ok(_))) {
+                        tracing::warn!(node = %n, what, "cluster: a node did not answer");
+                    }
+                }
+            });
+            futures_util::future::join_all(asks).await;
+        })
     }
 }
 
@@ -581,26 +685,7 @@ impl Peers for MqttPeers {
             })
             .expect("plain data"),
         );
-        let alive = self.members.alive();
-        let client = self.client.clone();
-        let timeout = self.ack_timeout;
-        Box::pin(async move {
-            let asks = alive.into_iter().map(|n| {
-                let client = client.clone();
-                let body = body.clone();
-                async move {
-                    let r = tokio::time::timeout(
-                        timeout,
-                        client.request(node_subject(&n, "claim"), body),
-                    )
-                    .await;
-                    if !matches!(r, Ok(Ok(_))) {
-                        tracing::warn!(node = %n, "cluster: a node did not answer a session claim");
-                    }
-                }
-            });
-            futures_util::future::join_all(asks).await;
-        })
+        self.ask_all("claim", body)
     }
 
     fn assign_shared(&self, domain: &str, topic: &str, here: &[Arc<str>]) -> Shares {
@@ -632,6 +717,9 @@ impl Peers for MqttPeers {
             }
         }
         drop(remote);
+        if cands.is_empty() {
+            return Shares::default();
+        }
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         cands
             .into_iter()
@@ -644,14 +732,8 @@ impl Peers for MqttPeers {
             .collect()
     }
 
-    fn claimed(&self, addr: &str) {
-        for n in self.members.alive() {
-            let _ = self.out.try_send(Out {
-                subject: node_subject(&n, "letgo"),
-                reply: None,
-                payload: Bytes::from(addr.to_string()),
-            });
-        }
+    fn claimed(&self, addr: &str) -> crate::mqtt::broker::PeerFuture<()> {
+        self.ask_all("letgo", Bytes::from(addr.to_string()))
     }
 }
 

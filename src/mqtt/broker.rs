@@ -188,10 +188,13 @@ pub struct Broker {
     /// This node's name in a cluster (`[cluster] node`; see
     /// [`Broker::set_node`]).
     pub node: Option<String>,
-    /// In a cluster, the low 8 bits of this node's sequence numbers.
+    /// In a cluster, the low 16 bits of this node's sequence numbers.
     seq_tag: Option<u64>,
     /// The other nodes of a cluster, set once at start when there are.
     pub peers: std::sync::OnceLock<Arc<dyn Peers>>,
+    /// Sessions handed off to another node and kept here until it has
+    /// them: address → session id.
+    moving: Mutex<HashMap<String, u64>>,
 }
 
 fn retained_key(domain: &str, topic: &str) -> Vec<u8> {
@@ -240,6 +243,7 @@ impl Broker {
             node: None,
             seq_tag: None,
             peers: std::sync::OnceLock::new(),
+            moving: Mutex::new(HashMap::new()),
         };
         b.load_retained()?;
         Ok(b)
@@ -291,11 +295,12 @@ impl Broker {
     pub fn set_node(&mut self, node: &str) {
         let tag = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        }) & 0xff;
+        }) & 0xffff;
         self.seq_tag = Some(tag);
         self.node = Some(node.to_string());
-        // The counter in the upper bits still grows across restarts.
-        let start = self.registry.clock().unix().saturating_mul(1_000_000);
+        // The counter in the upper bits grows across restarts (and past
+        // every number read back from the store: `seq_seen`).
+        let start = self.registry.clock().unix().saturating_mul(1_000);
         self.next_seq = AtomicU64::new(start);
     }
 
@@ -303,7 +308,7 @@ impl Broker {
     pub(super) fn new_seq(&self) -> u64 {
         let c = self.next_seq.fetch_add(1, Ordering::Relaxed);
         match self.seq_tag {
-            Some(t) => (c << 8) | t,
+            Some(t) => (c << 16) | t,
             None => c,
         }
     }
@@ -311,7 +316,7 @@ impl Broker {
     /// A stored sequence number was read back: later ones are above it.
     pub(super) fn seq_seen(&self, seq: u64) {
         let c = match self.seq_tag {
-            Some(_) => seq >> 8,
+            Some(_) => seq >> 16,
             None => seq,
         };
         self.next_seq

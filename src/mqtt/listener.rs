@@ -124,18 +124,27 @@ async fn login(
             (Ok(l), Some(peers)) => match conn.opening(&l.account) {
                 Some((addr, clean)) => {
                     peers.claim(&addr, clean).await;
-                    if !clean {
-                        load_moved(&ctx.broker, &l.account, &addr).await;
+                    let key = moved_key(&l.account, &addr);
+                    if clean {
+                        // The old session is gone, whichever node kept it.
+                        ctx.broker.forget_stored(key);
+                    } else {
+                        load_moved(&ctx.broker, key).await;
                     }
-                    Some((peers.clone(), addr))
+                    Some((peers.clone(), addr, clean))
                 }
                 None => None,
             },
             _ => None,
         };
         next = conn.login_decided(result);
-        if let Some((peers, addr)) = moving {
-            peers.claimed(&addr);
+        if let Some((peers, addr, clean)) = moving {
+            peers.claimed(&addr).await;
+            if let (false, Some((slot, _))) = (clean, conn.session()) {
+                // What the node that kept it stored until it let go.
+                let (b, slot) = (ctx.broker.clone(), slot.clone());
+                let _ = tokio::task::spawn_blocking(move || b.load_missing(&slot)).await;
+            }
         }
         if next == Next::Close || conn.congested.is_some() {
             return next;
@@ -145,11 +154,15 @@ async fn login(
     next
 }
 
+/// The store key of the session at `addr` (`account/client id`).
+fn moved_key(account: &crate::auth::BareJid, addr: &str) -> Vec<u8> {
+    let client_id = &addr[account.to_string().len() + 1..];
+    crate::mqtt::persist::record_key(account.domain(), Some(account), client_id)
+}
+
 /// Loads a persistent session another node held until now (no-op when
 /// there is none in the store, or this node holds it).
-async fn load_moved(broker: &Arc<Broker>, account: &crate::auth::BareJid, addr: &str) {
-    let client_id = &addr[account.to_string().len() + 1..];
-    let key = crate::mqtt::persist::record_key(account.domain(), Some(account), client_id);
+async fn load_moved(broker: &Arc<Broker>, key: Vec<u8>) {
     let b = broker.clone();
     let loaded = tokio::task::spawn_blocking(move || b.load_session(&key)).await;
     if let Ok(Err(e)) = loaded {
@@ -226,9 +239,9 @@ async fn write_out(
 
 /// Has the bridge carry the publish waiting for it across and the other
 /// nodes of a cluster take it, then acknowledges it.
-async fn cross(conn: &mut Connection, ctx: &MqttContext) {
+async fn cross(conn: &mut Connection, ctx: &MqttContext) -> Option<Next> {
     let Some((c, slot)) = conn.take_crossing() else {
-        return;
+        return None;
     };
     let mut done = match (ctx.broker.bridge.get(), c.want) {
         (Some(b), Some(want)) => b.from_mqtt(slot.address(), &c.msg, want, c.code).await,
@@ -242,7 +255,11 @@ async fn cross(conn: &mut Connection, ctx: &MqttContext) {
         // acknowledged once every node took them.
         let wait = c.qos != codec::QoS::AtMostOnce || c.msg.publish.retain;
         let f = peers.forward(slot.address().domain(), &c.msg, wait).await;
-        if f.failed {
+        if f.failed && conn.version() != Some(codec::Version::V5) {
+            // MQTT 3.1.1 cannot say "not delivered": no acknowledgement,
+            // the connection closes, the client sends it again.
+            return Some(conn.crossing_failed(&c));
+        } else if f.failed {
             done.code = reason::UNSPECIFIED_ERROR;
         } else if done.code == reason::NO_MATCHING_SUBSCRIBERS && f.receivers > 0 {
             done.code = reason::SUCCESS;
@@ -253,6 +270,7 @@ async fn cross(conn: &mut Connection, ctx: &MqttContext) {
         // drain before this publisher goes on.
         crate::session::wait_for_room(xmpp.as_ref(), ctx.broker.limits()).await;
     }
+    None
 }
 
 /// Flow control: a publisher whose message left a subscriber's queue at
@@ -606,7 +624,9 @@ where
         }
         if conn.crossing_pending() && next != Next::Close {
             held_back = !buf.is_empty();
-            Box::pin(cross(&mut conn, &ctx)).await;
+            if let Some(close) = Box::pin(cross(&mut conn, &ctx)).await {
+                next = close;
+            }
         }
         if conn.congested.is_some() {
             held_back = !buf.is_empty();

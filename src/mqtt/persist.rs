@@ -168,6 +168,15 @@ impl Broker {
         self.store().put(Tree::Sessions, key, records::encode(&rec));
     }
 
+    /// Deletes what the store keeps of the session at `key` (a Clean Start
+    /// in a cluster: whichever node held it, the old one is gone).
+    pub fn forget_stored(&self, key: Vec<u8>) {
+        let mut prefix = key.clone();
+        prefix.push(0);
+        self.store().delete(Tree::Sessions, key);
+        self.store().delete_prefix(Tree::MqttQueue, prefix);
+    }
+
     /// Deletes a session's record and its stored messages.
     pub fn forget_session(&self, slot: &Slot) {
         let key = session_key(slot);
@@ -374,6 +383,9 @@ impl Broker {
                 st.expiry = rec_expiry;
                 st.stored = true;
             }
+            // The queue before the subscriptions: a message routed to the
+            // session meanwhile is not also read back from the store.
+            let restored = self.restore_queue(&slot, k, &std::collections::HashSet::new())?;
             for s in rec.subscriptions {
                 let rh = match s.retain_handling {
                     1 => RetainHandling::SendIfNew,
@@ -387,88 +399,6 @@ impl Broker {
                     retain_handling: rh,
                 };
                 self.subscribe(&d, &slot, &s.filter, opts, s.id);
-            }
-            let mut prefix = k.to_vec();
-            prefix.push(0);
-            let mut restored = 0;
-            for (mk, mv) in self
-                .store()
-                .scan_prefix_blocking(Tree::MqttQueue, &prefix)?
-            {
-                if let [b'q', hi, lo] = mk[prefix.len()..] {
-                    slot.lock()
-                        .incoming_qos2
-                        .insert(u16::from_be_bytes([hi, lo]));
-                    continue;
-                }
-                let Ok(seq_bytes) = <[u8; 8]>::try_from(&mk[prefix.len()..]) else {
-                    continue;
-                };
-                let seq = u64::from_be_bytes(seq_bytes);
-                self.seq_seen(seq);
-                let seq = Some(seq);
-                let frame: StoredFrame = match records::decode("mqtt_queue", &mv) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::error!(error = %e, client_id, "skipping a stored queued message");
-                        continue;
-                    }
-                };
-                let mut buf = BytesMut::from(&frame.frame[..]);
-                match codec::decode(&mut buf, Some(Version::V5), usize::MAX) {
-                    Ok(Some(Packet::Publish(p))) => {
-                        // DUP marks a QoS 2 message already sent with this id.
-                        let sent = (p.dup && p.qos == QoS::ExactlyOnce).then_some(p.packet_id);
-                        let (qos, retain, sub_ids) = (
-                            p.qos,
-                            p.retain,
-                            p.properties.subscription_identifiers.clone(),
-                        );
-                        let item = Queued {
-                            msg: Arc::new(self.routed(p, 0)),
-                            qos,
-                            retain,
-                            sub_ids,
-                            seq,
-                        };
-                        let mut st = slot.lock();
-                        match sent {
-                            Some(pid) => {
-                                st.inflight.insert(
-                                    pid,
-                                    InFlight {
-                                        item,
-                                        stage: Stage::Published,
-                                    },
-                                );
-                            }
-                            None => {
-                                st.enqueue(item, self.limits(), self.now_ms());
-                            }
-                        }
-                        restored += 1;
-                    }
-                    Ok(Some(Packet::PubRel(rel))) => {
-                        // Only the PUBREL is owed: resent on resume, the
-                        // record deleted by the PUBCOMP.
-                        let item = Queued {
-                            msg: Arc::new(self.routed(codec::Publish::default(), 0)),
-                            qos: QoS::ExactlyOnce,
-                            retain: false,
-                            sub_ids: Vec::new(),
-                            seq,
-                        };
-                        slot.lock().inflight.insert(
-                            rel.packet_id,
-                            InFlight {
-                                item,
-                                stage: Stage::Released,
-                            },
-                        );
-                        restored += 1;
-                    }
-                    _ => {}
-                }
             }
             {
                 let mut st = slot.lock();
@@ -486,5 +416,120 @@ impl Broker {
             );
             Ok(Some(slot))
         }
+    }
+
+    /// Reads the queued messages of the session stored at key `k` into
+    /// `slot`, but those whose sequence number is in `known`; returns how
+    /// many. Blocking (store reads).
+    fn restore_queue(
+        &self,
+        slot: &Slot,
+        k: &[u8],
+        known: &std::collections::HashSet<u64>,
+    ) -> Result<usize, StoreError> {
+        let client_id = slot.address().name();
+        let mut prefix = k.to_vec();
+        prefix.push(0);
+        let mut restored = 0;
+        for (mk, mv) in self
+            .store()
+            .scan_prefix_blocking(Tree::MqttQueue, &prefix)?
+        {
+            if let [b'q', hi, lo] = mk[prefix.len()..] {
+                slot.lock()
+                    .incoming_qos2
+                    .insert(u16::from_be_bytes([hi, lo]));
+                continue;
+            }
+            let Ok(seq_bytes) = <[u8; 8]>::try_from(&mk[prefix.len()..]) else {
+                continue;
+            };
+            let seq = u64::from_be_bytes(seq_bytes);
+            self.seq_seen(seq);
+            if known.contains(&seq) {
+                continue;
+            }
+            let seq = Some(seq);
+            let frame: StoredFrame = match records::decode("mqtt_queue", &mv) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, client_id, "skipping a stored queued message");
+                    continue;
+                }
+            };
+            let mut buf = BytesMut::from(&frame.frame[..]);
+            match codec::decode(&mut buf, Some(Version::V5), usize::MAX) {
+                Ok(Some(Packet::Publish(p))) => {
+                    // DUP marks a QoS 2 message already sent with this id.
+                    let sent = (p.dup && p.qos == QoS::ExactlyOnce).then_some(p.packet_id);
+                    let (qos, retain, sub_ids) = (
+                        p.qos,
+                        p.retain,
+                        p.properties.subscription_identifiers.clone(),
+                    );
+                    let item = Queued {
+                        msg: Arc::new(self.routed(p, 0)),
+                        qos,
+                        retain,
+                        sub_ids,
+                        seq,
+                    };
+                    let mut st = slot.lock();
+                    match sent {
+                        Some(pid) => {
+                            st.inflight.insert(
+                                pid,
+                                InFlight {
+                                    item,
+                                    stage: Stage::Published,
+                                },
+                            );
+                        }
+                        None => {
+                            st.enqueue(item, self.limits(), self.now_ms());
+                        }
+                    }
+                    restored += 1;
+                }
+                Ok(Some(Packet::PubRel(rel))) => {
+                    // Only the PUBREL is owed: resent on resume, the
+                    // record deleted by the PUBCOMP.
+                    let item = Queued {
+                        msg: Arc::new(self.routed(codec::Publish::default(), 0)),
+                        qos: QoS::ExactlyOnce,
+                        retain: false,
+                        sub_ids: Vec::new(),
+                        seq,
+                    };
+                    slot.lock().inflight.insert(
+                        rel.packet_id,
+                        InFlight {
+                            item,
+                            stage: Stage::Released,
+                        },
+                    );
+                    restored += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(restored)
+    }
+
+    /// After a session moved here: the messages the node that held it
+    /// stored while it moved, not yet in its queue. Blocking.
+    pub fn load_missing(&self, slot: &Slot) -> Result<usize, StoreError> {
+        let known: std::collections::HashSet<u64> = {
+            let st = slot.lock();
+            st.queued()
+                .filter_map(|q| q.seq)
+                .chain(st.inflight.values().filter_map(|f| f.item.seq))
+                .collect()
+        };
+        let restored = self.restore_queue(slot, &session_key(slot), &known)?;
+        if restored > 0 {
+            slot.wake();
+        }
+        Ok(restored)
     }
 }

@@ -642,6 +642,19 @@ impl Connection {
         }
     }
 
+    /// A publish the other nodes did not all take, from a client that
+    /// cannot be told so (MQTT 3.1.1): not acknowledged, its QoS 2 id freed,
+    /// the connection closed (the client sends it again).
+    pub fn crossing_failed(&mut self, c: &Crossing) -> Next {
+        if let Phase::Live(l) = &self.phase {
+            let slot = l.slot.clone();
+            if c.qos == QoS::ExactlyOnce && slot.lock().incoming_qos2.remove(&c.packet_id) {
+                self.broker.unstore_incoming_qos2(&slot, c.packet_id);
+            }
+        }
+        self.disconnect(reason::UNSPECIFIED_ERROR)
+    }
+
     /// Acknowledges a publish of `qos` with `code` (a failed QoS 2 publish
     /// does not hold its packet id).
     fn answer_publish(&mut self, slot: &Slot, qos: QoS, pid: u16, code: u8) {

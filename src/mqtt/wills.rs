@@ -21,8 +21,8 @@ use crate::store::{records, StoreError, Tree};
 
 const PREFIX: &[u8] = b"\x01will\x00";
 
-/// A will to publish, in its domain.
-pub type Orphan = (Arc<Domain>, Arc<Routed>);
+/// A will to publish (its store key, its domain, the message).
+pub type Orphan = (Vec<u8>, Arc<Domain>, Arc<Routed>);
 
 /// Whether a `Sessions` key is a will's (not a session record).
 pub fn is_will_key(k: &[u8]) -> bool {
@@ -102,21 +102,24 @@ impl Broker {
         let prefix = node_prefix(node);
         let mut out = Vec::new();
         for (k, v) in self.store().scan_prefix_blocking(Tree::Sessions, &prefix)? {
-            self.store().delete(Tree::Sessions, k.clone());
             let domain = k[prefix.len()..]
                 .split(|b| *b == 0)
                 .next()
                 .and_then(|d| std::str::from_utf8(d).ok())
                 .and_then(|d| self.domain(d).cloned());
-            let Some(domain) = domain else { continue };
+            let Some(domain) = domain else {
+                self.store().delete(Tree::Sessions, k);
+                continue;
+            };
             let Ok(rec) = records::decode::<WillRecord>("sessions", &v) else {
+                self.store().delete(Tree::Sessions, k);
                 continue;
             };
             let mut buf = BytesMut::from(&rec.frame[..]);
             if let Ok(Some(Packet::Publish(p))) =
                 codec::decode(&mut buf, Some(Version::V5), usize::MAX)
             {
-                out.push((domain, Arc::new(self.routed(p, 0))));
+                out.push((k, domain, Arc::new(self.routed(p, 0))));
             }
         }
         Ok(out)
@@ -136,7 +139,7 @@ impl Broker {
             Err(_) => return false,
         };
         let mut ok = true;
-        for (domain, will) in &wills {
+        for (key, domain, will) in &wills {
             if will.publish.retain {
                 self.retain(domain, will);
             }
@@ -144,6 +147,9 @@ impl Broker {
             if let Some(peers) = self.peers.get() {
                 ok &= !peers.forward(&domain.name, will, true).await.failed;
             }
+            // Published: not again (deleted after the publish, so a crash
+            // in between publishes it twice rather than never).
+            self.store().delete(Tree::Sessions, key.clone());
         }
         ok &= self.store().barrier().await.is_ok();
         if !wills.is_empty() {

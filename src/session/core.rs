@@ -142,6 +142,11 @@ impl<P: Proto> State<P> {
         self.queue.front()
     }
 
+    /// The items waiting, front first.
+    pub fn queued(&self) -> impl Iterator<Item = &P::Item> {
+        self.queue.iter()
+    }
+
     pub fn queue_len(&self) -> usize {
         self.queue.len()
     }

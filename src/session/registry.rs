@@ -366,6 +366,14 @@ impl Registry {
         v
     }
 
+    /// Every session of `protocol`, typed.
+    pub fn sessions_of<P: Proto>(&self, protocol: Protocol) -> Vec<Arc<Session<P>>> {
+        self.table(protocol)
+            .iter()
+            .filter_map(|h| h.value().clone().into_any().downcast::<Session<P>>().ok())
+            .collect()
+    }
+
     /// Sessions of `protocol` in the registry (attached or lingering).
     pub fn len(&self, protocol: Protocol) -> usize {
         self.table(protocol).len()

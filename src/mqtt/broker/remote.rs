@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Broker, MqttState, Routed, Routing, Slot};
 use crate::mqtt::codec::Publish;
@@ -38,8 +39,9 @@ pub trait Peers: Send + Sync {
     /// the node holding it hands it off first ([`Broker::hand_off`]).
     fn claim(&self, addr: &str, clean: bool) -> PeerFuture<()>;
     /// The session opened here: whoever kept it while it moved lets go
-    /// ([`Broker::let_go`]).
-    fn claimed(&self, addr: &str);
+    /// ([`Broker::let_go`]); resolves once they did (then the messages they
+    /// stored meanwhile are in the store: [`Broker::load_missing`]).
+    fn claimed(&self, addr: &str) -> PeerFuture<()>;
     /// For a message on `topic` published here: the node that gives each
     /// shared group with a matching filter its turn, among the nodes with
     /// members (this one when `here` has the group).
@@ -73,9 +75,10 @@ impl Broker {
     /// taken over (DISCONNECT 0x8E). A persistent session opened without
     /// Clean Start moves: it stays here, detached and still storing what
     /// is routed to it, until the new node has loaded it from the store
-    /// and says [`Broker::let_go`]; any other ends here. True if this node
-    /// held it (the caller waits for a store barrier before answering).
-    pub fn hand_off(&self, addr: &str, clean: bool) -> bool {
+    /// and says [`Broker::let_go`] (or `give_up_after` passed: that node is
+    /// gone); any other ends here. True if this node held it (the caller
+    /// waits for a store barrier before answering).
+    pub fn hand_off(self: &Arc<Self>, addr: &str, clean: bool, give_up_after: Duration) -> bool {
         let Some(slot) = self.registry().get::<MqttState>(Protocol::Mqtt, addr) else {
             return false;
         };
@@ -84,10 +87,73 @@ impl Broker {
             // The record as it is now, for the new node to load.
             self.save_session(&slot, false);
             slot.retire();
+            self.moving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(addr.to_string(), slot.id());
+            let (me, addr, id) = (self.clone(), addr.to_string(), slot.id());
+            tokio::spawn(async move {
+                tokio::time::sleep(give_up_after).await;
+                me.let_go_of(&addr, id);
+            });
         } else {
-            self.let_go(addr);
+            self.end_here(&slot);
         }
         true
+    }
+
+    /// The node that took the session at `addr` has it: this node forgets
+    /// the one it kept for it, without touching what the store keeps (a
+    /// late word about an older move leaves a newer session alone).
+    pub fn let_go(&self, addr: &str) {
+        let id = self
+            .moving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(addr)
+            .copied();
+        if let Some(id) = id {
+            self.let_go_of(addr, id);
+        }
+    }
+
+    fn let_go_of(&self, addr: &str, id: u64) {
+        {
+            let mut m = self.moving.lock().unwrap_or_else(|e| e.into_inner());
+            if m.get(addr) != Some(&id) {
+                return;
+            }
+            m.remove(addr);
+        }
+        if let Some(slot) = self.registry().get::<MqttState>(Protocol::Mqtt, addr) {
+            if slot.id() == id {
+                self.end_here(&slot);
+            }
+        }
+    }
+
+    /// Ends a session on this node only: out of the registry and the
+    /// subscriptions, its records left to the node that holds it now.
+    fn end_here(&self, slot: &Arc<Slot>) {
+        if self.registry().remove(slot, |_| false) {
+            if let Some(d) = self.domain(slot.address().domain()) {
+                self.drop_subscriptions(d, slot);
+            }
+        }
+        // Its connection, if any, sees it was taken over.
+        slot.retire();
+    }
+
+    /// Every MQTT session, forgotten here without touching the store (this
+    /// node was taken for dead and its sessions adopted elsewhere).
+    pub fn forget_all_here(&self) {
+        for s in self.registry().sessions_of::<MqttState>(Protocol::Mqtt) {
+            self.end_here(&s);
+        }
+        self.moving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Every domain's shared subscriptions with members here, as
@@ -103,20 +169,5 @@ impl Broker {
             );
         }
         out
-    }
-
-    /// Forgets the session at `addr` without touching what the store
-    /// keeps of it (another node holds it now).
-    pub fn let_go(&self, addr: &str) {
-        let Some(slot) = self.registry().get::<MqttState>(Protocol::Mqtt, addr) else {
-            return;
-        };
-        if self.registry().remove(&slot, |_| false) {
-            if let Some(d) = self.domain(slot.address().domain()) {
-                self.drop_subscriptions(d, &slot);
-            }
-        }
-        // Its connection, if any, sees it was taken over.
-        slot.retire();
     }
 }
