@@ -240,9 +240,7 @@ async fn write_out(
 /// Has the bridge carry the publish waiting for it across and the other
 /// nodes of a cluster take it, then acknowledges it.
 async fn cross(conn: &mut Connection, ctx: &MqttContext) -> Option<Next> {
-    let Some((c, slot)) = conn.take_crossing() else {
-        return None;
-    };
+    let (c, slot) = conn.take_crossing()?;
     let mut done = match (ctx.broker.bridge.get(), c.want) {
         (Some(b), Some(want)) => b.from_mqtt(slot.address(), &c.msg, want, c.code).await,
         _ => crate::bridge::Crossed {
