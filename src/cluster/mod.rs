@@ -12,7 +12,9 @@
 //! node misses while its connection is down it cannot learn afterwards,
 //! which is logged.
 
-use std::sync::Arc;
+pub mod xmpp;
+
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +68,8 @@ pub struct Cluster {
     node: String,
     local: Arc<dyn AuthEvents>,
     rt: tokio::runtime::Handle,
+    /// The XMPP part (`xmpp.rs`), once started.
+    xmpp: OnceLock<Arc<xmpp::XmppCluster>>,
 }
 
 impl Cluster {
@@ -85,7 +89,13 @@ impl Cluster {
             node: config.node.clone(),
             local,
             rt: tokio::runtime::Handle::current(),
+            xmpp: OnceLock::new(),
         }))
+    }
+
+    /// The XMPP part, once [`Cluster::start_xmpp`] ran.
+    pub fn xmpp(&self) -> Option<&Arc<xmpp::XmppCluster>> {
+        self.xmpp.get()
     }
 
     fn tell(&self, subject: &'static str, note: Note) {
