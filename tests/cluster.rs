@@ -131,7 +131,7 @@ fn xmpp_users_on_different_nodes_see_each_other_chat_and_conflict() {
     let store = pg.database();
     let a = node(&store, &nats.url(), "a");
     let b = node(&store, &nats.url(), "b");
-    let c = node(&store, &nats.url(), "c");
+    let mut c = node(&store, &nats.url(), "c");
     for u in ["alice", "bob", "carol"] {
         a.ctl_ok(&["register", u, "localhost", "secret"]);
     }
@@ -217,4 +217,24 @@ fn xmpp_users_on_different_nodes_see_each_other_chat_and_conflict() {
         "<message type='chat' id='m5' to='{bob_jid}'><body>to the phone on C</body></message>"
     ));
     bob2.expect("to the phone on C");
+
+    // C dies and comes back: the others forget its sessions (its hello says
+    // it restarted); Bob's contact hears he is gone, and he is offline.
+    c.crash_and_restart();
+    let mut seen = alice.expect("type='unavailable'");
+    seen += &alice.expect("/>");
+    let last = seen.rsplit("<presence").next().unwrap();
+    assert!(last.contains(&format!("from='{bob_jid}'")), "{seen}");
+    alice.send(
+        "<message type='chat' id='m6' to='bob@localhost'><body>while C was down</body></message>",
+    );
+    alice.send(
+        "<iq type='set' id='r2'><query xmlns='jabber:iq:roster'>\
+         <item jid='erin@localhost'/></query></iq>",
+    );
+    alice.expect("id='r2'");
+    let mut bob3 = Raw::login(b.addrs["c2s"][0], "bob", "secret", "phone");
+    bob3.send("<presence/>");
+    bob3.expect("while C was down");
+    drop((bob2, carol));
 }
