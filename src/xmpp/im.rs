@@ -8,7 +8,8 @@
 //! session's task and returns [`Effects`]: replies for the session itself and
 //! whether a store barrier must pass before they are written (a roster change
 //! is acknowledged only once durable). Stanzas for other sessions go straight
-//! into their queues. Store reads are awaited (the store thread does them);
+//! into their queues, or, in a cluster, to the node holding them
+//! ([`super::router::Remote`]; this node still archives them, once). Store reads are awaited (the store thread does them);
 //! routing to an online user awaits nothing.
 //!
 //! Only hosted domains are served: there is no server-to-server, so anything

@@ -13,6 +13,11 @@
 //! on the sender's roster, then inbound on the recipient's (both accounts are
 //! on this server). Every roster change is pushed to the owner's interested
 //! resources; the store is flushed before the sender hears back.
+//!
+//! In a cluster the resources on other nodes count everywhere above: their
+//! presence is answered from the router's directory of them, and what is
+//! for them is forwarded (a subscription stanza once the roster change is
+//! in the shared store, which that node reads).
 
 use bytes::Bytes;
 
