@@ -237,6 +237,13 @@ impl Server {
         xmpp.mam.default = config.mam_default;
         xmpp.mam.max_page = config.mam_max_page;
         let xmpp = Arc::new(xmpp);
+        let shutdown = CancellationToken::new();
+        // Stanzas to and presence from the other nodes' sessions.
+        if let Some(c) = &cluster {
+            c.start_xmpp(&xmpp, shutdown.clone())
+                .await
+                .map_err(ServerError::Cluster)?;
+        }
         // The bridge joins both sides; checked with the config already.
         let bridge = Arc::new(
             crate::bridge::Bridge::new(config.bridge.clone(), &broker)
@@ -260,7 +267,7 @@ impl Server {
             broker,
             tls: tls.as_ref().map(|t| t.acceptor.clone()),
             reloader,
-            shutdown: CancellationToken::new(),
+            shutdown,
             open: Arc::new(OpenConns::default()),
             cluster,
         });

@@ -393,3 +393,157 @@ fn a_dead_nodes_persistent_sessions_resume_elsewhere_without_loss() {
         assert!(got.contains(&format!("m{i}")), "m{i} lost: {got:?}");
     }
 }
+
+/// `from` pings `to_full` until the ping reaches `to` — its node then
+/// knows where `to` is bound and what `to` announced before — and `to`'s
+/// answer comes back. Returns what each client read meanwhile (stanzas
+/// sent earlier between them came before: a node's traffic keeps its
+/// order).
+fn reach(from: &mut Raw, from_full: &str, to: &mut Raw, to_full: &str) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let step = Duration::from_millis(50);
+    let (mut from_read, mut to_read) = (String::new(), String::new());
+    for n in 0.. {
+        let id = format!("reach{n}");
+        from.send(&format!(
+            "<iq type='get' id='{id}' to='{to_full}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        let needle = format!("id='{id}'");
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "{to_full} never became reachable from {from_full}"
+            );
+            if let Some(t) = to.poll_for(&needle, step) {
+                to_read += &t;
+                to_read += &to.expect("</iq>");
+                to.send(&format!("<iq type='result' id='{id}' to='{from_full}'/>"));
+                from_read += &from.expect(&needle);
+                from_read += &from.expect("/>");
+                return (from_read, to_read);
+            }
+            if let Some(t) = from.poll_for(&needle, step) {
+                // Not known there yet: an error. Again.
+                from_read += &t;
+                from_read += &from.expect("</iq>");
+                break;
+            }
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn xmpp_users_on_different_nodes_see_each_other_chat_and_conflict() {
+    let Some(pg) = pg() else { return };
+    let Some(nats) = Nats::start() else { return };
+    let store = pg.database();
+    let a = node(&store, &nats.url(), "a");
+    let b = node(&store, &nats.url(), "b");
+    let mut c = node(&store, &nats.url(), "c");
+    for u in ["alice", "bob", "carol"] {
+        a.ctl_ok(&["register", u, "localhost", "secret"]);
+    }
+    let (alice_jid, bob_jid) = ("alice@localhost/pc", "bob@localhost/phone");
+    let mut alice = Raw::login(a.addrs["c2s"][0], "alice", "secret", "pc");
+    let mut bob = Raw::login(b.addrs["c2s"][0], "bob", "secret", "phone");
+    alice.available();
+    bob.available();
+    reach(&mut alice, alice_jid, &mut bob, bob_jid);
+
+    // Subscriptions both ways, across nodes; each approval brings the
+    // contact's presence from the other node.
+    alice.send("<presence to='bob@localhost' type='subscribe'/>");
+    bob.expect("type='subscribe'");
+    bob.send("<presence to='alice@localhost' type='subscribed'/>");
+    alice.expect("type='subscribed'");
+    alice.expect(&format!("from='{bob_jid}'"));
+    bob.send("<presence to='alice@localhost' type='subscribe'/>");
+    alice.expect("type='subscribe'");
+    alice.send("<presence to='bob@localhost' type='subscribed'/>");
+    bob.expect("type='subscribed'");
+    bob.expect(&format!("from='{alice_jid}'"));
+    // A presence change reaches the contact on the other node.
+    bob.send("<presence><show>away</show><status>on B</status></presence>");
+    let p = alice.expect("<status>on B</status>");
+    assert!(p.contains(&format!("from='{bob_jid}'")), "{p}");
+
+    // Chat both ways, to the full and to the bare JID.
+    alice.send(&format!(
+        "<message type='chat' id='m1' to='{bob_jid}'><body>one to B</body></message>"
+    ));
+    bob.expect("one to B");
+    bob.send(&format!(
+        "<message type='chat' id='m2' to='{alice_jid}'><body>one to A</body></message>"
+    ));
+    alice.expect("one to A");
+    alice.send(
+        "<message type='chat' id='m3' to='bob@localhost'><body>to the bare JID</body></message>",
+    );
+    let m = bob.expect("to the bare JID");
+    assert!(m.contains("from='alice@localhost/pc'"), "{m}");
+    // Each once: pings behind them in the same order find no copy.
+    let (on_a, on_b) = reach(&mut alice, alice_jid, &mut bob, bob_jid);
+    assert!(
+        !on_b.contains("one to B") && !on_b.contains("to the bare JID"),
+        "{on_b}"
+    );
+    assert!(!on_a.contains("one to A"), "{on_a}");
+    let (on_b, on_a) = reach(&mut bob, bob_jid, &mut alice, alice_jid);
+    assert!(!on_a.contains("one to A"), "{on_a}");
+    assert!(!on_b.contains("one to B"), "{on_b}");
+
+    // Carol is online nowhere: kept, and delivered when she logs in on C.
+    alice.send("<message type='chat' id='m4' to='carol@localhost'><body>for carol, stored</body></message>");
+    // A roster change is answered after a store barrier on A, which the
+    // offline message (written before it) has passed too.
+    alice.send(
+        "<iq type='set' id='r1'><query xmlns='jabber:iq:roster'>\
+         <item jid='dave@localhost'/></query></iq>",
+    );
+    let r = alice.expect("id='r1'");
+    assert!(
+        !r.contains("for carol"),
+        "no error for the stored message: {r}"
+    );
+    let mut carol = Raw::login(c.addrs["c2s"][0], "carol", "secret", "tablet");
+    carol.send("<presence/>");
+    let m = carol.expect("for carol, stored");
+    assert!(m.contains("from='alice@localhost/pc'"), "{m}");
+
+    // Bob binds the same resource on C: the session on B ends with a
+    // conflict, and his full JID leads to C from then on.
+    reach(&mut carol, "carol@localhost/tablet", &mut bob, bob_jid);
+    let mut bob2 = Raw::login(c.addrs["c2s"][0], "bob", "secret", "phone");
+    let bye = bob.read_to_close();
+    assert!(
+        bye.contains("<conflict"),
+        "B's stream ended with a conflict: {bye}"
+    );
+    bob2.available();
+    reach(&mut alice, alice_jid, &mut bob2, bob_jid);
+    alice.send(&format!(
+        "<message type='chat' id='m5' to='{bob_jid}'><body>to the phone on C</body></message>"
+    ));
+    bob2.expect("to the phone on C");
+
+    // C dies and comes back: the others forget its sessions (its hello says
+    // it restarted); Bob's contact hears he is gone, and he is offline.
+    c.crash_and_restart();
+    let mut seen = alice.expect("type='unavailable'");
+    seen += &alice.expect("/>");
+    let last = seen.rsplit("<presence").next().unwrap();
+    assert!(last.contains(&format!("from='{bob_jid}'")), "{seen}");
+    alice.send(
+        "<message type='chat' id='m6' to='bob@localhost'><body>while C was down</body></message>",
+    );
+    alice.send(
+        "<iq type='set' id='r2'><query xmlns='jabber:iq:roster'>\
+         <item jid='erin@localhost'/></query></iq>",
+    );
+    alice.expect("id='r2'");
+    let mut bob3 = Raw::login(b.addrs["c2s"][0], "bob", "secret", "phone");
+    bob3.send("<presence/>");
+    bob3.expect("while C was down");
+    drop((bob2, carol));
+}

@@ -12,7 +12,9 @@
 //! node misses while its connection is down it cannot learn afterwards,
 //! which is logged.
 
-use std::sync::{Arc, Mutex, OnceLock};
+pub mod xmpp;
+
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -121,9 +123,6 @@ struct Adoption {
     by: String,
 }
 
-/// What another part of the server does when a node dies (its name).
-pub type OnGone = Box<dyn Fn(&str) + Send + Sync>;
-
 /// This node's link to the others. As the auth core's [`AuthEvents`], it
 /// passes each event to this node's registry and, for those the other
 /// nodes must hear, to them.
@@ -137,11 +136,12 @@ pub struct Cluster {
     /// This life's number (a new one after being taken for dead).
     epoch: std::sync::atomic::AtomicU64,
     mqtt: OnceLock<Arc<MqttPeers>>,
-    on_gone: Mutex<Vec<OnGone>>,
     /// Cancelled by [`Cluster::leave`].
     stop: tokio_util::sync::CancellationToken,
     /// Said once: the shared subscriptions did not all fit a heartbeat.
     shared_cut: std::sync::atomic::AtomicBool,
+    /// The XMPP part (`xmpp.rs`), once started.
+    xmpp: OnceLock<Arc<xmpp::XmppCluster>>,
 }
 
 impl Cluster {
@@ -169,9 +169,9 @@ impl Cluster {
             )),
             epoch: epoch.into(),
             mqtt: OnceLock::new(),
-            on_gone: Mutex::new(Vec::new()),
             stop: tokio_util::sync::CancellationToken::new(),
             shared_cut: Default::default(),
+            xmpp: OnceLock::new(),
         }))
     }
 
@@ -203,14 +203,6 @@ impl Cluster {
         out
     }
 
-    /// Has `f` run with the name of each node found dead.
-    pub fn on_gone(&self, f: OnGone) {
-        self.on_gone
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(f);
-    }
-
     /// Routes MQTT across the nodes: the broker forwards through this.
     pub fn attach_broker(&self, broker: &Arc<Broker>) {
         let peers = MqttPeers::new(
@@ -222,6 +214,11 @@ impl Cluster {
         );
         let _ = broker.peers.set(peers.clone());
         let _ = self.mqtt.set(peers);
+    }
+
+    /// The XMPP part, once [`Cluster::start_xmpp`] ran.
+    pub fn xmpp(&self) -> Option<&Arc<xmpp::XmppCluster>> {
+        self.xmpp.get()
     }
 
     fn tell(&self, subject: &'static str, note: Note) {
@@ -497,13 +494,9 @@ impl Cluster {
     /// parts forget it, and the adopter takes its persistent sessions.
     fn node_dead(self: &Arc<Self>, dead: &str) {
         tracing::warn!(node = %dead, "cluster: a node is gone");
-        for f in self
-            .on_gone
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            f(dead);
+        // Its XMPP resources are gone: contacts here see them unavailable.
+        if let Some(x) = self.xmpp() {
+            x.node_gone(dead);
         }
         let Some(peers) = self.mqtt.get().cloned() else {
             return;

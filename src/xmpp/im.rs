@@ -8,7 +8,8 @@
 //! session's task and returns [`Effects`]: replies for the session itself and
 //! whether a store barrier must pass before they are written (a roster change
 //! is acknowledged only once durable). Stanzas for other sessions go straight
-//! into their queues. Store reads are awaited (the store thread does them);
+//! into their queues, or, in a cluster, to the node holding them
+//! ([`super::router::Remote`]; this node still archives them, once). Store reads are awaited (the store thread does them);
 //! routing to an online user awaits nothing.
 //!
 //! Only hosted domains are served: there is no server-to-server, so anything
@@ -29,7 +30,7 @@ use super::element::Element;
 use super::mam::{Archive, NS_SID};
 use super::offline::OfflineStore;
 use super::roster::RosterStore;
-use super::router::{Congestion, Route, Router};
+use super::router::{Congestion, Reached, Route, Router};
 use super::stanza::{Jid, StanzaError};
 use super::stream::NS_CLIENT;
 use crate::auth::{may, Action, AuthCore, BareJid, Scopes};
@@ -131,6 +132,11 @@ impl ImServer {
         ))
     }
 
+    /// The store (shared by every node of a cluster).
+    pub(crate) fn store(&self) -> &crate::store::Store {
+        self.auth.store()
+    }
+
     pub fn is_hosted(&self, domain: &str) -> bool {
         self.auth.hosts().iter().any(|h| h == domain)
     }
@@ -193,14 +199,23 @@ impl ImServer {
         }
         for bytes in left {
             match super::stream::read_back(&bytes) {
-                Some(el) => self.reroute(&s, el, &mut fx).await,
+                Some(el) => self.reroute(&s.user, el, true, &mut fx).await,
                 None => tracing::error!("a queued stanza could not be read back"),
             }
         }
     }
 
-    /// A stanza queued for a session that closed before writing it.
-    async fn reroute(&self, s: &ImSession, el: Element, fx: &mut Effects) {
+    /// A stanza queued for a session of `user` that closed before writing
+    /// it (or one another node sent for a session gone from here: then
+    /// `everywhere` is false and only this node's resources are tried, so a
+    /// stanza never goes back and forth between nodes).
+    pub(crate) async fn reroute(
+        &self,
+        user: &BareJid,
+        el: Element,
+        everywhere: bool,
+        fx: &mut Effects,
+    ) {
         let from = el.attr("from").and_then(|f| Jid::parse(f).ok());
         match el.name.as_str() {
             "message" => {
@@ -210,12 +225,18 @@ impl ImServer {
                     || el.child("received", super::carbons::NS_CARBONS).is_some();
                 if !carbon && matches!(ty, "chat" | "normal" | "headline") {
                     let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
-                    let key = s.user.to_string();
-                    if self.router.deliver_to_best(&key, &bytes, &mut fx.congested) == 0 {
+                    let key = user.to_string();
+                    let got = if everywhere {
+                        self.router.deliver_to_best(&key, &bytes, &mut fx.congested)
+                    } else {
+                        self.router
+                            .deliver_to_best_here(&key, &bytes, &mut fx.congested)
+                    };
+                    if got == 0 {
                         // The sender hears nothing back for a stored message,
                         // as for any message to an offline account.
                         let mut to_sender = Effects::default();
-                        self.store_offline(&s.user, &el, &mut to_sender).await;
+                        self.store_offline(user, &el, &mut to_sender).await;
                         self.bounce(from.as_ref(), to_sender);
                     }
                 }
@@ -234,12 +255,13 @@ impl ImServer {
     /// Replies meant for a stanza's sender, queued to the sender's session.
     fn bounce(&self, sender: Option<&Jid>, fx: Effects) {
         let Some(sender) = sender else { return };
-        let Some(route) = self.router.route(&sender.to_string()) else {
-            return;
-        };
+        let sender = sender.to_string();
         let mut ignore = None;
         for r in fx.replies {
-            self.router.deliver(&route, r, &mut ignore);
+            // Here or on the sender's node.
+            if !self.router.send_to_full(&sender, r, &mut ignore) {
+                return;
+            }
         }
     }
 
@@ -337,16 +359,24 @@ impl ImServer {
         }
         let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
         let key = bare.to_string();
-        // The recipient's sessions that got the message itself.
-        let mut got: Vec<u64> = Vec::new();
+        // The recipient's sessions that got the message itself (here, and
+        // how many on other nodes).
+        let mut got = Reached::default();
         let mut stored = false;
         if to.resource().is_some() {
-            if let Some(route) = self.router.route(&to.to_string()) {
+            let full = to.to_string();
+            if let Some(route) = self.router.route(&full) {
                 if self
                     .router
                     .deliver(&route, bytes.clone(), &mut fx.congested)
                 {
-                    got.push(route.id());
+                    got.ids.push(route.id());
+                }
+            }
+            if got.is_empty() {
+                if let Some(r) = self.router.remote_resource(&full) {
+                    self.router.forward(&r, bytes.clone());
+                    got.remote += 1;
                 }
             }
             // §8.5.3.2.1: an absent resource is treated like the bare JID,
@@ -371,6 +401,7 @@ impl ImServer {
                     return;
                 }
                 _ => {
+                    // On any node; offline only when available nowhere.
                     got = self
                         .router
                         .deliver_to_best_ids(&key, &bytes, &mut fx.congested);
@@ -380,8 +411,11 @@ impl ImServer {
                 }
             }
         }
+        // Archived here, once, for both sides, wherever the recipient is:
+        // the node that receives a forwarded message only delivers it.
         let delivered = !got.is_empty() || stored;
         if carbons {
+            let mut got = got.ids;
             got.push(s.route.id());
             self.router
                 .carbon_copies(Carbon::Received, &key, &got, ty, &el, &mut fx.congested);
@@ -455,13 +489,11 @@ impl ImServer {
             return;
         }
         if to.resource().is_some() {
-            let delivered = self.router.route(&to.to_string()).is_some_and(|route| {
-                self.router.deliver(
-                    &route,
-                    Bytes::from(el.to_bytes(NS_CLIENT)),
-                    &mut fx.congested,
-                )
-            });
+            let delivered = self.router.send_to_full(
+                &to.to_string(),
+                Bytes::from(el.to_bytes(NS_CLIENT)),
+                &mut fx.congested,
+            );
             if !delivered && request {
                 fx.error(&el, StanzaError::ServiceUnavailable);
             }

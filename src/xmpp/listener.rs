@@ -547,7 +547,7 @@ impl Connection {
                         queue.push_front(m);
                     }
                 }
-                Output::Bind(jid) => self.bind(jid),
+                Output::Bind(jid) => self.bind(jid).await,
                 Output::Stanza(el) => {
                     let Some(im) = self.bound.as_mut() else {
                         continue;
@@ -708,10 +708,16 @@ impl Connection {
         }
     }
 
-    fn bind(&mut self, jid: super::stanza::Jid) {
+    async fn bind(&mut self, jid: super::stanza::Jid) {
         let Some(user) = self.c2s.user().cloned() else {
             return;
         };
+        // Held on another node of a cluster: taken over there first.
+        self.ctx
+            .im
+            .router
+            .take_over_elsewhere(&jid.to_string())
+            .await;
         let grant = self.c2s.grant().cloned();
         let scopes = self.c2s.scopes().cloned();
         tracing::Span::current().record("jid", tracing::field::display(&jid));

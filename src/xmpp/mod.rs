@@ -37,6 +37,7 @@ pub mod offline;
 pub mod pep;
 pub mod presence;
 pub mod pubsub;
+pub mod remote;
 pub mod roster;
 pub mod router;
 pub mod sasl;

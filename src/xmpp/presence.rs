@@ -13,12 +13,18 @@
 //! on the sender's roster, then inbound on the recipient's (both accounts are
 //! on this server). Every roster change is pushed to the owner's interested
 //! resources; the store is flushed before the sender hears back.
+//!
+//! In a cluster the resources on other nodes count everywhere above: their
+//! presence is answered from the router's directory of them, and what is
+//! for them is forwarded (a subscription stanza once the roster change is
+//! in the shared store, which that node reads).
 
 use bytes::Bytes;
 
 use super::element::Element;
 use super::im::{Effects, ImServer, ImSession};
 use super::roster::RosterItem;
+use super::router::RemoteResource;
 use super::stanza::{Jid, StanzaError};
 use super::stream::NS_CLIENT;
 use crate::auth::{may, Action, BareJid};
@@ -87,6 +93,8 @@ impl ImServer {
             p.last = Some(el.clone());
             initial
         };
+        // The other nodes hear it before any stanza it causes.
+        self.router.presence_changed(&s.route);
         let items = match self.roster.items(&s.user).await {
             Ok(i) => i,
             Err(e) => return fx.internal(&el, e),
@@ -98,6 +106,7 @@ impl ImServer {
                         self.router.deliver_element(&r, &el, &mut fx.congested);
                     }
                 }
+                self.forward_to_available(contact, &el);
             }
         }
         // The sender's own copy first, then (below) what answers it.
@@ -109,6 +118,7 @@ impl ImServer {
                 self.router.deliver_element(&r, &el, &mut fx.congested);
             }
         }
+        self.forward_to_available(&s.user.to_string(), &el);
         self.pep_presence(s, &el, fx).await;
         if !initial {
             return;
@@ -130,6 +140,13 @@ impl ImServer {
                     continue;
                 }
                 if let Some(mut p) = r.last_presence() {
+                    p.set_attr("to", me.clone());
+                    fx.reply(p);
+                }
+            }
+            for r in self.router.remote_resources(&contact) {
+                if let Some(p) = &r.last {
+                    let mut p = Element::clone(p);
                     p.set_attr("to", me.clone());
                     fx.reply(p);
                 }
@@ -182,6 +199,9 @@ impl ImServer {
             p.last = None;
             was
         };
+        if was_available {
+            self.router.presence_changed(&s.route);
+        }
         let items = if was_available {
             match self.roster.items(&s.user).await {
                 Ok(items) => items,
@@ -191,12 +211,19 @@ impl ImServer {
             Vec::new()
         };
         let mut sent: Vec<u64> = Vec::new();
+        let mut sent_elsewhere: Vec<String> = Vec::new();
         let router = &self.router;
         let cong = &mut fx.congested;
         let mut send = |r: &std::sync::Arc<super::router::Route>| {
             if !sent.contains(&r.id()) {
                 sent.push(r.id());
                 router.deliver_element(r, &el, cong);
+            }
+        };
+        let mut forward = |r: &RemoteResource| {
+            if !sent_elsewhere.contains(&r.full) {
+                sent_elsewhere.push(r.full.clone());
+                router.forward_element(r, &el);
             }
         };
         if was_available {
@@ -210,11 +237,21 @@ impl ImServer {
                             send(&r);
                         }
                     }
+                    for r in self.router.remote_resources(&contact) {
+                        if r.is_available() {
+                            forward(&r);
+                        }
+                    }
                 }
             }
             for r in self.router.routes(&s.user.to_string()) {
                 if r.id() != s.route.id() && r.is_available() {
                     send(&r);
+                }
+            }
+            for r in self.router.remote_resources(&s.user.to_string()) {
+                if r.is_available() {
+                    forward(&r);
                 }
             }
         }
@@ -224,6 +261,9 @@ impl ImServer {
             };
             for r in self.targets(&jid) {
                 send(&r);
+            }
+            for r in self.remote_targets(&jid) {
+                forward(&r);
             }
         }
         if was_available {
@@ -247,14 +287,40 @@ impl ImServer {
         }
     }
 
+    /// [`Self::targets`] on the other nodes of a cluster.
+    fn remote_targets(&self, to: &Jid) -> Vec<RemoteResource> {
+        if to.resource().is_some() {
+            self.router
+                .remote_resource(&to.to_string())
+                .into_iter()
+                .collect()
+        } else {
+            let mut all = self.router.remote_resources(&to.to_string());
+            all.retain(|r| r.is_available());
+            all
+        }
+    }
+
+    /// Sends `el` to every available resource of `bare` on other nodes.
+    fn forward_to_available(&self, bare: &str, el: &Element) {
+        for r in self.router.remote_resources(bare) {
+            if r.is_available() {
+                self.router.forward_element(&r, el);
+            }
+        }
+    }
+
     /// Directed presence (RFC 6121 §4.6).
     fn directed(&self, s: &mut ImSession, el: &Element, to: &Jid, fx: &mut Effects) {
         if !self.is_hosted(to.domain()) || to.local().is_none() {
             return;
         }
+        let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
         for r in self.targets(to) {
-            self.router
-                .deliver(&r, Bytes::from(el.to_bytes(NS_CLIENT)), &mut fx.congested);
+            self.router.deliver(&r, bytes.clone(), &mut fx.congested);
+        }
+        for r in self.remote_targets(to) {
+            self.router.forward(&r, bytes.clone());
         }
         let key = to.to_string();
         match el.attr("type") {
@@ -281,6 +347,14 @@ impl ImServer {
         let mut any = false;
         for r in self.router.routes(&contact.to_string()) {
             if let Some(mut p) = r.last_presence() {
+                p.set_attr("to", me.clone());
+                fx.reply(p);
+                any = true;
+            }
+        }
+        for r in self.router.remote_resources(&contact.to_string()) {
+            if let Some(p) = &r.last {
+                let mut p = Element::clone(p);
                 p.set_attr("to", me.clone());
                 fx.reply(p);
                 any = true;
@@ -407,14 +481,6 @@ impl ImServer {
     ) {
         let owner_s = owner.to_string();
         let stanza = presence(&from.to_string(), Some(&owner_s), Some(kind));
-        let deliver = |el: &Element, fx: &mut Effects| {
-            let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
-            for r in self.router.routes(&owner_s) {
-                if r.is_available() {
-                    self.router.deliver(&r, bytes.clone(), &mut fx.congested);
-                }
-            }
-        };
         match kind {
             "subscribe" => {
                 let current = self.roster.get(owner, &from.to_string()).await;
@@ -435,7 +501,7 @@ impl ImServer {
                 .await;
                 // Delivered now if the owner is online, else at its next
                 // initial presence (from the pending flag).
-                deliver(&stanza, fx);
+                self.deliver_subscription(&owner_s, &stanza, fx).await;
             }
             "subscribed" => {
                 let changed = self
@@ -449,7 +515,7 @@ impl ImServer {
                     })
                     .await;
                 if changed {
-                    deliver(&stanza, fx);
+                    self.deliver_subscription(&owner_s, &stanza, fx).await;
                     // §3.1.5: the contact's presence follows the approval.
                     self.presence_between(from, owner, None, fx);
                 }
@@ -465,7 +531,7 @@ impl ImServer {
                     })
                     .await;
                 if changed {
-                    deliver(&stanza, fx);
+                    self.deliver_subscription(&owner_s, &stanza, fx).await;
                     self.presence_between(owner, from, Some("unavailable"), fx);
                 }
             }
@@ -480,11 +546,36 @@ impl ImServer {
                     })
                     .await;
                 if changed {
-                    deliver(&stanza, fx);
+                    self.deliver_subscription(&owner_s, &stanza, fx).await;
                     self.presence_between(from, owner, Some("unavailable"), fx);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A subscription stanza to `owner`'s available resources. Another node
+    /// answering it reads the rosters this change wrote: a resource there
+    /// gets it once the change is in the shared store.
+    async fn deliver_subscription(&self, owner: &str, el: &Element, fx: &mut Effects) {
+        let bytes = Bytes::from(el.to_bytes(NS_CLIENT));
+        for r in self.router.routes(owner) {
+            if r.is_available() {
+                self.router.deliver(&r, bytes.clone(), &mut fx.congested);
+            }
+        }
+        let mut elsewhere = self.router.remote_resources(owner);
+        elsewhere.retain(|r| r.is_available());
+        if elsewhere.is_empty() {
+            return;
+        }
+        if fx.flush {
+            if let Err(e) = self.store().barrier().await {
+                tracing::error!(error = %e, "store barrier failed");
+            }
+        }
+        for r in elsewhere {
+            self.router.forward(&r, bytes.clone());
         }
     }
 
@@ -498,9 +589,12 @@ impl ImServer {
             .into_iter()
             .filter(|r| r.is_available())
             .collect();
-        if receivers.is_empty() {
+        let mut elsewhere = self.router.remote_resources(&to.to_string());
+        elsewhere.retain(|r| r.is_available());
+        if receivers.is_empty() && elsewhere.is_empty() {
             return;
         }
+        let mut sent: Vec<Element> = Vec::new();
         for sender in self.router.routes(&from.to_string()) {
             let p = match ty {
                 Some(t) => sender
@@ -508,10 +602,23 @@ impl ImServer {
                     .then(|| presence(sender.full_jid(), None, Some(t))),
                 None => sender.last_presence(),
             };
-            if let Some(p) = p {
-                for r in &receivers {
-                    self.router.deliver_element(r, &p, &mut fx.congested);
-                }
+            sent.extend(p);
+        }
+        for sender in self.router.remote_resources(&from.to_string()) {
+            let p = match ty {
+                Some(t) => sender
+                    .is_available()
+                    .then(|| presence(&sender.full, None, Some(t))),
+                None => sender.last.as_deref().cloned(),
+            };
+            sent.extend(p);
+        }
+        for p in &sent {
+            for r in &receivers {
+                self.router.deliver_element(r, p, &mut fx.congested);
+            }
+            for r in &elsewhere {
+                self.router.forward_element(r, p);
             }
         }
     }

@@ -16,8 +16,16 @@
 //!
 //! Routing a message to an online account touches no disk: a map lookup, a
 //! priority check and a push.
+//!
+//! In a cluster the other nodes' resources count too: a [`Remote`] (set once
+//! at start, `crate::cluster::xmpp`) answers which resources of an account
+//! are bound elsewhere and carries a stanza to one of them; the router tells
+//! it when a resource binds, changes its presence or goes. Without a cluster
+//! that costs one `OnceLock` check per lookup.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -135,14 +143,161 @@ impl Session<XmppState> {
     }
 }
 
+/// A resource bound on another node of the cluster, as this node last
+/// heard of it.
+#[derive(Debug, Clone)]
+pub struct RemoteResource {
+    /// The full JID (normalized string form).
+    pub full: String,
+    /// The node holding it.
+    pub node: Arc<str>,
+    /// Its priority while available.
+    pub priority: Option<i8>,
+    /// Its last available presence (`from` stamped, no `to`).
+    pub last: Option<Arc<Element>>,
+}
+
+impl RemoteResource {
+    pub fn is_available(&self) -> bool {
+        self.priority.is_some()
+    }
+}
+
+/// What changed about a resource bound here, for the other nodes.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Bound,
+    /// Its presence: the priority while available, the last available
+    /// presence.
+    Presence {
+        priority: Option<i8>,
+        last: Option<Element>,
+    },
+    Unbound,
+}
+
+/// The other nodes of a cluster, as the router sees them.
+pub trait Remote: Send + Sync {
+    /// An account's resources bound on other nodes.
+    fn resources(&self, bare: &str) -> Vec<RemoteResource>;
+    /// The resource bound elsewhere at a full JID.
+    fn resource(&self, full: &str) -> Option<RemoteResource>;
+    /// Carries a serialized stanza to `to`'s session on its node.
+    fn send(&self, to: &RemoteResource, stanza: Bytes);
+    /// A resource bound here (`full`, session `id`) changed.
+    fn local_changed(&self, full: &str, id: u64, change: Change);
+    /// Asks `to`'s node to end that session (a conflict), returning when
+    /// it confirmed or did not answer in time.
+    fn take_over<'a>(
+        &'a self,
+        to: &'a RemoteResource,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}
+
+/// Whom a bare-JID delivery reached: sessions here (ids) and resources on
+/// other nodes.
+#[derive(Debug, Default)]
+pub struct Reached {
+    pub ids: Vec<u64>,
+    pub remote: usize,
+}
+
+impl Reached {
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.remote == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len() + self.remote
+    }
+}
+
 /// The routing table: XMPP's view of the session registry.
 pub struct Router {
     registry: Arc<Registry>,
+    remote: OnceLock<Arc<dyn Remote>>,
 }
 
 impl Router {
     pub fn new(registry: Arc<Registry>) -> Router {
-        Router { registry }
+        Router {
+            registry,
+            remote: OnceLock::new(),
+        }
+    }
+
+    /// Joins the router to the other nodes (once, at start).
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// An account's resources on other nodes (none outside a cluster).
+    pub fn remote_resources(&self, bare: &str) -> Vec<RemoteResource> {
+        match self.remote.get() {
+            Some(r) => r.resources(bare),
+            None => Vec::new(),
+        }
+    }
+
+    /// The resource bound on another node at a full JID.
+    pub fn remote_resource(&self, full: &str) -> Option<RemoteResource> {
+        self.remote.get()?.resource(full)
+    }
+
+    /// Sends serialized bytes to a resource on another node.
+    pub fn forward(&self, to: &RemoteResource, bytes: Bytes) {
+        if let Some(r) = self.remote.get() {
+            r.send(to, bytes);
+        }
+    }
+
+    /// [`Router::forward`] of `el` with `to` set to the resource's full JID.
+    pub fn forward_element(&self, to: &RemoteResource, el: &Element) {
+        let mut el = el.clone();
+        el.set_attr("to", to.full.as_str());
+        self.forward(to, Bytes::from(el.to_bytes(super::stream::NS_CLIENT)));
+    }
+
+    /// Queues bytes for the session of a full JID, here or on another node;
+    /// false if it is bound nowhere.
+    pub fn send_to_full(&self, full: &str, bytes: Bytes, cong: &mut Congestion) -> bool {
+        if let Some(route) = self.route(full) {
+            if self.deliver(&route, bytes.clone(), cong) {
+                return true;
+            }
+        }
+        match self.remote_resource(full) {
+            Some(r) => {
+                self.forward(&r, bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Tells the other nodes that a session's presence changed.
+    pub fn presence_changed(&self, route: &Route) {
+        if let Some(r) = self.remote.get() {
+            let change = {
+                let st = route.lock();
+                Change::Presence {
+                    priority: st.presence.available.then_some(st.presence.priority),
+                    last: st.presence.last.clone(),
+                }
+            };
+            r.local_changed(route.full_jid(), route.id(), change);
+        }
+    }
+
+    /// Before binding a full JID here: if another node holds it, that
+    /// session is ended there first (a conflict, as for a local takeover).
+    pub async fn take_over_elsewhere(&self, full: &str) {
+        let Some(remote) = self.remote.get() else {
+            return;
+        };
+        if let Some(r) = remote.resource(full) {
+            remote.take_over(&r).await;
+        }
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -156,12 +311,19 @@ impl Router {
         let bare = jid.bare().to_string();
         let addr = Address::new(Protocol::Xmpp, &bare, jid.resource().unwrap_or(""));
         let o = self.registry.open::<XmppState>(addr, Open::Replace);
+        if let Some(r) = self.remote.get() {
+            r.local_changed(o.session.full_jid(), o.session.id(), Change::Bound);
+        }
         (o.session, o.generation)
     }
 
     /// Removes a session's route, unless another session has taken its JID.
     pub fn unbind(&self, route: &Arc<Route>) {
-        self.registry.remove(route, |_| false);
+        if self.registry.remove(route, |_| false) {
+            if let Some(r) = self.remote.get() {
+                r.local_changed(route.full_jid(), route.id(), Change::Unbound);
+            }
+        }
     }
 
     /// The route of a full JID (normalized string form).
@@ -222,42 +384,62 @@ impl Router {
     }
 
     /// Delivers to the account's available resources of highest non-negative
-    /// priority (RFC 6121 §8.5.2.1.1). Returns how many got it.
+    /// priority (RFC 6121 §8.5.2.1.1), on any node. Returns how many got it.
     pub fn deliver_to_best(&self, bare: &str, bytes: &Bytes, cong: &mut Congestion) -> usize {
         self.deliver_to_best_ids(bare, bytes, cong).len()
     }
 
-    /// [`Router::deliver_to_best`], returning the ids of the sessions that
-    /// got it (allocating only when one did).
-    pub fn deliver_to_best_ids(
-        &self,
-        bare: &str,
-        bytes: &Bytes,
-        cong: &mut Congestion,
-    ) -> Vec<u64> {
+    /// [`Router::deliver_to_best`], saying whom it reached (allocating only
+    /// when a session here got it).
+    pub fn deliver_to_best_ids(&self, bare: &str, bytes: &Bytes, cong: &mut Congestion) -> Reached {
+        self.best(bare, bytes, cong, true)
+    }
+
+    /// [`Router::deliver_to_best`] among this node's sessions only (for a
+    /// stanza another node sent here for a session that had gone).
+    pub fn deliver_to_best_here(&self, bare: &str, bytes: &Bytes, cong: &mut Congestion) -> usize {
+        self.best(bare, bytes, cong, false).len()
+    }
+
+    fn best(&self, bare: &str, bytes: &Bytes, cong: &mut Congestion, everywhere: bool) -> Reached {
         let mut best: Option<i8> = None;
         self.each_route(bare, |_, r| {
             if let Some(p) = r.available_priority().filter(|p| *p >= 0) {
                 best = best.max(Some(p));
             }
         });
-        let Some(best) = best else {
-            return Vec::new();
+        let remote = if everywhere {
+            self.remote_resources(bare)
+        } else {
+            Vec::new()
         };
-        let mut got = Vec::new();
+        for r in &remote {
+            if let Some(p) = r.priority.filter(|p| *p >= 0) {
+                best = best.max(Some(p));
+            }
+        }
+        let mut got = Reached::default();
+        let Some(best) = best else {
+            return got;
+        };
         self.each_route(bare, |h, r| {
             if r.available_priority() == Some(best) {
                 if let Ok(route) = h.clone().into_any().downcast::<Route>() {
                     if self.deliver(&route, bytes.clone(), cong) {
-                        got.push(route.id());
+                        got.ids.push(route.id());
                     }
                 }
             }
         });
+        for r in remote.iter().filter(|r| r.priority == Some(best)) {
+            self.forward(r, bytes.clone());
+            got.remote += 1;
+        }
         got
     }
 
-    /// Delivers to every available resource with non-negative priority.
+    /// Delivers to every available resource with non-negative priority, on
+    /// any node.
     pub fn deliver_to_all(&self, bare: &str, bytes: &Bytes, cong: &mut Congestion) -> usize {
         let mut n = 0;
         self.each_route(bare, |h, r| {
@@ -267,6 +449,12 @@ impl Router {
                 }
             }
         });
+        for r in self.remote_resources(bare) {
+            if r.priority.is_some_and(|p| p >= 0) {
+                self.forward(&r, bytes.clone());
+                n += 1;
+            }
+        }
         n
     }
 

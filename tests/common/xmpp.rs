@@ -117,6 +117,23 @@ impl Raw {
         }
     }
 
+    /// Like [`Raw::expect_within`], but `None` (nothing consumed) when
+    /// `needle` has not come within `timeout`.
+    pub fn poll_for(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = find(&self.pending, needle.as_bytes()) {
+                let end = i + needle.len();
+                let out: Vec<u8> = self.pending.drain(..end).collect();
+                return Some(String::from_utf8_lossy(&out).into_owned());
+            }
+            if self.closed || Instant::now() > deadline {
+                return None;
+            }
+            self.fill();
+        }
+    }
+
     pub fn expect(&mut self, needle: &str) -> String {
         self.expect_within(needle, WAIT)
     }

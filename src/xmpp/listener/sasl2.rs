@@ -51,7 +51,7 @@ impl Connection {
                 .bind_inline(b.tag.as_deref(), inline.agent.as_deref());
             if let Some(jid) = jid {
                 parts.identifier = jid.to_string();
-                self.bind(jid);
+                self.bind(jid).await;
                 if let Some(im) = self.bound.as_mut() {
                     im.mam_synced = true;
                 }
