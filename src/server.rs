@@ -236,6 +236,9 @@ impl Server {
         xmpp.muc = crate::xmpp::muc::Muc::new(auth.store().clone(), config.muc.clone());
         xmpp.mam.default = config.mam_default;
         xmpp.mam.max_page = config.mam_max_page;
+        if let Some(c) = &config.cluster {
+            xmpp.mam.set_node(&c.node);
+        }
         let xmpp = Arc::new(xmpp);
         let shutdown = CancellationToken::new();
         // Stanzas to and presence from the other nodes' sessions.

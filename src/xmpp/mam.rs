@@ -194,6 +194,10 @@ pub struct Archive {
     pub default: Policy,
     /// `mam_max_page`: results per page at most.
     pub max_page: usize,
+    /// In a cluster, the low 8 bits of every id this node gives (a tag of
+    /// its name), so two nodes archiving for one account in the same
+    /// millisecond do not give the same id; 0 and unused on one node.
+    tag: u64,
 }
 
 impl Archive {
@@ -205,15 +209,28 @@ impl Archive {
             clock,
             default: Policy::Always,
             max_page: 250,
+            tag: 0,
         }
+    }
+
+    /// This archive is one node's of a cluster (see `tag`).
+    pub fn set_node(&mut self, node: &str) {
+        let h = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        // 1..=255: never 0, so a node's ids differ from a lone server's.
+        self.tag = h % 255 + 1;
     }
 
     /// A fresh id: later than every id given before, its upper bits now.
     pub fn next_id(&self) -> u64 {
-        let now = (self.clock.unix_micros() / 1000) << 16;
+        let now = ((self.clock.unix_micros() / 1000) << 16) | self.tag;
+        // In a cluster ids step by 256, keeping the node's tag in the low
+        // bits.
+        let step = if self.tag == 0 { 1 } else { 256 };
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
-            let id = now.max(prev + 1);
+            let id = now.max(prev + step);
             match self
                 .last
                 .compare_exchange_weak(prev, id, Ordering::Relaxed, Ordering::Relaxed)
@@ -580,6 +597,16 @@ mod tests {
         assert!(y > x && id_ms(x) == 5000 && id_ms(y) == 5000);
         assert_eq!(parse_id(&id_text(y)), Some(y));
         assert_eq!(parse_id("xyz"), None);
+        // Two nodes of a cluster in the same millisecond: apart.
+        let mut n1 = Archive::new(Store::memory(), Arc::new(FixedClock(5_000_000)));
+        let mut n2 = Archive::new(Store::memory(), Arc::new(FixedClock(5_000_000)));
+        n1.set_node("n1");
+        n2.set_node("n2");
+        let one: Vec<u64> = (0..300).map(|_| n1.next_id()).collect();
+        let two: Vec<u64> = (0..300).map(|_| n2.next_id()).collect();
+        assert!(one.windows(2).all(|w| w[1] > w[0]));
+        assert!(one.iter().all(|i| !two.contains(i)), "no id given twice");
+        assert_eq!(id_ms(one[0]), 5000);
     }
 
     #[tokio::test]
