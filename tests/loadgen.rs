@@ -426,3 +426,37 @@ async fn bridge_over_tls_with_tokens() {
         assert!(report.setup.tls);
     }
 }
+
+/// Several `--target`s (the nodes of a cluster): connection i goes to
+/// target i mod n, so two servers hold half each while the run holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conn_spreads_over_several_targets() {
+    let a_srv = Arc::new(Petrel::start("mqtt_allow_anonymous = true"));
+    let b_srv = Arc::new(Petrel::start("mqtt_allow_anonymous = true"));
+    let mut a = args("mqtt-conn --auth none --count 10 --rate 1000 --duration 30");
+    a.extend(["--target".into(), format!("{},{}", a_srv.mqtt(), b_srv.mqtt())]);
+    let progress = Arc::new(Progress::new());
+    let plan = plan(&a);
+    let run = tokio::spawn({
+        let progress = progress.clone();
+        async move { loadgen::run(&plan, progress).await }
+    });
+    let online = |p: Arc<Petrel>| async move {
+        tokio::task::spawn_blocking(move || p.ctl_ok(&["stats", "onlineusers"]).trim().to_string())
+            .await
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (x, y) = (online(a_srv.clone()).await, online(b_srv.clone()).await);
+        if x == "5" && y == "5" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "online on the two targets: {x} and {y}, not 5 and 5"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    run.abort();
+}

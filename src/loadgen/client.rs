@@ -101,14 +101,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// Opens a stream and logs in. The caller bounds it with a timeout.
+    /// Opens a stream to the endpoint's address `slot` (mod their number)
+    /// and logs in. The caller bounds it with a timeout.
     pub async fn connect(
         endpoint: &Endpoint,
+        slot: u64,
         version: Version,
         identity: &Identity,
         keep_alive: u16,
     ) -> Result<Client, ClientError> {
-        let io = endpoint.connect().await?;
+        let io = endpoint.connect_slot(slot).await?;
         let mut c = Client {
             io,
             rbuf: BytesMut::new(),

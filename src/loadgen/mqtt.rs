@@ -32,14 +32,18 @@ const IDLE_READ: usize = 256;
 
 impl Ctx {
     /// Connects and logs in connection `index` of `role`, counting the
-    /// outcome. Returns the client and the connect latency.
+    /// outcome. Returns the client and the connect latency. With several
+    /// targets, connection i goes to target i mod n, and a publisher one
+    /// further, so that publisher i and subscriber i sit on different nodes.
     pub async fn connect(&self, role: char, index: u64) -> Result<(Client, u64), ClientError> {
         let identity = Identity::for_connection(&self.plan, &self.tokens, role, index);
+        let slot = index + u64::from(role == 'p');
         let t0 = Instant::now();
         let r = tokio::time::timeout(
             CONNECT_TIMEOUT,
             Client::connect(
                 &self.endpoint,
+                slot,
                 self.plan.version,
                 &identity,
                 self.plan.keep_alive,

@@ -29,7 +29,8 @@ pub type BoxIo = Box<dyn Io>;
 
 /// Where and how client connections go.
 pub struct Endpoint {
-    addr: SocketAddr,
+    /// Where connections go; several for the nodes of a cluster.
+    addrs: Vec<SocketAddr>,
     /// Set with --tls or --starttls.
     tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
     /// TLS from the first byte (else, with `tls` set, STARTTLS later).
@@ -40,28 +41,29 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(plan: &Plan) -> Result<Endpoint, LoadError> {
-        Endpoint::to(plan, plan.target, &plan.target_host)
+        Endpoint::to(plan, plan.targets.clone(), &plan.target_host)
     }
 
     /// Where the XMPP sessions go: `--xmpp-target` in the bridge
     /// scenarios, else the target.
     pub fn xmpp(plan: &Plan) -> Result<Endpoint, LoadError> {
         match plan.xmpp_target {
-            Some(addr) => Endpoint::to(plan, addr, &addr.ip().to_string()),
+            Some(addr) => Endpoint::to(plan, vec![addr], &addr.ip().to_string()),
             None => Endpoint::new(plan),
         }
     }
 
-    fn to(plan: &Plan, addr: SocketAddr, host: &str) -> Result<Endpoint, LoadError> {
+    fn to(plan: &Plan, addrs: Vec<SocketAddr>, host: &str) -> Result<Endpoint, LoadError> {
+        let first = addrs[0];
         let tls = if plan.tls || plan.starttls {
             let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                .unwrap_or_else(|_| addr.ip().into());
+                .unwrap_or_else(|_| first.ip().into());
             Some((TlsConnector::from(Arc::new(tls_config()?)), name))
         } else {
             None
         };
         Ok(Endpoint {
-            addr,
+            addrs,
             tls,
             direct_tls: plan.tls,
             source_ips: plan.source_ips.clone(),
@@ -70,12 +72,19 @@ impl Endpoint {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
     }
 
-    /// Opens one stream (TCP, then TLS when asked from the first byte).
+    /// Opens one stream (TCP, then TLS when asked from the first byte) to
+    /// the first address.
     pub async fn connect(&self) -> std::io::Result<BoxIo> {
-        let tcp = self.connect_tcp().await?;
+        self.connect_slot(0).await
+    }
+
+    /// Opens one stream to address `slot` mod the number of addresses.
+    pub async fn connect_slot(&self, slot: u64) -> std::io::Result<BoxIo> {
+        let addr = self.addrs[(slot % self.addrs.len() as u64) as usize];
+        let tcp = self.tcp_to(addr).await?;
         match &self.tls {
             Some(_) if self.direct_tls => self.upgrade(tcp).await,
             _ => Ok(Box::new(tcp)),
@@ -84,8 +93,12 @@ impl Endpoint {
 
     /// Opens a TCP connection only (the caller may [`Endpoint::upgrade`] it).
     pub async fn connect_tcp(&self) -> std::io::Result<TcpStream> {
+        self.tcp_to(self.addrs[0]).await
+    }
+
+    async fn tcp_to(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
         let tcp = if self.source_ips.is_empty() {
-            TcpStream::connect(self.addr).await?
+            TcpStream::connect(addr).await?
         } else {
             let i = self.next_source.fetch_add(1, Ordering::Relaxed) % self.source_ips.len();
             let src = self.source_ips[i];
@@ -94,7 +107,7 @@ impl Endpoint {
                 IpAddr::V6(_) => TcpSocket::new_v6()?,
             };
             socket.bind(SocketAddr::new(src, 0))?;
-            socket.connect(self.addr).await?
+            socket.connect(addr).await?
         };
         tcp.set_nodelay(true)?;
         Ok(tcp)

@@ -152,7 +152,10 @@ pub struct Options {
     pub scenario: Option<Scenario>,
     /// Server address (must resolve to 127.0.0.0/8 or ::1). Default
     /// 127.0.0.1:1883 for MQTT (8883 with --tls), 127.0.0.1:5222 for XMPP
-    /// (5223 with --tls). The bridge scenarios: the MQTT address.
+    /// (5223 with --tls). The bridge scenarios: the MQTT address. The MQTT
+    /// scenarios take several, comma-separated (the nodes of a cluster):
+    /// connection i goes to address i mod n, and publisher i to the one
+    /// after it, so a publisher and its subscriber sit on different nodes.
     #[arg(long)]
     pub target: Option<String>,
     /// bridge, bridge-back: the XMPP (c2s) address, default 127.0.0.1:5222
@@ -322,7 +325,10 @@ pub enum TokenSource {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub scenario: Scenario,
+    /// The first of `targets`.
     pub target: SocketAddr,
+    /// Every `--target` address (MQTT scenarios may give several).
+    pub targets: Vec<SocketAddr>,
     /// bridge, bridge-back: the XMPP address (`target` is the MQTT one).
     pub xmpp_target: Option<SocketAddr>,
     /// bridge, bridge-back: topic and node of pair i (`%d`), and the
@@ -405,7 +411,17 @@ impl Options {
             };
             format!("127.0.0.1:{port}")
         });
-        let target = resolve_loopback(&target_given)?;
+        let targets = target_given
+            .split(',')
+            .map(|t| resolve_loopback(t.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if targets.len() > 1 && (xmpp || bridge) {
+            return refuse(
+                "several --target addresses are for the MQTT scenarios (mqtt-conn, mqtt-pubsub)"
+                    .into(),
+            );
+        }
+        let target = targets[0];
         let xmpp_target = match (&self.xmpp_target, bridge) {
             (Some(_), false) => {
                 return refuse(
@@ -420,6 +436,10 @@ impl Options {
             (None, false) => None,
         };
         let target_host = target_given
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .trim()
             .rsplit_once(':')
             .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
             .unwrap_or_default();
@@ -663,6 +683,7 @@ impl Options {
         Ok(Some(Plan {
             scenario,
             target,
+            targets,
             xmpp_target,
             topic_pattern: self.topic_pattern.clone(),
             node_pattern,

@@ -404,3 +404,33 @@ fn bridge_defaults_and_refusals() {
     let p = plan(&["mqtt-pubsub", "--auth", "none"]).unwrap().unwrap();
     assert_eq!(p.qos, QoS::AtMostOnce);
 }
+
+#[test]
+fn several_targets_for_a_cluster() {
+    let p = plan(&[
+        "mqtt-pubsub",
+        "--auth",
+        "none",
+        "--target",
+        "127.0.0.1:1001, 127.0.0.1:1002,localhost:1003",
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(p.targets.len(), 3);
+    assert_eq!(p.target, "127.0.0.1:1001".parse().unwrap());
+    assert_eq!(p.targets[1], "127.0.0.1:1002".parse().unwrap());
+    assert_eq!(p.targets[2].port(), 1003);
+    assert_eq!(p.target_host, "127.0.0.1");
+    // Every one of them must be loopback.
+    let e = refused(&[
+        "mqtt-conn",
+        "--auth",
+        "none",
+        "--target",
+        "127.0.0.1:1001,10.0.0.1:1883",
+    ]);
+    assert!(e.contains("not loopback"), "{e}");
+    // XMPP and the bridges take one.
+    let e = refused(&["xmpp-login", "--target", "127.0.0.1:5222,127.0.0.1:5223"]);
+    assert!(e.contains("MQTT scenarios"), "{e}");
+}
