@@ -173,4 +173,14 @@ fn the_cluster_example_is_three_nodes_of_one_service() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("cluster") && e.contains("postgres"), "{e}");
+    // Its limits have defaults and bounds.
+    let c = nodes[0].cluster.as_ref().unwrap();
+    assert_eq!(c.receive_queue, 65_536);
+    let tiny = include_str!("../configs/cluster/n1.toml")
+        .replace("node = \"n1\"", "node = \"n1\"\nreceive_queue = 10");
+    let e = Config::parse(&tiny).unwrap_err().to_string();
+    assert!(e.contains("receive_queue") && e.contains("1024"), "{e}");
+    let big = tiny.replace("receive_queue = 10", "receive_queue = 1048576");
+    let c = Config::parse(&big).unwrap().cluster.unwrap();
+    assert_eq!(c.receive_queue, 1_048_576);
 }

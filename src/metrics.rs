@@ -102,9 +102,13 @@ pub enum DropReason {
     /// XMPP: the offline recipient's storage is full (`max_offline_messages`;
     /// the sender gets `<resource-constraint/>`).
     OfflineFull,
+    /// Cluster: a message from another node found this node's NATS receive
+    /// queue full (`[cluster] receive_queue`); counted from the NATS
+    /// client's slow-consumer events, so at least this many.
+    ClusterReceiveQueueFull,
 }
 
-const DROP_REASONS: [&str; 8] = [
+const DROP_REASONS: [&str; 9] = [
     "over_client_maximum_packet_size",
     "qos0_session_offline",
     "session_queue_full",
@@ -113,6 +117,7 @@ const DROP_REASONS: [&str; 8] = [
     "expired",
     "not_authorized",
     "offline_storage_full",
+    "cluster_receive_queue_full",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -166,7 +171,7 @@ pub struct Metrics {
     /// MQTT PUBLISH received and sent, by QoS 0, 1, 2.
     pub mqtt_received: [Counter; 3],
     pub mqtt_sent: [Counter; 3],
-    dropped: [Counter; 8],
+    dropped: [Counter; 9],
     store_latency: [Histogram; 4],
     store_records: Family<TreeLabel, Gauge>,
     /// XMPP stanzas routed: message, presence, iq.

@@ -53,6 +53,16 @@ pub struct ClusterConfig {
     /// session claim.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_ms: u64,
+    /// Messages from NATS one subscription may hold while this node is
+    /// busy; past it the NATS client drops them (counted in
+    /// `petrel_messages_dropped_total{reason="cluster_receive_queue_full"}`
+    /// and logged).
+    #[serde(default = "default_receive_queue")]
+    pub receive_queue: usize,
+}
+
+fn default_receive_queue() -> usize {
+    65_536
 }
 
 fn default_heartbeat() -> u64 {
@@ -90,6 +100,9 @@ impl ClusterConfig {
         }
         if self.ack_timeout_ms < 100 {
             return Err(("ack_timeout_ms", "must be at least 100".into()));
+        }
+        if !(1024..=4_194_304).contains(&self.receive_queue) {
+            return Err(("receive_queue", "must be 1024 to 4194304".into()));
         }
         Ok(())
     }
@@ -144,6 +157,35 @@ pub struct Cluster {
     xmpp: OnceLock<Arc<xmpp::XmppCluster>>,
 }
 
+/// What the NATS client tells: a message dropped because a subscription's
+/// queue was full is counted (and logged at most every 10 s); a lost or
+/// regained connection is logged.
+fn nats_event(event: async_nats::Event, last_warning: &std::sync::atomic::AtomicU64) {
+    use std::sync::atomic::Ordering;
+    match event {
+        async_nats::Event::SlowConsumer(_) => {
+            crate::metrics::metrics().dropped(crate::metrics::DropReason::ClusterReceiveQueueFull);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if now >= last_warning.load(Ordering::Relaxed) + 10 {
+                last_warning.store(now, Ordering::Relaxed);
+                tracing::warn!(
+                    "cluster: messages from other nodes dropped: this node's receive queue \
+                     ([cluster] receive_queue) is full; QoS 0 ones are lost, QoS 1/2 ones \
+                     are answered 0x80 to their publishers after ack_timeout_ms \
+                     (petrel_messages_dropped_total{{reason=\"cluster_receive_queue_full\"}})"
+                );
+            }
+        }
+        async_nats::Event::Disconnected => {
+            tracing::warn!("cluster: the NATS connection was lost; reconnecting")
+        }
+        async_nats::Event::Connected => tracing::info!("cluster: connected to NATS"),
+        other => tracing::warn!(event = %other, "cluster: NATS"),
+    }
+}
+
 impl Cluster {
     /// Connects to NATS (waits for it: a node that cannot reach the others
     /// does not start).
@@ -151,8 +193,14 @@ impl Cluster {
         config: &ClusterConfig,
         local: Arc<dyn AuthEvents>,
     ) -> Result<Arc<Cluster>, String> {
+        let last_warning = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let client = async_nats::ConnectOptions::new()
             .name(format!("petrel-{}", config.node))
+            .subscription_capacity(config.receive_queue)
+            .event_callback(move |event| {
+                let last_warning = last_warning.clone();
+                async move { nats_event(event, &last_warning) }
+            })
             .connect(config.nats.as_str())
             .await
             .map_err(|e| format!("NATS at {}: {e}", config.nats))?;

@@ -80,7 +80,19 @@ struct Out {
     subject: String,
     reply: Option<String>,
     payload: Bytes,
+    /// An acknowledgement entry ([`ACK_ENTRY`] bytes): the sending task
+    /// gathers those queued together for one node into one NATS message.
+    ack: bool,
 }
+
+/// One acknowledgement in an ack message: id (u64), receivers (u32),
+/// resent to an adopter (u8). An ack message is the answering node's name
+/// (u8 length, then the name) followed by one or more entries.
+const ACK_ENTRY: usize = 13;
+/// The most acknowledgements gathered into one NATS message.
+const ACK_BATCH: usize = 1024;
+/// The most queued sends taken at once by the sending task.
+const SEND_BATCH: usize = 4096;
 
 /// A forwarded message waiting for the nodes to take it.
 struct Waiting {
@@ -219,8 +231,19 @@ pub struct MqttPeers {
     me: Weak<MqttPeers>,
 }
 
+async fn send(c: &async_nats::Client, subject: String, reply: Option<String>, payload: Bytes) {
+    let r = match reply {
+        Some(reply) => c.publish_with_reply(subject, reply, payload).await,
+        None => c.publish(subject, payload).await,
+    };
+    if let Err(e) = r {
+        tracing::error!(error = %e, "cluster: could not send to NATS");
+    }
+}
+
 impl MqttPeers {
-    /// Starts the task that sends in order.
+    /// Starts the task that sends in order (acknowledgements, which need no
+    /// order, gathered per node among what was queued together).
     pub fn new(
         client: async_nats::Client,
         node: &str,
@@ -230,14 +253,40 @@ impl MqttPeers {
     ) -> Arc<MqttPeers> {
         let (tx, mut rx) = mpsc::channel::<Out>(8192);
         let c = client.clone();
+        let header = {
+            let name = &node.as_bytes()[..node.len().min(255)];
+            let mut h = BytesMut::with_capacity(1 + name.len());
+            h.put_u8(name.len() as u8);
+            h.put_slice(name);
+            h.freeze()
+        };
         tokio::spawn(async move {
-            while let Some(o) = rx.recv().await {
-                let r = match o.reply {
-                    Some(reply) => c.publish_with_reply(o.subject, reply, o.payload).await,
-                    None => c.publish(o.subject, o.payload).await,
-                };
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "cluster: could not send to NATS");
+            let mut batch = Vec::with_capacity(SEND_BATCH);
+            // Acknowledgements per node: (subject, message, entries in it).
+            let mut acks: Vec<(String, BytesMut, usize)> = Vec::new();
+            while rx.recv_many(&mut batch, SEND_BATCH).await > 0 {
+                for o in batch.drain(..) {
+                    if o.ack {
+                        let i = match acks.iter().position(|(s, _, _)| *s == o.subject) {
+                            Some(i) => i,
+                            None => {
+                                acks.push((o.subject, BytesMut::from(&header[..]), 0));
+                                acks.len() - 1
+                            }
+                        };
+                        let (_, m, n) = &mut acks[i];
+                        m.put_slice(&o.payload);
+                        *n += 1;
+                        if *n == ACK_BATCH {
+                            let (subject, m, _) = acks.swap_remove(i);
+                            send(&c, subject, None, m.freeze()).await;
+                        }
+                        continue;
+                    }
+                    send(&c, o.subject, o.reply, o.payload).await;
+                }
+                for (subject, m, _) in acks.drain(..) {
+                    send(&c, subject, None, m.freeze()).await;
                 }
             }
         });
@@ -393,8 +442,32 @@ impl MqttPeers {
             "cluster: forwarded publish routed"
         );
         let Some(reply) = reply else { return };
-        let (id, resent) = (w.id, !w.only.is_empty());
-        let me = self.clone();
+        let mut b = BytesMut::with_capacity(ACK_ENTRY);
+        b.put_u64(w.id);
+        b.put_u32(u32::try_from(routing.receivers).unwrap_or(u32::MAX));
+        b.put_u8(u8::from(!w.only.is_empty()));
+        let ack = Out {
+            subject: reply,
+            reply: None,
+            payload: b.freeze(),
+            ack: true,
+        };
+        if !routing.stored && routing.congested.is_none() {
+            // Nothing to wait for: answered in line (in a task only when
+            // the sending queue is full).
+            match self.out.try_send(ack) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(ack)) => {
+                    let out = self.out.clone();
+                    tokio::spawn(async move {
+                        let _ = out.send(ack).await;
+                    });
+                    return;
+                }
+            }
+        }
+        let out = self.out.clone();
         tokio::spawn(async move {
             if routing.stored && broker.store().barrier().await.is_err() {
                 // Not answered: the publisher times out and is told 0x80.
@@ -403,40 +476,34 @@ impl MqttPeers {
             if let Some(c) = routing.congested {
                 crate::session::wait_for_room(c.as_ref(), broker.limits()).await;
             }
-            let mut b = BytesMut::with_capacity(13 + me.node.len());
-            b.put_u64(id);
-            b.put_u32(u32::try_from(routing.receivers).unwrap_or(u32::MAX));
-            b.put_u8(u8::from(resent));
-            b.put_slice(me.node.as_bytes());
-            let _ = me
-                .out
-                .send(Out {
-                    subject: reply,
-                    reply: None,
-                    payload: b.freeze(),
-                })
-                .await;
+            let _ = out.send(ack).await;
         });
     }
 
     /// A node's answer to a forwarded message.
     pub fn acked(&self, payload: &[u8]) {
-        if payload.len() < 13 {
+        let Some((&n, rest)) = payload.split_first() else {
+            return;
+        };
+        let n = usize::from(n);
+        if rest.len() < n || (rest.len() - n) % ACK_ENTRY != 0 {
             return;
         }
-        let id = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-        let receivers = u32::from_be_bytes(payload[8..12].try_into().expect("4 bytes"));
-        let resent = payload[12] == 1;
-        let Ok(node) = std::str::from_utf8(&payload[13..]) else {
+        let Ok(node) = std::str::from_utf8(&rest[..n]) else {
             return;
         };
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(w) = p.get_mut(&id) {
-            if w.nodes.remove(&(node.to_string(), resent)) {
-                w.receivers += receivers as usize;
-            }
-            if w.finish_if_done() {
-                p.remove(&id);
+        for e in rest[n..].chunks_exact(ACK_ENTRY) {
+            let id = u64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
+            let receivers = u32::from_be_bytes(e[8..12].try_into().expect("4 bytes"));
+            let resent = e[12] == 1;
+            if let Some(w) = p.get_mut(&id) {
+                if w.nodes.remove(&(node.to_string(), resent)) {
+                    w.receivers += receivers as usize;
+                }
+                if w.finish_if_done() {
+                    p.remove(&id);
+                }
             }
         }
     }
@@ -519,6 +586,7 @@ impl MqttPeers {
             subject: node_subject(by, "mqtt"),
             reply: Some(node_subject(&self.node, "ack")),
             payload,
+            ack: false,
         };
         if self.out.try_send(out).is_err() {
             // Not sent: the publisher times out and is told 0x80.
@@ -607,6 +675,7 @@ impl Peers for MqttPeers {
                         subject: PUBLISH.to_string(),
                         reply: None,
                         payload,
+                        ack: false,
                     })
                     .await;
                 Forwarded::default()
@@ -640,6 +709,7 @@ impl Peers for MqttPeers {
                     subject: PUBLISH.to_string(),
                     reply: Some(reply),
                     payload,
+                    ack: false,
                 })
                 .await;
             match tokio::time::timeout(timeout, rx).await {
@@ -668,6 +738,7 @@ impl Peers for MqttPeers {
             subject: PUBLISH.to_string(),
             reply: None,
             payload,
+            ack: false,
         };
         if self.out.try_send(out).is_err() {
             self.refused.fetch_add(1, Ordering::Relaxed);
