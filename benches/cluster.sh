@@ -18,6 +18,9 @@
 #         saturation: latency and CPU per message)
 #   flat  the same, publishers as fast as TCP and PUBACKs take them
 #         (QoS 0 then 1: the highest throughput)
+#   persist  as rate at QoS 1, the subscribers with persistent sessions
+#         (Session Expiry 3600 s): every message is stored for its
+#         subscriber before the publisher's PUBACK (PostgreSQL or sled writes)
 #   conn  mqtt-conn: CONNS idle token-authenticated connections spread over
 #         the nodes, held DURATION s: RSS per connection on each node
 # Besides the generator's report, every run records the CPU seconds of each
@@ -38,7 +41,7 @@ RATE=${RATE:-10000}
 CONNS=${CONNS:-9000}
 CONN_RATE=${CONN_RATE:-2000}
 TOPOLOGIES=${TOPOLOGIES:-"sled n1 n3"}
-MODES=${MODES:-"rate flat conn"}
+MODES=${MODES:-"rate persist flat conn"}
 OUT=${OUT:-target/load/cluster-$(date +%s)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -218,6 +221,10 @@ run_topology() {
             --subscribers "$PAIRS" --layout one-to-one --qos "$q" --payload "$PAYLOAD" \
             --rate "$(div "$RATE" "$PAIRS")" --duration "$DURATION"
         done ;;
+      persist)
+        measure "$topo" qos1-persist mqtt-pubsub "${auth[@]}" --publishers "$PAIRS" \
+          --subscribers "$PAIRS" --layout one-to-one --qos 1 --payload "$PAYLOAD" \
+          --rate "$(div "$RATE" "$PAIRS")" --duration "$DURATION" --session-expiry 3600 ;;
       flat)
         for q in 0 1; do
           measure "$topo" "qos$q-flat" mqtt-pubsub "${auth[@]}" --publishers "$PAIRS" \
@@ -246,7 +253,7 @@ python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
 import json, os, sys, glob
 out = sys.argv[1]
 TOPOS = ["sled", "n1", "n3"]
-RUNS = ["qos0-rate", "qos1-rate", "qos0-flat", "qos1-flat", "conn"]
+RUNS = ["qos0-rate", "qos1-rate", "qos1-persist", "qos0-flat", "qos1-flat", "conn"]
 def load(topo, run, ext):
     p = os.path.join(out, f"{topo}-{run}.{ext}")
     return json.load(open(p)) if os.path.exists(p) else None

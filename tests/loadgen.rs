@@ -460,3 +460,41 @@ async fn conn_spreads_over_several_targets() {
     }
     run.abort();
 }
+
+/// `--session-expiry`: the subscribers keep persistent sessions (every QoS 1
+/// message stored for them before it is acknowledged); nothing is lost and
+/// the sessions are still there after the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_qos1_to_persistent_sessions() {
+    use common::mqtt_raw::{connect_packet, RawClient};
+    use petrel::mqtt::codec::{Packet, Version};
+    let (p, tokens) = server_with_tokens(2);
+    let mut a = args("mqtt-pubsub --auth x-oauth2 --publishers 2 --subscribers 2 --layout one-to-one --qos 1 --payload 64 --rate 500 --duration 1 --session-expiry 300");
+    a.extend(["--target".into(), p.mqtt().to_string()]);
+    a.extend(["--tokens".into(), tokens.display().to_string()]);
+    let report = loadgen::run(&plan(&a), Arc::new(Progress::new()))
+        .await
+        .unwrap();
+    let m = report.messages.as_ref().expect("message figures");
+    assert!(m.sent > 0, "{report:#?}");
+    assert_eq!((m.lost, m.duplicates), (0, 0), "{report:#?}");
+    assert_eq!(m.acked, m.sent);
+    assert_eq!(report.setup.session_expiry_s, Some(300));
+    // Subscriber 0's session outlived its connection.
+    let id = format!("lg{}s0", std::process::id() % 100_000);
+    let token = std::fs::read_to_string(&tokens).unwrap();
+    let token = token.lines().next().unwrap().to_string();
+    let present = tokio::task::spawn_blocking(move || {
+        let mut c = RawClient::connect(p.mqtt(), Version::V5);
+        let mut pk = connect_packet(&id, Some("X-OAUTH2"), Some(token.as_bytes()));
+        if let Packet::Connect(cn) = &mut pk {
+            cn.clean_start = false;
+            cn.properties.session_expiry_interval = Some(300);
+        }
+        c.send(&pk);
+        matches!(c.recv(), Some(Packet::ConnAck(a)) if a.session_present)
+    })
+    .await
+    .unwrap();
+    assert!(present, "the subscriber's session was kept");
+}

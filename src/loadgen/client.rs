@@ -50,6 +50,9 @@ pub struct Identity {
     pub password: Option<Bytes>,
     /// X-OAUTH2 token for CONNECT's Authentication Data.
     pub oauth_token: Option<Bytes>,
+    /// Above 0: a persistent session (MQTT 5 Session Expiry Interval;
+    /// MQTT 3.1.1 Clean Session 0).
+    pub session_expiry: u32,
 }
 
 impl Identity {
@@ -61,7 +64,10 @@ impl Identity {
             Bytes::copy_from_slice(tokens[(index % tokens.len() as u64) as usize].as_bytes())
         });
         let client_id = format!("lg{}{role}{index}", std::process::id() % 100_000);
-        match plan.auth {
+        // Publishers keep no session; subscribers and held connections do
+        // when asked.
+        let session_expiry = if role == 'p' { 0 } else { plan.session_expiry };
+        let id = match plan.auth {
             // SCRAM and FAST are refused for MQTT by the plan.
             AuthMode::None | AuthMode::ScramSha256 | AuthMode::Fast => Identity {
                 client_id,
@@ -77,15 +83,16 @@ impl Identity {
                 client_id,
                 username: Some(plan.username(user)),
                 password: Some(Bytes::copy_from_slice(plan.password.as_bytes())),
-                oauth_token: None,
+                ..Identity::default()
             },
             AuthMode::TokenAsPassword => Identity {
                 client_id,
                 username: Some(plan.username(user)),
                 password: token,
-                oauth_token: None,
+                ..Identity::default()
             },
-        }
+        };
+        Identity { session_expiry, ..id }
     }
 }
 
@@ -126,10 +133,15 @@ impl Client {
         if version == Version::V5 {
             // Let the broker queue as many QoS 1/2 deliveries to us as it likes.
             properties.receive_maximum = Some(u16::MAX);
+            if identity.session_expiry > 0 {
+                properties.session_expiry_interval = Some(identity.session_expiry);
+            }
         }
         c.queue(&Packet::Connect(Connect {
             version,
-            clean_start: true,
+            // MQTT 5 starts clean and keeps the session for its expiry;
+            // 3.1.1 keeps it with Clean Session 0.
+            clean_start: version == Version::V5 || identity.session_expiry == 0,
             keep_alive,
             properties,
             client_id: identity.client_id.clone(),

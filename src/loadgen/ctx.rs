@@ -120,6 +120,7 @@ impl Ctx {
             inflight: ((pubsub && p.qos != QoS::AtMostOnce) || chat || bridge)
                 .then_some(p.inflight),
             keep_alive_s: p.keep_alive,
+            session_expiry_s: (!p.scenario.is_xmpp()).then_some(p.session_expiry),
         }
     }
 }

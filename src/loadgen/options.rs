@@ -268,6 +268,12 @@ pub struct Options {
     /// sessions send a whitespace keepalive at half of it.
     #[arg(long, default_value_t = 60)]
     pub keep_alive: u16,
+    /// MQTT: subscribers (mqtt-pubsub) and held connections (mqtt-conn)
+    /// keep a persistent session for this many seconds (MQTT 5 Session
+    /// Expiry Interval; 3.1.1: Clean Session 0 when above 0), so a broker
+    /// stores each QoS 1/2 message for them before acknowledging it.
+    #[arg(long, default_value_t = 0)]
+    pub session_expiry: u32,
     /// Handshakes (XMPP: whole logins) in progress at once while connecting.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: u64,
@@ -372,6 +378,7 @@ pub struct Plan {
     pub payload: usize,
     pub inflight: u16,
     pub keep_alive: u16,
+    pub session_expiry: u32,
     pub connect_concurrency: u64,
     pub pid: Option<u32>,
     pub source_ips: Vec<IpAddr>,
@@ -712,6 +719,7 @@ impl Options {
             payload: self.payload,
             inflight: self.inflight,
             keep_alive: self.keep_alive,
+            session_expiry: self.session_expiry,
             connect_concurrency: self.connect_concurrency.clamp(1, 4096),
             pid: self.pid,
             source_ips: self.source_ips.clone(),

@@ -77,6 +77,9 @@ pub struct RunSetup {
     pub payload_bytes: Option<usize>,
     pub inflight: Option<u16>,
     pub keep_alive_s: u16,
+    /// MQTT: the subscribers' (held connections') Session Expiry Interval;
+    /// 0 for clean sessions.
+    pub session_expiry_s: Option<u32>,
 }
 
 /// Connection figures (every scenario connects; for XMPP a connect is a
@@ -283,6 +286,7 @@ mod tests {
                 payload_bytes: Some(64),
                 inflight: None,
                 keep_alive_s: 60,
+                session_expiry_s: None,
             },
             connects: ConnectFigures::default(),
             connect_buckets: vec![],
