@@ -274,9 +274,15 @@ for run in RUNS:
             per_node = c["ok"] / len(p["nodes"])
             kib = [(n["rss_peak_kib"] - n["rss_start_kib"]) for n in p["nodes"]]
             bpc = "/".join(f"{k * 1024 / per_node:,.0f}" for k in kib) if per_node else "-"
+            # The generator's own figure for node 1: RSS at the end of the
+            # hold less RSS before the first connect, over node 1's share.
+            mem = r.get("memory") or {}
+            held = ((mem["rss_held_bytes"] - mem["rss_before_bytes"]) / per_node
+                    if mem and per_node else None)
             print(f"{run:<10} {topo:<6} connects {c['ok']:,} ok {c['failed']} failed, "
-                  f"{c['per_s']:,.0f}/s, p99 {c['latency']['p99_us']:,} µs; "
-                  f"RSS B/conn per node {bpc}; node cores {cores}")
+                  f"{c['per_s']:,.0f}/s, p99 {c['latency']['p99_us']:,.0f} µs; "
+                  f"RSS B/conn held on node 1 {fmt(held)}, peak per node {bpc}; "
+                  f"node cores {cores}")
             continue
         m = r["messages"]
         n = m["received"] or 1

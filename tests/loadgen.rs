@@ -434,7 +434,10 @@ async fn conn_spreads_over_several_targets() {
     let a_srv = Arc::new(Petrel::start("mqtt_allow_anonymous = true"));
     let b_srv = Arc::new(Petrel::start("mqtt_allow_anonymous = true"));
     let mut a = args("mqtt-conn --auth none --count 10 --rate 1000 --duration 30");
-    a.extend(["--target".into(), format!("{},{}", a_srv.mqtt(), b_srv.mqtt())]);
+    a.extend([
+        "--target".into(),
+        format!("{},{}", a_srv.mqtt(), b_srv.mqtt()),
+    ]);
     let progress = Arc::new(Progress::new());
     let plan = plan(&a);
     let run = tokio::spawn({

@@ -92,7 +92,10 @@ impl Identity {
                 ..Identity::default()
             },
         };
-        Identity { session_expiry, ..id }
+        Identity {
+            session_expiry,
+            ..id
+        }
     }
 }
 

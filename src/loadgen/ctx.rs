@@ -92,7 +92,12 @@ impl Ctx {
         let bridge = p.scenario.is_bridge();
         RunSetup {
             scenario: p.scenario.name().to_string(),
-            target: p.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
+            target: p
+                .targets
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             xmpp_target: p.xmpp_target.map(|t| t.to_string()),
             topic_pattern: bridge.then(|| p.topic_pattern.clone()),
             node_pattern: bridge.then(|| p.node_pattern.clone()),
