@@ -20,7 +20,11 @@
 # publishers as fast as TCP takes them), qos0r (the same at QoS 0 with RATE
 # msgs/s per publisher, an offered load below saturation),
 # fanout (1 publisher -> FANOUT subscribers, QoS 0, FANOUT_RATE msgs/s),
-# conn (mqtt-conn: CONNS idle connections with the broker's RSS before/after).
+# conn (mqtt-conn: CONNS idle connections with the broker's RSS before/after),
+# storm (mqtt-storm: STORM devices with persistent sessions subscribe, drop at
+# once, STORM_QUEUED QoS 1 messages each are queued, all reconnect together
+# with at most STORM_CONCURRENCY handshakes at once, waited for STORM_WAIT s;
+# Mosquitto runs with persistence on for it).
 # XMPP scenarios (Petrel, ejabberd):
 # xlogin (xmpp-login: XLOGINS logins, 32 in progress at once, at up to
 # XLOGIN_RATE/s (default: as fast as they complete) over XUSERS
@@ -40,6 +44,10 @@ FANOUT=${FANOUT:-1000}
 FANOUT_RATE=${FANOUT_RATE:-200}
 CONNS=${CONNS:-10000}
 CONN_RATE=${CONN_RATE:-2000}
+STORM=${STORM:-19000}
+STORM_QUEUED=${STORM_QUEUED:-1}
+STORM_CONCURRENCY=${STORM_CONCURRENCY:-256}
+STORM_WAIT=${STORM_WAIT:-120}
 RATE=${RATE:-25000}
 XLOGINS=${XLOGINS:-20000}
 XLOGIN_RATE=${XLOGIN_RATE:-100000}
@@ -48,7 +56,7 @@ XPAIRS=${XPAIRS:-4}
 XAUTH=${XAUTH:-x-oauth2}
 XCHAT_RATE=${XCHAT_RATE:-}
 XCHAT_COUNT=${XCHAT_COUNT:-}
-SCENARIOS=${SCENARIOS:-"qos0 qos0r qos1 fanout conn xlogin xchat"}
+SCENARIOS=${SCENARIOS:-"qos0 qos0r qos1 fanout conn storm xlogin xchat"}
 OUT=${OUT:-target/load/compare-$(date +%s)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -70,7 +78,7 @@ PASSWORD=bench-password
 NOTES=()
 note() { echo "$*"; NOTES+=("$*"); }
 
-is_mqtt() { case $1 in qos0|qos0r|qos1|fanout|conn) return 0 ;; *) return 1 ;; esac; }
+is_mqtt() { case $1 in qos0|qos0r|qos1|fanout|conn|storm) return 0 ;; *) return 1 ;; esac; }
 # Accounts a scenario logs in with (user0 .. userN-1), one token each.
 users_for() {
   case $1 in
@@ -117,6 +125,10 @@ run_one() {
     conn)
       "$LOAD" mqtt-conn "${common[@]}" --count "$CONNS" --rate "$CONN_RATE" \
         --duration "$DURATION" --connect-concurrency 32 \
+        --out "$OUT/$name-$s.json" ;;
+    storm)
+      "$LOAD" mqtt-storm "${common[@]}" --count "$STORM" --queued "$STORM_QUEUED" \
+        --duration "$STORM_WAIT" --connect-concurrency "$STORM_CONCURRENCY" \
         --out "$OUT/$name-$s.json" ;;
     xlogin)
       "$LOAD" xmpp-login "${common[@]}" --count "$XLOGINS" --rate "$XLOGIN_RATE" \
@@ -175,11 +187,13 @@ start_petrel() {  # SCENARIO [BINARY]
 }
 
 MOSQ=$(command -v mosquitto || ls /usr/sbin/mosquitto 2>/dev/null || true)
-start_mosquitto() {
+start_mosquitto() {  # [SCENARIO]: storm runs with persistence on
   MDIR=$(mktemp -d /tmp/mosquitto-bench.XXXXXX)
   DIRS+=("$MDIR")
   MPORT=$(free_port)
-  printf '%s\n' "listener $MPORT 127.0.0.1" 'allow_anonymous true' 'persistence false' \
+  local persistence=('persistence false')
+  [ "${1:-}" = storm ] && persistence=('persistence true' "persistence_location $MDIR/")
+  printf '%s\n' "listener $MPORT 127.0.0.1" 'allow_anonymous true' "${persistence[@]}" \
     'log_dest none' 'max_queued_messages 1000000' 'max_queued_bytes 0' \
     'max_connections -1' > "$MDIR/mosquitto.conf"
   chmod 755 "$MDIR"; chmod 644 "$MDIR/mosquitto.conf"
@@ -404,7 +418,7 @@ note "petrel: MQTT 5 X-OAUTH2 with the username; XMPP $XAUTH"
 RUN=()
 for s in $SCENARIOS; do
   case $s in
-    qos0|qos0r|qos1|fanout|conn) RUN+=("$s") ;;
+    qos0|qos0r|qos1|fanout|conn|storm) RUN+=("$s") ;;
     xlogin|xchat)
       if gen_runs "$(gen_name "$s")"; then RUN+=("$s")
       else note "SKIPPED $s: the generator does not run $(gen_name "$s") yet"; fi ;;
@@ -421,7 +435,7 @@ for s in "${RUN[@]}"; do
     stop_broker
   fi
   if [ -n "$MOSQ" ] && is_mqtt "$s"; then
-    start_mosquitto
+    start_mosquitto "$s"
     run_one mosquitto "$s" "$BPID" "${AUTH[@]}"
     stop_broker
   fi
@@ -489,6 +503,17 @@ FIGS = {
                                               lambda r: get(r, "logins.ok", "connects.ok")), "lower"),
     ],
     "xchat": message_figs("msg"),
+    "storm": [
+        ("all back s", lambda r: get(r, "storm.all_back_s"), "lower"),
+        ("all delivered s", lambda r: get(r, "storm.all_delivered_s"), "lower"),
+        ("reconnects/s", lambda r: get(r, "connects.per_s"), "higher"),
+        ("reconnect p99 µs", lambda r: get(r, "storm.reconnect_latency.p99_us"), "lower"),
+        ("failed", lambda r: get(r, "storm.failed"), "lower"),
+        ("sessions found", lambda r: get(r, "storm.sessions_resumed"), "higher"),
+        ("queued lost", lambda r: get(r, "storm.lost"), "lower"),
+        ("peak RSS MB", lambda r: per(r, lambda r: get(r, "storm.rss_peak_bytes"), lambda r: 1e6), "lower"),
+        cores,
+    ],
 }
 rows = []
 for s in scenarios:

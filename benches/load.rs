@@ -305,6 +305,44 @@ fn print_table(r: &Report) {
             );
         }
     }
+    if let Some(st) = &r.storm {
+        let secs = |v: Option<f64>| v.map_or("not all".to_string(), |s| format!("{s:.2} s"));
+        println!(
+            "  {:<22} {} devices, Session Expiry {} s, {} queued each: {} acknowledged in {:.2} s",
+            "before the storm",
+            st.devices,
+            st.session_expiry_s,
+            st.queued_per_device,
+            st.queued_acked,
+            st.queue_phase_s
+        );
+        println!(
+            "  {:<22} {} back ({} failed), {} sessions found; all back after {}",
+            "reconnects",
+            st.reconnected,
+            st.failed,
+            st.sessions_resumed,
+            secs(st.all_back_s)
+        );
+        println!(
+            "  {:<22} {} of {} received, lost {}, duplicates {}; {} devices complete, all after {}",
+            "queued messages",
+            st.received,
+            st.expected,
+            st.lost,
+            st.duplicates,
+            st.devices_complete,
+            secs(st.all_delivered_s)
+        );
+        if let (Some(b), Some(p)) = (st.rss_before_bytes, st.rss_peak_bytes) {
+            println!(
+                "  {:<22} {:.1} MB before the storm, {:.1} MB at its peak",
+                "broker RSS",
+                b as f64 / 1e6,
+                p as f64 / 1e6
+            );
+        }
+    }
     if let Some(mem) = &r.memory {
         println!(
             "  {:<22} pid {}: {:.1} MB before, {:.1} MB with {} held: {:.0} bytes per connection",

@@ -501,3 +501,30 @@ async fn pubsub_qos1_to_persistent_sessions() {
     .unwrap();
     assert!(present, "the subscriber's session was kept");
 }
+
+/// `mqtt-storm`: devices with persistent sessions drop at once, messages are
+/// queued for them, all reconnect together and get every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_devices_come_back_to_their_queued_messages() {
+    let (p, tokens) = server_with_tokens(4);
+    let pid = p.child.as_ref().unwrap().id();
+    let mut a = args("mqtt-storm --auth x-oauth2 --count 40 --queued 3 --duration 30");
+    a.extend(["--target".into(), p.mqtt().to_string()]);
+    a.extend(["--tokens".into(), tokens.display().to_string()]);
+    a.extend(["--pid".into(), pid.to_string()]);
+    let report = loadgen::run(&plan(&a), Arc::new(Progress::new()))
+        .await
+        .unwrap();
+    let st = report.storm.as_ref().expect("storm figures");
+    assert_eq!(st.devices, 40, "{:?}", report.errors);
+    assert_eq!(st.session_expiry_s, 3600, "persistent unless told");
+    assert_eq!(st.queued_acked, 120, "{:?}", report.errors);
+    assert_eq!((st.reconnected, st.failed), (40, 0), "{:?}", report.errors);
+    assert_eq!(st.sessions_resumed, 40, "every stored session found");
+    assert_eq!((st.expected, st.received, st.lost), (120, 120, 0));
+    assert_eq!(st.devices_complete, 40);
+    assert!(st.all_back_s.is_some() && st.all_delivered_s.is_some());
+    assert!(st.all_delivered_s >= st.all_back_s);
+    assert!(st.rss_peak_bytes >= st.rss_before_bytes && st.rss_before_bytes.is_some());
+    assert_eq!(report.connects.ok, 40);
+}

@@ -53,6 +53,8 @@ pub struct Identity {
     /// Above 0: a persistent session (MQTT 5 Session Expiry Interval;
     /// MQTT 3.1.1 Clean Session 0).
     pub session_expiry: u32,
+    /// Resume the stored session (Clean Start 0).
+    pub resume: bool,
 }
 
 impl Identity {
@@ -144,7 +146,8 @@ impl Client {
             version,
             // MQTT 5 starts clean and keeps the session for its expiry;
             // 3.1.1 keeps it with Clean Session 0.
-            clean_start: version == Version::V5 || identity.session_expiry == 0,
+            clean_start: !identity.resume
+                && (version == Version::V5 || identity.session_expiry == 0),
             keep_alive,
             properties,
             client_id: identity.client_id.clone(),

@@ -250,6 +250,7 @@ impl Ctx {
             connect_buckets: connect_latency.buckets(),
             messages,
             memory,
+            storm: None,
             processes: end.processes,
             system_busy_cores: end.system_busy,
             machine_cores: std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -239,6 +239,7 @@ pub async fn run(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadErr
         Scenario::XmppChat => xmpp::run_chat(plan, progress).await,
         Scenario::Bridge => bridge::run_bridge(plan, progress).await,
         Scenario::BridgeBack => bridge::run_bridge_back(plan, progress).await,
+        Scenario::MqttStorm => mqtt::run_storm(plan, progress).await,
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub(crate) mod publisher;
 pub(crate) mod pubsub;
+pub(crate) mod storm;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use super::{read_rss, LoadError, ProcessWatch};
 use crate::mqtt::codec::Packet;
 
 pub use pubsub::run_pubsub;
+pub use storm::run_storm;
 
 /// Longest a TCP (+TLS) connect plus MQTT login may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

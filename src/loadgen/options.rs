@@ -56,6 +56,11 @@ pub enum Scenario {
     /// The bridge the other way: XMPP sessions publishing PubSub items
     /// (iq set, a window of results), MQTT subscribers on the topics.
     BridgeBack,
+    /// A reconnect storm: --count devices with persistent sessions
+    /// subscribe, all drop at once, QoS 1 messages are queued for them
+    /// (--queued each), then all reconnect together; time until all are
+    /// back and have their messages, broker peak memory, failures.
+    MqttStorm,
 }
 
 impl Scenario {
@@ -67,6 +72,7 @@ impl Scenario {
             Scenario::XmppChat => "xmpp-chat",
             Scenario::Bridge => "bridge",
             Scenario::BridgeBack => "bridge-back",
+            Scenario::MqttStorm => "mqtt-storm",
         }
     }
 
@@ -143,7 +149,10 @@ of sessions, each sending --count messages to its partner at --rate per second w
 --inflight undelivered, for --duration), bridge (--pairs MQTT publishers, each on its topic of \
 --topic-pattern at --rate, to as many XMPP sessions subscribed to the nodes a bridge rule maps \
 the topics to), bridge-back (--pairs XMPP sessions publishing items to the nodes, at most \
---inflight unanswered, to as many MQTT subscribers). XMPP users come from --user-pattern \
+--inflight unanswered, to as many MQTT subscribers), mqtt-storm (--count devices with \
+persistent sessions, --session-expiry, default 3600 s, subscribe; all drop at once; --queued \
+QoS 1 messages each are published to them; all reconnect together, at most \
+--connect-concurrency handshakes at once, and are waited for at most --duration). XMPP users come from --user-pattern \
 (localpart@domain; the domain is the stream's `to`)."
 )]
 pub struct Options {
@@ -274,6 +283,9 @@ pub struct Options {
     /// stores each QoS 1/2 message for them before acknowledging it.
     #[arg(long, default_value_t = 0)]
     pub session_expiry: u32,
+    /// mqtt-storm: QoS 1 messages queued for each device while it is away.
+    #[arg(long, default_value_t = 1)]
+    pub queued: u32,
     /// Handshakes (XMPP: whole logins) in progress at once while connecting.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: u64,
@@ -379,6 +391,8 @@ pub struct Plan {
     pub inflight: u16,
     pub keep_alive: u16,
     pub session_expiry: u32,
+    /// mqtt-storm: messages queued per device.
+    pub queued: u32,
     pub connect_concurrency: u64,
     pub pid: Option<u32>,
     pub source_ips: Vec<IpAddr>,
@@ -424,7 +438,7 @@ impl Options {
             .collect::<Result<Vec<_>, _>>()?;
         if targets.len() > 1 && (xmpp || bridge) {
             return refuse(
-                "several --target addresses are for the MQTT scenarios (mqtt-conn, mqtt-pubsub)"
+                "several --target addresses are for the MQTT scenarios (mqtt-conn, mqtt-pubsub, mqtt-storm)"
                     .into(),
             );
         }
@@ -577,7 +591,11 @@ impl Options {
                 "--payload must be between {min_payload} and {MAX_PAYLOAD} bytes"
             ));
         }
-        let qos = QoS::from_u8(self.qos.unwrap_or(u8::from(bridge))).unwrap_or_default();
+        let storm = scenario == Scenario::MqttStorm;
+        let qos = QoS::from_u8(self.qos.unwrap_or(u8::from(bridge || storm))).unwrap_or_default();
+        if storm && qos == QoS::AtMostOnce {
+            return refuse("mqtt-storm queues QoS 1 or 2 messages: --qos 1 or 2".into());
+        }
         if self.inflight == 0 {
             return refuse("--inflight must be at least 1".into());
         }
@@ -588,6 +606,18 @@ impl Options {
                     return refuse(format!(
                         "mqtt-conn --count must be between 1 and {MAX_CONNECTIONS}"
                     ));
+                }
+                Some(n)
+            }
+            Scenario::MqttStorm => {
+                let n = self.count.unwrap_or(1000);
+                if n == 0 || n > MAX_CONNECTIONS {
+                    return refuse(format!(
+                        "mqtt-storm --count must be between 1 and {MAX_CONNECTIONS}"
+                    ));
+                }
+                if self.queued == 0 || self.queued > 10_000 {
+                    return refuse("mqtt-storm --queued must be between 1 and 10000".into());
                 }
                 Some(n)
             }
@@ -719,7 +749,13 @@ impl Options {
             payload: self.payload,
             inflight: self.inflight,
             keep_alive: self.keep_alive,
-            session_expiry: self.session_expiry,
+            // A storm's devices keep their sessions an hour unless told.
+            session_expiry: if storm && self.session_expiry == 0 {
+                3600
+            } else {
+                self.session_expiry
+            },
+            queued: self.queued,
             connect_concurrency: self.connect_concurrency.clamp(1, 4096),
             pid: self.pid,
             source_ips: self.source_ips.clone(),

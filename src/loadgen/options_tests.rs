@@ -434,3 +434,39 @@ fn several_targets_for_a_cluster() {
     let e = refused(&["xmpp-login", "--target", "127.0.0.1:5222,127.0.0.1:5223"]);
     assert!(e.contains("MQTT scenarios"), "{e}");
 }
+
+#[test]
+fn storm_options() {
+    let p = plan(&["mqtt-storm", "--auth", "none"]).unwrap().unwrap();
+    assert_eq!(p.scenario, Scenario::MqttStorm);
+    assert_eq!(p.count, Some(1000));
+    assert_eq!(p.queued, 1);
+    assert_eq!(
+        p.qos,
+        QoS::AtLeastOnce,
+        "queued messages are QoS 1 unless told"
+    );
+    assert_eq!(p.session_expiry, 3600, "persistent sessions unless told");
+    let p = plan(&[
+        "mqtt-storm",
+        "--auth",
+        "none",
+        "--count",
+        "19000",
+        "--queued",
+        "5",
+        "--qos",
+        "2",
+        "--session-expiry",
+        "60",
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (p.count, p.queued, p.qos, p.session_expiry),
+        (Some(19000), 5, QoS::ExactlyOnce, 60)
+    );
+    assert!(refused(&["mqtt-storm", "--auth", "none", "--qos", "0"]).contains("QoS 1 or 2"));
+    assert!(refused(&["mqtt-storm", "--auth", "none", "--queued", "0"]).contains("--queued"));
+    assert!(refused(&["mqtt-storm", "--auth", "none", "--count", "0"]).contains("--count"));
+}

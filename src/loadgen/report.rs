@@ -196,6 +196,44 @@ impl MessageFigures {
     }
 }
 
+/// What a reconnect storm (`mqtt-storm`) measured. Times are from the
+/// moment every device starts reconnecting.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StormFigures {
+    /// Devices connected and subscribed before the drop.
+    pub devices: u64,
+    pub queued_per_device: u32,
+    pub session_expiry_s: u32,
+    /// Publishing the queued messages while the devices were away, until
+    /// the last PUBACK.
+    pub queue_phase_s: f64,
+    /// Queued publishes the broker acknowledged.
+    pub queued_acked: u64,
+    /// Devices back (CONNACK success) within the wait.
+    pub reconnected: u64,
+    pub failed: u64,
+    /// CONNACKs with Session Present: the stored session was found.
+    pub sessions_resumed: u64,
+    /// Until the last CONNACK, when every device came back.
+    pub all_back_s: Option<f64>,
+    /// Until the last device had all its queued messages.
+    pub all_delivered_s: Option<f64>,
+    /// Devices that had all their queued messages within the wait.
+    pub devices_complete: u64,
+    /// Queued messages: acknowledged by the broker, received (distinct),
+    /// never received, received more than once.
+    pub expected: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    /// CONNACK latency of the reconnects.
+    pub reconnect_latency: LatencySummary,
+    /// Broker RSS before the storm, and the most sampled (every 50 ms)
+    /// while it lasted (with --pid).
+    pub rss_before_bytes: Option<u64>,
+    pub rss_peak_bytes: Option<u64>,
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -208,6 +246,8 @@ pub struct Report {
     pub connect_buckets: Vec<Bucket>,
     pub messages: Option<MessageFigures>,
     pub memory: Option<MemoryFigures>,
+    /// mqtt-storm: the reconnect storm.
+    pub storm: Option<StormFigures>,
     /// CPU and RSS of the broker (with --pid) and of the generator, over the
     /// connect+hold phases (mqtt-conn) or the send+drain phases (mqtt-pubsub).
     pub processes: Vec<ProcessFigures>,
@@ -288,6 +328,7 @@ mod tests {
                 keep_alive_s: 60,
                 session_expiry_s: None,
             },
+            storm: None,
             connects: ConnectFigures::default(),
             connect_buckets: vec![],
             messages: None,
