@@ -24,7 +24,9 @@
 # storm (mqtt-storm: STORM devices with persistent sessions subscribe, drop at
 # once, STORM_QUEUED QoS 1 messages each are queued, all reconnect together
 # with at most STORM_CONCURRENCY handshakes at once, waited for STORM_WAIT s;
-# Mosquitto runs with persistence on for it).
+# Mosquitto runs with persistence on for it), qos1p (qos1 with the
+# subscribers' sessions persistent, Session Expiry 3600 s: every message is
+# stored for its subscriber before PUBACK; Mosquitto with persistence on).
 # XMPP scenarios (Petrel, ejabberd):
 # xlogin (xmpp-login: XLOGINS logins, 32 in progress at once, at up to
 # XLOGIN_RATE/s (default: as fast as they complete) over XUSERS
@@ -56,7 +58,7 @@ XPAIRS=${XPAIRS:-4}
 XAUTH=${XAUTH:-x-oauth2}
 XCHAT_RATE=${XCHAT_RATE:-}
 XCHAT_COUNT=${XCHAT_COUNT:-}
-SCENARIOS=${SCENARIOS:-"qos0 qos0r qos1 fanout conn storm xlogin xchat"}
+SCENARIOS=${SCENARIOS:-"qos0 qos0r qos1 qos1p fanout conn storm xlogin xchat"}
 OUT=${OUT:-target/load/compare-$(date +%s)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -78,7 +80,7 @@ PASSWORD=bench-password
 NOTES=()
 note() { echo "$*"; NOTES+=("$*"); }
 
-is_mqtt() { case $1 in qos0|qos0r|qos1|fanout|conn|storm) return 0 ;; *) return 1 ;; esac; }
+is_mqtt() { case $1 in qos0|qos0r|qos1|qos1p|fanout|conn|storm) return 0 ;; *) return 1 ;; esac; }
 # Accounts a scenario logs in with (user0 .. userN-1), one token each.
 users_for() {
   case $1 in
@@ -114,6 +116,10 @@ run_one() {
       "$LOAD" mqtt-pubsub "${common[@]}" --publishers "$PAIRS" --subscribers "$PAIRS" \
         --layout one-to-one --qos "${s#qos}" --payload "$PAYLOAD" --duration "$DURATION" \
         --out "$OUT/$name-$s.json" ;;
+    qos1p)
+      "$LOAD" mqtt-pubsub "${common[@]}" --publishers "$PAIRS" --subscribers "$PAIRS" \
+        --layout one-to-one --qos 1 --payload "$PAYLOAD" --duration "$DURATION" \
+        --session-expiry 3600 --out "$OUT/$name-$s.json" ;;
     qos0r)
       "$LOAD" mqtt-pubsub "${common[@]}" --publishers "$PAIRS" --subscribers "$PAIRS" \
         --layout one-to-one --qos 0 --payload "$PAYLOAD" --rate "$RATE" --duration "$DURATION" \
@@ -187,12 +193,12 @@ start_petrel() {  # SCENARIO [BINARY]
 }
 
 MOSQ=$(command -v mosquitto || ls /usr/sbin/mosquitto 2>/dev/null || true)
-start_mosquitto() {  # [SCENARIO]: storm runs with persistence on
+start_mosquitto() {  # [SCENARIO]: storm and qos1p run with persistence on
   MDIR=$(mktemp -d /tmp/mosquitto-bench.XXXXXX)
   DIRS+=("$MDIR")
   MPORT=$(free_port)
   local persistence=('persistence false')
-  [ "${1:-}" = storm ] && persistence=('persistence true' "persistence_location $MDIR/")
+  case ${1:-} in storm|qos1p) persistence=('persistence true' "persistence_location $MDIR/") ;; esac
   printf '%s\n' "listener $MPORT 127.0.0.1" 'allow_anonymous true' "${persistence[@]}" \
     'log_dest none' 'max_queued_messages 1000000' 'max_queued_bytes 0' \
     'max_connections -1' > "$MDIR/mosquitto.conf"
@@ -418,7 +424,7 @@ note "petrel: MQTT 5 X-OAUTH2 with the username; XMPP $XAUTH"
 RUN=()
 for s in $SCENARIOS; do
   case $s in
-    qos0|qos0r|qos1|fanout|conn|storm) RUN+=("$s") ;;
+    qos0|qos0r|qos1|qos1p|fanout|conn|storm) RUN+=("$s") ;;
     xlogin|xchat)
       if gen_runs "$(gen_name "$s")"; then RUN+=("$s")
       else note "SKIPPED $s: the generator does not run $(gen_name "$s") yet"; fi ;;

@@ -165,6 +165,10 @@ fn live_progress(
                 Scenario::XmppChat => format!(
                     "sent {sent} ({sent_rate:.0}/s) received {rx} ({rx_rate:.0}/s), logins {ok} ok {failed} failed"
                 ),
+                Scenario::MqttStorm => format!(
+                    "connects {ok} ok {failed} failed, queued {sent} acked {}, received {rx}",
+                    Progress::get(&p.acked)
+                ),
                 Scenario::MqttPubSub | Scenario::Bridge | Scenario::BridgeBack => format!(
                     "sent {sent} ({:.0}/s) received {rx} ({:.0}/s) acked {}",
                     sent_rate,
