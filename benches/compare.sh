@@ -50,6 +50,10 @@ STORM=${STORM:-19000}
 STORM_QUEUED=${STORM_QUEUED:-1}
 STORM_CONCURRENCY=${STORM_CONCURRENCY:-256}
 STORM_WAIT=${STORM_WAIT:-120}
+# Accounts the storm's devices log in as (device i as user i mod
+# STORM_USERS): Petrel admits mqtt_max_sessions_per_account (10,000) per
+# account, as a fleet spread over accounts would meet it.
+STORM_USERS=${STORM_USERS:-4}
 RATE=${RATE:-25000}
 XLOGINS=${XLOGINS:-20000}
 XLOGIN_RATE=${XLOGIN_RATE:-100000}
@@ -86,6 +90,7 @@ users_for() {
   case $1 in
     xlogin) echo "$XUSERS" ;;
     xchat) echo $((2 * XPAIRS)) ;;
+    storm) echo "$STORM_USERS" ;;
     *) echo 1 ;;
   esac
 }
@@ -153,8 +158,8 @@ run_one() {
 auth_for() {
   local s=$1 tokens=$2
   if is_mqtt "$s"; then
-    AUTH=(--auth x-oauth2 --username-with-token --user-pattern "$USER_PATTERN" --users 1
-      --tokens "$tokens")
+    AUTH=(--auth x-oauth2 --username-with-token --user-pattern "$USER_PATTERN"
+      --users "$(users_for "$s")" --tokens "$tokens")
   else
     AUTH=(--auth "$XAUTH" --user-pattern "$USER_PATTERN" --users "$(users_for "$s")"
       --password "$PASSWORD" --tokens "$tokens")

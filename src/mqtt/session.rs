@@ -561,13 +561,18 @@ impl Connection {
         let key = account.map_or_else(|| host.to_string(), |a| a.to_string());
         let max = self.settings.limits.max_sessions_per_account;
         self.broker.registry().with_account(&key, |all| {
-            all.iter()
-                .filter(|h| {
-                    h.address().protocol() == crate::session::Protocol::Mqtt
-                        && h.address().name() != client_id
-                })
-                .count()
-                >= max
+            // Fewer sessions of every kind than the quota: no need to count
+            // (a fleet on one account reconnecting would otherwise scan it
+            // once per connect).
+            all.len() >= max
+                && all
+                    .iter()
+                    .filter(|h| {
+                        h.address().protocol() == crate::session::Protocol::Mqtt
+                            && h.address().name() != client_id
+                    })
+                    .count()
+                    >= max
         })
     }
 

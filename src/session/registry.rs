@@ -44,8 +44,9 @@ pub struct Registry {
     tables: [DashMap<Arc<str>, Arc<dyn Handle>>; 2],
     /// Account (bare JID or domain) -> its sessions, every protocol.
     accounts: DashMap<CompactString, Sessions>,
-    /// Token key -> the sessions that logged in with it.
-    tokens: DashMap<u64, Sessions>,
+    /// Token key -> the sessions that logged in with it, by session id (a
+    /// fleet on one token has thousands: adding and removing one is O(1)).
+    tokens: DashMap<u64, HashMap<u64, Arc<dyn Handle>>>,
     next_id: AtomicU64,
     limits: FlowLimits,
     clock: Arc<dyn Clock>,
@@ -272,7 +273,7 @@ impl Registry {
 
     fn untrack_token(&self, key: u64, id: u64) {
         if let dashmap::Entry::Occupied(mut e) = self.tokens.entry(key) {
-            remove_from(e.get_mut(), id);
+            e.get_mut().remove(&id);
             if e.get().is_empty() {
                 e.remove();
             }
@@ -292,7 +293,7 @@ impl Registry {
             }
             if let Some(k) = new_key {
                 let h: Arc<dyn Handle> = s.clone();
-                self.tokens.entry(k).or_default().push(h);
+                self.tokens.entry(k).or_default().insert(s.id(), h);
             }
         }
         // Looked at only once the session is in the index: a token ending
@@ -307,7 +308,7 @@ impl Registry {
         let Some((_, holders)) = self.tokens.remove(&key) else {
             return;
         };
-        for h in holders {
+        for h in holders.into_values() {
             // Only if that is still its token (a re-authenticated session
             // moved on to another one).
             if h.token_key() == Some(key) {
