@@ -58,18 +58,7 @@ PETREL=${PETREL:-target/release/petrel}
 USER_PATTERN='user%d@localhost'
 PASSWORD=bench-password
 
-PIDS=()
-DIRS=()
-alive() { [ -n "$1" ] && ps -o stat= -p "$1" 2>/dev/null | grep -qv Z; }
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do
-    for _ in $(seq 50); do alive "$p" || break; sleep 0.1; done
-    alive "$p" && kill -9 "$p" 2>/dev/null || true
-  done
-  for d in "${DIRS[@]:-}"; do [ -n "$d" ] && rm -rf "$d"; done
-}
-trap cleanup EXIT
+. benches/procs.sh
 
 # Accounts: xmpp-chat logs in 2 × PAIRS sessions, one account each.
 NUSERS=$((2 * PAIRS))

@@ -58,25 +58,16 @@ command -v nats-server >/dev/null || { echo "nats-server is missing (apt-get ins
 PETREL=${PETREL:-target/release/petrel}
 TICK=$(getconf CLK_TCK)
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-alive() { [ -n "$1" ] && ps -o stat= -p "$1" 2>/dev/null | grep -qv Z; }
-
-PIDS=()
-DIRS=()
+. benches/procs.sh
 PG_STOP=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do
-    for _ in $(seq 50); do alive "$p" || break; sleep 0.1; done
-    alive "$p" && kill -9 "$p" 2>/dev/null || true
-  done
+# The nodes and NATS first, then PostgreSQL (before its directory goes).
+cleanup_cluster() {
+  stop_pids
   for c in "${PG_STOP[@]:-}"; do [ -n "$c" ] && eval "$c" >/dev/null 2>&1 || true; done
-  for d in "${DIRS[@]:-}"; do if [ -n "$d" ]; then rm -rf "$d"; fi; done
-  return 0
+  PG_STOP=()
+  remove_dirs
 }
-trap cleanup EXIT
+trap cleanup_cluster EXIT
 
 # initdb refuses to run as root: then PostgreSQL runs as the postgres user.
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -147,8 +138,7 @@ start_node() {  # DIR: appends to NODE_PIDS and TARGETS
 }
 
 stop_all() {
-  cleanup
-  PIDS=(); DIRS=(); PG_STOP=()
+  cleanup_cluster
   PGPORT=; NATSPORT=; PGPID=; NATSPID=
 }
 

@@ -75,10 +75,6 @@ echo "open files allowed: $(ulimit -n)"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --bin petrel
 . benches/load-binary.sh
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 USER_PATTERN='user%d@localhost'
 PASSWORD=bench-password
 NOTES=()
@@ -96,18 +92,7 @@ users_for() {
 }
 gen_name() { case $1 in xlogin) echo xmpp-login ;; xchat) echo xmpp-chat ;; esac; }
 
-PIDS=()
-DIRS=()
-alive() { [ -n "$1" ] && ps -o stat= -p "$1" 2>/dev/null | grep -qv Z; }
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do
-    for _ in $(seq 50); do alive "$p" || break; sleep 0.1; done
-    alive "$p" && kill -9 "$p" 2>/dev/null || true
-  done
-  for d in "${DIRS[@]:-}"; do [ -n "$d" ] && rm -rf "$d"; done
-}
-trap cleanup EXIT
+. benches/procs.sh
 
 # run_one NAME SCENARIO PID AUTH_ARGS...   (target: $BMQTT or $BC2S)
 run_one() {

@@ -122,6 +122,17 @@ pub fn resolve_loopback(target: &str) -> Result<SocketAddr, LoadError> {
 }
 
 /// Resident set size of process `pid` in bytes (`VmRSS` in /proc/PID/status).
+/// The watched broker's RSS now: `None` without `--pid`, an error when
+/// `--pid` names a process whose /proc/PID/status cannot be read.
+pub fn broker_rss(pid: Option<u32>) -> Result<Option<u64>, LoadError> {
+    match pid {
+        None => Ok(None),
+        Some(pid) => read_rss(pid).map(Some).ok_or_else(|| {
+            LoadError::Refused(format!("--pid {pid}: cannot read /proc/{pid}/status"))
+        }),
+    }
+}
+
 pub fn read_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_vm_rss(&status)

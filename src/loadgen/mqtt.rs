@@ -74,13 +74,7 @@ impl Ctx {
 pub async fn run_conn(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadError> {
     let ctx = Ctx::new(plan, progress.clone()).await?;
     let n = plan.count.unwrap_or(100);
-    let rss_before = plan.pid.and_then(read_rss);
-    if plan.pid.is_some() && rss_before.is_none() {
-        return Err(LoadError::Refused(format!(
-            "--pid {}: cannot read /proc/{0}/status",
-            plan.pid.unwrap_or_default()
-        )));
-    }
+    let rss_before = super::broker_rss(plan.pid)?;
     let sampler_stop = CancellationToken::new();
     let sampler = spawn_sampler(&ctx, sampler_stop.clone());
     progress.goal.store(n, std::sync::atomic::Ordering::Relaxed);

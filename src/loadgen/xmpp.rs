@@ -204,13 +204,7 @@ pub async fn run_login(plan: &Plan, progress: Arc<Progress>) -> Result<Report, L
     let x = Xmpp::new(plan, progress.clone()).await?;
     let ctx = x.ctx.clone();
     let n = plan.count.unwrap_or(100);
-    let rss_before = plan.pid.and_then(read_rss);
-    if plan.pid.is_some() && rss_before.is_none() {
-        return Err(LoadError::Refused(format!(
-            "--pid {}: cannot read /proc/{0}/status",
-            plan.pid.unwrap_or_default()
-        )));
-    }
+    let rss_before = super::broker_rss(plan.pid)?;
     let sampler_stop = CancellationToken::new();
     let sampler = spawn_sampler(&ctx, sampler_stop.clone());
     progress.goal.store(n, Ordering::Relaxed);

@@ -60,12 +60,7 @@ pub async fn run_storm(
         let prefix = prefix.clone();
         move |i: u64| format!("{prefix}/{i}")
     };
-    if plan.pid.is_some() && plan.pid.and_then(read_rss).is_none() {
-        return Err(LoadError::Refused(format!(
-            "--pid {}: cannot read /proc/{0}/status",
-            plan.pid.unwrap_or_default()
-        )));
-    }
+    super::super::broker_rss(plan.pid)?;
     let sampler_stop = CancellationToken::new();
     let sampler = spawn_sampler(&ctx, sampler_stop.clone());
 
