@@ -427,7 +427,17 @@ async fn open_uploads(
         registry.entropy().clone(),
     );
     let uploads = tokio::task::spawn_blocking(move || {
-        crate::xmpp::upload::Uploads::open(c.upload.clone(), base, &c.data_dir, clock, entropy)
+        let u = crate::xmpp::upload::Uploads::open(
+            c.upload.clone(),
+            base,
+            &c.data_dir,
+            clock,
+            entropy,
+        )?;
+        // Before anything is served: no file past max_days is handed out
+        // after a restart (then hourly, `run_expiry`).
+        crate::xmpp::upload::sweep_logged(&u);
+        Ok(u)
     })
     .await
     .expect("opening the upload directory does not panic")

@@ -237,19 +237,26 @@ impl Uploads {
 /// The upload directory's name in the data directory.
 pub const UPLOAD_DIR: &str = "upload";
 
-/// At start and then hourly: files older than `max_days` deleted.
+/// Deletes the files past `max_days` now, saying what it did. Blocks.
+pub fn sweep_logged(u: &Uploads) {
+    match u.sweep(u.now()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deleted = n, "uploaded files past max_days deleted"),
+        Err(e) => tracing::error!(error = %e, "could not sweep the uploaded files"),
+    }
+}
+
+/// Hourly: files older than `max_days` deleted (the start's sweep is done
+/// by the server before it serves).
 pub async fn run_expiry(uploads: Arc<Uploads>, shutdown: tokio_util::sync::CancellationToken) {
     loop {
-        let u = uploads.clone();
-        match tokio::task::spawn_blocking(move || u.sweep(u.now())).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(deleted = n, "uploaded files past max_days deleted"),
-            Ok(Err(e)) => tracing::error!(error = %e, "could not sweep the uploaded files"),
-            Err(e) => tracing::error!(error = %e, "the upload sweep failed"),
-        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+        let u = uploads.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || sweep_logged(&u)).await {
+            tracing::error!(error = %e, "the upload sweep failed");
         }
     }
 }
