@@ -492,13 +492,15 @@ impl MqttPeers {
         let Ok(node) = std::str::from_utf8(&rest[..n]) else {
             return;
         };
+        // The keys it may answer as, made once for the whole batch.
+        let keys = [(node.to_string(), false), (node.to_string(), true)];
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         for e in rest[n..].chunks_exact(ACK_ENTRY) {
             let id = u64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
             let receivers = u32::from_be_bytes(e[8..12].try_into().expect("4 bytes"));
             let resent = e[12] == 1;
             if let Some(w) = p.get_mut(&id) {
-                if w.nodes.remove(&(node.to_string(), resent)) {
+                if w.nodes.remove(&keys[usize::from(resent)]) {
                     w.receivers += receivers as usize;
                 }
                 if w.finish_if_done() {
